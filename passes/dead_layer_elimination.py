@@ -1,0 +1,99 @@
+"""dead-layer-elimination: remove layers that cannot affect any graph output."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+import onnx_graphsurgeon as gs
+
+from trtcompile import ir
+from trtcompile.pass_manager import Pass, PassContext, PassResult
+
+
+@dataclass(frozen=True)
+class DeadLayerElimination(Pass):
+    """Remove layers that compute nothing the graph's outputs depend on.
+
+    Rules:
+      1. Identity: consumers read the Identity's input instead. When the Identity's output is a graph
+         output, the producer of its input writes the graph output directly (the output keeps its
+         name); if that input is a graph input, a constant or another graph output, the Identity
+         stays (an output cannot be renamed).
+      2. Dropout in inference (no ``training_mode`` input, or a constant false one) with an unused
+         mask output is an Identity and is removed by rule 1. A Dropout whose mask is read, or
+         whose ``training_mode`` is not a constant false, stays.
+      3. Nodes none of whose outputs reach a graph output are removed, in the main graph and in
+         If/Loop/Scan bodies (a body's outputs always count as reached).
+      4. Initializers that no node reads are not written back.
+
+    Requires: nothing. Preserves: graph inputs and outputs (names, shapes, dtypes), including unused
+    graph inputs; every output value. Options: ``identity`` and ``dropout`` turn rules 1 and 2 off.
+    """
+
+    name: ClassVar[str] = "dead-layer-elimination"
+
+    identity: bool = True
+    dropout: bool = True
+
+    def run(self, graph: gs.Graph, ctx: PassContext) -> PassResult:
+        result = PassResult()
+        graph_outputs = ir.output_names(graph)
+        graph_inputs = {t.name for t in graph.inputs}
+        for node in list(graph.nodes):
+            if node.op == "Identity" and self.identity:
+                if self._bypass(node, graph_inputs, graph_outputs, result):
+                    result.count("removed_identity")
+            elif node.op == "Dropout" and self.dropout:
+                if not self._is_inference_dropout(node, graph_outputs, result):
+                    continue
+                if self._bypass(node, graph_inputs, graph_outputs, result):
+                    result.count("removed_dropout")
+
+        nodes_before = sum(1 for _ in ir.iter_nodes(graph))
+        graph.cleanup(remove_unused_node_outputs=False, recurse_subgraphs=True,
+                      remove_unused_graph_inputs=False)
+        bypassed = result.counts.get("removed_identity", 0) + result.counts.get("removed_dropout", 0)
+        removed_dead = nodes_before - sum(1 for _ in ir.iter_nodes(graph)) - bypassed
+        if removed_dead:
+            result.count("removed_dead", removed_dead)
+        return result
+
+    @staticmethod
+    def _is_inference_dropout(node: gs.Node, graph_outputs: set[str], result: PassResult) -> bool:
+        if len(node.outputs) > 1 and (node.outputs[1].outputs or node.outputs[1].name in graph_outputs):
+            result.reject(node, "dropout mask output is read")
+            return False
+        if len(node.inputs) >= 3 and node.inputs[2].name:
+            training = ir.constant_value(node.inputs[2])
+            if training is None:
+                result.reject(node, "dropout training_mode is not a constant")
+                return False
+            if bool(training.reshape(-1)[0]):
+                result.reject(node, "dropout runs in training mode")
+                return False
+        return True
+
+    @staticmethod
+    def _bypass(node: gs.Node, graph_inputs: set[str], graph_outputs: set[str],
+                result: PassResult) -> bool:
+        """Rewire around a node that passes its first input through to its first output."""
+        source, target = node.inputs[0], node.outputs[0]
+        if target.name in graph_outputs:
+            source_producer = ir.producer(source)
+            if (source_producer is None or source.name in graph_inputs
+                    or source.name in graph_outputs):
+                result.reject(node, f"{node.op} output '{target.name}' is a graph output and its "
+                                    "input cannot take that name")
+                return False
+            # The producer writes the graph output directly; other readers of the source follow.
+            ir.replace_uses(source, target)
+            index = source_producer.outputs.index(source)
+            source_producer.outputs[index] = target
+            node.inputs.clear()
+            node.outputs.clear()
+            return True
+        ir.replace_uses(target, source)
+        node.inputs.clear()
+        node.outputs.clear()
+        return True

@@ -1,0 +1,145 @@
+"""Golden cases for passes: input graphs as ONNX text, expected structure and counts as JSON.
+
+A case is ``tests/passes/<pass_module>/cases/<case>.onnxtxt``: ``onnx.parser`` model text preceded by
+``#`` header lines, and beside it ``<case>.expected.json`` with what running the pipeline must give.
+
+Header lines (all optional):
+
+``# pipeline: <text>``
+    Pipeline to run; defaults to the pass the folder is named after.
+``# constants: W B var:positive``
+    Graph inputs that become initializers filled with seeded random values (uniform in [-1, 1],
+    or [0.5, 1.5] with ``:positive``), so cases need not spell out weights.
+``# atol: 1e-4`` / ``# rtol: 1e-3``
+    Parity tolerances of this case.
+``# about: <text>``
+    What the case shows (for readers; negative cases say why the pattern must stay).
+
+Expected JSON keys: ``layers_before``, ``layers_after``, ``ops`` (op keys of the optimized graph in
+order), ``functions`` (local functions defined), ``stats`` (pass counts summed over runs),
+``rejections`` (``[nodes, reason]`` pairs). ``pytest --update-golden`` rewrites them for review.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnx.parser
+
+from trtcompile import ir, verify
+from trtcompile.pass_manager import PassManager
+
+PASSES_DIR = Path(__file__).parent / "passes"
+
+
+@dataclass
+class GoldenCase:
+    """One golden case: where it lives, its header, and the model it describes."""
+
+    path: Path
+    pipeline: str
+    constants: dict[str, str] = field(default_factory=dict)
+    atol: float = verify.DEFAULT_ATOL
+    rtol: float = verify.DEFAULT_RTOL
+    about: str = ""
+
+    @property
+    def id(self) -> str:
+        return f"{self.path.parent.parent.name}/{self.path.stem}"
+
+    @property
+    def expected_path(self) -> Path:
+        return self.path.with_suffix(".expected.json")
+
+    def model(self, seed: int = 0) -> onnx.ModelProto:
+        """The case's model with its declared constants turned into seeded initializers."""
+        model = onnx.parser.parse_model(self.path.read_text())
+        rng = np.random.default_rng(seed)
+        if self.constants:
+            kept = []
+            for value in model.graph.input:
+                kind = self.constants.get(value.name)
+                if kind is None:
+                    kept.append(value)
+                    continue
+                tensor_type = value.type.tensor_type
+                shape = [d.dim_value for d in tensor_type.shape.dim]
+                dtype = onnx.helper.tensor_dtype_to_np_dtype(tensor_type.elem_type)
+                low, high = (0.5, 1.5) if kind == "positive" else (-1.0, 1.0)
+                array = rng.uniform(low, high, size=shape).astype(dtype)
+                model.graph.initializer.append(onnx.numpy_helper.from_array(array, value.name))
+            missing = set(self.constants) - {v.name for v in model.graph.input}
+            if missing:
+                raise ValueError(f"{self.path}: constants not declared as graph inputs: {missing}")
+            del model.graph.input[:]
+            model.graph.input.extend(kept)
+        model.ir_version = ir.IR_VERSION
+        onnx.checker.check_model(model)
+        return model
+
+
+def load_case(path: Path) -> GoldenCase:
+    """Read a case file's header."""
+    pass_name = path.parent.parent.name.replace("_", "-")
+    case = GoldenCase(path=path, pipeline=pass_name)
+    for line in path.read_text().splitlines():
+        if not line.startswith("#"):
+            if line.strip():
+                break
+            continue
+        key, _, value = line[1:].partition(":")
+        key, value = key.strip(), value.strip()
+        if key == "pipeline":
+            case.pipeline = value
+        elif key == "constants":
+            for item in value.split():
+                name, _, kind = item.partition(":")
+                case.constants[name] = kind or "uniform"
+        elif key == "atol":
+            case.atol = float(value)
+        elif key == "rtol":
+            case.rtol = float(value)
+        elif key == "about":
+            case.about = value
+    return case
+
+
+def all_cases() -> list[GoldenCase]:
+    """Every golden case of every pass, sorted by id."""
+    return sorted((load_case(p) for p in PASSES_DIR.glob("*/cases/*.onnxtxt")), key=lambda c: c.id)
+
+
+def run_case(case: GoldenCase) -> tuple[dict, onnx.ModelProto, onnx.ModelProto]:
+    """Run the case's pipeline; return (observed expectations, input model, optimized model)."""
+    model = case.model()
+    graph = ir.import_model(model)
+    report = PassManager(case.pipeline).run(graph)
+    optimized = ir.export_model(graph)
+    stats: dict[str, int] = {}
+    for record in report.records:
+        for key, n in record.stats.items():
+            stats[key] = stats.get(key, 0) + n
+    rejections: list[list] = []
+    for record in report.records:
+        for rejection in record.rejections:
+            entry = [list(rejection.nodes), rejection.reason]
+            if entry not in rejections:
+                rejections.append(entry)
+    observed = {
+        "pipeline": report.pipeline,
+        "layers_before": report.layers_before,
+        "layers_after": report.layers_after,
+        "ops": [ir.op_key(node) for node in graph.nodes],
+        "functions": sorted(f"{f.domain}.{f.name}" for f in graph.functions),
+        "stats": dict(sorted(stats.items())),
+        "rejections": rejections,
+    }
+    return observed, model, optimized
+
+
+def write_expected(case: GoldenCase, observed: dict) -> None:
+    case.expected_path.write_text(json.dumps(observed, indent=2) + "\n")

@@ -1,0 +1,55 @@
+"""Errors a user can act on, and the exit codes the CLI maps them to.
+
+Every error here prints as one line (``trtcompile: error: <message>``) without a traceback; any other
+exception is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+#: Exit codes of the ``trtcompile`` command.
+EXIT_OK = 0
+EXIT_CHECK_FAILED = 1  # parity failed, a golden expectation regressed
+EXIT_BAD_INPUT = 2  # the model, a flag, a manifest or calibration data is unusable
+EXIT_BACKEND = 3  # TensorRT rejected the optimized model or failed to build it
+EXIT_PASS_FAILED = 4  # a pass raised or produced an invalid graph (a compiler bug)
+
+
+class TrtcompileError(Exception):
+    """Base of errors reported to users as one line with a distinct exit code."""
+
+    exit_code = EXIT_BAD_INPUT
+
+
+class InputError(TrtcompileError):
+    """The input (model file, flag value, data file, manifest) is unusable as given."""
+
+    exit_code = EXIT_BAD_INPUT
+
+
+class PipelineError(InputError):
+    """Pipeline text does not parse, or names an unknown pass or option."""
+
+
+class CheckFailed(TrtcompileError):
+    """A numerical or structural check failed (parity, golden expectations)."""
+
+    exit_code = EXIT_CHECK_FAILED
+
+
+class BackendError(TrtcompileError):
+    """TensorRT could not parse or build the model."""
+
+    exit_code = EXIT_BACKEND
+
+
+class PassFailed(TrtcompileError):
+    """A pass raised or produced an invalid graph. Names the pass and the passes before it."""
+
+    exit_code = EXIT_PASS_FAILED
+
+    def __init__(self, pass_text: str, previous: list[str], reason: str):
+        self.pass_text = pass_text
+        self.previous = list(previous)
+        self.reason = reason
+        before = ", ".join(previous) if previous else "none"
+        super().__init__(f"pass '{pass_text}' failed: {reason} (passes run before it: {before})")

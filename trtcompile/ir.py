@@ -1,0 +1,367 @@
+"""Helpers over :class:`onnx_graphsurgeon.Graph`, the IR every pass reads and rewrites.
+
+The IR is onnx-graphsurgeon's: tensors (:class:`gs.Variable`, :class:`gs.Constant`) and nodes
+(:class:`gs.Node`), with a tensor's ``inputs`` being its producer and ``outputs`` its consumers. This
+module adds what passes need on top of it and what the reports count:
+
+* layer counting: a *layer* is a top-level node; a call to a model-local function counts as one;
+* local functions: fused layers are single nodes calling functions in the ``trtcompile`` domain
+  whose bodies are plain ONNX (see :func:`add_local_function`);
+* loading and saving with the IR version ONNX Runtime and TensorRT accept;
+* a structural fingerprint the pass manager uses to decide whether a pass changed the graph.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+import networkx as nx
+import numpy as np
+import onnx
+import onnx_graphsurgeon as gs
+
+#: Domain of the model-local functions that fused layers call.
+TRTCOMPILE_DOMAIN = "trtcompile"
+
+#: IR version written into every saved model. onnx >= 1.23 writes 14 by default, which ONNX Runtime
+#: 1.31 and TensorRT's parser reject; 10 supports local functions and opsets up to 21.
+IR_VERSION = 10
+
+#: Opset the passes emit when a graph has none (matches what tf2onnx writes by default).
+DEFAULT_OPSET = 17
+
+
+# --------------------------------------------------------------------------------------------
+# Loading and saving
+# --------------------------------------------------------------------------------------------
+
+
+def import_model(model: onnx.ModelProto) -> gs.Graph:
+    """Import an ONNX model into the IR (local functions included).
+
+    Unnamed nodes get names (``<op>_<n>``): reports, rejection reasons and TensorRT's layer metadata
+    all refer to nodes by name.
+    """
+    graph = gs.import_onnx(model)
+    name_nodes(graph)
+    return graph
+
+
+def name_nodes(graph: gs.Graph) -> None:
+    """Give every unnamed node of the graph (and of its subgraphs and functions) a unique name."""
+    unnamed = [node for node in iter_nodes(graph) if not node.name]
+    if not unnamed:
+        return
+    scope = NameScope(graph)
+    for node in unnamed:
+        node.name = scope.fresh(f"{node.op}_0")
+
+
+def export_model(graph: gs.Graph, *, ir_version: int = IR_VERSION) -> onnx.ModelProto:
+    """Export the IR to an ONNX model whose IR version ONNX Runtime and TensorRT accept.
+
+    Local functions that no node calls any more are dropped, so a pass that fused and then
+    un-fused a layer leaves no orphan definition behind.
+    """
+    called = {(node.domain or "", node.op) for node in iter_nodes(graph)}
+    graph.functions = [f for f in graph.functions if ((f.domain or ""), f.name) in called]
+    model = gs.export_onnx(graph, do_type_check=False)
+    model.ir_version = min(model.ir_version, ir_version) if model.ir_version else ir_version
+    if not any(o.domain == TRTCOMPILE_DOMAIN for o in model.opset_import) and graph.functions:
+        model.opset_import.append(onnx.helper.make_opsetid(TRTCOMPILE_DOMAIN, 1))
+    return model
+
+
+def load(path: str | os.PathLike) -> gs.Graph:
+    """Load an ONNX file (with external data resolved against its folder) into the IR."""
+    return import_model(onnx.load(os.fspath(path)))
+
+
+def save(model: onnx.ModelProto | gs.Graph, path: str | os.PathLike) -> Path:
+    """Write a model atomically: to a temporary file in the same folder, then rename.
+
+    Models above protobuf's 2 GiB limit are written with their weights in one external-data file
+    next to the model.
+    """
+    if isinstance(model, gs.Graph):
+        model = export_model(model)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        if model.ByteSize() > onnx.checker.MAXIMUM_PROTOBUF:
+            data_name = f"{path.name}.data"
+            onnx.save_model(
+                model, tmp_name, save_as_external_data=True, all_tensors_to_one_file=True,
+                location=data_name,
+            )
+        else:
+            with open(tmp_name, "wb") as f:
+                f.write(model.SerializeToString())
+        os.replace(tmp_name, path)
+    finally:
+        if os.path.exists(tmp_name):
+            os.unlink(tmp_name)
+    return path
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    """Write ``data`` to ``path`` through a temporary file and a rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp_name, path)
+    finally:
+        if os.path.exists(tmp_name):
+            os.unlink(tmp_name)
+    return path
+
+
+# --------------------------------------------------------------------------------------------
+# Counting
+# --------------------------------------------------------------------------------------------
+
+
+def layer_count(graph: gs.Graph) -> int:
+    """Number of layers: top-level nodes, a local-function call counting as one."""
+    return len(graph.nodes)
+
+
+def op_key(node: gs.Node) -> str:
+    """Histogram key of a node: its op type, prefixed by its domain when not the default one."""
+    domain = node.domain or ""
+    if domain in ("", "ai.onnx"):
+        return node.op
+    return f"{domain}.{node.op}"
+
+
+def op_histogram(graph: gs.Graph) -> dict[str, int]:
+    """Op-type histogram of the top-level nodes, sorted by key."""
+    return dict(sorted(Counter(op_key(n) for n in graph.nodes).items()))
+
+
+def histogram_delta(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:
+    """Per-op change in count from ``before`` to ``after``, omitting ops that did not change."""
+    delta = {}
+    for key in sorted(set(before) | set(after)):
+        change = after.get(key, 0) - before.get(key, 0)
+        if change:
+            delta[key] = change
+    return delta
+
+
+def iter_nodes(graph: gs.Graph) -> Iterator[gs.Node]:
+    """All nodes of the graph, including those of subgraphs (If/Loop/Scan bodies) and functions."""
+    stack: list[gs.Graph] = [graph, *graph.functions]
+    while stack:
+        current = stack.pop()
+        for node in current.nodes:
+            yield node
+            for attr in node.attrs.values():
+                if isinstance(attr, gs.Graph):
+                    stack.append(attr)
+                elif isinstance(attr, list):
+                    stack.extend(a for a in attr if isinstance(a, gs.Graph))
+
+
+def fingerprint(graph: gs.Graph) -> str:
+    """A digest of the graph's structure: nodes, their ops, attributes and edges, and constants.
+
+    Two graphs with equal fingerprints are taken to be the same program. Constants are identified by
+    name, shape, dtype and the identity of their value array, so a pass that changes weights must
+    create new constants (or new arrays) rather than write into existing ones in place.
+    """
+    digest = hashlib.blake2b(digest_size=16)
+
+    def tensor_key(tensor: gs.Tensor) -> str:
+        if isinstance(tensor, gs.Constant):
+            values = tensor._values if hasattr(tensor, "_values") else tensor.values
+            return f"C:{tensor.name}:{tuple(tensor.shape or ())}:{tensor.dtype}:{id(values)}"
+        return f"V:{tensor.name}:{tensor.dtype}:{tuple(tensor.shape) if tensor.shape else None}"
+
+    def visit(g: gs.Graph, tag: str) -> None:
+        digest.update(tag.encode())
+        for tensor in g.inputs:
+            digest.update(("I" + tensor_key(tensor)).encode())
+        for tensor in g.outputs:
+            digest.update(("O" + tensor_key(tensor)).encode())
+        for node in g.nodes:
+            parts = [node.name, node.domain or "", node.op]
+            parts += [tensor_key(t) for t in node.inputs]
+            parts.append("->")
+            parts += [tensor_key(t) for t in node.outputs]
+            for key in sorted(node.attrs):
+                value = node.attrs[key]
+                if isinstance(value, gs.Graph):
+                    visit(value, f"subgraph:{node.name}:{key}")
+                    parts.append(f"{key}=<graph>")
+                elif isinstance(value, gs.Constant):
+                    parts.append(f"{key}={tensor_key(value)}")
+                elif isinstance(value, np.ndarray):
+                    parts.append(f"{key}={value.dtype}{value.shape}{value.tobytes()[:64]!r}")
+                else:
+                    parts.append(f"{key}={value!r}")
+            digest.update("|".join(parts).encode())
+
+    visit(graph, "main")
+    for function in sorted(graph.functions, key=lambda f: (f.domain or "", f.name)):
+        visit(function, f"function:{function.domain}:{function.name}")
+    return digest.hexdigest()
+
+
+# --------------------------------------------------------------------------------------------
+# Navigation
+# --------------------------------------------------------------------------------------------
+
+
+def producer(tensor: gs.Tensor) -> gs.Node | None:
+    """The node that produces ``tensor``, or None for graph inputs and constants."""
+    return tensor.inputs[0] if tensor.inputs else None
+
+
+def consumers(tensor: gs.Tensor) -> list[gs.Node]:
+    """The nodes that read ``tensor``."""
+    return list(tensor.outputs)
+
+
+def output_names(graph: gs.Graph) -> set[str]:
+    """Names of the graph's outputs (build once per pass; tests against it are O(1))."""
+    return {t.name for t in graph.outputs}
+
+
+def has_single_use(tensor: gs.Tensor, graph_outputs: set[str]) -> bool:
+    """True if exactly one node reads ``tensor`` and it is not a graph output.
+
+    ``graph_outputs`` is :func:`output_names` of the graph. A tensor that is also a graph output
+    must survive any rewrite under its own name, so it never counts as an internal intermediate.
+    """
+    return len(tensor.outputs) == 1 and tensor.name not in graph_outputs
+
+
+def constant_value(tensor: gs.Tensor) -> np.ndarray | None:
+    """The value of ``tensor`` if it is known at compile time, else None.
+
+    Covers initializers (:class:`gs.Constant`) and outputs of ``Constant`` nodes with a ``value``
+    attribute.
+    """
+    if isinstance(tensor, gs.Constant):
+        return tensor.values
+    node = producer(tensor)
+    if node is not None and node.op == "Constant" and "value" in node.attrs:
+        value = node.attrs["value"]
+        if isinstance(value, gs.Constant):
+            return value.values
+    return None
+
+
+def opset(graph: gs.Graph, domain: str = "") -> int:
+    """The graph's opset for ``domain`` (the default domain unless given)."""
+    if domain in ("", "ai.onnx"):
+        return graph.opset or DEFAULT_OPSET
+    for entry in getattr(graph, "import_domains", None) or []:
+        if entry.domain == domain:
+            return entry.version
+    return 1
+
+
+def to_networkx(graph: gs.Graph) -> nx.DiGraph:
+    """Dataflow graph of the top-level nodes: one networkx node per IR node index, edges producer to
+    consumer. Each networkx node carries the IR node as attribute ``node``."""
+    index = {id(node): i for i, node in enumerate(graph.nodes)}
+    dag = nx.DiGraph()
+    for i, node in enumerate(graph.nodes):
+        dag.add_node(i, node=node)
+    for i, node in enumerate(graph.nodes):
+        for tensor in node.outputs:
+            for consumer in tensor.outputs:
+                j = index.get(id(consumer))
+                if j is not None:
+                    dag.add_edge(i, j)
+    return dag
+
+
+class NameScope:
+    """Fresh, unique node and tensor names for a graph.
+
+    Collects every name in use once, then hands out ``base``, ``base_1``, ``base_2``, ... skipping
+    names that are taken. Build one per pass run: it is O(graph) to create and O(1) per name.
+    """
+
+    def __init__(self, graph: gs.Graph):
+        self._taken: set[str] = set()
+        for node in iter_nodes(graph):
+            self._taken.add(node.name)
+            self._taken.update(t.name for t in node.inputs)
+            self._taken.update(t.name for t in node.outputs)
+        self._taken.update(t.name for t in graph.inputs)
+        self._taken.update(t.name for t in graph.outputs)
+        self._taken.update((f.name for f in graph.functions))
+
+    def fresh(self, base: str) -> str:
+        """Return an unused name derived from ``base`` and mark it used."""
+        base = base or "t"
+        name, n = base, 0
+        while name in self._taken:
+            n += 1
+            name = f"{base}_{n}"
+        self._taken.add(name)
+        return name
+
+
+# --------------------------------------------------------------------------------------------
+# Local functions
+# --------------------------------------------------------------------------------------------
+
+
+def find_function(graph: gs.Graph, name: str, domain: str = TRTCOMPILE_DOMAIN) -> gs.Function | None:
+    """The model-local function ``domain.name``, or None."""
+    for function in graph.functions:
+        if function.name == name and (function.domain or "") == domain:
+            return function
+    return None
+
+
+def function_of(graph: gs.Graph, node: gs.Node) -> gs.Function | None:
+    """The local function that ``node`` calls, or None if it is a plain ONNX op."""
+    if (node.domain or "") in ("", "ai.onnx"):
+        return None
+    return find_function(graph, node.op, node.domain)
+
+
+def add_local_function(graph: gs.Graph, function: gs.Function) -> gs.Function:
+    """Add ``function`` to the graph unless one with the same domain and name exists.
+
+    Function names are specialization keys: two functions with the same name must have the same
+    body. Returns the function the graph now holds under that name.
+    """
+    existing = find_function(graph, function.name, function.domain or "")
+    if existing is not None:
+        return existing
+    if function.opset is None:
+        function.opset = opset(graph)
+    graph.functions.append(function)
+    return function
+
+
+def call(function: gs.Function, name: str, inputs: Iterable[gs.Tensor],
+         outputs: Iterable[gs.Tensor]) -> gs.Node:
+    """A node that calls ``function`` (the caller inserts it into ``graph.nodes``)."""
+    return gs.Node(op=function.name, domain=function.domain, name=name, inputs=list(inputs),
+                   outputs=list(outputs))
+
+
+def replace_uses(old: gs.Tensor, new: gs.Tensor) -> None:
+    """Make every consumer of ``old`` read ``new`` instead."""
+    for consumer in list(old.outputs):
+        for i, tensor in enumerate(consumer.inputs):
+            if tensor is old:
+                consumer.inputs[i] = new

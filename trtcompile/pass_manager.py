@@ -1,0 +1,760 @@
+"""Passes, pipelines and the pass manager.
+
+A pass is a frozen dataclass deriving from :class:`Pass` whose fields are its options, with a
+registered kebab-case ``name`` and one method ``run(graph, ctx) -> PassResult``. The pass reports what
+it did as counts in domain words and, for each candidate it rejected, why. It neither measures time
+nor counts layers nor claims that it changed the graph: the :class:`PassManager` derives all of that.
+
+Pipelines are text, round-tripping through :func:`parse_pipeline` and :func:`print_pipeline`::
+
+    fold-constants,dead-layer-elimination,fixed-point{max-iterations=8}(conv-bias-activation-fusion{activations=relu,clip},horizontal-fusion)
+
+* passes are separated by commas;
+* options go in braces as ``key=value``, separated by spaces or commas; a list option takes several
+  comma-separated values (``activations=relu,clip``): a token without ``=`` continues the list;
+* ``fixed-point(...)`` runs its nested pipeline until an iteration leaves the graph unchanged
+  (``max-iterations`` bounds it, default 8);
+* ``default`` stands for the default pipeline.
+
+Instruments observe the run without passes knowing: :class:`DumpInstrument` writes the IR after
+every pass to ``NNN_<pass>.onnx``, :class:`VerifyInstrument` runs the onnx checker and ONNX Runtime
+parity against the pass input after every pass.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import inspect
+import sys
+import time
+import typing
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import onnx_graphsurgeon as gs
+
+from trtcompile import ir
+from trtcompile.errors import InputError, PassFailed, PipelineError
+
+# --------------------------------------------------------------------------------------------
+# Results
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Rejection:
+    """A candidate a pass considered and left alone: the nodes involved and the reason."""
+
+    nodes: tuple[str, ...]
+    reason: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"nodes": list(self.nodes), "reason": self.reason}
+
+
+@dataclass
+class PassResult:
+    """What one run of a pass did, in the pass's own words.
+
+    ``counts`` are rewrites by kind (``fused_conv_relu=53``); ``rejections`` are the candidates it
+    considered and did not rewrite, each with the reason (``bias is not per-channel``).
+    """
+
+    counts: dict[str, int] = field(default_factory=dict)
+    rejections: list[Rejection] = field(default_factory=list)
+
+    def count(self, key: str, n: int = 1) -> None:
+        """Add ``n`` to the count ``key``."""
+        self.counts[key] = self.counts.get(key, 0) + n
+
+    def reject(self, nodes: gs.Node | str | Iterable[gs.Node | str], reason: str) -> None:
+        """Record that the candidate made of ``nodes`` was left alone because of ``reason``."""
+        if isinstance(nodes, (gs.Node, str)):
+            nodes = [nodes]
+        names = tuple(n.name if isinstance(n, gs.Node) else str(n) for n in nodes)
+        self.rejections.append(Rejection(names, reason))
+
+    def rejection_summary(self) -> dict[str, int]:
+        """Number of rejections per reason."""
+        summary: dict[str, int] = {}
+        for rejection in self.rejections:
+            summary[rejection.reason] = summary.get(rejection.reason, 0) + 1
+        return summary
+
+
+@dataclass
+class PassContext:
+    """What a pass may read besides the graph.
+
+    ``model_dir`` is the folder of the model being compiled (for external data); ``seed`` seeds
+    anything random a pass does; ``resources`` carries inputs specific passes need, keyed by the
+    pass name (for example the calibration data of ``quantize-int8``); ``log`` prints a line for the
+    user.
+    """
+
+    model_dir: Path | None = None
+    seed: int = 0
+    resources: dict[str, Any] = field(default_factory=dict)
+    log: Callable[[str], None] = lambda message: None
+
+
+# --------------------------------------------------------------------------------------------
+# Passes
+# --------------------------------------------------------------------------------------------
+
+
+def _kebab(name: str) -> str:
+    return name.replace("_", "-")
+
+
+def _snake(name: str) -> str:
+    return name.replace("-", "_")
+
+
+@dataclass(frozen=True)
+class Pass:
+    """Base class of passes. Subclasses are frozen dataclasses; their fields are the options.
+
+    Set the class attribute ``name`` to the kebab-case pipeline name and implement :meth:`run`.
+    Option fields may be ``bool``, ``int``, ``float``, ``str`` or ``tuple[str, ...]`` (a list) and
+    must have defaults. The class docstring is the pass's reference text: number its rewrite rules
+    and say what it requires and preserves (``trtcompile passes`` prints it).
+    """
+
+    name: ClassVar[str] = ""
+
+    def run(self, graph: gs.Graph, ctx: PassContext) -> PassResult:  # pragma: no cover - abstract
+        """Rewrite ``graph`` in place and return what was done."""
+        raise NotImplementedError(f"{type(self).__name__} does not implement run()")
+
+    # Options ---------------------------------------------------------------------------------
+
+    @classmethod
+    def option_fields(cls) -> list[dataclasses.Field]:
+        """The dataclass fields that are the pass's options."""
+        return list(dataclasses.fields(cls)) if dataclasses.is_dataclass(cls) else []
+
+    @classmethod
+    def option_types(cls) -> dict[str, Any]:
+        """Option name (snake_case) to its annotated type."""
+        hints = typing.get_type_hints(cls)
+        return {f.name: hints[f.name] for f in cls.option_fields()}
+
+    def options(self) -> dict[str, Any]:
+        """All options with their values, kebab-case keys (lists as lists)."""
+        return {
+            _kebab(f.name): list(v) if isinstance(v := getattr(self, f.name), tuple) else v
+            for f in self.option_fields()
+        }
+
+    def non_default_options(self) -> dict[str, Any]:
+        """Options whose value differs from the default."""
+        changed = {}
+        for f in self.option_fields():
+            default = f.default if f.default is not dataclasses.MISSING else (
+                f.default_factory() if f.default_factory is not dataclasses.MISSING else None)
+            value = getattr(self, f.name)
+            if value != default:
+                changed[_kebab(f.name)] = list(value) if isinstance(value, tuple) else value
+        return changed
+
+    def to_text(self) -> str:
+        """Pipeline text for this pass with its non-default options."""
+        options = self.non_default_options()
+        if not options:
+            return self.name
+        return f"{self.name}{{{' '.join(f'{k}={_format_value(v)}' for k, v in options.items())}}}"
+
+    @classmethod
+    def summary(cls) -> str:
+        """First line of the docstring."""
+        doc = inspect.getdoc(cls) or ""
+        return doc.splitlines()[0] if doc else ""
+
+    @classmethod
+    def reference(cls) -> str:
+        """The whole docstring: rules, requirements, guarantees."""
+        return inspect.getdoc(cls) or ""
+
+
+def _format_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (list, tuple)):
+        return ",".join(_format_value(v) for v in value)
+    if isinstance(value, float):
+        return repr(value)
+    return str(value)
+
+
+def _convert(pass_name: str, key: str, annotation: Any, raw: list[str]) -> Any:
+    origin = typing.get_origin(annotation)
+    if origin in (tuple, list):
+        args = [a for a in typing.get_args(annotation) if a is not Ellipsis]
+        item_type = args[0] if args else str
+        return tuple(_convert(pass_name, key, item_type, [r]) for r in raw if r != "")
+    if len(raw) != 1:
+        raise PipelineError(f"option '{key}' of pass '{pass_name}' takes one value, got {','.join(raw)}")
+    text = raw[0]
+    try:
+        if annotation is bool:
+            lowered = text.lower()
+            if lowered in ("true", "1", "yes", "on"):
+                return True
+            if lowered in ("false", "0", "no", "off"):
+                return False
+            raise ValueError(text)
+        if annotation is int:
+            return int(text)
+        if annotation is float:
+            return float(text)
+    except ValueError:
+        type_name = getattr(annotation, "__name__", str(annotation))
+        raise PipelineError(
+            f"option '{key}' of pass '{pass_name}' expects {type_name}, got '{text}'") from None
+    return text
+
+
+# --------------------------------------------------------------------------------------------
+# Registry
+# --------------------------------------------------------------------------------------------
+
+
+class PassRegistry:
+    """Maps pipeline names to pass classes. Built explicitly; nothing registers on import."""
+
+    def __init__(self, passes: Iterable[type[Pass]] = ()):
+        self._passes: dict[str, type[Pass]] = {}
+        for cls in passes:
+            self.register(cls)
+
+    def register(self, cls: type[Pass]) -> type[Pass]:
+        """Add a pass class. Its ``name`` must be kebab-case and not yet taken."""
+        if not (isinstance(cls, type) and issubclass(cls, Pass)):
+            raise TypeError(f"{cls!r} is not a Pass subclass")
+        if not cls.name or cls.name != cls.name.lower() or " " in cls.name or "_" in cls.name:
+            raise ValueError(f"pass {cls.__name__} needs a kebab-case 'name', got {cls.name!r}")
+        if cls.name in self._passes and self._passes[cls.name] is not cls:
+            raise ValueError(f"pass name '{cls.name}' is already registered by "
+                             f"{self._passes[cls.name].__module__}.{self._passes[cls.name].__name__}")
+        if not dataclasses.is_dataclass(cls):
+            raise TypeError(f"pass {cls.__name__} must be a dataclass (its fields are its options)")
+        self._passes[cls.name] = cls
+        return cls
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._passes
+
+    def __getitem__(self, name: str) -> type[Pass]:
+        return self._passes[name]
+
+    def __iter__(self):
+        return iter(self._passes.values())
+
+    def names(self) -> list[str]:
+        return list(self._passes)
+
+    def copy(self) -> PassRegistry:
+        return PassRegistry(self._passes.values())
+
+    def load_module(self, path: str | Path) -> list[type[Pass]]:
+        """Import a user's Python file and register its passes.
+
+        The module's ``PASSES`` list is used when present; otherwise every :class:`Pass` subclass
+        defined in the module (not imported into it) with a ``name``.
+        """
+        path = Path(path)
+        if not path.is_file():
+            raise InputError(f"pass module not found: {path}")
+        module_name = f"trtcompile_user_passes_{abs(hash(str(path.resolve())))}"
+        spec = importlib.util.spec_from_file_location(module_name, path)
+        if spec is None or spec.loader is None:
+            raise InputError(f"pass module is not a Python file: {path}")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[module_name] = module
+        spec.loader.exec_module(module)  # user code: its exceptions are theirs, keep the traceback
+        found = getattr(module, "PASSES", None)
+        if found is None:
+            found = [
+                obj for obj in vars(module).values()
+                if isinstance(obj, type) and issubclass(obj, Pass) and obj is not Pass
+                and obj.__module__ == module.__name__ and obj.name
+            ]
+        if not found:
+            raise InputError(f"pass module {path} defines no Pass subclass with a name")
+        for cls in found:
+            self.register(cls)
+        return list(found)
+
+
+def default_registry() -> PassRegistry:
+    """A fresh registry holding the built-in passes of the ``passes`` package."""
+    import passes  # the one explicit list of built-in passes
+
+    return PassRegistry(passes.BUILTIN_PASSES)
+
+
+# --------------------------------------------------------------------------------------------
+# Pipelines
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FixedPoint:
+    """Runs ``elements`` repeatedly until one whole iteration changes nothing."""
+
+    elements: tuple[PipelineElement, ...]
+    max_iterations: int = 8
+    name: ClassVar[str] = "fixed-point"
+
+    def to_text(self) -> str:
+        options = "" if self.max_iterations == 8 else f"{{max-iterations={self.max_iterations}}}"
+        return f"{self.name}{options}({print_pipeline(self.elements)})"
+
+
+PipelineElement = Pass | FixedPoint
+Pipeline = tuple[PipelineElement, ...]
+
+
+class _Parser:
+    def __init__(self, text: str, registry: PassRegistry):
+        self.text = text
+        self.pos = 0
+        self.registry = registry
+
+    def error(self, message: str) -> PipelineError:
+        return PipelineError(f"pipeline text, at character {self.pos + 1}: {message}: '{self.text}'")
+
+    def skip_space(self) -> None:
+        while self.pos < len(self.text) and self.text[self.pos].isspace():
+            self.pos += 1
+
+    def peek(self) -> str:
+        self.skip_space()
+        return self.text[self.pos] if self.pos < len(self.text) else ""
+
+    def ident(self) -> str:
+        self.skip_space()
+        start = self.pos
+        while self.pos < len(self.text) and (self.text[self.pos].isalnum() or self.text[self.pos] in "-_."):
+            self.pos += 1
+        if start == self.pos:
+            raise self.error("expected a pass name")
+        return self.text[start:self.pos]
+
+    def pipeline(self, closing: str = "") -> list[PipelineElement]:
+        elements = []
+        while True:
+            if self.peek() == closing:
+                break
+            elements.append(self.element())
+            nxt = self.peek()
+            if nxt == ",":
+                self.pos += 1
+                continue
+            if nxt == closing:
+                break
+            raise self.error(f"expected ',' or {closing or 'end of text'!r}, got {nxt!r}")
+        return elements
+
+    def options(self) -> list[tuple[str, list[str]]]:
+        # called with the '{' consumed
+        end = self.text.find("}", self.pos)
+        if end < 0:
+            raise self.error("missing '}'")
+        body = self.text[self.pos:end]
+        self.pos = end + 1
+        options: list[tuple[str, list[str]]] = []
+        for token in body.replace(",", " , ").split():
+            if token == ",":
+                continue
+            if "=" in token:
+                key, value = token.split("=", 1)
+                options.append((key.strip(), [value.strip()] if value.strip() else []))
+            elif options:
+                options[-1][1].append(token)
+            else:
+                raise self.error(f"option '{token}' has no value (write key=value)")
+        return options
+
+    def element(self) -> PipelineElement:
+        name = self.ident()
+        raw_options: list[tuple[str, list[str]]] = []
+        if self.peek() == "{":
+            self.pos += 1
+            raw_options = self.options()
+        if name == FixedPoint.name:
+            max_iterations = 8
+            for key, values in raw_options:
+                if _snake(key) != "max_iterations":
+                    raise PipelineError(f"fixed-point has one option, max-iterations; got '{key}'")
+                max_iterations = _convert("fixed-point", key, int, values)
+                if max_iterations < 1:
+                    raise PipelineError("fixed-point max-iterations must be at least 1")
+            if self.peek() != "(":
+                raise self.error("fixed-point needs a nested pipeline in parentheses")
+            self.pos += 1
+            inner = self.pipeline(closing=")")
+            self.pos += 1
+            if not inner:
+                raise self.error("fixed-point needs at least one pass")
+            return FixedPoint(tuple(inner), max_iterations)
+        if name not in self.registry:
+            known = ", ".join(sorted(self.registry.names()))
+            raise PipelineError(f"unknown pass '{name}' in pipeline (known passes: {known})")
+        cls = self.registry[name]
+        types_ = cls.option_types()
+        kwargs = {}
+        for key, values in raw_options:
+            attr = _snake(key)
+            if attr not in types_:
+                valid = ", ".join(_kebab(k) for k in types_) or "none"
+                raise PipelineError(f"pass '{name}' has no option '{key}' (options: {valid})")
+            kwargs[attr] = _convert(name, key, types_[attr], values)
+        try:
+            return cls(**kwargs)
+        except (TypeError, ValueError) as exc:
+            raise PipelineError(f"pass '{name}': {exc}") from None
+
+
+def parse_pipeline(text: str, registry: PassRegistry | None = None) -> Pipeline:
+    """Parse pipeline text into pass instances (``default`` expands to the default pipeline)."""
+    registry = registry or default_registry()
+    text = text.strip()
+    if text in ("", "none"):
+        return ()
+    pieces = []
+    # "default" may be used as an element, e.g. "default,precision-fp16".
+    parser = _Parser(text, _WithDefault(registry))
+    for element in parser.pipeline():
+        if isinstance(element, _DefaultMarker):
+            pieces.extend(parse_pipeline(default_pipeline_text(), registry))
+        else:
+            pieces.append(element)
+    if parser.peek():
+        raise parser.error("unexpected text")
+    return tuple(pieces)
+
+
+def print_pipeline(pipeline: Sequence[PipelineElement]) -> str:
+    """Pipeline text that parses back to ``pipeline``."""
+    return ",".join(element.to_text() for element in pipeline)
+
+
+def default_pipeline_text() -> str:
+    """The default pipeline, as text."""
+    import passes
+
+    return passes.DEFAULT_PIPELINE
+
+
+@dataclass(frozen=True)
+class _DefaultMarker(Pass):
+    name: ClassVar[str] = "default"
+
+
+class _WithDefault(PassRegistry):
+    def __init__(self, inner: PassRegistry):
+        self._inner = inner
+
+    def __contains__(self, name: str) -> bool:
+        return name == "default" or name in self._inner
+
+    def __getitem__(self, name: str) -> type[Pass]:
+        return _DefaultMarker if name == "default" else self._inner[name]
+
+    def names(self) -> list[str]:
+        return self._inner.names()
+
+
+def iter_passes(pipeline: Sequence[PipelineElement]) -> Iterable[Pass]:
+    """Every pass of a pipeline, flattening fixed-point groups."""
+    for element in pipeline:
+        if isinstance(element, FixedPoint):
+            yield from iter_passes(element.elements)
+        else:
+            yield element
+
+
+# --------------------------------------------------------------------------------------------
+# Records and reports
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class PassRecord:
+    """What the manager observed about one run of one pass."""
+
+    index: int
+    name: str
+    text: str
+    options: dict[str, Any]
+    iteration: int | None
+    layers_before: int
+    layers_after: int
+    seconds: float
+    changed: bool
+    histogram_delta: dict[str, int]
+    stats: dict[str, int]
+    rejections: list[Rejection]
+
+    @property
+    def delta(self) -> int:
+        return self.layers_after - self.layers_before
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "index": self.index,
+            "name": self.name,
+            "pipeline_text": self.text,
+            "options": self.options,
+            "iteration": self.iteration,
+            "layers_before": self.layers_before,
+            "layers_after": self.layers_after,
+            "delta": self.delta,
+            "seconds": round(self.seconds, 6),
+            "changed": self.changed,
+            "histogram_delta": self.histogram_delta,
+            "stats": self.stats,
+            "rejections": [r.to_dict() for r in self.rejections],
+        }
+
+
+@dataclass
+class PipelineReport:
+    """The pass manager's account of one pipeline run."""
+
+    pipeline: str
+    layers_before: int = 0
+    layers_after: int = 0
+    histogram_before: dict[str, int] = field(default_factory=dict)
+    histogram_after: dict[str, int] = field(default_factory=dict)
+    records: list[PassRecord] = field(default_factory=list)
+    fixed_points: list[dict[str, Any]] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def rejections(self, pass_name: str) -> list[Rejection]:
+        """All rejections recorded by runs of ``pass_name``, without duplicates, in order."""
+        seen: dict[Rejection, None] = {}
+        for record in self.records:
+            if record.name == pass_name:
+                for rejection in record.rejections:
+                    seen.setdefault(rejection, None)
+        return list(seen)
+
+    def layers_after_pass(self) -> dict[str, int]:
+        """Layer count after the last run of each pass, by pass name."""
+        return {record.name: record.layers_after for record in self.records}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "pipeline": self.pipeline,
+            "layers": {"input": self.layers_before, "optimized": self.layers_after},
+            "histogram": {"input": self.histogram_before, "optimized": self.histogram_after},
+            "passes": [record.to_dict() for record in self.records],
+            "fixed_points": self.fixed_points,
+            "seconds": round(self.seconds, 6),
+        }
+
+
+# --------------------------------------------------------------------------------------------
+# Instruments
+# --------------------------------------------------------------------------------------------
+
+
+class Instrument:
+    """Observes a pipeline run. Override the hooks you need."""
+
+    def before_pipeline(self, graph: gs.Graph, ctx: PassContext) -> None:
+        """Called once before the first pass."""
+
+    def before_pass(self, pass_: Pass, graph: gs.Graph, ctx: PassContext, index: int) -> None:
+        """Called before each pass run; ``index`` numbers runs from 1."""
+
+    def after_pass(self, pass_: Pass, graph: gs.Graph, ctx: PassContext, record: PassRecord) -> None:
+        """Called after each pass run with the manager's record. Raise to stop the pipeline."""
+
+
+class DumpInstrument(Instrument):
+    """Writes the IR before the first pass (``000_input.onnx``) and after each pass
+    (``NNN_<pass>.onnx``) into ``directory``."""
+
+    def __init__(self, directory: str | Path):
+        self.directory = Path(directory)
+        self.paths: list[Path] = []
+
+    def before_pipeline(self, graph: gs.Graph, ctx: PassContext) -> None:
+        self.paths.append(ir.save(ir.export_model(graph.copy()), self.directory / "000_input.onnx"))
+
+    def after_pass(self, pass_: Pass, graph: gs.Graph, ctx: PassContext, record: PassRecord) -> None:
+        path = self.directory / f"{record.index:03d}_{pass_.name}.onnx"
+        self.paths.append(ir.save(ir.export_model(graph.copy()), path))
+
+
+class VerifyInstrument(Instrument):
+    """After each pass: the onnx checker on the exported model, then ONNX Runtime parity of the pass
+    output against the pass input on seeded random data. A failure stops the pipeline with an error
+    naming the pass and the passes before it."""
+
+    def __init__(self, atol: float = 1e-4, rtol: float = 1e-3, seed: int = 0,
+                 input_shapes: dict[str, Sequence[int]] | None = None):
+        self.atol = atol
+        self.rtol = rtol
+        self.seed = seed
+        self.input_shapes = input_shapes
+        self._before = None
+
+    def before_pass(self, pass_: Pass, graph: gs.Graph, ctx: PassContext, index: int) -> None:
+        self._before = ir.export_model(graph.copy())
+
+    def after_pass(self, pass_: Pass, graph: gs.Graph, ctx: PassContext, record: PassRecord) -> None:
+        import onnx
+
+        from trtcompile import verify
+
+        if not record.changed:
+            return
+        after = ir.export_model(graph.copy())
+        try:
+            onnx.checker.check_model(after, full_check=False)
+        except onnx.checker.ValidationError as exc:
+            raise VerificationFailed(f"onnx checker: {str(exc).splitlines()[0]}") from None
+        result = verify.compare_models(self._before, after, atol=self.atol, rtol=self.rtol,
+                                       seed=self.seed, input_shapes=self.input_shapes)
+        if not result.passed:
+            raise VerificationFailed(f"output differs from the pass input: {result.summary()}")
+
+
+class VerificationFailed(Exception):
+    """Raised by an instrument when a pass's output fails verification."""
+
+
+# --------------------------------------------------------------------------------------------
+# The manager
+# --------------------------------------------------------------------------------------------
+
+
+class PassManager:
+    """Runs a pipeline on a graph and records what each pass did.
+
+    >>> pm = PassManager("fold-constants,dead-layer-elimination")
+    >>> report = pm.run(graph)            # graph is rewritten in place
+    >>> [(r.name, r.layers_before, r.layers_after) for r in report.records]
+    """
+
+    def __init__(self, pipeline: str | Sequence[PipelineElement] = "default", *,
+                 registry: PassRegistry | None = None,
+                 instruments: Sequence[Instrument] = (),
+                 ctx: PassContext | None = None):
+        self.registry = registry or default_registry()
+        if isinstance(pipeline, str):
+            pipeline = parse_pipeline(pipeline, self.registry)
+        self.pipeline: Pipeline = tuple(pipeline)
+        self.instruments = list(instruments)
+        self.ctx = ctx or PassContext()
+
+    @property
+    def text(self) -> str:
+        return print_pipeline(self.pipeline)
+
+    def run(self, graph: gs.Graph) -> PipelineReport:
+        """Run the pipeline on ``graph`` (in place) and return the report."""
+        report = PipelineReport(pipeline=self.text)
+        report.layers_before = ir.layer_count(graph)
+        report.histogram_before = ir.op_histogram(graph)
+        for instrument in self.instruments:
+            instrument.before_pipeline(graph, self.ctx)
+        start = time.perf_counter()
+        state = _RunState(fingerprint=ir.fingerprint(graph))
+        self._run_elements(self.pipeline, graph, report, state, iteration=None)
+        report.seconds = time.perf_counter() - start
+        report.layers_after = ir.layer_count(graph)
+        report.histogram_after = ir.op_histogram(graph)
+        return report
+
+    def _run_elements(self, elements: Sequence[PipelineElement], graph: gs.Graph,
+                      report: PipelineReport, state: _RunState, iteration: int | None) -> bool:
+        changed_any = False
+        for element in elements:
+            if isinstance(element, FixedPoint):
+                changed_any |= self._run_fixed_point(element, graph, report, state)
+            else:
+                changed_any |= self._run_pass(element, graph, report, state, iteration)
+        return changed_any
+
+    def _run_fixed_point(self, group: FixedPoint, graph: gs.Graph, report: PipelineReport,
+                         state: _RunState) -> bool:
+        changed_any = False
+        converged = False
+        iterations = 0
+        for iteration in range(1, group.max_iterations + 1):
+            iterations = iteration
+            changed = self._run_elements(group.elements, graph, report, state, iteration)
+            changed_any |= changed
+            if not changed:
+                converged = True
+                break
+        report.fixed_points.append({
+            "pipeline": group.to_text(), "iterations": iterations, "converged": converged,
+        })
+        if not converged:
+            self.ctx.log(f"warning: {group.to_text()} did not converge in {group.max_iterations} "
+                         "iterations")
+        return changed_any
+
+    def _run_pass(self, pass_: Pass, graph: gs.Graph, report: PipelineReport, state: _RunState,
+                  iteration: int | None) -> bool:
+        index = len(report.records) + 1
+        previous = [r.text for r in report.records]
+        layers_before = ir.layer_count(graph)
+        histogram_before = ir.op_histogram(graph)
+        for instrument in self.instruments:
+            instrument.before_pass(pass_, graph, self.ctx, index)
+        start = time.perf_counter()
+        try:
+            result = pass_.run(graph, self.ctx)
+        except Exception as exc:  # a pass that raises is a compiler bug: name it, keep the cause
+            raise PassFailed(pass_.to_text(), previous, f"{type(exc).__name__}: {exc}") from exc
+        seconds = time.perf_counter() - start
+        if not isinstance(result, PassResult):
+            raise PassFailed(pass_.to_text(), previous,
+                             f"run() returned {type(result).__name__}, expected PassResult")
+        new_fingerprint = ir.fingerprint(graph)
+        changed = new_fingerprint != state.fingerprint
+        state.fingerprint = new_fingerprint
+        record = PassRecord(
+            index=index, name=pass_.name, text=pass_.to_text(), options=pass_.options(),
+            iteration=iteration, layers_before=layers_before, layers_after=ir.layer_count(graph),
+            seconds=seconds, changed=changed,
+            histogram_delta=ir.histogram_delta(histogram_before, ir.op_histogram(graph)),
+            stats=dict(result.counts), rejections=list(result.rejections),
+        )
+        report.records.append(record)
+        for instrument in self.instruments:
+            try:
+                instrument.after_pass(pass_, graph, self.ctx, record)
+            except VerificationFailed as exc:
+                raise PassFailed(pass_.to_text(), previous, str(exc)) from None
+        return changed
+
+
+@dataclass
+class _RunState:
+    fingerprint: str
+
+
+def run_pipeline(graph: gs.Graph, pipeline: str = "default", **kwargs: Any) -> PipelineReport:
+    """Convenience: ``PassManager(pipeline, **kwargs).run(graph)``."""
+    return PassManager(pipeline, **kwargs).run(graph)
+
+
+__all__ = [
+    "DumpInstrument", "FixedPoint", "Instrument", "Pass", "PassContext", "PassManager",
+    "PassRecord", "PassRegistry", "PassResult", "PipelineReport", "Rejection", "VerifyInstrument",
+    "default_pipeline_text", "default_registry", "iter_passes", "parse_pipeline", "print_pipeline",
+    "run_pipeline",
+]
+
