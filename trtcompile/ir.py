@@ -13,7 +13,7 @@ module adds what passes need on top of it and what the reports count:
 
 from __future__ import annotations
 
-import hashlib
+import gc
 import os
 import tempfile
 from collections import Counter
@@ -173,49 +173,67 @@ def iter_nodes(graph: gs.Graph) -> Iterator[gs.Node]:
                     stack.extend(a for a in attr if isinstance(a, gs.Graph))
 
 
-def fingerprint(graph: gs.Graph) -> str:
+def fingerprint(graph: gs.Graph) -> int:
     """A digest of the graph's structure: nodes, their ops, attributes and edges, and constants.
 
-    Two graphs with equal fingerprints are taken to be the same program. Constants are identified by
-    name, shape, dtype and the identity of their value array, so a pass that changes weights must
-    create new constants (or new arrays) rather than write into existing ones in place.
+    Two graphs with equal fingerprints are taken to be the same program. It is meant for comparing
+    states of one graph within one process (the pass manager's "changed" flag), not for storage:
+    constants are identified by name, shape, dtype and the identity of their value array, so a pass
+    that changes weights must create new constants (or new arrays) rather than write into existing
+    ones in place.
     """
-    digest = hashlib.blake2b(digest_size=16)
 
-    def tensor_key(tensor: gs.Tensor) -> str:
-        if isinstance(tensor, gs.Constant):
-            values = tensor._values if hasattr(tensor, "_values") else tensor.values
-            return f"C:{tensor.name}:{tuple(tensor.shape or ())}:{tensor.dtype}:{id(values)}"
-        return f"V:{tensor.name}:{tensor.dtype}:{tuple(tensor.shape) if tensor.shape else None}"
+    cache: dict[int, tuple] = {}
 
-    def visit(g: gs.Graph, tag: str) -> None:
-        digest.update(tag.encode())
-        for tensor in g.inputs:
-            digest.update(("I" + tensor_key(tensor)).encode())
-        for tensor in g.outputs:
-            digest.update(("O" + tensor_key(tensor)).encode())
+    def tensor_key(tensor: gs.Tensor) -> tuple:
+        key = cache.get(id(tensor))
+        if key is None:
+            if isinstance(tensor, gs.Constant):
+                values = getattr(tensor, "_values", None)
+                key = (tensor.name, id(values if values is not None else tensor.values))
+            else:
+                shape = tuple(tensor.shape) if tensor.shape is not None else None
+                key = (tensor.name, shape, tensor.dtype)
+            cache[id(tensor)] = key
+        return key
+
+    def attr_key(value) -> object:
+        if isinstance(value, gs.Graph):
+            return visit(value)
+        if isinstance(value, gs.Constant):
+            return tensor_key(value)
+        if isinstance(value, np.ndarray):
+            return (value.dtype.str, value.shape, value.tobytes()[:256])
+        if isinstance(value, list):
+            return tuple(attr_key(v) for v in value)
+        try:
+            hash(value)
+            return value
+        except TypeError:
+            return repr(value)
+
+    def visit(g: gs.Graph) -> int:
+        keys = [tuple(tensor_key(t) for t in g.inputs), tuple(tensor_key(t) for t in g.outputs)]
         for node in g.nodes:
-            parts = [node.name, node.domain or "", node.op]
-            parts += [tensor_key(t) for t in node.inputs]
-            parts.append("->")
-            parts += [tensor_key(t) for t in node.outputs]
-            for key in sorted(node.attrs):
-                value = node.attrs[key]
-                if isinstance(value, gs.Graph):
-                    visit(value, f"subgraph:{node.name}:{key}")
-                    parts.append(f"{key}=<graph>")
-                elif isinstance(value, gs.Constant):
-                    parts.append(f"{key}={tensor_key(value)}")
-                elif isinstance(value, np.ndarray):
-                    parts.append(f"{key}={value.dtype}{value.shape}{value.tobytes()[:64]!r}")
-                else:
-                    parts.append(f"{key}={value!r}")
-            digest.update("|".join(parts).encode())
+            keys.append((
+                node.name, node.domain, node.op,
+                tuple(tensor_key(t) for t in node.inputs),
+                tuple(tensor_key(t) for t in node.outputs),
+                tuple((k, attr_key(v)) for k, v in sorted(node.attrs.items())) if node.attrs else (),
+            ))
+        return hash(tuple(keys))
 
-    visit(graph, "main")
-    for function in sorted(graph.functions, key=lambda f: (f.domain or "", f.name)):
-        visit(function, f"function:{function.domain}:{function.name}")
-    return digest.hexdigest()
+    # Building many small tuples triggers cyclic-GC passes that cost more than the walk itself.
+    gc_was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        parts = [visit(graph)]
+        for function in sorted(graph.functions, key=lambda f: (f.domain or "", f.name)):
+            parts.append((function.domain, function.name, visit(function)))
+        return hash(tuple(parts))
+    finally:
+        if gc_was_enabled:
+            gc.enable()
 
 
 # --------------------------------------------------------------------------------------------

@@ -743,7 +743,7 @@ class PassManager:
 
 @dataclass
 class _RunState:
-    fingerprint: str
+    fingerprint: int
 
 
 def run_pipeline(graph: gs.Graph, pipeline: str = "default", **kwargs: Any) -> PipelineReport:

@@ -1,0 +1,466 @@
+"""The compile flow: load -> import to IR -> pass pipeline -> export -> parity -> engine -> outputs.
+
+:func:`compile_model` is what ``trtcompile compile`` runs. Each stage is a function of the previous
+stage's result, so the flow reads top to bottom:
+
+1. *validate* the output location and the pipeline (bad input fails here, before anything is
+   created);
+2. *load* the model with :func:`trtcompile.frontend.load_model` (or build the built-in example);
+3. *optimize*: import to the IR, run the :class:`~trtcompile.pass_manager.PassManager` with its
+   instruments (progress, dump-after-each, verify-after-each), export;
+4. *parity*: the input ONNX model against the optimized one on ONNX Runtime; when the frontend
+   lowered a TensorFlow model and kept a reference runner, also TensorFlow against the lowered and
+   against the optimized model, all on the same seeded inputs;
+5. *engine*: build a TensorRT engine plan from the optimized model (skipped when parity failed: an
+   engine of a model that computes something else is of no use);
+6. *write*: every file goes to a temporary folder next to the output folder, then is moved in, so
+   an interrupted or failed run never leaves a half-written output behind. Files a previous run
+   left that this run does not produce (``model.engine`` after ``--no-engine``) are removed so the
+   folder always matches its ``report.json``.
+
+Parity failures and backend failures still write the outputs and the report (for inspection) and
+return a :class:`CompileResult` whose ``error`` is set; input errors and pass failures raise and
+write nothing.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import onnx_graphsurgeon as gs
+
+from trtcompile import ir, verify
+from trtcompile.errors import CheckFailed, InputError, TrtcompileError
+from trtcompile.frontend import FrontendOptions, LoadedModel
+from trtcompile.pass_manager import (
+    DumpInstrument,
+    Instrument,
+    Pass,
+    PassContext,
+    PassManager,
+    PassRecord,
+    PassRegistry,
+    PipelineReport,
+    VerifyInstrument,
+    default_registry,
+    parse_pipeline,
+)
+
+#: Names of the files a compile writes into its output folder.
+OPTIMIZED_ONNX = "optimized.onnx"
+LOWERED_ONNX = "lowered.onnx"
+ENGINE_PLAN = "model.engine"
+REPORT_JSON = "report.json"
+PASS_DUMPS = "passes"
+OUTPUT_NAMES = (OPTIMIZED_ONNX, LOWERED_ONNX, ENGINE_PLAN, PASS_DUMPS, REPORT_JSON)
+
+
+@dataclass
+class CompileOptions:
+    """Everything ``trtcompile compile`` can be told (its flags), with the CLI's defaults."""
+
+    #: Pipeline text (``default`` is the default pipeline; ``none`` runs no pass).
+    pipeline: str = "default"
+    #: Python files whose passes are registered and usable in ``pipeline``.
+    pass_modules: Sequence[str | Path] = ()
+    atol: float = verify.DEFAULT_ATOL
+    rtol: float = verify.DEFAULT_RTOL
+    #: Seed of the parity inputs and of anything random a pass does.
+    seed: int = 0
+    #: Check numerical parity (input vs optimized, and the TensorFlow reference when there is one).
+    parity: bool = True
+    #: Build the TensorRT engine.
+    engine: bool = True
+    #: Write the IR after every pass to ``<output>/passes/NNN_<pass>.onnx``.
+    dump_after_each: bool = False
+    #: Run the onnx checker and ONNX Runtime parity after every pass.
+    verify_after_each: bool = False
+    frontend: FrontendOptions = field(default_factory=FrontendOptions)
+    #: Progress bars on stderr (passes, engine build).
+    progress: bool = True
+    #: Also write the report here (besides ``<output>/report.json``).
+    report_json: str | Path | None = None
+    #: Built-in example compiled when no model is given (None: the default example).
+    example: str | None = None
+    #: Receives one line per stage ("loading ...", "building engine ..."); None: silent.
+    log: Callable[[str], None] | None = None
+
+
+@dataclass
+class ParityVerdict:
+    """All parity comparisons of a compile.
+
+    ``primary`` is the end-to-end comparison: the source model (TensorFlow when a reference runner
+    exists, else the input ONNX) against the optimized model.
+    """
+
+    comparisons: list[verify.ParityResult]
+    primary: verify.ParityResult
+
+    @property
+    def passed(self) -> bool:
+        return all(c.passed for c in self.comparisons)
+
+    def failures(self) -> list[tuple[verify.ParityResult, str]]:
+        """(comparison, output name) of every output that failed, in order."""
+        return [(c, name) for c in self.comparisons for name, o in c.outputs.items() if not o.passed]
+
+    def error_message(self) -> str:
+        """One line naming the failed comparisons and outputs."""
+        parts = []
+        for comparison in self.comparisons:
+            failed = [name for name, o in comparison.outputs.items() if not o.passed]
+            if comparison.outputs and not failed:
+                continue
+            if not comparison.outputs:
+                parts.append(f"{comparison.candidate} vs {comparison.reference}: no outputs compared")
+                continue
+            worst = max(failed, key=lambda name: comparison.outputs[name].max_abs)
+            stats = comparison.outputs[worst]
+            parts.append(f"{comparison.candidate} vs {comparison.reference}: output"
+                         f"{'s' if len(failed) > 1 else ''} {', '.join(repr(n) for n in failed)} "
+                         f"(max_abs={stats.max_abs:.3g}, max_rel={stats.max_rel:.3g})")
+        tolerances = f"atol={self.primary.atol:g}, rtol={self.primary.rtol:g}"
+        return f"parity failed ({tolerances}): " + "; ".join(parts)
+
+
+@dataclass
+class CompileResult:
+    """What a compile produced. ``error`` is set when a check or the engine build failed after the
+    model was optimized (the outputs and report were still written)."""
+
+    output_dir: Path
+    files: dict[str, Path]
+    report: dict[str, Any]
+    loaded: LoadedModel
+    pipeline_report: PipelineReport
+    optimized: onnx.ModelProto
+    parity: ParityVerdict | None = None
+    engine: Any = None  # trtcompile.backend.EngineBuild
+    error: TrtcompileError | None = None
+
+    @property
+    def exit_code(self) -> int:
+        return self.error.exit_code if self.error else 0
+
+    def check(self) -> CompileResult:
+        """Raise ``error`` if there is one (for Python callers that want exceptions)."""
+        if self.error is not None:
+            raise self.error
+        return self
+
+
+# --------------------------------------------------------------------------------------------
+# Stages
+# --------------------------------------------------------------------------------------------
+
+
+def build_registry(pass_modules: Sequence[str | Path]) -> PassRegistry:
+    """The built-in passes plus the passes of the user's modules."""
+    registry = default_registry().copy()
+    for module in pass_modules:
+        try:
+            registry.load_module(module)
+        except ValueError as exc:  # a name clash with a built-in pass: the user's to fix
+            raise InputError(f"pass module {module}: {exc}") from None
+    return registry
+
+
+def check_output_location(output_dir: Path, source: Path | None,
+                          report_json: Path | None) -> None:
+    """Refuse output locations that cannot be written or would overwrite the input model."""
+    if output_dir.exists() and not output_dir.is_dir():
+        raise InputError(f"output {output_dir} exists and is not a folder")
+    ancestor = output_dir
+    while not ancestor.exists():
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise InputError(f"cannot create output folder {output_dir}: {ancestor} is not a folder")
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise InputError(f"cannot write to {ancestor} (permission denied); choose another -o folder")
+    if source is None or not source.exists():
+        return
+    source_real = source.resolve()
+    targets = [output_dir / name for name in OUTPUT_NAMES]
+    if report_json is not None:
+        targets.append(report_json)
+    if output_dir.resolve() == source_real:
+        raise InputError(f"output folder {output_dir} is the input model itself; choose another -o")
+    for target in targets:
+        if target.resolve() == source_real:
+            raise InputError(f"writing {target} would overwrite the input model; choose another "
+                             "output folder")
+
+
+def load_source(source: str | Path | None, options: CompileOptions) -> LoadedModel:
+    """Load the model (or build the built-in example)."""
+    from trtcompile import frontend
+
+    if source is None:
+        from trtcompile import examples
+
+        return examples.load_example(options.example, options.frontend)
+    return frontend.load_model(source, options.frontend)
+
+
+class ProgressInstrument(Instrument):
+    """A progress bar on stderr advancing once per pass run, showing the pass running."""
+
+    def __init__(self, total: int):
+        from tqdm import tqdm
+
+        self.bar = tqdm(total=total, desc="passes", unit="pass", leave=False, dynamic_ncols=True)
+
+    def before_pass(self, pass_: Pass, graph: gs.Graph, ctx: PassContext, index: int) -> None:
+        if index > self.bar.total:  # fixed-point groups run more passes than the pipeline lists
+            self.bar.total = index
+        self.bar.set_postfix_str(pass_.name, refresh=True)
+
+    def after_pass(self, pass_: Pass, graph: gs.Graph, ctx: PassContext, record: PassRecord) -> None:
+        self.bar.update(1)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def optimize(loaded: LoadedModel, pipeline: Sequence, registry: PassRegistry,
+             options: CompileOptions, dump_dir: Path | None) -> tuple[onnx.ModelProto, PipelineReport]:
+    """Run the pipeline on the loaded model; return the optimized model and the manager's report."""
+    from trtcompile.pass_manager import iter_passes
+
+    graph = ir.import_model(loaded.model)
+    instruments: list[Instrument] = []
+    progress = None
+    if options.progress:
+        progress = ProgressInstrument(total=sum(1 for _ in iter_passes(pipeline)))
+        instruments.append(progress)
+    if options.verify_after_each:
+        instruments.append(VerifyInstrument(atol=options.atol, rtol=options.rtol, seed=options.seed,
+                                            input_shapes=dict(options.frontend.input_shapes) or None))
+    if dump_dir is not None:
+        instruments.append(DumpInstrument(dump_dir))
+    ctx = PassContext(model_dir=loaded.model_dir, seed=options.seed,
+                      log=options.log or (lambda message: None))
+    manager = PassManager(pipeline, registry=registry, instruments=instruments, ctx=ctx)
+    try:
+        report = manager.run(graph)
+    finally:
+        if progress is not None:
+            progress.close()
+    return ir.export_model(graph), report
+
+
+def check_parity(loaded: LoadedModel, optimized: onnx.ModelProto,
+                 options: CompileOptions) -> ParityVerdict:
+    """Compare the input model, the optimized model and (if any) the reference on one seeded batch.
+
+    Without a reference runner: input ONNX vs optimized. With one (TensorFlow): reference vs
+    lowered, lowered vs optimized and reference vs optimized, the last being the verdict's primary
+    comparison.
+    """
+    from polygraphy.backend.onnxrt import OnnxrtRunner, SessionFromOnnx
+    from polygraphy.comparator import Comparator, IterationResult, RunResults
+
+    shapes = dict(options.frontend.input_shapes) or None
+    feeds = verify.feed_data(loaded.model, seed=options.seed, input_shapes=shapes)
+    tolerance = {"atol": options.atol, "rtol": options.rtol}
+    input_name = "lowered" if loaded.lowering is not None else "input"
+
+    def session(model: onnx.ModelProto):
+        return SessionFromOnnx(model.SerializeToString(), providers=["CPUExecutionProvider"])
+
+    with verify.quiet_polygraphy():
+        onnx_results = Comparator.run(
+            [OnnxrtRunner(session(loaded.model), name=input_name),
+             OnnxrtRunner(session(optimized), name="optimized")],
+            data_loader=[feeds])
+    input_vs_optimized = verify.compare_run_results(
+        onnx_results, reference_name=input_name, candidate_name="optimized", **tolerance)
+    input_vs_optimized.input_shapes = {k: list(v.shape) for k, v in feeds.items()}
+    if loaded.reference is None:
+        return ParityVerdict([input_vs_optimized], input_vs_optimized)
+
+    reference_name = loaded.reference_name or "reference"
+    reference_outputs = loaded.reference({k: np.array(v) for k, v in feeds.items()})
+    reference_result = (reference_name,
+                        [IterationResult(dict(reference_outputs), runner_name=reference_name)])
+    comparisons = []
+    for runner_name, iterations in onnx_results:
+        pair = RunResults([reference_result, (runner_name, iterations)])
+        comparison = verify.compare_run_results(
+            pair, reference_name=reference_name, candidate_name=runner_name, **tolerance)
+        comparison.input_shapes = input_vs_optimized.input_shapes
+        missing = set(iterations[0].keys()) - set(reference_outputs)
+        if missing:
+            comparison.note = f"outputs without a {reference_name} value: {sorted(missing)}"
+            for name in missing:
+                comparison.outputs[name] = verify.OutputParity(float("inf"), float("inf"), False)
+        comparisons.append(comparison)
+    reference_vs_lowered, reference_vs_optimized = comparisons
+    return ParityVerdict([reference_vs_lowered, input_vs_optimized, reference_vs_optimized],
+                         reference_vs_optimized)
+
+
+def build_engine(optimized: onnx.ModelProto, loaded: LoadedModel, options: CompileOptions):
+    """Build the TensorRT engine of the optimized model (raises BackendError)."""
+    from trtcompile import backend
+
+    return backend.build_engine(optimized, model_dir=loaded.model_dir, progress=options.progress,
+                                profiles=None)
+
+
+# --------------------------------------------------------------------------------------------
+# The flow
+# --------------------------------------------------------------------------------------------
+
+
+def compile_model(source: str | Path | None, output_dir: str | Path,
+                  options: CompileOptions | None = None) -> CompileResult:
+    """Compile ``source`` (None: the built-in example) into ``output_dir``.
+
+    Writes ``optimized.onnx``, ``model.engine`` (unless ``engine`` is off), ``report.json``,
+    ``lowered.onnx`` (when a TensorFlow model was lowered) and ``passes/`` (with
+    ``dump_after_each``). Raises :class:`InputError` for unusable input (nothing written) and
+    :class:`~trtcompile.errors.PassFailed` when a pass breaks. Parity and backend failures
+    return a result with ``error`` set after writing everything, so the user can inspect it.
+    """
+    from trtcompile import report as report_module
+
+    options = options or CompileOptions()
+    log = options.log or (lambda message: None)
+    output_dir = Path(output_dir)
+    source_path = Path(source) if source is not None else None
+    report_json = Path(options.report_json) if options.report_json else None
+    started = time.perf_counter()
+    seconds: dict[str, float] = {}
+
+    # 1. Validate before creating anything.
+    check_output_location(output_dir, source_path, report_json)
+    if report_json is not None:
+        check_output_location(report_json.parent, source_path, None)
+        if report_json.is_dir():
+            raise InputError(f"--report-json {report_json} is a folder; give a file path")
+    registry = build_registry(options.pass_modules)
+    pipeline = parse_pipeline(options.pipeline, registry)
+
+    # 2. Load.
+    log(f"loading {source_path}" if source_path else "no model given: compiling the built-in example")
+    t0 = time.perf_counter()
+    loaded = load_source(source_path, options)
+    seconds["load"] = time.perf_counter() - t0
+    log(loaded.description or f"loaded {source_path}")
+
+    output_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.", suffix=".tmp", dir=output_dir.parent))
+    try:
+        # 3. Optimize.
+        t0 = time.perf_counter()
+        dump_dir = staging / PASS_DUMPS if options.dump_after_each else None
+        optimized, pipeline_report = optimize(loaded, pipeline, registry, options, dump_dir)
+        seconds["optimize"] = time.perf_counter() - t0
+        files: dict[str, str] = {}
+        ir.save(optimized, staging / OPTIMIZED_ONNX)
+        files["optimized"] = OPTIMIZED_ONNX
+        if loaded.lowering is not None:
+            ir.save(loaded.model, staging / LOWERED_ONNX)
+            files["lowered"] = LOWERED_ONNX
+        if dump_dir is not None:
+            files["passes"] = PASS_DUMPS
+
+        # 4. Parity.
+        error: TrtcompileError | None = None
+        parity = None
+        if options.parity:
+            log("checking parity on ONNX Runtime")
+            t0 = time.perf_counter()
+            parity = check_parity(loaded, optimized, options)
+            seconds["parity"] = time.perf_counter() - t0
+            if not parity.passed:
+                error = CheckFailed(parity.error_message())
+
+        # 5. Engine.
+        engine = None
+        engine_status: dict[str, Any]
+        if not options.engine:
+            engine_status = {"built": False, "reason": "--no-engine"}
+        elif error is not None:
+            engine_status = {"built": False, "reason": "parity failed"}
+        else:
+            from trtcompile.errors import BackendError
+
+            log("building the TensorRT engine")
+            t0 = time.perf_counter()
+            try:
+                engine = build_engine(optimized, loaded, options)
+                from trtcompile import backend
+
+                backend.save_plan(engine, staging / ENGINE_PLAN)
+                files["engine"] = ENGINE_PLAN
+                engine_status = {"built": True, **engine.to_dict(ENGINE_PLAN)}
+            except BackendError as exc:
+                error = exc
+                engine_status = {"built": False, "reason": "build failed", "error": str(exc)}
+            seconds["engine"] = time.perf_counter() - t0
+
+        seconds["total"] = time.perf_counter() - started
+        report = report_module.build_report(
+            loaded=loaded, pipeline_report=pipeline_report, optimized=optimized, parity=parity,
+            parity_options={"atol": options.atol, "rtol": options.rtol, "seed": options.seed},
+            engine=engine_status, files=files, seconds=seconds, error=error)
+        files["report"] = REPORT_JSON
+        report_bytes = report_module.dumps(report).encode()
+        (staging / REPORT_JSON).write_bytes(report_bytes)
+
+        # 6. Move into place (the report last: its presence means the folder is complete).
+        _publish(staging, output_dir, [name for name in files.values() if name != REPORT_JSON])
+        _publish(staging, output_dir, [REPORT_JSON])
+        if report_json is not None:
+            ir.atomic_write_bytes(report_json, report_bytes)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+    return CompileResult(
+        output_dir=output_dir, files={k: output_dir / v for k, v in files.items()}, report=report,
+        loaded=loaded, pipeline_report=pipeline_report, optimized=optimized, parity=parity,
+        engine=engine, error=error)
+
+
+def _publish(staging: Path, output_dir: Path, names: Sequence[str]) -> None:
+    """Move ``names`` from the staging folder into ``output_dir``; remove outputs of earlier runs
+    that this run did not produce (once, with the first batch)."""
+    output_dir.mkdir(exist_ok=True)
+    graveyard = staging / ".replaced"
+    graveyard.mkdir(exist_ok=True)
+    if REPORT_JSON not in names:
+        for stale in OUTPUT_NAMES:
+            if stale not in names and stale != REPORT_JSON and (output_dir / stale).exists():
+                os.replace(output_dir / stale, graveyard / stale)
+    for name in names:
+        target = output_dir / name
+        if target.is_dir():  # a folder cannot be replaced by os.replace: move the old one aside
+            os.replace(target, graveyard / name)
+        os.replace(staging / name, target)
+
+
+def input_shapes_of(model: onnx.ModelProto) -> Mapping[str, list[int | str]]:
+    """Input name to shape (symbolic dimensions as their names) of a model's real inputs."""
+    initializers = {init.name for init in model.graph.initializer}
+    shapes = {}
+    for value in model.graph.input:
+        if value.name in initializers:
+            continue
+        shapes[value.name] = [d.dim_value if d.HasField("dim_value") else (d.dim_param or "?")
+                              for d in value.type.tensor_type.shape.dim]
+    return shapes
+
+
+__all__ = ["CompileOptions", "CompileResult", "ParityVerdict", "check_parity", "compile_model"]
