@@ -5,15 +5,37 @@ Each pass lives in its own module named like the pass (``conv-bias-activation-fu
 itself on import: a pass is built in when it is listed in ``BUILTIN_PASSES`` below.
 """
 
+from passes.average_pool_conv_fusion import AveragePoolConvFusion
+from passes.concat_elimination import ConcatElimination
+from passes.conv_bias_activation_fusion import ConvBiasActivationFusion
 from passes.dead_layer_elimination import DeadLayerElimination
+from passes.fold_constants import FoldConstants
+from passes.horizontal_fusion import HorizontalFusion
+from passes.precision_fp16 import PrecisionFp16
+from passes.quantize_int8 import QuantizeInt8
+from passes.transpose_cancellation import TransposeCancellation
 
 #: Built-in passes, in the order ``trtcompile passes`` lists them.
 BUILTIN_PASSES = (
     DeadLayerElimination,
+    FoldConstants,
+    ConvBiasActivationFusion,
+    HorizontalFusion,
+    AveragePoolConvFusion,
+    ConcatElimination,
+    TransposeCancellation,
+    PrecisionFp16,
+    QuantizeInt8,
 )
 
-#: The default pipeline. Cleanup first so every later pass sees a minimal graph; the fusion passes
-#: then iterate with folding and cleanup until nothing changes.
-DEFAULT_PIPELINE = "dead-layer-elimination"
+#: The default pipeline. Cleanup and folding first so every later pass sees initializers and a minimal
+#: graph; layout Transposes from the lowering cancel before fusion so convolutions meet their bias,
+#: BatchNorm and activation; vertical fusion, horizontal fusion and concat elimination then iterate
+#: with cleanup until nothing changes (each can expose work for the others).
+DEFAULT_PIPELINE = (
+    "dead-layer-elimination,fold-constants,transpose-cancellation,dead-layer-elimination,"
+    "fixed-point(conv-bias-activation-fusion,horizontal-fusion,concat-elimination,"
+    "dead-layer-elimination)"
+)
 
 __all__ = ["BUILTIN_PASSES", "DEFAULT_PIPELINE", *[cls.__name__ for cls in BUILTIN_PASSES]]

@@ -141,5 +141,34 @@ def run_case(case: GoldenCase) -> tuple[dict, onnx.ModelProto, onnx.ModelProto]:
     return observed, model, optimized
 
 
+#: Size given to unknown input dimensions in the second parity run of dynamic-shape cases.
+DYNAMIC_PARITY_SIZE = 3
+
+
+def interface_dims(model: onnx.ModelProto) -> dict[str, list]:
+    """Input and output name -> dims (``int`` or the symbol; None when unnamed and unknown)."""
+    initializers = {init.name for init in model.graph.initializer}
+    values = [v for v in model.graph.input if v.name not in initializers] + list(model.graph.output)
+    return {v.name: [d.dim_value if d.HasField("dim_value") else (d.dim_param or None)
+                     for d in v.type.tensor_type.shape.dim] for v in values}
+
+
+def dynamic_input_shapes(model: onnx.ModelProto, size: int = DYNAMIC_PARITY_SIZE) -> dict | None:
+    """Input shapes with every unknown dimension set to ``size``; None if every input is static.
+    (The default parity run feeds 1 for unknown dimensions, where a baked batch size of 1 hides.)"""
+    initializers = {init.name for init in model.graph.initializer}
+    shapes, dynamic = {}, False
+    for value in model.graph.input:
+        if value.name in initializers:
+            continue
+        dims = []
+        for d in value.type.tensor_type.shape.dim:
+            known = d.HasField("dim_value") and d.dim_value > 0
+            dynamic |= not known
+            dims.append(d.dim_value if known else size)
+        shapes[value.name] = dims
+    return shapes if dynamic else None
+
+
 def write_expected(case: GoldenCase, observed: dict) -> None:
     case.expected_path.write_text(json.dumps(observed, indent=2) + "\n")

@@ -27,3 +27,11 @@ def test_golden_case(case: golden.GoldenCase, request: pytest.FixtureRequest) ->
     assert [i.name for i in optimized.graph.input] == [i.name for i in model.graph.input]
     parity = verify.compare_models(model, optimized, atol=case.atol, rtol=case.rtol, seed=0)
     assert parity.passed, parity.summary()
+
+    # Dynamic dimensions stay dynamic: same symbols on the interface, parity at another size.
+    assert golden.interface_dims(optimized) == golden.interface_dims(model)
+    shapes = golden.dynamic_input_shapes(model)
+    if shapes is not None:
+        parity = verify.compare_models(model, optimized, atol=case.atol, rtol=case.rtol, seed=0,
+                                       input_shapes=shapes)
+        assert parity.passed, f"at {shapes}: {parity.summary()}"

@@ -25,11 +25,12 @@ write nothing.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,8 +40,9 @@ import onnx
 import onnx_graphsurgeon as gs
 
 from trtcompile import ir, verify
-from trtcompile.errors import CheckFailed, InputError, TrtcompileError
+from trtcompile.errors import CheckFailed, InputError, PassFailed, TrtcompileError
 from trtcompile.frontend import FrontendOptions, LoadedModel
+from trtcompile.shapes import ProfilePlan, ShapeOptions, format_shape_set
 from trtcompile.pass_manager import (
     DumpInstrument,
     Instrument,
@@ -85,14 +87,29 @@ class CompileOptions:
     #: Run the onnx checker and ONNX Runtime parity after every pass.
     verify_after_each: bool = False
     frontend: FrontendOptions = field(default_factory=FrontendOptions)
+    #: Optimization profiles: explicit, from a file, or by a strategy (see docs/shapes.md).
+    shapes: ShapeOptions = field(default_factory=ShapeOptions)
     #: Progress bars on stderr (passes, engine build).
     progress: bool = True
     #: Also write the report here (besides ``<output>/report.json``).
     report_json: str | Path | None = None
+    #: Also write the report as one self-contained HTML page here.
+    report_html: str | Path | None = None
     #: Built-in example compiled when no model is given (None: the default example).
     example: str | None = None
     #: Receives one line per stage ("loading ...", "building engine ..."); None: silent.
     log: Callable[[str], None] | None = None
+    #: Precision written into the graph: ``fp32`` (as is), ``fp16`` (appends ``precision-fp16``),
+    #: ``int8`` (appends ``quantize-int8``, calibrated on ``calib_data``).
+    precision: str = "fp32"
+    #: INT8 calibration samples: .npz (input name -> samples), .npy (single input) or a folder.
+    calib_data: str | Path | None = None
+    #: INT8 calibration method: entropy, minmax or percentile.
+    calib_method: str = "entropy"
+    #: File of computed ranges: reused when it matches the model, written after calibrating.
+    calib_cache: str | Path | None = None
+    #: Calibrate on at most this many batches (0: all samples).
+    calib_batches: int = 0
 
 
 @dataclass
@@ -105,6 +122,30 @@ class ParityVerdict:
 
     comparisons: list[verify.ParityResult]
     primary: verify.ParityResult
+    #: Input shape sets compared (a profile's min, opt and max), one entry per set.
+    input_shapes: list[dict[str, list[int]]] = field(default_factory=list)
+
+    @classmethod
+    def combine(cls, verdicts: Sequence[ParityVerdict]) -> ParityVerdict:
+        """One verdict over checks at several input shapes: every comparison is kept (each
+        records its shapes); the primary holds, per output, the worst error over all shapes."""
+        if len(verdicts) == 1:
+            return verdicts[0]
+        first = verdicts[0].primary
+        primary = verify.ParityResult(
+            reference=first.reference, candidate=first.candidate, atol=first.atol, rtol=first.rtol,
+            note=f"worst over {len(verdicts)} input shape sets")
+        for verdict in verdicts:
+            for name, stats in verdict.primary.outputs.items():
+                seen = primary.outputs.get(name)
+                primary.outputs[name] = stats if seen is None else verify.OutputParity(
+                    max(seen.max_abs, stats.max_abs), max(seen.max_rel, stats.max_rel),
+                    seen.passed and stats.passed)
+            if not verdict.primary.outputs:  # nothing compared at these shapes is a failure
+                primary.outputs.setdefault("(no outputs)", verify.OutputParity(
+                    float("inf"), float("inf"), False))
+        return cls([c for v in verdicts for c in v.comparisons], primary,
+                   [shapes for v in verdicts for shapes in v.input_shapes])
 
     @property
     def passed(self) -> bool:
@@ -121,14 +162,18 @@ class ParityVerdict:
             failed = [name for name, o in comparison.outputs.items() if not o.passed]
             if comparison.outputs and not failed:
                 continue
+            label = f"{comparison.candidate} vs {comparison.reference}"
+            if len(self.input_shapes) > 1:  # say at which of the profile shapes it failed
+                label += f" at {format_shape_set(comparison.input_shapes)}"
             if not comparison.outputs:
-                parts.append(f"{comparison.candidate} vs {comparison.reference}: no outputs compared")
+                parts.append(f"{label}: no outputs compared")
                 continue
             worst = max(failed, key=lambda name: comparison.outputs[name].max_abs)
             stats = comparison.outputs[worst]
-            parts.append(f"{comparison.candidate} vs {comparison.reference}: output"
+            parts.append(f"{label}: output"
                          f"{'s' if len(failed) > 1 else ''} {', '.join(repr(n) for n in failed)} "
-                         f"(max_abs={stats.max_abs:.3g}, max_rel={stats.max_rel:.3g})")
+                         f"(max_abs={stats.max_abs:.3g}, max_rel={stats.max_rel:.3g})"
+                         + (f" [{comparison.note}]" if comparison.note else ""))
         tolerances = f"atol={self.primary.atol:g}, rtol={self.primary.rtol:g}"
         return f"parity failed ({tolerances}): " + "; ".join(parts)
 
@@ -157,6 +202,15 @@ class CompileResult:
         if self.error is not None:
             raise self.error
         return self
+
+    def why_not(self, pass_name: str) -> list:
+        """Every candidate ``pass_name`` considered and left alone, once each, in order: a list of
+        :class:`~trtcompile.pass_manager.Rejection` (``nodes``, ``reason``). Raises InputError when
+        the pass did not run."""
+        if not any(record.name == pass_name for record in self.pipeline_report.records):
+            raise InputError(f"pass '{pass_name}' did not run (pipeline: "
+                             f"{self.pipeline_report.pipeline or 'no passes'})")
+        return self.pipeline_report.rejections(pass_name)
 
 
 # --------------------------------------------------------------------------------------------
@@ -218,7 +272,9 @@ class ProgressInstrument(Instrument):
     def __init__(self, total: int):
         from tqdm import tqdm
 
-        self.bar = tqdm(total=total, desc="passes", unit="pass", leave=False, dynamic_ncols=True)
+        # disable=None: no bar when stderr is not a terminal (logs, CI), where it is only noise.
+        self.bar = tqdm(total=total, desc="passes", unit="pass", leave=False, dynamic_ncols=True,
+                        disable=None)
 
     def before_pass(self, pass_: Pass, graph: gs.Graph, ctx: PassContext, index: int) -> None:
         if index > self.bar.total:  # fixed-point groups run more passes than the pipeline lists
@@ -232,8 +288,43 @@ class ProgressInstrument(Instrument):
         self.bar.close()
 
 
+def precision_pipeline(options: CompileOptions) -> str:
+    """Pipeline text of the pass that writes ``options.precision`` into the graph ("" for fp32)."""
+    from trtcompile import calibration
+
+    calibration.parity_tolerances(options.precision)  # InputError for an unknown precision
+    precision = options.precision.lower()
+    if precision == "fp16":
+        return "precision-fp16"
+    if precision == "int8":
+        calibration.check_method(options.calib_method)
+        if options.calib_batches < 0:
+            raise InputError(f"--calib-batches must be >= 0, got {options.calib_batches}")
+        if options.calib_data is None and not (options.calib_cache and Path(options.calib_cache).exists()):
+            raise InputError("--precision int8 needs --calib-data (or an existing --calib-cache)")
+        return f"quantize-int8{{method={options.calib_method} max-batches={options.calib_batches}}}"
+    if options.calib_data is not None or options.calib_cache is not None:
+        raise InputError("--calib-data and --calib-cache apply to --precision int8 only")
+    return ""
+
+
+def precision_resources(loaded: LoadedModel, options: CompileOptions) -> dict[str, Any]:
+    """``PassContext.resources`` for the precision pass: validated calibration data (INT8)."""
+    from trtcompile import calibration
+
+    if options.precision.lower() != "int8":
+        return {}
+    data = None
+    if options.calib_data is not None:
+        data = calibration.load_calibration_data(options.calib_data, loaded.model)
+    cache = Path(options.calib_cache) if options.calib_cache else None
+    return {"quantize-int8": calibration.Calibration(data=data, cache_path=cache,
+                                                     progress=options.progress)}
+
+
 def optimize(loaded: LoadedModel, pipeline: Sequence, registry: PassRegistry,
-             options: CompileOptions, dump_dir: Path | None) -> tuple[onnx.ModelProto, PipelineReport]:
+             options: CompileOptions, dump_dir: Path | None,
+             resources: dict[str, Any] | None = None) -> tuple[onnx.ModelProto, PipelineReport]:
     """Run the pipeline on the loaded model; return the optimized model and the manager's report."""
     from trtcompile.pass_manager import iter_passes
 
@@ -248,7 +339,7 @@ def optimize(loaded: LoadedModel, pipeline: Sequence, registry: PassRegistry,
                                             input_shapes=dict(options.frontend.input_shapes) or None))
     if dump_dir is not None:
         instruments.append(DumpInstrument(dump_dir))
-    ctx = PassContext(model_dir=loaded.model_dir, seed=options.seed,
+    ctx = PassContext(model_dir=loaded.model_dir, seed=options.seed, resources=dict(resources or {}),
                       log=options.log or (lambda message: None))
     manager = PassManager(pipeline, registry=registry, instruments=instruments, ctx=ctx)
     try:
@@ -260,8 +351,10 @@ def optimize(loaded: LoadedModel, pipeline: Sequence, registry: PassRegistry,
 
 
 def check_parity(loaded: LoadedModel, optimized: onnx.ModelProto,
-                 options: CompileOptions) -> ParityVerdict:
-    """Compare the input model, the optimized model and (if any) the reference on one seeded batch.
+                 options: CompileOptions,
+                 feeds: dict[str, np.ndarray] | None = None) -> ParityVerdict:
+    """Compare the input model, the optimized model and (if any) the reference on one seeded batch
+    (or on ``feeds``, one batch of given inputs by input name).
 
     Without a reference runner: input ONNX vs optimized. With one (TensorFlow): reference vs
     lowered, lowered vs optimized and reference vs optimized, the last being the verdict's primary
@@ -271,7 +364,8 @@ def check_parity(loaded: LoadedModel, optimized: onnx.ModelProto,
     from polygraphy.comparator import Comparator, IterationResult, RunResults
 
     shapes = dict(options.frontend.input_shapes) or None
-    feeds = verify.feed_data(loaded.model, seed=options.seed, input_shapes=shapes)
+    if feeds is None:
+        feeds = verify.feed_data(loaded.model, seed=options.seed, input_shapes=shapes)
     tolerance = {"atol": options.atol, "rtol": options.rtol}
     input_name = "lowered" if loaded.lowering is not None else "input"
 
@@ -310,12 +404,54 @@ def check_parity(loaded: LoadedModel, optimized: onnx.ModelProto,
                          reference_vs_optimized)
 
 
-def build_engine(optimized: onnx.ModelProto, loaded: LoadedModel, options: CompileOptions):
-    """Build the TensorRT engine of the optimized model (raises BackendError)."""
+def build_engine(optimized: onnx.ModelProto, loaded: LoadedModel, options: CompileOptions,
+                 plan: ProfilePlan | None = None):
+    """Build the TensorRT engine of the optimized model with ``plan``'s optimization profiles
+    (raises BackendError)."""
     from trtcompile import backend
 
     return backend.build_engine(optimized, model_dir=loaded.model_dir, progress=options.progress,
-                                profiles=None)
+                                profiles=plan.backend_profiles() if plan is not None else None)
+
+
+def check_parity_at_shapes(loaded: LoadedModel, optimized: onnx.ModelProto,
+                           options: CompileOptions, plan: ProfilePlan) -> ParityVerdict:
+    """:func:`check_parity` at every input shape set of ``plan`` (each profile's min, opt and
+    max), one seeded batch each, combined into one verdict."""
+    if not plan.parity_shapes:
+        return check_parity(loaded, optimized, options)
+    verdicts = []
+    for shapes in plan.parity_shapes:
+        feeds = verify.feed_data(loaded.model, seed=options.seed, input_shapes=shapes)
+        try:
+            verdict = check_parity(loaded, optimized, options, feeds=feeds)
+        except Exception as exc:  # noqa: BLE001 - ONNX Runtime's errors share no base class
+            verdict = _failed_run_verdict(loaded, optimized, options, feeds, shapes, exc)
+        verdict.input_shapes = [{name: list(shape) for name, shape in shapes.items()}]
+        verdicts.append(verdict)
+    return ParityVerdict.combine(verdicts)
+
+
+def _failed_run_verdict(loaded: LoadedModel, optimized: onnx.ModelProto, options: CompileOptions,
+                        feeds: dict[str, np.ndarray], shapes: dict, exc: Exception) -> ParityVerdict:
+    """A model did not run at a profile's shapes. If the input model itself fails, its dynamic
+    dimensions do not really take these sizes (the user's to fix: InputError); if only the
+    optimized model fails, a pass fixed a size it must not have (a parity failure)."""
+    reason = (str(exc).strip().splitlines() or [type(exc).__name__])[-1][:300]
+    at = format_shape_set(shapes)
+    try:
+        verify.compare_models(loaded.model, loaded.model, data=[feeds])
+    except Exception:  # noqa: BLE001
+        raise InputError(f"the input model does not run on ONNX Runtime at {at} ({reason}); its "
+                         "dynamic dimensions do not take these sizes: give profile shapes it runs "
+                         "at") from None
+    failed = verify.ParityResult(reference="lowered" if loaded.lowering is not None else "input",
+                                 candidate="optimized", atol=options.atol, rtol=options.rtol,
+                                 note=f"the optimized model failed on ONNX Runtime: {reason}")
+    failed.input_shapes = {name: list(shape) for name, shape in shapes.items()}
+    for value in optimized.graph.output:
+        failed.outputs[value.name] = verify.OutputParity(float("inf"), float("inf"), False)
+    return ParityVerdict([failed], failed)
 
 
 # --------------------------------------------------------------------------------------------
@@ -340,6 +476,7 @@ def compile_model(source: str | Path | None, output_dir: str | Path,
     output_dir = Path(output_dir)
     source_path = Path(source) if source is not None else None
     report_json = Path(options.report_json) if options.report_json else None
+    report_html = Path(options.report_html) if options.report_html else None
     started = time.perf_counter()
     seconds: dict[str, float] = {}
 
@@ -349,15 +486,37 @@ def compile_model(source: str | Path | None, output_dir: str | Path,
         check_output_location(report_json.parent, source_path, None)
         if report_json.is_dir():
             raise InputError(f"--report-json {report_json} is a folder; give a file path")
+    if report_html is not None:
+        check_output_location(report_html.parent, source_path, None)
+        if report_html.is_dir():
+            raise InputError(f"--report-html {report_html} is a folder; give a file path")
+        if source_path is not None and source_path.exists() \
+                and report_html.resolve() == source_path.resolve():
+            raise InputError(f"--report-html {report_html} would overwrite the input model")
     registry = build_registry(options.pass_modules)
     pipeline = parse_pipeline(options.pipeline, registry)
+    precision_text = precision_pipeline(options)
+    if precision_text:
+        pipeline = (*pipeline, *parse_pipeline(precision_text, registry))
+        if (options.atol, options.rtol) == (verify.DEFAULT_ATOL, verify.DEFAULT_RTOL):
+            from trtcompile.calibration import parity_tolerances
+
+            atol, rtol, _ = parity_tolerances(options.precision)
+            options = dataclasses.replace(options, atol=atol, rtol=rtol)
 
     # 2. Load.
-    log(f"loading {source_path}" if source_path else "no model given: compiling the built-in example")
+    if source_path is None:
+        log("no model given: compiling the built-in example")
     t0 = time.perf_counter()
     loaded = load_source(source_path, options)
+    resources = precision_resources(loaded, options)
     seconds["load"] = time.perf_counter() - t0
     log(loaded.description or f"loaded {source_path}")
+    from trtcompile.shapes import resolve_profiles
+
+    plan = resolve_profiles(loaded.model, options.shapes)  # InputError: nothing written
+    if plan.source != "static":
+        log(f"optimization profiles: {plan.description}")
 
     output_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.", suffix=".tmp", dir=output_dir.parent))
@@ -365,7 +524,8 @@ def compile_model(source: str | Path | None, output_dir: str | Path,
         # 3. Optimize.
         t0 = time.perf_counter()
         dump_dir = staging / PASS_DUMPS if options.dump_after_each else None
-        optimized, pipeline_report = optimize(loaded, pipeline, registry, options, dump_dir)
+        optimized, pipeline_report = optimize(loaded, pipeline, registry, options, dump_dir,
+                                              resources)
         seconds["optimize"] = time.perf_counter() - t0
         files: dict[str, str] = {}
         ir.save(optimized, staging / OPTIMIZED_ONNX)
@@ -382,7 +542,7 @@ def compile_model(source: str | Path | None, output_dir: str | Path,
         if options.parity:
             log("checking parity on ONNX Runtime")
             t0 = time.perf_counter()
-            parity = check_parity(loaded, optimized, options)
+            parity = check_parity_at_shapes(loaded, optimized, options, plan)
             seconds["parity"] = time.perf_counter() - t0
             if not parity.passed:
                 error = CheckFailed(parity.error_message())
@@ -400,7 +560,7 @@ def compile_model(source: str | Path | None, output_dir: str | Path,
             log("building the TensorRT engine")
             t0 = time.perf_counter()
             try:
-                engine = build_engine(optimized, loaded, options)
+                engine = build_engine(optimized, loaded, options, plan)
                 from trtcompile import backend
 
                 backend.save_plan(engine, staging / ENGINE_PLAN)
@@ -411,12 +571,14 @@ def compile_model(source: str | Path | None, output_dir: str | Path,
                 engine_status = {"built": False, "reason": "build failed", "error": str(exc)}
             seconds["engine"] = time.perf_counter() - t0
 
+        files["report"] = REPORT_JSON
         seconds["total"] = time.perf_counter() - started
         report = report_module.build_report(
             loaded=loaded, pipeline_report=pipeline_report, optimized=optimized, parity=parity,
-            parity_options={"atol": options.atol, "rtol": options.rtol, "seed": options.seed},
-            engine=engine_status, files=files, seconds=seconds, error=error)
-        files["report"] = REPORT_JSON
+            parity_options={"atol": options.atol, "rtol": options.rtol, "seed": options.seed,
+                            **_precision_parity(options)},
+            engine=engine_status, files=files, seconds=seconds, error=error,
+            shapes=plan.to_dict())
         report_bytes = report_module.dumps(report).encode()
         (staging / REPORT_JSON).write_bytes(report_bytes)
 
@@ -425,6 +587,10 @@ def compile_model(source: str | Path | None, output_dir: str | Path,
         _publish(staging, output_dir, [REPORT_JSON])
         if report_json is not None:
             ir.atomic_write_bytes(report_json, report_bytes)
+        if report_html is not None:
+            from trtcompile import html_report
+
+            ir.atomic_write_bytes(report_html, html_report.render_html(report).encode("utf-8"))
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 
@@ -451,16 +617,16 @@ def _publish(staging: Path, output_dir: Path, names: Sequence[str]) -> None:
         os.replace(staging / name, target)
 
 
-def input_shapes_of(model: onnx.ModelProto) -> Mapping[str, list[int | str]]:
-    """Input name to shape (symbolic dimensions as their names) of a model's real inputs."""
-    initializers = {init.name for init in model.graph.initializer}
-    shapes = {}
-    for value in model.graph.input:
-        if value.name in initializers:
-            continue
-        shapes[value.name] = [d.dim_value if d.HasField("dim_value") else (d.dim_param or "?")
-                              for d in value.type.tensor_type.shape.dim]
-    return shapes
-
-
 __all__ = ["CompileOptions", "CompileResult", "ParityVerdict", "check_parity", "compile_model"]
+
+
+def _precision_parity(options: CompileOptions) -> dict[str, str]:
+    """For FP16/INT8 builds: the precision and which tolerances were used and why."""
+    from trtcompile.calibration import parity_tolerances
+
+    if options.precision.lower() == "fp32":
+        return {}
+    atol, rtol, note = parity_tolerances(options.precision)
+    if (options.atol, options.rtol) != (atol, rtol):
+        note = f"{options.precision}: user tolerances atol={options.atol:g} rtol={options.rtol:g}"
+    return {"precision": options.precision, "note": note}

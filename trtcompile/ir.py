@@ -104,11 +104,23 @@ def save(model: onnx.ModelProto | gs.Graph, path: str | os.PathLike) -> Path:
         else:
             with open(tmp_name, "wb") as f:
                 f.write(model.SerializeToString())
-        os.replace(tmp_name, path)
+        _publish(tmp_name, path)
     finally:
         if os.path.exists(tmp_name):
             os.unlink(tmp_name)
     return path
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _publish(tmp_name: str, path: Path) -> None:
+    """Give a finished temporary file the usual permissions and move it into place."""
+    os.chmod(tmp_name, 0o666 & ~_umask())
+    os.replace(tmp_name, path)
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
@@ -119,7 +131,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
-        os.replace(tmp_name, path)
+        _publish(tmp_name, path)
     finally:
         if os.path.exists(tmp_name):
             os.unlink(tmp_name)

@@ -24,6 +24,7 @@ parity against the pass input after every pass.
 from __future__ import annotations
 
 import dataclasses
+import gc
 import importlib.util
 import inspect
 import sys
@@ -37,7 +38,7 @@ from typing import Any, ClassVar
 import onnx_graphsurgeon as gs
 
 from trtcompile import ir
-from trtcompile.errors import InputError, PassFailed, PipelineError
+from trtcompile.errors import InputError, PassFailed, PipelineError, TrtcompileError
 
 # --------------------------------------------------------------------------------------------
 # Results
@@ -668,8 +669,16 @@ class PassManager:
         for instrument in self.instruments:
             instrument.before_pipeline(graph, self.ctx)
         start = time.perf_counter()
-        state = _RunState(fingerprint=ir.fingerprint(graph))
-        self._run_elements(self.pipeline, graph, report, state, iteration=None)
+        # Rewrites allocate many small objects; on 100k-node graphs Python's cyclic collector then
+        # runs often and costs several times the rewrites themselves. Collect once at the end.
+        gc_was_enabled = gc.isenabled()
+        gc.disable()
+        try:
+            state = _RunState(fingerprint=ir.fingerprint(graph))
+            self._run_elements(self.pipeline, graph, report, state, iteration=None)
+        finally:
+            if gc_was_enabled:
+                gc.enable()
         report.seconds = time.perf_counter() - start
         report.layers_after = ir.layer_count(graph)
         report.histogram_after = ir.op_histogram(graph)
@@ -716,6 +725,8 @@ class PassManager:
         start = time.perf_counter()
         try:
             result = pass_.run(graph, self.ctx)
+        except TrtcompileError:
+            raise  # a pass reporting unusable input (e.g. stale calibration data): the user's to fix
         except Exception as exc:  # a pass that raises is a compiler bug: name it, keep the cause
             raise PassFailed(pass_.to_text(), previous, f"{type(exc).__name__}: {exc}") from exc
         seconds = time.perf_counter() - start

@@ -16,7 +16,8 @@ of what it produces, so every generated model is valid by construction:
 * Reshape round trips, Flatten/Reshape (constant or computed from ``Shape``) heads with Gemm or
   MatMul+Add and Softmax;
 * Identity and inference Dropout;
-* dead branches, several outputs, outputs that later layers also read, unused graph inputs.
+* dead branches, several outputs, outputs that later layers also read, unused graph inputs;
+* intermediate shapes (``value_info``) present or absent.
 
 Every choice is drawn so that hypothesis shrinks it towards the simplest variant (fewer layers, the
 first op of each list, kernel 1, stride 1, no padding, group 1, the most recent tensor), which is
@@ -229,6 +230,9 @@ def draw_conv_spec(b: CnnBuilder, c: int, h: int, w: int, c_out: int | None = No
     spec = {"c_out": c_out, "group": group, "kernel": kernel, "strides": strides,
             "dilations": dilations, "auto_pad": auto_pad, "pads": pads,
             "bias": draw(st.booleans()), "spell_defaults": draw(st.booleans())}
+    if auto_pad == "SAME_UPPER" and dilations != (1, 1):
+        # ONNX Runtime implements SAME padding only without dilation.
+        spec["auto_pad"] = auto_pad = "NOTSET"
     out = []
     for axis, size in enumerate((h, w)):
         k, s, d = kernel[axis], strides[axis], dilations[axis]
@@ -500,8 +504,20 @@ LAYERS = {
 assert tuple(LAYERS) == LAYER_KINDS
 
 
+class CnnModel:
+    """A generated model; its repr is the model's ONNX text, so falsifying examples read as graphs."""
+
+    def __init__(self, model: onnx.ModelProto):
+        self.model = model
+
+    def __repr__(self) -> str:
+        import onnx.printer
+
+        return "\n" + onnx.printer.to_text(self.model)
+
+
 @st.composite
-def cnn_models(draw, max_layers: int = 10, max_inputs: int = 2) -> onnx.ModelProto:
+def cnn_models(draw, max_layers: int = 10, max_inputs: int = 2) -> CnnModel:
     """A random valid CNN-like ONNX model (opset 17, IR 10) with static shapes, float32 I/O."""
     builder = CnnBuilder(draw, seed=draw(st.integers(0, 2**16)))
     batch = draw(st.sampled_from([1, 2]))
@@ -521,7 +537,13 @@ def cnn_models(draw, max_layers: int = 10, max_inputs: int = 2) -> onnx.ModelPro
     input_names = {v.name for v in builder.inputs}
     produced = [v for v in builder.values if v.name not in input_names]
     outputs = [produced[-1]]
-    for _ in range(draw(st.integers(0, 2))):
+    # Unread tensors are dead branches unless they become outputs: keep a few of each.
+    read = {name for node in builder.nodes for name in node.input}
+    for leaf in [v for v in reversed(produced[:-1]) if v.name not in read][:3]:
+        if draw(st.integers(0, 3)):  # mostly outputs; shrinks towards a dead branch
+            outputs.append(leaf)
+    # Outputs that later layers also read.
+    for _ in range(draw(st.integers(0, 1))):
         extra = produced[-1 - draw(st.integers(0, len(produced) - 1))]
         if extra not in outputs:
             outputs.append(extra)
@@ -531,5 +553,10 @@ def cnn_models(draw, max_layers: int = 10, max_inputs: int = 2) -> onnx.ModelPro
 
     graph = helper.make_graph(builder.nodes, "property_cnn", [info(v) for v in builder.inputs],
                               [info(v) for v in outputs], builder.initializers)
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
-                             ir_version=IR_VERSION, producer_name="trtcompile-property-tests")
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
+                              ir_version=IR_VERSION, producer_name="trtcompile-property-tests")
+    if draw(st.booleans()):
+        # Shapes of intermediate tensors, as exporters write them: passes with shape-dependent
+        # rules (SAME padding, negative axes, broadcast checks) take their other branch.
+        model = onnx.shape_inference.infer_shapes(model, strict_mode=True)
+    return CnnModel(model)

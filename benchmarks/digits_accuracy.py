@@ -1,0 +1,163 @@
+"""Top-1 accuracy of a small CNN on scikit-learn's digits at FP32, FP16 and INT8.
+
+Trains a Keras CNN on the bundled 8x8 digits (fixed seed, stratified held-out test split), exports
+it to ONNX with tf2onnx, compiles it with ``trtcompile compile --precision fp32|fp16|int8`` (INT8
+calibrated on training samples only), evaluates each ``optimized.onnx`` with ONNX Runtime on the
+test split and writes the table into docs/benchmarks.md (section ``precision-accuracy``).
+
+Run: ``python benchmarks/digits_accuracy.py [--method entropy] [--epochs 40]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np  # noqa: E402
+
+SEED = 0
+INPUT_NAME = "image"
+
+
+def load_digits_split(seed: int = SEED):
+    """Digits scaled to [0, 1] as NHWC float32, with a stratified 80/20 train/test split."""
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    digits = load_digits()
+    images = (digits.images / 16.0).astype(np.float32)[..., None]
+    return train_test_split(images, digits.target.astype(np.int64), test_size=0.2,
+                            random_state=seed, stratify=digits.target)
+
+
+def train(x_train: np.ndarray, y_train: np.ndarray, epochs: int, seed: int = SEED):
+    """A small CNN: two 3x3 convs, pooling, two dense layers."""
+    import keras
+
+    keras.utils.set_random_seed(seed)
+    inputs = keras.Input((8, 8, 1), name=INPUT_NAME)
+    x = keras.layers.Conv2D(16, 3, padding="same", activation="relu")(inputs)
+    x = keras.layers.Conv2D(32, 3, padding="same", activation="relu")(x)
+    x = keras.layers.MaxPooling2D(2)(x)
+    x = keras.layers.Flatten()(x)
+    x = keras.layers.Dense(64, activation="relu")(x)
+    outputs = keras.layers.Dense(10, name="logits")(x)
+    model = keras.Model(inputs, outputs)
+    model.compile(optimizer=keras.optimizers.Adam(1e-3),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                  metrics=["accuracy"])
+    model.fit(x_train, y_train, batch_size=32, epochs=epochs, verbose=0, shuffle=True)
+    return model
+
+
+def export_onnx(model, path: Path) -> None:
+    """Lower the Keras model to ONNX with tf2onnx (through trtcompile's IR writer)."""
+    import tensorflow as tf
+    import tf2onnx
+
+    from trtcompile import ir
+
+    spec = (tf.TensorSpec((None, 8, 8, 1), tf.float32, name=INPUT_NAME),)
+    onnx_model, _ = tf2onnx.convert.from_keras(model, input_signature=spec, opset=17)
+    ir.save(ir.export_model(ir.import_model(onnx_model)), path)
+
+
+def top1(onnx_path: Path, images: np.ndarray, labels: np.ndarray) -> float:
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    logits = session.run(None, {session.get_inputs()[0].name: images})[0]
+    return float(np.mean(logits.argmax(axis=1) == labels) * 100.0)
+
+
+def compile_precision(onnx_path: Path, output: Path, precision: str, calib: Path | None,
+                      method: str) -> tuple[float, str]:
+    """``trtcompile compile`` at ``precision``; returns (seconds, parity note from the report)."""
+    import json
+
+    from trtcompile.cli import main
+
+    argv = ["compile", str(onnx_path), "-o", str(output), "--precision", precision, "--no-engine", "-q"]
+    if calib is not None:
+        argv += ["--calib-data", str(calib), "--calib-method", method]
+    start = time.perf_counter()
+    code = main(argv)
+    seconds = time.perf_counter() - start
+    if code != 0:
+        raise SystemExit(f"trtcompile compile --precision {precision} exited with {code}")
+    report = json.loads((output / "report.json").read_text())
+    return seconds, str(report["parity"]["tolerances"].get("note", ""))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--method", default="entropy", choices=("entropy", "minmax", "percentile"))
+    parser.add_argument("--epochs", type=int, default=40)
+    parser.add_argument("--no-write", action="store_true", help="print the table only")
+    args = parser.parse_args(argv)
+
+    x_train, x_test, y_train, y_test = load_digits_split()
+    model = train(x_train, y_train, args.epochs)
+    keras_top1 = float(np.mean(model.predict(x_test, verbose=0).argmax(axis=1) == y_test) * 100)
+
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        onnx_path = work / "digits.onnx"
+        export_onnx(model, onnx_path)
+        calib = work / "calib.npz"
+        np.savez(calib, **{INPUT_NAME: x_train})  # training samples only
+        fp32_top1 = top1(onnx_path, x_test, y_test)
+        for precision in ("fp32", "fp16", "int8"):
+            output = work / precision
+            seconds, _ = compile_precision(onnx_path, output, precision,
+                                           calib if precision == "int8" else None, args.method)
+            accuracy = top1(output / "optimized.onnx", x_test, y_test)
+            rows.append((precision, accuracy, seconds))
+
+    reference = rows[0][1]
+    targets = {"fp32": None, "fp16": 0.5, "int8": 1.0}
+    lines = [
+        "## Precision and accuracy (digits CNN)",
+        "",
+        "A Keras CNN (Conv 16, Conv 32, MaxPool, Dense 64, Dense 10) trained on scikit-learn's "
+        f"bundled 8x8 digits ({len(x_train)} training images, {args.epochs} epochs, seed {SEED}), "
+        f"evaluated on a stratified held-out split of {len(x_test)} images. Each row is "
+        "`trtcompile compile --precision P` on the tf2onnx export, its `optimized.onnx` run with "
+        f"ONNX Runtime (CPU). INT8 is calibrated on the training images only (`--calib-method "
+        f"{args.method}`). Keras top-1: {keras_top1:.2f}%; exported ONNX top-1: {fp32_top1:.2f}%.",
+        "",
+        "| precision | top-1 (%) | change vs FP32 (points) | target | compile (s) |",
+        "|---|---:|---:|---|---:|",
+    ]
+    failures = []
+    for precision, accuracy, seconds in rows:
+        change = accuracy - reference
+        target = targets[precision]
+        target_text = "reference" if target is None else f"within {target:g}"
+        if target is not None and abs(change) > target:
+            failures.append(f"{precision}: {change:+.2f} points")
+        lines.append(f"| {precision.upper()} | {accuracy:.2f} | {change:+.2f} | {target_text} | "
+                     f"{seconds:.1f} |")
+    from benchmarks.markdown_section import machine_line, write_section
+
+    lines += ["", machine_line(), "Rerun: `python benchmarks/digits_accuracy.py`."]
+    markdown = "\n".join(lines)
+    print(markdown)
+    if not args.no_write:
+        write_section("precision-accuracy", markdown)
+    if failures:
+        print("targets missed: " + "; ".join(failures), file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    raise SystemExit(main())

@@ -1,0 +1,374 @@
+"""concat-elimination: remove Concat layers (and the Splits and Slices around them) that move nothing.
+
+A Concat is a copy unless its inputs already lie side by side in one tensor. This pass finds the
+cases where ONNX semantics make that visible in the graph (pieces of one tensor put back together,
+concats of concats, a Concat undone by a Split) and rewrites them away. Every Concat it cannot remove
+is recorded with the reason.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+import numpy as np
+import onnx_graphsurgeon as gs
+
+from trtcompile import ir
+from trtcompile.pass_manager import Pass, PassContext, PassResult
+
+#: Slice ends at or beyond this mean "to the end of the axis" (ONNX uses INT64_MAX, tf2onnx INT32_MAX).
+_TO_END = np.iinfo(np.int32).max
+
+
+@dataclass
+class _Piece:
+    """A tensor that is the range ``[start, stop)`` of ``source`` along ``axis`` (stop None: to
+    the end), produced by ``node`` (a Split output or a Slice)."""
+
+    tensor: gs.Tensor
+    node: gs.Node
+    source: gs.Tensor
+    axis: int
+    start: int | None
+    stop: int | None
+
+
+@dataclass(frozen=True)
+class ConcatElimination(Pass):
+    """Remove Concats whose inputs already lie side by side, and the Splits and Slices they undo.
+
+    Rules (axis means the same axis after normalizing negative values with the tensor rank):
+      1. A Concat with one input is that input: consumers read it directly (when the Concat's output
+         is a graph output, the input's producer writes it under the output's name).
+      2. A Concat input produced by another Concat on the same axis, read by nothing else and not a
+         graph output, is replaced by that Concat's inputs (nested concats are flattened).
+      3. Consecutive Concat inputs that are consecutive outputs of one Split on the same axis, each
+         read only by this Concat, become one Split output; a Split left with one output is its input
+         (so Split -> Concat of all its outputs in order is the Split's input). This narrows the
+         Split that ``horizontal-fusion`` puts after a merged layer whose branches feed a Concat.
+      4. Consecutive Concat inputs that are Slices (steps 1, one constant axis, constant bounds) of
+         one tensor covering adjacent ranges, each read only by this Concat, become one Slice; a
+         Slice covering the whole axis is its input.
+      5. A Split whose input is a Concat on the same axis with the same boundaries gives back the
+         Concat's inputs: the Split's readers read them directly (the Concat stays only if something
+         else reads it). Split outputs that are graph outputs keep the rewrite from happening.
+      6. Every Concat that remains is recorded with the reason (its inputs come from different
+         producers, so putting them side by side is a copy unless the backend writes each producer
+         straight into the Concat's buffer, as TensorRT does).
+
+    Requires: nothing. Preserves: graph inputs and outputs, topological order, every value exactly
+    (only data movement is removed).
+    """
+
+    name: ClassVar[str] = "concat-elimination"
+
+    def run(self, graph: gs.Graph, ctx: PassContext) -> PassResult:
+        result = PassResult()
+        graph_outputs = ir.output_names(graph)
+        scope: ir.NameScope | None = None
+        removed_any = False
+        for node in list(graph.nodes):
+            if node.op == "Split" and _is_default(node) and node.inputs:
+                removed_any |= self._split_of_concat(node, graph_outputs, result)
+        for node in list(graph.nodes):
+            if node.op != "Concat" or not _is_default(node) or not node.outputs:
+                continue
+            if not node.outputs[0].outputs and node.outputs[0].name not in graph_outputs:
+                continue  # read by nothing any more (rule 5 bypassed it): cleanup removes it
+            axis = _axis(node.attrs.get("axis", 0), node.outputs[0], *node.inputs)
+            if axis is None:
+                result.reject(node, "concat axis is negative and the output rank is unknown")
+                continue
+            self._flatten(node, axis, graph_outputs, result)
+            if scope is None:
+                scope = ir.NameScope(graph)
+            self._join_pieces(node, axis, graph_outputs, scope, result)
+            if len(node.inputs) == 1:
+                if _forward(node, graph_outputs):
+                    result.count("removed_single_input_concat")
+                    removed_any = True
+                else:
+                    result.reject(node, "single-input Concat writes a graph output whose name its "
+                                        "input cannot take")
+                continue
+            result.reject(node, _why_kept(node))
+        if removed_any or result.counts:
+            graph.cleanup(remove_unused_node_outputs=False, remove_unused_graph_inputs=False)
+        return result
+
+    # Rule 2 --------------------------------------------------------------------------------------
+
+    @staticmethod
+    def _flatten(concat: gs.Node, axis: int, graph_outputs: set[str], result: PassResult) -> None:
+        inputs: list[gs.Tensor] = []
+        flattened = 0
+        for tensor in concat.inputs:
+            inner = ir.producer(tensor)
+            if (inner is not None and inner.op == "Concat" and _is_default(inner)
+                    and ir.has_single_use(tensor, graph_outputs)
+                    and _axis(inner.attrs.get("axis", 0), tensor, *inner.inputs) == axis):
+                inputs.extend(inner.inputs)
+                inner.inputs.clear()
+                inner.outputs.clear()
+                flattened += 1
+            else:
+                inputs.append(tensor)
+        if flattened:
+            concat.inputs.clear()
+            concat.inputs.extend(inputs)
+            result.count("flattened_nested_concat", flattened)
+
+    # Rules 3 and 4 -------------------------------------------------------------------------------
+
+    def _join_pieces(self, concat: gs.Node, axis: int, graph_outputs: set[str],
+                     scope: ir.NameScope, result: PassResult) -> None:
+        inputs = list(concat.inputs)
+        joined: list[gs.Tensor] = []
+        i = 0
+        changed = False
+        while i < len(inputs):
+            first = _piece(inputs[i], axis, graph_outputs)
+            j = i + 1
+            if first is not None:
+                last = first
+                while j < len(inputs):
+                    nxt = _piece(inputs[j], axis, graph_outputs)
+                    if nxt is None or not _adjacent(last, nxt):
+                        break
+                    last = nxt
+                    j += 1
+            if first is None or j - i < 2:
+                joined.append(inputs[i])
+                i += 1
+                continue
+            pieces = [_piece(t, axis, graph_outputs) for t in inputs[i:j]]
+            joined.append(self._join(pieces, scope, result))
+            changed = True
+            i = j
+        if changed:
+            concat.inputs.clear()
+            concat.inputs.extend(joined)
+
+    @staticmethod
+    def _join(pieces: list[_Piece], scope: ir.NameScope, result: PassResult) -> gs.Tensor:
+        """One tensor holding the adjacent ``pieces``: a narrowed Split output or a wider Slice."""
+        first, last = pieces[0], pieces[-1]
+        node = first.node
+        if node.op == "Split":
+            position = node.outputs.index(first.tensor)
+            count = len(pieces)
+            if len(node.outputs) == count:  # every output: the Split's input itself
+                node.inputs.clear()
+                node.outputs.clear()
+                result.count("removed_split", 1)
+                result.count("joined_split_outputs", count)
+                return first.source
+            sizes = _split_sizes(node)
+            merged = first.tensor
+            merged_size = sum(sizes[position:position + count])
+            sizes = sizes[:position] + [merged_size] + sizes[position + count:]
+            kept = node.outputs[:position + 1] + node.outputs[position + count:]
+            node.outputs.clear()
+            node.outputs.extend(kept)
+            if merged.shape is not None:
+                merged.shape = list(merged.shape)
+                merged.shape[first.axis] = merged_size
+            _set_split_sizes(node, sizes, scope)
+            result.count("narrowed_split", 1)
+            result.count("joined_split_outputs", count)
+            return merged
+        # Slices: one Slice over the union, or the source itself when it covers the whole axis.
+        for piece in pieces:
+            piece.node.outputs.clear()
+        for piece in pieces[1:]:
+            piece.node.inputs.clear()
+        result.count("joined_slices", len(pieces))
+        dim = _dim(first.source, first.axis)
+        if first.start == 0 and (last.stop is None or (dim is not None and last.stop >= dim)):
+            first.node.inputs.clear()
+            return first.source
+        out = gs.Variable(scope.fresh(f"{first.tensor.name}_joined"), dtype=first.tensor.dtype)
+        constant = lambda role, value: gs.Constant(  # noqa: E731 - four one-line constants
+            scope.fresh(f"{first.node.name}_{role}"), np.array([value], dtype=np.int64))
+        stop = _TO_END if last.stop is None else last.stop
+        # The first Slice becomes the joined one: it keeps its place in the node list and reads
+        # the same source, so the order stays topological.
+        owner = first.node
+        owner.inputs.clear()
+        owner.inputs.extend([first.source, constant("starts", first.start),
+                             constant("ends", stop), constant("axes", first.axis)])
+        owner.outputs.append(out)
+        return out
+
+    # Rule 5 --------------------------------------------------------------------------------------
+
+    @staticmethod
+    def _split_of_concat(split: gs.Node, graph_outputs: set[str], result: PassResult) -> bool:
+        concat = ir.producer(split.inputs[0])
+        if concat is None or concat.op != "Concat" or not _is_default(concat):
+            return False
+        axis = _axis(split.attrs.get("axis", 0), split.inputs[0], *split.outputs)
+        if axis is None or axis != _axis(concat.attrs.get("axis", 0), *concat.inputs):
+            result.reject([concat, split], "Split and Concat use different axes")
+            return False
+        concat_sizes = [_dim(t, axis) for t in concat.inputs]
+        sizes = _split_sizes(split)
+        if None in concat_sizes or sizes is None or sizes != concat_sizes:
+            result.reject([concat, split], "Split boundaries differ from the Concat's (or are "
+                                           "unknown)")
+            return False
+        if any(t.name in graph_outputs for t in split.outputs):
+            result.reject([concat, split], "a Split output is a graph output and would be renamed")
+            return False
+        for piece, original in zip(split.outputs, concat.inputs):
+            ir.replace_uses(piece, original)
+        split.inputs.clear()
+        split.outputs.clear()
+        result.count("removed_concat_split_pair")
+        return True
+
+
+# --------------------------------------------------------------------------------------------
+# Helpers
+# --------------------------------------------------------------------------------------------
+
+
+def _is_default(node: gs.Node) -> bool:
+    return (node.domain or "") in ("", "ai.onnx")
+
+
+def _axis(axis: int, *tensors: gs.Tensor) -> int | None:
+    """``axis`` made non-negative with the rank of the first of ``tensors`` whose rank is known
+    (a Concat's or Split's inputs and outputs all share one rank)."""
+    axis = int(axis)
+    if axis >= 0:
+        return axis
+    for tensor in tensors:
+        if tensor.shape is not None:
+            return axis + len(tensor.shape)
+    for tensor in tensors:  # Split, Slice and Concat keep the rank of their data input
+        node = ir.producer(tensor)
+        if node is not None and node.op in ("Split", "Slice", "Concat") and node.inputs:
+            if node.inputs[0].shape is not None:
+                return axis + len(node.inputs[0].shape)
+    return None
+
+
+def _dim(tensor: gs.Tensor, axis: int) -> int | None:
+    shape = tensor.shape
+    if shape is None or axis >= len(shape) or not isinstance(shape[axis], (int, np.integer)):
+        return None
+    return int(shape[axis])
+
+
+def _split_sizes(split: gs.Node) -> list[int] | None:
+    """The Split's output sizes along its axis, or None when they are not known."""
+    if len(split.inputs) > 1 and not split.inputs[1].is_empty():
+        value = ir.constant_value(split.inputs[1])
+        return None if value is None else [int(v) for v in value.reshape(-1)]
+    if "split" in split.attrs:
+        return [int(v) for v in split.attrs["split"]]
+    axis = _axis(split.attrs.get("axis", 0), split.inputs[0], *split.outputs)
+    dim = _dim(split.inputs[0], axis) if axis is not None else None
+    count = len(split.outputs)
+    if dim is None or count == 0:
+        return None
+    chunk = -(-dim // count)  # equal split: the last chunk may be smaller (opset 18)
+    return [min(chunk, dim - k * chunk) for k in range(count)]
+
+
+def _set_split_sizes(split: gs.Node, sizes: list[int], scope: ir.NameScope) -> None:
+    split.attrs.pop("num_outputs", None)
+    if "split" in split.attrs:
+        split.attrs["split"] = sizes
+        return
+    value = gs.Constant(scope.fresh(f"{split.name}_sizes"), np.array(sizes, dtype=np.int64))
+    if len(split.inputs) > 1:
+        split.inputs[1] = value
+    else:
+        split.inputs.append(value)
+
+
+def _piece(tensor: gs.Tensor, axis: int, graph_outputs: set[str]) -> _Piece | None:
+    """``tensor`` as a range of another tensor along ``axis``, if it is one and only the Concat
+    reads it."""
+    node = ir.producer(tensor)
+    if node is None or not _is_default(node) or not ir.has_single_use(tensor, graph_outputs):
+        return None
+    if node.op == "Split":
+        if _axis(node.attrs.get("axis", 0), node.inputs[0], *node.outputs) != axis:
+            return None
+        sizes = _split_sizes(node)
+        position = node.outputs.index(tensor)
+        if sizes is None:
+            return None
+        start = sum(sizes[:position])
+        return _Piece(tensor, node, node.inputs[0], axis, start, start + sizes[position])
+    if node.op == "Slice" and len(node.inputs) >= 3:
+        values = [ir.constant_value(t) if not t.is_empty() else None for t in node.inputs[1:]]
+        starts, ends = values[0], values[1]
+        axes = values[2] if len(values) > 2 else None
+        steps = values[3] if len(values) > 3 else None
+        if starts is None or ends is None or starts.size != 1 or ends.size != 1:
+            return None
+        if (len(node.inputs) > 3 and not node.inputs[3].is_empty() and axes is None) or (
+                len(node.inputs) > 4 and not node.inputs[4].is_empty() and steps is None):
+            return None
+        slice_axis = _axis(int(axes.reshape(-1)[0]) if axes is not None else 0, node.inputs[0],
+                           tensor)
+        if slice_axis != axis or (steps is not None and int(steps.reshape(-1)[0]) != 1):
+            return None
+        dim = _dim(node.inputs[0], axis)
+        start, stop = int(starts.reshape(-1)[0]), int(ends.reshape(-1)[0])
+        if start < 0 or stop < 0:
+            if dim is None:
+                return None
+            start, stop = start + dim if start < 0 else start, stop + dim if stop < 0 else stop
+        if stop >= _TO_END or (dim is not None and stop >= dim):
+            stop = None if dim is None else dim
+        if dim is not None:
+            start = min(start, dim)
+        if stop is not None and stop <= start:
+            return None
+        return _Piece(tensor, node, node.inputs[0], axis, start, stop)
+    return None
+
+
+def _adjacent(left: _Piece, right: _Piece) -> bool:
+    """True if ``right`` starts where ``left`` ends, in the same tensor, from the same kind of node
+    (two outputs of one Split, or two Slices)."""
+    if left.source is not right.source or left.stop is None or left.stop != right.start:
+        return False
+    if left.node.op == "Split":
+        return right.node is left.node
+    return right.node.op == "Slice"
+
+
+def _forward(node: gs.Node, graph_outputs: set[str]) -> bool:
+    """Remove a node that passes its only input through: readers of its output read the input."""
+    source, target = node.inputs[0], node.outputs[0]
+    if target.name in graph_outputs:
+        source_producer = ir.producer(source)
+        if source_producer is None or source.name in graph_outputs:
+            return False
+        ir.replace_uses(source, target)
+        source_producer.outputs[source_producer.outputs.index(source)] = target
+    else:
+        ir.replace_uses(target, source)
+    node.inputs.clear()
+    node.outputs.clear()
+    return True
+
+
+def _why_kept(concat: gs.Node) -> str:
+    producers = {id(p): p for t in concat.inputs if (p := ir.producer(t)) is not None}
+    if any(ir.producer(t) is None for t in concat.inputs):
+        return "concat reads graph inputs or constants: putting them side by side is a copy"
+    if len(producers) == 1:
+        (only,) = producers.values()
+        return (f"inputs are outputs of {only.op} '{only.name}' that do not lie side by side in "
+                "order on the concat axis: the Concat rearranges data")
+    ops = sorted({p.op for p in producers.values()})
+    return (f"concat inputs come from {len(producers)} different producers ({', '.join(ops)}): a "
+            "copy is needed unless the backend writes each producer into the concat's buffer")

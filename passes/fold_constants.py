@@ -1,0 +1,467 @@
+"""fold-constants: compute at compile time what does not depend on the graph's inputs."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+import numpy as np
+import onnx
+import onnx_graphsurgeon as gs
+
+from trtcompile import ir
+from trtcompile.pass_manager import Pass, PassContext, PassResult
+
+#: Ops onnx-graphsurgeon never folds: quantization is expressed in the graph and TensorRT reads the
+#: Q/DQ pairs on weights as precision, so they must stay.
+_NEVER_FOLDED = frozenset({"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear"})
+
+#: Attributes a ``Constant`` node may carry and still become an initializer.
+_LOWERABLE_CONSTANT_ATTRS = frozenset({"value", "value_float", "value_floats", "value_int",
+                                       "value_ints"})
+
+#: Ops whose outputs only depend on their input's shape.
+_SHAPE_OPS = frozenset({"Shape", "Size"})
+
+
+@dataclass
+class _Island:
+    """The nodes of one graph (the main graph or an If/Loop/Scan body) that may fold, in order."""
+
+    graph: gs.Graph
+    nodes: list[gs.Node] = field(default_factory=list)
+    evaluates: bool = False  # holds a node other than Constant: ONNX Runtime has work to do
+
+
+@dataclass
+class _Scan:
+    """What the pre-scan found: enough to decide whether onnx-graphsurgeon needs to run, and on what."""
+
+    islands: list[_Island] = field(default_factory=list)
+    ranged_shapes: list[tuple[gs.Graph, gs.Node]] = field(default_factory=list)
+    unknown_shapes: bool = False  # some Shape input has no known shape: infer shapes first
+    constant_condition: bool = False  # an If whose condition folds: flatten it in its graph
+
+
+@dataclass(frozen=True)
+class FoldConstants(Pass):
+    """Fold constant subgraphs into initializers so later passes see weights as constants.
+
+    Evaluation is onnx-graphsurgeon's ``Graph.fold_constants`` (ONNX Runtime on the constant part
+    of the graph). Rules:
+      1. ``Constant`` nodes become initializers (``constant_nodes_to_initializers``).
+      2. A node whose inputs are all constant (initializers, lowered ``Constant`` nodes, earlier folded
+         results, and for If/Loop/Scan the outer tensors their bodies read) is evaluated and its
+         outputs become initializers (``folded_nodes``). QuantizeLinear/DequantizeLinear stay.
+      3. With ``fold_shapes``, ``Shape`` of a tensor with a static shape becomes a constant, as do
+         ``Gather``/``Slice`` of a shape that pick only static dimensions (``folded_shape_ops``
+         counts the Shape nodes that disappear). Dynamic dimensions stay dynamic: a Shape of a
+         tensor with a dynamic dimension is rejected and all that depends on it is kept. A
+         ``Shape`` with ``start``/``end`` (opset 15) is first rewritten as Shape + Slice so the
+         range is respected.
+      4. A result larger than ``size_threshold`` bytes stays computed at run time (rejected with
+         its size); so does one ONNX Runtime cannot evaluate.
+      5. An If with a constant condition is replaced by the nodes of the branch it takes
+         (``flattened_if``) when ``flatten_conditionals`` is on.
+      6. If/Loop/Scan bodies are folded the same way; model-local function bodies are left alone
+         (they are fused layers whose bodies other passes write).
+      7. The nodes folding leaves without readers are removed.
+
+    Cost: one scan over the nodes finds the *islands* that may fold (nodes whose inputs are
+    constant or derive from a partly static shape). Without one, onnx-graphsurgeon is not called;
+    otherwise it runs on the islands only, not on a copy of the whole graph, so folding a few
+    nodes of a 100k-node graph costs about as much as folding them alone. Shapes are inferred with
+    ONNX shape inference first when a Shape reads a tensor of unknown shape. (An If whose
+    condition folds makes onnx-graphsurgeon run on the whole graph, which flattens it.)
+
+    Requires: topologically sorted nodes. Preserves: topological order, graph inputs and outputs,
+    every output value. Options: ``fold_shapes``, ``size_threshold`` (bytes),
+    ``flatten_conditionals``.
+    """
+
+    name: ClassVar[str] = "fold-constants"
+
+    fold_shapes: bool = True
+    size_threshold: int = 64 << 20
+    flatten_conditionals: bool = True
+
+    def run(self, graph: gs.Graph, ctx: PassContext) -> PassResult:
+        result = PassResult()
+        scan = _Scan()
+        self._scan(graph, set(), set(), scan)
+        if scan.unknown_shapes and _infer_shapes(graph, ctx):
+            scan = _Scan()  # known shapes may make more Shape nodes foldable
+            self._scan(graph, set(), set(), scan)
+        if not (scan.islands or scan.ranged_shapes):
+            self._reject(graph, result)
+            return result
+
+        scope = ir.NameScope(graph) if scan.ranged_shapes else None
+        created = {id(_split_ranged_shape(subgraph, node, scope))
+                   for subgraph, node in scan.ranged_shapes}
+        if scan.constant_condition or scan.ranged_shapes:
+            self._fold_whole_graph(graph, created, result)
+        else:
+            self._fold_islands(graph, scan.islands, result)
+        self._reject(graph, result)
+        return result
+
+    def _fold_islands(self, graph: gs.Graph, islands: list[_Island], result: PassResult) -> None:
+        """Fold each island in place, then drop the island nodes left without readers."""
+        for island in islands:  # outer graphs come first: their results are constants for bodies
+            if not island.evaluates:
+                # Only Constant nodes: lowering them is all onnx-graphsurgeon would do.
+                for node in island.nodes:
+                    _lower_constant(node)
+                continue
+            outputs = _island_outputs(island)
+            # The island shares its node and tensor objects with the graph, so the folder's
+            # tensor.to_constant() rewrites the graph's own tensors.
+            part = gs.Graph(nodes=list(island.nodes), inputs=[], outputs=outputs,
+                            opset=island.graph.opset or graph.opset,
+                            import_domains=island.graph.import_domains or graph.import_domains,
+                            ir_version=ir.IR_VERSION)
+            with _quiet_graphsurgeon():
+                part.fold_constants(fold_shapes=self.fold_shapes, recurse_subgraphs=False,
+                                    partitioning=None, error_ok=True, flatten_subgraphs=False,
+                                    size_threshold=self.size_threshold, recurse_functions=False)
+        for island in islands:
+            graph_outputs = {t.name for t in island.graph.outputs}
+            dead: set[int] = set()
+            for node in reversed(island.nodes):
+                if any(t.outputs or t.name in graph_outputs for t in node.outputs):
+                    continue
+                dead.add(id(node))
+                self._count_removed(node, result)
+                node.inputs.clear()
+                node.outputs.clear()
+            if dead:
+                island.graph.nodes = [n for n in island.graph.nodes if id(n) not in dead]
+
+    def _fold_whole_graph(self, graph: gs.Graph, created: set[int], result: PassResult) -> None:
+        """onnx-graphsurgeon on the whole graph: needed to flatten If nodes, which it does in place in
+        the node list, and after splitting ranged Shapes."""
+        before = {id(node): node for node in _nodes(graph)}
+        branch_of = {id(body_node): id(node) for node in before.values() if node.op == "If"
+                     for body in _subgraphs(node) for body_node in _nodes(body)}
+        live_before = _live_nodes(graph)
+        with _quiet_graphsurgeon(), _evaluable_ir_version(graph):
+            graph.fold_constants(
+                fold_shapes=self.fold_shapes, recurse_subgraphs=True, partitioning=None,
+                error_ok=True, flatten_subgraphs=self.flatten_conditionals,
+                size_threshold=self.size_threshold, recurse_functions=False)
+        graph.cleanup(remove_unused_graph_inputs=False, recurse_subgraphs=True,
+                      recurse_functions=False)
+        after = {id(node) for node in _nodes(graph)}
+        for key, node in before.items():
+            if key in after or key in created:  # kept, or made by this pass (ranged Shape split)
+                continue
+            if branch_of.get(key) is not None and branch_of[key] not in after:
+                continue  # a node of a flattened If's branch: counted as the If's flattening
+            if key not in live_before:
+                result.count("removed_dead")
+            elif node.op == "If" and not node.outputs:
+                result.count("flattened_if")
+            else:
+                self._count_removed(node, result)
+
+    @staticmethod
+    def _count_removed(node: gs.Node, result: PassResult) -> None:
+        if node.op == "Constant":
+            result.count("constant_nodes_to_initializers")
+        elif node.op in _SHAPE_OPS:
+            result.count("folded_shape_ops")
+        else:
+            result.count("folded_nodes")
+
+    # Pre-scan ---------------------------------------------------------------------------------
+
+    def _scan(self, graph: gs.Graph, outer_constants: set[str], outer_shapes: set[str],
+              scan: _Scan) -> None:
+        """Find the islands of ``graph`` and of its bodies in one walk.
+
+        ``constants`` are tensors known to fold; ``shapes`` are tensors that derive from a partly
+        static shape and may fold (onnx-graphsurgeon decides which dimensions it can read).
+        """
+        constants, shapes = set(outer_constants), set(outer_shapes)
+        island = _Island(graph)
+        scan.islands.append(island)
+
+        def is_constant(tensor: gs.Tensor) -> bool:
+            return tensor.is_empty() or isinstance(tensor, gs.Constant) or tensor.name in constants
+
+        def may_fold(tensor: gs.Tensor) -> bool:
+            return is_constant(tensor) or tensor.name in shapes
+
+        for node in graph.nodes:
+            if node.op == "Constant":
+                if _lowerable(node):
+                    island.nodes.append(node)
+                    constants.update(t.name for t in node.outputs)
+                continue
+            subgraphs = _subgraphs(node)
+            foreign = [t for sub in subgraphs for t in sub._foreign_tensors().values()]
+            if node.op not in _NEVER_FOLDED and all(is_constant(t) for t in node.inputs) and all(
+                    is_constant(t) for t in foreign):
+                island.nodes.append(node)
+                island.evaluates = True
+                constants.update(t.name for t in node.outputs)
+                continue
+            if node.op == "If" and self.flatten_conditionals and is_constant(node.inputs[0]):
+                scan.constant_condition = True
+            if self.fold_shapes and node.op == "Shape":
+                source = node.inputs[0]
+                if "start" in node.attrs or "end" in node.attrs:
+                    scan.ranged_shapes.append((graph, node))
+                if source.shape is None:
+                    scan.unknown_shapes = True
+                elif _is_static(source.shape):
+                    island.nodes.append(node)
+                    island.evaluates = True
+                    constants.update(t.name for t in node.outputs)
+                elif any(_is_static([d]) for d in source.shape):
+                    island.nodes.append(node)  # a Gather/Slice may pick its static dimensions
+                    shapes.update(t.name for t in node.outputs)
+            elif (self.fold_shapes and node.op not in _NEVER_FOLDED and not subgraphs
+                  and node.inputs and all(may_fold(t) for t in node.inputs)):
+                island.nodes.append(node)
+                island.evaluates = True
+                shapes.update(t.name for t in node.outputs)
+            for sub in subgraphs:
+                self._scan(sub, constants, shapes, scan)
+        if not island.nodes:
+            scan.islands.remove(island)
+
+    # Rejections -------------------------------------------------------------------------------
+
+    def _reject(self, graph: gs.Graph, result: PassResult) -> None:
+        """Record why what still looks constant or shape-derived did not fold."""
+        for subgraph in _graphs(graph):
+            for node in subgraph.nodes:
+                if node.op == "Constant":
+                    if not _lowerable(node):
+                        result.reject(node, f"Constant with attribute '{next(iter(node.attrs), '')}' "
+                                            "cannot become an initializer")
+                    continue
+                if self.fold_shapes and node.op == "Shape" and node.outputs[0].outputs:
+                    source = node.inputs[0]
+                    if isinstance(source, gs.Constant):
+                        continue
+                    if source.shape is None:
+                        result.reject(node, f"shape of '{source.name}' is unknown")
+                    else:
+                        dynamic = [str(d) if d not in (None, "") else "?" for d in source.shape
+                                   if not _is_static([d])]
+                        if dynamic:
+                            result.reject(node, f"shape of '{source.name}' has dynamic "
+                                                f"dimension(s) {', '.join(dynamic)}")
+                    continue
+                if node.op in _NEVER_FOLDED or not node.inputs or _subgraphs(node):
+                    continue
+                if all(t.is_empty() or isinstance(t, gs.Constant) for t in node.inputs):
+                    result.reject(node, self._unfolded_reason(node))
+
+    def _unfolded_reason(self, node: gs.Node) -> str:
+        for tensor in node.outputs:
+            nbytes = _result_bytes(node, tensor)
+            if nbytes is not None and nbytes > self.size_threshold:
+                return (f"result '{tensor.name}' is {nbytes} bytes, above size-threshold "
+                        f"{self.size_threshold}")
+        return "ONNX Runtime could not evaluate it"
+
+
+# --------------------------------------------------------------------------------------------
+# Helpers
+# --------------------------------------------------------------------------------------------
+
+
+def _island_outputs(island: _Island) -> list[gs.Tensor]:
+    """Island tensors read outside the island (by other nodes, bodies, or as graph outputs)."""
+    members = {id(node) for node in island.nodes}
+    graph_outputs = {t.name for t in island.graph.outputs}
+    outputs = []
+    for node in island.nodes:
+        for tensor in node.outputs:
+            if tensor.name in graph_outputs or any(id(r) not in members for r in tensor.outputs):
+                outputs.append(tensor)
+    return outputs
+
+
+def _graphs(graph: gs.Graph) -> Iterator[gs.Graph]:
+    """The graph and its If/Loop/Scan bodies, recursively (not its functions)."""
+    stack = [graph]
+    while stack:
+        current = stack.pop()
+        yield current
+        for node in current.nodes:
+            stack.extend(_subgraphs(node))
+
+
+def _subgraphs(node: gs.Node) -> list[gs.Graph]:
+    """The node's graph attributes (If/Loop/Scan bodies, or a custom op's), cheaply: only nodes that
+    can hold one are inspected, so a walk over a 100k-node graph stays fast."""
+    if node.op in ("If", "Loop", "Scan") or (node.domain or "") not in ("", "ai.onnx"):
+        return list(node.subgraphs())
+    return []
+
+
+def _nodes(graph: gs.Graph) -> Iterator[gs.Node]:
+    for subgraph in _graphs(graph):
+        yield from subgraph.nodes
+
+
+def _live_nodes(graph: gs.Graph) -> set[int]:
+    """Ids of the nodes some output of their graph depends on (bodies count their own outputs)."""
+    live: set[int] = set()
+    for subgraph in _graphs(graph):
+        members = {id(node) for node in subgraph.nodes}
+        stack = [t.inputs[0] for t in subgraph.outputs if t.inputs]
+        while stack:
+            node = stack.pop()
+            if id(node) in live or id(node) not in members:
+                continue
+            live.add(id(node))
+            stack.extend(t.inputs[0] for t in node.inputs if t.inputs)
+    return live
+
+
+def _is_static(shape) -> bool:
+    return all(isinstance(d, (int, np.integer)) and d >= 0 for d in shape)
+
+
+def _lowerable(node: gs.Node) -> bool:
+    if len(node.attrs) != 1:
+        return False
+    key, value = next(iter(node.attrs.items()))
+    return key in _LOWERABLE_CONSTANT_ATTRS and not isinstance(value, gs.Node.AttributeRef)
+
+
+def _lower_constant(node: gs.Node) -> None:
+    """Turn a ``Constant`` node's output into an initializer (what onnx-graphsurgeon does first)."""
+    value = next(iter(node.attrs.values()))
+    array = value.values if isinstance(value, gs.Constant) else np.array(value)
+    tensor = node.outputs[0]
+    tensor.to_constant(array)
+    tensor.inputs.clear()
+
+
+def _split_ranged_shape(graph: gs.Graph, node: gs.Node, scope: ir.NameScope) -> gs.Node:
+    """Rewrite ``Shape(x, start, end)`` as ``Slice(Shape(x), start, end)``.
+
+    onnx-graphsurgeon's shape folding reads a Shape's input shape whole and ignores ``start`` and
+    ``end``; after this rewrite its Slice folding applies the range.
+    """
+    start = int(node.attrs.pop("start", 0))
+    end = node.attrs.pop("end", None)
+    end = int(end) if end is not None else np.iinfo(np.int64).max
+    output = node.outputs[0]
+    full = gs.Variable(scope.fresh(f"{output.name}_full_shape"), dtype=np.int64)
+    node.outputs[0] = full
+    constant = lambda suffix, v: gs.Constant(  # noqa: E731
+        scope.fresh(f"{output.name}_{suffix}"), np.array([v], np.int64))
+    range_node = gs.Node(
+        "Slice", name=scope.fresh(f"{node.name}_range"),
+        inputs=[full, constant("starts", start), constant("ends", end), constant("axes", 0)],
+        outputs=[output])
+    graph.nodes.insert(graph.nodes.index(node) + 1, range_node)
+    return range_node
+
+
+def _infer_shapes(graph: gs.Graph, ctx: PassContext) -> bool:
+    """Give tensors without a shape the one ONNX shape inference finds (main graph); True if some
+    tensor got a shape."""
+    try:
+        model = ir.export_model(graph.copy())
+        if model.ByteSize() > onnx.checker.MAXIMUM_PROTOBUF:
+            ctx.log("fold-constants: model above 2 GiB, shape inference skipped")
+            return False
+        inferred = onnx.shape_inference.infer_shapes(model, data_prop=True)
+    except (onnx.shape_inference.InferenceError, onnx.checker.ValidationError, ValueError) as exc:
+        ctx.log(f"fold-constants: shape inference failed, folding with known shapes: {exc}")
+        return False
+    known = {}
+    for value in inferred.graph.value_info:
+        tensor_type = value.type.tensor_type
+        if not tensor_type.HasField("shape"):
+            continue
+        dims = [d.dim_value if d.HasField("dim_value") else (d.dim_param or None)
+                for d in tensor_type.shape.dim]
+        known[value.name] = (onnx.helper.tensor_dtype_to_np_dtype(tensor_type.elem_type)
+                             if tensor_type.elem_type else None, dims)
+    found = False
+    for node in graph.nodes:
+        for tensor in node.outputs:
+            if isinstance(tensor, gs.Variable) and tensor.shape is None and tensor.name in known:
+                dtype, dims = known[tensor.name]
+                tensor.shape = dims
+                found = True
+                if tensor.dtype is None and dtype is not None:
+                    tensor.dtype = dtype
+    return found
+
+
+def _result_bytes(node: gs.Node, tensor: gs.Tensor) -> int | None:
+    """Size in bytes of ``tensor`` (an output of ``node`` whose inputs are constants), if known
+    statically: from the tensor's shape, else from the op's shape inference on the constant inputs."""
+    shape, dtype = tensor.shape, tensor.dtype
+    if shape is None or not _is_static(shape) or dtype is None:
+        inputs = [t for t in node.inputs if not t.is_empty()]
+        try:
+            from onnx_graphsurgeon.exporters.onnx_exporter import OnnxExporter
+
+            proto = OnnxExporter.export_node(node)
+            schema = onnx.defs.get_schema(node.op, onnx.defs.onnx_opset_version(), node.domain or "")
+            types = {t.name: onnx.helper.make_tensor_type_proto(
+                onnx.helper.np_dtype_to_tensor_dtype(t.values.dtype), t.values.shape) for t in inputs}
+            # Shape-like inputs (small) are passed as data so ops like Expand or ConstantOfShape
+            # infer their output shape.
+            data = {t.name: onnx.numpy_helper.from_array(t.values, t.name)
+                    for t in inputs if t.values.size <= 64}
+            outputs = onnx.shape_inference.infer_node_outputs(schema, proto, types, data)
+        except Exception:  # noqa: BLE001 - only words a rejection; "size unknown" is a fine answer
+            return None
+        type_proto = outputs.get(tensor.name)
+        if type_proto is None or not type_proto.tensor_type.HasField("shape"):
+            return None
+        dims = [d.dim_value if d.HasField("dim_value") else None
+                for d in type_proto.tensor_type.shape.dim]
+        if not _is_static(dims):
+            return None
+        shape, dtype = dims, onnx.helper.tensor_dtype_to_np_dtype(type_proto.tensor_type.elem_type)
+    return int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
+
+
+@contextlib.contextmanager
+def _evaluable_ir_version(graph: gs.Graph):
+    """Make every (sub)graph export with an IR version ONNX Runtime loads while folding.
+
+    onnx-graphsurgeon evaluates each If/Loop/Scan body as a model of its own; a body carries no IR
+    version, so it would be written with onnx's newest one, which ONNX Runtime rejects.
+    """
+    previous = [(g, g.ir_version) for g in _graphs(graph)]
+    for g, version in previous:
+        if version is None or version > ir.IR_VERSION:
+            g.ir_version = ir.IR_VERSION
+    try:
+        yield
+    finally:
+        for g, version in previous:
+            g.ir_version = version
+
+
+@contextlib.contextmanager
+def _quiet_graphsurgeon():
+    """onnx-graphsurgeon logs folding failures as warnings; the pass reports them as rejections."""
+    from onnx_graphsurgeon.logger import G_LOGGER
+
+    previous = G_LOGGER.severity
+    G_LOGGER.severity = G_LOGGER.ERROR
+    try:
+        yield
+    finally:
+        G_LOGGER.severity = previous
+
+
+__all__ = ["FoldConstants"]

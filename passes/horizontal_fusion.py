@@ -1,0 +1,640 @@
+"""horizontal-fusion: layers that read the same tensor with the same attributes become one layer.
+
+Parallel branches that start with the same kind of layer on the same input (the 1x1 convolutions of
+an inception module, the Q/K/V projections of attention, several Gemm heads on one feature vector)
+compute ``op(X, W_i) + B_i`` for one ``X``. Concatenating the ``W_i`` (and ``B_i``) along the output
+channels gives one layer whose output holds every branch's result side by side; a ``Split`` on the
+channel axis gives each branch its tensor back, under its original name.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+import onnx_graphsurgeon as gs
+
+from passes.conv_bias_activation_fusion import conv_call_info, conv_function
+from trtcompile import cost, ir
+from trtcompile.errors import InputError
+from trtcompile.pass_manager import Pass, PassContext, PassResult
+
+#: Values of the ``ops`` option and the layers each covers.
+OP_FAMILIES = ("conv", "matmul", "gemm")
+
+#: Longest name a merged layer gets from its members' names (the rest is summarized).
+_MAX_NAME = 160
+
+
+@dataclass
+class _Branch:
+    """One layer that may merge: what it reads, how it is keyed, its weights."""
+
+    node: gs.Node
+    family: str  # "conv" (Conv or fused conv call), "matmul" or "gemm"
+    key: tuple  # equal keys <=> the layers differ only in their weights
+    described: dict[str, Any]  # attributes as shown in rejection reasons
+    channels: int | None  # output channels (conv) or columns (matmul, gemm) it contributes
+    dynamic_inputs: list[gs.Tensor]  # inputs besides X that are not constants
+
+    @property
+    def output(self) -> gs.Tensor:
+        return self.node.outputs[0]
+
+
+@dataclass
+class _Padding:
+    """The common kernel of convolutions merged by zero-padding their kernels: its shape, its
+    pads, each member's offset inside it, and the MACs the zeros add."""
+
+    kernel: tuple[int, ...]
+    pads: tuple[int, ...]
+    offsets: list[tuple[int, ...]]
+    added_macs: int = 0
+
+
+@dataclass(frozen=True)
+class HorizontalFusion(Pass):
+    """Merge layers that read the same tensor and differ only in their weights into one layer + Split.
+
+    Rules:
+      1. Candidates are layers with one output whose first input is the shared tensor ``X``:
+         ``Conv`` (``ops=conv``), calls of one fused conv function (``ops=conv``; the function name
+         is its specialization key, so equal names mean equal kernel, strides, pads, dilations,
+         group and activation), ``MatMul(X, W)`` with a 2-D ``W`` (``ops=matmul``) and
+         ``Gemm(X, B[, C])`` (``ops=gemm``).
+      2. Layers merge when their keys are equal: for Conv the kernel, strides, pads, dilations,
+         group and auto_pad; for Gemm transA, alpha and beta (ONNX types X and the weights alike,
+         so the shared input fixes the dtype). Convolutions with different kernels or pads are
+         merged only by rule 9 (rejected with the differing attributes otherwise).
+      3. Grouped convolutions (group > 1) are not merged: each group's outputs read only that
+         group's input channels, so the merged layer's outputs of one branch would be interleaved
+         with the other branch's, which a Split cannot undo.
+      4. A layer that (through any path, checked with networkx) reads another candidate's result is
+         not merged with it: the merged layer would be its own ancestor.
+      5. Weights, biases and Gemm's C must be constants (a runtime weight would need a Concat
+         layer of its own).
+      6. The merged layer concatenates the weights along the output channels (Conv: axis 0 of W;
+         MatMul: columns of W; Gemm: columns of op(B), C broadcast per branch) and a missing bias
+         becomes zeros. A ``Split`` on the channel axis (1 for Conv and Gemm, -1 for MatMul) writes
+         the original output tensors, so every name, including graph outputs, is kept.
+      7. ``free_split_only`` (default on) merges convolutions only when the Split can vanish: every
+         merged branch's output is read once, by one Concat on the channel axis, at consecutive
+         positions in the same order. ``concat-elimination`` then narrows the Split away and the
+         merged layer writes the Concat's range directly. Measured on TensorRT-RTX 1.7: the
+         builder lowers every other Split output to a copy layer (N convolutions become one
+         convolution plus N slice copies; Keras InceptionV3 goes from 113 to 122 engine layers),
+         so other convolution merges add engine layers. MatMul and Gemm merges are not restricted:
+         TensorRT fuses their slices into the consumers (it merges such MatMuls itself, so the
+         engine count stays equal while the ONNX graph loses layers).
+      8. At least ``min_branches`` layers must remain for a merge.
+      9. ``pad_kernels`` (default off) also merges convolutions that differ only in kernel shape
+         and pads (same kind, activation, strides, group 1, dilations 1, left without a partner by
+         rule 2), subject to rules 4-8: each kernel is zero-padded into the smallest common kernel
+         in which every member's window keeps its place (common leading pad = the largest leading
+         pad; a member's offset = that pad minus its own), which requires the windows to end at
+         the same offset too (equal trailing reach). The 1x3 and 3x1 convolutions of an Inception
+         module reading one tensor become one 3x3 convolution writing both halves of their Concat.
+         Exact for finite inputs (a padded tap multiplies a zero weight), but the zeros are
+         arithmetic: each merge is priced with :mod:`trtcompile.cost` and accepted, cheapest
+         first, while the MACs added in this compilation stay within ``max_extra_macs`` times the
+         model's MACs (the budget is shared with the other arithmetic-increasing passes).
+         ``added_macs`` counts what was spent; merges over budget are rejected with their price.
+
+    Every candidate left alone is recorded with the reason. Requires: nothing. Preserves: graph
+    inputs and outputs, topological order, every output within FP32 rounding (the same products
+    and sums as before, in one layer; with ``pad_kernels``, plus products with zero weights).
+    Options: ``min_branches``, ``ops``, ``free_split_only``, ``pad_kernels``, ``max_extra_macs``
+    (a fraction of the model's MACs; 0.1 by default).
+    """
+
+    name: ClassVar[str] = "horizontal-fusion"
+
+    min_branches: int = 2
+    ops: tuple[str, ...] = OP_FAMILIES
+    free_split_only: bool = True
+    pad_kernels: bool = False
+    max_extra_macs: float = 0.1
+
+    def __post_init__(self) -> None:
+        if not self.max_extra_macs >= 0:
+            raise InputError(f"{self.name}: max-extra-macs must be a fraction >= 0 of the model's "
+                             f"MACs, got {self.max_extra_macs}")
+        unknown = [op for op in self.ops if op not in OP_FAMILIES]
+        if unknown:
+            raise InputError(f"{self.name}: unknown op family {', '.join(unknown)}; "
+                             f"choose from {', '.join(OP_FAMILIES)}")
+        if self.min_branches < 2:
+            raise InputError(f"{self.name}: min-branches must be at least 2, got {self.min_branches}")
+
+    def run(self, graph: gs.Graph, ctx: PassContext) -> PassResult:
+        result = PassResult()
+        by_input: dict[int, list[_Branch]] = defaultdict(list)
+        for node in graph.nodes:
+            branch = self._candidate(graph, node)
+            if branch is not None:
+                by_input[id(node.inputs[0])].append(branch)
+
+        merges: list[tuple[list[_Branch], _Padding | None]] = []
+        padded: list[tuple[list[_Branch], list[_Branch]]] = []  # (subset, its siblings)
+        reachability = _Reachability(graph)
+        graph_outputs = ir.output_names(graph)
+        for branches in by_input.values():
+            if len(branches) < 2:
+                continue
+            groups: dict[tuple, list[_Branch]] = defaultdict(list)
+            for branch in branches:
+                groups[branch.key].append(branch)
+            unmatched = []
+            for members in groups.values():
+                if len(members) == 1:
+                    unmatched.append(members[0])
+                    continue
+                merges.extend((subset, None) for subset in
+                              self._legal_subsets(members, reachability, graph_outputs, result))
+            if self.pad_kernels:
+                unmatched = self._padding_candidates(unmatched, branches, reachability,
+                                                     graph_outputs, padded, result)
+            for branch in unmatched:
+                self._reject_unmatched(branch, branches, result)
+        if padded:
+            merges.extend(self._priced_padded_merges(graph, padded, ctx, result))
+
+        if not merges:
+            return result
+        scope = ir.NameScope(graph)
+        split_opset = ir.opset(graph)
+        for members, padding in merges:
+            self._merge(graph, members, scope, split_opset, padding)
+            result.count(f"merged_{members[0].family}_layers", len(members))
+            result.count(f"{members[0].family}_merges")
+            if padding is not None:
+                result.count("padded_kernel_merges")
+        graph.cleanup(remove_unused_node_outputs=False, remove_unused_graph_inputs=False)
+        graph.toposort()
+        return result
+
+    # Candidates --------------------------------------------------------------------------------
+
+    def _candidate(self, graph: gs.Graph, node: gs.Node) -> _Branch | None:
+        if len(node.outputs) != 1 or not node.inputs or isinstance(node.inputs[0], gs.Constant):
+            return None
+        if (node.domain or "") == ir.TRTCOMPILE_DOMAIN:
+            return self._conv_call(graph, node) if "conv" in self.ops else None
+        if (node.domain or "") not in ("", "ai.onnx"):
+            return None
+        if node.op == "Conv" and "conv" in self.ops:
+            return self._conv(node)
+        if node.op == "MatMul" and "matmul" in self.ops:
+            return self._matmul(node)
+        if node.op == "Gemm" and "gemm" in self.ops:
+            return self._gemm(node)
+        return None
+
+    @staticmethod
+    def _conv(node: gs.Node) -> _Branch | None:
+        if len(node.inputs) < 2:
+            return None
+        weights = node.inputs[1]
+        shape = weights.shape
+        kernel = node.attrs.get("kernel_shape")
+        if kernel is None and shape is not None and all(isinstance(d, int) for d in shape[2:]):
+            kernel = shape[2:]
+        if kernel is None:
+            return None
+        rank = len(kernel)
+        auto_pad = node.attrs.get("auto_pad", "NOTSET")
+        auto_pad = auto_pad.decode() if isinstance(auto_pad, bytes) else str(auto_pad)
+        pads = list(node.attrs.get("pads", [0] * (2 * rank)))
+        if auto_pad == "VALID":  # VALID is zero padding: key it like explicit zero pads
+            auto_pad, pads = "NOTSET", [0] * (2 * rank)
+        described = {
+            "kernel_shape": tuple(int(k) for k in kernel),
+            "strides": tuple(int(s) for s in node.attrs.get("strides", [1] * rank)),
+            "pads": tuple(int(p) for p in pads),
+            "dilations": tuple(int(d) for d in node.attrs.get("dilations", [1] * rank)),
+            "group": int(node.attrs.get("group", 1)),
+            "auto_pad": auto_pad,
+        }
+        channels = shape[0] if shape is not None and isinstance(shape[0], int) else None
+        dynamic = [t for t in node.inputs[1:] if not isinstance(t, gs.Constant) and not t.is_empty()]
+        return _Branch(node, "conv", ("Conv", *described.values()), described, channels, dynamic)
+
+    @staticmethod
+    def _conv_call(graph: gs.Graph, node: gs.Node) -> _Branch | None:
+        info = conv_call_info(graph, node)
+        if info is None:
+            return None
+        described = {key: tuple(v) if isinstance(v, list) else v for key, v in info.attrs.items()}
+        described["activation"] = info.activation or "none"
+        described.update(info.activation_params)
+        return _Branch(node, "conv", ("call", node.domain, node.op), described,
+                       int(info.weights.shape[0]), [])
+
+    @staticmethod
+    def _matmul(node: gs.Node) -> _Branch | None:
+        weights = node.inputs[1]
+        if weights.shape is not None and len(weights.shape) != 2:
+            return None  # batched weights: not a projection of X
+        channels = (weights.shape[1] if weights.shape is not None
+                    and isinstance(weights.shape[1], int) else None)
+        dynamic = [] if isinstance(weights, gs.Constant) else [weights]
+        return _Branch(node, "matmul", ("MatMul",), {}, channels, dynamic)
+
+    @staticmethod
+    def _gemm(node: gs.Node) -> _Branch | None:
+        weights = node.inputs[1]
+        if weights.shape is not None and len(weights.shape) != 2:
+            return None
+        trans_b = int(node.attrs.get("transB", 0))
+        channels = None if weights.shape is None else weights.shape[0 if trans_b else 1]
+        described = {
+            "transA": int(node.attrs.get("transA", 0)),
+            "alpha": float(node.attrs.get("alpha", 1.0)),
+            "beta": float(node.attrs.get("beta", 1.0)),
+        }
+        dynamic = [t for t in node.inputs[1:] if not isinstance(t, gs.Constant) and not t.is_empty()]
+        return _Branch(node, "gemm", ("Gemm", *described.values()), described,
+                       channels if isinstance(channels, int) else None, dynamic)
+
+    # Legality and profitability -----------------------------------------------------------------
+
+    def _reject_unmatched(self, branch: _Branch, siblings: list[_Branch], result: PassResult) -> None:
+        """Say why a layer found no partner among the layers reading the same tensor: name the
+        closest sibling of its family and the attributes in which they differ."""
+        others = [b for b in siblings if b is not branch and b.family == branch.family]
+        if not others:
+            return
+
+        def differing(other: _Branch) -> list[str]:
+            return [key for key in branch.described if key in other.described
+                    and other.described[key] != branch.described[key]]
+
+        other = min(others, key=lambda b: len(differing(b)))
+        keys = differing(other)
+        parts = [f"{key} {_show(branch.described[key])} vs {_show(other.described[key])}"
+                 for key in keys]
+        if branch.key[0] != other.key[0]:
+            parts.insert(0, "kind (a plain Conv and a fused conv call)")
+        shown = ", ".join(parts) or "fused conv function"
+        reason = f"differs from '{other.node.name}' reading the same tensor in {shown}"
+        if ("kernel_shape" in keys or "pads" in keys) and not self.pad_kernels:
+            reason += ("; one merged layer has one kernel: pad-kernels=true zero-pads the kernels "
+                       "to a common one, at the price of the added multiply-adds")
+        result.reject([branch.node, other.node], reason)
+
+    # Rule 9: merges through zero-padded kernels ----------------------------------------------
+
+    def _padding_candidates(self, unmatched: list[_Branch], siblings: list[_Branch],
+                            reachability: _Reachability, graph_outputs: set[str],
+                            padded: list[tuple[list[_Branch], list[_Branch]]],
+                            result: PassResult) -> list[_Branch]:
+        """Queue the subsets of ``unmatched`` that may merge by padding their kernels (to be priced
+        once every input is seen); return the layers that found no partner this way either."""
+        groups: dict[tuple, list[_Branch]] = defaultdict(list)
+        alone: list[_Branch] = []
+        for branch in unmatched:
+            key = _padding_key(branch)
+            if key is None:
+                alone.append(branch)
+            else:
+                groups[key].append(branch)
+        for members in groups.values():
+            if len(members) < 2:
+                alone.extend(members)
+                continue
+            for subset in self._legal_subsets(members, reachability, graph_outputs, result):
+                padded.append((subset, siblings))
+        return alone
+
+    def _priced_padded_merges(self, graph: gs.Graph,
+                              padded: list[tuple[list[_Branch], list[_Branch]]], ctx: PassContext,
+                              result: PassResult) -> list[tuple[list[_Branch], _Padding]]:
+        """The padded merges that fit the MAC budget, cheapest first; the others are rejected."""
+        shapes = cost.tensor_shapes(graph)
+        priced: list[tuple[list[_Branch], _Padding]] = []
+        for subset, _ in padded:
+            padding = _padding(subset)
+            if isinstance(padding, str):
+                result.reject([m.node for m in subset], padding)
+                continue
+            added = _padding_macs(subset, padding, shapes)
+            if added is None:
+                result.reject([m.node for m in subset], "input or output shapes are not static, so "
+                                                        "the MACs the padding adds cannot be priced")
+                continue
+            padding.added_macs = added
+            priced.append((subset, padding))
+        if not priced:
+            return []
+        ledger = cost.mac_ledger(graph, ctx.resources, shapes)
+        accepted = []
+        for subset, padding in sorted(priced, key=lambda item: (item[1].added_macs,
+                                                                 item[0][0].node.name)):
+            names = "+".join(m.node.name for m in subset)
+            kernel = _show(padding.kernel)
+            if not ledger.allows(padding.added_macs, self.max_extra_macs):
+                result.reject([m.node for m in subset], (
+                    f"zero-padding the kernels to {kernel} would add "
+                    f"{cost.format_macs(padding.added_macs)} ({ledger.share(padding.added_macs)} of "
+                    f"the model's {cost.format_macs(ledger.baseline)}); "
+                    f"{cost.format_macs(ledger.remaining(self.max_extra_macs))} of "
+                    f"max-extra-macs={self.max_extra_macs:g} remain"))
+                continue
+            ledger.spend(self.name, f"pad kernels to {kernel}: {names}", padding.added_macs)
+            result.count("added_macs", padding.added_macs)
+            accepted.append((subset, padding))
+        return accepted
+
+    def _legal_subsets(self, members: list[_Branch], reachability: _Reachability,
+                       graph_outputs: set[str], result: PassResult) -> list[list[_Branch]]:
+        family = members[0].family
+        if family == "conv" and members[0].described.get("group", 1) != 1:
+            result.reject([m.node for m in members],
+                          f"grouped convolution (group={members[0].described['group']}): each "
+                          "group's outputs read only its own input channels, so merged outputs "
+                          "would interleave the branches and a Split could not restore them")
+            return []
+
+        legal: list[_Branch] = []
+        for member in members:
+            others = [m.node for m in members if m is not member]
+            if member.dynamic_inputs:
+                reached = reachability.reached_from(member, others)
+                if reached is not None:
+                    result.reject([member.node, reached],
+                                  f"reads a result of '{reached.name}': merging them would make "
+                                  "the merged layer its own ancestor (a cycle)")
+                    continue
+                names = ", ".join(f"'{t.name}'" for t in member.dynamic_inputs)
+                result.reject(member.node, f"weights are not constants ({names}): a merge would "
+                                           "need a runtime Concat of the weights")
+                continue
+            if member.channels is None:
+                result.reject(member.node, "output channel count is unknown")
+                continue
+            legal.append(member)
+
+        if family == "conv" and self.free_split_only:
+            subsets = self._concat_runs(legal, graph_outputs, result)
+        else:
+            subsets = [legal]
+        chosen = []
+        for subset in subsets:
+            if len(subset) >= self.min_branches:
+                chosen.append(subset)
+            elif subset and len(legal) >= 2:
+                result.reject([m.node for m in subset],
+                              f"fewer than min-branches={self.min_branches} mergeable layers")
+        return chosen
+
+    def _concat_runs(self, members: list[_Branch], graph_outputs: set[str],
+                     result: PassResult) -> list[list[_Branch]]:
+        """Subsets whose outputs feed one Concat on the channel axis at consecutive positions."""
+        by_output = {id(m.output): m for m in members}
+        runs: list[list[_Branch]] = []
+        placed: set[int] = set()
+        for member in members:
+            output = member.output
+            if id(member) in placed or not ir.has_single_use(output, graph_outputs):
+                continue
+            concat = output.outputs[0]
+            if concat.op != "Concat" or _concat_axis(concat) != 1:
+                continue
+            run: list[_Branch] = []
+            for tensor in list(concat.inputs) + [None]:
+                branch = by_output.get(id(tensor)) if tensor is not None else None
+                usable = (branch is not None and id(branch) not in placed
+                          and ir.has_single_use(tensor, graph_outputs))
+                if usable:
+                    run.append(branch)
+                    continue
+                if len(run) >= 2:
+                    runs.append(run)
+                    placed.update(id(b) for b in run)
+                run = []
+        rest = [m for m in members if id(m) not in placed]
+        if len(rest) >= 1 and len(members) >= 2:
+            for member in rest:
+                readers = [f"{c.op} '{c.name}'" for c in member.output.outputs]
+                if member.output.name in graph_outputs:
+                    readers.append("a graph output")
+                consumer = ", ".join(readers) or "nothing"
+                result.reject(member.node,
+                              f"its output feeds {consumer}, not a run of one Concat with the other "
+                              "branches: TensorRT lowers that Split output to a copy layer, so the "
+                              "merge would not reduce engine layers (free-split-only=false merges "
+                              "anyway)")
+        return runs
+
+    # Rewrite -----------------------------------------------------------------------------------
+
+    def _merge(self, graph: gs.Graph, members: list[_Branch], scope: ir.NameScope,
+               split_opset: int, padding: _Padding | None = None) -> None:
+        first = members[0]
+        family = first.family
+        x = first.node.inputs[0]
+        sizes = [int(m.channels) for m in members]
+        if family == "conv":
+            inputs, axis = self._merged_conv_inputs(members, padding), 1
+        elif family == "matmul":
+            weights = np.concatenate([m.node.inputs[1].values for m in members], axis=1)
+            inputs, axis = [weights], -1
+        else:
+            inputs, axis = self._merged_gemm_inputs(members), 1
+
+        names = [m.node.name for m in members]
+        joined = "+".join(names)
+        if len(joined) > _MAX_NAME:
+            joined = f"{names[0]}+{len(names) - 1}_more"
+        merged_name = scope.fresh(joined)
+        constants = [
+            gs.Constant(scope.fresh(f"{merged_name}_{role}"), np.ascontiguousarray(value))
+            for role, value in zip(("W", "B", "C"), inputs)
+        ]
+        merged_output = gs.Variable(scope.fresh(f"{merged_name}_out"), dtype=first.output.dtype,
+                                    shape=_merged_shape(members, axis, sizes))
+        if family == "conv" and (first.node.domain or "") == ir.TRTCOMPILE_DOMAIN:
+            info = conv_call_info(graph, first.node)
+            attrs = dict(info.attrs)
+            if padding is not None:
+                attrs["kernel_shape"], attrs["pads"] = list(padding.kernel), list(padding.pads)
+            function = conv_function(graph, attrs, info.activation, info.activation_params,
+                                     dtype=info.weights.values.dtype)
+            merged = ir.call(function, merged_name, [x, *constants], [merged_output])
+        else:
+            attrs = dict(first.node.attrs)
+            if padding is not None:
+                attrs.pop("auto_pad", None)
+                attrs["kernel_shape"], attrs["pads"] = list(padding.kernel), list(padding.pads)
+            if family == "gemm":
+                attrs["transB"] = int(first.node.attrs.get("transB", 0))
+            merged = gs.Node(first.node.op, name=merged_name, attrs=attrs,
+                             inputs=[x, *constants], outputs=[merged_output])
+
+        outputs = [m.output for m in members]
+        for member in members:
+            member.node.inputs.clear()
+            member.node.outputs.clear()
+        split_attrs: dict[str, Any] = {"axis": axis}
+        split_inputs: list[gs.Tensor] = [merged_output]
+        if split_opset >= 13:
+            split_inputs.append(gs.Constant(scope.fresh(f"{merged_name}_split"),
+                                            np.array(sizes, dtype=np.int64)))
+        else:
+            split_attrs["split"] = sizes
+        split = gs.Node("Split", name=scope.fresh(f"{merged_name}_split"), attrs=split_attrs,
+                        inputs=split_inputs, outputs=outputs)
+        graph.nodes.extend([merged, split])
+
+    @staticmethod
+    def _merged_conv_inputs(members: list[_Branch], padding: _Padding | None) -> list[np.ndarray]:
+        weights = [m.node.inputs[1].values for m in members]
+        if padding is not None:
+            weights = [_pad_kernel(w, padding.kernel, offset)
+                       for w, offset in zip(weights, padding.offsets)]
+        merged = [np.concatenate(weights, axis=0)]
+        biases = []
+        has_bias = False
+        for member, w in zip(members, weights):
+            bias = member.node.inputs[2] if len(member.node.inputs) > 2 else None
+            if bias is not None and not bias.is_empty():
+                biases.append(bias.values.reshape(-1))
+                has_bias = True
+            else:
+                biases.append(np.zeros(w.shape[0], dtype=w.dtype))
+        if has_bias:
+            merged.append(np.concatenate(biases).astype(weights[0].dtype))
+        return merged
+
+    @staticmethod
+    def _merged_gemm_inputs(members: list[_Branch]) -> list[np.ndarray]:
+        trans_b = int(members[0].node.attrs.get("transB", 0))
+        columns = []  # op(B) of each branch, [K, N_i]
+        for member in members:
+            b = member.node.inputs[1].values
+            columns.append(b.T if int(member.node.attrs.get("transB", 0)) else b)
+        merged_b = np.concatenate(columns, axis=1)
+        merged = [merged_b.T if trans_b else merged_b]
+        biases = [m.node.inputs[2] if len(m.node.inputs) > 2 and not m.node.inputs[2].is_empty()
+                  else None for m in members]
+        if any(b is not None for b in biases):
+            # C broadcasts to [M, N_i]; keep it as [rows, N_i] with rows 1 unless some C has M rows.
+            shaped = []
+            for bias, cols in zip(biases, columns):
+                n = cols.shape[1]
+                value = np.zeros((1, n), dtype=cols.dtype) if bias is None else np.asarray(bias.values)
+                value = value.reshape((1,) * (2 - value.ndim) + value.shape) if value.ndim < 2 else value
+                shaped.append(value)
+            rows = max(v.shape[0] for v in shaped)
+            merged.append(np.concatenate(
+                [np.broadcast_to(v, (rows, c.shape[1])) for v, c in zip(shaped, columns)], axis=1))
+        return merged
+
+
+class _Reachability:
+    """Lazily built dataflow graph answering "does this layer read another one's result?"."""
+
+    def __init__(self, graph: gs.Graph):
+        self._graph = graph
+        self._dag = None
+        self._index: dict[int, int] = {}
+
+    def reached_from(self, member: _Branch, others: list[gs.Node]) -> gs.Node | None:
+        """The first of ``others`` from which ``member``'s node is reachable, or None."""
+        import networkx as nx
+
+        if self._dag is None:
+            self._dag = ir.to_networkx(self._graph)
+            self._index = {id(data["node"]): i for i, data in self._dag.nodes(data=True)}
+        ancestors = nx.ancestors(self._dag, self._index[id(member.node)])
+        for other in others:
+            if self._index.get(id(other)) in ancestors:
+                return other
+        return None
+
+
+def _padding_key(branch: _Branch) -> tuple | None:
+    """What convolutions merged by padding their kernels must share (None: cannot be padded)."""
+    if branch.family != "conv":
+        return None
+    described = branch.described
+    if described["group"] != 1 or any(d != 1 for d in described["dilations"]):
+        return None
+    if described.get("auto_pad", "NOTSET") != "NOTSET":
+        return None
+    shared = tuple((key, value) for key, value in described.items()
+                   if key not in ("kernel_shape", "pads"))
+    # A plain Conv's key starts with its attributes, a call's ends with the function name (which
+    # holds the kernel): keep only what says which kind of layer it is.
+    kind = ("Conv",) if branch.key[0] == "Conv" else branch.key[:2]
+    return (kind, len(described["kernel_shape"]), shared)
+
+
+def _padding(members: list[_Branch]) -> _Padding | str:
+    """The common kernel of ``members`` (rule 9), or why there is none."""
+    kernels = [m.described["kernel_shape"] for m in members]
+    pads = [m.described["pads"] for m in members]
+    rank = len(kernels[0])
+    leading = tuple(max(p[d] for p in pads) for d in range(rank))
+    offsets = [tuple(leading[d] - p[d] for d in range(rank)) for p in pads]
+    kernel = tuple(max(o[d] + k[d] for o, k in zip(offsets, kernels)) for d in range(rank))
+    trailing = {tuple(p[rank + d] + kernel[d] - o[d] - k[d] for d in range(rank))
+                for p, o, k in zip(pads, offsets, kernels)}
+    if len(trailing) != 1:
+        return ("windows do not end at the same offset (kernels "
+                f"{', '.join(_show(k) for k in kernels)} with pads "
+                f"{', '.join(_show(p) for p in pads)}): no common padded kernel computes every output")
+    return _Padding(kernel, leading + trailing.pop(), offsets)
+
+
+def _padding_macs(members: list[_Branch], padding: _Padding,
+                  shapes: dict[str, cost.Shape]) -> int | None:
+    """MACs the zeros of ``padding`` add to ``members`` (None if a shape is not static)."""
+    x = members[0].node.inputs[0]
+    x_shape = shapes.get(x.name) or cost.static_shape(x)
+    if x_shape is None:
+        return None
+    added = 0
+    for member in members:
+        out_shape = shapes.get(member.output.name) or cost.static_shape(member.output)
+        w_shape = tuple(member.node.inputs[1].values.shape)
+        if out_shape is None:
+            return None
+        padded_shape = (*w_shape[:2], *padding.kernel)
+        added += (cost.conv_macs(x_shape, padded_shape, {}, out_shape)
+                  - cost.conv_macs(x_shape, w_shape, {}, out_shape))
+    return added
+
+
+def _pad_kernel(weights: np.ndarray, kernel: tuple[int, ...], offset: tuple[int, ...]) -> np.ndarray:
+    """``weights`` ([O, C, *k]) placed at ``offset`` in a zero kernel of shape ``kernel``."""
+    padded = np.zeros((*weights.shape[:2], *kernel), dtype=weights.dtype)
+    window = tuple(slice(o, o + k) for o, k in zip(offset, weights.shape[2:]))
+    padded[(slice(None), slice(None), *window)] = weights
+    return padded
+
+
+def _concat_axis(concat: gs.Node) -> int | None:
+    axis = int(concat.attrs.get("axis", 0))
+    if axis >= 0:
+        return axis
+    shape = concat.outputs[0].shape
+    return axis + len(shape) if shape is not None else None
+
+
+def _merged_shape(members: list[_Branch], axis: int, sizes: list[int]) -> list | None:
+    shape = members[0].output.shape
+    if shape is None:
+        return None
+    merged = list(shape)
+    merged[axis] = sum(sizes)
+    return merged
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, tuple):
+        return "x".join(str(v) for v in value) if value else "()"
+    return str(value)

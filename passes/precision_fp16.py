@@ -1,0 +1,527 @@
+"""precision-fp16: weights and compute in float16, float32 only at the boundary and on a keep-list."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import ClassVar
+
+import numpy as np
+import onnx
+import onnx_graphsurgeon as gs
+
+from trtcompile import ir
+from trtcompile.pass_manager import Pass, PassContext, PassResult
+
+FLOAT = onnx.TensorProto.FLOAT
+FLOAT16 = onnx.TensorProto.FLOAT16
+
+#: Largest finite float16.
+FLOAT16_MAX = float(np.finfo(np.float16).max)
+
+#: Ops kept in float32 by default: they accumulate many terms or exponentiate, where float16's
+#: 11-bit mantissa and 65504 range lose accuracy or overflow.
+DEFAULT_KEEP_OPS = (
+    "Softmax", "LogSoftmax", "CumSum",
+    "ReduceMean", "ReduceSum", "ReduceSumSquare", "ReduceL1", "ReduceL2", "ReduceLogSum",
+    "ReduceLogSumExp", "ReduceProd",
+    "LayerNormalization", "InstanceNormalization", "GroupNormalization", "LpNormalization",
+    "MeanVarianceNormalization",
+)
+
+#: Float widenings a Cast chain may skip: ``a -> b -> c`` equals ``a -> c`` when ``a -> b`` is exact.
+_EXACT_WIDENINGS = {
+    (FLOAT16, FLOAT), (FLOAT16, onnx.TensorProto.DOUBLE), (FLOAT, onnx.TensorProto.DOUBLE),
+    (onnx.TensorProto.BFLOAT16, FLOAT), (onnx.TensorProto.BFLOAT16, onnx.TensorProto.DOUBLE),
+}
+
+_FLOAT_TYPES = {FLOAT16, FLOAT, onnx.TensorProto.DOUBLE, onnx.TensorProto.BFLOAT16}
+
+
+@dataclass(frozen=True)
+class PrecisionFp16(Pass):
+    """Convert float32 compute and weights to float16, keeping float32 where half precision fails.
+
+    TensorRT 11 and TensorRT-RTX take no precision flag: layers run in Half when the graph says so.
+
+    Rules:
+      1. Every top-level layer that computes on float32 tensors becomes float16 (its float32
+         weights are stored as float16, ``Cast``/``Constant``/``ConstantOfShape`` attributes follow)
+         unless it is kept in float32 because: its op is on the keep-list (``DEFAULT_KEEP_OPS``:
+         softmax, accumulating reductions, normalizations; ``keep_ops`` adds more), it is named in
+         ``keep_nodes``, a float constant it reads exceeds float16's range (|w| > 65504), it is
+         shape arithmetic on integers cast to float (exact only in float32), it holds subgraphs,
+         its tensor types are unknown, or its op has no float16 form. Inputs an op's schema fixes
+         to float32 (``Resize`` scales) stay float32.
+      2. Casts are inserted only where a float16 and a float32 region meet: after float32 graph
+         inputs, before float32 graph outputs (inputs and outputs keep their names and float32
+         types), and around kept layers. A tensor is cast once per target type, shared by readers.
+      3. Local functions are typed by their call: a float16 call gets float16 weights and a body
+         converted by the same rules (float16 inputs and outputs, Casts inside only around kept
+         ops). A body that needs changes becomes a new specialization ``<name>_fp16``; a body that
+         is the same in both precisions is reused.
+      4. Back-to-back Casts are merged when the first is exact (``float16 -> float32 -> x`` is
+         ``float16 -> x``) and dropped when they cancel, so no Cast pair remains.
+
+    Requires: a type-checkable graph (types from ONNX shape inference). Preserves: graph inputs and
+    outputs (names, float32 types, shapes); outputs within half-precision tolerance
+    (see ``trtcompile.calibration.parity_tolerances("fp16")``).
+    Options: ``keep_ops`` (extra op types kept float32), ``keep_nodes`` (node names kept float32),
+    ``default_keep`` (use ``DEFAULT_KEEP_OPS``).
+    """
+
+    name: ClassVar[str] = "precision-fp16"
+
+    keep_ops: tuple[str, ...] = ()
+    keep_nodes: tuple[str, ...] = ()
+    default_keep: bool = True
+
+    def run(self, graph: gs.Graph, ctx: PassContext) -> PassResult:
+        result = PassResult()
+        model = ir.export_model(graph.copy())
+        types = _infer_types(model)
+        keep_ops = set(self.keep_ops) | (set(DEFAULT_KEEP_OPS) if self.default_keep else set())
+        converter = _Converter(graph, keep_ops, set(self.keep_nodes), result, ir.opset(graph),
+                               {(f.domain, f.name): f for f in model.functions})
+        converter.convert(graph, types, input_fp16=[False] * len(graph.inputs),
+                          output_fp16=[False] * len(graph.outputs), top_level=True)
+        for body in [graph, *graph.functions]:
+            merged = _merge_cast_chains(body, converter.types_of(body), graph.outputs)
+            if merged:
+                result.count("merged_casts", merged)
+        graph.cleanup(remove_unused_graph_inputs=False)
+        graph.toposort()
+        return result
+
+
+# --------------------------------------------------------------------------------------------
+# Types
+# --------------------------------------------------------------------------------------------
+
+
+def _infer_types(model: onnx.ModelProto) -> dict[str, int]:
+    """Element type of every tensor of the model's main graph that shape inference can type."""
+    try:
+        inferred = onnx.shape_inference.infer_shapes(model, strict_mode=False)
+    except Exception:  # inference is best effort: untyped tensors keep their layers in float32
+        inferred = model
+    types: dict[str, int] = {}
+    graph = inferred.graph
+    for value in [*graph.input, *graph.output, *graph.value_info]:
+        if value.type.HasField("tensor_type") and value.type.tensor_type.elem_type:
+            types[value.name] = value.type.tensor_type.elem_type
+    for init in graph.initializer:
+        types[init.name] = init.data_type
+    return types
+
+
+def _infer_function_types(graph: gs.Graph, proto: onnx.FunctionProto,
+                          input_types: Sequence[int]) -> dict[str, int]:
+    """Element types inside a function's body when called with ``input_types``."""
+    inputs = [onnx.helper.make_tensor_value_info(name, elem, None)
+              for name, elem in zip(proto.input, input_types)]
+    outputs = [onnx.helper.make_empty_tensor_value_info(name) for name in proto.output]
+    body = onnx.helper.make_graph(list(proto.node), proto.name, inputs, outputs)
+    opsets = list(proto.opset_import) or [onnx.helper.make_opsetid("", ir.opset(graph))]
+    model = onnx.helper.make_model(body, opset_imports=opsets)
+    model.ir_version = ir.IR_VERSION
+    types = _infer_types(model)
+    types.update({name: elem for name, elem in zip(proto.input, input_types)})
+    return types
+
+
+@lru_cache(maxsize=None)
+def _schema_slots(op: str, opset: int) -> tuple[tuple[bool, ...], tuple[bool, ...], bool, bool] | None:
+    """Whether each input/output slot of ``op`` may be float16 (last slot repeats if variadic)."""
+    try:
+        schema = onnx.defs.get_schema(op, opset, "")
+    except onnx.defs.SchemaError:
+        return None
+    allowed = {c.type_param_str: set(c.allowed_type_strs) for c in schema.type_constraints}
+
+    def slot(param) -> bool:
+        return "tensor(float16)" in allowed.get(param.type_str, {param.type_str})
+
+    variadic = onnx.defs.OpSchema.FormalParameterOption.Variadic
+    return (tuple(slot(p) for p in schema.inputs), tuple(slot(p) for p in schema.outputs),
+            bool(schema.inputs) and schema.inputs[-1].option == variadic,
+            bool(schema.outputs) and schema.outputs[-1].option == variadic)
+
+
+def _slot_allows(slots: tuple[bool, ...], variadic: bool, index: int) -> bool:
+    if index < len(slots):
+        return slots[index]
+    return variadic and bool(slots) and slots[-1]
+
+
+# --------------------------------------------------------------------------------------------
+# Conversion
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Plan:
+    """Which float32 slots of a node become float16 (empty: the node stays float32)."""
+
+    inputs: set[int] = field(default_factory=set)
+    outputs: set[int] = field(default_factory=set)
+
+    @property
+    def converts(self) -> bool:
+        return bool(self.inputs or self.outputs)
+
+
+class _Converter:
+    def __init__(self, graph: gs.Graph, keep_ops: set[str], keep_nodes: set[str],
+                 result: PassResult, opset: int,
+                 function_protos: dict[tuple[str, str], onnx.FunctionProto]):
+        self.graph = graph
+        self.keep_ops = keep_ops
+        self.keep_nodes = keep_nodes
+        self.result = result
+        self.opset = opset
+        self.scope = ir.NameScope(graph)
+        self.functions = {(f.domain or "", f.name): f for f in graph.functions}
+        self.function_protos = function_protos
+        self.specialized: dict[tuple, gs.Function | None] = {}
+        self._types: dict[int, dict[str, int]] = {}
+
+    def types_of(self, body: gs.Graph) -> dict[str, int]:
+        return self._types.get(id(body), {})
+
+    # One graph or function body ---------------------------------------------------------------
+
+    def convert(self, body: gs.Graph, types: dict[str, int], *, input_fp16: Sequence[bool],
+                output_fp16: Sequence[bool], top_level: bool) -> bool:
+        """Convert ``body`` in place; return whether anything changed."""
+        self._types[id(body)] = types
+        float32 = {name for name, elem in types.items() if elem == FLOAT}
+        plans: dict[int, _Plan] = {}
+        integer_bound = _integer_bound_nodes(body, float32)
+        constant_nodes = []
+        for node in body.nodes:
+            if not any(t.name in float32 for t in [*node.inputs, *node.outputs]):
+                continue
+            if node.op == "Constant" and not node.inputs:
+                constant_nodes.append(node)
+                continue
+            reason = (_SHAPE_ARITHMETIC if id(node) in integer_bound
+                      else self._keep_reason(node, types, float32))
+            if reason is not None:
+                if top_level:
+                    self.result.reject(node, reason)
+                plans[id(node)] = _Plan()
+                continue
+            plan = self._plan(node, float32)
+            if plan is None or not plan.converts:
+                if top_level:
+                    self.result.reject(node, f"{node.op} has no float16 form")
+                plans[id(node)] = _Plan()
+                continue
+            plans[id(node)] = plan
+
+        # Constant nodes follow their readers: float16 when every float32 reader wants float16.
+        for node in constant_nodes:
+            wants = self._reader_wants(node.outputs[0], plans)
+            value = node.attrs.get("value")
+            fits = isinstance(value, gs.Constant) and _fits_float16(value.values)
+            output_names = {t.name for t in body.outputs}
+            if wants == {True} and fits and node.outputs[0].name not in output_names:
+                plans[id(node)] = _Plan(outputs={0})
+            else:
+                plans[id(node)] = _Plan()
+
+        # Type of each float32 tensor after conversion.
+        is_fp16: dict[str, bool] = {}
+        for tensor, fp16 in zip(body.inputs, input_fp16):
+            if tensor.name in float32:
+                is_fp16[tensor.name] = fp16
+        changed = False
+        for node in body.nodes:
+            plan = plans.get(id(node))
+            if plan is None:
+                continue
+            for index, tensor in enumerate(node.outputs):
+                if tensor.name in float32:
+                    is_fp16[tensor.name] = index in plan.outputs
+            if plan.converts:
+                if top_level:
+                    self.result.count("converted_layers")
+                changed |= self._convert_attributes(node, plan)
+                if (node.domain or "") not in ("", "ai.onnx"):
+                    changed |= self._specialize_call(node, plan, types)
+
+        rewired = self._rewire(body, plans, float32, is_fp16, output_fp16)
+        for name, fp16 in is_fp16.items():
+            if fp16:
+                types[name] = FLOAT16
+        return changed or rewired
+
+    def _keep_reason(self, node: gs.Node, types: dict[str, int], float32: set[str]) -> str | None:
+        if node.name in self.keep_nodes:
+            return "kept float32 by option"
+        if node.op in self.keep_ops:
+            return f"{node.op} is on the float32 keep-list"
+        if any(isinstance(v, (gs.Graph, list)) and (isinstance(v, gs.Graph) or
+               any(isinstance(a, gs.Graph) for a in v)) for v in node.attrs.values()):
+            return f"{node.op} holds subgraphs (their bodies stay float32)"
+        for tensor in [*node.inputs, *node.outputs]:
+            if tensor.name and tensor.name not in types:
+                return f"type of '{tensor.name}' is unknown"
+        for tensor in node.inputs:
+            values = ir.constant_value(tensor)
+            if values is not None and tensor.name in float32 and not _fits_float16(values):
+                return (f"weights overflow float16 (max |w| = {float(np.abs(values).max()):.4g} "
+                        f"> {FLOAT16_MAX:g})")
+        if node.op == "ConstantOfShape":
+            value = node.attrs.get("value")
+            if isinstance(value, gs.Constant) and not _fits_float16(value.values):
+                return "fill value overflows float16"
+        if (node.domain or "") in ("", "ai.onnx"):
+            if "dtype" in node.attrs:
+                return f"{node.op} sets its output type by attribute"
+        else:
+            function = self.functions.get((node.domain or "", node.op))
+            if function is None:
+                return f"{node.op} is not a local function (no float16 form known)"
+            if any((n.domain or "") not in ("", "ai.onnx") for n in function.nodes):
+                return f"function {function.name} calls other functions"
+        return None
+
+    def _plan(self, node: gs.Node, float32: set[str]) -> _Plan | None:
+        plan = _Plan()
+        if (node.domain or "") not in ("", "ai.onnx"):
+            # Function bodies are typed by their inputs: every float32 slot follows the call.
+            plan.inputs = {i for i, t in enumerate(node.inputs) if t.name in float32}
+            plan.outputs = {i for i, t in enumerate(node.outputs) if t.name in float32}
+            return plan
+        slots = _schema_slots(node.op, self.opset)
+        if slots is None:
+            return None
+        input_slots, output_slots, input_variadic, output_variadic = slots
+        plan.inputs = {i for i, t in enumerate(node.inputs)
+                       if t.name in float32 and _slot_allows(input_slots, input_variadic, i)}
+        plan.outputs = {i for i, t in enumerate(node.outputs)
+                        if t.name in float32 and _slot_allows(output_slots, output_variadic, i)}
+        return plan
+
+    @staticmethod
+    def _reader_wants(tensor: gs.Tensor, plans: dict[int, _Plan]) -> set[bool]:
+        wants = set()
+        for reader in tensor.outputs:
+            plan = plans.get(id(reader), _Plan())
+            for index, t in enumerate(reader.inputs):
+                if t is tensor:
+                    wants.add(index in plan.inputs)
+        return wants
+
+    @staticmethod
+    def _convert_attributes(node: gs.Node, plan: _Plan) -> bool:
+        """Make type-carrying attributes produce float16; return whether any changed."""
+        if 0 not in plan.outputs:
+            return False
+        if node.op == "Cast" and node.attrs.get("to") == FLOAT:
+            node.attrs["to"] = FLOAT16
+            return True
+        if node.op in ("Constant", "ConstantOfShape"):
+            value = node.attrs.get("value")
+            if isinstance(value, gs.Constant) and value.values.dtype == np.float32:
+                node.attrs["value"] = gs.Constant(value.name, value.values.astype(np.float16))
+                return True
+        return False
+
+    def _specialize_call(self, node: gs.Node, plan: _Plan, types: dict[str, int]) -> bool:
+        """Point a float16 call at a function body converted for float16 inputs."""
+        function = self.functions[(node.domain or "", node.op)]
+        input_types = tuple(types.get(t.name, 0) for t in node.inputs)
+        key = (function.domain or "", function.name, input_types,
+               tuple(sorted(plan.inputs)), tuple(sorted(plan.outputs)))
+        if key not in self.specialized:
+            body = function.copy()
+            proto = self.function_protos[(function.domain or "", function.name)]
+            body_types = _infer_function_types(self.graph, proto, input_types)
+            input_fp16 = [i in plan.inputs for i in range(len(body.inputs))]
+            output_fp16 = [i in plan.outputs for i in range(len(body.outputs))]
+            changed = self.convert(body, body_types, input_fp16=input_fp16,
+                                   output_fp16=output_fp16, top_level=False)
+            _merge_cast_chains(body, body_types, body.outputs)
+            body.cleanup()
+            body.toposort()
+            if changed:
+                body.name = self.scope.fresh(f"{function.name}_fp16")
+                body = ir.add_local_function(self.graph, body)
+                self.functions[(body.domain or "", body.name)] = body
+                self.result.count("specialized_functions")
+                self.specialized[key] = body
+            else:
+                self.specialized[key] = None
+        special = self.specialized[key]
+        if special is None:
+            return False
+        node.op = special.name
+        return True
+
+    # Edges ------------------------------------------------------------------------------------
+
+    def _rewire(self, body: gs.Graph, plans: dict[int, _Plan], float32: set[str],
+                is_fp16: dict[str, bool], output_fp16: Sequence[bool]) -> bool:
+        changed = False
+        top_level = body is self.graph
+        casts: dict[tuple[str, bool], gs.Variable] = {}
+        constants: dict[str, gs.Constant] = {}
+
+        # Body outputs whose producer computes in the other precision: the producer writes a new
+        # tensor and a Cast writes the output under its own name; readers take the new tensor.
+        for position, tensor in enumerate(list(body.outputs)):
+            if tensor.name not in float32 or tensor.name not in is_fp16:
+                continue
+            producer = ir.producer(tensor)
+            want = output_fp16[position]
+            if producer is None or is_fp16[tensor.name] == want:
+                continue
+            inner = gs.Variable(self.scope.fresh(f"{tensor.name}_{_suffix(not want)}"),
+                                dtype=_np_type(not want), shape=tensor.shape)
+            ir.replace_uses(tensor, inner)
+            producer.outputs[producer.outputs.index(tensor)] = inner
+            is_fp16[inner.name] = not want
+            float32.add(inner.name)
+            cast = gs.Node("Cast", self.scope.fresh(f"{tensor.name}_cast"),
+                           attrs={"to": FLOAT16 if want else FLOAT}, inputs=[inner],
+                           outputs=[tensor])
+            body.nodes.append(cast)
+            is_fp16[tensor.name] = want
+            self._count_cast(top_level)
+            changed = True
+
+        for node in list(body.nodes):
+            plan = plans.get(id(node))
+            if plan is None:
+                continue
+            for index, tensor in enumerate(list(node.inputs)):
+                if tensor.name not in float32:
+                    continue
+                want = index in plan.inputs
+                if isinstance(tensor, gs.Constant):
+                    if want:
+                        node.inputs[index] = self._fp16_constant(tensor, constants, top_level)
+                        changed = True
+                    continue
+                have = is_fp16.get(tensor.name, False)
+                if have == want:
+                    continue
+                key = (tensor.name, want)
+                if key not in casts:
+                    cast_output = gs.Variable(
+                        self.scope.fresh(f"{tensor.name}_{_suffix(want)}"), dtype=_np_type(want),
+                        shape=tensor.shape)
+                    body.nodes.append(gs.Node(
+                        "Cast", self.scope.fresh(f"{tensor.name}_cast"),
+                        attrs={"to": FLOAT16 if want else FLOAT}, inputs=[tensor],
+                        outputs=[cast_output]))
+                    casts[key] = cast_output
+                    is_fp16[cast_output.name] = want
+                    self._count_cast(top_level)
+                node.inputs[index] = casts[key]
+                changed = True
+
+        for node in body.nodes:
+            for tensor in node.outputs:
+                if is_fp16.get(tensor.name) and isinstance(tensor, gs.Variable):
+                    tensor.dtype = np.float16
+        for tensor, fp16 in zip(body.inputs, [is_fp16.get(t.name) for t in body.inputs]):
+            if fp16 and isinstance(tensor, gs.Variable):
+                tensor.dtype = np.float16
+        return changed
+
+    def _fp16_constant(self, tensor: gs.Constant, converted: dict[str, gs.Constant],
+                       top_level: bool) -> gs.Constant:
+        if tensor.name not in converted:
+            only_reader = len(tensor.outputs) == 1
+            name = tensor.name if only_reader else self.scope.fresh(f"{tensor.name}_fp16")
+            converted[tensor.name] = gs.Constant(name, tensor.values.astype(np.float16))
+            if top_level:
+                self.result.count("converted_weights")
+        return converted[tensor.name]
+
+    def _count_cast(self, top_level: bool) -> None:
+        self.result.count("inserted_casts" if top_level else "inserted_casts_in_functions")
+
+
+_SHAPE_ARITHMETIC = "computes values that end up as integers (shape arithmetic, exact only in float32)"
+
+
+def _integer_bound_nodes(body: gs.Graph, float32: set[str]) -> set[int]:
+    """Nodes whose float32 results are only ever cast to integers (shape arithmetic).
+
+    float16 represents integers exactly only up to 2048, so such chains stay float32. Found in
+    one backward sweep over the (topologically sorted) nodes.
+    """
+    body_outputs = {t.name for t in body.outputs}
+    bound: set[int] = set()
+    for node in reversed(body.nodes):
+        if node.op == "Cast" and node.inputs and node.inputs[0].name in float32:
+            if node.attrs.get("to") not in _FLOAT_TYPES:
+                bound.add(id(node))
+            continue
+        results = [t for t in node.outputs if t.name in float32]
+        if not results or any(t.name in body_outputs for t in results):
+            continue
+        readers = [reader for t in results for reader in t.outputs]
+        if readers and all(id(reader) in bound for reader in readers):
+            bound.add(id(node))
+    return bound
+
+
+def _suffix(fp16: bool) -> str:
+    return "fp16" if fp16 else "fp32"
+
+
+def _np_type(fp16: bool) -> type:
+    return np.float16 if fp16 else np.float32
+
+
+def _fits_float16(values: np.ndarray) -> bool:
+    if values.dtype != np.float32 or values.size == 0:
+        return True
+    finite = values[np.isfinite(values)]
+    return finite.size == 0 or float(np.abs(finite).max()) <= FLOAT16_MAX
+
+
+def _merge_cast_chains(body: gs.Graph, types: dict[str, int],
+                       protected_outputs: Sequence[gs.Tensor]) -> int:
+    """Merge ``Cast -> Cast`` where the first is exact; drop a merged Cast that cancels."""
+    protected = {t.name for t in protected_outputs} | {t.name for t in body.outputs}
+
+    def elem_type(tensor: gs.Tensor) -> int | None:
+        if isinstance(tensor, gs.Variable) and tensor.dtype is not None:
+            return onnx.helper.np_dtype_to_tensor_dtype(np.dtype(tensor.dtype))
+        if isinstance(tensor, gs.Constant):
+            return onnx.helper.np_dtype_to_tensor_dtype(tensor.values.dtype)
+        return types.get(tensor.name)
+
+    merged = 0
+    for node in list(body.nodes):
+        if node.op != "Cast" or not node.inputs:
+            continue
+        if (elem_type(node.inputs[0]) == node.attrs.get("to")
+                and node.outputs[0].name not in protected):
+            ir.replace_uses(node.outputs[0], node.inputs[0])  # a Cast to its own type
+            node.inputs.clear()
+            node.outputs.clear()
+            merged += 1
+            continue
+        first = ir.producer(node.inputs[0])
+        if first is None or first.op != "Cast" or not first.inputs:
+            continue
+        source = elem_type(first.inputs[0])
+        middle = first.attrs.get("to")
+        if source is None or (source != middle and (source, middle) not in _EXACT_WIDENINGS):
+            continue
+        node.inputs[0] = first.inputs[0]
+        merged += 1
+        if node.attrs.get("to") == source and node.outputs[0].name not in protected:
+            ir.replace_uses(node.outputs[0], node.inputs[0])
+            node.inputs.clear()
+            node.outputs.clear()
+    return merged

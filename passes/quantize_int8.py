@@ -1,0 +1,264 @@
+"""quantize-int8: post-training INT8 quantization written into the graph as Q/DQ pairs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+import numpy as np
+import onnx_graphsurgeon as gs
+
+from trtcompile import calibration, ir
+from trtcompile.pass_manager import Pass, PassContext, PassResult
+
+#: Largest magnitude of symmetric int8 (TensorRT quantizes to [-127, 127]).
+INT8_MAX = 127
+
+#: Opset that introduced per-axis DequantizeLinear.
+PER_AXIS_OPSET = 13
+
+
+@dataclass(frozen=True)
+class QuantizeInt8(Pass):
+    """Quantize the layers TensorRT runs in INT8 with calibrated QuantizeLinear/DequantizeLinear.
+
+    TensorRT 11 and TensorRT-RTX have no INT8 calibrator: the ranges must be in the graph. This
+    pass calibrates on user data with ONNX Runtime and writes them as explicit quantization.
+
+    Rules:
+      1. Quantizable layers are top-level ``Conv``, ``MatMul`` and ``Gemm`` nodes and fused conv
+         layers (calls of a local function whose body convolves the call's inputs), whose
+         activation input is a float32 tensor computed at run time and whose weight is a float32
+         constant. Other candidates are rejected with the reason (weights computed at run time,
+         two activations, excluded by option, already quantized, ...). Everything else stays float.
+      2. Activations: each distinct activation input gets one shared pair
+         ``QuantizeLinear -> DequantizeLinear`` (per-tensor, symmetric: int8 zero point 0,
+         ``scale = amax / 127``) read only by the quantized layers; other readers keep the float
+         tensor. ``amax`` comes from calibration (``method``: ``entropy`` = TensorRT's KL
+         calibrator, ``minmax``, ``percentile``) or from a valid calibration cache.
+      3. Weights: stored as int8 constants with one scale per output channel (``Conv``/fused conv:
+         axis 0; ``MatMul``: the last axis; ``Gemm``: axis 0 with ``transB=1``, else 1), read
+         through ``DequantizeLinear``; ``scale = max|W_channel| / 127`` (1 for all-zero channels).
+         Biases stay float: TensorRT fuses them into the INT8 kernel.
+      4. A fused conv layer quantizes as one layer: the Q/DQ pairs go on the call's ``X`` and
+         ``W`` inputs, the function body is unchanged, and TensorRT runs the convolution in Int8.
+
+    Calibration data and the cache path come from ``ctx.resources["quantize-int8"]``
+    (:class:`trtcompile.calibration.Calibration`); a cache computed for another model or method is
+    refused. Requires: opset >= 13 (per-axis DequantizeLinear). Preserves: graph inputs and outputs;
+    outputs change by quantization error (judge by task accuracy, not elementwise).
+    Options: ``method``, ``percentile``, ``ops`` (which plain op types to quantize), ``fused_conv``,
+    ``exclude`` (node names kept float), ``batch_size`` (for dynamic batch), ``max_batches``
+    (0 = all calibration data), ``num_bins``.
+    """
+
+    name: ClassVar[str] = "quantize-int8"
+
+    method: str = "entropy"
+    percentile: float = calibration.DEFAULT_PERCENTILE
+    ops: tuple[str, ...] = ("Conv", "MatMul", "Gemm")
+    fused_conv: bool = True
+    exclude: tuple[str, ...] = ()
+    batch_size: int = calibration.DEFAULT_BATCH_SIZE
+    max_batches: int = 0
+    num_bins: int = calibration.DEFAULT_NUM_BINS
+
+    def run(self, graph: gs.Graph, ctx: PassContext) -> PassResult:
+        result = PassResult()
+        calibration.check_method(self.method, self.percentile)
+        layers = self._find_layers(graph, result)
+        if not layers:
+            return result
+        if ir.opset(graph) < PER_AXIS_OPSET:
+            result.reject([layer.node for layer in layers],
+                          f"opset {ir.opset(graph)} < {PER_AXIS_OPSET} has no per-axis "
+                          "DequantizeLinear")
+            return result
+        setup = ctx.resources.get(self.name)
+        if isinstance(setup, calibration.CalibrationData):
+            setup = calibration.Calibration(data=setup)
+        if not isinstance(setup, calibration.Calibration):
+            raise ValueError('quantize-int8 needs ctx.resources["quantize-int8"] = '
+                             "trtcompile.calibration.Calibration(data=..., cache_path=...)")
+
+        activations = list(dict.fromkeys(layer.activation.name for layer in layers))
+        model = ir.export_model(graph.copy())
+        ranges, source = calibration.resolve_ranges(
+            model, activations, setup, method=self.method, percentile=self.percentile,
+            num_bins=self.num_bins, batch_size=self.batch_size, max_batches=self.max_batches)
+        setup.info.update({"source": source, "method": self.method, "tensors": len(ranges)})
+        result.count("ranges_from_cache" if source == "cache" else "calibrated_tensors",
+                     len(ranges))
+        if setup.data is not None and source == "calibration":
+            result.count("calibration_samples", setup.data.num_samples)
+
+        self._rewrite(graph, layers, ranges, result)
+        graph.toposort()
+        return result
+
+    # Candidates ------------------------------------------------------------------------------
+
+    def _find_layers(self, graph: gs.Graph, result: PassResult) -> list[_Layer]:
+        excluded = set(self.exclude)
+        functions = {(f.domain or "", f.name): f for f in graph.functions}
+        layers = []
+        for node in graph.nodes:
+            if node.op in self.ops and (node.domain or "") in ("", "ai.onnx"):
+                kind, positions = node.op.lower(), _plain_positions(node)
+            elif self.fused_conv and (node.domain or "", node.op) in functions:
+                positions = _fused_conv_positions(functions[(node.domain or "", node.op)])
+                if positions is None:
+                    continue
+                kind = "fused_conv"
+            else:
+                continue
+            if node.name in excluded:
+                result.reject(node, "excluded by option")
+                continue
+            layer = self._check(node, kind, positions, result)
+            if layer is not None:
+                layers.append(layer)
+        return layers
+
+    @staticmethod
+    def _check(node: gs.Node, kind: str, positions: tuple[int, int, int] | None,
+               result: PassResult) -> _Layer | None:
+        if positions is None:
+            result.reject(node, f"{node.op} has too few inputs")
+            return None
+        x_index, w_index, axis = positions
+        if max(x_index, w_index) >= len(node.inputs):
+            result.reject(node, f"{node.op} has too few inputs")
+            return None
+        activation, weight = node.inputs[x_index], node.inputs[w_index]
+        weight_values = ir.constant_value(weight)
+        if weight_values is None:
+            if ir.constant_value(activation) is not None and kind in ("matmul", "gemm"):
+                result.reject(node, "constant operand is not the weight input")
+            elif kind == "matmul":
+                result.reject(node, "MatMul of two activations (no constant weight)")
+            else:
+                result.reject(node, "weights are computed at run time")
+            return None
+        if ir.constant_value(activation) is not None:
+            result.reject(node, "activation input is a constant")
+            return None
+        producer = ir.producer(activation)
+        if producer is not None and producer.op == "DequantizeLinear":
+            result.reject(node, "already quantized")
+            return None
+        if activation.dtype is not None and np.dtype(activation.dtype) != np.float32:
+            result.reject(node, f"activation is {np.dtype(activation.dtype)}, not float32")
+            return None
+        if weight_values.dtype != np.float32:
+            result.reject(node, f"weights are {weight_values.dtype}, not float32")
+            return None
+        if axis < 0:
+            axis += weight_values.ndim
+        if not 0 <= axis < weight_values.ndim:
+            result.reject(node, "weights have no output-channel axis")
+            return None
+        return _Layer(node, kind, activation, w_index, weight_values, axis)
+
+    # Rewrite ---------------------------------------------------------------------------------
+
+    def _rewrite(self, graph: gs.Graph, layers: list[_Layer], ranges: dict[str, float],
+                 result: PassResult) -> None:
+        scope = ir.NameScope(graph)
+        zero = gs.Constant(scope.fresh("int8_zero_point"), np.zeros((), dtype=np.int8))
+        dequantized: dict[str, gs.Variable] = {}
+        dequantized_weights: dict[tuple[int, int], gs.Variable] = {}
+        for layer in layers:
+            name = layer.activation.name
+            if name not in dequantized:
+                amax = float(ranges[name])
+                scale = gs.Constant(scope.fresh(f"{name}_scale"),
+                                    np.array(_scale(amax), dtype=np.float32))
+                quantized = gs.Variable(scope.fresh(f"{name}_quantized"), dtype=np.int8,
+                                        shape=layer.activation.shape)
+                restored = gs.Variable(scope.fresh(f"{name}_dequantized"), dtype=np.float32,
+                                       shape=layer.activation.shape)
+                graph.nodes.append(gs.Node("QuantizeLinear", scope.fresh(f"{name}_quantize"),
+                                           inputs=[layer.activation, scale, zero],
+                                           outputs=[quantized]))
+                graph.nodes.append(gs.Node("DequantizeLinear", scope.fresh(f"{name}_dequantize"),
+                                           inputs=[quantized, scale, zero], outputs=[restored]))
+                dequantized[name] = restored
+                result.count("qdq_activations")
+            layer.node.inputs[layer.node.inputs.index(layer.activation)] = dequantized[name]
+
+            weight = layer.node.inputs[layer.weight_index]
+            key = (id(layer.weight_values), layer.axis)
+            if key not in dequantized_weights:
+                values, scales = quantize_per_channel(layer.weight_values, layer.axis)
+                base = weight.name
+                int8_weight = gs.Constant(scope.fresh(f"{base}_int8"), values)
+                channel_scale = gs.Constant(scope.fresh(f"{base}_scale"), scales)
+                channel_zero = gs.Constant(scope.fresh(f"{base}_zero_point"),
+                                           np.zeros(scales.shape, dtype=np.int8))
+                restored = gs.Variable(scope.fresh(f"{base}_dequantized"), dtype=np.float32,
+                                       shape=list(layer.weight_values.shape))
+                graph.nodes.append(gs.Node(
+                    "DequantizeLinear", scope.fresh(f"{base}_dequantize"),
+                    attrs={"axis": layer.axis},
+                    inputs=[int8_weight, channel_scale, channel_zero], outputs=[restored]))
+                dequantized_weights[key] = restored
+                result.count("qdq_weights")
+            layer.node.inputs[layer.weight_index] = dequantized_weights[key]
+            result.count(f"quantized_{layer.kind}")
+
+
+@dataclass
+class _Layer:
+    node: gs.Node
+    kind: str  # conv | matmul | gemm | fused_conv
+    activation: gs.Tensor
+    weight_index: int
+    weight_values: np.ndarray
+    axis: int  # output-channel axis of the weight
+
+
+def _plain_positions(node: gs.Node) -> tuple[int, int, int] | None:
+    """(activation input, weight input, weight output-channel axis) of a plain op."""
+    if len(node.inputs) < 2:
+        return None
+    if node.op == "Conv":
+        return 0, 1, 0
+    if node.op == "MatMul":
+        return 0, 1, -1
+    if node.op == "Gemm":
+        if node.attrs.get("transA", 0):
+            return None
+        return 0, 1, 0 if node.attrs.get("transB", 0) else 1
+    return None
+
+
+def _fused_conv_positions(function: gs.Function) -> tuple[int, int, int] | None:
+    """(X, W, axis 0) call-input positions if the function body convolves two of its inputs."""
+    body_inputs = {id(t): i for i, t in enumerate(function.inputs)}
+    for node in function.nodes:
+        if node.op == "Conv" and len(node.inputs) >= 2:
+            x_index = body_inputs.get(id(node.inputs[0]))
+            w_index = body_inputs.get(id(node.inputs[1]))
+            if x_index is not None and w_index is not None:
+                return x_index, w_index, 0
+    return None
+
+
+def _scale(amax: float) -> float:
+    """Per-tensor scale for a symmetric range; a tensor that was always zero gets scale 1."""
+    return amax / INT8_MAX if amax > 0 and np.isfinite(amax) else 1.0
+
+
+def quantize_per_channel(weights: np.ndarray, axis: int) -> tuple[np.ndarray, np.ndarray]:
+    """Symmetric per-channel int8 quantization of ``weights`` along ``axis``.
+
+    Returns ``(int8 values, float32 scales)`` with ``values * scales ~= weights``.
+    """
+    reduce_axes = tuple(a for a in range(weights.ndim) if a != axis)
+    amax = np.abs(weights).max(axis=reduce_axes) if reduce_axes else np.abs(weights)
+    scales = np.where(amax > 0, amax / INT8_MAX, 1.0).astype(np.float32)
+    shape = [1] * weights.ndim
+    shape[axis] = -1
+    values = np.clip(np.rint(weights / scales.reshape(shape)), -INT8_MAX, INT8_MAX).astype(np.int8)
+    return values, scales

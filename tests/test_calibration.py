@@ -1,0 +1,345 @@
+"""Calibration: range methods, the running histogram, data loading and its errors, the cache."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import onnx
+import onnx.helper as oh
+import onnx.numpy_helper
+import pytest
+
+from trtcompile import calibration, ir
+from trtcompile.calibration import (AbsHistogram, Calibration, CalibrationCache, CalibrationData,
+                                    collect_ranges, entropy_amax, load_calibration_data,
+                                    model_fingerprint, parity_tolerances, percentile_amax,
+                                    resolve_ranges)
+from trtcompile.errors import EXIT_BAD_INPUT, InputError
+
+
+def two_input_model(batch: int | str = "N") -> onnx.ModelProto:
+    """y = Relu(a) + b, observing ``a``, ``b`` and ``r``."""
+    nodes = [oh.make_node("Relu", ["a"], ["r"]), oh.make_node("Add", ["r", "b"], ["y"])]
+    graph = oh.make_graph(nodes, "g",
+                          [oh.make_tensor_value_info("a", onnx.TensorProto.FLOAT, [batch, 4]),
+                           oh.make_tensor_value_info("b", onnx.TensorProto.FLOAT, [batch, 4])],
+                          [oh.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [batch, 4])])
+    model = oh.make_model(graph, opset_imports=[oh.make_opsetid("", 17)])
+    model.ir_version = ir.IR_VERSION
+    return model
+
+
+def one_input_model() -> onnx.ModelProto:
+    graph = oh.make_graph([oh.make_node("Relu", ["x"], ["y"])], "g",
+                          [oh.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["N", 3, 2])],
+                          [oh.make_tensor_value_info("y", onnx.TensorProto.FLOAT, ["N", 3, 2])])
+    model = oh.make_model(graph, opset_imports=[oh.make_opsetid("", 17)])
+    model.ir_version = ir.IR_VERSION
+    return model
+
+
+def feeds(count: int = 40, seed: int = 0) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return {"a": rng.normal(0, 2, (count, 4)).astype(np.float32),
+            "b": rng.laplace(0, 1, (count, 4)).astype(np.float32)}
+
+
+# Range methods --------------------------------------------------------------------------------
+
+
+def test_minmax_is_the_exact_max_abs_over_all_batches():
+    data = feeds()
+    data["a"][37, 2] = -11.5  # in the last batch, negative: ranges are symmetric
+    ranges = collect_ranges(two_input_model(), ["a", "b", "r"], CalibrationData(data),
+                            method="minmax", batch_size=8, progress=False)
+    assert ranges["a"] == 11.5
+    assert ranges["b"] == float(np.abs(data["b"]).max())
+    assert ranges["r"] == float(np.maximum(data["a"], 0).max())
+
+
+def test_histogram_grows_without_losing_counts():
+    histogram = AbsHistogram(2048)
+    rng = np.random.default_rng(0)
+    batches = [rng.normal(0, scale, 1000) for scale in (0.1, 1.0, 50.0, 0.5)]
+    for batch in batches:
+        histogram.add(batch)
+    values = np.abs(np.concatenate(batches))
+    assert histogram.counts.sum() + histogram.zeros == values.size
+    assert histogram.amax == pytest.approx(values.max())
+    assert histogram.upper >= histogram.amax
+    # Each count sits in the bin its value falls in (up to float32 rounding at bin edges).
+    expected, _ = np.histogram(values, bins=2048, range=(0, histogram.upper))
+    assert np.abs(expected - histogram.counts).sum() <= 4
+
+
+def test_histogram_counts_zeros_apart():
+    histogram = AbsHistogram(256)
+    histogram.add(np.array([0.0, 0.0, 0.0, 1.0, -2.0]))
+    assert histogram.zeros == 3 and histogram.counts.sum() == 2
+
+
+def test_entropy_clips_heavy_tails_below_the_max():
+    rng = np.random.default_rng(0)
+    values = rng.standard_t(df=2, size=200_000)  # heavy tails: a few huge outliers
+    histogram = AbsHistogram()
+    histogram.add(values)
+    threshold = entropy_amax(histogram.counts, histogram.bin_width)
+    assert threshold < 0.5 * histogram.amax
+    assert threshold > np.percentile(np.abs(values), 99)  # clips outliers, not the bulk
+
+
+def test_entropy_keeps_the_range_of_a_uniform_distribution():
+    values = np.random.default_rng(1).uniform(-3, 3, 200_000)
+    histogram = AbsHistogram()
+    histogram.add(values)
+    threshold = entropy_amax(histogram.counts, histogram.bin_width)
+    assert threshold == pytest.approx(3.0, rel=0.02)
+
+
+def test_entropy_keeps_the_range_of_discrete_data():
+    levels = np.random.default_rng(3).integers(0, 17, 100_000) / 16.0  # 4-bit pixel intensities
+    histogram = AbsHistogram()
+    histogram.add(levels)
+    assert entropy_amax(histogram.counts, histogram.bin_width) == pytest.approx(1.0, rel=1e-3)
+
+
+def test_entropy_of_a_narrow_histogram_is_its_extent():
+    counts = np.zeros(2048)
+    counts[:100] = 5
+    assert entropy_amax(counts, 0.01) == pytest.approx(1.0)
+
+
+def test_percentile_matches_numpy_within_a_bin():
+    values = np.random.default_rng(2).laplace(0, 1, 300_000)
+    histogram = AbsHistogram()
+    histogram.add(values)
+    for percentile in (50.0, 99.0, 99.99):
+        estimate = percentile_amax(histogram.counts, histogram.bin_width, percentile)
+        assert estimate == pytest.approx(np.percentile(np.abs(values), percentile),
+                                         abs=histogram.bin_width)
+
+
+def test_collect_ranges_orders_methods_on_heavy_tails():
+    data = feeds(count=400)
+    model = two_input_model()
+    ranges = {method: collect_ranges(model, ["b"], CalibrationData(data), method=method,
+                                     percentile=99.0, progress=False)["b"]
+              for method in ("minmax", "entropy", "percentile")}
+    assert ranges["percentile"] < ranges["minmax"]
+    assert ranges["entropy"] < ranges["minmax"]
+
+
+def test_unknown_method_is_an_input_error():
+    with pytest.raises(InputError, match="unknown calibration method 'kl': use entropy, minmax, percentile"):
+        calibration.check_method("kl")
+    with pytest.raises(InputError, match=r"percentile must be in \(0, 100\]"):
+        calibration.check_method("percentile", 120.0)
+
+
+# Data loading ----------------------------------------------------------------------------------
+
+
+def test_npz_npy_and_folder_load(tmp_path):
+    data = feeds()
+    np.savez(tmp_path / "calib.npz", **data)
+    loaded = load_calibration_data(tmp_path / "calib.npz", two_input_model())
+    assert loaded.num_samples == 40 and np.array_equal(loaded.arrays["b"], data["b"])
+
+    single = np.random.default_rng(0).normal(size=(20, 3, 2)).astype(np.float32)
+    np.save(tmp_path / "x.npy", single)
+    assert load_calibration_data(tmp_path / "x.npy", one_input_model()).num_samples == 20
+
+    folder = tmp_path / "parts"
+    folder.mkdir()
+    np.savez(folder / "part0.npz", **{k: v[:25] for k, v in data.items()})
+    np.savez(folder / "part1.npz", **{k: v[25:] for k, v in data.items()})
+    (folder / "notes.txt").write_text("ignored")
+    loaded = load_calibration_data(folder, two_input_model())
+    assert loaded.num_samples == 40 and np.array_equal(loaded.arrays["a"], data["a"])
+
+
+def test_batches_follow_a_fixed_batch_size_and_drop_the_remainder():
+    data = CalibrationData(feeds(count=21))
+    specs = calibration.model_input_specs(two_input_model(batch=4))
+    size = data.batch_size(specs)
+    assert size == 4
+    batches = list(data.batches(size))
+    assert len(batches) == 5 and all(b["a"].shape == (4, 4) for b in batches)
+    assert len(list(data.batches(size, max_batches=2))) == 2
+
+
+def _bad(tmp_path, name, writer):
+    path = tmp_path / name
+    writer(path)
+    return path
+
+
+@pytest.mark.parametrize("case, message", [
+    ("missing", "does not match the model inputs (missing b); the model's inputs are: a, b"),
+    ("unknown", "does not match the model inputs (unknown c); the model's inputs are: a, b"),
+    ("dtype", "'a' is float64 but the model input is float32; save it as float32"),
+    ("shape", "'a' has shape [40, 5] but the model input is [?,4] (axis 1: 5 != 4)"),
+    ("rank", "'a' has shape [40] but the model input has rank 2 [?,4]"),
+    ("counts", "inputs have different sample counts (a: 40, b: 39)"),
+    ("few", "has 5 samples; calibration needs at least 16"),
+    ("nan", "'b' contains NaN or infinite values"),
+    ("empty", "is empty"),
+    ("garbage", "is not a NumPy .npz/.npy file"),
+    ("no-arrays", "holds no arrays"),
+    ("npy-multi", "is a single .npy array but the model has several inputs"),
+])
+def test_bad_calibration_data_is_one_clear_line(tmp_path, case, message):
+    data = feeds()
+    path = tmp_path / "calib.npz"
+    if case == "missing":
+        np.savez(path, a=data["a"])
+    elif case == "unknown":
+        np.savez(path, c=data["a"], **data)
+    elif case == "dtype":
+        np.savez(path, a=data["a"].astype(np.float64), b=data["b"])
+    elif case == "shape":
+        np.savez(path, a=np.zeros((40, 5), np.float32), b=data["b"])
+    elif case == "rank":
+        np.savez(path, a=np.zeros(40, np.float32), b=data["b"])
+    elif case == "counts":
+        np.savez(path, a=data["a"], b=data["b"][:39])
+    elif case == "few":
+        np.savez(path, a=data["a"][:5], b=data["b"][:5])
+    elif case == "nan":
+        data["b"][3, 1] = np.nan
+        np.savez(path, **data)
+    elif case == "empty":
+        path.write_bytes(b"")
+    elif case == "garbage":
+        path.write_bytes(b"not numpy at all")
+    elif case == "no-arrays":
+        np.savez(path)
+    elif case == "npy-multi":
+        path = tmp_path / "calib.npy"
+        np.save(path, data["a"])
+    before = sorted(p.name for p in tmp_path.iterdir())
+    with pytest.raises(InputError) as caught:
+        load_calibration_data(path, two_input_model())
+    text = str(caught.value)
+    assert message in text and "\n" not in text
+    assert caught.value.exit_code == EXIT_BAD_INPUT
+    assert sorted(p.name for p in tmp_path.iterdir()) == before  # nothing written
+
+
+def test_missing_file_and_empty_folder(tmp_path):
+    with pytest.raises(InputError, match="calibration data not found"):
+        load_calibration_data(tmp_path / "nope.npz", two_input_model())
+    with pytest.raises(InputError, match="holds no .npz or .npy files"):
+        load_calibration_data(tmp_path, two_input_model())
+
+
+# Cache -----------------------------------------------------------------------------------------
+
+
+def test_cache_round_trip_and_reuse(tmp_path):
+    model = two_input_model()
+    path = tmp_path / "cache.json"
+    setup = Calibration(data=CalibrationData(feeds()), cache_path=path, progress=False)
+    ranges, source = resolve_ranges(model, ["a", "r"], setup, method="entropy", percentile=99.99,
+                                    num_bins=2048, batch_size=8, max_batches=0)
+    assert source == "calibration"
+    payload = json.loads(path.read_text())
+    assert payload["format"] == calibration.CACHE_FORMAT and payload["method"] == "entropy"
+    assert payload["model_fingerprint"] == model_fingerprint(model)
+    assert payload["ranges"] == pytest.approx(ranges) and payload["num_samples"] == 40
+    assert CalibrationCache.load(path).ranges == pytest.approx(ranges)
+
+    again, source = resolve_ranges(model, ["a", "r"], Calibration(cache_path=path),
+                                   method="entropy", percentile=99.99, num_bins=2048,
+                                   batch_size=8, max_batches=0)
+    assert source == "cache" and again == pytest.approx(ranges)
+
+
+def test_stale_cache_for_another_model_is_refused(tmp_path):
+    path = tmp_path / "cache.json"
+    CalibrationCache(method="entropy", model_fingerprint=model_fingerprint(one_input_model()),
+                     ranges={"a": 1.0}).save(path)
+    with pytest.raises(InputError, match="was computed for a different model") as caught:
+        resolve_ranges(two_input_model(), ["a"], Calibration(data=CalibrationData(feeds()),
+                                                             cache_path=path),
+                       method="entropy", percentile=99.99, num_bins=2048, batch_size=8,
+                       max_batches=0)
+    assert "delete it or point --calib-cache elsewhere" in str(caught.value)
+
+
+def test_cache_of_another_method_is_refused(tmp_path):
+    path = tmp_path / "cache.json"
+    model = two_input_model()
+    CalibrationCache(method="minmax", model_fingerprint=model_fingerprint(model),
+                     ranges={"a": 1.0}).save(path)
+    with pytest.raises(InputError, match="holds minmax ranges but percentile 99.9 was requested"):
+        resolve_ranges(model, ["a"], Calibration(cache_path=path), method="percentile",
+                       percentile=99.9, num_bins=2048, batch_size=8, max_batches=0)
+
+
+@pytest.mark.parametrize("text, message", [
+    ("{not json", "is unreadable"),
+    ('{"format": "something-else"}', "is not a trtcompile calibration cache"),
+    ('{"format": "trtcompile-calibration-cache", "version": 99}', "has version 99"),
+    ('{"format": "trtcompile-calibration-cache", "version": 1, "method": "minmax"}', "is malformed"),
+])
+def test_broken_cache_files(tmp_path, text, message):
+    path = tmp_path / "cache.json"
+    path.write_text(text)
+    with pytest.raises(InputError, match=message):
+        CalibrationCache.load(path)
+
+
+def test_incomplete_cache_without_data_says_what_to_do(tmp_path):
+    path = tmp_path / "cache.json"
+    model = two_input_model()
+    CalibrationCache(method="entropy", model_fingerprint=model_fingerprint(model),
+                     ranges={"a": 1.0}).save(path)
+    with pytest.raises(InputError, match="lacks ranges for 1 tensors"):
+        resolve_ranges(model, ["a", "r"], Calibration(cache_path=path), method="entropy",
+                       percentile=99.99, num_bins=2048, batch_size=8, max_batches=0)
+
+
+# Tolerances ------------------------------------------------------------------------------------
+
+
+def test_parity_tolerances_follow_the_precision():
+    assert parity_tolerances("fp32")[:2] == (1e-4, 1e-3)
+    atol, rtol, note = parity_tolerances("fp16")
+    assert (atol, rtol) == (1e-2, 1e-2) and "half precision" in note
+    atol, rtol, note = parity_tolerances("INT8")
+    assert math.isinf(atol) and math.isinf(rtol) and "task accuracy" in note
+    with pytest.raises(InputError, match="unknown precision 'fp8'"):
+        parity_tolerances("fp8")
+
+
+# Through the CLI --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--calib-data", "{bad}"], "does not match the model inputs (missing a, b; unknown img)"),
+    (["--calib-data", "{good}", "--calib-cache", "{stale}"], "was computed for a different model"),
+    ([], "--precision int8 needs --calib-data (or an existing --calib-cache)"),
+])
+def test_cli_bad_calibration_input_exits_2_and_writes_nothing(tmp_path, capsys, flags, message):
+    from trtcompile.cli import main
+
+    weights = onnx.numpy_helper.from_array(np.eye(4, dtype=np.float32), "w")
+    graph = oh.make_graph([oh.make_node("MatMul", ["a", "w"], ["m"]), oh.make_node("Add", ["m", "b"], ["y"])],
+                          "g", [oh.make_tensor_value_info(n, onnx.TensorProto.FLOAT, [1, 4]) for n in "ab"],
+                          [oh.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, 4])], [weights])
+    model = oh.make_model(graph, opset_imports=[oh.make_opsetid("", 17)])
+    model_path = ir.save(model, tmp_path / "model.onnx")
+    np.savez(tmp_path / "good.npz", **feeds())
+    np.savez(tmp_path / "bad.npz", img=feeds()["a"])
+    CalibrationCache(method="entropy", model_fingerprint="0" * 32, ranges={}).save(tmp_path / "stale.json")
+    paths = {"bad": tmp_path / "bad.npz", "good": tmp_path / "good.npz", "stale": tmp_path / "stale.json"}
+    argv = ["compile", str(model_path), "-o", str(tmp_path / "out"), "--precision", "int8",
+            "--no-engine", "-q", *[f.format(**paths) for f in flags]]
+    assert main(argv) == EXIT_BAD_INPUT
+    error = capsys.readouterr().err.strip()
+    assert message in error and len(error.splitlines()) == 1
+    assert not (tmp_path / "out").exists()
+    assert (tmp_path / "stale.json").read_text().count('"ranges": {}') == 1

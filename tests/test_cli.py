@@ -1,0 +1,322 @@
+"""The trtcompile command end to end, in a subprocess, on the built-in example and on bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+
+from trtcompile import __version__, cli, examples, ir
+from trtcompile.compiler import build_registry
+
+REPO = Path(__file__).resolve().parent.parent
+
+BREAKING_PASS = '''
+from dataclasses import dataclass
+from typing import ClassVar
+
+import onnx_graphsurgeon as gs
+
+from trtcompile.pass_manager import Pass, PassResult
+
+
+@dataclass(frozen=True)
+class ScaleFirstWeight(Pass):
+    """Doubles the first Conv's weight: changes what the model computes, on purpose."""
+
+    name: ClassVar[str] = "scale-first-weight"
+
+    def run(self, graph, ctx):
+        result = PassResult()
+        conv = next(node for node in graph.nodes if node.op == "Conv")
+        weight = conv.inputs[1]
+        conv.inputs[1] = gs.Constant(weight.name + "_doubled", weight.values * 2)
+        result.count("scaled_weights")
+        return result
+'''
+
+COUNTING_PASS = '''
+from dataclasses import dataclass
+from typing import ClassVar
+
+from trtcompile.pass_manager import Pass, PassResult
+
+
+@dataclass(frozen=True)
+class CountActivations(Pass):
+    """Counts activations of one kind and changes nothing."""
+
+    name: ClassVar[str] = "count-activations"
+    op: str = "Relu"
+
+    def run(self, graph, ctx):
+        result = PassResult()
+        for node in graph.nodes:
+            if node.op == self.op:
+                result.count("activations_seen")
+        return result
+'''
+
+
+def trtcompile(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=str(REPO))
+    return subprocess.run([sys.executable, "-m", "trtcompile.cli", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=600)
+
+
+def table_rows(stdout: str) -> list[tuple[str, list[str]]]:
+    """Rows of the per-pass table in order: (pass label, the other columns split), total last."""
+    lines = stdout.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("pass "))
+    rows = []
+    for line in lines[start + 1:]:
+        if not line.strip():
+            break
+        if set(line) == {"-"}:
+            continue
+        # A label holds no double space; the columns are separated by at least two spaces.
+        label, _, rest = line.partition("  ")
+        rows.append((label.strip(), rest.split()))
+    return rows
+
+
+def check_table_matches_report(stdout: str, report: dict) -> None:
+    rows = table_rows(stdout)
+    assert len(rows) == len(report["passes"]) + 1
+    for (label, columns), record in zip(rows, report["passes"]):
+        iteration = f" #{record['iteration']}" if record["iteration"] else ""
+        assert label == record["pipeline_text"] + iteration
+        before, after, delta, *rest = columns
+        assert (int(before), int(after)) == (record["layers_before"], record["layers_after"])
+        assert int(delta) == record["delta"]
+        assert [c for c in rest if "=" in c] == [f"{k}={v}" for k, v in record["stats"].items()]
+    label, total = rows[-1]
+    assert label == "total"
+    assert (int(total[0]), int(total[1])) == (report["layers"]["input"], report["layers"]["optimized"])
+
+
+@pytest.fixture(scope="module")
+def example_compile(tmp_path_factory):
+    cwd = tmp_path_factory.mktemp("cli")
+    result = trtcompile("compile", "--no-progress", cwd=cwd)
+    return cwd, result
+
+
+def test_compile_example_end_to_end(example_compile) -> None:
+    cwd, result = example_compile
+    assert result.returncode == 0, result.stderr
+    assert "compiling the built-in example" in result.stderr
+    out = cwd / "out"
+    assert sorted(p.name for p in out.iterdir()) == ["model.engine", "optimized.onnx", "report.json"]
+    report = json.loads((out / "report.json").read_text())
+    for key in ("passes", "layers", "parity", "engine", "histogram", "pipeline", "model", "tools",
+                "lowering"):
+        assert key in report
+    check_table_matches_report(result.stdout, report)
+    assert report["layers"]["input"] == 61
+    assert report["parity"]["passed"] is True
+    assert "parity: passed" in result.stdout
+    assert "optimized vs input" in result.stdout
+    engine = report["engine"]
+    assert engine["built"] is True and engine["path"] == "model.engine"
+    assert engine["backend"] in ("tensorrt", "tensorrt_rtx") and engine["version"]
+    assert engine["build_seconds"] > 0 and engine["compute_layers"] > 0
+    assert (out / "model.engine").stat().st_size == engine["plan_bytes"]
+    assert f"engine: {engine['backend']} {engine['version']}, out/model.engine" in result.stdout
+    assert f"engine layers: {len(engine['layers'])} ({engine['compute_layers']} compute)" \
+        in result.stdout
+    # Every node of the optimized model that TensorRT names is one the model has.
+    optimized = {node.name for node in onnx.load(out / "optimized.onnx").graph.node}
+    named = {name for layer in engine["layers"] for name in layer["onnx_nodes"]}
+    assert named and named <= optimized
+    assert result.stdout.rstrip().endswith("wrote out/: optimized.onnx, model.engine, report.json")
+
+
+def test_no_engine_and_no_parity(tmp_path: Path) -> None:
+    result = trtcompile("compile", "-o", "build", "--no-engine", "--no-parity", "--quiet",
+                        cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "" and result.stderr == ""
+    assert sorted(p.name for p in (tmp_path / "build").iterdir()) == ["optimized.onnx", "report.json"]
+    report = json.loads((tmp_path / "build" / "report.json").read_text())
+    assert report["parity"]["checked"] is False and report["parity"]["passed"] is None
+    assert report["engine"] == {"built": False, "reason": "--no-engine"}
+
+
+def _bad_models(tmp_path: Path) -> dict[str, tuple[list[str], str]]:
+    """Case name -> (arguments, expected text of the error line)."""
+    good = examples.googlenet_onnx()
+    data = good.SerializeToString()
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "empty.onnx").write_bytes(b"")
+    (tmp_path / "random.onnx").write_bytes(np.random.default_rng(0).bytes(2048))
+    (tmp_path / "truncated.onnx").write_bytes(data[: len(data) // 2])
+    undefined = onnx.ModelProto()
+    undefined.CopyFrom(good)
+    undefined.graph.node[3].input[0] = "ghost"
+    ir.save(undefined, tmp_path / "undefined.onnx")
+    small = onnx.parser.parse_model("""
+        <ir_version: 10, opset_import: ["" : 17]>
+        g (float[1,4] x) => (float[1,4] y) <float[4] B = {1.0, 2.0, 3.0, 4.0}> {
+            y = Add(x, B)
+        }
+    """)
+    small.graph.initializer[0].data_location = onnx.TensorProto.EXTERNAL
+    small.graph.initializer[0].ClearField("float_data")
+    for key, value in (("location", "../secret.bin"), ("offset", "0"), ("length", "16")):
+        entry = small.graph.initializer[0].external_data.add()
+        entry.key, entry.value = key, value
+    (tmp_path / "secret.bin").write_bytes(np.arange(4, dtype=np.float32).tobytes())
+    (tmp_path / "external").mkdir()
+    (tmp_path / "external" / "model.onnx").write_bytes(small.SerializeToString())
+    ir.save(good, tmp_path / "good.onnx")
+    return {
+        "missing": (["missing.onnx"], "model not found: missing.onnx"),
+        "folder": (["folder"], "folder is a folder but not a TensorFlow SavedModel"),
+        "empty": (["empty.onnx"], "empty.onnx is empty (0 bytes)"),
+        "random": (["random.onnx"], "random.onnx is not an ONNX model"),
+        "truncated": (["truncated.onnx"], "truncated.onnx is not an ONNX model"),
+        "undefined": (["undefined.onnx"], "reads tensor 'ghost', which no node"),
+        "external-outside": (["external/model.onnx"], "'../secret.bin', outside the model's folder"),
+        "pipeline": (["good.onnx", "--pipeline", "nope"], "unknown pass 'nope' in pipeline"),
+        "option": (["good.onnx", "--pipeline", "dead-layer-elimination{x=1}"],
+                   "pass 'dead-layer-elimination' has no option 'x'"),
+        "pass-module": (["good.onnx", "--pass-module", "nowhere.py"], "pass module not found"),
+        "input-shape": (["good.onnx", "--input-shape", "input=1x3"], "expected NAME:DIMS"),
+        "overwrite": (["good.onnx", "--report-json", "good.onnx"], "would overwrite the input model"),
+    }
+
+
+BAD_CASES = ["missing", "folder", "empty", "random", "truncated", "undefined", "external-outside",
+             "pipeline", "option", "pass-module", "input-shape", "overwrite"]
+
+
+@pytest.mark.parametrize("case", BAD_CASES)
+def test_bad_input_exits_2_with_one_line_and_writes_nothing(tmp_path: Path, case: str) -> None:
+    args, expected = _bad_models(tmp_path)[case]
+    before = {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*")}
+    result = trtcompile("compile", *args, "-o", "out", cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("trtcompile: error: ")
+    assert expected in lines[0]
+    assert result.stdout == ""
+    assert not (tmp_path / "out").exists()
+    assert {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*")} == before
+
+
+def test_parity_failure_exits_1_and_reports_the_output(tmp_path: Path) -> None:
+    (tmp_path / "breaking.py").write_text(BREAKING_PASS)
+    result = trtcompile("compile", "--pass-module", "breaking.py", "--pipeline",
+                        "dead-layer-elimination,scale-first-weight", "--no-progress", cwd=tmp_path)
+    assert result.returncode == 1, result.stderr
+    error_line = result.stderr.splitlines()[-1]
+    assert error_line.startswith("trtcompile: error: parity failed")
+    assert "optimized vs input: output 'logits'" in error_line
+    assert "written to out for inspection" in error_line
+    assert "parity: FAILED" in result.stdout
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert report["parity"]["passed"] is False
+    assert report["parity"]["failed"] == [
+        {"reference": "input", "candidate": "optimized", "output": "logits"}]
+    assert report["parity"]["outputs"]["logits"]["passed"] is False
+    assert report["status"]["exit_code"] == 1
+    assert report["engine"] == {"built": False, "reason": "parity failed"}
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["optimized.onnx", "report.json"]
+
+
+def test_user_pass_module_runs_and_shows_in_the_table(tmp_path: Path) -> None:
+    (tmp_path / "counting.py").write_text(COUNTING_PASS)
+    result = trtcompile("compile", "--pass-module", "counting.py", "--pipeline",
+                        "count-activations,dead-layer-elimination,count-activations{op=Gemm}",
+                        "--no-engine", "--dump-after-each", "--verify-after-each", "--no-progress",
+                        cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert report["pipeline"] == "count-activations,dead-layer-elimination,count-activations{op=Gemm}"
+    assert [p["stats"].get("activations_seen") for p in report["passes"]] == [17, None, 1]
+    rows = table_rows(result.stdout)
+    assert [label for label, _ in rows] == [
+        "count-activations", "dead-layer-elimination", "count-activations{op=Gemm}", "total"]
+    assert rows[0][1][-1] == "activations_seen=17" and rows[2][1][-1] == "activations_seen=1"
+    check_table_matches_report(result.stdout, report)
+    assert sorted(p.name for p in (tmp_path / "out" / "passes").iterdir()) == [
+        "000_input.onnx", "001_count-activations.onnx", "002_dead-layer-elimination.onnx",
+        "003_count-activations.onnx"]
+
+
+def test_version() -> None:
+    result = trtcompile("--version", cwd=REPO)
+    assert result.returncode == 0
+    assert result.stdout.strip() == f"trtcompile {__version__}"
+
+
+def test_passes_lists_every_pass_with_options_and_rules(capsys) -> None:
+    assert cli.main(["passes"]) == 0
+    text = capsys.readouterr().out
+    for cls in build_registry([]):
+        assert f"{cls.name}: {cls.summary()}" in text
+        for option, type_, default in cli.pass_options(cls):
+            assert f"    {option}: {type_} = {default}" in text
+    assert "    identity: bool = true" in text
+    assert "Rules:" in text
+
+
+def test_docs_passes_md_is_the_generated_reference(capsys) -> None:
+    """docs/passes.md is `trtcompile passes --markdown`; regenerate it when a pass changes."""
+    assert cli.main(["passes", "--markdown"]) == 0
+    generated = capsys.readouterr().out
+    committed = (REPO / "docs" / "passes.md").read_text()
+    assert committed == generated, "docs/passes.md is stale: run trtcompile passes --markdown > docs/passes.md"
+
+
+@pytest.mark.parametrize("values, expected", [
+    (["input:1x3x224x224"], {"input": [1, 3, 224, 224]}),
+    (["a:1x2,b:3x4", "serving_default_input_1:0:1X8"],
+     {"a": [1, 2], "b": [3, 4], "serving_default_input_1:0": [1, 8]}),
+])
+def test_input_shape_values(values, expected) -> None:
+    assert cli.parse_input_shapes(values) == expected
+
+
+@pytest.mark.parametrize("value, message", [
+    ("input", "expected NAME:DIMS"),
+    ("input:1xa", "dimensions must be integers"),
+    ("input:1x0", "dimensions must be positive"),
+    ("a:1,a:2", "gives 'a' twice"),
+])
+def test_bad_input_shape_values(value, message) -> None:
+    with pytest.raises(cli.InputError, match=message):
+        cli.parse_input_shapes([value])
+
+
+def test_the_readme_pass_example_runs_as_a_pass_module(tmp_path: Path) -> None:
+    readme = (REPO / "README.md").read_text()
+    blocks = readme.split("```python\n")[1:]
+    source = next(block.split("```")[0] for block in blocks if "class RemoveIdentity" in block)
+    (tmp_path / "my_passes.py").write_text(source)
+    good = examples.googlenet_onnx()
+    graph = ir.import_model(good)
+    # Give the example an Identity to remove, so the pass has work.
+    import onnx_graphsurgeon as gs
+
+    first = graph.nodes[0]
+    copied = gs.Variable("stem_input_copy", first.inputs[0].dtype, first.inputs[0].shape)
+    graph.nodes.insert(0, gs.Node("Identity", "copy_input", inputs=[first.inputs[0]], outputs=[copied]))
+    first.inputs[0] = copied
+    ir.save(graph, tmp_path / "model.onnx")
+    result = trtcompile("compile", "model.onnx", "--pass-module", "my_passes.py", "--pipeline",
+                        "remove-identity,default", "--no-engine", "--no-progress", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    first_record = report["passes"][0]
+    assert (first_record["name"], first_record["stats"]) == ("remove-identity", {"removed_identity": 1})
+    assert (first_record["layers_before"], first_record["layers_after"]) == (62, 61)
+    assert report["parity"]["passed"] is True

@@ -1,0 +1,175 @@
+"""The HTML report: self-contained, drawn from report.json, and readable as rendered by headless
+Chromium (the page's DOM after rendering is asserted on, and a screenshot is taken)."""
+
+from __future__ import annotations
+
+import html
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from trtcompile import cli, html_report
+from trtcompile.report import pass_label
+
+GOLDEN = Path(__file__).resolve().parent / "golden"
+PIPELINE = "fold-constants,conv-bias-activation-fusion,horizontal-fusion,concat-elimination"
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+needs_chromium = pytest.mark.skipif(
+    CHROMIUM is None, reason="chromium is not on PATH (Debian: apt-get install chromium); the HTML "
+                             "report is checked as headless Chromium renders it")
+
+BREAKING_PASS = '''
+from dataclasses import dataclass
+from typing import ClassVar
+
+import onnx_graphsurgeon as gs
+
+from trtcompile.pass_manager import Pass, PassResult
+
+
+@dataclass(frozen=True)
+class ScaleFirstWeight(Pass):
+    """Doubles the first Conv's weight <on purpose>."""
+
+    name: ClassVar[str] = "scale-first-weight"
+
+    def run(self, graph, ctx):
+        result = PassResult()
+        conv = next(node for node in graph.nodes if node.op == "Conv")
+        conv.inputs[1] = gs.Constant(conv.inputs[1].name + "_x2", conv.inputs[1].values * 2)
+        result.count("scaled_weights")
+        result.reject(conv, "weights <b>too</b> small & odd")
+        return result
+'''
+
+
+def run_chromium(*args: str, profile: Path) -> subprocess.CompletedProcess:
+    """Headless Chromium as root, offline, with a throwaway profile."""
+    return subprocess.run(
+        [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync",
+         f"--user-data-dir={profile}", "--hide-scrollbars", *args],
+        capture_output=True, text=True, timeout=120)
+
+
+@pytest.fixture(scope="module")
+def compiled(tmp_path_factory) -> tuple[Path, dict]:
+    """A compile of the conv-branches model with the engine, written with --report-html."""
+    folder = tmp_path_factory.mktemp("html")
+    page = folder / "report.html"
+    code = cli.main(["compile", str(GOLDEN / "conv_branches.onnx"), "-o", str(folder / "out"),
+                     "--pipeline", PIPELINE, "--report-html", str(page), "-q"])
+    assert code == 0
+    return page, json.loads((folder / "out" / "report.json").read_text())
+
+
+def test_page_is_self_contained(compiled) -> None:
+    page, _ = compiled
+    text = page.read_text()
+    assert text.startswith("<!DOCTYPE html>")
+    lowered = text.lower()
+    for needle in ("<script", "<link", "<img", "<iframe", "@import", "url(", "http:", "https:"):
+        assert needle not in lowered, f"the page must not load anything ({needle!r})"
+    assert "<style>" in text and "<svg" in text
+
+
+def test_page_escapes_what_passes_say(tmp_path: Path) -> None:
+    module = tmp_path / "breaking.py"
+    module.write_text(BREAKING_PASS)
+    page = tmp_path / "report.html"
+    code = cli.main(["compile", str(GOLDEN / "conv_branches.onnx"), "-o", str(tmp_path / "out"),
+                     "--pass-module", str(module), "--pipeline", "scale-first-weight", "-q",
+                     "--report-html", str(page)])
+    assert code == 1  # parity failed: the page is still written, and says so
+    text = page.read_text()
+    assert "weights &lt;b&gt;too&lt;/b&gt; small &amp; odd" in text and "<b>too</b>" not in text
+    assert '<span class="badge failed">failed (exit 1)</span>' in text
+    assert '<p class="error">parity failed' in text
+    assert '<td class="fail">FAILED</td>' in text
+    assert "Not built (parity failed)." in text
+
+
+def test_bad_report_html_path_is_refused_before_compiling(tmp_path: Path, capsys) -> None:
+    code = cli.main(["compile", str(GOLDEN / "conv_branches.onnx"), "-o", str(tmp_path / "out"),
+                     "--report-html", str(tmp_path)])
+    assert code == 2
+    assert "--report-html" in capsys.readouterr().err and not (tmp_path / "out").exists()
+
+
+def test_chart_has_a_point_per_pass(compiled) -> None:
+    _, report = compiled
+    svg = html_report.layers_chart_svg(report)
+    points = re.findall(r'<circle class="layers-point" data-pass="([^"]*)" data-layers="(\d+)"', svg)
+    expected = [("input", report["layers"]["input"])] + [
+        (pass_label(record), record["layers_after"]) for record in report["passes"]]
+    assert [(html.unescape(label), int(layers)) for label, layers in points] == \
+        [(label, layers) for label, layers in expected]
+    polyline = re.search(r'<polyline class="layers-line" points="([^"]+)"', svg).group(1)
+    assert len(polyline.split()) == len(expected)
+
+
+def dom_texts(dom: str, pattern: str) -> list[str]:
+    return [html.unescape(re.sub(r"<[^>]+>", "", match)).strip() for match in re.findall(pattern, dom, re.S)]
+
+
+@needs_chromium
+def test_rendered_page_shows_the_report(compiled, tmp_path: Path) -> None:
+    page, report = compiled
+    result = run_chromium("--dump-dom", page.as_uri(), profile=tmp_path / "profile")
+    assert result.returncode == 0, result.stderr[-2000:]
+    dom = result.stdout
+    assert "<title>trtcompile report: ONNX model conv_branches.onnx" in dom
+    assert '<span class="badge passed">passed</span>' in dom
+
+    # The pass table: one row per pass run, in order, with its layers and counts.
+    rows = re.findall(r'<tr class="pass-row" data-pass="([^"]+)">(.*?)</tr>', dom, re.S)
+    assert [name for name, _ in rows] == [record["name"] for record in report["passes"]]
+    for (_, row), record in zip(rows, report["passes"]):
+        cells = dom_texts(row, r"<td[^>]*>(.*?)</td>")
+        assert cells[2:4] == [str(record["layers_before"]), str(record["layers_after"])]
+        assert cells[6] == " ".join(f"{k}={v}" for k, v in record["stats"].items())
+
+    # The chart: a point per pass run plus the input.
+    assert dom.count('class="layers-point"') == len(report["passes"]) + 1
+
+    # The op histogram: every op of either graph, with both counts.
+    ops = dict(re.findall(r'<tr class="op-row" data-op="([^"]+)">(.*?)</tr>', dom, re.S))
+    histogram = report["histogram"]
+    assert set(ops) == set(histogram["input"]) | set(histogram["optimized"])
+    for op, row in ops.items():
+        cells = dom_texts(row, r"<td[^>]*>(.*?)</td>")
+        assert cells[1:3] == [str(histogram["input"].get(op, 0)), str(histogram["optimized"].get(op, 0))]
+
+    # The engine layers with the ONNX nodes fused into each.
+    engine_rows = re.findall(r'<tr class="engine-row[^"]*" data-type="([^"]+)">(.*?)</tr>', dom, re.S)
+    layers = report["engine"]["layers"]
+    assert len(engine_rows) == len(layers) > 0
+    for (layer_type, row), layer in zip(engine_rows, layers):
+        cells = dom_texts(row, r"<td[^>]*>(.*?)</td>")
+        assert layer_type == layer["type"] and cells[1] == layer["name"]
+        assert cells[4] == (", ".join(layer["onnx_nodes"]) or "-")
+    assert f"<b>{report['engine']['compute_layers']} compute</b>" in dom
+
+    # The parity table.
+    parity_rows = [dom_texts(row, r"<td[^>]*>(.*?)</td>")
+                   for row in re.findall(r'<tr class="parity-row">(.*?)</tr>', dom, re.S)]
+    assert [(row[0], row[1], row[4]) for row in parity_rows] == [("optimized vs input", "output", "ok")]
+
+
+@needs_chromium
+def test_rendered_page_screenshot(compiled, tmp_path: Path) -> None:
+    page, _ = compiled
+    png = tmp_path / "report.png"
+    result = run_chromium("--window-size=1280,1600", f"--screenshot={png}", page.as_uri(),
+                          profile=tmp_path / "profile")
+    assert result.returncode == 0, result.stderr[-2000:]
+    data = png.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    width, height = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+    assert (width, height) == (1280, 1600)
+    assert len(data) > 50_000  # a rendered page, not a blank one

@@ -1,0 +1,395 @@
+"""The pass manager: pipeline text, records, fixed points, instruments and their errors."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+import numpy as np
+import onnx
+import onnx.parser
+import onnx_graphsurgeon as gs
+import pytest
+
+from passes.dead_layer_elimination import DeadLayerElimination
+from trtcompile import ir
+from trtcompile.errors import EXIT_PASS_FAILED, PassFailed, PipelineError
+from trtcompile.pass_manager import (
+    DumpInstrument,
+    FixedPoint,
+    Pass,
+    PassContext,
+    PassManager,
+    PassRegistry,
+    PassResult,
+    VerifyInstrument,
+    default_pipeline_text,
+    parse_pipeline,
+    print_pipeline,
+)
+
+# --------------------------------------------------------------------------------------------
+# Passes used by these tests
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RemoveOneIdentity(Pass):
+    """Remove the first Identity node (one per run), so a fixed point needs several iterations."""
+
+    name: ClassVar[str] = "remove-one-identity"
+
+    def run(self, graph: gs.Graph, ctx: PassContext) -> PassResult:
+        result = PassResult()
+        for node in graph.nodes:
+            if node.op == "Identity" and node.outputs[0].name not in ir.output_names(graph):
+                ir.replace_uses(node.outputs[0], node.inputs[0])
+                node.inputs.clear()
+                node.outputs.clear()
+                graph.cleanup()
+                result.count("removed_identity")
+                break
+        return result
+
+
+@dataclass(frozen=True)
+class CountRelus(Pass):
+    """Count Relu nodes without changing anything."""
+
+    name: ClassVar[str] = "count-relus"
+
+    def run(self, graph: gs.Graph, ctx: PassContext) -> PassResult:
+        result = PassResult()
+        for node in graph.nodes:
+            if node.op == "Relu":
+                result.count("relus_seen")
+        return result
+
+
+@dataclass(frozen=True)
+class ScaleWeights(Pass):
+    """Deliberately wrong: doubles the weight of every Conv (a new array, as passes must)."""
+
+    name: ClassVar[str] = "scale-weights"
+    factor: float = 2.0
+
+    def run(self, graph: gs.Graph, ctx: PassContext) -> PassResult:
+        result = PassResult()
+        for node in graph.nodes:
+            if node.op == "Conv":
+                weight = node.inputs[1]
+                node.inputs[1] = gs.Constant(weight.name + "_scaled", weight.values * self.factor)
+                result.count("scaled_conv")
+        return result
+
+
+@dataclass(frozen=True)
+class WithListOption(Pass):
+    """Has options of every supported type."""
+
+    name: ClassVar[str] = "with-list-option"
+    activations: tuple[str, ...] = ("relu",)
+    limit: int = 4
+    ratio: float = 0.5
+    enabled: bool = True
+    mode: str = "fast"
+
+    def run(self, graph: gs.Graph, ctx: PassContext) -> PassResult:
+        return PassResult()
+
+
+@dataclass(frozen=True)
+class Raises(Pass):
+    """Raises, as a buggy pass would."""
+
+    name: ClassVar[str] = "raises"
+
+    def run(self, graph: gs.Graph, ctx: PassContext) -> PassResult:
+        raise RuntimeError("boom")
+
+
+@dataclass(frozen=True)
+class ReturnsNothing(Pass):
+    """Forgets to return its result."""
+
+    name: ClassVar[str] = "returns-nothing"
+
+    def run(self, graph, ctx):  # type: ignore[override]
+        return None
+
+
+REGISTRY = PassRegistry([DeadLayerElimination, RemoveOneIdentity, CountRelus, ScaleWeights,
+                         WithListOption, Raises, ReturnsNothing])
+
+
+def identity_chain_model() -> onnx.ModelProto:
+    """x -> Identity -> Relu -> Identity -> Identity -> Relu -> y (3 Identities, 2 Relus)."""
+    model = onnx.parser.parse_model("""
+        <ir_version: 10, opset_import: ["" : 17]>
+        g (float[1,4] x) => (float[1,4] y) {
+            a = Identity(x)
+            b = Relu(a)
+            c = Identity(b)
+            d = Identity(c)
+            y = Relu(d)
+        }
+    """)
+    onnx.checker.check_model(model)
+    return model
+
+
+def conv_model() -> onnx.ModelProto:
+    """x -> Identity -> Conv(W, B) -> Relu -> y."""
+    rng = np.random.default_rng(0)
+    weight = onnx.numpy_helper.from_array(rng.normal(size=(4, 3, 3, 3)).astype(np.float32), "W")
+    bias = onnx.numpy_helper.from_array(rng.normal(size=4).astype(np.float32), "B")
+    nodes = [
+        onnx.helper.make_node("Identity", ["x"], ["x1"], name="identity"),
+        onnx.helper.make_node("Conv", ["x1", "W", "B"], ["c"], name="conv", pads=[1, 1, 1, 1]),
+        onnx.helper.make_node("Relu", ["c"], ["y"], name="relu"),
+    ]
+    graph = onnx.helper.make_graph(
+        nodes, "conv", [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 3, 8, 8])],
+        [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, 4, 8, 8])],
+        initializer=[weight, bias])
+    model = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 17)])
+    model.ir_version = ir.IR_VERSION
+    return model
+
+
+# --------------------------------------------------------------------------------------------
+# Pipeline text
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("text", [
+    "dead-layer-elimination",
+    "dead-layer-elimination{identity=false}",
+    "count-relus,dead-layer-elimination{identity=false dropout=false}",
+    "with-list-option{activations=relu,clip,tanh limit=2 ratio=0.25 enabled=false mode=exact}",
+    "fixed-point(remove-one-identity,dead-layer-elimination)",
+    "fixed-point{max-iterations=3}(remove-one-identity,fixed-point{max-iterations=2}(count-relus))",
+])
+def test_pipeline_text_round_trips(text: str) -> None:
+    pipeline = parse_pipeline(text, REGISTRY)
+    printed = print_pipeline(pipeline)
+    assert printed == text
+    assert parse_pipeline(printed, REGISTRY) == pipeline
+
+
+def test_pipeline_text_values_become_typed_options() -> None:
+    (pass_,) = parse_pipeline(
+        "with-list-option{activations=relu, clip limit=7 ratio=1e-3 enabled=off}", REGISTRY)
+    assert pass_ == WithListOption(activations=("relu", "clip"), limit=7, ratio=0.001, enabled=False)
+    assert pass_.non_default_options() == {"activations": ["relu", "clip"], "limit": 7,
+                                           "ratio": 0.001, "enabled": False}
+
+
+def test_pipeline_text_prints_only_non_default_options_and_tolerates_spaces() -> None:
+    pipeline = parse_pipeline(" dead-layer-elimination{identity=true} , count-relus ", REGISTRY)
+    assert print_pipeline(pipeline) == "dead-layer-elimination,count-relus"
+
+
+def test_fixed_point_parses_into_a_group() -> None:
+    (group,) = parse_pipeline("fixed-point{max-iterations=5}(remove-one-identity,count-relus)",
+                              REGISTRY)
+    assert isinstance(group, FixedPoint)
+    assert group.max_iterations == 5
+    assert group.elements == (RemoveOneIdentity(), CountRelus())
+
+
+def test_default_expands_to_the_default_pipeline() -> None:
+    registry = REGISTRY.copy()
+    from trtcompile.pass_manager import default_registry
+
+    for cls in default_registry():
+        if cls.name not in registry:
+            registry.register(cls)
+    expanded = parse_pipeline("default,count-relus", registry)
+    assert print_pipeline(expanded) == print_pipeline(
+        parse_pipeline(default_pipeline_text(), registry)) + ",count-relus"
+
+
+@pytest.mark.parametrize("text, message", [
+    ("no-such-pass", "unknown pass 'no-such-pass' in pipeline (known passes: count-relus,"),
+    ("dead-layer-elimination{colour=red}",
+     "pass 'dead-layer-elimination' has no option 'colour' (options: identity, dropout)"),
+    ("with-list-option{limit=many}", "option 'limit' of pass 'with-list-option' expects int, got 'many'"),
+    ("with-list-option{ratio=half}", "expects float, got 'half'"),
+    ("dead-layer-elimination{identity=maybe}", "expects bool, got 'maybe'"),
+    ("with-list-option{limit=1,2}", "option 'limit' of pass 'with-list-option' takes one value"),
+    ("dead-layer-elimination{identity=false", "missing '}'"),
+    ("dead-layer-elimination{false}", "option 'false' has no value (write key=value)"),
+    ("fixed-point", "fixed-point needs a nested pipeline in parentheses"),
+    ("fixed-point()", "fixed-point needs at least one pass"),
+    ("fixed-point{max-iterations=0}(count-relus)", "max-iterations must be at least 1"),
+    ("fixed-point{limit=2}(count-relus)", "fixed-point has one option, max-iterations"),
+    ("count-relus count-relus", "expected ',' or 'end of text'"),
+    ("count-relus,,count-relus", "expected a pass name"),
+])
+def test_pipeline_errors_name_the_problem(text: str, message: str) -> None:
+    with pytest.raises(PipelineError) as info:
+        parse_pipeline(text, REGISTRY)
+    assert message in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_registry_refuses_a_second_pass_with_the_same_name() -> None:
+    @dataclass(frozen=True)
+    class Impostor(Pass):
+        """Same name as a built-in."""
+
+        name: ClassVar[str] = "dead-layer-elimination"
+
+    registry = PassRegistry([DeadLayerElimination])
+    with pytest.raises(ValueError, match="already registered"):
+        registry.register(Impostor)
+
+
+# --------------------------------------------------------------------------------------------
+# Records
+# --------------------------------------------------------------------------------------------
+
+
+def test_records_derive_layers_changed_and_histogram_delta() -> None:
+    graph = ir.import_model(identity_chain_model())
+    report = PassManager("count-relus,dead-layer-elimination,count-relus", registry=REGISTRY).run(graph)
+    counting, eliminating, recounting = report.records
+    assert (counting.name, counting.layers_before, counting.layers_after) == ("count-relus", 5, 5)
+    assert counting.changed is False
+    assert counting.stats == {"relus_seen": 2}
+    assert counting.histogram_delta == {}
+    assert eliminating.changed is True
+    assert (eliminating.layers_before, eliminating.layers_after, eliminating.delta) == (5, 2, -3)
+    assert eliminating.histogram_delta == {"Identity": -3}
+    assert eliminating.stats == {"removed_identity": 3}
+    assert recounting.changed is False
+    assert [r.index for r in report.records] == [1, 2, 3]
+    assert (report.layers_before, report.layers_after) == (5, 2)
+    assert report.histogram_before == {"Identity": 3, "Relu": 2}
+    assert report.histogram_after == {"Relu": 2}
+    as_dict = report.to_dict()
+    assert as_dict["layers"] == {"input": 5, "optimized": 2}
+    assert [p["name"] for p in as_dict["passes"]] == ["count-relus", "dead-layer-elimination",
+                                                      "count-relus"]
+    assert as_dict["passes"][1]["delta"] == -3
+
+
+def test_fixed_point_runs_until_an_iteration_changes_nothing() -> None:
+    graph = ir.import_model(identity_chain_model())
+    report = PassManager("fixed-point(remove-one-identity,count-relus)", registry=REGISTRY).run(graph)
+    removing = [r for r in report.records if r.name == "remove-one-identity"]
+    # Three Identities: three iterations remove one each, the fourth finds nothing and converges.
+    assert [r.iteration for r in removing] == [1, 2, 3, 4]
+    assert [r.changed for r in removing] == [True, True, True, False]
+    assert report.fixed_points == [{"pipeline": "fixed-point(remove-one-identity,count-relus)",
+                                    "iterations": 4, "converged": True}]
+    assert report.layers_after == 2
+
+
+def test_fixed_point_that_does_not_converge_is_reported_and_logged() -> None:
+    graph = ir.import_model(identity_chain_model())
+    messages: list[str] = []
+    manager = PassManager("fixed-point{max-iterations=2}(remove-one-identity)", registry=REGISTRY,
+                          ctx=PassContext(log=messages.append))
+    report = manager.run(graph)
+    assert report.fixed_points[0]["iterations"] == 2
+    assert report.fixed_points[0]["converged"] is False
+    assert any("did not converge" in m for m in messages)
+    assert report.layers_after == 3  # one Identity left
+
+
+def test_rejections_are_recorded_with_reasons() -> None:
+    model = onnx.parser.parse_model("""
+        <ir_version: 10, opset_import: ["" : 17]>
+        g (float[1,4] x) => (float[1,4] y) {
+            y = Identity(x)
+        }
+    """)
+    graph = ir.import_model(model)
+    report = PassManager("dead-layer-elimination", registry=REGISTRY).run(graph)
+    (rejection,) = report.rejections("dead-layer-elimination")
+    assert "is a graph output and its input cannot take that name" in rejection.reason
+
+
+def test_a_raising_pass_is_named_with_the_passes_before_it() -> None:
+    graph = ir.import_model(identity_chain_model())
+    manager = PassManager("count-relus,dead-layer-elimination{dropout=false},raises",
+                          registry=REGISTRY)
+    with pytest.raises(PassFailed) as info:
+        manager.run(graph)
+    error = info.value
+    assert error.exit_code == EXIT_PASS_FAILED
+    assert error.pass_text == "raises"
+    assert error.previous == ["count-relus", "dead-layer-elimination{dropout=false}"]
+    assert "RuntimeError: boom" in str(error)
+    assert "passes run before it: count-relus, dead-layer-elimination{dropout=false}" in str(error)
+
+
+def test_a_pass_returning_no_result_fails_by_name() -> None:
+    graph = ir.import_model(identity_chain_model())
+    with pytest.raises(PassFailed, match="pass 'returns-nothing' failed: run\\(\\) returned NoneType"):
+        PassManager("returns-nothing", registry=REGISTRY).run(graph)
+
+
+# --------------------------------------------------------------------------------------------
+# Instruments
+# --------------------------------------------------------------------------------------------
+
+
+def test_verify_instrument_catches_a_pass_that_breaks_numerics() -> None:
+    graph = ir.import_model(conv_model())
+    manager = PassManager("dead-layer-elimination,count-relus,scale-weights", registry=REGISTRY,
+                          instruments=[VerifyInstrument(seed=0)])
+    with pytest.raises(PassFailed) as info:
+        manager.run(graph)
+    message = str(info.value)
+    assert message.startswith("pass 'scale-weights' failed: output differs from the pass input")
+    assert "'y'" in message
+    assert message.endswith("(passes run before it: dead-layer-elimination, count-relus)")
+
+
+def test_verify_instrument_accepts_correct_passes() -> None:
+    graph = ir.import_model(conv_model())
+    report = PassManager("dead-layer-elimination,scale-weights{factor=1.0}", registry=REGISTRY,
+                         instruments=[VerifyInstrument(seed=0)]).run(graph)
+    assert [r.changed for r in report.records] == [True, True]
+
+
+def test_verify_instrument_runs_the_onnx_checker() -> None:
+    @dataclass(frozen=True)
+    class DanglingInput(Pass):
+        """Makes the Relu read a tensor nobody produces."""
+
+        name: ClassVar[str] = "dangling-input"
+
+        def run(self, graph: gs.Graph, ctx: PassContext) -> PassResult:
+            relu = next(n for n in graph.nodes if n.op == "Relu")
+            relu.inputs[0] = gs.Variable("nowhere", np.float32, [1, 4, 8, 8])
+            return PassResult({"broke": 1})
+
+    registry = REGISTRY.copy()
+    registry.register(DanglingInput)
+    graph = ir.import_model(conv_model())
+    with pytest.raises(PassFailed, match="pass 'dangling-input' failed: onnx checker"):
+        PassManager("dangling-input", registry=registry,
+                    instruments=[VerifyInstrument()]).run(graph)
+
+
+def test_dump_instrument_writes_the_model_after_each_pass(tmp_path) -> None:
+    graph = ir.import_model(identity_chain_model())
+    dump = DumpInstrument(tmp_path / "passes")
+    PassManager("count-relus,fixed-point(remove-one-identity)", registry=REGISTRY,
+                instruments=[dump]).run(graph)
+    names = sorted(p.name for p in (tmp_path / "passes").iterdir())
+    assert names == ["000_input.onnx", "001_count-relus.onnx", "002_remove-one-identity.onnx",
+                     "003_remove-one-identity.onnx", "004_remove-one-identity.onnx",
+                     "005_remove-one-identity.onnx"]
+    assert [p.name for p in dump.paths] == names
+    identities = [sum(n.op_type == "Identity" for n in onnx.load(tmp_path / "passes" / name).graph.node)
+                  for name in names]
+    assert identities == [3, 3, 2, 1, 0, 0]
+    for name in names:
+        model = onnx.load(tmp_path / "passes" / name)
+        assert model.ir_version == ir.IR_VERSION
+        onnx.checker.check_model(model)

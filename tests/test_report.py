@@ -1,0 +1,153 @@
+"""The report: JSON assembly and the terminal rendering drawn from it."""
+
+from __future__ import annotations
+
+import json
+
+from trtcompile import report
+
+
+def _record(index, name, before, after, seconds, stats, iteration=None, rejections=()):
+    return {"index": index, "name": name, "pipeline_text": name, "options": {},
+            "iteration": iteration, "layers_before": before, "layers_after": after,
+            "delta": after - before, "seconds": seconds, "changed": before != after,
+            "histogram_delta": {}, "stats": stats,
+            "rejections": [{"nodes": list(n), "reason": r} for n, r in rejections]}
+
+
+def sample_report(**overrides) -> dict:
+    """A report as build_report writes it, for a TensorFlow model with an engine."""
+    data = {
+        "model": {"description": "Keras model net.keras", "source": "net.keras"},
+        "pipeline": "fold-constants,fixed-point(conv-bias-activation-fusion)",
+        "lowering": {"tool": "tf2onnx 1.17.0", "mode": "faithful", "source_kind": "keras",
+                     "source_ops": 312, "onnx_nodes": 431, "seconds": 2.5, "peak_rss_mb": None},
+        "layers": {"input": 431, "optimized": 120},
+        "passes": [
+            _record(1, "fold-constants", 431, 300, 0.0123, {"folded": 131}),
+            _record(2, "conv-bias-activation-fusion", 300, 120, 0.5, {"fused_conv_relu": 53,
+                                                                       "fused_conv": 4},
+                    iteration=1, rejections=[(("c1",), "bias is not per-channel"),
+                                             (("c2",), "bias is not per-channel")]),
+            _record(3, "conv-bias-activation-fusion", 120, 120, 1.25, {}, iteration=2,
+                    rejections=[(("c1",), "bias is not per-channel")]),
+        ],
+        "fixed_points": [{"pipeline": "fixed-point(conv-bias-activation-fusion)", "iterations": 2,
+                          "converged": True}],
+        "passes_seconds": 1.8,
+        "parity": {
+            "checked": True, "passed": False,
+            "tolerances": {"atol": 1e-4, "rtol": 1e-3, "seed": 0},
+            "comparisons": [
+                {"reference": "tensorflow", "candidate": "lowered",
+                 "outputs": {"logits": {"max_abs": 1e-6, "max_rel": 2e-5, "passed": True}}},
+                {"reference": "lowered", "candidate": "optimized",
+                 "outputs": {"logits": {"max_abs": 0.5, "max_rel": 3.0, "passed": False}}},
+            ],
+        },
+        "engine": {"built": True, "path": "model.engine", "backend": "tensorrt_rtx",
+                   "version": "1.7.1.116", "compute_layers": 2, "build_seconds": 12.5,
+                   "layers": [
+                       {"name": "conv1", "type": "correlation", "onnx_nodes": ["conv1", "relu1"],
+                        "compute": True, "profile": 0},
+                       {"name": "reformat", "type": "kgen", "onnx_nodes": [], "compute": True,
+                        "profile": 0},
+                       {"name": "marker", "type": "marker", "onnx_nodes": [], "compute": False,
+                        "profile": 0},
+                   ]},
+        "files": {"optimized": "optimized.onnx", "engine": "model.engine", "report": "report.json"},
+    }
+    data.update(overrides)
+    return data
+
+
+def test_pass_table_starts_with_the_lowering_and_aligns_columns() -> None:
+    lines = report.format_pass_table(sample_report())
+    header, lowering, fold, fuse1, fuse2, rule, total = lines[:7]
+    assert header.split()[:1] == ["pass"]
+    assert lowering.startswith("lowering (tf2onnx 1.17.0, faithful)")
+    assert "312 TF ops" in lowering and "431 nodes" in lowering and "2.50 s" in lowering
+    assert "tensorflow_ops=312 onnx_nodes=431" in lowering
+    # Right-aligned numeric columns end at the same character as their header.
+    end_before = header.index("layers before") + len("layers before")
+    assert fold[:end_before].endswith(" 431") and total[:end_before].endswith(" 431")
+    end_after = header.index("layers after") + len("layers after")
+    assert fold[:end_after].endswith(" 300") and total[:end_after].endswith(" 120")
+    end_delta = header.index("delta") + len("delta")
+    assert fold[:end_delta].endswith(" -131") and total[:end_delta].endswith(" -311")
+    assert fold.endswith("12.3 ms  folded=131")
+    assert fuse1.startswith("conv-bias-activation-fusion #1")
+    assert fuse1.endswith("500.0 ms  fused_conv_relu=53 fused_conv=4")
+    assert fuse2.startswith("conv-bias-activation-fusion #2") and fuse2.endswith("1.25 s")
+    assert set(rule) == {"-"}
+    assert total.startswith("total") and "1.80 s" in total
+    assert all(line == line.rstrip() for line in lines)
+
+
+def test_pass_table_lists_fixed_points_and_distinct_rejections() -> None:
+    lines = report.format_pass_table(sample_report())
+    assert "fixed-point(conv-bias-activation-fusion): converged after 2 iterations" in lines
+    # c1 was rejected in both iterations: counted once.
+    assert "  conv-bias-activation-fusion: 2 x bias is not per-channel" in lines
+
+
+def test_pass_table_without_lowering_starts_with_the_first_pass() -> None:
+    lines = report.format_pass_table(sample_report(lowering=None))
+    assert lines[1].startswith("fold-constants")
+
+
+def test_parity_lines_mark_each_output() -> None:
+    lines = report.format_parity(sample_report())
+    assert lines[0] == "parity: FAILED (seed 0, atol=0.0001, rtol=0.001)"
+    tf_line = next(line for line in lines if "lowered vs tensorflow" in line)
+    assert "logits" in tf_line and "max_abs=1e-06" in tf_line and tf_line.endswith("ok")
+    bad_line = next(line for line in lines if "optimized vs lowered" in line)
+    assert "max_abs=0.5" in bad_line and "max_rel=3" in bad_line and bad_line.endswith("FAILED")
+
+
+def test_parity_not_checked() -> None:
+    parity = {"checked": False, "passed": None, "tolerances": {"atol": 1e-4, "rtol": 1e-3}}
+    assert report.format_parity(sample_report(parity=parity)) == ["parity: not checked (--no-parity)"]
+
+
+def test_engine_summary_and_excerpt_with_fused_nodes() -> None:
+    lines = report.format_engine(sample_report(), "out")
+    assert lines[0] == "engine: tensorrt_rtx 1.7.1.116, out/model.engine"
+    assert "engine layers: 3 (2 compute)" in lines[1] and "graph layers 431 -> 120" in lines[1]
+    assert "build time 12.50 s" in lines[1]
+    conv_row = next(line for line in lines if line.strip().startswith("conv1"))
+    assert conv_row.split()[1:] == ["correlation", "conv1,", "relu1"]
+    assert not any(line.strip().startswith("marker") for line in lines)  # not a compute layer
+    assert lines[-1] == "  (2 of 3 engine layers shown; all are in report.json)"
+
+
+def test_engine_not_built_says_why() -> None:
+    engine = {"built": False, "reason": "build failed", "error": "TensorRT could not parse node x"}
+    assert report.format_engine(sample_report(engine=engine)) == [
+        "engine: not built (build failed): TensorRT could not parse node x"]
+
+
+def test_render_has_every_section() -> None:
+    text = report.render(sample_report(), "out/")
+    assert text.index("pass ") < text.index("parity: FAILED") < text.index("engine: tensorrt_rtx")
+    assert text.rstrip().endswith("wrote out/: optimized.onnx, model.engine, report.json")
+
+
+def test_dumps_keeps_infinite_errors_valid_json() -> None:
+    text = report.dumps({"parity": {"max_abs": float("inf"), "ok": [1.5, float("nan")]}})
+    assert json.loads(text) == {"parity": {"max_abs": "inf", "ok": [1.5, "nan"]}}
+
+
+def test_tool_versions_name_the_tools() -> None:
+    versions = report.tool_versions()
+    for name in ("trtcompile", "python", "onnx", "onnxruntime", "onnx-graphsurgeon", "polygraphy"):
+        assert versions[name]
+
+
+def test_many_rejection_reasons_are_capped_in_the_terminal() -> None:
+    rejections = [((f"n{i}",), f"reason {i}") for i in range(report.REJECTION_REASONS_SHOWN + 3)]
+    passes = [_record(1, "horizontal-fusion", 10, 10, 0.001, {}, rejections=rejections)]
+    lines = report.format_pass_table(sample_report(lowering=None, passes=passes, fixed_points=[]))
+    shown = [line for line in lines if line.startswith("  horizontal-fusion: 1 x reason")]
+    assert len(shown) == report.REJECTION_REASONS_SHOWN
+    assert lines[-1] == "  horizontal-fusion: 3 more, for 3 other reasons (all are in report.json)"

@@ -1,0 +1,35 @@
+"""TensorRT backend: parse the optimized ONNX model, build an engine plan, report its layers.
+
+* :func:`build_engine` parses a model with TensorRT's ONNX parser and builds a serialized engine,
+  returning an :class:`EngineBuild` with the plan and the engine's final layers (:class:`EngineLayer`);
+* :func:`format_engine_layers` renders that layer report for the terminal;
+* :func:`save_plan` writes the plan atomically; :func:`run_engine` executes it (needs a GPU).
+
+The TensorRT module is ``tensorrt`` when importable, else ``tensorrt_rtx`` (:func:`load_tensorrt`).
+What counts as an engine *compute layer* is defined in :mod:`trtcompile.backend.engine_report`.
+"""
+
+from trtcompile.backend.engine_report import (
+    NON_COMPUTE_LAYER_TYPES,
+    EngineBuild,
+    EngineLayer,
+    format_engine_layers,
+    format_engine_summary,
+    layer_type_histogram,
+    parse_layer_report,
+)
+from trtcompile.backend.tensorrt import (
+    NO_GPU_MESSAGE,
+    BackendInfo,
+    backend_info,
+    build_engine,
+    load_tensorrt,
+    run_engine,
+    save_plan,
+)
+
+__all__ = [
+    "NON_COMPUTE_LAYER_TYPES", "NO_GPU_MESSAGE", "BackendInfo", "EngineBuild", "EngineLayer",
+    "backend_info", "build_engine", "format_engine_layers", "format_engine_summary",
+    "layer_type_histogram", "load_tensorrt", "parse_layer_report", "run_engine", "save_plan",
+]

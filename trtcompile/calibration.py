@@ -1,0 +1,590 @@
+"""Post-training calibration for INT8: data loading, activation statistics, range selection, cache.
+
+TensorRT 11 and TensorRT-RTX take no INT8 calibrator: the ranges are written into the graph as
+QuantizeLinear/DequantizeLinear scales (see ``passes/quantize_int8.py``). This module computes them:
+
+* :func:`load_calibration_data` reads ``.npz`` (input name -> array), ``.npy`` (single-input models)
+  or a folder of such files; the first axis of every array is the sample axis. It checks names,
+  dtypes, shapes and sample counts against the model's inputs and raises
+  :class:`~trtcompile.errors.InputError` with one line on any mismatch.
+* :func:`collect_ranges` runs the model on ONNX Runtime batch by batch (a tqdm progress bar on
+  stderr), observes the requested tensors and returns one symmetric range ``amax`` per tensor,
+  chosen by ``minmax`` (largest ``|x|``), ``entropy`` (TensorRT's KL-divergence calibration on a
+  2048-bin histogram of ``|x|``) or ``percentile`` (e.g. the 99.99th percentile of ``|x|``).
+* :class:`CalibrationCache` stores ranges as JSON with the method and a fingerprint of the model
+  they were computed on; a cache for another model or method is refused.
+* :func:`parity_tolerances` says how outputs are compared at each precision.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import sys
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+
+from trtcompile import ir
+from trtcompile.errors import InputError
+
+#: Calibration methods, in the order the CLI lists them.
+METHODS = ("entropy", "minmax", "percentile")
+
+#: Bins of the ``|x|`` histogram (TensorRT's entropy calibrator uses 2048).
+DEFAULT_NUM_BINS = 2048
+
+#: Quantized levels of the positive half of symmetric int8 (``|q| <= 127``).
+QUANTIZED_LEVELS = 128
+
+#: Default percentile of ``|x|`` for the ``percentile`` method.
+DEFAULT_PERCENTILE = 99.99
+
+#: Fewer samples than this make ranges that say more about the samples than about the data.
+MIN_SAMPLES = 16
+
+#: Batch size used when the model's batch dimension is dynamic.
+DEFAULT_BATCH_SIZE = 32
+
+CACHE_FORMAT = "trtcompile-calibration-cache"
+CACHE_VERSION = 1
+
+
+# --------------------------------------------------------------------------------------------
+# Tolerances per precision
+# --------------------------------------------------------------------------------------------
+
+
+def parity_tolerances(precision: str) -> tuple[float, float, str]:
+    """Parity tolerances ``(atol, rtol, note)`` for comparing a ``precision`` build with FP32.
+
+    * ``fp32``: rewrites reorder float arithmetic only; tight elementwise bounds.
+    * ``fp16``: half precision keeps 11 significant bits (relative step 4.9e-4 per rounding); errors
+      accumulate over layers, so outputs are compared with 1e-2 relative and absolute tolerance.
+    * ``int8``: quantization error is by design much larger than rounding and is not bounded
+      elementwise; the elementwise figures are reported, not enforced (infinite tolerances), and the
+      model is judged by task accuracy (``benchmarks/digits_accuracy.py``).
+    """
+    precision = precision.lower()
+    if precision == "fp32":
+        return 1e-4, 1e-3, "fp32: elementwise, atol=1e-4 rtol=1e-3 (float reordering only)"
+    if precision == "fp16":
+        return 1e-2, 1e-2, "fp16: elementwise, atol=1e-2 rtol=1e-2 (half precision, 11-bit mantissa)"
+    if precision == "int8":
+        return (math.inf, math.inf,
+                "int8: elementwise errors reported, not enforced; judged by task accuracy "
+                "(top-1 on held-out data)")
+    raise InputError(f"unknown precision '{precision}': use fp32, fp16 or int8")
+
+
+# --------------------------------------------------------------------------------------------
+# Calibration data
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """A model input as calibration sees it: name, dtype, shape (None for dynamic dimensions)."""
+
+    name: str
+    dtype: np.dtype
+    shape: tuple[int | None, ...]
+
+    @property
+    def batch(self) -> int | None:
+        """The fixed batch size (first dimension), or None if dynamic."""
+        return self.shape[0] if self.shape else None
+
+
+def model_input_specs(model: onnx.ModelProto) -> list[InputSpec]:
+    """The non-initializer inputs of ``model`` with dtypes and shapes."""
+    initializers = {init.name for init in model.graph.initializer}
+    specs = []
+    for value in model.graph.input:
+        if value.name in initializers:
+            continue
+        tensor_type = value.type.tensor_type
+        dtype = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(tensor_type.elem_type))
+        shape = tuple(d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None
+                      for d in tensor_type.shape.dim)
+        specs.append(InputSpec(value.name, dtype, shape))
+    return specs
+
+
+@dataclass
+class CalibrationData:
+    """Calibration samples: one array per model input, the first axis being the sample axis."""
+
+    arrays: dict[str, np.ndarray]
+    source: str = ""
+
+    @property
+    def num_samples(self) -> int:
+        return next(iter(self.arrays.values())).shape[0] if self.arrays else 0
+
+    def validate(self, specs: Sequence[InputSpec], min_samples: int = MIN_SAMPLES) -> None:
+        """Check names, dtypes, shapes and sample counts against the model inputs.
+
+        Raises InputError with one line naming the first problem.
+        """
+        where = f"calibration data {self.source}" if self.source else "calibration data"
+        if not self.arrays:
+            raise InputError(f"{where} holds no arrays: save one array per model input "
+                             "(np.savez(path, **{input_name: samples}))")
+        expected = {spec.name for spec in specs}
+        missing = [spec.name for spec in specs if spec.name not in self.arrays]
+        unknown = sorted(set(self.arrays) - expected)
+        if missing or unknown:
+            parts = []
+            if missing:
+                parts.append(f"missing {', '.join(missing)}")
+            if unknown:
+                parts.append(f"unknown {', '.join(unknown)}")
+            raise InputError(f"{where} does not match the model inputs ({'; '.join(parts)}); "
+                             f"the model's inputs are: {', '.join(sorted(expected))}")
+        counts = set()
+        for spec in specs:
+            array = self.arrays[spec.name]
+            if array.dtype != spec.dtype:
+                raise InputError(f"{where}: '{spec.name}' is {array.dtype} but the model input is "
+                                 f"{spec.dtype}; save it as {spec.dtype}")
+            if array.ndim != len(spec.shape):
+                raise InputError(
+                    f"{where}: '{spec.name}' has shape {list(array.shape)} but the model input has "
+                    f"rank {len(spec.shape)} {_shape_text(spec.shape)}; the first axis is the "
+                    "sample axis")
+            for axis, (have, want) in enumerate(zip(array.shape[1:], spec.shape[1:]), start=1):
+                if want is not None and have != want:
+                    raise InputError(
+                        f"{where}: '{spec.name}' has shape {list(array.shape)} but the model input "
+                        f"is {_shape_text(spec.shape)} (axis {axis}: {have} != {want})")
+            if array.dtype.kind == "f" and not np.isfinite(array).all():
+                raise InputError(f"{where}: '{spec.name}' contains NaN or infinite values")
+            counts.add(array.shape[0])
+        if len(counts) > 1:
+            detail = ", ".join(f"{name}: {a.shape[0]}" for name, a in self.arrays.items())
+            raise InputError(f"{where}: inputs have different sample counts ({detail})")
+        samples = counts.pop()
+        if samples < min_samples:
+            raise InputError(f"{where} has {samples} samples; calibration needs at least "
+                             f"{min_samples} (more is better: a few hundred is typical)")
+        for spec in specs:
+            if spec.batch is not None and samples < spec.batch:
+                raise InputError(f"{where} has {samples} samples, fewer than the model's fixed "
+                                 f"batch size {spec.batch}")
+
+    def batch_size(self, specs: Sequence[InputSpec], requested: int = DEFAULT_BATCH_SIZE) -> int:
+        """Samples per inference: the model's fixed batch size, else ``requested``."""
+        fixed = {spec.batch for spec in specs if spec.batch is not None}
+        if fixed:
+            return fixed.pop()
+        return max(1, min(requested, self.num_samples))
+
+    def batches(self, batch_size: int, max_batches: int = 0) -> Iterator[dict[str, np.ndarray]]:
+        """Feed dicts of ``batch_size`` samples; a short last batch is dropped (fixed shapes)."""
+        count = self.num_samples // batch_size
+        if max_batches:
+            count = min(count, max_batches)
+        for index in range(count):
+            lo, hi = index * batch_size, (index + 1) * batch_size
+            yield {name: np.ascontiguousarray(array[lo:hi]) for name, array in self.arrays.items()}
+
+    def num_batches(self, batch_size: int, max_batches: int = 0) -> int:
+        count = self.num_samples // batch_size
+        return min(count, max_batches) if max_batches else count
+
+
+def _shape_text(shape: Sequence[int | None]) -> str:
+    return "[" + ",".join("?" if d is None else str(d) for d in shape) + "]"
+
+
+def _read_arrays(path: Path, single_input: str | None) -> dict[str, np.ndarray]:
+    if path.stat().st_size == 0:
+        raise InputError(f"calibration data {path} is empty")
+    try:
+        loaded = np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as exc:
+        raise InputError(f"calibration data {path} is not a NumPy .npz/.npy file "
+                         f"({str(exc).splitlines()[0]})") from None
+    if isinstance(loaded, np.ndarray):
+        if single_input is None:
+            raise InputError(f"calibration data {path} is a single .npy array but the model has "
+                             "several inputs; use an .npz mapping input names to arrays")
+        return {single_input: loaded}
+    with loaded:
+        return {name: loaded[name] for name in loaded.files}
+
+
+def load_calibration_data(path: str | Path, model: onnx.ModelProto,
+                          min_samples: int = MIN_SAMPLES) -> CalibrationData:
+    """Read calibration samples for ``model`` from an .npz, an .npy or a folder of them.
+
+    Arrays of several files are concatenated along the sample axis. The result is validated
+    against the model's inputs (:meth:`CalibrationData.validate`).
+    """
+    path = Path(path)
+    specs = model_input_specs(model)
+    single_input = specs[0].name if len(specs) == 1 else None
+    if not path.exists():
+        raise InputError(f"calibration data not found: {path}")
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.suffix.lower() in (".npz", ".npy"))
+        if not files:
+            raise InputError(f"calibration data folder {path} holds no .npz or .npy files")
+    else:
+        files = [path]
+    parts: dict[str, list[np.ndarray]] = {}
+    for file in files:
+        for name, array in _read_arrays(file, single_input).items():
+            parts.setdefault(name, []).append(array)
+    arrays = {}
+    for name, chunks in parts.items():
+        if len({c.shape[1:] for c in chunks}) > 1 or len({c.dtype for c in chunks}) > 1:
+            raise InputError(f"calibration data {path}: files disagree on the shape or dtype of "
+                             f"'{name}'")
+        arrays[name] = chunks[0] if len(chunks) == 1 else np.concatenate(chunks, axis=0)
+    data = CalibrationData(arrays, source=str(path))
+    data.validate(specs, min_samples=min_samples)
+    return data
+
+
+# --------------------------------------------------------------------------------------------
+# Statistics and range selection
+# --------------------------------------------------------------------------------------------
+
+
+class AbsHistogram:
+    """Running histogram of ``|x|`` over ``[0, upper)`` with a fixed number of bins.
+
+    The upper edge is set by the first batch and doubles (merging neighbouring bins) whenever a
+    later batch exceeds it, so one pass over the data suffices and no sample is clipped.
+
+    Exact zeros are counted apart (``zeros``), not in bin 0: they quantize exactly at any range,
+    and after a ReLU they are half the mass, whose spike would dominate the entropy search and pull
+    the threshold far below the data (as ``skip_zeros`` does in NVIDIA's pytorch-quantization).
+    """
+
+    def __init__(self, num_bins: int = DEFAULT_NUM_BINS):
+        if num_bins < QUANTIZED_LEVELS:
+            raise ValueError(f"histogram needs at least {QUANTIZED_LEVELS} bins")
+        self.num_bins = num_bins
+        self.counts = np.zeros(num_bins, dtype=np.int64)
+        self.upper = 0.0
+        self.amax = 0.0
+        self.zeros = 0
+
+    def add(self, values: np.ndarray) -> None:
+        magnitude = np.abs(np.asarray(values, dtype=np.float32)).ravel()
+        nonzero = magnitude[magnitude > 0]
+        self.zeros += magnitude.size - nonzero.size
+        if nonzero.size == 0:
+            return
+        magnitude = nonzero
+        batch_max = float(magnitude.max())
+        self.amax = max(self.amax, batch_max)
+        if self.upper == 0.0:
+            self.upper = batch_max
+        elif batch_max > self.upper:
+            self._grow(batch_max)
+        index = np.minimum((magnitude * (self.num_bins / self.upper)).astype(np.int64),
+                           self.num_bins - 1)
+        self.counts += np.bincount(index, minlength=self.num_bins)
+
+    def _grow(self, new_max: float) -> None:
+        factor = 1 << max(0, math.ceil(math.log2(new_max / self.upper)))
+        while self.upper * factor < new_max:  # guards log2 rounding
+            factor <<= 1
+        if factor >= self.num_bins:
+            merged = np.zeros(self.num_bins, dtype=np.int64)
+            merged[0] = self.counts.sum()
+        else:
+            merged = np.zeros(self.num_bins, dtype=np.int64)
+            sums = self.counts.reshape(self.num_bins // factor, factor).sum(axis=1) \
+                if self.num_bins % factor == 0 else np.add.reduceat(
+                    self.counts, np.arange(0, self.num_bins, factor))
+            merged[:len(sums)] = sums
+        self.counts = merged
+        self.upper *= factor
+
+    @property
+    def bin_width(self) -> float:
+        return self.upper / self.num_bins
+
+
+def entropy_amax(counts: np.ndarray, bin_width: float,
+                 quantized_levels: int = QUANTIZED_LEVELS) -> float:
+    """TensorRT's entropy calibration: the threshold minimizing KL(P || Q) over a ``|x|`` histogram.
+
+    For each candidate ``i`` (number of bins kept, from ``quantized_levels`` to all): P is the
+    histogram of the first ``i`` bins with everything beyond folded into bin ``i-1`` (clipping);
+    Q is the same ``i`` bins merged into ``quantized_levels`` levels and spread back evenly over the
+    bins that were non-empty. The threshold is ``(i + 0.5) * bin_width`` of the best candidate.
+
+    Discrete data (fewer occupied bins than quantized levels, e.g. images with a few intensity
+    levels) keeps its full range: there the search is degenerate, since folding all the mass into
+    the first level's bin makes P a single spike that Q matches exactly (KL = 0).
+    """
+    counts = np.asarray(counts, dtype=np.float64)
+    num_bins = len(counts)
+    nonzero = np.flatnonzero(counts)
+    if nonzero.size == 0:
+        return 0.0
+    last = int(nonzero[-1]) + 1  # bins beyond the last non-empty one change nothing
+    if last <= quantized_levels or nonzero.size < quantized_levels:
+        return last * bin_width
+    total = counts.sum()
+    best_i, best_kl = last, math.inf
+    for i in range(quantized_levels, last + 1):
+        reference = counts[:i].copy()
+        reference[i - 1] += counts[i:].sum()
+        is_nonzero = reference != 0
+        level = (np.arange(i) * quantized_levels) // i
+        level_sum = np.bincount(level, weights=counts[:i], minlength=quantized_levels)
+        level_nonzero = np.bincount(level, weights=is_nonzero, minlength=quantized_levels)
+        spread = np.divide(level_sum, level_nonzero, out=np.zeros_like(level_sum),
+                           where=level_nonzero > 0)
+        candidate = np.where(is_nonzero, spread[level], 0.0)
+        kl = _kl_divergence(reference / total, candidate)
+        if kl < best_kl:
+            best_kl, best_i = kl, i
+    return min((best_i + 0.5) * bin_width, num_bins * bin_width)
+
+
+def _kl_divergence(p: np.ndarray, q: np.ndarray, eps: float = 1e-4) -> float:
+    """KL(P || Q) after normalizing Q and smoothing empty bins of Q where P has mass."""
+    q_sum = q.sum()
+    if q_sum <= 0:
+        return math.inf
+    q = q / q_sum
+    p = p / p.sum()
+    support = p > 0
+    q = np.where(support & (q <= 0), eps, q)
+    return float(np.sum(p[support] * np.log(p[support] / q[support])))
+
+
+def percentile_amax(counts: np.ndarray, bin_width: float, percentile: float) -> float:
+    """The ``percentile`` of ``|x|`` read off the histogram, interpolating inside the bin."""
+    counts = np.asarray(counts, dtype=np.float64)
+    total = counts.sum()
+    if total == 0:
+        return 0.0
+    target = total * percentile / 100.0
+    cumulative = np.cumsum(counts)
+    index = int(np.searchsorted(cumulative, target, side="left"))
+    index = min(index, len(counts) - 1)
+    before = cumulative[index - 1] if index else 0.0
+    inside = (target - before) / counts[index] if counts[index] else 1.0
+    return (index + float(np.clip(inside, 0.0, 1.0))) * bin_width
+
+
+@dataclass
+class TensorStatistics:
+    """What calibration observed of one tensor."""
+
+    amax: float = 0.0
+    histogram: AbsHistogram | None = None
+
+    def add(self, values: np.ndarray) -> None:
+        if self.histogram is not None:
+            self.histogram.add(values)
+            self.amax = self.histogram.amax
+        elif values.size:
+            self.amax = max(self.amax, float(np.abs(values).max()))
+
+    def range(self, method: str, percentile: float = DEFAULT_PERCENTILE) -> float:
+        """The symmetric range ``amax`` this tensor quantizes to under ``method``."""
+        if method == "minmax" or self.histogram is None:
+            return self.amax
+        if self.histogram.upper == 0.0:
+            return 0.0
+        if method == "entropy":
+            return min(entropy_amax(self.histogram.counts, self.histogram.bin_width), self.amax)
+        if method == "percentile":
+            return min(percentile_amax(self.histogram.counts, self.histogram.bin_width,
+                                       percentile), self.amax)
+        raise ValueError(f"unknown calibration method '{method}'")
+
+
+def check_method(method: str, percentile: float = DEFAULT_PERCENTILE) -> None:
+    """Raise InputError unless ``method`` (and ``percentile``) are usable."""
+    if method not in METHODS:
+        raise InputError(f"unknown calibration method '{method}': use {', '.join(METHODS)}")
+    if method == "percentile" and not 0.0 < percentile <= 100.0:
+        raise InputError(f"calibration percentile must be in (0, 100], got {percentile:g}")
+
+
+def collect_ranges(model: onnx.ModelProto, tensor_names: Sequence[str], data: CalibrationData, *,
+                   method: str = "entropy", percentile: float = DEFAULT_PERCENTILE,
+                   num_bins: int = DEFAULT_NUM_BINS, batch_size: int = DEFAULT_BATCH_SIZE,
+                   max_batches: int = 0, progress: bool = True) -> dict[str, float]:
+    """Run ``model`` on the calibration data and return ``{tensor: amax}`` for ``tensor_names``.
+
+    The observed tensors are added as extra graph outputs of a copy of the model, which ONNX
+    Runtime runs on CPU one batch at a time; a progress bar over batches goes to stderr.
+    """
+    import onnxruntime as ort
+    from tqdm import tqdm
+
+    check_method(method, percentile)
+    specs = model_input_specs(model)
+    data.validate(specs, min_samples=1)
+    observed = onnx.ModelProto()
+    observed.CopyFrom(model)
+    existing_outputs = {o.name for o in observed.graph.output}
+    for name in tensor_names:
+        if name not in existing_outputs:
+            observed.graph.output.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    session = ort.InferenceSession(observed.SerializeToString(), options,
+                                   providers=["CPUExecutionProvider"])
+    statistics = {name: TensorStatistics(histogram=None if method == "minmax"
+                                         else AbsHistogram(num_bins))
+                  for name in tensor_names}
+    size = data.batch_size(specs, batch_size)
+    total = data.num_batches(size, max_batches)
+    names = list(tensor_names)
+    with tqdm(total=total, desc="calibrating", unit="batch", file=sys.stderr,
+              disable=None if progress else True, leave=False) as bar:
+        for feed in data.batches(size, max_batches):
+            for name, values in zip(names, session.run(names, feed)):
+                statistics[name].add(values)
+            bar.update(1)
+    return {name: stats.range(method, percentile) for name, stats in statistics.items()}
+
+
+# --------------------------------------------------------------------------------------------
+# Model fingerprint and cache
+# --------------------------------------------------------------------------------------------
+
+
+def model_fingerprint(model: onnx.ModelProto) -> str:
+    """A digest of the model's graph and local functions (structure and weights)."""
+    digest = hashlib.blake2b(digest_size=16)
+    digest.update(model.graph.SerializeToString(deterministic=True))
+    for function in model.functions:
+        digest.update(function.SerializeToString(deterministic=True))
+    return digest.hexdigest()
+
+
+@dataclass
+class CalibrationCache:
+    """Activation ranges computed for one model by one method, stored as JSON."""
+
+    method: str
+    model_fingerprint: str
+    ranges: dict[str, float] = field(default_factory=dict)
+    percentile: float | None = None
+    num_samples: int = 0
+
+    def to_json(self) -> str:
+        return json.dumps({
+            "format": CACHE_FORMAT, "version": CACHE_VERSION, "method": self.method,
+            "percentile": self.percentile, "model_fingerprint": self.model_fingerprint,
+            "num_samples": self.num_samples,
+            "ranges": {name: float(amax) for name, amax in sorted(self.ranges.items())},
+        }, indent=2) + "\n"
+
+    def save(self, path: str | Path) -> Path:
+        """Write the cache atomically."""
+        return ir.atomic_write_bytes(path, self.to_json().encode())
+
+    @classmethod
+    def load(cls, path: str | Path) -> CalibrationCache:
+        """Read a cache file; InputError if it is not one."""
+        path = Path(path)
+        try:
+            payload = json.loads(path.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise InputError(f"calibration cache {path} is unreadable ({exc}); delete it to "
+                             "recalibrate") from None
+        if not isinstance(payload, dict) or payload.get("format") != CACHE_FORMAT:
+            raise InputError(f"calibration cache {path} is not a trtcompile calibration cache")
+        if payload.get("version") != CACHE_VERSION:
+            raise InputError(f"calibration cache {path} has version {payload.get('version')}, "
+                             f"expected {CACHE_VERSION}; delete it to recalibrate")
+        try:
+            ranges = {str(k): float(v) for k, v in payload["ranges"].items()}
+            return cls(method=str(payload["method"]),
+                       model_fingerprint=str(payload["model_fingerprint"]), ranges=ranges,
+                       percentile=payload.get("percentile"),
+                       num_samples=int(payload.get("num_samples", 0)))
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise InputError(f"calibration cache {path} is malformed ({exc}); delete it to "
+                             "recalibrate") from None
+
+    def check(self, path: str | Path, fingerprint: str, method: str,
+              percentile: float | None) -> None:
+        """Refuse a cache computed for another model or with another method."""
+        if self.model_fingerprint != fingerprint:
+            raise InputError(
+                f"calibration cache {path} was computed for a different model (fingerprint "
+                f"{self.model_fingerprint[:12]}, this model {fingerprint[:12]}); delete it or "
+                "point --calib-cache elsewhere to recalibrate")
+        if self.method != method or (method == "percentile" and self.percentile != percentile):
+            used = self.method + (f" {self.percentile:g}" if self.method == "percentile" else "")
+            asked = method + (f" {percentile:g}" if method == "percentile" else "")
+            raise InputError(f"calibration cache {path} holds {used} ranges but {asked} was "
+                             "requested; delete it or use the same method")
+
+
+@dataclass
+class Calibration:
+    """What ``quantize-int8`` reads from ``PassContext.resources["quantize-int8"]``.
+
+    ``data`` are the samples (may be None when a complete cache is given); ``cache_path`` is read
+    when it exists and written after calibrating; ``progress`` shows the bar on stderr.
+    """
+
+    data: CalibrationData | None = None
+    cache_path: Path | None = None
+    progress: bool = True
+    info: dict[str, Any] = field(default_factory=dict)  # filled by the pass: where ranges came from
+
+
+def resolve_ranges(model: onnx.ModelProto, tensor_names: Sequence[str], calibration: Calibration,
+                   *, method: str, percentile: float, num_bins: int, batch_size: int,
+                   max_batches: int) -> tuple[dict[str, float], str]:
+    """Ranges for ``tensor_names``: from a valid cache if it covers them, else by calibrating.
+
+    Returns the ranges and where they came from (``"cache"`` or ``"calibration"``). Writes the
+    cache after calibrating when a cache path is set.
+    """
+    check_method(method, percentile)
+    fingerprint = model_fingerprint(model)
+    stored_percentile = percentile if method == "percentile" else None
+    cache_path = Path(calibration.cache_path) if calibration.cache_path else None
+    if cache_path is not None and cache_path.exists():
+        cache = CalibrationCache.load(cache_path)
+        cache.check(cache_path, fingerprint, method, stored_percentile)
+        missing = [name for name in tensor_names if name not in cache.ranges]
+        if not missing:
+            return {name: cache.ranges[name] for name in tensor_names}, "cache"
+        if calibration.data is None:
+            raise InputError(f"calibration cache {cache_path} lacks ranges for {len(missing)} "
+                             f"tensors (e.g. '{missing[0]}'); give calibration data to recalibrate")
+    if calibration.data is None:
+        raise InputError("quantize-int8 needs calibration data (--calib-data) or an existing "
+                         "calibration cache (--calib-cache)")
+    ranges = collect_ranges(model, tensor_names, calibration.data, method=method,
+                            percentile=percentile, num_bins=num_bins, batch_size=batch_size,
+                            max_batches=max_batches, progress=calibration.progress)
+    if cache_path is not None:
+        CalibrationCache(method=method, model_fingerprint=fingerprint, ranges=ranges,
+                         percentile=stored_percentile,
+                         num_samples=calibration.data.num_samples).save(cache_path)
+    return ranges, "calibration"
+
+
+__all__ = [
+    "CACHE_FORMAT", "DEFAULT_NUM_BINS", "DEFAULT_PERCENTILE", "METHODS", "MIN_SAMPLES",
+    "AbsHistogram", "Calibration", "CalibrationCache", "CalibrationData", "InputSpec",
+    "TensorStatistics", "check_method", "collect_ranges", "entropy_amax", "load_calibration_data",
+    "model_fingerprint", "model_input_specs", "parity_tolerances", "percentile_amax",
+    "resolve_ranges",
+]

@@ -1,0 +1,469 @@
+"""The ``trtcompile`` command.
+
+::
+
+    trtcompile compile [MODEL] [-o OUT] [flags]   optimize, check parity, build the engine
+    trtcompile golden MANIFEST [flags]            run a golden-test manifest
+    trtcompile passes [--markdown]                the pass reference
+    trtcompile --version
+
+Errors the user can act on (:class:`trtcompile.errors.TrtcompileError`) print one line,
+``trtcompile: error: ...``, and exit with their code (2 bad input, 1 check failed, 3 backend,
+4 pass failed); any other exception is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import inspect
+import sys
+import typing
+from collections.abc import Sequence
+
+from trtcompile import __version__, verify
+from trtcompile.errors import InputError, TrtcompileError
+
+
+# --------------------------------------------------------------------------------------------
+# Flag values
+# --------------------------------------------------------------------------------------------
+
+
+def parse_input_shapes(values: Sequence[str]) -> dict[str, list[int]]:
+    """``--input-shape`` values (``name:1x224x224x3``, repeatable or comma-separated) to a dict.
+
+    The name is everything before the last colon, so TensorFlow names (``input_1:0``) work.
+    """
+    shapes: dict[str, list[int]] = {}
+    for value in values:
+        for item in (part.strip() for part in value.split(",")):
+            if not item:
+                continue
+            name, sep, dims = item.rpartition(":")
+            if not sep or not name or not dims:
+                raise InputError(f"--input-shape '{item}': expected NAME:DIMS such as input:1x224x224x3")
+            try:
+                shape = [int(d) for d in dims.lower().split("x")]
+            except ValueError:
+                raise InputError(f"--input-shape '{item}': dimensions must be integers separated "
+                                 "by 'x', such as 1x224x224x3") from None
+            if any(d <= 0 for d in shape):
+                raise InputError(f"--input-shape '{item}': dimensions must be positive")
+            if name in shapes:
+                raise InputError(f"--input-shape gives '{name}' twice")
+            shapes[name] = shape
+    return shapes
+
+
+def parse_names(values: Sequence[str]) -> tuple[str, ...]:
+    """Comma-separated, repeatable name lists (``--outputs a,b --outputs c``)."""
+    return tuple(name.strip() for value in values for name in value.split(",") if name.strip())
+
+
+# --------------------------------------------------------------------------------------------
+# compile
+# --------------------------------------------------------------------------------------------
+
+
+def _stderr(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def shape_options(args: argparse.Namespace):
+    """The :class:`~trtcompile.shapes.ShapeOptions` of the dynamic-shape flags (syntax checked
+    here; the fit to the model when it is loaded)."""
+    from trtcompile import shapes
+
+    representative = [s for value in args.representative_shapes
+                      for s in shapes.parse_representative_shapes(value)]
+    return shapes.ShapeOptions(
+        min_shapes=[shapes.parse_shape_spec(v, "--min-shapes") for v in args.min_shapes],
+        opt_shapes=[shapes.parse_shape_spec(v, "--opt-shapes") for v in args.opt_shapes],
+        max_shapes=[shapes.parse_shape_spec(v, "--max-shapes") for v in args.max_shapes],
+        profiles_file=args.profiles, strategy=args.profile_strategy,
+        representative_shapes=representative)
+
+
+def compile_options(args: argparse.Namespace):
+    """The :class:`~trtcompile.compiler.CompileOptions` the flags describe."""
+    from trtcompile.compiler import CompileOptions
+    from trtcompile.frontend import FrontendOptions
+
+    if args.atol < 0 or args.rtol < 0:
+        raise InputError("--atol and --rtol must not be negative")
+    if args.opset is not None and args.opset < 1:
+        raise InputError(f"--opset {args.opset}: expected a positive opset version")
+    frontend = FrontendOptions(
+        signature=args.signature,
+        input_shapes=parse_input_shapes(args.input_shape),
+        inputs_as_nchw=parse_names(args.inputs_as_nchw),
+        opset=args.opset,
+        outputs=parse_names(args.outputs),
+        lowering=args.lowering,
+    )
+    return CompileOptions(
+        pipeline=args.pipeline, pass_modules=tuple(args.pass_module), atol=args.atol,
+        rtol=args.rtol, seed=args.seed, parity=not args.no_parity, engine=not args.no_engine,
+        dump_after_each=args.dump_after_each, verify_after_each=args.verify_after_each,
+        frontend=frontend, progress=not (args.no_progress or args.quiet),
+        shapes=shape_options(args),
+        report_json=args.report_json, example=args.example,
+        log=None if args.quiet else _stderr, report_html=args.report_html,
+        precision=args.precision, calib_data=args.calib_data, calib_method=args.calib_method,
+        calib_cache=args.calib_cache, calib_batches=args.calib_batches,
+    )
+
+
+def check_why_not(names: Sequence[str], options) -> None:
+    """Refuse ``--why-not`` names that are not passes of the pipeline, before compiling."""
+    from trtcompile.compiler import build_registry, precision_pipeline
+    from trtcompile.pass_manager import iter_passes, parse_pipeline
+
+    if not names:
+        return
+    registry = build_registry(options.pass_modules)
+    pipeline = parse_pipeline(options.pipeline, registry)
+    precision_text = precision_pipeline(options)
+    if precision_text:
+        pipeline = (*pipeline, *parse_pipeline(precision_text, registry))
+    running = {p.name for p in iter_passes(pipeline)}
+    for name in names:
+        if name not in registry:
+            raise InputError(f"--why-not {name}: no such pass (passes: "
+                             f"{', '.join(sorted(registry.names()))})")
+        if name not in running:
+            raise InputError(f"--why-not {name}: the pass does not run in this pipeline "
+                             f"({', '.join(sorted(running)) or 'no pass'}); add it with --pipeline")
+
+
+def run_compile(args: argparse.Namespace) -> int:
+    from trtcompile import report
+    from trtcompile.compiler import compile_model
+
+    options = compile_options(args)
+    why_not = parse_names(args.why_not)
+    check_why_not(why_not, options)
+    result = compile_model(args.model, args.output, options)
+    if not args.quiet:
+        sys.stdout.write(report.render(result.report, str(args.output)))
+        sys.stdout.flush()
+    if why_not:
+        ops = {node.name: node.op_type for node in result.loaded.model.graph.node}
+        for name in why_not:
+            sys.stdout.write("\n" + "\n".join(report.format_why_not(result.report, name, ops)) + "\n")
+        sys.stdout.flush()
+    if result.error is not None:
+        _stderr(f"trtcompile: error: {result.error}; outputs and report.json written to "
+                f"{args.output} for inspection")
+    return result.exit_code
+
+
+# --------------------------------------------------------------------------------------------
+# golden
+# --------------------------------------------------------------------------------------------
+
+
+def run_golden(args: argparse.Namespace) -> int:
+    from trtcompile import golden, ir
+
+    manifest = golden.load_manifest(args.manifest)
+    entries = manifest.select(args.k)
+    junit = None
+    if args.junit:
+        from pathlib import Path
+
+        from trtcompile.compiler import check_output_location
+
+        junit = Path(args.junit)
+        if junit.is_dir():
+            raise InputError(f"--junit {junit} is a folder; give a file path")
+        check_output_location(junit.parent, None, None)
+    outcomes = golden.run_manifest(entries, progress=not (args.no_progress or args.quiet))
+
+    if args.update:
+        changes = golden.update_manifest(manifest, outcomes)
+        if not args.quiet:
+            if changes:
+                _stderr(f"updated {manifest.path} ({len(changes)} value{'s' if len(changes) != 1 else ''}"
+                        "; review the diff):")
+                for change in changes:
+                    _stderr(f"  {change}")
+            else:
+                _stderr(f"{manifest.path}: expected counts already up to date")
+        # Judge against what the manifest now says (parity and errors still count).
+        updated = {entry.name: entry for entry in golden.load_manifest(manifest.path).entries}
+        for outcome in outcomes:
+            outcome.entry = updated[outcome.entry.name]
+            outcome.mismatches = golden.compare(outcome.entry.expect, outcome)
+
+    if not args.quiet:
+        lines = golden.format_table(outcomes)
+        failed = [o for o in outcomes if not o.passed]
+        if failed:
+            lines.append("")
+            for outcome in failed:
+                lines += outcome.explain().splitlines()
+        lines += ["", golden.summary_line(outcomes)]
+        sys.stdout.write("\n".join(lines) + "\n")
+        sys.stdout.flush()
+    if junit is not None:
+        ir.atomic_write_bytes(junit, golden.junit_xml(outcomes, manifest.path.stem))
+    code = golden.exit_code(outcomes)
+    if code:
+        failed = [o for o in outcomes if not o.passed]
+        what = "; ".join(f"{o.entry.name} ({o.problems()[0]})" for o in failed)
+        _stderr(f"trtcompile: error: {len(failed)} of {len(outcomes)} golden "
+                f"model{'s' if len(outcomes) != 1 else ''} failed: {what}")
+    return code
+
+
+# --------------------------------------------------------------------------------------------
+# passes
+# --------------------------------------------------------------------------------------------
+
+
+def type_name(annotation) -> str:
+    """An option type as the reference shows it."""
+    origin = typing.get_origin(annotation)
+    if origin in (tuple, list):
+        args = [a for a in typing.get_args(annotation) if a is not Ellipsis]
+        return f"list of {type_name(args[0]) if args else 'str'}"
+    return getattr(annotation, "__name__", str(annotation))
+
+
+def format_default(value) -> str:
+    """An option value as pipeline text writes it."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (tuple, list)):
+        return ",".join(format_default(v) for v in value) if value else "(empty)"
+    return str(value)
+
+
+def pass_options(cls) -> list[tuple[str, str, str]]:
+    """(kebab-case name, type, default) of each option of a pass class."""
+    types_ = cls.option_types()
+    rows = []
+    for f in dataclasses.fields(cls):
+        if f.default is not dataclasses.MISSING:
+            default = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            default = f.default_factory()
+        else:
+            default = None
+        rows.append((f.name.replace("_", "-"), type_name(types_[f.name]), format_default(default)))
+    return rows
+
+
+def _doc_body(cls) -> str:
+    """The docstring after its first line (the summary)."""
+    doc = inspect.getdoc(cls) or ""
+    return "\n".join(doc.splitlines()[1:]).strip("\n")
+
+
+def passes_text(registry) -> str:
+    """The pass list for the terminal."""
+    from trtcompile.pass_manager import default_pipeline_text
+
+    lines = [f"default pipeline: {default_pipeline_text()}", ""]
+    for cls in registry:
+        lines.append(f"{cls.name}: {cls.summary()}")
+        options = pass_options(cls)
+        if options:
+            lines.append("  options:")
+            for name, type_, default in options:
+                lines.append(f"    {name}: {type_} = {default}")
+        body = _doc_body(cls)
+        if body:
+            lines += [f"  {line}".rstrip() for line in body.splitlines()]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def passes_markdown(registry) -> str:
+    """The pass reference in Markdown (committed as docs/passes.md)."""
+    from trtcompile.pass_manager import default_pipeline_text
+
+    lines = [
+        "# Pass reference",
+        "",
+        "Generated from the passes' docstrings by `trtcompile passes --markdown`; edit the docstrings,",
+        "not this file. Options are set in pipeline text: `name{option=value other=a,b}`.",
+        "",
+        "The default pipeline:",
+        "",
+        "```text",
+        default_pipeline_text(),
+        "```",
+        "",
+    ]
+    for cls in registry:
+        lines += [f"## {cls.name}", "", f"`{cls.__module__}.{cls.__qualname__}`", "",
+                  cls.summary(), ""]
+        options = pass_options(cls)
+        if options:
+            lines += ["| option | type | default |", "| --- | --- | --- |"]
+            lines += [f"| `{name}` | {type_} | `{default}` |" for name, type_, default in options]
+            lines.append("")
+        body = _doc_body(cls)
+        if body:
+            lines += ["```text", body, "```", ""]
+    return "\n".join(lines).rstrip("\n") + "\n"
+
+
+def run_passes(args: argparse.Namespace) -> int:
+    from trtcompile.compiler import build_registry
+
+    registry = build_registry(args.pass_module)
+    sys.stdout.write(passes_markdown(registry) if args.markdown else passes_text(registry))
+    return 0
+
+
+# --------------------------------------------------------------------------------------------
+# Parser
+# --------------------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from trtcompile.examples import DEFAULT_EXAMPLE, EXAMPLES
+
+    parser = argparse.ArgumentParser(
+        prog="trtcompile",
+        description="Compile TensorFlow and ONNX models to TensorRT engines through explicit, "
+                    "inspectable graph passes.")
+    parser.add_argument("--version", action="version", version=f"trtcompile {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    compile_ = commands.add_parser(
+        "compile", help="optimize a model, check parity, build the engine",
+        description="Optimize MODEL with the pass pipeline, check numerical parity on ONNX Runtime "
+                    "and build a TensorRT engine. Without MODEL, compiles the built-in example.")
+    compile_.add_argument("model", nargs="?", metavar="MODEL",
+                          help=".onnx file, TensorFlow SavedModel folder, .keras/.h5 file or "
+                               "frozen .pb graph (default: the built-in example)")
+    compile_.add_argument("-o", "--output", default="out", metavar="OUT",
+                          help="output folder (default: out)")
+    compile_.add_argument("--pipeline", default="default", metavar="TEXT",
+                          help="pass pipeline text (default: the default pipeline; see "
+                               "'trtcompile passes')")
+    compile_.add_argument("--pass-module", action="append", default=[], metavar="FILE",
+                          help="Python file defining passes to register (repeatable)")
+    compile_.add_argument("--atol", type=float, default=verify.DEFAULT_ATOL,
+                          help=f"parity absolute tolerance (default {verify.DEFAULT_ATOL:g})")
+    compile_.add_argument("--rtol", type=float, default=verify.DEFAULT_RTOL,
+                          help=f"parity relative tolerance (default {verify.DEFAULT_RTOL:g})")
+    compile_.add_argument("--seed", type=int, default=0, help="seed of the parity inputs (default 0)")
+    compile_.add_argument("--no-parity", action="store_true", help="skip the parity check")
+    compile_.add_argument("--no-engine", action="store_true", help="skip building the engine")
+    compile_.add_argument("--dump-after-each", action="store_true",
+                          help="write the model after every pass to OUT/passes/NNN_<pass>.onnx")
+    compile_.add_argument("--verify-after-each", action="store_true",
+                          help="run the onnx checker and ONNX Runtime parity after every pass")
+    compile_.add_argument("--report-json", metavar="PATH",
+                          help="also write the report to PATH (OUT/report.json is always written)")
+    compile_.add_argument("--report-html", metavar="PATH",
+                          help="also write the report as one self-contained HTML page to PATH")
+    compile_.add_argument("--why-not", action="append", default=[], metavar="PASS",
+                          help="list every candidate PASS considered and left alone, with its "
+                               "nodes and the reason (repeatable or comma-separated)")
+    compile_.add_argument("--example", choices=sorted(EXAMPLES), default=None,
+                          help=f"built-in example to compile when MODEL is not given "
+                               f"(default {DEFAULT_EXAMPLE})")
+    compile_.add_argument("-q", "--quiet", action="store_true",
+                          help="print errors only (no progress, no tables)")
+    compile_.add_argument("--no-progress", action="store_true", help="no progress bars")
+    frontend = compile_.add_argument_group("TensorFlow lowering")
+    frontend.add_argument("--signature", default="serving_default",
+                          help="SavedModel signature to lower (default serving_default)")
+    frontend.add_argument("--input-shape", action="append", default=[], metavar="NAME:DIMS",
+                          help="fix an input's shape, e.g. input:1x224x224x3 (repeatable or "
+                               "comma-separated); also applies to ONNX models")
+    frontend.add_argument("--inputs-as-nchw", action="append", default=[], metavar="NAMES",
+                          help="inputs to take as NCHW (comma-separated)")
+    frontend.add_argument("--opset", type=int, default=None, help="ONNX opset to lower to")
+    frontend.add_argument("--outputs", action="append", default=[], metavar="NAMES",
+                          help="output tensor names of a frozen graph (comma-separated)")
+    frontend.add_argument("--lowering", choices=("faithful", "tf2onnx-optimized"),
+                          default="faithful",
+                          help="faithful: tf2onnx's own optimizers off, the passes do the work "
+                               "(default); tf2onnx-optimized: keep them on")
+    dynamic = compile_.add_argument_group(
+        "dynamic shapes", "optimization profiles for inputs with unknown dimensions (see "
+        "docs/shapes.md); without them an unknown batch dimension defaults to 1")
+    for bound, meaning in (("min", "smallest"), ("opt", "tuned-for"), ("max", "largest")):
+        dynamic.add_argument(f"--{bound}-shapes", action="append", default=[], metavar="SPEC",
+                             help=f"{meaning} input shapes of a profile, trtexec's spelling "
+                                  "name:1x3x224x224,other:1x16; the k-th occurrence of each of "
+                                  "--min/opt/max-shapes forms profile k")
+    dynamic.add_argument("--profiles", metavar="FILE",
+                         help="TOML or JSON file of optimization profiles")
+    dynamic.add_argument("--profile-strategy", choices=("range", "optimal", "range+optimal"),
+                         default=None,
+                         help="derive profiles from --representative-shapes as TF-TRT does "
+                              "(default range)")
+    dynamic.add_argument("--representative-shapes", action="append", default=[], metavar="SETS",
+                         help="representative input shapes, sets separated by ';' "
+                              "('input:1x224x224x3;input:8x224x224x3'), or @FILE")
+    precision = compile_.add_argument_group("precision")
+    precision.add_argument("--precision", choices=("fp32", "fp16", "int8"), default="fp32",
+                           help="precision written into the graph: fp16 appends precision-fp16, "
+                                "int8 appends quantize-int8 (default fp32); parity tolerances "
+                                "follow unless --atol/--rtol are given")
+    precision.add_argument("--calib-data", metavar="PATH",
+                           help="INT8 calibration samples: .npz mapping input names to arrays "
+                                "whose first axis is the sample axis, .npy for a single-input "
+                                "model, or a folder of them")
+    precision.add_argument("--calib-method", choices=("entropy", "minmax", "percentile"),
+                           default="entropy",
+                           help="INT8 range selection (default entropy, TensorRT's KL calibrator)")
+    precision.add_argument("--calib-cache", metavar="FILE",
+                           help="JSON of computed ranges: reused if it matches the model, written "
+                                "after calibrating")
+    precision.add_argument("--calib-batches", type=int, default=0, metavar="N",
+                           help="calibrate on at most N batches (default 0: all samples)")
+    compile_.set_defaults(handler=run_compile)
+
+    golden_ = commands.add_parser(
+        "golden", help="run a golden-test manifest (expected counts, parity)",
+        description="Compile every model of MANIFEST (TOML, one [[model]] table per model), check "
+                    "parity and the expected layer counts, print one row per model and exit 1 "
+                    "naming what regressed. See docs/golden.md for the format.")
+    golden_.add_argument("manifest", metavar="MANIFEST", help="the manifest (.toml)")
+    golden_.add_argument("-k", metavar="PATTERN", default=None,
+                         help="run only entries whose name contains PATTERN (a glob when it has "
+                              "*?[; several patterns comma-separated)")
+    golden_.add_argument("--junit", metavar="PATH", help="write a JUnit XML report to PATH")
+    golden_.add_argument("--update", action="store_true",
+                         help="rewrite the expected counts in MANIFEST with what was measured "
+                              "(comments and order kept); review the diff")
+    golden_.add_argument("-q", "--quiet", action="store_true",
+                         help="print errors only (no progress, no table)")
+    golden_.add_argument("--no-progress", action="store_true", help="no progress bar")
+    golden_.set_defaults(handler=run_golden)
+
+    passes = commands.add_parser("passes", help="list the passes, their options and rules",
+                                 description="List the passes with their options and rules.")
+    passes.add_argument("--markdown", action="store_true",
+                        help="print the pass reference as Markdown (docs/passes.md)")
+    passes.add_argument("--pass-module", action="append", default=[], metavar="FILE",
+                        help="also list the passes of this Python file (repeatable)")
+    passes.set_defaults(handler=run_passes)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``trtcompile`` console script; returns the exit code."""
+    args = build_parser().parse_args(argv)
+    try:
+        return args.handler(args)
+    except TrtcompileError as exc:
+        _stderr(f"trtcompile: error: {exc}")
+        return exc.exit_code
+    except KeyboardInterrupt:
+        _stderr("trtcompile: interrupted")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,369 @@
+"""The compile report as one self-contained HTML page (``trtcompile compile --report-html PATH``).
+
+The page is drawn from the same dict as ``report.json`` and the terminal table
+(:func:`trtcompile.report.build_report`), so the three cannot disagree. It needs no network: the CSS
+is inline, the chart is inline SVG, there is no script and no external font or image, so it can be
+attached to a CI run or mailed and read anywhere.
+
+Sections: summary (verdict, layers, engine, parity, time), a chart of the layers after each pass,
+the per-pass table, the candidates each pass left alone and why, the op histogram before and after,
+the engine layers with the ONNX nodes fused into each, the parity table, tool versions.
+"""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from trtcompile import report as text_report
+
+#: The page's stylesheet (inline; system fonts only).
+STYLE = """
+:root { --ink: #1d2330; --muted: #5d6678; --line: #dfe3ea; --panel: #f6f8fb; --accent: #2f6fde;
+        --good: #1f8a4c; --bad: #c6362f; --warn: #a86400; }
+* { box-sizing: border-box; }
+body { margin: 0; padding: 28px 36px 48px; color: var(--ink); background: #fff;
+       font: 14px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, "DejaVu Sans", sans-serif; }
+h1 { font-size: 22px; margin: 0 0 4px; }
+h2 { font-size: 17px; margin: 30px 0 10px; padding-bottom: 4px; border-bottom: 1px solid var(--line); }
+h3 { font-size: 14px; margin: 16px 0 6px; }
+code, .mono { font-family: ui-monospace, "SFMono-Regular", Menlo, Consolas, "DejaVu Sans Mono", monospace;
+              font-size: 12.5px; }
+.subtitle { color: var(--muted); margin: 0 0 16px; }
+.pipeline { background: var(--panel); border: 1px solid var(--line); border-radius: 6px;
+            padding: 8px 10px; overflow-wrap: anywhere; }
+.cards { display: flex; flex-wrap: wrap; gap: 12px; margin: 16px 0 4px; }
+.card { flex: 1 1 170px; background: var(--panel); border: 1px solid var(--line); border-radius: 8px;
+        padding: 10px 14px; }
+.card .label { color: var(--muted); font-size: 12px; text-transform: uppercase; letter-spacing: .04em; }
+.card .value { font-size: 22px; font-weight: 600; margin-top: 2px; }
+.card .detail { color: var(--muted); font-size: 12px; }
+.badge { display: inline-block; padding: 2px 10px; border-radius: 999px; font-weight: 600;
+         font-size: 12px; color: #fff; vertical-align: middle; }
+.badge.passed { background: var(--good); } .badge.failed { background: var(--bad); }
+.badge.neutral { background: var(--muted); }
+.error { color: var(--bad); margin: 6px 0; }
+table { border-collapse: collapse; width: 100%; margin: 6px 0 4px; }
+th, td { text-align: left; padding: 5px 10px; border-bottom: 1px solid var(--line); vertical-align: top; }
+th { background: var(--panel); font-weight: 600; font-size: 12.5px; color: var(--muted); }
+td.num, th.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
+tr.total td { font-weight: 600; border-top: 2px solid var(--line); }
+tr.noncompute td { color: var(--muted); }
+.down { color: var(--good); } .up { color: var(--bad); } .same { color: var(--muted); }
+.ok { color: var(--good); font-weight: 600; } .fail { color: var(--bad); font-weight: 600; }
+.bars { width: 220px; }
+.bar { height: 7px; border-radius: 3px; margin: 2px 0; }
+.bar.before { background: #b7c2d6; } .bar.after { background: var(--accent); }
+.legend span { display: inline-block; margin-right: 16px; color: var(--muted); font-size: 12px; }
+.legend i { display: inline-block; width: 12px; height: 7px; border-radius: 2px; margin-right: 5px; }
+.chart { overflow-x: auto; border: 1px solid var(--line); border-radius: 8px; padding: 6px; }
+details { margin: 4px 0; } summary { cursor: pointer; }
+.note { color: var(--muted); font-size: 12.5px; }
+footer { margin-top: 32px; color: var(--muted); font-size: 12px; }
+"""
+
+
+def _e(value: Any) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def _num(value: Any) -> str:
+    return f'<td class="num">{_e(value)}</td>'
+
+
+def _delta_cell(delta: int, colored: bool = True) -> str:
+    """A signed delta; fewer layers read green, more red (``colored``), no change grey."""
+    css = ("down" if delta < 0 else "up" if delta > 0 else "same") if colored else \
+        ("same" if delta == 0 else "")
+    text = f"{delta:+d}" if delta else "0"
+    return f'<td class="num {css}">{text}</td>'
+
+
+def _error_text(value: Any) -> str:
+    return value if isinstance(value, str) else f"{value:.3g}"
+
+
+# --------------------------------------------------------------------------------------------
+# Sections
+# --------------------------------------------------------------------------------------------
+
+
+def _summary(report: Mapping[str, Any]) -> str:
+    status = report["status"]
+    model = report["model"]
+    layers = report["layers"]
+    engine = report["engine"]
+    parity = report["parity"]
+    verdict = ('<span class="badge passed">passed</span>' if status["passed"]
+               else f'<span class="badge failed">failed (exit {status["exit_code"]})</span>')
+    parts = [
+        f'<h1>trtcompile report {verdict}</h1>',
+        f'<p class="subtitle">{_e(model.get("description") or model.get("source") or "model")}</p>',
+    ]
+    if status.get("error"):
+        parts.append(f'<p class="error">{_e(status["error"])}</p>')
+    parts.append(f'<div class="pipeline"><span class="note">pipeline</span> '
+                 f'<code>{_e(report["pipeline"] or "(no passes)")}</code></div>')
+
+    delta = layers["optimized"] - layers["input"]
+    cards = [("graph layers", f'{layers["input"]} &rarr; {layers["optimized"]}',
+              f'{delta:+d} layers over {len(report["passes"])} pass runs' if delta
+              else f'unchanged over {len(report["passes"])} pass runs')]
+    if engine.get("built"):
+        profile0 = [layer for layer in engine.get("layers", []) if layer.get("profile", 0) == 0]
+        cards.append(("engine compute layers", str(engine["compute_layers"]),
+                      f'{len(profile0)} engine layers; built in '
+                      f'{text_report.format_seconds(engine["build_seconds"])}'))
+    else:
+        cards.append(("engine", "not built", _e(engine.get("reason", ""))))
+    if parity["checked"]:
+        worst = max((o["max_abs"] for o in parity["outputs"].values()
+                     if not isinstance(o["max_abs"], str)), default=None)
+        cards.append(("parity", "passed" if parity["passed"] else "FAILED",
+                      f'worst max_abs {worst:.3g}' if worst is not None else "no outputs compared"))
+    else:
+        cards.append(("parity", "not checked", ""))
+    total = report.get("seconds", {}).get("total")
+    if total is not None:
+        cards.append(("total time", text_report.format_seconds(total),
+                      f'passes {text_report.format_seconds(report.get("passes_seconds", 0.0))}'))
+    parts.append('<div class="cards" id="summary">' + "".join(
+        f'<div class="card"><div class="label">{_e(label)}</div><div class="value">{value}</div>'
+        f'<div class="detail">{detail}</div></div>' for label, value, detail in cards) + "</div>")
+    return "\n".join(parts)
+
+
+def layers_chart_svg(report: Mapping[str, Any]) -> str:
+    """An inline SVG line chart of the graph's layer count: the input, then after each pass run
+    (x), with the count at every point that changed it."""
+    points = [("input", report["layers"]["input"])]
+    points += [(text_report.pass_label(r), r["layers_after"]) for r in report["passes"]]
+    step = 56
+    left, right, top, bottom = 56, 40, 30, 150
+    width = max(920, left + right + step * max(len(points) - 1, 1))
+    height = 330
+    plot_h = height - top - bottom
+    values = [v for _, v in points]
+    low, high = min(values), max(values)
+    if high == low:
+        low, high = max(0, low - 1), high + 1
+    span = high - low
+    low, high = max(0, low - span * 0.1), high + span * 0.1
+
+    def x(i: int) -> float:
+        if len(points) == 1:
+            return left + (width - left - right) / 2
+        return left + i * (width - left - right) / (len(points) - 1)
+
+    def y(v: float) -> float:
+        return top + plot_h * (1 - (v - low) / (high - low))
+
+    out = [f'<svg role="img" id="layers-chart" '
+           f'width="{width}" height="{height}" viewBox="0 0 {width} {height}" '
+           f'font-family="system-ui, sans-serif" font-size="11">',
+           '<title>Graph layers after each pass</title>']
+    for k in range(5):  # horizontal grid with the count it marks
+        v = low + (high - low) * k / 4
+        out.append(f'<line x1="{left}" x2="{width - right}" y1="{y(v):.1f}" y2="{y(v):.1f}" '
+                   'stroke="#e6e9ef"/>')
+        out.append(f'<text x="{left - 8}" y="{y(v) + 4:.1f}" text-anchor="end" fill="#5d6678">'
+                   f'{v:.0f}</text>')
+    polyline = " ".join(f"{x(i):.1f},{y(v):.1f}" for i, (_, v) in enumerate(points))
+    out.append(f'<polyline class="layers-line" points="{polyline}" fill="none" stroke="#2f6fde" '
+               'stroke-width="2.2" stroke-linejoin="round"/>')
+    previous = None
+    for i, (label, v) in enumerate(points):
+        changed = previous is None or v != previous
+        out.append(f'<circle class="layers-point" data-pass="{_e(label)}" data-layers="{v}" '
+                   f'cx="{x(i):.1f}" cy="{y(v):.1f}" r="{4.5 if changed else 3}" '
+                   f'fill="{"#2f6fde" if changed else "#fff"}" stroke="#2f6fde" stroke-width="1.6">'
+                   f'<title>{_e(label)}: {v} layers</title></circle>')
+        if changed:  # the first label starts right of its point, clear of the axis labels
+            anchor, dx = ("start", 7) if i == 0 else ("middle", 0)
+            out.append(f'<text x="{x(i) + dx:.1f}" y="{y(v) - 9:.1f}" text-anchor="{anchor}" '
+                       f'font-weight="600" fill="#1d2330">{v}</text>')
+        short = label if len(label) <= 30 else label[:29] + "\u2026"
+        out.append(f'<text x="{x(i):.1f}" y="{height - bottom + 16}" text-anchor="end" '
+                   f'fill="#5d6678" transform="rotate(-40 {x(i):.1f} {height - bottom + 16})">'
+                   f'{_e(short)}</text>')
+        previous = v
+    out.append(f'<text x="14" y="{top + plot_h / 2:.1f}" fill="#5d6678" text-anchor="middle" '
+               f'transform="rotate(-90 14 {top + plot_h / 2:.1f})">layers</text>')
+    out.append("</svg>")
+    return "\n".join(out)
+
+
+def _pass_table(report: Mapping[str, Any]) -> str:
+    rows = []
+    lowering = report.get("lowering")
+    if lowering:
+        rows.append(
+            f'<tr><td></td><td>lowering ({_e(lowering["tool"])}, {_e(lowering["mode"])})</td>'
+            f'{_num(str(lowering["source_ops"]) + " TF ops")}{_num(str(lowering["onnx_nodes"]) + " nodes")}'
+            f'<td></td>{_num(text_report.format_seconds(lowering["seconds"]))}<td></td><td></td></tr>')
+    for record in report["passes"]:
+        rejected = len(record.get("rejections", []))
+        rows.append(
+            f'<tr class="pass-row" data-pass="{_e(record["name"])}">{_num(record["index"])}'
+            f'<td><code>{_e(text_report.pass_label(record))}</code></td>'
+            f'{_num(record["layers_before"])}{_num(record["layers_after"])}'
+            f'{_delta_cell(record["delta"])}{_num(text_report.format_seconds(record["seconds"]))}'
+            f'<td class="mono">{_e(text_report.format_counts(record["stats"]))}</td>'
+            f'{_num(rejected if rejected else "")}</tr>')
+    layers = report["layers"]
+    rows.append(
+        f'<tr class="total"><td></td><td>total</td>{_num(layers["input"])}{_num(layers["optimized"])}'
+        f'{_delta_cell(layers["optimized"] - layers["input"])}'
+        f'{_num(text_report.format_seconds(report.get("passes_seconds", 0.0)))}<td></td><td></td></tr>')
+    table = ('<table id="pass-table"><thead><tr><th class="num">#</th><th>pass</th>'
+             '<th class="num">layers before</th><th class="num">layers after</th>'
+             '<th class="num">delta</th><th class="num">time</th><th>counts</th>'
+             '<th class="num">skipped</th></tr></thead><tbody>' + "".join(rows) + "</tbody></table>")
+    notes = []
+    for fixed_point in report.get("fixed_points", []):
+        state = "converged" if fixed_point["converged"] else "did NOT converge"
+        notes.append(f'<p class="note"><code>{_e(fixed_point["pipeline"])}</code>: {state} after '
+                     f'{fixed_point["iterations"]} iteration{"s" if fixed_point["iterations"] != 1 else ""}</p>')
+    return table + "".join(notes)
+
+
+def _rejections(report: Mapping[str, Any]) -> str:
+    names = list(dict.fromkeys(r["name"] for r in report["passes"]))
+    blocks = []
+    for name in names:
+        rejections = text_report.rejections_of(report["passes"], name)
+        if not rejections:
+            continue
+        reasons: dict[str, int] = {}
+        for rejection in rejections:
+            reasons[rejection["reason"]] = reasons.get(rejection["reason"], 0) + 1
+        reason_text = (f"1 reason: {_e(next(iter(reasons)))}" if len(reasons) == 1
+                       else f"{len(reasons)} distinct reasons")
+        rows = "".join(f'<tr><td class="mono">{_e(", ".join(r["nodes"]) or "-")}</td>'
+                       f'<td>{_e(r["reason"])}</td></tr>' for r in rejections)
+        blocks.append(
+            f'<details class="rejections" data-pass="{_e(name)}"><summary><code>{_e(name)}</code>: '
+            f'{len(rejections)} candidate{"s" if len(rejections) != 1 else ""} left alone '
+            f'<span class="note">({reason_text})</span></summary>'
+            f'<table><thead><tr><th>nodes</th><th>reason</th></tr></thead><tbody>{rows}</tbody>'
+            f'</table></details>')
+    if not blocks:
+        return '<p class="note">No pass left a candidate alone.</p>'
+    return ('<p class="note">Candidates each pass considered and did not rewrite, with the reason '
+            '(<code>trtcompile compile --why-not PASS</code> prints the same).</p>' + "".join(blocks))
+
+
+def _histogram(report: Mapping[str, Any]) -> str:
+    before = report["histogram"]["input"]
+    after = report["histogram"]["optimized"]
+    ops = sorted(set(before) | set(after), key=lambda op: (-max(before.get(op, 0), after.get(op, 0)), op))
+    biggest = max([*before.values(), *after.values(), 1])
+    rows = []
+    for op in ops:
+        b, a = before.get(op, 0), after.get(op, 0)
+        bars = (f'<div class="bar before" style="width:{100 * b / biggest:.1f}%"></div>'
+                f'<div class="bar after" style="width:{100 * a / biggest:.1f}%"></div>')
+        rows.append(f'<tr class="op-row" data-op="{_e(op)}"><td class="mono">{_e(op)}</td>{_num(b)}'
+                    f'{_num(a)}{_delta_cell(a - b, colored=False)}<td class="bars">{bars}</td></tr>')
+    legend = ('<div class="legend"><span><i style="background:#b7c2d6"></i>input</span>'
+              '<span><i style="background:#2f6fde"></i>optimized</span></div>')
+    return (legend + '<table id="histogram"><thead><tr><th>op</th><th class="num">input</th>'
+            '<th class="num">optimized</th><th class="num">delta</th><th></th></tr></thead><tbody>'
+            + "".join(rows) + "</tbody></table>")
+
+
+def _engine(report: Mapping[str, Any]) -> str:
+    engine = report["engine"]
+    if not engine.get("built"):
+        detail = f': {_e(engine["error"])}' if engine.get("error") else ""
+        return f'<p id="engine-status">Not built ({_e(engine.get("reason", "not built"))}){detail}.</p>'
+    layers = [layer for layer in engine.get("layers", []) if layer.get("profile", 0) == 0]
+    types = text_report.format_counts(engine.get("compute_layer_types", {}))
+    profiles = len(engine.get("profiles") or []) or 1
+    parts = [f'<p id="engine-status">{_e(engine["backend"])} {_e(engine["version"])}; '
+             f'{len(layers)} engine layers, <b>{engine["compute_layers"]} compute</b>'
+             f' ({_e(types)}); graph layers {report["layers"]["input"]} &rarr; '
+             f'{report["layers"]["optimized"]}; build {text_report.format_seconds(engine["build_seconds"])}; '
+             f'plan {engine.get("plan_bytes", 0):,} bytes.</p>']
+    if profiles > 1:
+        parts.append(f'<p class="note">The engine holds one copy of the network per optimization '
+                     f'profile ({profiles}); the first profile\'s layers are listed.</p>')
+    if not layers:
+        parts.append('<p class="note">The builder did not report its layers.</p>')
+        return "".join(parts)
+    rows = []
+    for i, layer in enumerate(layers, 1):
+        nodes = layer.get("onnx_nodes", [])
+        node_text = ", ".join(nodes) if nodes else "-"
+        css = "engine-row" + ("" if layer.get("compute") else " noncompute")
+        rows.append(f'<tr class="{css}" data-type="{_e(layer["type"])}">{_num(i)}'
+                    f'<td class="mono">{_e(layer["name"])}</td><td>{_e(layer["type"])}</td>'
+                    f'{_num(len(nodes))}<td class="mono">{_e(node_text)}</td>'
+                    f'<td>{_e(", ".join(layer.get("datatypes", [])))}</td>'
+                    f'<td>{"yes" if layer.get("compute") else "no"}</td></tr>')
+    parts.append('<table id="engine-layers"><thead><tr><th class="num">#</th><th>engine layer</th>'
+                 '<th>type</th><th class="num">fused nodes</th><th>ONNX nodes</th><th>datatypes</th>'
+                 '<th>compute</th></tr></thead><tbody>' + "".join(rows) + "</tbody></table>")
+    return "".join(parts)
+
+
+def _parity(report: Mapping[str, Any]) -> str:
+    parity = report["parity"]
+    tolerances = parity["tolerances"]
+    if not parity["checked"]:
+        return '<p id="parity-status">Not checked (--no-parity).</p>'
+    verdict = '<span class="ok">passed</span>' if parity["passed"] else '<span class="fail">FAILED</span>'
+    settings = (f'seed {_e(tolerances.get("seed", 0))}, atol={tolerances["atol"]:g}, '
+                f'rtol={tolerances["rtol"]:g}')
+    parts = [f'<p id="parity-status">Parity {verdict} ({settings}): '
+             '<code>|candidate - reference| &le; atol + rtol &middot; |reference|</code> elementwise.</p>']
+    if tolerances.get("note"):
+        parts.append(f'<p class="note">{_e(tolerances["note"])}</p>')
+    rows = []
+    for comparison in parity["comparisons"]:
+        label = f'{comparison["candidate"]} vs {comparison["reference"]}'
+        if not comparison["outputs"]:
+            rows.append(f'<tr><td>{_e(label)}</td><td>(no outputs)</td><td></td><td></td>'
+                        '<td class="fail">FAILED</td></tr>')
+        for name, output in comparison["outputs"].items():
+            result = '<td class="ok">ok</td>' if output["passed"] else '<td class="fail">FAILED</td>'
+            rows.append(f'<tr class="parity-row"><td>{_e(label)}</td><td class="mono">{_e(name)}</td>'
+                        f'{_num(_error_text(output["max_abs"]))}{_num(_error_text(output["max_rel"]))}'
+                        f'{result}</tr>')
+    parts.append('<table id="parity-table"><thead><tr><th>comparison</th><th>output</th>'
+                 '<th class="num">max abs error</th><th class="num">max rel error</th><th>result</th>'
+                 '</tr></thead><tbody>' + "".join(rows) + "</tbody></table>")
+    return "".join(parts)
+
+
+def _footer(report: Mapping[str, Any]) -> str:
+    tools = ", ".join(f"{name} {version}" for name, version in report.get("tools", {}).items())
+    files = ", ".join(report.get("files", {}).values())
+    return (f'<footer>Tools: {_e(tools)}.<br>Files written: {_e(files)}. The same data is in '
+            '<code>report.json</code>.</footer>')
+
+
+def render_html(report: Mapping[str, Any]) -> str:
+    """The whole page for a ``report.json`` dict."""
+    model = report["model"]
+    title = f'trtcompile report: {model.get("description") or model.get("source") or "model"}'
+    sections: Sequence[tuple[str, str, str]] = (
+        ("layers", "Layers after each pass", f'<div class="chart">{layers_chart_svg(report)}</div>'),
+        ("passes", "Passes", _pass_table(report)),
+        ("skipped", "Candidates left alone", _rejections(report)),
+        ("ops", "Op histogram, before and after", _histogram(report)),
+        ("engine", "Engine layers", _engine(report)),
+        ("parity", "Parity", _parity(report)),
+    )
+    body = [_summary(report)]
+    body += [f'<section id="section-{key}"><h2>{_e(heading)}</h2>{content}</section>'
+             for key, heading, content in sections]
+    body.append(_footer(report))
+    return ("<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
+            "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n"
+            f"<title>{_e(title)}</title>\n<style>{STYLE}</style>\n</head>\n<body>\n"
+            + "\n".join(body) + "\n</body>\n</html>\n")
+
+
+__all__ = ["layers_chart_svg", "render_html"]

@@ -1,0 +1,407 @@
+"""The compile report: ``report.json`` and its terminal rendering.
+
+:func:`build_report` assembles one JSON-ready dict from what each stage produced; the terminal
+output (:func:`render`) is drawn from that same dict, so what the table shows and what
+``report.json`` holds cannot disagree.
+
+Terminal layout::
+
+    pass                          layers before  after  delta     time  counts
+    lowering (tf2onnx 1.17.0)          312 ops    431            1.2 s  tensorflow_ops=312 ...
+    dead-layer-elimination                 61     61      0   0.4 ms
+    ...
+    total                                  61     38    -23   41.0 ms
+
+    parity: passed (seed 0, atol=0.0001, rtol=0.001)
+    ...
+    engine: TensorRT-RTX 1.7.1.116, model.engine
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import platform
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import onnx
+
+
+#: Distributions whose versions every report records (those installed).
+TOOL_DISTRIBUTIONS = ("onnx", "onnxruntime", "onnx-graphsurgeon", "polygraphy", "numpy",
+                      "tensorrt", "tensorrt-rtx", "tf2onnx", "tensorflow", "tensorflow-cpu", "keras")
+
+#: Engine layers shown in the terminal excerpt (report.json lists them all).
+ENGINE_EXCERPT_LAYERS = 12
+
+#: Distinct rejection reasons shown per pass in the terminal (report.json has every rejection).
+REJECTION_REASONS_SHOWN = 5
+
+
+# --------------------------------------------------------------------------------------------
+# Building
+# --------------------------------------------------------------------------------------------
+
+
+def tool_versions() -> dict[str, str]:
+    """Versions of trtcompile, Python and the installed tools the compile depends on."""
+    from trtcompile import __version__
+
+    versions = {"trtcompile": __version__, "python": platform.python_version()}
+    for name in TOOL_DISTRIBUTIONS:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
+def _value_info(value: onnx.ValueInfoProto) -> dict[str, Any]:
+    tensor_type = value.type.tensor_type
+    shape = [d.dim_value if d.HasField("dim_value") else (d.dim_param or None)
+             for d in tensor_type.shape.dim]
+    dtype = onnx.helper.tensor_dtype_to_np_dtype(tensor_type.elem_type).name \
+        if tensor_type.elem_type else None
+    return {"name": value.name, "shape": shape, "dtype": dtype}
+
+
+def model_summary(loaded, optimized: onnx.ModelProto) -> dict[str, Any]:
+    """Where the model came from and its interface."""
+    model = loaded.model
+    initializers = {init.name for init in model.graph.initializer}
+    return {
+        "source": str(loaded.source_path) if loaded.source_path else None,
+        "kind": loaded.kind,
+        "description": loaded.description,
+        "ir_version": model.ir_version,
+        "opset": {(o.domain or "ai.onnx"): o.version for o in model.opset_import},
+        "inputs": [_value_info(v) for v in model.graph.input if v.name not in initializers],
+        "outputs": [_value_info(v) for v in model.graph.output],
+        "optimized_functions": [f"{f.domain}.{f.name}" for f in optimized.functions],
+    }
+
+
+def parity_section(parity, tolerances: Mapping[str, Any]) -> dict[str, Any]:
+    """The ``parity`` section: verdict, per-output errors of the end-to-end comparison, all
+    comparisons, and which outputs failed."""
+    if parity is None:
+        return {"checked": False, "passed": None, "outputs": {}, "tolerances": dict(tolerances),
+                "comparisons": [], "failed": []}
+    primary = parity.primary
+    return {
+        "checked": True,
+        "passed": parity.passed,
+        "reference": primary.reference,
+        "candidate": primary.candidate,
+        "outputs": {name: o.to_dict() for name, o in primary.outputs.items()},
+        "tolerances": dict(tolerances),
+        "comparisons": [c.to_dict() for c in parity.comparisons],
+        "input_shapes": list(getattr(parity, "input_shapes", [])),
+        "failed": [{"reference": c.reference, "candidate": c.candidate, "output": name}
+                   for c, name in parity.failures()],
+    }
+
+
+def build_report(*, loaded, pipeline_report, optimized: onnx.ModelProto, parity,
+                 parity_options: Mapping[str, Any], engine: Mapping[str, Any],
+                 files: Mapping[str, str], seconds: Mapping[str, float],
+                 error: Exception | None, shapes: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Assemble report.json from the stages' results (see docs/cli.md for every key)."""
+    pipeline = pipeline_report.to_dict()
+    report = {
+        "trtcompile_report": 1,
+        "status": {
+            "passed": error is None,
+            "exit_code": getattr(error, "exit_code", 0) if error else 0,
+            "error": str(error) if error else None,
+        },
+        "model": model_summary(loaded, optimized),
+        "pipeline": pipeline["pipeline"],
+        "lowering": loaded.lowering.to_dict() if loaded.lowering is not None else None,
+        "layers": pipeline["layers"],
+        "histogram": pipeline["histogram"],
+        "passes": pipeline["passes"],
+        "fixed_points": pipeline["fixed_points"],
+        "passes_seconds": pipeline["seconds"],
+        "shapes": dict(shapes) if shapes is not None else None,
+        "parity": parity_section(parity, parity_options),
+        "engine": dict(engine),
+        "files": dict(files),
+        "seconds": {k: round(v, 6) for k, v in seconds.items()},
+        "tools": tool_versions(),
+    }
+    return report
+
+
+def dumps(report: Mapping[str, Any]) -> str:
+    """report.json text (infinite errors are written as strings, keeping the file valid JSON)."""
+    return json.dumps(_finite(report), indent=2) + "\n"
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float) and (value != value or value in (float("inf"), float("-inf"))):
+        return str(value)
+    if isinstance(value, Mapping):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
+
+
+# --------------------------------------------------------------------------------------------
+# Terminal rendering
+# --------------------------------------------------------------------------------------------
+
+
+def format_seconds(seconds: float) -> str:
+    """``0.4 ms``, ``41.0 ms``, ``1.23 s``."""
+    if seconds < 1.0:
+        return f"{seconds * 1000:.1f} ms"
+    return f"{seconds:.2f} s"
+
+
+def format_counts(counts: Mapping[str, Any]) -> str:
+    """``fused_conv_relu=53 removed_dead=4``."""
+    return " ".join(f"{key}={value}" for key, value in counts.items())
+
+
+def format_table(header: Sequence[str], rows: Sequence[Sequence[str]],
+                 right: Sequence[bool]) -> list[str]:
+    """Plain-text table: columns padded to their widest cell, numbers right-aligned; the last
+    column is not padded (no trailing spaces)."""
+    widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(len(header))]
+    lines = []
+    for row in [header, *rows]:
+        cells = []
+        for i, cell in enumerate(row):
+            cell = str(cell)
+            last = i == len(row) - 1
+            if right[i]:
+                cells.append(cell.rjust(widths[i]))
+            else:
+                cells.append(cell if last else cell.ljust(widths[i]))
+        lines.append("  ".join(cells).rstrip())
+    return lines
+
+
+def pass_label(record: Mapping[str, Any]) -> str:
+    """The table's pass column: the pass as pipeline text (with its non-default options), and the
+    fixed-point iteration when inside one."""
+    label = record.get("pipeline_text") or record["name"]
+    if record.get("iteration"):
+        label += f" #{record['iteration']}"
+    return label
+
+
+def format_pass_table(report: Mapping[str, Any]) -> list[str]:
+    """The per-pass table (lowering first when there is one) and the rejection summary."""
+    header = ("pass", "layers before", "layers after", "delta", "time", "counts")
+    right = (False, True, True, True, True, False)
+    rows = []
+    lowering = report.get("lowering")
+    if lowering:
+        rows.append((
+            f"lowering ({lowering['tool']}, {lowering['mode']})",
+            f"{lowering['source_ops']} TF ops", f"{lowering['onnx_nodes']} nodes", "",
+            format_seconds(lowering["seconds"]),
+            format_counts({"tensorflow_ops": lowering["source_ops"],
+                           "onnx_nodes": lowering["onnx_nodes"]}),
+        ))
+    for record in report["passes"]:
+        rows.append((pass_label(record), str(record["layers_before"]), str(record["layers_after"]),
+                     f"{record['delta']:+d}" if record["delta"] else "0",
+                     format_seconds(record["seconds"]), format_counts(record["stats"])))
+    layers = report["layers"]
+    total_delta = layers["optimized"] - layers["input"]
+    rows.append(("total", str(layers["input"]), str(layers["optimized"]),
+                 f"{total_delta:+d}" if total_delta else "0",
+                 format_seconds(report.get("passes_seconds", 0.0)), ""))
+    lines = format_table(header, rows, right)
+    lines.insert(len(lines) - 1, "-" * max(len(line) for line in lines))
+
+    for fixed_point in report.get("fixed_points", []):
+        state = "converged" if fixed_point["converged"] else "did NOT converge"
+        lines.append(f"{fixed_point['pipeline']}: {state} after {fixed_point['iterations']} "
+                     f"iteration{'s' if fixed_point['iterations'] != 1 else ''}")
+    rejections = rejection_summary(report["passes"])
+    if rejections:
+        lines.append("skipped candidates:")
+        for pass_name, reasons in rejections.items():
+            for reason, count in list(reasons.items())[:REJECTION_REASONS_SHOWN]:
+                lines.append(f"  {pass_name}: {count} x {reason}")
+            if len(reasons) > REJECTION_REASONS_SHOWN:
+                hidden = sum(list(reasons.values())[REJECTION_REASONS_SHOWN:])
+                lines.append(f"  {pass_name}: {hidden} more, for {len(reasons) - REJECTION_REASONS_SHOWN} "
+                             "other reasons (all are in report.json)")
+    return lines
+
+
+def rejection_summary(records: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, int]]:
+    """Per pass, the number of distinct rejected candidates by reason (repeated fixed-point runs
+    rejecting the same candidate count once)."""
+    seen: dict[str, set] = {}
+    summary: dict[str, dict[str, int]] = {}
+    for record in records:
+        for rejection in record.get("rejections", []):
+            key = (tuple(rejection["nodes"]), rejection["reason"])
+            if key in seen.setdefault(record["name"], set()):
+                continue
+            seen[record["name"]].add(key)
+            reasons = summary.setdefault(record["name"], {})
+            reasons[rejection["reason"]] = reasons.get(rejection["reason"], 0) + 1
+    return summary
+
+
+def rejections_of(records: Sequence[Mapping[str, Any]], pass_name: str) -> list[dict[str, Any]]:
+    """Every distinct candidate ``pass_name`` rejected (``{"nodes": [...], "reason": ...}``), in
+    the order first rejected; repeated fixed-point runs rejecting the same candidate count once."""
+    seen: dict[tuple, dict[str, Any]] = {}
+    for record in records:
+        if record["name"] != pass_name:
+            continue
+        for rejection in record.get("rejections", []):
+            seen.setdefault((tuple(rejection["nodes"]), rejection["reason"]), rejection)
+    return list(seen.values())
+
+
+def format_why_not(report: Mapping[str, Any], pass_name: str,
+                   ops: Mapping[str, str] | None = None) -> list[str]:
+    """``--why-not PASS``: each candidate the pass considered and left alone, its nodes (with their
+    op types when ``ops`` knows them) and the reason."""
+    records = [r for r in report["passes"] if r["name"] == pass_name]
+    if not records:
+        return [f"why not {pass_name}: the pass did not run (pipeline: "
+                f"{report['pipeline'] or 'no passes'})"]
+    runs = f"{len(records)} run{'s' if len(records) != 1 else ''}"
+    counts: dict[str, int] = {}
+    for record in records:
+        for key, value in record["stats"].items():
+            counts[key] = counts.get(key, 0) + value
+    rewrote = f"; it rewrote: {format_counts(counts)}" if counts else "; it rewrote nothing"
+    rejections = rejections_of(records, pass_name)
+    if not rejections:
+        return [f"why not {pass_name}: no candidate was left alone ({runs}{rewrote})"]
+    ops = ops or {}
+
+    def node(name: str) -> str:
+        return f"{name} ({ops[name]})" if name in ops else name
+
+    reasons = {r["reason"] for r in rejections}
+    lines = [f"why not {pass_name}: {len(rejections)} candidate{'s' if len(rejections) != 1 else ''}"
+             f" left alone, {len(reasons)} reason{'s' if len(reasons) != 1 else ''} ({runs}{rewrote})"]
+    rows = [(", ".join(node(n) for n in r["nodes"]) or "-", r["reason"]) for r in rejections]
+    lines += ["  " + line for line in format_table(("nodes", "reason"), rows, (False, False))]
+    return lines
+
+
+def _error(value: Any) -> str:
+    return value if isinstance(value, str) else f"{value:.3g}"
+
+
+def format_parity(report: Mapping[str, Any]) -> list[str]:
+    """Verdict line, then one line per compared output of every comparison."""
+    parity = report["parity"]
+    tolerances = parity["tolerances"]
+    settings = (f"seed {tolerances.get('seed', 0)}, atol={tolerances['atol']:g}, "
+                f"rtol={tolerances['rtol']:g}")
+    if not parity["checked"]:
+        return ["parity: not checked (--no-parity)"]
+    verdict = "passed" if parity["passed"] else "FAILED"
+    lines = [f"parity: {verdict} ({settings})"]
+    checked = parity.get("input_shapes") or []
+    if checked:
+        lines.append(f"  input shapes checked: {'; '.join(shape_set_text(s) for s in checked)}")
+    rows = []
+    for comparison in parity["comparisons"]:
+        label = f"{comparison['candidate']} vs {comparison['reference']}"
+        if len(checked) > 1:
+            label += f" at {shape_set_text(comparison.get('input_shapes', {}))}"
+        if not comparison["outputs"]:
+            rows.append((label, "(no outputs)", "", "", "FAILED"))
+        for name, output in comparison["outputs"].items():
+            rows.append((label, name, f"max_abs={_error(output['max_abs'])}",
+                         f"max_rel={_error(output['max_rel'])}",
+                         "ok" if output["passed"] else "FAILED"))
+    lines += ["  " + line for line in format_table(
+        ("comparison", "output", "max abs error", "max rel error", "result"), rows,
+        (False, False, True, True, False))]
+    return lines
+
+
+def shape_set_text(shapes: Mapping[str, Sequence[int]]) -> str:
+    """``input:1x3x224x224,mask:1x16``."""
+    return ",".join(f"{name}:{'x'.join(map(str, shape))}" for name, shape in shapes.items())
+
+
+def format_profiles(report: Mapping[str, Any]) -> list[str]:
+    """Which optimization profiles the compile used, one line each (nothing for static models)."""
+    shapes = report.get("shapes")
+    if not shapes or not shapes.get("profiles"):
+        return []
+    lines = [f"optimization profiles ({shapes['source']}):"]
+    for index, profile in enumerate(shapes["profiles"]):
+        parts = []
+        for name, dims in profile.items():
+            low, opt, high = ("x".join(map(str, dims[key])) for key in ("min", "opt", "max"))
+            parts.append(f"{name} {low}" if low == opt == high
+                         else f"{name} min {low} opt {opt} max {high}")
+        lines.append(f"  {index}: {', '.join(parts)}")
+    return lines
+
+
+def format_engine(report: Mapping[str, Any], output_dir: str | None = None) -> list[str]:
+    """Backend and version, engine layers (compute layers), build time, and an excerpt of the
+    engine layers with the ONNX nodes fused into each."""
+    engine = report["engine"]
+    if not engine.get("built"):
+        reason = engine.get("reason", "not built")
+        detail = f": {engine['error']}" if engine.get("error") else ""
+        return [f"engine: not built ({reason}){detail}"]
+    path = engine.get("path", "")
+    if output_dir and path and not str(path).startswith(str(output_dir)):
+        path = f"{output_dir.rstrip('/')}/{path}"
+    # With several optimization profiles the engine holds one copy of the network per profile;
+    # the first profile's layers are the network.
+    layers = [layer for layer in engine.get("layers", []) if layer.get("profile", 0) == 0]
+    counted = (f"{len(layers)} ({engine['compute_layers']} compute)" if layers
+               else "not reported by the builder")
+    lines = [
+        f"engine: {engine['backend']} {engine['version']}, {path}",
+        f"  engine layers: {counted}; graph layers {report['layers']['input']} -> "
+        f"{report['layers']['optimized']}; build time {format_seconds(engine['build_seconds'])}",
+    ]
+    excerpt = [layer for layer in layers if layer.get("compute")][:ENGINE_EXCERPT_LAYERS]
+    if excerpt:
+        rows = [(layer["name"], layer["type"], ", ".join(layer.get("onnx_nodes", [])) or "-")
+                for layer in excerpt]
+        lines += ["  " + line for line in format_table(
+            ("engine layer", "type", "ONNX nodes"), rows, (False, False, False))]
+        if len(excerpt) < len(layers):
+            lines.append(f"  ({len(excerpt)} of {len(layers)} engine layers shown; all are in "
+                         "report.json)")
+    return lines
+
+
+def render(report: Mapping[str, Any], output_dir: str | None = None) -> str:
+    """The whole terminal report: model line, pass table, parity, engine, files."""
+    lines = []
+    model = report["model"]
+    lines.append(f"model: {model['description'] or model['source']}")
+    lines.append(f"pipeline: {report['pipeline'] or '(no passes)'}")
+    lines += format_profiles(report)
+    lines.append("")
+    lines += format_pass_table(report)
+    lines.append("")
+    lines += format_parity(report)
+    lines.append("")
+    lines += format_engine(report, output_dir)
+    if output_dir:
+        lines.append("")
+        names = ", ".join(report["files"].values())
+        lines.append(f"wrote {output_dir.rstrip('/')}/: {names}")
+    return "\n".join(lines) + "\n"
+
+
+__all__ = ["build_report", "dumps", "format_engine", "format_parity", "format_pass_table",
+           "format_why_not", "rejections_of", "render", "tool_versions"]

@@ -1,0 +1,154 @@
+"""pytest helpers for compiler teams: parity and layer-count assertions, and golden manifests as
+test cases.
+
+::
+
+    from trtcompile.testing import assert_layer_counts, assert_parity, check_golden_case, golden_cases
+
+    def test_fusion_keeps_parity():
+        check = assert_parity("model.onnx", pipeline="default", atol=1e-4, rtol=1e-3)
+        assert_layer_counts(check, layers=28, passes={"conv-bias-activation-fusion": 28})
+
+    @pytest.mark.parametrize("case", golden_cases("golden/manifest.toml"))
+    def test_golden(case):
+        check_golden_case(case)
+
+Every failure message says exactly what regressed: the expectation, the measured value, and the
+evidence (the layers after each pass, the per-output parity errors).
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+
+from trtcompile import ir, verify
+from trtcompile.golden import Expectations, GoldenEntry, Mismatch, load_manifest, run_entry
+
+
+@dataclass
+class ParityCheck:
+    """What :func:`assert_parity` ran: the optimized model, the pass manager's report and the
+    parity result (input model vs optimized model)."""
+
+    model: onnx.ModelProto
+    optimized: onnx.ModelProto
+    pipeline_report: Any  # trtcompile.pass_manager.PipelineReport
+    parity: verify.ParityResult
+
+    @property
+    def layers(self) -> int:
+        return self.pipeline_report.layers_after
+
+
+def _as_model(model: onnx.ModelProto | str | Path) -> onnx.ModelProto:
+    if isinstance(model, onnx.ModelProto):
+        return model
+    from trtcompile.frontend import onnx_loader
+
+    return onnx_loader.load(Path(model)).model
+
+
+def _layer_trail(pipeline_report) -> str:
+    from trtcompile.report import pass_label
+
+    trail = ", ".join(f"{pass_label(r)} {r['layers_after']}" for r in pipeline_report.to_dict()["passes"])
+    return f"input {pipeline_report.layers_before}" + (f", {trail}" if trail else "")
+
+
+def assert_parity(model: onnx.ModelProto | str | Path, pipeline: str = "default", *,
+                  atol: float = verify.DEFAULT_ATOL, rtol: float = verify.DEFAULT_RTOL,
+                  seed: int = 0, input_shapes: Mapping[str, Sequence[int]] | None = None,
+                  data: Sequence[Mapping[str, np.ndarray]] | None = None,
+                  registry=None) -> ParityCheck:
+    """Run ``pipeline`` on ``model`` (an ONNX model or a path; not modified) and assert the
+    optimized model computes what the input computes on ONNX Runtime, within ``atol + rtol *
+    |reference|`` elementwise, on ``data`` (feed dicts) or one seeded random batch.
+
+    Returns the :class:`ParityCheck` (hand it to :func:`assert_layer_counts`). The failure message
+    names every failing output with its errors and the layers after each pass.
+    """
+    from trtcompile.pass_manager import PassManager
+
+    source = _as_model(model)
+    graph = ir.import_model(copy.deepcopy(source))
+    report = PassManager(pipeline, registry=registry).run(graph)
+    optimized = ir.export_model(graph)
+    parity = verify.compare_models(source, optimized, atol=atol, rtol=rtol, seed=seed,
+                                   input_shapes=input_shapes, data=data)
+    if not parity.passed:
+        failing = [f"'{name}' max_abs={o.max_abs:.3g} max_rel={o.max_rel:.3g}"
+                   for name, o in parity.outputs.items() if not o.passed]
+        raise AssertionError(
+            f"parity failed after pipeline '{report.pipeline}' (atol={atol:g}, rtol={rtol:g}, "
+            f"seed {seed}): {'; '.join(failing) or 'no outputs compared'}; "
+            f"layers after each pass: {_layer_trail(report)}")
+    return ParityCheck(model=source, optimized=optimized, pipeline_report=report, parity=parity)
+
+
+def assert_layer_counts(check: ParityCheck | onnx.ModelProto | str | Path, *,
+                        layers: int | None = None, passes: Mapping[str, int] | None = None,
+                        pipeline: str = "default",
+                        engine_compute_layers: int | None = None) -> ParityCheck:
+    """Assert the final layer count (``layers``), the layers after the last run of each pass in
+    ``passes`` and, when given, the compute layers of the TensorRT engine built from the optimized
+    model. ``check`` is what :func:`assert_parity` returned, or a model (then ``pipeline`` is run
+    and parity asserted first). All mismatches are reported together, with the layers after each
+    pass."""
+    if not isinstance(check, ParityCheck):
+        check = assert_parity(check, pipeline)
+    report = check.pipeline_report
+    expect = Expectations(layers=layers, engine_compute_layers=engine_compute_layers,
+                          passes=dict(passes or {}))
+    after = report.layers_after_pass()
+    mismatches = []
+    if expect.layers is not None and report.layers_after != expect.layers:
+        mismatches.append(Mismatch("layers", expect.layers, report.layers_after))
+    for name, expected in expect.passes.items():
+        if after.get(name) != expected:
+            mismatches.append(Mismatch(f"passes.{name}", expected, after.get(name)))
+    if engine_compute_layers is not None:
+        from trtcompile import backend
+
+        build = backend.build_engine(check.optimized, progress=False)
+        if not build.layer_report_available:
+            raise AssertionError("the engine was built but the builder reported no layers")
+        if build.compute_layers != engine_compute_layers:
+            mismatches.append(Mismatch("engine_compute_layers", engine_compute_layers,
+                                       build.compute_layers))
+    if mismatches:
+        raise AssertionError(
+            f"layer counts regressed after pipeline '{report.pipeline}': "
+            + "; ".join(m.describe() for m in mismatches)
+            + f"; layers after each pass: {_layer_trail(report)}")
+    return check
+
+
+def golden_cases(manifest: str | Path, pattern: str | None = None) -> list:
+    """The entries of a golden manifest as ``pytest.param`` objects (id = the entry's name), for
+    ``@pytest.mark.parametrize("case", golden_cases(path))``; ``pattern`` selects entries like
+    ``trtcompile golden -k``. A bad manifest raises InputError at collection, naming the entry and
+    key."""
+    import pytest
+
+    return [pytest.param(entry, id=entry.name) for entry in load_manifest(manifest).select(pattern)]
+
+
+def check_golden_case(case: GoldenEntry) -> None:
+    """Run one manifest entry; fail the test with the runner's explanation of what regressed
+    (the expectations missed, parity errors, the layers after each pass, the op histogram)."""
+    import pytest
+
+    outcome = run_entry(case)
+    if not outcome.passed:
+        pytest.fail(outcome.explain(), pytrace=False)
+
+
+__all__ = ["ParityCheck", "assert_layer_counts", "assert_parity", "check_golden_case",
+           "golden_cases"]
