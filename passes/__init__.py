@@ -38,4 +38,17 @@ DEFAULT_PIPELINE = (
     "dead-layer-elimination)"
 )
 
-__all__ = ["BUILTIN_PASSES", "DEFAULT_PIPELINE", *[cls.__name__ for cls in BUILTIN_PASSES]]
+#: Pipelines known by name; a name stands for its text anywhere in pipeline text, and reports always
+#: show the expanded passes.
+PIPELINES = {
+    "default": DEFAULT_PIPELINE,
+    # The fewest layers these passes reach, at a price in arithmetic: kernel padding and average-pool
+    # folding each add MACs (up to half the model's, see docs/benchmarks.md) to remove layers. For
+    # latency-bound engines (small batches) where per-layer overhead dominates.
+    "fewest-layers": DEFAULT_PIPELINE.replace(
+        "horizontal-fusion,",
+        "horizontal-fusion{pad-kernels=true max-extra-macs=0.5},"
+        "average-pool-conv-fusion{max-extra-macs=0.5},"),
+}
+
+__all__ = ["BUILTIN_PASSES", "DEFAULT_PIPELINE", "PIPELINES", *[cls.__name__ for cls in BUILTIN_PASSES]]

@@ -50,14 +50,39 @@ class DeadLayerElimination(Pass):
                 if self._bypass(node, graph_inputs, graph_outputs, result):
                     result.count("removed_dropout")
 
+        bypassed = result.counts.get("removed_identity", 0) + result.counts.get("removed_dropout", 0)
+        if not bypassed and self._all_live(graph):
+            return result  # nothing to remove: skip the cleanup walk (most fixed-point iterations)
         nodes_before = sum(1 for _ in ir.iter_nodes(graph))
         graph.cleanup(remove_unused_node_outputs=False, recurse_subgraphs=True,
                       remove_unused_graph_inputs=False)
-        bypassed = result.counts.get("removed_identity", 0) + result.counts.get("removed_dropout", 0)
         removed_dead = nodes_before - sum(1 for _ in ir.iter_nodes(graph)) - bypassed
         if removed_dead:
             result.count("removed_dead", removed_dead)
         return result
+
+    @staticmethod
+    def _all_live(graph: gs.Graph) -> bool:
+        """True if every top-level node feeds a graph output, in a graph without subgraphs or local
+        functions (where cleanup could still find dead nodes inside bodies)."""
+        if graph.functions:
+            return False
+        live: set[int] = set()
+        stack = [t for t in graph.outputs]
+        while stack:
+            tensor = stack.pop()
+            for node in tensor.inputs:
+                if id(node) not in live:
+                    live.add(id(node))
+                    stack.extend(node.inputs)
+        for node in graph.nodes:
+            if id(node) not in live:
+                return False
+            for value in node.attrs.values():
+                if isinstance(value, gs.Graph) or (
+                        isinstance(value, list) and any(isinstance(v, gs.Graph) for v in value)):
+                    return False
+        return True
 
     @staticmethod
     def _is_inference_dropout(node: gs.Node, graph_outputs: set[str], result: PassResult) -> bool:

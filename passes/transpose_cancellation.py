@@ -68,7 +68,9 @@ class TransposeCancellation(Pass):
     Lowering an NHWC model to ONNX (whose Conv, pooling and normalization ops are NCHW) wraps every
     such op in a NHWC->NCHW Transpose before and a NCHW->NHWC Transpose after. This pass works
     through the Transposes with a worklist, pushing each one forward (toward the outputs) until it
-    meets its inverse.
+    meets its inverse. Counts: ``cancelled_pairs``, ``composed_pairs``, ``removed_identity``,
+    ``folded_into_constant``, ``pushed_through_<kind>``, ``permuted_constants``,
+    ``absorbed_operand_transposes``, ``inserted_operand_transposes``.
 
     Rules (``p`` is a Transpose's permutation, ``X`` its input, ``Y`` its output):
       1. Pairs: ``Transpose(q)`` reading ``Y`` reads ``X`` with permutation ``p∘q``; the pair is
@@ -91,12 +93,17 @@ class TransposeCancellation(Pass):
       3. Constants: a Transpose of a constant becomes a new constant holding the permuted values.
       4. A Transpose with the identity permutation is removed.
 
-    A Transpose with several consumers is pushed into all of them only when the total number of
-    Transposes does not grow (counting the Transposes the push adds after the consumers and on
-    their other operands, and those it lets go); otherwise it is pushed into just the consumers
-    where that alone does not add a Transpose (cancelling pairs, composing, absorbing operand
-    Transposes) and stays for the rest. Pushes only move Transposes toward the outputs, so the
-    worklist terminates; each node is revisited only when a Transpose reaches it, O(graph) overall.
+    Cost model. A push is made when it does not increase the number of Transposes: the
+    Transpose pushed goes away, the consumer's outputs get a Transpose each (or less, when looking
+    a bounded distance further down shows it would meet its inverse or be absorbed), other operands
+    with the same Transpose are absorbed, and each other variable operand gets a new inverse
+    Transpose. A Transpose with several consumers is pushed into all of them only when that total
+    does not grow; otherwise only into the consumers where that alone adds nothing (cancelling a
+    pair, composing, absorbing operand Transposes), staying for the rest. A push that puts an
+    inverse Transpose on another operand must remove at least one Transpose, and waits until the
+    Transposes of the other branches have reached the consumer, so Transposes never circle around
+    a node. Transposes are visited in topological order (upstream first) from a heap; each node is
+    revisited only when a Transpose reaches it: O(graph) overall.
 
     Requires: nothing (shapes, where known, enable the ``reshape`` rule and operand-rank checks).
     Preserves: graph inputs and outputs (names, shapes, dtypes) and every output value; a
@@ -182,8 +189,8 @@ class _Operand:
 
     index: int
     action: str  # "source" | "keep" | "constant" | "insert"
-    tensor: gs.Tensor | None = None  # replacement ("source"), or the tensor to transpose ("insert")
-    values: np.ndarray | None = None  # permuted values ("constant")
+    #: The replacement ("source"), or the tensor to transpose ("insert", "constant").
+    tensor: gs.Tensor | None = None
     through: gs.Node | None = None  # a same-permutation Transpose looked through ("source")
     absorbed: bool = False  # ... which this rewrite leaves without readers
 
@@ -239,6 +246,8 @@ class _Canceller:
         self.perms: dict[int, Perm] = {}
         self.lookahead_budget = LOOKAHEAD_PLANS
         self.waited: set[int] = set()
+        self.permuted: dict[tuple[int, Perm], tuple[gs.Tensor, gs.Constant]] = {}
+        self.pinned: set[int] = set()  # Transposes added on operands (see visit)
 
     # Driver ------------------------------------------------------------------------------------
 
@@ -317,12 +326,19 @@ class _Canceller:
                 plans.append((consumer, self.plan(consumer, output, source, perm), ""))
             except _Rejected as rejection:
                 plans.append((consumer, None, str(rejection)))
+        if id(transpose) in self.pinned:
+            # An inverse put on an operand exists to meet a Transpose arriving from upstream;
+            # pushing it on through the op it was made for would undo the push that made it.
+            plans = [(consumer, plan, reason) if plan is None or plan.kind == "transpose" else
+                     (consumer, None, "transpose added on an operand of this op waits for its "
+                                      "inverse from upstream") for consumer, plan, reason in plans]
 
         if self.should_wait(transpose, plans):
             return
         if not output_is_graph_output and all(plan is not None for _, plan, _ in plans):
             added = sum(plan.delta for _, plan, _ in plans) - 1
-            if added <= 0:
+            inserts = any(_inserts(plan) for _, plan, _ in plans)
+            if added < 0 or (added == 0 and not inserts):
                 for consumer, _, _ in plans:
                     self.push_into(transpose, consumer, strict=False)
                 if not output.outputs:
@@ -331,6 +347,9 @@ class _Canceller:
                 # A re-plan failed after an earlier push changed the neighbourhood: keep it.
                 reason_nodes, reason = (transpose,), ("a consumer could not be rewritten after "
                                                       "the push into another one")
+            elif added == 0:
+                reason_nodes, reason = (transpose,), ("pushing would only move the transpose onto "
+                                                      "another operand")
             else:
                 reason_nodes, reason = (transpose,), f"pushing would add {added} transpose" + (
                     "s" if added > 1 else "")
@@ -342,7 +361,7 @@ class _Canceller:
 
         # Push into the consumers where that alone does not add a Transpose; keep the rest.
         for consumer, plan, _ in plans:
-            if plan is not None and plan.delta <= 0:
+            if plan is not None and _pays_alone(plan):
                 self.push_into(transpose, consumer, strict=True)
         if not output.outputs and not output_is_graph_output:
             self.remove(transpose)
@@ -361,8 +380,7 @@ class _Canceller:
         if id(transpose) in self.waited:
             return False
         waiting_at = [self.position[id(consumer)][0] for consumer, plan, _ in plans
-                      if plan is not None and id(consumer) in self.position
-                      and any(o.action == "insert" for o in plan.operands)]
+                      if plan is not None and id(consumer) in self.position and _inserts(plan)]
         if not waiting_at:
             return False
         key = (max(waiting_at), -2, 0)
@@ -387,7 +405,7 @@ class _Canceller:
             plan = self.plan(consumer, output, source, perm)
         except _Rejected:
             return
-        if strict and plan.delta > 0:
+        if strict and not _pays_alone(plan):
             return
         if plan.kind == "transpose":
             self.apply_pair(consumer, source, perm)
@@ -511,9 +529,7 @@ class _Canceller:
                                 "transposed tensor")
             if values.size == 1:
                 return _Operand(index, "keep")
-            full = values.reshape((1,) * (rank - values.ndim) + values.shape)
-            return _Operand(index, "constant", values=np.ascontiguousarray(
-                np.transpose(full, inverse(perm))))
+            return _Operand(index, "constant", tensor=tensor)
         operand_rank = self.rank(tensor)
         if operand_rank is None:
             raise _Rejected(f"{consumer.op} operand '{tensor.name}' has unknown rank")
@@ -694,8 +710,7 @@ class _Canceller:
                     touched.append(operand.through)
                 consumer.inputs[operand.index] = operand.tensor
             elif operand.action == "constant":
-                consumer.inputs[operand.index] = gs.Constant(
-                    self.names.fresh(f"{old.name}_permuted"), operand.values)
+                consumer.inputs[operand.index] = self.permuted_constant(old, perm)
                 self.drop_unread_constant(old)
                 self.result.count("permuted_constants")
             elif operand.action == "insert":
@@ -730,6 +745,20 @@ class _Canceller:
             self.enqueue(restore)
         self.result.count(f"pushed_through_{plan.kind}")
 
+    def permuted_constant(self, constant: gs.Tensor, perm: Perm) -> gs.Constant:
+        """A new constant: ``constant`` broadcast to full rank, in the untransposed layout.
+
+        One per (constant, permutation), so a constant shared by many ops is copied once.
+        """
+        key = (id(constant), perm)
+        if key not in self.permuted:
+            values = ir.constant_value(constant)
+            full = values.reshape((1,) * (len(perm) - values.ndim) + values.shape)
+            permuted = gs.Constant(self.names.fresh(f"{constant.name}_permuted"),
+                                   np.ascontiguousarray(np.transpose(full, inverse(perm))))
+            self.permuted[key] = (constant, permuted)  # holds the key's tensor alive
+        return self.permuted[key][1]
+
     def add_transpose(self, tensor: gs.Tensor, perm: Perm, reader: gs.Node) -> gs.Tensor:
         """A new Transpose of ``tensor`` placed before ``reader``; returns its output."""
         out = gs.Variable(self.names.fresh(f"{tensor.name}_transposed"), dtype=tensor.dtype,
@@ -737,7 +766,9 @@ class _Canceller:
         node = gs.Node("Transpose", name=self.names.fresh(f"{tensor.name}_transpose"),
                        attrs={"perm": list(perm)}, inputs=[tensor], outputs=[out])
         self.place(node, before=reader)
+        self.pinned.add(id(node))
         self.enqueue(node)
+        self.enqueue_producer(tensor)  # its readers changed: it may compose with the new one
         return out
 
     # Graph edits -------------------------------------------------------------------------------
@@ -886,6 +917,20 @@ _RANK_PRESERVING = frozenset({
     "LogSoftmax", "LpNormalization", "MaxPool", "Pad", "Resize", "Slice", "Softmax", "Split",
     "Tile",
 })
+
+
+def _inserts(plan: _Plan) -> bool:
+    """True if the plan puts a new Transpose on another operand of the consumer."""
+    return any(operand.action == "insert" for operand in plan.operands)
+
+
+def _pays_alone(plan: _Plan) -> bool:
+    """True if pushing into this one consumer, with the Transpose staying, adds no Transpose.
+
+    A push that puts an inverse Transpose on another operand must remove one strictly: moving a
+    Transpose onto a sibling operand at no gain could move it back again, forever.
+    """
+    return plan.delta < 0 or (plan.delta == 0 and not _inserts(plan))
 
 
 def _unique(nodes: Sequence[gs.Node]) -> list[gs.Node]:

@@ -83,6 +83,8 @@ def table_rows(stdout: str) -> list[tuple[str, list[str]]]:
         # A label holds no double space; the columns are separated by at least two spaces.
         label, _, rest = line.partition("  ")
         rows.append((label.strip(), rest.split()))
+        if label.strip() == "total":  # the table ends with its total row
+            break
     return rows
 
 

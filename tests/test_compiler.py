@@ -214,7 +214,7 @@ def test_a_reference_mismatch_fails_parity_and_names_the_comparisons(tmp_path, m
 def test_a_backend_failure_writes_the_outputs_and_exits_3(tmp_path, monkeypatch) -> None:
     from trtcompile.errors import BackendError
 
-    def refuse(optimized, loaded, opts):
+    def refuse(optimized, loaded, opts, plan=None):
         raise BackendError("TensorRT could not parse node 'stem_conv': unsupported")
 
     monkeypatch.setattr(compiler, "build_engine", refuse)

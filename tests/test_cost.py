@@ -140,3 +140,12 @@ def test_arithmetic_increasing_passes_share_one_budget(budget: float, padded: in
     added = cost.graph_macs(graph).macs - baseline
     assert added == stats.get("added_macs", 0)
     assert added <= budget * baseline
+
+
+@pytest.mark.parametrize("pipeline", ["horizontal-fusion{max-extra-macs=-0.1}",
+                                      "average-pool-conv-fusion{max-extra-macs=-1}"])
+def test_negative_budget_is_refused(pipeline: str) -> None:
+    from trtcompile.errors import InputError, PipelineError
+
+    with pytest.raises((InputError, PipelineError), match="max-extra-macs must be a fraction >= 0"):
+        PassManager(pipeline)

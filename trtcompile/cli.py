@@ -264,9 +264,9 @@ def _doc_body(cls) -> str:
 
 def passes_text(registry) -> str:
     """The pass list for the terminal."""
-    from trtcompile.pass_manager import default_pipeline_text
+    from trtcompile.pass_manager import named_pipelines
 
-    lines = [f"default pipeline: {default_pipeline_text()}", ""]
+    lines = [f"pipeline '{name}': {text}" for name, text in named_pipelines().items()] + [""]
     for cls in registry:
         lines.append(f"{cls.name}: {cls.summary()}")
         options = pass_options(cls)
@@ -283,7 +283,7 @@ def passes_text(registry) -> str:
 
 def passes_markdown(registry) -> str:
     """The pass reference in Markdown (committed as docs/passes.md)."""
-    from trtcompile.pass_manager import default_pipeline_text
+    from trtcompile.pass_manager import named_pipelines
 
     lines = [
         "# Pass reference",
@@ -291,13 +291,11 @@ def passes_markdown(registry) -> str:
         "Generated from the passes' docstrings by `trtcompile passes --markdown`; edit the docstrings,",
         "not this file. Options are set in pipeline text: `name{option=value other=a,b}`.",
         "",
-        "The default pipeline:",
-        "",
-        "```text",
-        default_pipeline_text(),
-        "```",
+        "Named pipelines (a name stands for its text anywhere in `--pipeline`):",
         "",
     ]
+    for name, text in named_pipelines().items():
+        lines += [f"- `{name}`:", "", "  ```text", f"  {text}", "  ```", ""]
     for cls in registry:
         lines += [f"## {cls.name}", "", f"`{cls.__module__}.{cls.__qualname__}`", "",
                   cls.summary(), ""]

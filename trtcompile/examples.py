@@ -186,8 +186,21 @@ def _load_googlenet_onnx(options: FrontendOptions) -> LoadedModel:
                        description=EXAMPLES["googlenet-onnx"].description)
 
 
-#: The built-in examples by name. Frontend-specific examples (a Keras GoogLeNet) add an entry here.
+def _load_googlenet_keras(options: FrontendOptions) -> LoadedModel:
+    from trtcompile.frontend import keras_example, tensorflow
+
+    loaded = tensorflow.load(keras_example.cached_example_savedmodel(), options)
+    loaded.description = EXAMPLES["googlenet-keras"].description
+    return loaded
+
+
+#: The built-in examples by name.
 EXAMPLES: dict[str, Example] = {
+    "googlenet-keras": Example(
+        "googlenet-keras",
+        "built-in example: GoogLeNet-style Keras model, exported as a TensorFlow SavedModel and "
+        "lowered with tf2onnx (input image ?x64x64x3, 10 classes)",
+        _load_googlenet_keras),
     "googlenet-onnx": Example(
         "googlenet-onnx",
         "built-in example: GoogLeNet-style network generated in ONNX "
@@ -196,7 +209,7 @@ EXAMPLES: dict[str, Example] = {
 }
 
 #: The example ``trtcompile compile`` runs when no model is given.
-DEFAULT_EXAMPLE = "googlenet-onnx"
+DEFAULT_EXAMPLE = "googlenet-keras"
 
 
 def load_example(name: str | None = None, options: FrontendOptions | None = None) -> LoadedModel:

@@ -571,10 +571,18 @@ def run_entry(entry: GoldenEntry) -> GoldenOutcome:
         outcome.layers = pipeline_report.layers_after
         outcome.passes = pipeline_report.layers_after_pass()
         outcome.histogram = dict(pipeline_report.histogram_after)
-        feeds = load_parity_data(entry.data, loaded.model, entry.name) if entry.data else None
-        outcome.parity = compiler.check_parity(loaded, optimized, options, feeds=feeds)
+        # The optimization profiles (and the shapes parity runs at) exactly as a compile would
+        # choose them, so a golden entry checks what `trtcompile compile` builds.
+        from trtcompile.shapes import resolve_profiles
+
+        plan = resolve_profiles(loaded.model, options.shapes)
+        if entry.data is not None:
+            feeds = load_parity_data(entry.data, loaded.model, entry.name)
+            outcome.parity = compiler.check_parity(loaded, optimized, options, feeds=feeds)
+        else:
+            outcome.parity = compiler.check_parity_at_shapes(loaded, optimized, options, plan)
         if entry.engine and outcome.parity.passed:
-            outcome.engine = compiler.build_engine(optimized, loaded, options)
+            outcome.engine = compiler.build_engine(optimized, loaded, options, plan)
             if not outcome.engine.layer_report_available:
                 raise CheckFailed("the engine was built but the builder reported no layers, so "
                                   "its compute layers cannot be counted")

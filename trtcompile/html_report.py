@@ -320,9 +320,15 @@ def _parity(report: Mapping[str, Any]) -> str:
              '<code>|candidate - reference| &le; atol + rtol &middot; |reference|</code> elementwise.</p>']
     if tolerances.get("note"):
         parts.append(f'<p class="note">{_e(tolerances["note"])}</p>')
+    checked = parity.get("input_shapes") or []
+    if checked:
+        parts.append('<p class="note">Input shapes checked: <code>'
+                     + _e("; ".join(text_report.shape_set_text(s) for s in checked)) + "</code></p>")
     rows = []
     for comparison in parity["comparisons"]:
         label = f'{comparison["candidate"]} vs {comparison["reference"]}'
+        if len(checked) > 1:  # several profile shape sets: say which one each comparison ran at
+            label += f' at {text_report.shape_set_text(comparison.get("input_shapes", {}))}'
         if not comparison["outputs"]:
             rows.append(f'<tr><td>{_e(label)}</td><td>(no outputs)</td><td></td><td></td>'
                         '<td class="fail">FAILED</td></tr>')

@@ -201,8 +201,9 @@ def fingerprint(graph: gs.Graph) -> int:
         key = cache.get(id(tensor))
         if key is None:
             if isinstance(tensor, gs.Constant):
-                values = getattr(tensor, "_values", None)
-                key = (tensor.name, id(values if values is not None else tensor.values))
+                # Reading a lazily loaded initializer replaces its value object; load it now so
+                # its identity is the same before and after a pass that merely reads weights.
+                key = (tensor.name, id(tensor.values))
             else:
                 shape = tuple(tensor.shape) if tensor.shape is not None else None
                 key = (tensor.name, shape, tensor.dtype)

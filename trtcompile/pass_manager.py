@@ -321,10 +321,13 @@ Pipeline = tuple[PipelineElement, ...]
 
 
 class _Parser:
-    def __init__(self, text: str, registry: PassRegistry):
+    def __init__(self, text: str, registry: PassRegistry, named: dict[str, str],
+                 expanding: tuple[str, ...] = ()):
         self.text = text
         self.pos = 0
         self.registry = registry
+        self.named = named
+        self.expanding = expanding
 
     def error(self, message: str) -> PipelineError:
         return PipelineError(f"pipeline text, at character {self.pos + 1}: {message}: '{self.text}'")
@@ -351,7 +354,7 @@ class _Parser:
         while True:
             if self.peek() == closing:
                 break
-            elements.append(self.element())
+            elements.extend(self.element())
             nxt = self.peek()
             if nxt == ",":
                 self.pos += 1
@@ -381,8 +384,18 @@ class _Parser:
                 raise self.error(f"option '{token}' has no value (write key=value)")
         return options
 
-    def element(self) -> PipelineElement:
+    def element(self) -> list[PipelineElement]:
         name = self.ident()
+        if name in self.named and name not in self.registry:
+            if self.peek() == "{":
+                raise self.error(f"named pipeline '{name}' takes no options")
+            if name in self.expanding:
+                raise PipelineError(f"named pipeline '{name}' refers to itself")
+            inner = _Parser(self.named[name], self.registry, self.named, (*self.expanding, name))
+            elements = inner.pipeline()
+            if inner.peek():
+                raise inner.error("unexpected text")
+            return elements
         raw_options: list[tuple[str, list[str]]] = []
         if self.peek() == "{":
             self.pos += 1
@@ -402,7 +415,7 @@ class _Parser:
             self.pos += 1
             if not inner:
                 raise self.error("fixed-point needs at least one pass")
-            return FixedPoint(tuple(inner), max_iterations)
+            return [FixedPoint(tuple(inner), max_iterations)]
         if name not in self.registry:
             known = ", ".join(sorted(self.registry.names()))
             raise PipelineError(f"unknown pass '{name}' in pipeline (known passes: {known})")
@@ -416,28 +429,26 @@ class _Parser:
                 raise PipelineError(f"pass '{name}' has no option '{key}' (options: {valid})")
             kwargs[attr] = _convert(name, key, types_[attr], values)
         try:
-            return cls(**kwargs)
+            return [cls(**kwargs)]
         except (TypeError, ValueError) as exc:
             raise PipelineError(f"pass '{name}': {exc}") from None
 
 
 def parse_pipeline(text: str, registry: PassRegistry | None = None) -> Pipeline:
-    """Parse pipeline text into pass instances (``default`` expands to the default pipeline)."""
+    """Parse pipeline text into pass instances.
+
+    Names of named pipelines (``default``, ``fewest-layers``: see :func:`named_pipelines`) expand in
+    place, so ``default,precision-fp16`` is the default pipeline followed by a pass.
+    """
     registry = registry or default_registry()
     text = text.strip()
     if text in ("", "none"):
         return ()
-    pieces = []
-    # "default" may be used as an element, e.g. "default,precision-fp16".
-    parser = _Parser(text, _WithDefault(registry))
-    for element in parser.pipeline():
-        if isinstance(element, _DefaultMarker):
-            pieces.extend(parse_pipeline(default_pipeline_text(), registry))
-        else:
-            pieces.append(element)
+    parser = _Parser(text, registry, named_pipelines())
+    elements = parser.pipeline()
     if parser.peek():
         raise parser.error("unexpected text")
-    return tuple(pieces)
+    return tuple(elements)
 
 
 def print_pipeline(pipeline: Sequence[PipelineElement]) -> str:
@@ -445,30 +456,18 @@ def print_pipeline(pipeline: Sequence[PipelineElement]) -> str:
     return ",".join(element.to_text() for element in pipeline)
 
 
+def named_pipelines() -> dict[str, str]:
+    """Pipelines known by name (``passes.PIPELINES``): name to pipeline text."""
+    import passes
+
+    return dict(passes.PIPELINES)
+
+
 def default_pipeline_text() -> str:
     """The default pipeline, as text."""
     import passes
 
     return passes.DEFAULT_PIPELINE
-
-
-@dataclass(frozen=True)
-class _DefaultMarker(Pass):
-    name: ClassVar[str] = "default"
-
-
-class _WithDefault(PassRegistry):
-    def __init__(self, inner: PassRegistry):
-        self._inner = inner
-
-    def __contains__(self, name: str) -> bool:
-        return name == "default" or name in self._inner
-
-    def __getitem__(self, name: str) -> type[Pass]:
-        return _DefaultMarker if name == "default" else self._inner[name]
-
-    def names(self) -> list[str]:
-        return self._inner.names()
 
 
 def iter_passes(pipeline: Sequence[PipelineElement]) -> Iterable[Pass]:

@@ -295,6 +295,38 @@ def _copy(model: onnx.ModelProto) -> onnx.ModelProto:
 
 
 def tensorrt_build(model: onnx.ModelProto) -> None:
+    """Parse and build ``model`` with TensorRT in a forked child; AssertionError if it fails.
+
+    The build runs in a child process because TensorRT-RTX has been seen to crash (SIGSEGV) while
+    building some generated networks; a crash then fails one example instead of killing the test
+    session.
+    """
+    import multiprocessing
+
+    context = multiprocessing.get_context("fork")
+    receiver, sender = context.Pipe(duplex=False)
+    child = context.Process(target=_build_in_child, args=(model.SerializeToString(), sender))
+    child.start()
+    sender.close()
+    child.join()
+    message = receiver.recv() if receiver.poll() else None
+    if child.exitcode != 0:
+        raise AssertionError(f"TensorRT crashed building the model (exit code {child.exitcode})")
+    if message:
+        raise AssertionError(message)
+
+
+def _build_in_child(serialized: bytes, sender) -> None:
+    try:
+        _tensorrt_build_here(onnx.load_from_string(serialized))
+        sender.send("")
+    except AssertionError as exc:
+        sender.send(str(exc))
+    finally:
+        sender.close()
+
+
+def _tensorrt_build_here(model: onnx.ModelProto) -> None:
     """Parse and build ``model`` with TensorRT; raise AssertionError with TensorRT's words if not.
 
     Goes through the compiler's backend when it offers ``build_engine``; otherwise drives the

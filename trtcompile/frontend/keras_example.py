@@ -104,3 +104,57 @@ def example_keras_file(directory: str | os.PathLike) -> Path:
     path = Path(directory) / "googlenet_example.keras"
     build_example_model().save(path)
     return path
+
+
+def cache_dir() -> Path:
+    """Folder for built-in example models: ``$TRTCOMPILE_CACHE_DIR``, else
+    ``$XDG_CACHE_HOME/trtcompile``, else ``~/.cache/trtcompile``."""
+    explicit = os.environ.get("TRTCOMPILE_CACHE_DIR")
+    if explicit:
+        return Path(explicit)
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "trtcompile"
+
+
+#: File written into a cached example folder last, once the export is complete.
+CACHE_COMPLETE_MARKER = "trtcompile-complete"
+
+
+def _is_complete(path: Path) -> bool:
+    return (path / CACHE_COMPLETE_MARKER).is_file() and (path / "saved_model.pb").is_file()
+
+
+def cached_example_savedmodel() -> Path:
+    """The example SavedModel, exported once into :func:`cache_dir` and reused.
+
+    The folder name carries the seed and the Keras version, so a different Keras rebuilds it. The
+    model is exported into a staging folder, marked complete (:data:`CACHE_COMPLETE_MARKER`) and
+    renamed into place, so an interrupted export never leaves a half-written model where it would be
+    used; a folder without the marker (a partial copy, an older layout) is set aside and rebuilt.
+    """
+    import shutil
+    import tempfile
+    from importlib.metadata import version
+
+    # The installed version, read without importing Keras (and TensorFlow) on a cache hit.
+    root = cache_dir() / "examples"
+    path = root / f"googlenet_example-seed{EXAMPLE_SEED}-keras{version('keras')}"
+    if _is_complete(path):
+        return path
+    root.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".googlenet_example.", dir=root))
+    try:
+        exported = example_savedmodel(staging)
+        (exported / CACHE_COMPLETE_MARKER).write_text(f"seed={EXAMPLE_SEED} keras={version('keras')}\n")
+        if _is_complete(path):  # a concurrent run finished first
+            return path
+        if path.exists():  # incomplete: move it aside atomically, then delete it
+            os.replace(path, staging / "incomplete")
+        try:
+            os.replace(exported, path)
+        except OSError:
+            if not _is_complete(path):  # not a concurrent export that won the race
+                raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return path
