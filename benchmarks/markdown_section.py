@@ -33,7 +33,8 @@ def write_section(name: str, markdown: str, path: Path = BENCHMARKS_MD) -> Path:
     if begin in text and end in text:
         head, rest = text.split(begin, 1)
         _, tail = rest.split(end, 1)
-        text = head + block + tail.lstrip("\n")
+        rest = tail.lstrip("\n")
+        text = head + block + ("\n" + rest if rest else "")
     else:
         text = text.rstrip("\n") + "\n\n" + block
     path.parent.mkdir(parents=True, exist_ok=True)

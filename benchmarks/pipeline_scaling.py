@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
         pass
     medians: dict[int, float] = {}
     for size in (int(s) for s in args.sizes.split(",")):
-        times, before, after = time_pipeline(lambda: synthetic_graph(size), args.repeats)
+        times, before, after = time_pipeline(lambda size=size: synthetic_graph(size), args.repeats)
         median = statistics.median(times)
         ratio = median / medians[size // 2] if size // 2 in medians and size % 2 == 0 else None
         rows.append((f"synthetic {size:,} nodes", before, after, times, ratio))

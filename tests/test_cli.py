@@ -90,6 +90,13 @@ def table_rows(stdout: str) -> list[tuple[str, list[str]]]:
 
 def check_table_matches_report(stdout: str, report: dict) -> None:
     rows = table_rows(stdout)
+    lowering = report["lowering"]
+    if lowering:  # the lowering from TensorFlow is the table's first row
+        label, columns = rows.pop(0)
+        assert label == f"lowering ({lowering['tool']}, {lowering['mode']})"
+        assert columns[:5] == [str(lowering["source_ops"]), "TF", "ops", str(lowering["onnx_nodes"]), "nodes"]
+        assert columns[-2:] == [f"tensorflow_ops={lowering['source_ops']}",
+                                f"onnx_nodes={lowering['onnx_nodes']}"]
     assert len(rows) == len(report["passes"]) + 1
     for (label, columns), record in zip(rows, report["passes"]):
         iteration = f" #{record['iteration']}" if record["iteration"] else ""
@@ -105,6 +112,7 @@ def check_table_matches_report(stdout: str, report: dict) -> None:
 
 @pytest.fixture(scope="module")
 def example_compile(tmp_path_factory):
+    """One run of `trtcompile compile` with no model: the default example, from TensorFlow to engine."""
     cwd = tmp_path_factory.mktemp("cli")
     result = trtcompile("compile", "--no-progress", cwd=cwd)
     return cwd, result
@@ -114,17 +122,45 @@ def test_compile_example_end_to_end(example_compile) -> None:
     cwd, result = example_compile
     assert result.returncode == 0, result.stderr
     assert "compiling the built-in example" in result.stderr
+    assert examples.DEFAULT_EXAMPLE == "googlenet-keras"
+    assert f"model: {examples.EXAMPLES['googlenet-keras'].description}" in result.stdout
     out = cwd / "out"
-    assert sorted(p.name for p in out.iterdir()) == ["model.engine", "optimized.onnx", "report.json"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "lowered.onnx", "model.engine", "optimized.onnx", "report.json"]
     report = json.loads((out / "report.json").read_text())
     for key in ("passes", "layers", "parity", "engine", "histogram", "pipeline", "model", "tools",
                 "lowering"):
         assert key in report
+    assert report["files"]["lowered"] == "lowered.onnx"
+
+    # The lowering from TensorFlow is recorded and is the table's first row.
+    lowering = report["lowering"]
+    assert lowering["tool"].startswith("tf2onnx ") and lowering["mode"] == "faithful"
+    assert lowering["source_kind"] == "savedmodel" and lowering["source_ops"] > 0
+    first_label, first_columns = table_rows(result.stdout)[0]
+    assert first_label == f"lowering ({lowering['tool']}, faithful)"
+    assert first_columns[:5] == [str(lowering["source_ops"]), "TF", "ops", str(lowering["onnx_nodes"]),
+                                 "nodes"]
     check_table_matches_report(result.stdout, report)
-    assert report["layers"]["input"] == 61
-    assert report["parity"]["passed"] is True
+    lowered = onnx.load(out / "lowered.onnx")
+    assert len(lowered.graph.node) == lowering["onnx_nodes"] == report["layers"]["input"]
+    assert [i.name for i in lowered.graph.input] == ["image"]
+    # The passes have work to do on a lowered Keras model: NHWC transposes, conv+bias+relu.
+    assert report["layers"]["optimized"] < report["layers"]["input"]
+    assert report["histogram"]["input"].get("Transpose", 0) > report["histogram"]["optimized"].get(
+        "Transpose", 0)
+
+    # Parity: TensorFlow vs the lowered model, lowered vs optimized, and end to end.
+    parity = report["parity"]
+    assert parity["passed"] is True and parity["failed"] == []
+    assert (parity["reference"], parity["candidate"]) == ("tensorflow", "optimized")
+    assert [(c["reference"], c["candidate"]) for c in parity["comparisons"]] == [
+        ("tensorflow", "lowered"), ("lowered", "optimized"), ("tensorflow", "optimized")]
+    assert all(c["passed"] for c in parity["comparisons"])
     assert "parity: passed" in result.stdout
-    assert "optimized vs input" in result.stdout
+    for comparison in ("lowered vs tensorflow", "optimized vs lowered", "optimized vs tensorflow"):
+        assert comparison in result.stdout
+
     engine = report["engine"]
     assert engine["built"] is True and engine["path"] == "model.engine"
     assert engine["backend"] in ("tensorrt", "tensorrt_rtx") and engine["version"]
@@ -137,12 +173,16 @@ def test_compile_example_end_to_end(example_compile) -> None:
     optimized = {node.name for node in onnx.load(out / "optimized.onnx").graph.node}
     named = {name for layer in engine["layers"] for name in layer["onnx_nodes"]}
     assert named and named <= optimized
-    assert result.stdout.rstrip().endswith("wrote out/: optimized.onnx, model.engine, report.json")
+    assert result.stdout.rstrip().endswith(
+        "wrote out/: optimized.onnx, lowered.onnx, model.engine, report.json")
+    # The example was exported into the (test session's) cache folder, not next to the output.
+    cache = Path(os.environ["TRTCOMPILE_CACHE_DIR"]) / "examples"
+    assert report["model"]["source"].startswith(str(cache))
 
 
 def test_no_engine_and_no_parity(tmp_path: Path) -> None:
-    result = trtcompile("compile", "-o", "build", "--no-engine", "--no-parity", "--quiet",
-                        cwd=tmp_path)
+    result = trtcompile("compile", "--example", "googlenet-onnx", "-o", "build", "--no-engine",
+                        "--no-parity", "--quiet", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert result.stdout == "" and result.stderr == ""
     assert sorted(p.name for p in (tmp_path / "build").iterdir()) == ["optimized.onnx", "report.json"]
@@ -216,7 +256,8 @@ def test_bad_input_exits_2_with_one_line_and_writes_nothing(tmp_path: Path, case
 
 def test_parity_failure_exits_1_and_reports_the_output(tmp_path: Path) -> None:
     (tmp_path / "breaking.py").write_text(BREAKING_PASS)
-    result = trtcompile("compile", "--pass-module", "breaking.py", "--pipeline",
+    result = trtcompile("compile", "--example", "googlenet-onnx", "--pass-module", "breaking.py",
+                        "--pipeline",
                         "dead-layer-elimination,scale-first-weight", "--no-progress", cwd=tmp_path)
     assert result.returncode == 1, result.stderr
     error_line = result.stderr.splitlines()[-1]
@@ -236,7 +277,8 @@ def test_parity_failure_exits_1_and_reports_the_output(tmp_path: Path) -> None:
 
 def test_user_pass_module_runs_and_shows_in_the_table(tmp_path: Path) -> None:
     (tmp_path / "counting.py").write_text(COUNTING_PASS)
-    result = trtcompile("compile", "--pass-module", "counting.py", "--pipeline",
+    result = trtcompile("compile", "--example", "googlenet-onnx", "--pass-module", "counting.py",
+                        "--pipeline",
                         "count-activations,dead-layer-elimination,count-activations{op=Gemm}",
                         "--no-engine", "--dump-after-each", "--verify-after-each", "--no-progress",
                         cwd=tmp_path)

@@ -34,8 +34,11 @@ class Explode(Pass):
 
 
 def options(**kwargs) -> CompileOptions:
+    """Options of these tests: no engine, no progress, and (with no model) the fast ONNX example;
+    the default TensorFlow example is compiled end to end in tests/test_cli.py."""
     kwargs.setdefault("engine", False)
     kwargs.setdefault("progress", False)
+    kwargs.setdefault("example", "googlenet-onnx")
     return CompileOptions(**kwargs)
 
 

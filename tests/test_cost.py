@@ -79,6 +79,29 @@ def test_unknown_shapes_are_listed_not_guessed() -> None:
     assert summary.macs == 0 and summary.unknown == [graph.nodes[0].name]
 
 
+def test_unknown_batch_is_priced_per_sample() -> None:
+    # A dynamic batch (TensorFlow SavedModels export one) is priced at batch 1: MACs per sample.
+    dynamic = _graph("""
+        <ir_version: 10, opset_import: ["" : 17]>
+        g (float[N,3,8,8] x, float[4,3,3,3] W1, float[10,256] W2) => (float[N,10] y) {
+          c = Conv<pads=[1,1,1,1]>(x, W1)
+          f = Flatten(c)
+          W2T = Transpose(W2)
+          y = MatMul(f, W2T)
+        }""")
+    summary = cost.graph_macs(dynamic)
+    assert summary.unknown == []
+    assert summary.macs == 4 * 64 * 3 * 9 + 256 * 10
+    assert dynamic.inputs[0].shape[0] == "N"  # the graph itself keeps its dynamic batch
+    # Only the first dimension is bound: an unknown spatial size stays unknown.
+    spatial = _graph("""
+        <ir_version: 10, opset_import: ["" : 17]>
+        g (float[N,3,H,8] x, float[4,3,3,3] W1) => (float[N,4,H,8] y) {
+          y = Conv<pads=[1,1,1,1]>(x, W1)
+        }""")
+    assert cost.graph_macs(spatial).unknown == [spatial.nodes[0].name]
+
+
 def test_ledger_budget_is_shared_and_not_spent_twice() -> None:
     graph = _graph("""
         <ir_version: 10, opset_import: ["" : 17]>

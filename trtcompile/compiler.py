@@ -40,7 +40,7 @@ import onnx
 import onnx_graphsurgeon as gs
 
 from trtcompile import ir, verify
-from trtcompile.errors import CheckFailed, InputError, PassFailed, TrtcompileError
+from trtcompile.errors import CheckFailed, InputError, TrtcompileError
 from trtcompile.frontend import FrontendOptions, LoadedModel
 from trtcompile.shapes import ProfilePlan, ShapeOptions, format_shape_set
 from trtcompile.pass_manager import (

@@ -9,7 +9,10 @@ What is counted: one MAC per multiply-add of ``Conv``, ``ConvTranspose``, ``MatM
 (FLOPs are about twice the MACs), including the ones inside the body of a fused-layer call, priced
 with the call's operands. Pointwise layers, pooling, normalization and data movement are memory
 bound and not counted. A layer whose operand shapes are not static is *unknown*: it is listed, not
-guessed.
+guessed. One exception: a graph input whose only unknown dimension is its first (the batch of a
+model exported with a dynamic batch, as TensorFlow SavedModels are) is priced at batch 1, so the
+figures are MACs per sample. Every counted op's MACs are proportional to the batch, so a budget
+(a fraction of the graph's MACs) accepts the same rewrites whatever the batch.
 """
 
 from __future__ import annotations
@@ -48,7 +51,8 @@ def static_shape(tensor: gs.Tensor) -> Shape | None:
 def tensor_shapes(graph: gs.Graph) -> dict[str, Shape]:
     """Static shapes of the main graph's tensors: the ones the graph knows, completed by ONNX shape
     inference when a priced layer's operand has none. Inference runs on an exported copy, so the
-    graph is not changed."""
+    graph is not changed; in that copy an unknown batch (first) dimension of the graph inputs is 1
+    (:func:`_per_sample`)."""
     shapes: dict[str, Shape] = {}
     for name, tensor in graph.tensors().items():
         shape = static_shape(tensor)
@@ -58,7 +62,8 @@ def tensor_shapes(graph: gs.Graph) -> dict[str, Shape]:
            for t in [*node.inputs, *node.outputs] if not t.is_empty()):
         return shapes
     try:
-        inferred = onnx.shape_inference.infer_shapes(ir.export_model(graph.copy()), strict_mode=False)
+        inferred = onnx.shape_inference.infer_shapes(_per_sample(ir.export_model(graph.copy())),
+                                                     strict_mode=False)
     except (onnx.shape_inference.InferenceError, onnx.checker.ValidationError, ValueError):
         return shapes  # best effort: layers whose shapes stay unknown are reported as unknown
     for value in [*inferred.graph.input, *inferred.graph.value_info, *inferred.graph.output]:
@@ -71,6 +76,27 @@ def tensor_shapes(graph: gs.Graph) -> dict[str, Shape]:
         if all(d.HasField("dim_value") for d in dims):
             shapes[value.name] = tuple(int(d.dim_value) for d in dims)
     return shapes
+
+
+def _per_sample(model: onnx.ModelProto) -> onnx.ModelProto:
+    """``model`` with the unknown first dimension of its inputs (of rank 2 or more, all other
+    dimensions known) set to 1, and the shapes derived from the old dimension cleared so inference
+    derives them again."""
+    bound = False
+    for value in model.graph.input:
+        if not value.type.HasField("tensor_type") or not value.type.tensor_type.HasField("shape"):
+            continue
+        dims = value.type.tensor_type.shape.dim
+        if len(dims) >= 2 and not dims[0].HasField("dim_value") and all(
+                d.HasField("dim_value") for d in dims[1:]):
+            dims[0].dim_value = 1  # dim_value and dim_param are one field: this drops the symbol
+            bound = True
+    if bound:
+        del model.graph.value_info[:]
+        for value in model.graph.output:
+            if value.type.HasField("tensor_type"):
+                value.type.tensor_type.ClearField("shape")
+    return model
 
 
 def _priced(graph: gs.Graph, node: gs.Node) -> bool:

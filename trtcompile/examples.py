@@ -1,7 +1,12 @@
 """Built-in example models: what ``trtcompile compile`` runs on when no model is given.
 
-The default example is a GoogLeNet-style network generated in code, deterministically (fixed seed),
-with onnx-graphsurgeon and numpy, so it needs no download and no file in the repository:
+The default example, ``googlenet-keras``, is the Keras model of
+:mod:`trtcompile.frontend.keras_example`, exported once into the cache and lowered through the
+TensorFlow frontend, so a compile with no model shows the whole path from TensorFlow to engine.
+
+``googlenet-onnx`` is a GoogLeNet-style network generated in code, deterministically (fixed seed),
+with onnx-graphsurgeon and numpy, so it needs no download, no file in the repository and no
+TensorFlow:
 
 * stem: Conv(3x3, stride 2)-BatchNormalization-Relu, MaxPool(3x3, stride 2);
 * two inception blocks: three 1x1 convolutions sharing the block input (the branch heads), a

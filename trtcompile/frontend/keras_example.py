@@ -50,7 +50,9 @@ def _inception(layers, x, name: str, b1: int, b3r: int, b3: int, b5r: int, b5: i
 
 def build_example_model():
     """The example Keras functional model with its deterministic weights."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from trtcompile.frontend.tf_lowering import import_tensorflow_quietly
+
+    import_tensorflow_quietly()
     import keras
 
     keras.utils.set_random_seed(EXAMPLE_SEED)

@@ -126,6 +126,36 @@ class SourceGraph:
 # --------------------------------------------------------------------------------------------
 
 
+
+def import_tensorflow_quietly() -> None:
+    """Import TensorFlow with its native start-up banner (CPU features, oneDNN, absl) kept off the
+    user's terminal.
+
+    Those lines are written by C++ to file descriptor 2 before any log-level setting applies, so
+    the descriptor itself is pointed at a temporary file for the import; what was written is
+    replayed only if the import fails.
+    """
+    import sys
+    import tempfile
+
+    if "tensorflow" in sys.modules:
+        return
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            import tensorflow  # noqa: F401
+        except BaseException:
+            os.dup2(saved, 2)
+            captured.seek(0)
+            sys.stderr.write(captured.read().decode(errors="replace"))
+            raise
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+
 def _first_line(error: BaseException) -> str:
     text = str(error).strip() or type(error).__name__
     return text.splitlines()[0].strip()
@@ -599,6 +629,7 @@ class TensorFlowReference:
         return {b.onnx_name: np.asarray(results[b.feed_key]) for b in self.outputs}
 
     def _build(self):
+        import_tensorflow_quietly()
         import tensorflow as tf
 
         if self.kind == "savedmodel":
