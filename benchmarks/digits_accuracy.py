@@ -69,6 +69,7 @@ def export_onnx(model, path: Path) -> None:
 
 
 def top1(onnx_path: Path, images: np.ndarray, labels: np.ndarray) -> float:
+    """Top-1 accuracy of the ONNX model on ``images`` (ONNX Runtime, CPU)."""
     import onnxruntime as ort
 
     session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
@@ -96,6 +97,7 @@ def compile_precision(onnx_path: Path, output: Path, precision: str, calib: Path
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Measure and print the figures; write the docs section unless ``--no-write``."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--method", default="entropy", choices=("entropy", "minmax", "percentile"))
     parser.add_argument("--epochs", type=int, default=40)

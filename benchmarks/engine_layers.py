@@ -8,8 +8,8 @@ own optimizers on, built unchanged (no trtcompile pass) with the default builder
 
 Run: ``python -m benchmarks.engine_layers [--cache-dir DIR] [--models inceptionv3,resnet50,...]``.
 Prints the figures and writes the ``engine-layers`` section of docs/benchmarks.md (unless
-``--no-write``). Lowered models are cached as files (shared with ``benchmarks.fusion_layers``); each
-lowering runs in a child process so TensorFlow's memory goes away with it.
+``--no-write``). Lowered models are cached as files (:mod:`benchmarks.keras_models`, shared with
+``benchmarks.fusion_layers``).
 """
 
 from __future__ import annotations
@@ -17,11 +17,10 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from benchmarks.fusion_layers import KERAS_MODELS, lowered_model
+from benchmarks.keras_models import KERAS_MODELS, add_cache_dir_argument, lowered_model
 from benchmarks.markdown_section import machine_line, write_section
 
 SECTION = "engine-layers"
@@ -83,10 +82,9 @@ def markdown(results: list[EngineFigures], backend: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Measure and print the figures; write the docs section unless ``--no-write``."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--cache-dir", type=Path,
-                        default=Path(tempfile.gettempdir()) / "trtcompile-benchmark-models",
-                        help="folder for the lowered ONNX models")
+    add_cache_dir_argument(parser)
     parser.add_argument("--models", default=",".join(KERAS_MODELS),
                         help="comma-separated subset of: " + ", ".join(KERAS_MODELS))
     parser.add_argument("--no-write", action="store_true", help="print, do not update the docs")

@@ -26,18 +26,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from benchmarks.keras_models import SAVE_KERAS_SCRIPT  # noqa: E402
 from benchmarks.markdown_section import machine_line, write_section  # noqa: E402
 
 MODELS = ["VGG19", "InceptionV3", "ResNet50", "ResNet152", "MobileNetV2"]
 
-BUILD = """
-import os, sys
-os.environ["TF_CPP_MIN_LOG_LEVEL"] = "2"
-import keras
-model = getattr(keras.applications, sys.argv[1])(weights=None)
-model.save(sys.argv[2])
-print(model.count_params())
-"""
+#: Child process that builds an application and saves it as a ``.keras`` file (not measured).
+BUILD = SAVE_KERAS_SCRIPT
 
 
 def time_v(command: list[str], env: dict) -> tuple[float, float, int, str]:
@@ -81,6 +76,7 @@ def measure(name: str, lowering: str, work: Path, env: dict) -> dict:
 
 
 def markdown(rows: list[dict], lowering: str) -> str:
+    """The ``frontend-lowering`` section of docs/benchmarks.md."""
     lines = [
         "## Frontend: lowering Keras applications to ONNX",
         "",
@@ -113,6 +109,7 @@ def markdown(rows: list[dict], lowering: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Measure every model, one after another; write the docs section unless ``--no-write``."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="*", default=MODELS)
     parser.add_argument("--lowering", default="faithful", choices=["faithful", "tf2onnx-optimized"])

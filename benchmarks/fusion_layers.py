@@ -13,8 +13,8 @@ Runtime parity and the model's arithmetic (MACs, :mod:`trtcompile.cost`). Varian
 
 Networks: Keras InceptionV3, ResNet50 and MobileNetV2 (``weights=None``, batch 1), lowered by tf2onnx
 with its own optimizers on (they fold BatchNorm into the convolutions and remove the NHWC/NCHW
-transposes), and the built-in GoogLeNet-style example. Lowered models are cached as files; each
-lowering runs in a child process so TensorFlow's memory goes away with it.
+transposes), and the built-in GoogLeNet-style example. Lowered models are cached as files
+(:mod:`benchmarks.keras_models`).
 
 Run: ``python -m benchmarks.fusion_layers [--cache-dir DIR] [--models inceptionv3,resnet50,...]``.
 Writes the ``fusion-layers`` section of docs/benchmarks.md.
@@ -24,15 +24,15 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import onnx
 
+from benchmarks import keras_models
+from benchmarks.keras_models import KERAS_MODELS, add_cache_dir_argument
 from benchmarks.markdown_section import machine_line, write_section
 
 #: The fusion pipeline measured (explicit, so the figures do not move with the default pipeline).
@@ -52,26 +52,8 @@ PIPELINE_FEWEST_LAYERS = PIPELINE.replace(
 VARIANTS = (("default", PIPELINE), ("all merges", PIPELINE_ALL_MERGES),
             ("pad-kernels", PIPELINE_PAD_KERNELS), ("fewest layers", PIPELINE_FEWEST_LAYERS))
 
-KERAS_MODELS = {
-    "inceptionv3": ("InceptionV3", 299),
-    "resnet50": ("ResNet50", 224),
-    "mobilenetv2": ("MobileNetV2", 224),
-}
+#: The built-in example measured next to the Keras applications.
 EXAMPLE = "googlenet-onnx"
-
-_LOWER_SCRIPT = """
-import os, sys
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-import keras, onnx, tensorflow as tf, tf2onnx
-name, size, path = sys.argv[1], int(sys.argv[2]), sys.argv[3]
-model = getattr(keras.applications, name)(weights=None)
-spec = (tf.TensorSpec((1, size, size, 3), tf.float32, name="input"),)
-lowered, _ = tf2onnx.convert.from_keras(model, input_signature=spec, opset=17)
-lowered.ir_version = 10
-tmp = path + ".tmp"
-onnx.save(lowered, tmp)
-os.replace(tmp, path)
-"""
 
 
 @dataclass
@@ -102,23 +84,18 @@ class Measurement:
     variants: list[Variant]
 
     def variant(self, label: str) -> Variant:
+        """The variant called ``label``."""
         return next(v for v in self.variants if v.label == label)
 
 
 def lowered_model(key: str, cache_dir: Path) -> onnx.ModelProto:
-    """The tf2onnx lowering of a Keras application, from the cache or made in a child process."""
+    """The model of ``key``: the built-in example, or the tf2onnx lowering (optimizers on) of a Keras
+    application (:func:`benchmarks.keras_models.lowered_model`)."""
     if key == EXAMPLE:
         from trtcompile.examples import load_example
 
         return load_example(EXAMPLE).model
-    class_name, size = KERAS_MODELS[key]
-    path = cache_dir / f"{key}_tf2onnx.onnx"
-    if not path.exists():
-        cache_dir.mkdir(parents=True, exist_ok=True)
-        print(f"lowering Keras {class_name} with tf2onnx ...", file=sys.stderr)
-        subprocess.run([sys.executable, "-c", _LOWER_SCRIPT, class_name, str(size), str(path)],
-                       check=True)
-    return onnx.load(str(path))
+    return keras_models.lowered_model(key, cache_dir)
 
 
 def measure(key: str, cache_dir: Path) -> Measurement:
@@ -252,7 +229,7 @@ def markdown(results: list[Measurement]) -> str:
         "(`average-pool-conv-fusion`: 9 layers fewer, those convolutions' MACs times 9). Both are exact",
         "for finite inputs. Together they reach the fewest layers in the table at a large price in",
         "arithmetic; whether that is faster depends on whether the engine is bound by per-layer",
-        "overhead (small batch) or by arithmetic, which cannot be measured on this machine (no GPU).",
+        "overhead (small batch) or by arithmetic, which cannot be measured without a GPU.",
         "The passes keep such rewrites within `max-extra-macs` (10% of the model's MACs by default:",
         "enough for the padded merges, not for the pool fusions, whose arithmetic is memory-bound",
         "pooling traded for compute-bound convolution).",
@@ -267,10 +244,9 @@ def markdown(results: list[Measurement]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Measure and print the figures; write the docs section unless ``--no-write``."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--cache-dir", type=Path,
-                        default=Path(tempfile.gettempdir()) / "trtcompile-benchmark-models",
-                        help="folder for the lowered ONNX models")
+    add_cache_dir_argument(parser)
     parser.add_argument("--models", default=",".join([*KERAS_MODELS, EXAMPLE]),
                         help="comma-separated subset of: " + ", ".join([*KERAS_MODELS, EXAMPLE]))
     parser.add_argument("--no-write", action="store_true", help="print, do not update the docs")

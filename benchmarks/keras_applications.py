@@ -523,7 +523,16 @@ def markdown(networks: list[Network]) -> str:
                            f"{p['max_rel']:.2e}" + ("" if p["passed"] else " FAILED")]
                           if p else ["n/a", "n/a"])
             lines.append(f"| {network.application} | {run.pipeline} | {scale:.3g} | " + " | ".join(cells) + " |")
-    lines += ["", "Layers after every pass run, and what the passes did:", ""]
+    lines += [
+        "",
+        "TensorRT alone keeps most of the faithful lowering's NHWC/NCHW Transposes as layout-copy "
+        "layers (`kgen` in the per-type lists below); after `transpose-cancellation` only the one "
+        "at the NHWC graph input is left. A Transpose reported *internal* is one a pass gave a "
+        "reason to keep (listed below), e.g. VGG19's NHWC Flatten before its first Dense layer.",
+        "",
+        "Layers after every pass run, and what the passes did:",
+        "",
+    ]
     for network in networks:
         lines.append(f"- **{network.application}** ({network.parameters:,} parameters)")
         for run in network.compiles:

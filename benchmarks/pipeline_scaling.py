@@ -46,6 +46,7 @@ def time_pipeline(make_graph, repeats: int) -> tuple[list[float], int, int]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Measure and print the figures; write the docs section unless ``--no-write``."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="1000,10000,25000,50000,100000")
     parser.add_argument("--repeats", type=int, default=3)

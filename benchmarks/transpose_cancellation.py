@@ -8,7 +8,7 @@ Runtime parity of the optimized model against the lowered one. A synthetic NHWC 
 100,000 nodes measures how the pass scales.
 
 Networks: Keras InceptionV3, ResNet50 and MobileNetV2 (``weights=None``, batch 1). Lowered models are
-cached as files; each lowering runs in a child process so TensorFlow's memory goes away with it.
+cached as files (:mod:`benchmarks.keras_models`).
 
 Run: ``python -m benchmarks.transpose_cancellation [--cache-dir DIR] [--models inceptionv3,...]``.
 Writes the ``transpose-cancellation`` section of docs/benchmarks.md.
@@ -18,9 +18,7 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
 import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,6 +26,8 @@ import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 
+from benchmarks import keras_models
+from benchmarks.keras_models import KERAS_MODELS, add_cache_dir_argument
 from benchmarks.markdown_section import machine_line, write_section
 
 #: The pipeline measured (explicit, so the figures do not move with the default pipeline).
@@ -35,29 +35,8 @@ PIPELINE = ("fold-constants,dead-layer-elimination,transpose-cancellation,"
             "dead-layer-elimination")
 PASS = "transpose-cancellation"
 
-KERAS_MODELS = {
-    "inceptionv3": ("InceptionV3", 299),
-    "resnet50": ("ResNet50", 224),
-    "mobilenetv2": ("MobileNetV2", 224),
-}
-
 #: Nodes of the synthetic scaling graph (blocks of Transpose, Conv, Transpose, Relu).
 SYNTHETIC_NODES = 100_000
-
-_LOWER_SCRIPT = """
-import os, sys
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-import keras, onnx, tensorflow as tf, tf2onnx
-name, size, path = sys.argv[1], int(sys.argv[2]), sys.argv[3]
-model = getattr(keras.applications, name)(weights=None)
-spec = (tf.TensorSpec((1, size, size, 3), tf.float32, name="input"),)
-lowered, _ = tf2onnx.convert.from_keras(model, input_signature=spec, opset=17, optimizers={})
-lowered.ir_version = 10
-tmp = path + ".tmp"
-onnx.save(lowered, tmp)
-os.replace(tmp, path)
-"""
-
 
 @dataclass
 class Measurement:
@@ -77,15 +56,8 @@ class Measurement:
 
 
 def lowered_model(key: str, cache_dir: Path) -> onnx.ModelProto:
-    """The faithful tf2onnx lowering of a Keras application, cached or made in a child process."""
-    class_name, size = KERAS_MODELS[key]
-    path = cache_dir / f"{key}_tf2onnx_faithful.onnx"
-    if not path.exists():
-        cache_dir.mkdir(parents=True, exist_ok=True)
-        print(f"lowering Keras {class_name} with tf2onnx (optimizers off) ...", file=sys.stderr)
-        subprocess.run([sys.executable, "-c", _LOWER_SCRIPT, class_name, str(size), str(path)],
-                       check=True)
-    return onnx.load(str(path))
+    """The faithful tf2onnx lowering (optimizers off) of a Keras application, cached."""
+    return keras_models.lowered_model(key, cache_dir, faithful=True)
 
 
 def _transposes(graph: gs.Graph) -> list[gs.Node]:
@@ -187,10 +159,9 @@ def markdown(results: list[Measurement], synthetic: tuple[int, int, int, float] 
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Measure and print the figures; write the docs section unless ``--no-write``."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--cache-dir", type=Path,
-                        default=Path(tempfile.gettempdir()) / "trtcompile-benchmark-models",
-                        help="folder for the lowered ONNX models")
+    add_cache_dir_argument(parser)
     parser.add_argument("--models", default=",".join(KERAS_MODELS),
                         help="comma-separated subset of: " + ", ".join(KERAS_MODELS))
     parser.add_argument("--synthetic-nodes", type=int, default=SYNTHETIC_NODES,

@@ -47,7 +47,8 @@ class AveragePoolConvFusion(Pass):
     Rules:
       1. The pattern is ``AveragePool(X)`` whose output is read only by a convolution (not a graph
          output) with a 1x1 kernel, strides 1, no pads, dilations 1, group 1 and constant weights
-         (and bias): a plain ``Conv`` or a call of a fused conv function (its activation is kept).
+         (and bias): a plain ``Conv`` or a call of a fused conv function (its activation is kept;
+         a call that adds a residual input is left alone).
       2. The pool must be an ordinary window average: ``ceil_mode`` 0, dilations 1, ``auto_pad``
          NOTSET or VALID, or SAME_UPPER/SAME_LOWER with a static input shape (the pads are then
          computed as ONNX does).
@@ -87,7 +88,7 @@ class AveragePoolConvFusion(Pass):
         result = PassResult()
         graph_outputs = ir.output_names(graph)
         pools = [node for node in graph.nodes
-                 if node.op == "AveragePool" and (node.domain or "") in ("", "ai.onnx")]
+                 if node.op == "AveragePool" and ir.is_onnx_op(node)]
         if not pools:
             return result
         shapes: dict[str, cost.Shape] | None = None
@@ -142,12 +143,17 @@ class AveragePoolConvFusion(Pass):
         conv = output.outputs[0]
         if conv.inputs[0] is not output:
             return None
-        if (conv.domain or "") == ir.TRTCOMPILE_DOMAIN:
+        if ir.is_fused_layer(conv):
             info = conv_call_info(graph, conv)
             if info is None:
                 return None
+            if info.residual is not None:
+                result.reject([pool, conv], f"the convolution adds a residual input "
+                                            f"'{info.residual.name}', which the pooled layer's "
+                                            "functions do not take")
+                return None
             attrs = info.attrs
-        elif conv.op == "Conv" and (conv.domain or "") in ("", "ai.onnx"):
+        elif conv.op == "Conv" and ir.is_onnx_op(conv):
             attrs = conv.attrs
         else:
             return None
@@ -182,7 +188,7 @@ class AveragePoolConvFusion(Pass):
                    shapes: dict[str, cost.Shape], result: PassResult) -> _Candidate | None:
         """The fusion of ``pool`` into ``conv`` (rules 2-4) with its price, or None with the reason."""
         x = pool.inputs[0]
-        x_shape = shapes.get(x.name) or cost.static_shape(x)
+        x_shape = shapes.get(x.name) or ir.static_shape(x)
         kernel = tuple(int(k) for k in pool.attrs.get("kernel_shape", ()))
         rank = len(kernel)
         strides = tuple(int(s) for s in pool.attrs.get("strides", [1] * rank))
@@ -205,7 +211,7 @@ class AveragePoolConvFusion(Pass):
         window = math.prod(kernel)
         tiled = np.broadcast_to(weights, (*weights.shape[:2], *kernel)) / np.asarray(window,
                                                                                       weights.dtype)
-        info = conv_call_info(graph, conv) if (conv.domain or "") == ir.TRTCOMPILE_DOMAIN else None
+        info = conv_call_info(graph, conv) if ir.is_fused_layer(conv) else None
         bias_tensor = info.bias if info is not None else (
             conv.inputs[2] if len(conv.inputs) > 2 and not conv.inputs[2].is_empty() else None)
         candidate = _Candidate(pool, conv, kernel, strides, pads,
@@ -220,7 +226,7 @@ class AveragePoolConvFusion(Pass):
                 return None
             candidate.border_scale = _border_scale(x_shape[2:], kernel, strides, pads,
                                                    weights.dtype)
-        conv_out = shapes.get(conv.outputs[0].name) or cost.static_shape(conv.outputs[0])
+        conv_out = shapes.get(conv.outputs[0].name) or ir.static_shape(conv.outputs[0])
         if x_shape is None or conv_out is None:
             result.reject([pool, conv], "input or output shapes are not static, so the MACs the "
                                         "fusion adds cannot be priced")
@@ -255,7 +261,7 @@ class AveragePoolConvFusion(Pass):
             b = gs.Constant(scope.fresh(f"{name}_B"),
                             bias.reshape((1, out_channels) + (1,) * rank))
             fused = ir.call(function, name, [x, w, s, b], [y])
-        elif (conv.domain or "") == ir.TRTCOMPILE_DOMAIN or candidate.activation is not None:
+        elif ir.is_fused_layer(conv) or candidate.activation is not None:
             function = conv_function(graph, attrs, candidate.activation,
                                      candidate.activation_params, dtype=dtype)
             fused = ir.call(function, name, [x, w, gs.Constant(scope.fresh(f"{name}_B"), bias)], [y])
@@ -271,22 +277,14 @@ def _pool_pads(pool: gs.Node, kernel: tuple[int, ...], strides: tuple[int, ...],
                x_shape: cost.Shape | None) -> tuple[int, ...] | None:
     """The pool's explicit pads (begin..., end...), resolving ``auto_pad`` as ONNX does."""
     rank = len(kernel)
-    auto_pad = pool.attrs.get("auto_pad", "NOTSET")
-    auto_pad = auto_pad.decode() if isinstance(auto_pad, bytes) else str(auto_pad)
+    auto_pad = ir.text_attr(pool, "auto_pad", "NOTSET")
     if auto_pad == "VALID":
         return (0,) * (2 * rank)
     if auto_pad in ("SAME_UPPER", "SAME_LOWER"):
         if x_shape is None:
             return None
-        begin, end = [], []
-        for i in range(rank):
-            size = x_shape[2 + i]
-            out = -(-size // strides[i])
-            total = max(0, (out - 1) * strides[i] + kernel[i] - size)
-            small, large = total // 2, total - total // 2
-            begin.append(small if auto_pad == "SAME_UPPER" else large)
-            end.append(large if auto_pad == "SAME_UPPER" else small)
-        return tuple(begin + end)
+        pads = ir.same_pads(auto_pad, kernel, strides, (1,) * rank, x_shape[2:])
+        return None if pads is None else tuple(pads)
     return tuple(int(p) for p in pool.attrs.get("pads", [0] * (2 * rank)))
 
 

@@ -69,10 +69,10 @@ class ConcatElimination(Pass):
         scope: ir.NameScope | None = None
         removed_any = False
         for node in list(graph.nodes):
-            if node.op == "Split" and _is_default(node) and node.inputs:
+            if node.op == "Split" and ir.is_onnx_op(node) and node.inputs:
                 removed_any |= self._split_of_concat(node, graph_outputs, result)
         for node in list(graph.nodes):
-            if node.op != "Concat" or not _is_default(node) or not node.outputs:
+            if node.op != "Concat" or not ir.is_onnx_op(node) or not node.outputs:
                 continue
             if not node.outputs[0].outputs and node.outputs[0].name not in graph_outputs:
                 continue  # read by nothing any more (rule 5 bypassed it): cleanup removes it
@@ -105,7 +105,7 @@ class ConcatElimination(Pass):
         flattened = 0
         for tensor in concat.inputs:
             inner = ir.producer(tensor)
-            if (inner is not None and inner.op == "Concat" and _is_default(inner)
+            if (inner is not None and inner.op == "Concat" and ir.is_onnx_op(inner)
                     and ir.has_single_use(tensor, graph_outputs)
                     and _axis(inner.attrs.get("axis", 0), tensor, *inner.inputs) == axis):
                 inputs.extend(inner.inputs)
@@ -206,7 +206,7 @@ class ConcatElimination(Pass):
     @staticmethod
     def _split_of_concat(split: gs.Node, graph_outputs: set[str], result: PassResult) -> bool:
         concat = ir.producer(split.inputs[0])
-        if concat is None or concat.op != "Concat" or not _is_default(concat):
+        if concat is None or concat.op != "Concat" or not ir.is_onnx_op(concat):
             return False
         axis = _axis(split.attrs.get("axis", 0), split.inputs[0], *split.outputs)
         if axis is None or axis != _axis(concat.attrs.get("axis", 0), *concat.inputs):
@@ -232,10 +232,6 @@ class ConcatElimination(Pass):
 # --------------------------------------------------------------------------------------------
 # Helpers
 # --------------------------------------------------------------------------------------------
-
-
-def _is_default(node: gs.Node) -> bool:
-    return (node.domain or "") in ("", "ai.onnx")
 
 
 def _axis(axis: int, *tensors: gs.Tensor) -> int | None:
@@ -294,7 +290,7 @@ def _piece(tensor: gs.Tensor, axis: int, graph_outputs: set[str]) -> _Piece | No
     """``tensor`` as a range of another tensor along ``axis``, if it is one and only the Concat
     reads it."""
     node = ir.producer(tensor)
-    if node is None or not _is_default(node) or not ir.has_single_use(tensor, graph_outputs):
+    if node is None or not ir.is_onnx_op(node) or not ir.has_single_use(tensor, graph_outputs):
         return None
     if node.op == "Split":
         if _axis(node.attrs.get("axis", 0), node.inputs[0], *node.outputs) != axis:

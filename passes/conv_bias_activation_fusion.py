@@ -4,7 +4,9 @@ Besides the pass, this module owns the fused-convolution convention the other pa
 (horizontal fusion merges calls of the same function, int8 quantization rewrites their weights):
 
 * :func:`conv_function` builds (or reuses) the model-local function ``trtcompile.ConvBias<Act>_<key>``
-  whose body is ``Conv(x, w, b)`` with every attribute explicit, followed by the activation;
+  whose body is ``Conv(x, w, b)`` with every attribute explicit, followed by the activation; with a
+  residual input it is ``trtcompile.ConvBiasAdd<Act>_<key>``: ``Conv(x, w, b) -> Add(conv, z) ->
+  activation``, called with (X, W, B, Z);
 * :func:`conv_call_info` reads a call of such a function back into a :class:`ConvCallInfo`.
 """
 
@@ -17,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import numpy as np
+import onnx
 import onnx_graphsurgeon as gs
 
 from trtcompile import ir
@@ -56,6 +59,15 @@ ACTIVATION_NAMES: tuple[str, ...] = tuple(_ACTIVATION_BY_OPTION)
 #: The attributes every fused conv body states explicitly, in name order.
 CONV_ATTRS = ("kernel_shape", "strides", "pads", "dilations", "group")
 
+#: Parameter names (X, W, B, Z) of the functions that add a residual. TensorRT's ONNX parser binds
+#: a call's arguments to the parameters one after the other, by name, in one namespace: an
+#: argument named like an earlier parameter (a residual Z named ``x`` where ``x`` is X's
+#: parameter) reads that parameter's tensor instead (measured on TensorRT-RTX 1.7 with residuals
+#: named ``x``, ``w`` and ``b``: the parse fails on the residual Add's shapes). Residuals are
+#: arbitrary model tensors, so these functions use parameter names in the project's namespace, and
+#: a residual named like one is not fused.
+RESIDUAL_PARAMETERS = ("trtcompile.x", "trtcompile.w", "trtcompile.b", "trtcompile.z")
+
 
 def _number_tag(value: float) -> str:
     """A float as it may appear in a function name: ``0.1`` -> ``0p1``, ``-1.5`` -> ``m1p5``."""
@@ -77,7 +89,9 @@ class ConvCallInfo:
     ``attrs`` holds the explicit conv attributes (:data:`CONV_ATTRS`, lists of ints and ``group``);
     ``activation`` is the option name of the activation (``relu``, ``clip``, ...) or None;
     ``activation_params`` its parameters (``{"alpha": 0.1}``, ``{"min": 0.0, "max": 6.0}``);
-    ``weights`` and ``bias`` are the call's W and B initializers.
+    ``weights`` and ``bias`` are the call's W and B initializers; ``residual`` is the call's fourth
+    input Z, a run-time tensor of the conv output's shape added before the activation, or None.
+    A pass that rebuilds the call from this description must carry Z over or leave the call alone.
     """
 
     node: gs.Node
@@ -87,6 +101,7 @@ class ConvCallInfo:
     activation_params: dict[str, float]
     weights: gs.Constant
     bias: gs.Constant
+    residual: gs.Tensor | None = None
 
     @property
     def input(self) -> gs.Tensor:
@@ -99,18 +114,20 @@ class ConvCallInfo:
 
 
 def function_name(attrs: dict[str, Any], activation: str | None = None,
-                  activation_params: dict[str, float] | None = None, dtype: Any = np.float32) -> str:
+                  activation_params: dict[str, float] | None = None, dtype: Any = np.float32,
+                  residual: bool = False) -> str:
     """The specialization key of a fused conv: ``ConvBiasRelu_k3x3_s1x1_p1x1x1x1_d1x1_g1``.
 
     Two fused convs have the same name if and only if they have the same body. Activation
     parameters are part of the name (``ConvBiasLeakyRelu_..._a0p1``); a body holding typed
-    constants (Clip bounds) adds the element type when it is not float32.
+    constants (Clip bounds) adds the element type when it is not float32; a body that adds a
+    residual input is ``ConvBiasAdd<Act>_...``.
     """
     spec = _ACTIVATION_BY_OPTION[activation] if activation else None
     params = activation_params or {}
     join = "x".join
     parts = [
-        "ConvBias" + (spec.title if spec else ""),
+        "ConvBias" + ("Add" if residual else "") + (spec.title if spec else ""),
         "k" + join(str(int(v)) for v in attrs["kernel_shape"]),
         "s" + join(str(int(v)) for v in attrs["strides"]),
         "p" + join(str(int(v)) for v in attrs["pads"]),
@@ -129,24 +146,26 @@ def function_name(attrs: dict[str, Any], activation: str | None = None,
 
 def conv_function(graph: gs.Graph, attrs: dict[str, Any], activation: str | None = None,
                   activation_params: dict[str, float] | None = None,
-                  dtype: Any = np.float32) -> gs.Function:
+                  dtype: Any = np.float32, residual: bool = False) -> gs.Function:
     """The fused conv function for ``attrs`` and ``activation``, created in ``graph`` if missing.
 
     ``attrs`` must hold every entry of :data:`CONV_ATTRS` (no ``auto_pad``). The body is
-    ``Conv(x, w, b)`` with those attributes followed by the activation node; ``dtype`` types the
-    Clip bound constants. Returns the function the graph holds under the specialization name.
+    ``Conv(x, w, b)`` with those attributes, then with ``residual`` ``Add(conv_out, z)`` of a fourth
+    input ``z``, then the activation node; ``dtype`` types the Clip bound constants. Returns the
+    function the graph holds under the specialization name.
     """
     missing = [key for key in CONV_ATTRS if key not in attrs]
     if missing:
         raise ValueError(f"conv attributes missing: {missing}")
-    name = function_name(attrs, activation, activation_params, dtype)
+    name = function_name(attrs, activation, activation_params, dtype, residual)
     existing = ir.find_function(graph, name)
     if existing is not None:
         return existing
 
     params = activation_params or {}
-    x, w, b = (gs.Variable(n) for n in ("x", "w", "b"))
-    conv_out = gs.Variable("conv_out" if activation else "y")
+    x, w, b = (gs.Variable(n) for n in (RESIDUAL_PARAMETERS[:3] if residual else ("x", "w", "b")))
+    inputs_of_body = [x, w, b]
+    conv_out = gs.Variable("conv_out" if activation or residual else "y")
     body = [gs.Node("Conv", name="conv", inputs=[x, w, b], outputs=[conv_out], attrs={
         "kernel_shape": [int(v) for v in attrs["kernel_shape"]],
         "strides": [int(v) for v in attrs["strides"]],
@@ -155,10 +174,15 @@ def conv_function(graph: gs.Graph, attrs: dict[str, Any], activation: str | None
         "group": int(attrs["group"]),
     })]
     output = conv_out
+    if residual:
+        z = gs.Variable(RESIDUAL_PARAMETERS[3])
+        inputs_of_body.append(z)
+        output = gs.Variable("sum" if activation else "y")
+        body.append(gs.Node("Add", name="residual", inputs=[conv_out, z], outputs=[output]))
     if activation:
         spec = _ACTIVATION_BY_OPTION[activation]
+        inputs: list[gs.Tensor] = [output]
         output = gs.Variable("y")
-        inputs: list[gs.Tensor] = [conv_out]
         node_attrs: dict[str, Any] = {}
         if spec.op == "Clip":
             # Clip (opset >= 11) takes its bounds as inputs: constants of the body, typed like x.
@@ -178,7 +202,7 @@ def conv_function(graph: gs.Graph, attrs: dict[str, Any], activation: str | None
                           if params.get(param) is not None}
         body.append(gs.Node(spec.op, name="activation", inputs=inputs, outputs=[output],
                             attrs=node_attrs))
-    function = gs.Function(name, domain=ir.TRTCOMPILE_DOMAIN, nodes=body, inputs=[x, w, b],
+    function = gs.Function(name, domain=ir.TRTCOMPILE_DOMAIN, nodes=body, inputs=inputs_of_body,
                            outputs=[output], opset=ir.opset(graph))
     return ir.add_local_function(graph, function)
 
@@ -188,26 +212,35 @@ def _ints(value: Any) -> list[int]:
 
 
 def conv_call_info(graph: gs.Graph, node: gs.Node) -> ConvCallInfo | None:
-    """The :class:`ConvCallInfo` of ``node`` if it calls a fused conv function with constant W and B,
-    else None. Reads the function body, not its name."""
-    if (node.domain or "") != ir.TRTCOMPILE_DOMAIN or len(node.inputs) != 3 or len(node.outputs) != 1:
+    """The :class:`ConvCallInfo` of ``node`` if it calls a fused conv function with constant W and B
+    (and, for ``ConvBiasAdd...`` functions, a residual input Z), else None. Reads the function body,
+    not its name."""
+    if not ir.is_fused_layer(node) or len(node.inputs) not in (3, 4) or len(node.outputs) != 1:
         return None
     function = ir.function_of(graph, node)
-    if function is None or not function.nodes:
+    if function is None or not function.nodes or len(function.inputs) != len(node.inputs):
         return None
     weights, bias = node.inputs[1], node.inputs[2]
     if not isinstance(weights, gs.Constant) or not isinstance(bias, gs.Constant):
         return None
     conv = function.nodes[0]
-    if conv.op != "Conv" or list(conv.inputs) != list(function.inputs):
+    if conv.op != "Conv" or list(conv.inputs) != list(function.inputs[:3]):
         return None
     if any(key not in conv.attrs for key in CONV_ATTRS) or "auto_pad" in conv.attrs:
         return None
     attrs = {key: _ints(conv.attrs[key]) if key != "group" else int(conv.attrs[key])
              for key in CONV_ATTRS}
     rest = [n for n in function.nodes[1:] if n.op != "Constant"]
+    residual = None
+    if len(function.inputs) == 4:
+        # The residual Add reads the conv's result and the fourth input, in either order.
+        add = rest.pop(0) if rest else None
+        if (add is None or add.op != "Add" or len(add.inputs) != 2
+                or {id(t) for t in add.inputs} != {id(conv.outputs[0]), id(function.inputs[3])}):
+            return None
+        residual = node.inputs[3]
     if not rest:
-        return ConvCallInfo(node, function, attrs, None, {}, weights, bias)
+        return ConvCallInfo(node, function, attrs, None, {}, weights, bias, residual)
     if len(rest) != 1 or rest[0].op not in _ACTIVATIONS:
         return None
     activation_node = rest[0]
@@ -221,7 +254,7 @@ def conv_call_info(graph: gs.Graph, node: gs.Node) -> ConvCallInfo | None:
     else:
         for param, _, default in spec.params:
             params[param] = float(activation_node.attrs.get(param, default))
-    return ConvCallInfo(node, function, attrs, spec.option, params, weights, bias)
+    return ConvCallInfo(node, function, attrs, spec.option, params, weights, bias, residual)
 
 
 # --------------------------------------------------------------------------------------------
@@ -239,17 +272,21 @@ class _Affine:
 
 @dataclass
 class _Chain:
-    """A conv and what follows it that will fuse: affine steps, then at most one activation."""
+    """A conv and what follows it that will fuse: affine steps, at most one residual Add, then at
+    most one activation."""
 
     conv: gs.Node
     steps: list[tuple[str, gs.Node, Any]] = field(default_factory=list)  # (kind, node, payload)
+    residual_node: gs.Node | None = None  # the Add of a run-time tensor Z
+    residual: gs.Tensor | None = None  # Z
     activation: _Activation | None = None
     activation_node: gs.Node | None = None
     activation_params: dict[str, float] = field(default_factory=dict)
+    reaches: gs.Node | None = None  # probing only: the Add of a computed tensor the chain reached
 
     @property
     def nodes(self) -> list[gs.Node]:
-        tail = [self.activation_node] if self.activation_node is not None else []
+        tail = [n for n in (self.residual_node, self.activation_node) if n is not None]
         return [self.conv, *(node for _, node, _ in self.steps), *tail]
 
     @property
@@ -266,14 +303,98 @@ class _Stop(Exception):
         self.node = node
 
 
+class _GraphFacts:
+    """What matching asks of the whole graph, each computed at most once per run, on first need:
+    node positions (which residual operand is computed later) and tensor shapes (whether a
+    residual Add broadcasts)."""
+
+    def __init__(self, graph: gs.Graph):
+        self.graph = graph
+        self.outputs = ir.output_names(graph)
+        self._positions: dict[int, int] | None = None
+        self._inferred: dict[str, tuple[int | str, ...]] | None = None
+
+    def position(self, node: gs.Node) -> int:
+        if self._positions is None:
+            self._positions = {id(n): i for i, n in enumerate(self.graph.nodes)}
+        return self._positions[id(node)]
+
+    def shape(self, tensor: gs.Tensor) -> tuple[int | str, ...] | None:
+        """The tensor's dimensions, each an int or a symbol, if every one is known."""
+        known = _known_dims(tensor.shape)
+        if known is not None:
+            return known
+        if self._inferred is None:
+            self._inferred = _inferred_shapes(self.graph)
+        return self._inferred.get(tensor.name)
+
+
+def _known_dims(shape: Any) -> tuple[int | str, ...] | None:
+    if shape is None:
+        return None
+    dims: list[int | str] = []
+    for dim in shape:
+        if isinstance(dim, (int, np.integer)) and dim >= 0:
+            dims.append(int(dim))
+        elif isinstance(dim, str) and dim:
+            dims.append(dim)  # a symbol: equal symbols are equal sizes
+        else:
+            return None
+    return tuple(dims)
+
+
+def _inferred_shapes(graph: gs.Graph) -> dict[str, tuple[int | str, ...]]:
+    """Shapes ONNX shape inference gives the main graph's tensors; empty when inference fails.
+
+    Inference runs on a copy in which every initializer larger than :data:`_SHAPE_VALUE_LIMIT`
+    elements is a typed graph input: shapes need the weights' shapes, not their values (only small
+    integer tensors such as Reshape targets feed shapes), and ResNet50's 100 MB of weights made
+    export and inference take 0.5 s instead of 20 ms. The graph itself is not changed.
+    """
+    standin_graph = graph.copy()
+    standins: dict[int, gs.Variable] = {}
+    for node in standin_graph.nodes:
+        for index, tensor in enumerate(node.inputs):
+            if not isinstance(tensor, gs.Constant) or math.prod(tensor.shape) <= _SHAPE_VALUE_LIMIT:
+                continue
+            standin = standins.get(id(tensor))
+            if standin is None:
+                standin = standins[id(tensor)] = gs.Variable(tensor.name, tensor.dtype,
+                                                             list(tensor.shape))
+                standin_graph.inputs.append(standin)
+            node.inputs[index] = standin
+    try:
+        inferred = onnx.shape_inference.infer_shapes(ir.export_model(standin_graph),
+                                                     strict_mode=False)
+    except (onnx.shape_inference.InferenceError, onnx.checker.ValidationError, ValueError):
+        return {}
+    shapes: dict[str, tuple[int | str, ...]] = {}
+    for value in [*inferred.graph.input, *inferred.graph.value_info, *inferred.graph.output]:
+        tensor_type = value.type.tensor_type
+        if not value.type.HasField("tensor_type") or not tensor_type.HasField("shape"):
+            continue
+        dims = _known_dims([d.dim_value if d.HasField("dim_value") else (d.dim_param or None)
+                            for d in tensor_type.shape.dim])
+        if dims is not None:
+            shapes[value.name] = dims
+    return shapes
+
+
+#: Initializers up to this many elements keep their values for shape inference (shape operands).
+_SHAPE_VALUE_LIMIT = 64
+
+
 @dataclass(frozen=True)
 class ConvBiasActivationFusion(Pass):
-    """Fuse a Conv with its per-channel affine epilogue and activation into one fused layer.
+    """Fuse a Conv with its per-channel affine epilogue, a residual Add and an activation into one
+    fused layer.
 
-    A chain ``Conv -> [Add | Sub | Mul | BatchNormalization]* -> [activation]`` becomes one node
-    that calls the model-local function ``trtcompile.ConvBias<Act>_k.._s.._p.._d.._g..`` with inputs
-    (X, W', B'); the node takes the Conv's name, the function body is ``Conv`` with every attribute
-    explicit followed by the activation.
+    A chain ``Conv -> [Add | Sub | Mul | BatchNormalization]* -> [Add(., Z)] -> [activation]``
+    becomes one node that calls the model-local function
+    ``trtcompile.ConvBias<Act>_k.._s.._p.._d.._g..`` with inputs (X, W', B'), or
+    ``trtcompile.ConvBiasAdd<Act>_...`` with inputs (X, W', B', Z) when it adds a residual; the node
+    takes the Conv's name, the function body is ``Conv`` with every attribute explicit, then
+    ``Add(conv, z)``, then the activation.
 
     Rules:
       1. Bias: ``Add(conv, c)`` (either operand order) or ``Sub(conv, c)`` with a constant ``c`` that
@@ -283,27 +404,47 @@ class ConvBiasActivationFusion(Pass):
       3. BatchNormalization in inference mode with constant scale, B, mean and var folds into W and
          B (``s = scale / sqrt(var + eps)``, ``W' = W * s``, ``B' = (B - mean) * s + B_bn``); with
          ``fold_batchnorm`` off the chain stops before it.
-      4. The chain may end with one activation among ``activations``: relu, clip (constant bounds,
+      4. Residual (``residual``, on by default): after the affine steps, ``Add(conv, Z)`` (either
+         operand order) of a run-time tensor ``Z`` (a node's result or a graph input) joins the
+         layer as its fourth input, the elementwise sum TensorRT fuses into the convolution's
+         epilogue (ResNet's ``relu(bn(conv(x)) + shortcut)``, MobileNetV2's linear bottleneck
+         ``bn(conv(x)) + x``). ``Z`` must have exactly the shape of the conv chain's result: both
+         shapes known (from the graph or ONNX shape inference) and equal dimension by dimension
+         (equal numbers or the same symbol); a broadcasting Add stays. Only an activation may
+         follow the residual Add. When ``Z`` is itself the result of another conv chain that
+         reaches the same Add (a projection shortcut: both operands are convolutions), the chain
+         whose last node comes later in node order is taken as the main path and takes the Add
+         (when it runs, the other operand is ready); the other chain fuses up to the Add and
+         becomes its own layer, read as ``Z``. One Add, one owner, decided by node order alone,
+         whatever order the convs are visited in. (tf2onnx places ResNet50's projection shortcut
+         after the main path, so there the shortcut conv takes the Add; TensorRT's builder picks
+         the same conv when it fuses the Add itself.)
+      5. The chain may end with one activation among ``activations``: relu, clip (constant bounds,
          e.g. ReLU6), leaky-relu, sigmoid, tanh, hard-sigmoid, hard-swish, elu.
-      5. Every intermediate tensor must have exactly one consumer and must not be a graph output; the
-         chain stops before a node that breaks this, fusing what came before.
-      6. Conv weights (and the conv's own bias) must be constants; ``auto_pad`` SAME_UPPER,
+      6. Every intermediate tensor must have exactly one consumer and must not be a graph output; the
+         chain stops before a node that breaks this, fusing what came before. (So ``Z`` can never
+         depend on the conv's result: the conv's only reader leads to the Add.)
+      7. Conv weights (and the conv's own bias) must be constants; ``auto_pad`` SAME_UPPER,
          SAME_LOWER and VALID become explicit pads (for strides > 1 SAME needs the input's spatial
          shape).
-      7. A Conv with nothing to fuse after it stays a plain Conv.
+      8. A Conv with nothing to fuse after it stays a plain Conv.
 
     Folded weights are computed in float64 and stored in the weights' dtype, in new initializers
-    (weights shared with other convs are never modified). Requires: topologically sorted nodes.
-    Preserves: topological order, graph inputs and outputs, every output within FP32 rounding.
-    Options: ``activations`` (which activations to fuse), ``fold_batchnorm``.
+    (weights shared with other convs are never modified). A call without a residual sits where
+    the Conv was; a call with one sits where the chain's last node was (``Z`` may be computed
+    after the Conv). Requires: topologically sorted nodes. Preserves: topological order, graph
+    inputs and outputs, every output within FP32 rounding.
+    Options: ``activations`` (which activations to fuse), ``fold_batchnorm``, ``residual``.
     Counts: ``fused_convs`` (calls made), ``fused_conv_bias``, ``fused_conv_scale``,
-    ``folded_batchnorm``, ``fused_conv_<activation>`` (``fused_conv_relu``, ``fused_conv_clip``, ...).
+    ``folded_batchnorm``, ``fused_conv_residual``, ``fused_conv_<activation>``
+    (``fused_conv_relu``, ``fused_conv_clip``, ...).
     """
 
     name: ClassVar[str] = "conv-bias-activation-fusion"
 
     activations: tuple[str, ...] = ACTIVATION_NAMES
     fold_batchnorm: bool = True
+    residual: bool = True
 
     def __post_init__(self) -> None:
         unknown = [a for a in self.activations if a not in _ACTIVATION_BY_OPTION]
@@ -317,35 +458,39 @@ class ConvBiasActivationFusion(Pass):
 
     def _run(self, graph: gs.Graph) -> PassResult:
         result = PassResult()
-        graph_outputs = ir.output_names(graph)
-        replaced: dict[int, gs.Node] = {}  # id(conv) -> call node
+        facts = _GraphFacts(graph)
+        # Match every chain on the untouched graph first: a residual decision looks at the chain
+        # on the Add's other side, and shape inference reads the whole graph.
+        chains = [chain for node in graph.nodes
+                  if node.op == "Conv" and ir.is_onnx_op(node)
+                  and (chain := self._match(node, facts, result)) is not None]
+        replaced: dict[int, gs.Node] = {}  # id(node the call replaces) -> call node
         removed: set[int] = set()
         scope: ir.NameScope | None = None  # built on the first fusion: O(graph) once
-
-        for node in graph.nodes:
-            if node.op != "Conv" or (node.domain or "") not in ("", "ai.onnx") or id(node) in removed:
-                continue
-            chain = self._match(node, graph_outputs, result)
-            if chain is None:
-                continue
+        for chain in chains:
             if scope is None:
                 scope = ir.NameScope(graph)
-            call = self._rewrite(graph, chain, scope, graph_outputs, removed, result)
+            call = self._rewrite(graph, chain, scope, facts.outputs, removed, result)
             if call is None:
                 continue
-            replaced[id(node)] = call
+            # The call's inputs are available where the Conv was, except a residual Z, which is
+            # available before the Add; only the chain's own nodes (now gone) read the
+            # intermediates, so either place keeps the order topological.
+            anchor = chain.nodes[-1] if chain.residual is not None else chain.conv
+            replaced[id(anchor)] = call
             removed.update(id(n) for n in chain.nodes)
 
         if replaced:
-            # The call sits where the conv was: its inputs are available there and only the chain's
-            # own nodes (now gone) read the intermediates, so the order stays topological.
             graph.nodes = [replaced.get(id(n), n) for n in graph.nodes
                            if id(n) not in removed or id(n) in replaced]
         return result
 
     # Matching ---------------------------------------------------------------------------------
 
-    def _match(self, conv: gs.Node, graph_outputs: set[str], result: PassResult) -> _Chain | None:
+    def _match(self, conv: gs.Node, facts: _GraphFacts, result: PassResult, *,
+               probe: bool = False) -> _Chain | None:
+        """The chain that fuses from ``conv``, or None if nothing does. A probe only follows the
+        chain to the first Add of a computed tensor and records it in ``reaches``."""
         chain = _Chain(conv)
         current = conv.outputs[0]
         if len(conv.inputs) < 2 or ir.constant_value(conv.inputs[1]) is None:
@@ -360,7 +505,7 @@ class ConvBiasActivationFusion(Pass):
                 if not candidates:
                     break
                 what = "conv output" if current is conv.outputs[0] else f"intermediate '{current.name}'"
-                if current.name in graph_outputs:
+                if current.name in facts.outputs:
                     raise _Stop(f"intermediate '{current.name}' is a graph output", candidates[0])
                 if len(readers) != 1:
                     raise _Stop(f"{what} has {len(readers)} consumers", candidates[0])
@@ -368,8 +513,16 @@ class ConvBiasActivationFusion(Pass):
                 if follower.op in _ACTIVATIONS:
                     self._match_activation(chain, follower)
                     break
-                if follower.op == "BatchNormalization":
-                    chain.steps.append(("batchnorm", follower, self._batchnorm(follower, graph_outputs)))
+                if chain.residual_node is not None:
+                    raise _Stop("only an activation fuses after the residual Add", follower)
+                residual = self._residual_operand(follower, current)
+                if residual is not None:
+                    if probe:
+                        chain.reaches = follower
+                        break
+                    self._match_residual(chain, follower, current, residual, facts)
+                elif follower.op == "BatchNormalization":
+                    chain.steps.append(("batchnorm", follower, self._batchnorm(follower, facts.outputs)))
                 else:
                     chain.steps.append(self._match_affine(follower, current, conv))
                 current = follower.outputs[0]
@@ -377,14 +530,74 @@ class ConvBiasActivationFusion(Pass):
             if stop.reason:
                 result.reject([*chain.nodes, *([stop.node] if stop.node is not None else [])],
                               stop.reason)
-        if not chain.steps and chain.activation is None:
+        if probe:
+            return chain
+        if not chain.steps and chain.residual is None and chain.activation is None:
             return None
         return chain
 
     def _is_candidate(self, node: gs.Node) -> bool:
-        if (node.domain or "") not in ("", "ai.onnx"):
+        if not ir.is_onnx_op(node):
             return False
         return node.op in _ACTIVATIONS or node.op in ("Add", "Sub", "Mul", "BatchNormalization")
+
+    def _residual_operand(self, node: gs.Node, current: gs.Tensor) -> gs.Tensor | None:
+        """``Z`` if ``node`` is ``Add(current, Z)`` (either order) of a run-time tensor ``Z`` and
+        residual fusion is on; None otherwise (the affine rules then judge the node)."""
+        if not self.residual or node.op != "Add" or len(node.inputs) != 2:
+            return None
+        if node.inputs[0] is node.inputs[1]:
+            return None
+        other = node.inputs[1] if node.inputs[0] is current else node.inputs[0]
+        return other if ir.constant_value(other) is None else None
+
+    def _match_residual(self, chain: _Chain, node: gs.Node, current: gs.Tensor, residual: gs.Tensor,
+                        facts: _GraphFacts) -> None:
+        conv_shape, residual_shape = facts.shape(current), facts.shape(residual)
+        if conv_shape is None or residual_shape is None:
+            unknown = current if conv_shape is None else residual
+            raise _Stop(f"residual Add: the shape of '{unknown.name}' is unknown, so the Add may "
+                        "broadcast", node)
+        if conv_shape != residual_shape:
+            if len(conv_shape) == len(residual_shape) and all(
+                    a == b or isinstance(a, str) or isinstance(b, str)
+                    for a, b in zip(conv_shape, residual_shape)):
+                raise _Stop(f"residual Add: '{residual.name}' (shape {list(residual_shape)}) is not "
+                            f"provably the conv result's shape {list(conv_shape)}, so the Add may "
+                            "broadcast", node)
+            raise _Stop(f"Add of '{residual.name}' broadcasts (shape {list(residual_shape)}, the "
+                        f"conv result {list(conv_shape)}): not a residual, and not a constant bias",
+                        node)
+        if residual.name in RESIDUAL_PARAMETERS[:3]:
+            raise _Stop(f"residual '{residual.name}' is named like a parameter of the fused "
+                        "function, which TensorRT's parser would bind to the wrong tensor", node)
+        rival = self._rival_conv(node, current, residual, facts)
+        if rival is not None:
+            raise _Stop(f"the Add's other operand '{residual.name}' (conv '{rival.name}') is computed "
+                        "later: its chain takes the Add", node)
+        chain.residual_node, chain.residual = node, residual
+
+    def _rival_conv(self, add: gs.Node, current: gs.Tensor, residual: gs.Tensor,
+                    facts: _GraphFacts) -> gs.Node | None:
+        """The Conv whose chain also reaches ``add`` (through ``residual``) and takes it, being
+        computed later (rule 4); None if ``residual`` is not such a chain's result."""
+        source = ir.producer(residual)
+        conv = source
+        while conv is not None and ir.is_onnx_op(conv) and conv.op in ("Add", "Sub", "Mul",
+                                                                         "BatchNormalization"):
+            operands = conv.inputs[:1] if conv.op == "BatchNormalization" else conv.inputs
+            computed = [t for t in operands if ir.constant_value(t) is None]
+            if len(computed) != 1:
+                return None
+            conv = ir.producer(computed[0])
+        if conv is None or conv.op != "Conv" or not ir.is_onnx_op(conv):
+            return None
+        if self._conv_problem(conv) is not None:
+            return None  # it cannot fuse, so it cannot take the Add
+        probe = self._match(conv, facts, PassResult(), probe=True)
+        if probe is None or probe.reaches is not add:
+            return None
+        return conv if facts.position(source) > facts.position(ir.producer(current)) else None
 
     def _match_activation(self, chain: _Chain, node: gs.Node) -> None:
         spec = _ACTIVATIONS[node.op]
@@ -433,8 +646,9 @@ class ConvBiasActivationFusion(Pass):
         value = ir.constant_value(other)
         if value is None:
             if ir.producer(other) is not None:
+                off = " (residual fusion is off)" if node.op == "Add" and not self.residual else ""
                 raise _Stop(f"{node.op} of two computed tensors is not a "
-                            f"{'bias' if node.op != 'Mul' else 'scale'}", node)
+                            f"{'bias' if node.op != 'Mul' else 'scale'}{off}", node)
             word = "scale" if node.op == "Mul" else "bias"
             raise _Stop(f"{word} '{other.name}' is not a constant", node)
         weights = ir.constant_value(conv.inputs[1])
@@ -448,23 +662,30 @@ class ConvBiasActivationFusion(Pass):
 
     # Rewriting --------------------------------------------------------------------------------
 
+    @staticmethod
+    def _conv_problem(conv: gs.Node) -> str | None:
+        """Why the conv (with constant weights, checked by matching) cannot become a call, or None."""
+        weights = ir.constant_value(conv.inputs[1])
+        if weights.dtype.kind != "f":
+            return f"weights are {weights.dtype}, not floating point"
+        if (len(conv.inputs) > 2 and not conv.inputs[2].is_empty()
+                and ir.constant_value(conv.inputs[2]) is None):
+            return "conv bias is not constant"
+        attrs, reason = _explicit_attrs(conv, weights)
+        return reason if attrs is None else None
+
     def _rewrite(self, graph: gs.Graph, chain: _Chain, scope: ir.NameScope, graph_outputs: set[str],
                  dead: set[int], result: PassResult) -> gs.Node | None:
         conv = chain.conv
-        weights_tensor = conv.inputs[1]
-        weights = ir.constant_value(weights_tensor)  # constant: checked by _match
-        if weights.dtype.kind != "f":
-            result.reject(chain.nodes, f"weights are {weights.dtype}, not floating point")
+        problem = self._conv_problem(conv)
+        if problem is not None:
+            result.reject(chain.nodes, problem)
             return None
+        weights_tensor = conv.inputs[1]
+        weights = ir.constant_value(weights_tensor)
         has_bias = len(conv.inputs) > 2 and not conv.inputs[2].is_empty()
         conv_bias = ir.constant_value(conv.inputs[2]) if has_bias else None
-        if has_bias and conv_bias is None:
-            result.reject(chain.nodes, "conv bias is not constant")
-            return None
-        attrs, reason = _explicit_attrs(conv, weights)
-        if attrs is None:
-            result.reject(chain.nodes, reason)
-            return None
+        attrs, _ = _explicit_attrs(conv, weights)
 
         channels = weights.shape[0]
         affine = _Affine(np.ones(channels, np.float64),
@@ -502,9 +723,12 @@ class ConvBiasActivationFusion(Pass):
             new_bias = gs.Constant(scope.fresh(f"{prefix}_bias"), affine.shift.astype(weights.dtype))
 
         activation = chain.activation.option if chain.activation else None
-        function = conv_function(graph, attrs, activation, chain.activation_params, weights.dtype)
+        residual = chain.residual is not None
+        function = conv_function(graph, attrs, activation, chain.activation_params, weights.dtype,
+                                 residual=residual)
         output = chain.output
-        call = ir.call(function, conv.name, [conv.inputs[0], new_weights, new_bias], [output])
+        inputs = [conv.inputs[0], new_weights, new_bias, *([chain.residual] if residual else [])]
+        call = ir.call(function, conv.name, inputs, [output])
         read = [tensor for fused in chain.nodes for tensor in fused.inputs]
         for fused in chain.nodes:
             fused.inputs.clear()
@@ -516,6 +740,8 @@ class ConvBiasActivationFusion(Pass):
                     and not any(t.outputs or t.name in graph_outputs for t in source.outputs)):
                 dead.add(id(source))
                 source.outputs.clear()
+        if residual:
+            result.count("fused_conv_residual")
         if chain.activation:
             result.count(f"fused_conv_{chain.activation.option.replace('-', '_')}")
         result.count("fused_convs")
@@ -561,35 +787,24 @@ def _explicit_attrs(conv: gs.Node, weights: np.ndarray) -> tuple[dict[str, Any] 
     strides = _ints(conv.attrs.get("strides", [1] * spatial))
     dilations = _ints(conv.attrs.get("dilations", [1] * spatial))
     group = int(conv.attrs.get("group", 1))
-    auto_pad = conv.attrs.get("auto_pad", "NOTSET")
-    if isinstance(auto_pad, bytes):
-        auto_pad = auto_pad.decode()
+    auto_pad = ir.text_attr(conv, "auto_pad", "NOTSET")
     if auto_pad == "NOTSET":
         pads = _ints(conv.attrs.get("pads", [0] * (2 * spatial)))
     elif auto_pad == "VALID":
         pads = [0] * (2 * spatial)
     elif auto_pad in ("SAME_UPPER", "SAME_LOWER"):
         input_shape = conv.inputs[0].shape
-        begin, end = [], []
-        for axis in range(spatial):
-            effective = (kernel[axis] - 1) * dilations[axis] + 1
-            if strides[axis] == 1:  # the total padding does not depend on the input size
-                total = effective - 1
-            else:
-                size = input_shape[2 + axis] if input_shape and len(input_shape) == spatial + 2 else None
-                if not isinstance(size, (int, np.integer)) or size < 0:
-                    return None, (f"auto_pad {auto_pad} with strides {strides} needs a static input "
-                                  "spatial shape")
-                total = max((-(-size // strides[axis]) - 1) * strides[axis] + effective - size, 0)
-            small, large = total // 2, total - total // 2
-            begin.append(small if auto_pad == "SAME_UPPER" else large)
-            end.append(large if auto_pad == "SAME_UPPER" else small)
-        pads = begin + end
+        sizes = (list(input_shape[2:]) if input_shape and len(input_shape) == spatial + 2
+                 else [None] * spatial)
+        pads = ir.same_pads(auto_pad, kernel, strides, dilations, sizes)
+        if pads is None:
+            return None, (f"auto_pad {auto_pad} with strides {strides} needs a static input "
+                          "spatial shape")
     else:
         return None, f"unknown auto_pad '{auto_pad}'"
     return {"kernel_shape": kernel, "strides": strides, "pads": pads, "dilations": dilations,
             "group": group}, ""
 
 
-__all__ = ["ACTIVATION_NAMES", "CONV_ATTRS", "ConvBiasActivationFusion", "ConvCallInfo",
-           "conv_call_info", "conv_function", "function_name"]
+__all__ = ["ACTIVATION_NAMES", "CONV_ATTRS", "RESIDUAL_PARAMETERS", "ConvBiasActivationFusion",
+           "ConvCallInfo", "conv_call_info", "conv_function", "function_name"]

@@ -76,12 +76,8 @@ class DeadLayerElimination(Pass):
                     live.add(id(node))
                     stack.extend(node.inputs)
         for node in graph.nodes:
-            if id(node) not in live:
+            if id(node) not in live or ir.subgraphs(node):
                 return False
-            for value in node.attrs.values():
-                if isinstance(value, gs.Graph) or (
-                        isinstance(value, list) and any(isinstance(v, gs.Graph) for v in value)):
-                    return False
         return True
 
     @staticmethod

@@ -128,7 +128,7 @@ class FoldConstants(Pass):
                                     partitioning=None, error_ok=True, flatten_subgraphs=False,
                                     size_threshold=self.size_threshold, recurse_functions=False)
         for island in islands:
-            graph_outputs = {t.name for t in island.graph.outputs}
+            graph_outputs = ir.output_names(island.graph)
             dead: set[int] = set()
             for node in reversed(island.nodes):
                 if any(t.outputs or t.name in graph_outputs for t in node.outputs):
@@ -280,7 +280,7 @@ class FoldConstants(Pass):
 def _island_outputs(island: _Island) -> list[gs.Tensor]:
     """Island tensors read outside the island (by other nodes, bodies, or as graph outputs)."""
     members = {id(node) for node in island.nodes}
-    graph_outputs = {t.name for t in island.graph.outputs}
+    graph_outputs = ir.output_names(island.graph)
     outputs = []
     for node in island.nodes:
         for tensor in node.outputs:
@@ -302,7 +302,7 @@ def _graphs(graph: gs.Graph) -> Iterator[gs.Graph]:
 def _subgraphs(node: gs.Node) -> list[gs.Graph]:
     """The node's graph attributes (If/Loop/Scan bodies, or a custom op's), cheaply: only nodes that
     can hold one are inspected, so a walk over a 100k-node graph stays fast."""
-    if node.op in ("If", "Loop", "Scan") or (node.domain or "") not in ("", "ai.onnx"):
+    if node.op in ("If", "Loop", "Scan") or not ir.is_onnx_op(node):
         return list(node.subgraphs())
     return []
 

@@ -38,6 +38,7 @@ class _Branch:
     described: dict[str, Any]  # attributes as shown in rejection reasons
     channels: int | None  # output channels (conv) or columns (matmul, gemm) it contributes
     dynamic_inputs: list[gs.Tensor]  # inputs besides X that are not constants
+    residual: gs.Tensor | None = None  # a fused conv call's residual input Z
 
     @property
     def output(self) -> gs.Tensor:
@@ -75,7 +76,8 @@ class HorizontalFusion(Pass):
       4. A layer that (through any path, checked with networkx) reads another candidate's result is
          not merged with it: the merged layer would be its own ancestor.
       5. Weights, biases and Gemm's C must be constants (a runtime weight would need a Concat
-         layer of its own).
+         layer of its own); a fused conv call that adds a residual input is not merged (its
+         residual, a run-time tensor, would need one too).
       6. The merged layer concatenates the weights along the output channels (Conv: axis 0 of W;
          MatMul: columns of W; Gemm: columns of op(B), C broadcast per branch) and a missing bias
          becomes zeros. A ``Split`` on the channel axis (1 for Conv and Gemm, -1 for MatMul) writes
@@ -181,9 +183,9 @@ class HorizontalFusion(Pass):
     def _candidate(self, graph: gs.Graph, node: gs.Node) -> _Branch | None:
         if len(node.outputs) != 1 or not node.inputs or isinstance(node.inputs[0], gs.Constant):
             return None
-        if (node.domain or "") == ir.TRTCOMPILE_DOMAIN:
+        if ir.is_fused_layer(node):
             return self._conv_call(graph, node) if "conv" in self.ops else None
-        if (node.domain or "") not in ("", "ai.onnx"):
+        if not ir.is_onnx_op(node):
             return None
         if node.op == "Conv" and "conv" in self.ops:
             return self._conv(node)
@@ -205,8 +207,7 @@ class HorizontalFusion(Pass):
         if kernel is None:
             return None
         rank = len(kernel)
-        auto_pad = node.attrs.get("auto_pad", "NOTSET")
-        auto_pad = auto_pad.decode() if isinstance(auto_pad, bytes) else str(auto_pad)
+        auto_pad = ir.text_attr(node, "auto_pad", "NOTSET")
         pads = list(node.attrs.get("pads", [0] * (2 * rank)))
         if auto_pad == "VALID":  # VALID is zero padding: key it like explicit zero pads
             auto_pad, pads = "NOTSET", [0] * (2 * rank)
@@ -231,7 +232,7 @@ class HorizontalFusion(Pass):
         described["activation"] = info.activation or "none"
         described.update(info.activation_params)
         return _Branch(node, "conv", ("call", node.domain, node.op), described,
-                       int(info.weights.shape[0]), [])
+                       int(info.weights.shape[0]), [], info.residual)
 
     @staticmethod
     def _matmul(node: gs.Node) -> _Branch | None:
@@ -361,6 +362,11 @@ class HorizontalFusion(Pass):
         legal: list[_Branch] = []
         for member in members:
             others = [m.node for m in members if m is not member]
+            if member.residual is not None:
+                result.reject(member.node, f"adds a residual input '{member.residual.name}': a "
+                                           "merged layer would need the branches' residuals "
+                                           "concatenated at run time")
+                continue
             if member.dynamic_inputs:
                 reached = reachability.reached_from(member, others)
                 if reached is not None:
@@ -456,7 +462,7 @@ class HorizontalFusion(Pass):
         ]
         merged_output = gs.Variable(scope.fresh(f"{merged_name}_out"), dtype=first.output.dtype,
                                     shape=_merged_shape(members, axis, sizes))
-        if family == "conv" and (first.node.domain or "") == ir.TRTCOMPILE_DOMAIN:
+        if family == "conv" and ir.is_fused_layer(first.node):
             info = conv_call_info(graph, first.node)
             attrs = dict(info.attrs)
             if padding is not None:
@@ -594,12 +600,12 @@ def _padding_macs(members: list[_Branch], padding: _Padding,
                   shapes: dict[str, cost.Shape]) -> int | None:
     """MACs the zeros of ``padding`` add to ``members`` (None if a shape is not static)."""
     x = members[0].node.inputs[0]
-    x_shape = shapes.get(x.name) or cost.static_shape(x)
+    x_shape = shapes.get(x.name) or ir.static_shape(x)
     if x_shape is None:
         return None
     added = 0
     for member in members:
-        out_shape = shapes.get(member.output.name) or cost.static_shape(member.output)
+        out_shape = shapes.get(member.output.name) or ir.static_shape(member.output)
         w_shape = tuple(member.node.inputs[1].values.shape)
         if out_shape is None:
             return None

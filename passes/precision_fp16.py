@@ -182,7 +182,7 @@ class _Converter:
         self.result = result
         self.opset = opset
         self.scope = ir.NameScope(graph)
-        self.functions = {(f.domain or "", f.name): f for f in graph.functions}
+        self.functions = ir.functions_by_key(graph)
         self.function_protos = function_protos
         self.specialized: dict[tuple, gs.Function | None] = {}
         self._types: dict[int, dict[str, int]] = {}
@@ -222,12 +222,12 @@ class _Converter:
             plans[id(node)] = plan
 
         # Constant nodes follow their readers: float16 when every float32 reader wants float16.
+        body_outputs = ir.output_names(body)
         for node in constant_nodes:
             wants = self._reader_wants(node.outputs[0], plans)
             value = node.attrs.get("value")
             fits = isinstance(value, gs.Constant) and _fits_float16(value.values)
-            output_names = {t.name for t in body.outputs}
-            if wants == {True} and fits and node.outputs[0].name not in output_names:
+            if wants == {True} and fits and node.outputs[0].name not in body_outputs:
                 plans[id(node)] = _Plan(outputs={0})
             else:
                 plans[id(node)] = _Plan()
@@ -249,7 +249,7 @@ class _Converter:
                 if top_level:
                     self.result.count("converted_layers")
                 changed |= self._convert_attributes(node, plan)
-                if (node.domain or "") not in ("", "ai.onnx"):
+                if not ir.is_onnx_op(node):
                     changed |= self._specialize_call(node, plan, types)
 
         rewired = self._rewire(body, plans, float32, is_fp16, output_fp16)
@@ -263,8 +263,7 @@ class _Converter:
             return "kept float32 by option"
         if node.op in self.keep_ops:
             return f"{node.op} is on the float32 keep-list"
-        if any(isinstance(v, (gs.Graph, list)) and (isinstance(v, gs.Graph) or
-               any(isinstance(a, gs.Graph) for a in v)) for v in node.attrs.values()):
+        if ir.subgraphs(node):
             return f"{node.op} holds subgraphs (their bodies stay float32)"
         for tensor in [*node.inputs, *node.outputs]:
             if tensor.name and tensor.name not in types:
@@ -278,20 +277,20 @@ class _Converter:
             value = node.attrs.get("value")
             if isinstance(value, gs.Constant) and not _fits_float16(value.values):
                 return "fill value overflows float16"
-        if (node.domain or "") in ("", "ai.onnx"):
+        if ir.is_onnx_op(node):
             if "dtype" in node.attrs:
                 return f"{node.op} sets its output type by attribute"
         else:
-            function = self.functions.get((node.domain or "", node.op))
+            function = self.functions.get(ir.call_key(node))
             if function is None:
                 return f"{node.op} is not a local function (no float16 form known)"
-            if any((n.domain or "") not in ("", "ai.onnx") for n in function.nodes):
+            if not all(ir.is_onnx_op(n) for n in function.nodes):
                 return f"function {function.name} calls other functions"
         return None
 
     def _plan(self, node: gs.Node, float32: set[str]) -> _Plan | None:
         plan = _Plan()
-        if (node.domain or "") not in ("", "ai.onnx"):
+        if not ir.is_onnx_op(node):
             # Function bodies are typed by their inputs: every float32 slot follows the call.
             plan.inputs = {i for i, t in enumerate(node.inputs) if t.name in float32}
             plan.outputs = {i for i, t in enumerate(node.outputs) if t.name in float32}
@@ -333,13 +332,13 @@ class _Converter:
 
     def _specialize_call(self, node: gs.Node, plan: _Plan, types: dict[str, int]) -> bool:
         """Point a float16 call at a function body converted for float16 inputs."""
-        function = self.functions[(node.domain or "", node.op)]
+        function = self.functions[ir.call_key(node)]
         input_types = tuple(types.get(t.name, 0) for t in node.inputs)
-        key = (function.domain or "", function.name, input_types,
+        key = (*ir.function_key(function), input_types,
                tuple(sorted(plan.inputs)), tuple(sorted(plan.outputs)))
         if key not in self.specialized:
             body = function.copy()
-            proto = self.function_protos[(function.domain or "", function.name)]
+            proto = self.function_protos[ir.function_key(function)]
             body_types = _infer_function_types(self.graph, proto, input_types)
             input_fp16 = [i in plan.inputs for i in range(len(body.inputs))]
             output_fp16 = [i in plan.outputs for i in range(len(body.outputs))]
@@ -351,7 +350,7 @@ class _Converter:
             if changed:
                 body.name = self.scope.fresh(f"{function.name}_fp16")
                 body = ir.add_local_function(self.graph, body)
-                self.functions[(body.domain or "", body.name)] = body
+                self.functions[ir.function_key(body)] = body
                 self.result.count("specialized_functions")
                 self.specialized[key] = body
             else:
@@ -457,7 +456,7 @@ def _integer_bound_nodes(body: gs.Graph, float32: set[str]) -> set[int]:
     float16 represents integers exactly only up to 2048, so such chains stay float32. Found in
     one backward sweep over the (topologically sorted) nodes.
     """
-    body_outputs = {t.name for t in body.outputs}
+    body_outputs = ir.output_names(body)
     bound: set[int] = set()
     for node in reversed(body.nodes):
         if node.op == "Cast" and node.inputs and node.inputs[0].name in float32:
@@ -491,7 +490,7 @@ def _fits_float16(values: np.ndarray) -> bool:
 def _merge_cast_chains(body: gs.Graph, types: dict[str, int],
                        protected_outputs: Sequence[gs.Tensor]) -> int:
     """Merge ``Cast -> Cast`` where the first is exact; drop a merged Cast that cancels."""
-    protected = {t.name for t in protected_outputs} | {t.name for t in body.outputs}
+    protected = {t.name for t in protected_outputs} | ir.output_names(body)
 
     def elem_type(tensor: gs.Tensor) -> int | None:
         if isinstance(tensor, gs.Variable) and tensor.dtype is not None:

@@ -100,13 +100,13 @@ class QuantizeInt8(Pass):
 
     def _find_layers(self, graph: gs.Graph, result: PassResult) -> list[_Layer]:
         excluded = set(self.exclude)
-        functions = {(f.domain or "", f.name): f for f in graph.functions}
+        functions = ir.functions_by_key(graph)
         layers = []
         for node in graph.nodes:
-            if node.op in self.ops and (node.domain or "") in ("", "ai.onnx"):
+            if node.op in self.ops and ir.is_onnx_op(node):
                 kind, positions = node.op.lower(), _plain_positions(node)
-            elif self.fused_conv and (node.domain or "", node.op) in functions:
-                positions = _fused_conv_positions(functions[(node.domain or "", node.op)])
+            elif self.fused_conv and ir.call_key(node) in functions:
+                positions = _fused_conv_positions(functions[ir.call_key(node)])
                 if positions is None:
                     continue
                 kind = "fused_conv"

@@ -456,7 +456,7 @@ class _Canceller:
         if id(consumer) not in self.position:
             # Subgraph bodies read outer tensors directly; new nodes could not be placed there.
             raise _Rejected(f"transpose feeds {op} inside a subgraph")
-        if consumer.domain not in ("", "ai.onnx", None):
+        if not ir.is_onnx_op(consumer):
             raise _Rejected(f"transpose feeds {consumer.domain}.{op}: no push-through rule")
         if op == "Transpose":
             second = self.perm_of(consumer)
@@ -971,10 +971,9 @@ def _permuted_shape(shape, perm: Perm):
 
 
 def _static_shape(tensor: gs.Tensor) -> list[int] | None:
+    """The shape of a constant's value, or the tensor's static shape (None when not fully known)."""
     values = ir.constant_value(tensor)
     if values is not None:
         return list(values.shape)
-    shape = tensor.shape
-    if shape is None or not all(isinstance(d, (int, np.integer)) and d >= 0 for d in shape):
-        return None
-    return [int(d) for d in shape]
+    shape = ir.static_shape(tensor)
+    return None if shape is None else list(shape)

@@ -4,18 +4,15 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import onnx
 import pytest
 
+from tests.helpers import REPO, run_trtcompile
 from trtcompile import __version__, cli, examples, ir
 from trtcompile.compiler import build_registry
-
-REPO = Path(__file__).resolve().parent.parent
 
 BREAKING_PASS = '''
 from dataclasses import dataclass
@@ -64,12 +61,6 @@ class CountActivations(Pass):
 '''
 
 
-def trtcompile(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=str(REPO))
-    return subprocess.run([sys.executable, "-m", "trtcompile.cli", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=600)
-
-
 def table_rows(stdout: str) -> list[tuple[str, list[str]]]:
     """Rows of the per-pass table in order: (pass label, the other columns split), total last."""
     lines = stdout.splitlines()
@@ -114,7 +105,7 @@ def check_table_matches_report(stdout: str, report: dict) -> None:
 def example_compile(tmp_path_factory):
     """One run of `trtcompile compile` with no model: the default example, from TensorFlow to engine."""
     cwd = tmp_path_factory.mktemp("cli")
-    result = trtcompile("compile", "--no-progress", cwd=cwd)
+    result = run_trtcompile("compile", "--no-progress", cwd=cwd)
     return cwd, result
 
 
@@ -181,7 +172,7 @@ def test_compile_example_end_to_end(example_compile) -> None:
 
 
 def test_no_engine_and_no_parity(tmp_path: Path) -> None:
-    result = trtcompile("compile", "--example", "googlenet-onnx", "-o", "build", "--no-engine",
+    result = run_trtcompile("compile", "--example", "googlenet-onnx", "-o", "build", "--no-engine",
                         "--no-parity", "--quiet", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert result.stdout == "" and result.stderr == ""
@@ -243,7 +234,7 @@ BAD_CASES = ["missing", "folder", "empty", "random", "truncated", "undefined", "
 def test_bad_input_exits_2_with_one_line_and_writes_nothing(tmp_path: Path, case: str) -> None:
     args, expected = _bad_models(tmp_path)[case]
     before = {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*")}
-    result = trtcompile("compile", *args, "-o", "out", cwd=tmp_path)
+    result = run_trtcompile("compile", *args, "-o", "out", cwd=tmp_path)
     assert result.returncode == 2, result.stderr
     lines = result.stderr.splitlines()
     assert len(lines) == 1, result.stderr
@@ -256,7 +247,7 @@ def test_bad_input_exits_2_with_one_line_and_writes_nothing(tmp_path: Path, case
 
 def test_parity_failure_exits_1_and_reports_the_output(tmp_path: Path) -> None:
     (tmp_path / "breaking.py").write_text(BREAKING_PASS)
-    result = trtcompile("compile", "--example", "googlenet-onnx", "--pass-module", "breaking.py",
+    result = run_trtcompile("compile", "--example", "googlenet-onnx", "--pass-module", "breaking.py",
                         "--pipeline",
                         "dead-layer-elimination,scale-first-weight", "--no-progress", cwd=tmp_path)
     assert result.returncode == 1, result.stderr
@@ -277,7 +268,7 @@ def test_parity_failure_exits_1_and_reports_the_output(tmp_path: Path) -> None:
 
 def test_user_pass_module_runs_and_shows_in_the_table(tmp_path: Path) -> None:
     (tmp_path / "counting.py").write_text(COUNTING_PASS)
-    result = trtcompile("compile", "--example", "googlenet-onnx", "--pass-module", "counting.py",
+    result = run_trtcompile("compile", "--example", "googlenet-onnx", "--pass-module", "counting.py",
                         "--pipeline",
                         "count-activations,dead-layer-elimination,count-activations{op=Gemm}",
                         "--no-engine", "--dump-after-each", "--verify-after-each", "--no-progress",
@@ -297,7 +288,7 @@ def test_user_pass_module_runs_and_shows_in_the_table(tmp_path: Path) -> None:
 
 
 def test_version() -> None:
-    result = trtcompile("--version", cwd=REPO)
+    result = run_trtcompile("--version", cwd=REPO)
     assert result.returncode == 0
     assert result.stdout.strip() == f"trtcompile {__version__}"
 
@@ -356,7 +347,7 @@ def test_the_readme_pass_example_runs_as_a_pass_module(tmp_path: Path) -> None:
     graph.nodes.insert(0, gs.Node("Identity", "copy_input", inputs=[first.inputs[0]], outputs=[copied]))
     first.inputs[0] = copied
     ir.save(graph, tmp_path / "model.onnx")
-    result = trtcompile("compile", "model.onnx", "--pass-module", "my_passes.py", "--pipeline",
+    result = run_trtcompile("compile", "model.onnx", "--pass-module", "my_passes.py", "--pipeline",
                         "remove-identity,default", "--no-engine", "--no-progress", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     report = json.loads((tmp_path / "out" / "report.json").read_text())

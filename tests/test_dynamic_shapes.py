@@ -4,9 +4,6 @@ every profile shape, several profiles in one engine, and bad shape input refused
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -14,11 +11,10 @@ import onnx
 import onnx_graphsurgeon as gs
 import pytest
 
-from trtcompile import cli, examples, ir
+from tests.helpers import run_main, run_trtcompile
+from trtcompile import examples, ir
 from trtcompile.compiler import CompileOptions, compile_model
 from trtcompile.shapes import ShapeOptions
-
-REPO = Path(__file__).resolve().parent.parent
 
 #: Every built-in pass, so the test shows none of them bakes a batch size.
 ALL_PASSES = ("fold-constants,conv-bias-activation-fusion,horizontal-fusion,concat-elimination,"
@@ -76,9 +72,8 @@ def interface(model: onnx.ModelProto) -> dict[str, list]:
 
 
 def run_cli(argv: list[str], capsys) -> tuple[int, str, str]:
-    code = cli.main(["compile", *argv, "--no-progress"])
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
+    """``trtcompile compile <argv> --no-progress`` in this process."""
+    return run_main(["compile", *argv, "--no-progress"], capsys)
 
 
 # --------------------------------------------------------------------------------------------
@@ -89,10 +84,8 @@ def run_cli(argv: list[str], capsys) -> tuple[int, str, str]:
 def test_dynamic_batch_compiles_without_flags(dynamic_model: Path, tmp_path: Path) -> None:
     """A subprocess run of the command: the default profile is used and said so."""
     out = tmp_path / "out"
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-    proc = subprocess.run([sys.executable, "-m", "trtcompile.cli", "compile", str(dynamic_model),
-                           "-o", str(out), "--pipeline", ALL_PASSES], capture_output=True,
-                          text=True, env=env, cwd=REPO, timeout=300)
+    proc = run_trtcompile("compile", str(dynamic_model), "-o", str(out), "--pipeline", ALL_PASSES,
+                          timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert ("optimization profiles: default profile (unknown batch dimension set to 1): input "
             "1x3x64x64; set shapes with --min-shapes/--opt-shapes/--max-shapes") in proc.stderr
@@ -309,10 +302,8 @@ def test_keras_export_with_dynamic_batch_compiles_without_flags(tmp_path: Path) 
     model.export(str(saved), verbose=False)
 
     out = tmp_path / "out"
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-    proc = subprocess.run([sys.executable, "-m", "trtcompile.cli", "compile", str(saved), "-o",
-                           str(out), "--no-progress", "--pipeline", ALL_PASSES],
-                          capture_output=True, text=True, env=env, cwd=REPO, timeout=600)
+    proc = run_trtcompile("compile", str(saved), "-o", str(out), "--no-progress", "--pipeline",
+                          ALL_PASSES)
     assert proc.returncode == 0, proc.stderr
     assert "optimization profiles: default profile (unknown batch dimension set to 1)" in proc.stderr
     report = json.loads((out / "report.json").read_text())
@@ -329,11 +320,9 @@ def test_keras_export_with_dynamic_batch_compiles_without_flags(tmp_path: Path) 
     assert isinstance(interface(optimized)[name][0], str)
 
     # The same SavedModel with a batch range: TensorFlow parity at batch 1, 3 and 5.
-    proc = subprocess.run([sys.executable, "-m", "trtcompile.cli", "compile", str(saved), "-o",
-                           str(tmp_path / "ranged"), "--no-progress", "--no-engine",
-                           "--min-shapes", f"{name}:1x16x16x3", "--opt-shapes", f"{name}:3x16x16x3",
-                           "--max-shapes", f"{name}:5x16x16x3"],
-                          capture_output=True, text=True, env=env, cwd=REPO, timeout=600)
+    proc = run_trtcompile("compile", str(saved), "-o", str(tmp_path / "ranged"), "--no-progress",
+                          "--no-engine", "--min-shapes", f"{name}:1x16x16x3",
+                          "--opt-shapes", f"{name}:3x16x16x3", "--max-shapes", f"{name}:5x16x16x3")
     assert proc.returncode == 0, proc.stderr
     report = json.loads((tmp_path / "ranged" / "report.json").read_text())
     assert [s[name][0] for s in report["parity"]["input_shapes"]] == [1, 3, 5]

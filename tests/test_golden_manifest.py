@@ -4,10 +4,7 @@ exit codes, -k, --update) and the project's own manifest."""
 from __future__ import annotations
 
 import importlib.util
-import os
 import shutil
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 from xml.etree import ElementTree
@@ -15,11 +12,10 @@ from xml.etree import ElementTree
 import numpy as np
 import pytest
 
-from trtcompile import cli, golden
+from tests.helpers import CONV_PIPELINE, GOLDEN, REPO, measured_layers, run_main, run_trtcompile
+from trtcompile import golden
 from trtcompile.errors import InputError
 
-REPO = Path(__file__).resolve().parent.parent
-GOLDEN = REPO / "tests" / "golden"
 MANIFEST = GOLDEN / "manifest.toml"
 
 #: Replaces every Relu by Identity: wrong only where the Relu input is negative.
@@ -79,22 +75,8 @@ def write(folder: Path, text: str, name: str = "manifest.toml") -> Path:
 
 
 def run_cli(*args: str, capsys) -> tuple[int, str, str]:
-    code = cli.main(["golden", "--no-progress", *args])
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
-
-
-CONV_PIPELINE = "fold-constants,conv-bias-activation-fusion,horizontal-fusion,concat-elimination"
-
-
-def measured_conv_branches() -> tuple[int, dict[str, int]]:
-    """What the pipeline does to conv_branches.onnx today (the tests check the runner, not the
-    passes, so they compare against a direct pass-manager run)."""
-    from trtcompile import ir
-    from trtcompile.pass_manager import PassManager
-
-    report = PassManager(CONV_PIPELINE).run(ir.load(GOLDEN / "conv_branches.onnx"))
-    return report.layers_after, report.layers_after_pass()
+    """``trtcompile golden --no-progress <args>`` in this process."""
+    return run_main(["golden", "--no-progress", *args], capsys)
 
 
 # --------------------------------------------------------------------------------------------
@@ -106,10 +88,7 @@ def test_project_manifest_passes(tmp_path: Path) -> None:
     """`trtcompile golden tests/golden/manifest.toml` exits 0: every expected count and parity
     holds (after a pass changes counts, run it with --update and review the diff)."""
     junit = tmp_path / "golden.xml"
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=str(REPO))
-    result = subprocess.run(
-        [sys.executable, "-m", "trtcompile.cli", "golden", str(MANIFEST.relative_to(REPO)),
-         "--junit", str(junit)], cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    result = run_trtcompile("golden", str(MANIFEST.relative_to(REPO)), "--junit", str(junit))
     assert result.returncode == 0, result.stdout + result.stderr
     names = [entry.name for entry in golden.load_manifest(MANIFEST).entries]
     rows = result.stdout.splitlines()[1:1 + len(names)]
@@ -289,7 +268,7 @@ def test_bad_manifest_exits_2_with_one_line(suite: Path, capsys) -> None:
 
 
 def test_regression_fails_loudly_and_explains(suite: Path, capsys) -> None:
-    layers, after = measured_conv_branches()
+    layers, after = measured_layers()
     path = write(suite, f"""
         [[model]]
         name = "branches"
@@ -429,7 +408,7 @@ def test_k_selects_entries(suite: Path, capsys) -> None:
 
 
 def test_update_rewrites_counts_keeping_comments_and_order(suite: Path, capsys) -> None:
-    layers, after = measured_conv_branches()
+    layers, after = measured_layers()
     original = f"""
         # Suite header comment.
         [[model]]

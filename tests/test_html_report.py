@@ -12,11 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers import CONV_BRANCHES, CONV_PIPELINE
 from trtcompile import cli, html_report
 from trtcompile.report import pass_label
-
-GOLDEN = Path(__file__).resolve().parent / "golden"
-PIPELINE = "fold-constants,conv-bias-activation-fusion,horizontal-fusion,concat-elimination"
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 needs_chromium = pytest.mark.skipif(
@@ -62,8 +60,8 @@ def compiled(tmp_path_factory) -> tuple[Path, dict]:
     """A compile of the conv-branches model with the engine, written with --report-html."""
     folder = tmp_path_factory.mktemp("html")
     page = folder / "report.html"
-    code = cli.main(["compile", str(GOLDEN / "conv_branches.onnx"), "-o", str(folder / "out"),
-                     "--pipeline", PIPELINE, "--report-html", str(page), "-q"])
+    code = cli.main(["compile", str(CONV_BRANCHES), "-o", str(folder / "out"),
+                     "--pipeline", CONV_PIPELINE, "--report-html", str(page), "-q"])
     assert code == 0
     return page, json.loads((folder / "out" / "report.json").read_text())
 
@@ -82,7 +80,7 @@ def test_page_escapes_what_passes_say(tmp_path: Path) -> None:
     module = tmp_path / "breaking.py"
     module.write_text(BREAKING_PASS)
     page = tmp_path / "report.html"
-    code = cli.main(["compile", str(GOLDEN / "conv_branches.onnx"), "-o", str(tmp_path / "out"),
+    code = cli.main(["compile", str(CONV_BRANCHES), "-o", str(tmp_path / "out"),
                      "--pass-module", str(module), "--pipeline", "scale-first-weight", "-q",
                      "--report-html", str(page)])
     assert code == 1  # parity failed: the page is still written, and says so
@@ -95,7 +93,7 @@ def test_page_escapes_what_passes_say(tmp_path: Path) -> None:
 
 
 def test_bad_report_html_path_is_refused_before_compiling(tmp_path: Path, capsys) -> None:
-    code = cli.main(["compile", str(GOLDEN / "conv_branches.onnx"), "-o", str(tmp_path / "out"),
+    code = cli.main(["compile", str(CONV_BRANCHES), "-o", str(tmp_path / "out"),
                      "--report-html", str(tmp_path)])
     assert code == 2
     assert "--report-html" in capsys.readouterr().err and not (tmp_path / "out").exists()

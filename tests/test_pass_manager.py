@@ -12,6 +12,7 @@ import onnx_graphsurgeon as gs
 import pytest
 
 from passes.dead_layer_elimination import DeadLayerElimination
+from tests.helpers import registry_with
 from trtcompile import ir
 from trtcompile.errors import EXIT_PASS_FAILED, PassFailed, PipelineError
 from trtcompile.pass_manager import (
@@ -199,12 +200,7 @@ def test_fixed_point_parses_into_a_group() -> None:
 
 
 def test_default_expands_to_the_default_pipeline() -> None:
-    registry = REGISTRY.copy()
-    from trtcompile.pass_manager import default_registry
-
-    for cls in default_registry():
-        if cls.name not in registry:
-            registry.register(cls)
+    registry = registry_with(REGISTRY)
     expanded = parse_pipeline("default,count-relus", registry)
     assert print_pipeline(expanded) == print_pipeline(
         parse_pipeline(default_pipeline_text(), registry)) + ",count-relus"

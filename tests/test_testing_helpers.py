@@ -8,14 +8,9 @@ from pathlib import Path
 import onnx
 import pytest
 
-from trtcompile import ir, testing
+from tests.helpers import CONV_BRANCHES, CONV_PIPELINE, GOLDEN, measured_layers
+from trtcompile import testing
 from trtcompile.compiler import build_registry
-from trtcompile.pass_manager import PassManager
-
-REPO = Path(__file__).resolve().parent.parent
-GOLDEN = REPO / "tests" / "golden"
-MODEL = GOLDEN / "conv_branches.onnx"
-PIPELINE = "fold-constants,conv-bias-activation-fusion,horizontal-fusion,concat-elimination"
 
 NEGATE_FIRST_BIAS = '''
 from dataclasses import dataclass
@@ -42,21 +37,16 @@ class NegateFirstBias(Pass):
 '''
 
 
-def measured() -> tuple[int, dict[str, int]]:
-    report = PassManager(PIPELINE).run(ir.load(MODEL))
-    return report.layers_after, report.layers_after_pass()
-
-
 def test_assert_parity_returns_the_check() -> None:
-    model = onnx.load(MODEL)
+    model = onnx.load(CONV_BRANCHES)
     before = model.SerializeToString()
-    check = testing.assert_parity(model, PIPELINE, atol=1e-5, rtol=1e-4)
+    check = testing.assert_parity(model, CONV_PIPELINE, atol=1e-5, rtol=1e-4)
     assert model.SerializeToString() == before  # the caller's model is not touched
     assert check.parity.passed and set(check.parity.outputs) == {"output"}
-    assert check.layers == measured()[0] < 11
+    assert check.layers == measured_layers()[0] < 11
     assert check.optimized.functions  # fused layers are model-local functions
     # A path works as well as a model.
-    assert testing.assert_parity(MODEL, "dead-layer-elimination").layers == 11
+    assert testing.assert_parity(CONV_BRANCHES, "dead-layer-elimination").layers == 11
 
 
 def test_assert_parity_names_what_regressed(tmp_path: Path) -> None:
@@ -64,7 +54,7 @@ def test_assert_parity_names_what_regressed(tmp_path: Path) -> None:
     module.write_text(NEGATE_FIRST_BIAS)
     registry = build_registry([module])
     with pytest.raises(AssertionError) as caught:
-        testing.assert_parity(MODEL, "negate-first-bias", registry=registry, seed=4)
+        testing.assert_parity(CONV_BRANCHES, "negate-first-bias", registry=registry, seed=4)
     message = str(caught.value)
     assert message.startswith("parity failed after pipeline 'negate-first-bias' (atol=0.0001, "
                               "rtol=0.001, seed 4): 'output' max_abs=")
@@ -72,26 +62,27 @@ def test_assert_parity_names_what_regressed(tmp_path: Path) -> None:
 
 
 def test_assert_layer_counts_passes_and_fails_with_every_mismatch() -> None:
-    layers, after = measured()
-    check = testing.assert_parity(MODEL, PIPELINE)
+    layers, after = measured_layers()
+    check = testing.assert_parity(CONV_BRANCHES, CONV_PIPELINE)
     assert testing.assert_layer_counts(check, layers=layers, passes=after) is check
     with pytest.raises(AssertionError) as caught:
         testing.assert_layer_counts(check, layers=layers + 1, passes={
             "horizontal-fusion": after["horizontal-fusion"],
             "concat-elimination": after["concat-elimination"] - 1})
     message = str(caught.value)
-    assert message.startswith(f"layer counts regressed after pipeline '{PIPELINE}': layers: "
+    assert message.startswith(f"layer counts regressed after pipeline '{CONV_PIPELINE}': layers: "
                               f"expected {layers + 1}, got {layers} (1 fewer); "
                               f"passes.concat-elimination: expected {after['concat-elimination'] - 1}, "
                               f"got {after['concat-elimination']} (1 more); layers after each pass: input 11")
     assert "passes.horizontal-fusion" not in message
     with pytest.raises(AssertionError, match="passes.transpose-cancellation: expected 3, but the "
                                              "pass did not run"):
-        testing.assert_layer_counts(MODEL, pipeline=PIPELINE, passes={"transpose-cancellation": 3})
+        testing.assert_layer_counts(CONV_BRANCHES, pipeline=CONV_PIPELINE,
+                                    passes={"transpose-cancellation": 3})
 
 
 def test_assert_layer_counts_checks_the_engine() -> None:
-    check = testing.assert_parity(MODEL, PIPELINE)
+    check = testing.assert_parity(CONV_BRANCHES, CONV_PIPELINE)
     from trtcompile import backend
 
     compute = backend.build_engine(check.optimized, progress=False).compute_layers
@@ -110,10 +101,10 @@ def test_project_manifest_case(case) -> None:
 
 
 def test_golden_cases_ids_and_failure_message(tmp_path: Path) -> None:
-    shutil.copy(MODEL, tmp_path / "m.onnx")
+    shutil.copy(CONV_BRANCHES, tmp_path / "m.onnx")
     (tmp_path / "manifest.toml").write_text(
         '[[model]]\nname = "good"\npath = "m.onnx"\n\n'
-        f'[[model]]\nname = "bad-count"\npath = "m.onnx"\npipeline = "{PIPELINE}"\n'
+        f'[[model]]\nname = "bad-count"\npath = "m.onnx"\npipeline = "{CONV_PIPELINE}"\n'
         '[model.expect]\nlayers = 42\n')
     cases = testing.golden_cases(tmp_path / "manifest.toml")
     assert [case.id for case in cases] == ["good", "bad-count"]
@@ -121,7 +112,7 @@ def test_golden_cases_ids_and_failure_message(tmp_path: Path) -> None:
     with pytest.raises(pytest.fail.Exception) as caught:
         testing.check_golden_case(cases[1].values[0])
     message = str(caught.value)
-    layers = measured()[0]
+    layers = measured_layers()[0]
     assert message.splitlines()[:2] == ["bad-count (m.onnx): REGRESSED",
                                         f"  layers: expected 42, got {layers} ({42 - layers} fewer)"]
     assert "layers after each pass: input 11, fold-constants 11" in message

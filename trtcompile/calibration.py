@@ -32,6 +32,7 @@ import onnx
 
 from trtcompile import ir
 from trtcompile.errors import InputError
+from trtcompile.shapes import format_dims
 
 #: Calibration methods, in the order the CLI lists them.
 METHODS = ("entropy", "minmax", "percentile")
@@ -156,13 +157,13 @@ class CalibrationData:
             if array.ndim != len(spec.shape):
                 raise InputError(
                     f"{where}: '{spec.name}' has shape {list(array.shape)} but the model input has "
-                    f"rank {len(spec.shape)} {_shape_text(spec.shape)}; the first axis is the "
+                    f"rank {len(spec.shape)} {format_dims(spec.shape)}; the first axis is the "
                     "sample axis")
             for axis, (have, want) in enumerate(zip(array.shape[1:], spec.shape[1:]), start=1):
                 if want is not None and have != want:
                     raise InputError(
                         f"{where}: '{spec.name}' has shape {list(array.shape)} but the model input "
-                        f"is {_shape_text(spec.shape)} (axis {axis}: {have} != {want})")
+                        f"is {format_dims(spec.shape)} (axis {axis}: {have} != {want})")
             if array.dtype.kind == "f" and not np.isfinite(array).all():
                 raise InputError(f"{where}: '{spec.name}' contains NaN or infinite values")
             counts.add(array.shape[0])
@@ -197,10 +198,6 @@ class CalibrationData:
     def num_batches(self, batch_size: int, max_batches: int = 0) -> int:
         count = self.num_samples // batch_size
         return min(count, max_batches) if max_batches else count
-
-
-def _shape_text(shape: Sequence[int | None]) -> str:
-    return "[" + ",".join("?" if d is None else str(d) for d in shape) + "]"
 
 
 def _read_arrays(path: Path, single_input: str | None) -> dict[str, np.ndarray]:

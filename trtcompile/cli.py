@@ -138,6 +138,7 @@ def check_why_not(names: Sequence[str], options) -> None:
 
 
 def run_compile(args: argparse.Namespace) -> int:
+    """``trtcompile compile``: compile, print the report, return the exit code."""
     from trtcompile import report
     from trtcompile.compiler import compile_model
 
@@ -165,6 +166,7 @@ def run_compile(args: argparse.Namespace) -> int:
 
 
 def run_golden(args: argparse.Namespace) -> int:
+    """``trtcompile golden``: run a manifest, print one row per model, return the exit code."""
     from trtcompile import golden, ir
 
     manifest = golden.load_manifest(args.manifest)
@@ -311,6 +313,7 @@ def passes_markdown(registry) -> str:
 
 
 def run_passes(args: argparse.Namespace) -> int:
+    """``trtcompile passes``: print the named pipelines and every pass (text or Markdown)."""
     from trtcompile.compiler import build_registry
 
     registry = build_registry(args.pass_module)
@@ -324,6 +327,7 @@ def run_passes(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``trtcompile`` command and its subcommands."""
     from trtcompile.examples import DEFAULT_EXAMPLE, EXAMPLES
 
     parser = argparse.ArgumentParser(

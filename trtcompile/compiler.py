@@ -195,6 +195,7 @@ class CompileResult:
 
     @property
     def exit_code(self) -> int:
+        """The exit code the command returns for this result (0 when nothing failed)."""
         return self.error.exit_code if self.error else 0
 
     def check(self) -> CompileResult:

@@ -39,15 +39,6 @@ Shape = tuple[int, ...]
 # --------------------------------------------------------------------------------------------
 
 
-def static_shape(tensor: gs.Tensor) -> Shape | None:
-    """The tensor's shape if every dimension is a known integer, else None."""
-    shape = tensor.shape
-    if shape is None or not all(isinstance(d, int) or hasattr(d, "__index__") for d in shape):
-        return None
-    dims = tuple(int(d) for d in shape)
-    return dims if all(d >= 0 for d in dims) else None
-
-
 def tensor_shapes(graph: gs.Graph) -> dict[str, Shape]:
     """Static shapes of the main graph's tensors: the ones the graph knows, completed by ONNX shape
     inference when a priced layer's operand has none. Inference runs on an exported copy, so the
@@ -55,7 +46,7 @@ def tensor_shapes(graph: gs.Graph) -> dict[str, Shape]:
     (:func:`_per_sample`)."""
     shapes: dict[str, Shape] = {}
     for name, tensor in graph.tensors().items():
-        shape = static_shape(tensor)
+        shape = ir.static_shape(tensor)
         if shape is not None:
             shapes[name] = shape
     if all(t.name in shapes for node in graph.nodes if _priced(graph, node)
@@ -100,7 +91,7 @@ def _per_sample(model: onnx.ModelProto) -> onnx.ModelProto:
 
 
 def _priced(graph: gs.Graph, node: gs.Node) -> bool:
-    if (node.domain or "") in ("", "ai.onnx"):
+    if ir.is_onnx_op(node):
         return node.op in COUNTED_OPS
     function = ir.function_of(graph, node)
     return function is not None and any(n.op in COUNTED_OPS for n in function.nodes)
@@ -194,9 +185,9 @@ def node_macs(graph: gs.Graph, node: gs.Node, shapes: Mapping[str, Shape]) -> in
     """MACs of a top-level node: a plain op, or the priced ops of a local function's body, whose
     operands are looked up through the call's inputs. None when a needed shape is unknown."""
     def shape_of(tensor: gs.Tensor) -> Shape | None:
-        return shapes.get(tensor.name) or static_shape(tensor)
+        return shapes.get(tensor.name) or ir.static_shape(tensor)
 
-    if (node.domain or "") in ("", "ai.onnx"):
+    if ir.is_onnx_op(node):
         output = shape_of(node.outputs[0]) if node.outputs else None
         return op_macs(node.op, node.attrs, [shape_of(t) for t in node.inputs], output)
     function = ir.function_of(graph, node)
@@ -207,7 +198,7 @@ def node_macs(graph: gs.Graph, node: gs.Node, shapes: Mapping[str, Shape]) -> in
     for inner_node in function.nodes:
         if inner_node.op not in COUNTED_OPS:
             continue
-        operands = [shape_of(outer[id(t)]) if id(t) in outer else static_shape(t)
+        operands = [shape_of(outer[id(t)]) if id(t) in outer else ir.static_shape(t)
                     for t in inner_node.inputs]
         macs = op_macs(inner_node.op, inner_node.attrs, operands)
         if macs is None:

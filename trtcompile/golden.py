@@ -746,6 +746,17 @@ def update_manifest(manifest: Manifest, outcomes: Sequence[GoldenOutcome]) -> li
     document = tomlkit.parse(text)
     tables = document["model"]
     changes: list[str] = []
+
+    def set_count(container, key: str, label: str, value: int | None) -> None:
+        """Write ``value`` under ``key`` if it differs, recording ``label: old -> new``."""
+        if value is None:
+            return
+        previous = container.get(key)
+        if previous == value:
+            return
+        container[key] = value
+        changes.append(f"{label} {previous if previous is not None else '(none)'} -> {value}")
+
     for outcome in outcomes:
         entry = outcome.entry
         if outcome.error is not None or outcome.pipeline_report is None:
@@ -754,24 +765,13 @@ def update_manifest(manifest: Manifest, outcomes: Sequence[GoldenOutcome]) -> li
         if "expect" not in table:
             table["expect"] = tomlkit.table()
         expect = table["expect"]
-
-        def set_count(container, key: str, label: str, value: int | None) -> None:
-            if value is None:
-                return
-            previous = container.get(key)
-            if previous == value:
-                return
-            container[key] = value
-            changes.append(f"{entry.name}: {label} {previous if previous is not None else '(none)'}"
-                           f" -> {value}")
-
-        set_count(expect, "layers", "layers", outcome.layers)
+        set_count(expect, "layers", f"{entry.name}: layers", outcome.layers)
         if entry.engine:
-            set_count(expect, "engine_compute_layers", "engine_compute_layers",
+            set_count(expect, "engine_compute_layers", f"{entry.name}: engine_compute_layers",
                       outcome.engine_compute_layers)
         if "passes" in expect:
             for pass_name in list(expect["passes"]):
-                set_count(expect["passes"], pass_name, f"passes.{pass_name}",
+                set_count(expect["passes"], pass_name, f"{entry.name}: passes.{pass_name}",
                           outcome.passes.get(pass_name))
     if changes:
         ir.atomic_write_bytes(manifest.path, tomlkit.dumps(document).encode("utf-8"))

@@ -17,7 +17,7 @@ import gc
 import os
 import tempfile
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 import networkx as nx
@@ -68,8 +68,8 @@ def export_model(graph: gs.Graph, *, ir_version: int = IR_VERSION) -> onnx.Model
     Local functions that no node calls any more are dropped, so a pass that fused and then
     un-fused a layer leaves no orphan definition behind.
     """
-    called = {(node.domain or "", node.op) for node in iter_nodes(graph)}
-    graph.functions = [f for f in graph.functions if ((f.domain or ""), f.name) in called]
+    called = {call_key(node) for node in iter_nodes(graph)}
+    graph.functions = [f for f in graph.functions if function_key(f) in called]
     model = gs.export_onnx(graph, do_type_check=False)
     model.ir_version = min(model.ir_version, ir_version) if model.ir_version else ir_version
     if not any(o.domain == TRTCOMPILE_DOMAIN for o in model.opset_import) and graph.functions:
@@ -143,6 +143,21 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
 # --------------------------------------------------------------------------------------------
 
 
+def is_onnx_domain(domain: str | None) -> bool:
+    """True if ``domain`` names the default ONNX operator set (``""``, ``"ai.onnx"`` or unset)."""
+    return (domain or "") in ("", "ai.onnx")
+
+
+def is_onnx_op(node: gs.Node) -> bool:
+    """True if ``node`` is a standard ONNX operator rather than a call to a local function."""
+    return is_onnx_domain(node.domain)
+
+
+def is_fused_layer(node: gs.Node) -> bool:
+    """True if ``node`` calls a model-local function in the ``trtcompile`` domain (a fused layer)."""
+    return (node.domain or "") == TRTCOMPILE_DOMAIN
+
+
 def layer_count(graph: gs.Graph) -> int:
     """Number of layers: top-level nodes, a local-function call counting as one."""
     return len(graph.nodes)
@@ -150,10 +165,9 @@ def layer_count(graph: gs.Graph) -> int:
 
 def op_key(node: gs.Node) -> str:
     """Histogram key of a node: its op type, prefixed by its domain when not the default one."""
-    domain = node.domain or ""
-    if domain in ("", "ai.onnx"):
+    if is_onnx_op(node):
         return node.op
-    return f"{domain}.{node.op}"
+    return f"{node.domain}.{node.op}"
 
 
 def op_histogram(graph: gs.Graph) -> dict[str, int]:
@@ -178,11 +192,19 @@ def iter_nodes(graph: gs.Graph) -> Iterator[gs.Node]:
         current = stack.pop()
         for node in current.nodes:
             yield node
-            for attr in node.attrs.values():
-                if isinstance(attr, gs.Graph):
-                    stack.append(attr)
-                elif isinstance(attr, list):
-                    stack.extend(a for a in attr if isinstance(a, gs.Graph))
+            if node.attrs:
+                stack.extend(subgraphs(node))
+
+
+def subgraphs(node: gs.Node) -> list[gs.Graph]:
+    """The graphs held in the node's attributes (If branches, Loop/Scan bodies, graph lists)."""
+    found: list[gs.Graph] = []
+    for attr in node.attrs.values():
+        if isinstance(attr, gs.Graph):
+            found.append(attr)
+        elif isinstance(attr, list):
+            found.extend(a for a in attr if isinstance(a, gs.Graph))
+    return found
 
 
 def fingerprint(graph: gs.Graph) -> int:
@@ -241,7 +263,7 @@ def fingerprint(graph: gs.Graph) -> int:
     gc.disable()
     try:
         parts = [visit(graph)]
-        for function in sorted(graph.functions, key=lambda f: (f.domain or "", f.name)):
+        for function in sorted(graph.functions, key=function_key):
             parts.append((function.domain, function.name, visit(function)))
         return hash(tuple(parts))
     finally:
@@ -278,6 +300,15 @@ def has_single_use(tensor: gs.Tensor, graph_outputs: set[str]) -> bool:
     return len(tensor.outputs) == 1 and tensor.name not in graph_outputs
 
 
+def static_shape(tensor: gs.Tensor) -> tuple[int, ...] | None:
+    """The tensor's shape if every dimension is a known non-negative integer, else None."""
+    shape = tensor.shape
+    if shape is None or not all(isinstance(d, int) or hasattr(d, "__index__") for d in shape):
+        return None
+    dims = tuple(int(d) for d in shape)
+    return dims if all(d >= 0 for d in dims) else None
+
+
 def constant_value(tensor: gs.Tensor) -> np.ndarray | None:
     """The value of ``tensor`` if it is known at compile time, else None.
 
@@ -296,7 +327,7 @@ def constant_value(tensor: gs.Tensor) -> np.ndarray | None:
 
 def opset(graph: gs.Graph, domain: str = "") -> int:
     """The graph's opset for ``domain`` (the default domain unless given)."""
-    if domain in ("", "ai.onnx"):
+    if is_onnx_domain(domain):
         return graph.opset or DEFAULT_OPSET
     for entry in getattr(graph, "import_domains", None) or []:
         if entry.domain == domain:
@@ -349,6 +380,40 @@ class NameScope:
 
 
 # --------------------------------------------------------------------------------------------
+# Attributes
+# --------------------------------------------------------------------------------------------
+
+
+def text_attr(node: gs.Node, key: str, default: str) -> str:
+    """A string attribute of ``node`` as ``str`` (ONNX stores them as bytes), or ``default``."""
+    value = node.attrs.get(key, default)
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def same_pads(auto_pad: str, kernel: Sequence[int], strides: Sequence[int],
+              dilations: Sequence[int], spatial: Sequence[int | None]) -> list[int] | None:
+    """Explicit pads (begins then ends) of a ``SAME_UPPER``/``SAME_LOWER`` window, as ONNX places them.
+
+    ``spatial`` holds the input's spatial sizes; a size may be None where the stride is 1 (the
+    total padding is then independent of it). Returns None when a needed size is unknown.
+    """
+    begin, end = [], []
+    for axis, (k, stride, dilation) in enumerate(zip(kernel, strides, dilations)):
+        effective = (k - 1) * dilation + 1
+        if stride == 1:
+            total = effective - 1
+        else:
+            size = spatial[axis]
+            if not isinstance(size, (int, np.integer)) or size < 0:
+                return None
+            total = max((-(-size // stride) - 1) * stride + effective - size, 0)
+        small, large = total // 2, total - total // 2
+        begin.append(small if auto_pad == "SAME_UPPER" else large)
+        end.append(large if auto_pad == "SAME_UPPER" else small)
+    return begin + end
+
+
+# --------------------------------------------------------------------------------------------
 # Local functions
 # --------------------------------------------------------------------------------------------
 
@@ -363,9 +428,25 @@ def find_function(graph: gs.Graph, name: str, domain: str = TRTCOMPILE_DOMAIN) -
 
 def function_of(graph: gs.Graph, node: gs.Node) -> gs.Function | None:
     """The local function that ``node`` calls, or None if it is a plain ONNX op."""
-    if (node.domain or "") in ("", "ai.onnx"):
+    if is_onnx_op(node):
         return None
     return find_function(graph, node.op, node.domain)
+
+
+def function_key(function: gs.Function) -> tuple[str, str]:
+    """The ``(domain, name)`` pair that identifies a local function (and the nodes that call it)."""
+    return function.domain or "", function.name
+
+
+def call_key(node: gs.Node) -> tuple[str, str]:
+    """The :func:`function_key` of the function ``node`` would call: ``(domain, op)``."""
+    return node.domain or "", node.op
+
+
+def functions_by_key(graph: gs.Graph) -> dict[tuple[str, str], gs.Function]:
+    """The graph's local functions keyed by :func:`function_key` (look calls up with
+    :func:`call_key`). Build it once per pass run: lookups are then O(1)."""
+    return {function_key(function): function for function in graph.functions}
 
 
 def add_local_function(graph: gs.Graph, function: gs.Function) -> gs.Function:

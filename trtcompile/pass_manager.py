@@ -256,9 +256,11 @@ class PassRegistry:
         return iter(self._passes.values())
 
     def names(self) -> list[str]:
+        """Names of the registered passes, in registration order."""
         return list(self._passes)
 
     def copy(self) -> PassRegistry:
+        """A new registry holding the same passes (registering into it leaves this one alone)."""
         return PassRegistry(self._passes.values())
 
     def load_module(self, path: str | Path) -> list[type[Pass]]:
@@ -658,6 +660,7 @@ class PassManager:
 
     @property
     def text(self) -> str:
+        """The pipeline as canonical text."""
         return print_pipeline(self.pipeline)
 
     def run(self, graph: gs.Graph) -> PipelineReport:

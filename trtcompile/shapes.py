@@ -88,7 +88,7 @@ class InputSignature:
         """``[N,3,224,224]`` (``?`` for an unnamed unknown dimension)."""
         if self.dims is None:
             return "[unknown rank]"
-        return "[" + ",".join("?" if d is None else str(d) for d in self.dims) + "]"
+        return format_dims(self.dims)
 
 
 def model_inputs(model: onnx.ModelProto) -> dict[str, InputSignature]:
@@ -110,6 +110,11 @@ def model_inputs(model: onnx.ModelProto) -> dict[str, InputSignature]:
                 dims.append(dim.dim_param or None)
         inputs[value.name] = InputSignature(value.name, tuple(dims))
     return inputs
+
+
+def format_dims(dims: Sequence[int | str | None]) -> str:
+    """``[N,3,224,224]``: a declared shape, ``?`` for an unnamed unknown dimension."""
+    return "[" + ",".join("?" if d is None else str(d) for d in dims) + "]"
 
 
 def format_shape(shape: Sequence[int]) -> str:

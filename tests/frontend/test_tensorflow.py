@@ -19,11 +19,11 @@ import onnx
 import onnxruntime as ort
 import pytest
 
+from tests.helpers import REPO
 from trtcompile.errors import InputError
 from trtcompile.frontend import FrontendOptions, load_model
 from trtcompile.frontend import tensorflow as tf_frontend
 
-ROOT = Path(__file__).resolve().parents[2]
 MODELS = ["conv_bn_relu", "inception_block", "residual_block", "mlp_sequential", "two_input", "multi_output"]
 FORMATS = ["savedmodel", "model.keras", "model.h5", "frozen.pb"]
 ATOL = 1e-4
@@ -32,7 +32,7 @@ ATOL = 1e-4
 @pytest.fixture(scope="session")
 def fixtures_dir(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("tf_fixtures")
-    subprocess.run([sys.executable, str(ROOT / "fixtures" / "make_keras_fixtures.py"), str(out)],
+    subprocess.run([sys.executable, str(REPO / "fixtures" / "make_keras_fixtures.py"), str(out)],
                    check=True, capture_output=True)
     return out
 

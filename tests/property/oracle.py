@@ -26,13 +26,13 @@ import onnxruntime as ort
 from hypothesis import note
 
 import passes
+from tests.helpers import REPO
 from trtcompile import ir
 from trtcompile.pass_manager import (
     Instrument, PassManager, PassRegistry, PipelineReport, VerificationFailed,
     default_pipeline_text,
 )
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 @dataclass(frozen=True)
@@ -256,7 +256,7 @@ def blame(model: onnx.ModelProto, pipeline: str, tolerance: Tolerance,
 def failures_dir() -> Path:
     """Where failing models are written: ``$TRTCOMPILE_PROPERTY_FAILURES`` or property-failures/."""
     configured = os.environ.get("TRTCOMPILE_PROPERTY_FAILURES")
-    return Path(configured) if configured else REPO_ROOT / "property-failures"
+    return Path(configured) if configured else REPO / "property-failures"
 
 
 def regression_text(model: onnx.ModelProto, pipeline: str, reason: str,

@@ -338,8 +338,10 @@ def layer_branches(b: CnnBuilder) -> Value:
 def layer_concat(b: CnnBuilder) -> Value:
     x = b.pick()
     axis = b.draw(st.integers(1, x.rank - 1))
-    same_except_axis = (lambda v: v.rank == x.rank
-                        and all(v.shape[i] == x.shape[i] for i in range(x.rank) if i != axis))
+
+    def same_except_axis(v: Value) -> bool:
+        return v.rank == x.rank and all(v.shape[i] == x.shape[i] for i in range(x.rank) if i != axis)
+
     parts = [x]
     for _ in range(b.draw(st.integers(0, 2))):
         parts.append(b.pick(same_except_axis))

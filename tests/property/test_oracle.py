@@ -17,9 +17,10 @@ import pytest
 from hypothesis import given, settings
 
 from tests import golden
+from tests.helpers import registry_with
 from tests.property import oracle
 from tests.property.strategies import cnn_models
-from trtcompile.pass_manager import Pass, PassContext, PassResult, default_registry
+from trtcompile.pass_manager import Pass, PassContext, PassResult
 
 
 @dataclass(frozen=True)
@@ -54,10 +55,7 @@ class DropOutput(Pass):
 
 
 def _registry():
-    registry = default_registry()
-    registry.register(LeakyRelu)
-    registry.register(DropOutput)
-    return registry
+    return registry_with([LeakyRelu, DropOutput])
 
 
 def test_wrong_pass_is_caught_shrunk_and_saved(tmp_path, monkeypatch) -> None:

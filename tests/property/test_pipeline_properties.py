@@ -20,12 +20,12 @@ import onnx
 import pytest
 from hypothesis import given, settings
 
+from tests.helpers import REPO, run_trtcompile
 from tests.property import oracle, profiles
 from tests.property.strategies import cnn_models
 from trtcompile import ir
 
 MODELS = cnn_models(max_layers=profiles.max_layers())
-REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def without_timings(value):
@@ -114,7 +114,7 @@ def test_default_pipeline_is_deterministic_across_processes(tmp_path: Path) -> N
         env = dict(os.environ, PYTHONHASHSEED=hash_seed)
         subprocess.run([sys.executable, "-c", _OPTIMIZE_ALL, str(tmp_path),
                         oracle.default_pipeline(), hash_seed],
-                       check=True, env=env, cwd=REPO_ROOT, timeout=300)
+                       check=True, env=env, cwd=REPO, timeout=300)
     for index in range(len(models)):
         stem = f"{index:03d}"
         first = (tmp_path / f"optimized_{stem}_0.onnx").read_bytes()
@@ -128,7 +128,7 @@ def test_default_pipeline_is_deterministic_across_processes(tmp_path: Path) -> N
 @pytest.mark.slow
 def test_cli_compile_is_deterministic(tmp_path: Path) -> None:
     """``trtcompile compile --no-engine`` twice: byte-identical optimized.onnx, same report."""
-    if not (REPO_ROOT / "trtcompile" / "cli.py").exists():
+    if not (REPO / "trtcompile" / "cli.py").exists():
         pytest.skip("the trtcompile command is not available")
     models = _sample_models(2)
     for index, model in enumerate(models):
@@ -136,11 +136,9 @@ def test_cli_compile_is_deterministic(tmp_path: Path) -> None:
         outputs = []
         for hash_seed in ("0", "12345"):
             out = tmp_path / f"out_{index}_{hash_seed}"
-            env = dict(os.environ, PYTHONHASHSEED=hash_seed, TF_CPP_MIN_LOG_LEVEL="2")
-            completed = subprocess.run(
-                [sys.executable, "-m", "trtcompile.cli", "compile", str(source), "-o", str(out),
-                 "--no-engine", "--no-progress", "-q"],
-                env=env, cwd=REPO_ROOT, timeout=300, capture_output=True, text=True)
+            completed = run_trtcompile("compile", str(source), "-o", str(out), "--no-engine",
+                                       "--no-progress", "-q", env={"PYTHONHASHSEED": hash_seed},
+                                       timeout=300)
             assert completed.returncode == 0, completed.stderr[-2000:]
             outputs.append(out)
         first, second = outputs

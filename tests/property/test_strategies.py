@@ -23,7 +23,7 @@ def test_generated_models_are_valid_and_run(case) -> None:
     declared = oracle.interface(model)["outputs"]
     assert oracle.interface(inferred)["outputs"] == declared
     outputs = oracle.run_onnxruntime(model, oracle.random_feeds(model))
-    for name, elem_type, dims in declared:
+    for name, _elem_type, dims in declared:
         assert outputs[name].shape == dims, name
         assert np.all(np.isfinite(outputs[name])), f"output {name} is not finite"
 

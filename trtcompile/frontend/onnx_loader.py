@@ -46,7 +46,7 @@ def load(path: str | Path, options: FrontendOptions | None = None) -> LoadedMode
     check_graph(model, path)
     if options.input_shapes:
         set_input_shapes(model, options.input_shapes, path)
-    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
+    opset = next((o.version for o in model.opset_import if ir.is_onnx_domain(o.domain)), None)
     note = f", IR version {original_ir_version} read as {model.ir_version}" \
         if original_ir_version != model.ir_version else ""
     return LoadedModel(

@@ -52,6 +52,7 @@ import numpy as np  # noqa: E402
 import onnx  # noqa: E402
 
 from trtcompile.errors import InputError  # noqa: E402
+from trtcompile.shapes import format_dims  # noqa: E402
 
 #: Constants of at least this many bytes that only feed MatMul/convolution weight inputs are hidden
 #: from grappler (see the module docstring, stage 3).
@@ -371,11 +372,19 @@ def _bypass_constant_identities(graph_def, keep: set[str]) -> None:
     """Make consumers of ``Identity(Const)`` read the constant directly (what grappler's dependency
     optimizer does anyway), so weights are seen with their real consumers."""
     constants = {node.name for node in graph_def.node if node.op == "Const"}
+    # A SavedModel signature puts a chain of Identities between a weight and its reader (one per
+    # function-call boundary, then ReadVariableOp's): follow each chain to its constant.
+    source = {node.name: node.input[0].split(":")[0] for node in graph_def.node
+              if node.op == "Identity" and len(node.input) == 1 and not node.input[0].startswith("^")
+              and node.input[0].split(":")[-1] in ("0", node.input[0]) and node.name not in keep}
     alias = {}
-    for node in graph_def.node:
-        if (node.op == "Identity" and len(node.input) == 1 and not node.input[0].startswith("^")
-                and node.input[0].split(":")[0] in constants and node.name not in keep):
-            alias[node.name] = node.input[0].split(":")[0]
+    for name, target in source.items():
+        for _ in range(len(source)):  # bounded: a malformed graph may hold an Identity cycle
+            if target not in source:
+                break
+            target = source[target]
+        if target in constants:
+            alias[name] = target
     if not alias:
         return
     for node in graph_def.node:
@@ -484,26 +493,22 @@ def _check_overrides(source: SourceGraph, options) -> None:
         shape = list(shape)
         if expected and len(shape) != len(expected):
             raise InputError(f"--input-shape {name}: rank {len(shape)} does not match the model's "
-                             f"{_shape_text(expected)}")
+                             f"{format_dims(expected)}")
         for given, known in zip(shape, expected):
             if given is None or int(given) <= 0 or (known is not None and int(given) != known):
-                raise InputError(f"--input-shape {name}={_shape_text(shape)} conflicts with the model's "
-                                 f"{_shape_text(expected)} (only unknown dimensions can be set, to positive sizes)")
+                raise InputError(f"--input-shape {name}={format_dims(shape)} conflicts with the model's "
+                                 f"{format_dims(expected)} (only unknown dimensions can be set, to positive sizes)")
     for name in options.inputs_as_nchw:
         if name not in by_name:
             raise InputError(f"--inputs-as-nchw names '{name}', which is not an input (inputs: {', '.join(names)})")
         if len(by_name[name].shape) != 4:
-            raise InputError(f"--inputs-as-nchw {name}: input has shape {_shape_text(by_name[name].shape)}, "
+            raise InputError(f"--inputs-as-nchw {name}: input has shape {format_dims(by_name[name].shape)}, "
                              f"not a 4-D NHWC image")
     if options.opset is not None and options.opset not in SUPPORTED_OPSETS:
         raise InputError(f"--opset {options.opset} is not supported (use {SUPPORTED_OPSETS.start} to "
                          f"{SUPPORTED_OPSETS.stop - 1})")
     if options.lowering not in ("faithful", "tf2onnx-optimized"):
         raise InputError(f"--lowering must be 'faithful' or 'tf2onnx-optimized', not '{options.lowering}'")
-
-
-def _shape_text(shape: Sequence[int | None]) -> str:
-    return "[" + ",".join("?" if d is None else str(d) for d in shape) + "]"
 
 
 def convert(source: SourceGraph, options, stage_seconds: dict[str, float] | None = None
@@ -565,6 +570,7 @@ def convert(source: SourceGraph, options, stage_seconds: dict[str, float] | None
 
 
 def tool_name() -> str:
+    """The lowering tool and its version, as reports show it (``tf2onnx 1.17.0``)."""
     import tf2onnx
 
     return f"tf2onnx {tf2onnx.__version__}"

@@ -14,12 +14,14 @@ import pytest
 
 from passes.conv_bias_activation_fusion import (
     CONV_ATTRS,
+    RESIDUAL_PARAMETERS,
     ConvBiasActivationFusion,
     conv_call_info,
     conv_function,
 )
 from tests import golden
-from trtcompile import ir, verify
+from trtcompile import calibration, cost, ir, verify
+from trtcompile.calibration import Calibration, CalibrationData
 from trtcompile.errors import InputError
 from trtcompile.pass_manager import PassContext, PassManager, parse_pipeline
 
@@ -161,6 +163,9 @@ def test_fold_batchnorm_off_leaves_batchnorm() -> None:
 def test_options_round_trip_and_unknown_activation() -> None:
     (pass_,) = parse_pipeline("conv-bias-activation-fusion{activations=relu,clip fold-batchnorm=false}")
     assert pass_ == ConvBiasActivationFusion(activations=("relu", "clip"), fold_batchnorm=False)
+    (no_residual,) = parse_pipeline("conv-bias-activation-fusion{residual=false}")
+    assert no_residual == ConvBiasActivationFusion(residual=False)
+    assert parse_pipeline(no_residual.to_text()) == (no_residual,)
     assert parse_pipeline(pass_.to_text()) == (pass_,)
     with pytest.raises(InputError, match="unknown activation"):
         parse_pipeline("conv-bias-activation-fusion{activations=relu,swish}")
@@ -176,6 +181,177 @@ def test_one_walk_no_tensor_map(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(gs.Graph, "tensors", forbidden)
     result = ConvBiasActivationFusion().run(graph_before, PassContext())
     assert result.counts["fused_convs"] == 2
+
+
+# --------------------------------------------------------------------------------------------
+# Residual fusion and the passes that read fused calls
+# --------------------------------------------------------------------------------------------
+
+
+def assert_topologically_sorted(graph: gs.Graph) -> None:
+    produced = {t.name for t in graph.inputs} | {
+        name for name, t in graph.tensors().items() if isinstance(t, gs.Constant)}
+    for node in graph.nodes:
+        missing = [t.name for t in node.inputs if not t.is_empty() and t.name not in produced]
+        assert not missing, f"{node.name} reads {missing} before they are computed"
+        produced.update(t.name for t in node.outputs)
+
+
+def test_conv_call_info_reports_the_residual_input() -> None:
+    model, graph = fused("residual_identity_block")
+    first, second = graph.nodes
+    assert conv_call_info(graph, first).residual is None
+    info = conv_call_info(graph, second)
+    assert info is not None and info.activation == "relu"
+    assert info.residual is graph.inputs[0]  # the block input x
+    assert info.output is graph.outputs[0]
+    assert [n.op for n in info.function.nodes] == ["Conv", "Add", "Relu"]
+    assert [t.name for t in info.function.inputs] == list(RESIDUAL_PARAMETERS)
+    values = initializers(model)
+    scale = values["s2"] / np.sqrt(values["v2"] + 1e-5)
+    np.testing.assert_allclose(info.bias.values, values["b2"] - values["m2"] * scale, rtol=1e-5,
+                               atol=1e-6)
+
+
+def test_conv_function_residual_body_and_name() -> None:
+    graph = gs.Graph(opset=17)
+    attrs = {"kernel_shape": [1, 1], "strides": [1, 1], "pads": [0, 0, 0, 0], "dilations": [1, 1],
+             "group": 1}
+    with_relu = conv_function(graph, attrs, "relu", residual=True)
+    linear = conv_function(graph, attrs, None, residual=True)
+    plain = conv_function(graph, attrs, "relu")
+    assert [f.name for f in (with_relu, linear, plain)] == [
+        "ConvBiasAddRelu_k1x1_s1x1_p0x0x0x0_d1x1_g1", "ConvBiasAdd_k1x1_s1x1_p0x0x0x0_d1x1_g1",
+        "ConvBiasRelu_k1x1_s1x1_p0x0x0x0_d1x1_g1"]
+    conv, add, relu = with_relu.nodes
+    assert add.inputs[0] is conv.outputs[0] and add.inputs[1] is with_relu.inputs[3]
+    assert relu.inputs[0] is add.outputs[0] and relu.outputs[0] is with_relu.outputs[0]
+    assert [n.op for n in linear.nodes] == ["Conv", "Add"]
+    assert conv_function(graph, dict(attrs), "relu", residual=True) is with_relu
+
+
+def test_residual_call_sits_after_its_residual() -> None:
+    """Z (Sigmoid of the conv input) is computed after the Conv in node order: the call takes the
+    Add's place, so the graph stays topologically sorted."""
+    _, graph = fused("residual_of_conv_input")
+    assert [n.op for n in graph.nodes] == ["Sigmoid", "ConvBiasAddLeakyRelu_k3x3_s1x1_p1x1x1x1_d1x1_g1_a0p1"]
+    assert_topologically_sorted(graph)
+    for case_name in ("residual_projection_shortcut", "residual_projection_shortcut_last"):
+        _, graph = fused(case_name)
+        assert_topologically_sorted(graph)
+        residual_calls = [n for n in graph.nodes if conv_call_info(graph, n).residual is not None]
+        assert len(residual_calls) == 1
+        z = conv_call_info(graph, residual_calls[0]).residual
+        assert ir.producer(z) is not None and conv_call_info(graph, ir.producer(z)) is not None
+
+
+def test_residual_shape_unknown_is_not_fused() -> None:
+    """Without a provable shape (Z's size comes from a runtime Reshape), the Add may broadcast."""
+    graph = parse_graph("""<ir_version: 10, opset_import: ["" : 17]>
+    g (float[1,4,6,6] x, float[144] flat, int64[4] shape) => (float[1,4,6,6] y) {
+      c = Conv<pads = [1, 1, 1, 1]>(x, W)
+      z = Reshape(flat, shape)
+      a = Add(c, z)
+      y = Relu(a)
+    }""")
+    graph.nodes[0].inputs[1] = gs.Constant("W", np.ones((4, 4, 3, 3), np.float32))
+    result = ConvBiasActivationFusion().run(graph, PassContext())
+    assert [n.op for n in graph.nodes] == ["Conv", "Reshape", "Add", "Relu"]
+    # Shape inference names each unknown dimension with its own symbol: not provably equal.
+    assert [r.reason for r in result.rejections] == [
+        "residual Add: 'z' (shape ['unk__0', 'unk__1', 'unk__2', 'unk__3']) is not provably the "
+        "conv result's shape [1, 4, 6, 6], so the Add may broadcast"]
+
+
+RESIDUAL_PAIR = """<ir_version: 10, opset_import: ["" : 17]>
+g (float[1,4,6,6] x, float[1,4,6,6] z1, float[1,4,6,6] z2) => (float[1,8,6,6] y) {
+  c1 = Conv(x, W1)
+  a1 = Add(c1, z1)
+  r1 = Relu(a1)
+  c2 = Conv(x, W2)
+  a2 = Add(c2, z2)
+  r2 = Relu(a2)
+  y = Concat<axis = 1>(r1, r2)
+}"""
+
+
+def residual_pair_model() -> onnx.ModelProto:
+    model = onnx.parser.parse_model(RESIDUAL_PAIR)
+    rng = np.random.default_rng(0)
+    for name in ("W1", "W2"):
+        model.graph.initializer.append(onnx.numpy_helper.from_array(
+            rng.uniform(-1, 1, (4, 4, 1, 1)).astype(np.float32), name))
+    model.ir_version = ir.IR_VERSION
+    return model
+
+
+def test_horizontal_fusion_refuses_calls_with_residuals() -> None:
+    model = residual_pair_model()
+    graph = ir.import_model(model)
+    report = PassManager("conv-bias-activation-fusion,horizontal-fusion").run(graph)
+    assert [n.op for n in graph.nodes] == ["ConvBiasAddRelu_k1x1_s1x1_p0x0x0x0_d1x1_g1"] * 2 + ["Concat"]
+    reasons = {r.reason for r in report.rejections("horizontal-fusion")}
+    assert reasons == {
+        "adds a residual input 'z1': a merged layer would need the branches' residuals "
+        "concatenated at run time",
+        "adds a residual input 'z2': a merged layer would need the branches' residuals "
+        "concatenated at run time"}
+    assert verify.compare_models(model, ir.export_model(graph)).passed
+
+
+def test_average_pool_fusion_leaves_residual_calls_alone() -> None:
+    graph = parse_graph("""<ir_version: 10, opset_import: ["" : 17]>
+    g (float[1,4,6,6] x, float[1,4,6,6] z) => (float[1,4,6,6] y) {
+      p = AveragePool<kernel_shape = [3, 3], pads = [1, 1, 1, 1], count_include_pad = 1>(x)
+      c = Conv(p, W)
+      a = Add(c, z)
+      y = Relu(a)
+    }""")
+    graph.nodes[1].inputs[1] = gs.Constant("W", np.ones((4, 4, 1, 1), np.float32))
+    report = PassManager("conv-bias-activation-fusion,average-pool-conv-fusion").run(graph)
+    assert [n.op for n in graph.nodes] == ["AveragePool", "ConvBiasAddRelu_k1x1_s1x1_p0x0x0x0_d1x1_g1"]
+    assert [r.reason for r in report.rejections("average-pool-conv-fusion")] == [
+        "the convolution adds a residual input 'z', which the pooled layer's functions do not take"]
+
+
+def test_precision_fp16_casts_the_residual_like_the_input() -> None:
+    model, _ = fused("residual_identity_block")
+    graph = ir.import_model(model)
+    PassManager("conv-bias-activation-fusion,precision-fp16").run(graph)
+    optimized = ir.export_model(graph)
+    inferred = onnx.shape_inference.infer_shapes(optimized)
+    types = {v.name: v.type.tensor_type.elem_type
+             for v in [*inferred.graph.input, *inferred.graph.value_info, *inferred.graph.output]}
+    calls = [n for n in optimized.graph.node if n.domain == ir.TRTCOMPILE_DOMAIN]
+    residual_call = calls[-1]
+    assert len(residual_call.input) == 4
+    assert types[residual_call.input[0]] == types[residual_call.input[3]] == onnx.TensorProto.FLOAT16
+    atol, rtol, _ = calibration.parity_tolerances("fp16")
+    assert verify.compare_models(model, optimized, atol=atol, rtol=rtol).passed
+
+
+def test_quantize_int8_puts_qdq_on_x_and_w_and_keeps_the_residual_float() -> None:
+    model, _ = fused("residual_identity_block")
+    graph = ir.import_model(model)
+    data = np.random.default_rng(1).normal(0, 1, (32, 8, 6, 6)).astype(np.float32)
+    setup = Calibration(data=CalibrationData({"x": data}), progress=False)
+    report = PassManager("conv-bias-activation-fusion,quantize-int8{method=minmax}",
+                         ctx=PassContext(resources={"quantize-int8": setup})).run(graph)
+    assert report.records[-1].stats["quantized_fused_conv"] == 2
+    call = graph.nodes[-1]
+    assert call.op == "ConvBiasAddRelu_k3x3_s1x1_p1x1x1x1_d1x1_g1"
+    x, w, b, z = call.inputs
+    assert ir.producer(x).op == "DequantizeLinear" and ir.producer(w).op == "DequantizeLinear"
+    assert isinstance(b, gs.Constant) and b.values.dtype == np.float32
+    assert z is graph.inputs[0] and z.dtype == np.float32
+
+
+def test_residual_call_macs_are_the_convolution_macs() -> None:
+    _, graph = fused("residual_identity_block")
+    summary = cost.graph_macs(graph)
+    # 1x1 conv 8->4 and 3x3 conv 4->8 on 6x6 outputs; the Add and the Relu cost no MACs.
+    assert summary.macs == 36 * (4 * 8) + 36 * (8 * 4 * 9)
+    assert summary.unknown == []
 
 
 # --------------------------------------------------------------------------------------------
@@ -219,7 +395,9 @@ def build_layer_report(model: onnx.ModelProto) -> str:
     return reports[-1]
 
 
-@pytest.mark.parametrize("case_name", ["conv_bn_relu6", "chained_convs_share_function"])
+@pytest.mark.parametrize("case_name", ["conv_bn_relu6", "chained_convs_share_function",
+                                       "residual_identity_block", "residual_projection_shortcut",
+                                       "residual_linear_bottleneck"])
 def test_tensorrt_builds_fused_calls(case_name: str) -> None:
     _, graph = fused(case_name)
     model = ir.export_model(graph)

@@ -134,7 +134,7 @@ def test_tensorrt_runs_converted_convolutions_in_half():
     layers = engine_layers(optimized)
     for conv in ("conv1", "conv2"):
         running = layers_running(layers, conv)
-        assert running, [(l.name, l.type, l.metadata) for l in layers]
+        assert running, [(layer.name, layer.type, layer.metadata) for layer in layers]
         assert all(layer.inputs == ["Half"] and "Half" in layer.constants for layer in running)
 
 

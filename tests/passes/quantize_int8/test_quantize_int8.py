@@ -277,6 +277,6 @@ def test_tensorrt_runs_quantized_convolutions_in_int8(fuse):
     layers = engine_layers(quantized)
     for conv in ("conv1", "conv2"):
         running = layers_running(layers, conv)
-        assert running, f"no convolution layer for {conv}: {[(l.name, l.metadata) for l in layers]}"
+        assert running, f"no convolution layer for {conv}: {[(layer.name, layer.metadata) for layer in layers]}"
         assert all(layer.inputs == ["Int8"] for layer in running), running
         assert all("Int8" in layer.constants for layer in running), running

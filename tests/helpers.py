@@ -1,0 +1,67 @@
+"""Helpers shared by the test modules: the repository's paths, running the command (in a child
+process or in this one), the small golden model and what the conv pipeline does to it, and pass
+registries extended with test-only passes."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterable
+from pathlib import Path
+
+import pytest
+
+from trtcompile import cli, ir
+from trtcompile.pass_manager import Pass, PassManager, PassRegistry, default_registry
+
+#: The repository's root folder.
+REPO = Path(__file__).resolve().parent.parent
+
+#: Models and the manifest of the golden suite (tests/golden).
+GOLDEN = REPO / "tests" / "golden"
+
+#: A small convolutional model with parallel branches (see tests/golden/make_models.py).
+CONV_BRANCHES = GOLDEN / "conv_branches.onnx"
+
+#: The passes that rewrite CONV_BRANCHES: fusion, horizontal fusion and concat elimination.
+CONV_PIPELINE = "fold-constants,conv-bias-activation-fusion,horizontal-fusion,concat-elimination"
+
+
+def run_trtcompile(*args: str, cwd: Path = REPO, env: dict[str, str] | None = None,
+                   timeout: float = 600) -> subprocess.CompletedProcess:
+    """``python -m trtcompile.cli <args>`` in a child process, TensorFlow quiet, output captured.
+
+    ``env`` adds to (or overrides) this process's environment.
+    """
+    child_env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=str(REPO), **(env or {}))
+    return subprocess.run([sys.executable, "-m", "trtcompile.cli", *args], cwd=cwd, env=child_env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def run_main(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    """``trtcompile <argv>`` in this process: (exit code, stdout, stderr)."""
+    code = cli.main(argv)
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def measured_layers(model: Path = CONV_BRANCHES, pipeline: str = CONV_PIPELINE
+                    ) -> tuple[int, dict[str, int]]:
+    """What ``pipeline`` does to ``model`` today: (final layer count, layers after each pass).
+
+    Tests of runners and assertions compare against a direct pass-manager run rather than
+    hard-coding counts the passes may improve.
+    """
+    report = PassManager(pipeline).run(ir.load(model))
+    return report.layers_after, report.layers_after_pass()
+
+
+def registry_with(passes: Iterable[type[Pass]]) -> PassRegistry:
+    """The built-in passes plus ``passes`` (a pass whose name is built in replaces nothing: the
+    first registration of a name wins)."""
+    registry = default_registry()
+    for cls in passes:
+        if cls.name not in registry:
+            registry.register(cls)
+    return registry
