@@ -259,8 +259,26 @@ def test_residual_shape_unknown_is_not_fused() -> None:
     assert [n.op for n in graph.nodes] == ["Conv", "Reshape", "Add", "Relu"]
     # Shape inference names each unknown dimension with its own symbol: not provably equal.
     assert [r.reason for r in result.rejections] == [
-        "residual Add: 'z' (shape ['unk__0', 'unk__1', 'unk__2', 'unk__3']) is not provably the "
-        "conv result's shape [1, 4, 6, 6], so the Add may broadcast"]
+        ("residual Add: 'z' (shape ['unk__0', 'unk__1', 'unk__2', 'unk__3']) is not provably the "
+        "conv result's shape [1, 4, 6, 6], so the Add may broadcast")]
+
+
+def test_residual_named_like_a_function_parameter_is_not_fused() -> None:
+    """TensorRT's parser binds call arguments to parameters by name, one after the other: a
+    residual named like the X parameter would be read as X."""
+    graph = parse_graph("""<ir_version: 10, opset_import: ["" : 17]>
+    g (float[1,4,6,6] x, float[1,4,6,6] z) => (float[1,4,6,6] y) {
+      c = Conv<pads = [1, 1, 1, 1]>(x, W)
+      a = Add(c, z)
+      y = Relu(a)
+    }""")
+    graph.nodes[0].inputs[1] = gs.Constant("W", np.ones((4, 4, 3, 3), np.float32))
+    graph.inputs[1].name = RESIDUAL_PARAMETERS[0]
+    result = ConvBiasActivationFusion().run(graph, PassContext())
+    assert [n.op for n in graph.nodes] == ["Conv", "Add", "Relu"]
+    assert [r.reason for r in result.rejections] == [
+        (f"residual '{RESIDUAL_PARAMETERS[0]}' is named like a parameter of the fused function, "
+        "which TensorRT's parser would bind to the wrong tensor")]
 
 
 RESIDUAL_PAIR = """<ir_version: 10, opset_import: ["" : 17]>
@@ -292,10 +310,10 @@ def test_horizontal_fusion_refuses_calls_with_residuals() -> None:
     assert [n.op for n in graph.nodes] == ["ConvBiasAddRelu_k1x1_s1x1_p0x0x0x0_d1x1_g1"] * 2 + ["Concat"]
     reasons = {r.reason for r in report.rejections("horizontal-fusion")}
     assert reasons == {
-        "adds a residual input 'z1': a merged layer would need the branches' residuals "
-        "concatenated at run time",
-        "adds a residual input 'z2': a merged layer would need the branches' residuals "
-        "concatenated at run time"}
+        ("adds a residual input 'z1': a merged layer would need the branches' residuals "
+        "concatenated at run time"),
+        ("adds a residual input 'z2': a merged layer would need the branches' residuals "
+        "concatenated at run time")}
     assert verify.compare_models(model, ir.export_model(graph)).passed
 
 
