@@ -31,22 +31,20 @@ from pathlib import Path
 
 import onnx
 
+import passes
 from benchmarks import keras_models
 from benchmarks.keras_models import KERAS_MODELS, add_cache_dir_argument
 from benchmarks.markdown_section import machine_line, write_section
 
-#: The fusion pipeline measured (explicit, so the figures do not move with the default pipeline).
-PIPELINE = ("dead-layer-elimination,fold-constants,"
-            "fixed-point(conv-bias-activation-fusion,horizontal-fusion,concat-elimination),"
-            "dead-layer-elimination")
+#: The default pipeline, and variants of it that change one option each.
+PIPELINE = passes.PIPELINES["default"]
 #: The same with every legal horizontal merge, to measure what Splits cost in the engine.
-PIPELINE_ALL_MERGES = PIPELINE.replace("horizontal-fusion", "horizontal-fusion{free-split-only=false}")
+PIPELINE_ALL_MERGES = PIPELINE.replace("horizontal-fusion,", "horizontal-fusion{free-split-only=false},")
 #: Kernel-padding merges within the default MAC budget.
-PIPELINE_PAD_KERNELS = PIPELINE.replace("horizontal-fusion", "horizontal-fusion{pad-kernels=true}")
-#: Every layer-saving rewrite that adds arithmetic, with a budget of half the model's MACs.
-PIPELINE_FEWEST_LAYERS = PIPELINE.replace(
-    "horizontal-fusion", "horizontal-fusion{pad-kernels=true max-extra-macs=0.5},"
-    "average-pool-conv-fusion{max-extra-macs=0.5}")
+PIPELINE_PAD_KERNELS = PIPELINE.replace("horizontal-fusion,", "horizontal-fusion{pad-kernels=true},")
+#: The named pipeline `fewest-layers`: every layer-saving rewrite that adds arithmetic, with a budget
+#: of half the model's MACs.
+PIPELINE_FEWEST_LAYERS = passes.PIPELINES["fewest-layers"]
 
 #: (label, pipeline) of every optimized variant, in table order.
 VARIANTS = (("default", PIPELINE), ("all merges", PIPELINE_ALL_MERGES),
@@ -158,11 +156,12 @@ def markdown(results: list[Measurement]) -> str:
         "compute layers the TensorRT builder reports for the plan it built (`EngineBuild.compute_layers`);",
         "MACs are the multiply-accumulates of Conv/Gemm/MatMul (`trtcompile.cost`, FLOPs ≈ 2 × MACs).",
         "",
-        f"- default: `{PIPELINE}`",
+        f"- default: the named pipeline `default`, `{PIPELINE}`",
         "- all merges: the same with `horizontal-fusion{free-split-only=false}`",
         "- pad-kernels: the same with `horizontal-fusion{pad-kernels=true}` (default budget "
         "`max-extra-macs=0.1`)",
-        "- fewest layers: the same with `horizontal-fusion{pad-kernels=true max-extra-macs=0.5},"
+        "- fewest layers: the named pipeline `fewest-layers`: the same with "
+        "`horizontal-fusion{pad-kernels=true max-extra-macs=0.5},"
         "average-pool-conv-fusion{max-extra-macs=0.5}`",
         "",
         machine_line(),
