@@ -1,6 +1,6 @@
 """Time the default pipeline (no parity, no engine) on the built-in example and synthetic graphs.
 
-Usage: ``python -m benchmarks.pipeline_scaling [--sizes 1000,10000,25000,50000,100000] [--repeats 3]
+Usage: ``python -m benchmarks.pipeline_scaling [--sizes 1000,2000,10000,20000,50000,100000] [--repeats 3]
 [--no-write]``
 
 For each graph the pipeline runs ``--repeats`` times on fresh copies; the table gives the minimum,
@@ -48,14 +48,14 @@ def time_pipeline(make_graph, repeats: int) -> tuple[list[float], int, int]:
 def main(argv: list[str] | None = None) -> int:
     """Measure and print the figures; write the docs section unless ``--no-write``."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", default="1000,10000,25000,50000,100000")
+    parser.add_argument("--sizes", default="1000,2000,10000,20000,50000,100000")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--no-write", action="store_true", help="print only")
     args = parser.parse_args(argv)
     rows = []
     try:
         times, before, after = time_pipeline(_example_graph, args.repeats)
-        rows.append(("built-in example", before, after, times, None))
+        rows.append(("built-in example (googlenet-onnx)", before, after, times, None))
     except ImportError:
         pass
     medians: dict[int, float] = {}
