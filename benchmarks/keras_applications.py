@@ -528,7 +528,10 @@ def markdown(networks: list[Network]) -> str:
         "TensorRT alone keeps most of the faithful lowering's NHWC/NCHW Transposes as layout-copy "
         "layers (`kgen` in the per-type lists below); after `transpose-cancellation` only the one "
         "at the NHWC graph input is left. A Transpose reported *internal* is one a pass gave a "
-        "reason to keep (listed below), e.g. VGG19's NHWC Flatten before its first Dense layer.",
+        "reason to keep (listed below), e.g. VGG19's NHWC Flatten before its first Dense layer: the "
+        "default pipeline leaves it to TensorRT, which absorbs an NHWC flatten into the gemm, while "
+        "`transpose-cancellation{fold-matmul-weights=true}` folds it into the Dense weights and "
+        "costs TensorRT a layout copy (VGG19: 25 -> 26 engine layers).",
         "",
         "Layers after every pass run, and what the passes did:",
         "",

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import ClassVar
 
 import numpy as np
+import onnx
 import onnx_graphsurgeon as gs
 
 from trtcompile import ir
@@ -51,6 +53,7 @@ PUSH_KINDS: dict[str, frozenset[str]] = {
     "unsqueeze": frozenset({"Unsqueeze"}),
     "reshape": frozenset({"Reshape", "Flatten"}),
     "normalization": frozenset({"BatchNormalization", "InstanceNormalization", "LRN"}),
+    "shape": frozenset({"Shape"}),
 }
 
 _KIND_OF_OP = {op: kind for kind, ops in PUSH_KINDS.items() for op in ops}
@@ -59,6 +62,13 @@ _KIND_OF_OP = {op: kind for kind, ops in PUSH_KINDS.items() for op in ops}
 #: op is estimated by looking further down; bounded so each visit stays O(1).
 LOOKAHEAD_DEPTH = 8
 LOOKAHEAD_PLANS = 64
+
+#: How many ops deep a Reshape target or a Shape's readers are followed (shape arithmetic is short).
+SHAPE_TRACE_DEPTH = 16
+
+#: Initializers up to this many elements keep their values when the pass runs ONNX shape inference
+#: (shape operands); larger ones become typed graph inputs of the inference copy.
+_SHAPE_VALUE_LIMIT = 64
 
 
 @dataclass(frozen=True)
@@ -70,7 +80,8 @@ class TransposeCancellation(Pass):
     through the Transposes with a worklist, pushing each one forward (toward the outputs) until it
     meets its inverse. Counts: ``cancelled_pairs``, ``composed_pairs``, ``removed_identity``,
     ``folded_into_constant``, ``pushed_through_<kind>``, ``permuted_constants``,
-    ``absorbed_operand_transposes``, ``inserted_operand_transposes``.
+    ``absorbed_operand_transposes``, ``inserted_operand_transposes``,
+    ``folded_into_matmul_weights``, ``remapped_shape_reads``.
 
     Rules (``p`` is a Transpose's permutation, ``X`` its input, ``Y`` its output):
       1. Pairs: ``Transpose(q)`` reading ``Y`` reads ``X`` with permutation ``p∘q``; the pair is
@@ -88,10 +99,39 @@ class TransposeCancellation(Pass):
          constant; the Transpose after it is re-derived over the new rank); ``reshape``
          (Reshape/Flatten, only when ``X``'s shape is known and the Transpose moves only size-1
          axes, so it does not reorder elements); ``normalization`` (BatchNormalization and LRN when
-         ``p`` keeps the channel axis 1 in place, InstanceNormalization when it keeps axes 0 and 1).
-         Conv, pooling, MatMul and every other op have a fixed layout and stop a Transpose.
+         ``p`` keeps the channel axis 1 in place, InstanceNormalization when it keeps axes 0 and 1);
+         ``shape`` (rule 5). Conv, pooling, MatMul and every other op have a fixed layout and stop
+         a Transpose.
       3. Constants: a Transpose of a constant becomes a new constant holding the permuted values.
       4. A Transpose with the identity permutation is removed.
+      5. Shape: ``Shape(Y)[k] == Shape(X)[p[k]]``, so a Shape reads ``X`` when every use of the
+         shape vector picks dims by constant index: readers (looked at through Cast and
+         Identity) are Gather (axis 0) with constant indices or Slice (axis 0) with constant
+         starts, ends and steps.
+         Indices are mapped through ``p``; a Slice whose dims ``p`` reorders becomes a Gather of
+         the mapped indices (``remapped_shape_reads``). A Slice of the batch dim, ``Shape(Y)[0:1]``
+         as a dynamic-batch Flatten computes it, is left as it is when ``p`` keeps axis 0. A Shape
+         with ``start``/``end`` needs the mapped dims to be a contiguous run. A shape vector that
+         is read whole (Concat, Reshape, ConstantOfShape, ...) or is a graph output stays.
+      6. Flatten into weights (option ``fold_matmul_weights``): when ``p`` keeps the batch axis
+         (``p[0] == 0``) and reorders the others, ``Flatten(Y) @ W`` equals ``Flatten(X) @ W'``
+         where ``W'`` is ``W`` with its rows permuted to ``X``'s flattening order. The flatten is
+         ``Flatten`` with axis 1 or ``Reshape`` to ``[N, -1]`` / ``[N, C*H*W]``, ``N`` being
+         ``0``, the static batch, or ``Shape(Y)[0]`` computed through Slice/Gather/Squeeze/
+         Unsqueeze/Concat/Cast as tf2onnx emits it for a dynamic batch (the batch stays dynamic).
+         Every reader of the flattened tensor must be a ``MatMul`` reading it as the left operand
+         or a ``Gemm`` reading it as ``A`` (``transA=0``), with a constant 2-D weight of
+         ``C*H*W`` rows (``Gemm transB=1``: columns); each weight becomes a new permuted constant
+         (``folded_into_matmul_weights``). ``X``'s dims beyond the batch must be static, from the
+         tensor shapes or, when they are missing, from ONNX shape inference run once per pass
+         run. Otherwise the Transpose stays, with the reason (batch axis moved, Flatten axis or
+         Reshape target not ``[N, -1]``, dims unknown, flattened tensor a graph output or read by
+         another op, read on the wrong side, weight not constant or of the wrong shape).
+         Backend note: TensorRT keeps convolution activations channels-last and reads an NHWC
+         flatten straight into the GEMM, so for it the Transpose was free; on Keras VGG19 the
+         NCHW flatten this rule leaves becomes one layout-copy layer of its own (see
+         docs/benchmarks.md). The rule pays where a Transpose is a real copy (ONNX Runtime, other
+         backends); ``fold-matmul-weights=false`` keeps the NHWC flatten.
 
     Cost model. A push is made when it does not increase the number of Transposes: the
     Transpose pushed goes away, the consumer's outputs get a Transpose each (or less, when looking
@@ -105,17 +145,19 @@ class TransposeCancellation(Pass):
     a node. Transposes are visited in topological order (upstream first) from a heap; each node is
     revisited only when a Transpose reaches it: O(graph) overall.
 
-    Requires: nothing (shapes, where known, enable the ``reshape`` rule and operand-rank checks).
+    Requires: nothing (shapes, where known, enable the ``reshape`` rule and operand-rank checks;
+    rule 6 infers the shapes it needs).
     Preserves: graph inputs and outputs (names, shapes, dtypes) and every output value; a
     Transpose writing a graph output keeps writing it. Only Transposes at graph inputs, at graph
     outputs, or next to fixed-layout ops stay, each with its reason. Options: ``push_through``
-    (the kinds of rule 2), ``fold_constants`` (rule 3).
+    (the kinds of rule 2), ``fold_constants`` (rule 3), ``fold_matmul_weights`` (rule 6).
     """
 
     name: ClassVar[str] = "transpose-cancellation"
 
     push_through: tuple[str, ...] = tuple(PUSH_KINDS)
     fold_constants: bool = True
+    fold_matmul_weights: bool = True
 
     def run(self, graph: gs.Graph, ctx: PassContext) -> PassResult:
         unknown = sorted(set(self.push_through) - set(PUSH_KINDS))
@@ -207,6 +249,8 @@ class _Plan:
     update: Callable[[], None] | None = None
     #: Change in the number of Transposes if applied, not counting the Transpose being pushed.
     delta: int = 0
+    #: The count recorded when the plan is applied (None: ``pushed_through_<kind>``; "": none).
+    counted: str | None = None
 
 
 class _Rejected(Exception):
@@ -220,6 +264,7 @@ class _Canceller:
         self.graph = graph
         self.result = result
         self.fold_constants = options.fold_constants
+        self.fold_matmul_weights = options.fold_matmul_weights
         self.enabled_ops = frozenset().union(*(PUSH_KINDS[k] for k in options.push_through))
         self.opset = ir.opset(graph)
         self.graph_outputs = ir.output_names(graph)
@@ -248,10 +293,16 @@ class _Canceller:
         self.waited: set[int] = set()
         self.permuted: dict[tuple[int, Perm], tuple[gs.Tensor, gs.Constant]] = {}
         self.pinned: set[int] = set()  # Transposes added on operands (see visit)
+        self.row_permuted: dict[tuple, tuple[gs.Tensor, gs.Constant]] = {}
+        # Shapes ONNX shape inference gives tensors that have none, by name (rule 6). A pass
+        # never changes a named tensor's values, so a name keeps its shape through the run.
+        self.inferred: dict[str, list] = {}
 
     # Driver ------------------------------------------------------------------------------------
 
     def run(self, ctx: PassContext) -> None:
+        if self.fold_matmul_weights and self.needs_shape_inference():
+            self.inferred = _inferred_dims(self.graph, ctx)
         for node in self.graph.nodes:
             if node.op == "Transpose" and not node.domain:
                 self.enqueue(node)
@@ -679,23 +730,298 @@ class _Canceller:
 
     def _plan_reshape(self, consumer, output, source, perm, rank, plan: _Plan) -> None:
         self._first_input_only(consumer, output, source, plan)
+        plan.output_perms = [None]
+        if self._keeps_element_order(consumer, source, perm, rank):
+            return
         why = f"transpose feeds {consumer.op}: layout change not provably equivalent"
+        if not self.fold_matmul_weights:
+            raise _Rejected(why)
+        try:
+            plan.update = self._plan_weight_fold(consumer, output, source, perm, rank)
+        except _Rejected as rejection:
+            raise _Rejected(f"{why} ({rejection})") from None
+        plan.counted = ""  # the update counts each weight it permutes
+
+    def _keeps_element_order(self, consumer, source, perm, rank) -> bool:
+        """True if the Transpose moves only size-1 axes, so the Reshape/Flatten may read ``X``."""
         shape = None if source is None else _static_shape(source)
         if shape is None or len(shape) != rank:
-            raise _Rejected(why)
+            return False
         moved = [perm[i] for i in range(rank) if shape[perm[i]] != 1]
         if moved != sorted(moved):  # the Transpose reorders elements in memory
-            raise _Rejected(why)
+            return False
         if consumer.op == "Reshape":
             target = ir.constant_value(consumer.inputs[1])
-            if target is None or (0 in target.tolist() and not consumer.attrs.get("allowzero", 0)):
-                raise _Rejected(why)
+            return target is not None and (0 not in target.tolist()
+                                           or bool(consumer.attrs.get("allowzero", 0)))
+        axis = _axis(consumer.attrs.get("axis", 1), rank + 1)
+        transposed = [shape[p] for p in perm]
+        return int(np.prod(shape[:axis])) == int(np.prod(transposed[:axis]))
+
+    # Rule 6: a flatten into MatMul/Gemm weights -------------------------------------------------
+
+    def _plan_weight_fold(self, consumer: gs.Node, output: gs.Tensor, source: gs.Tensor | None,
+                          perm: Perm, rank: int) -> Callable[[], None]:
+        """Check that ``consumer`` flattens ``Y`` to ``[N, C*H*W]`` for constant MatMul/Gemm
+        weights only; return the update permuting those weights. Raises _Rejected (the detail)."""
+        if perm[0] != 0:
+            raise _Rejected("the transpose moves the batch axis")
+        target = None
+        if consumer.op == "Flatten":
+            if _axis(consumer.attrs.get("axis", 1), rank + 1) != 1:
+                raise _Rejected("Flatten axis is not 1")
         else:
-            axis = _axis(consumer.attrs.get("axis", 1), rank + 1)
-            transposed = [shape[p] for p in perm]
-            if int(np.prod(shape[:axis])) != int(np.prod(transposed[:axis])):
-                raise _Rejected(why)
+            target = self.shape_vector(consumer.inputs[1], {id(output), id(source)})
+            if target is None or target[1] or len(target[0]) != 2:
+                raise _Rejected("Reshape target is not [N, -1]")
+            target = target[0]
+        flattened = consumer.outputs[0]
+        if flattened.name in self.graph_outputs:
+            raise _Rejected("the flattened tensor is a graph output")
+        readers = _unique(flattened.outputs)
+        if not readers:
+            raise _Rejected("the flattened tensor is not read")
+        weights = [self._matmul_weight(reader, flattened) for reader in readers]
+
+        dims = self.dims(source) if source is not None else None
+        if dims is None or len(dims) != rank or not all(isinstance(d, int) for d in dims[1:]):
+            transposed = self.dims(output)
+            if transposed is not None and len(transposed) == rank:
+                dims = _permuted_shape(transposed, inverse(perm))
+        if dims is None or not all(isinstance(d, int) and d >= 0 for d in dims[1:]):
+            raise _Rejected("dims of the transposed tensor beyond the batch are unknown")
+        features = math.prod(dims[1:])
+        if target is not None and not self._is_batch_flatten(target, dims[0], features,
+                                                             consumer.attrs.get("allowzero", 0)):
+            raise _Rejected("Reshape target is not [N, -1]")
+        for reader, (index, values, rows_axis) in zip(readers, weights):
+            if values.shape[rows_axis] != features:
+                raise _Rejected(f"{reader.op} weight '{reader.inputs[index].name}' has "
+                                f"{values.shape[rows_axis]} rows, not the {features} features")
+
+        transposed_dims = [dims[a] for a in perm]
+
+        def update() -> None:
+            # Feature j of Flatten(X) is feature order[j] of Flatten(Y).
+            order = np.transpose(np.arange(features).reshape([1, *transposed_dims[1:]]),
+                                 inverse(perm)).reshape(-1)
+            for reader, (index, _, rows_axis) in zip(readers, weights):
+                old = reader.inputs[index]
+                reader.inputs[index] = self.row_permuted_constant(old, order, rows_axis)
+                self.drop_unread_constant(old)
+                self.result.count("folded_into_matmul_weights")
+        return update
+
+    @staticmethod
+    def _is_batch_flatten(target: list, batch, features: int, allowzero) -> bool:
+        """True if the Reshape ``target`` (ints, ``_BATCH`` or None) is ``[N, features]``."""
+        first, second = target
+        if second == -1:
+            return first is _BATCH or (first == 0 and not allowzero) or (
+                isinstance(batch, int) and first == batch)
+        # With the feature count given, the element count fixes the first dim to N.
+        return second == features and (first is _BATCH or first == -1 or (
+            first == 0 and not allowzero) or (isinstance(batch, int) and first == batch))
+
+    def _matmul_weight(self, reader: gs.Node, flattened: gs.Tensor) -> tuple[int, np.ndarray, int]:
+        """(input index, values, axis of the feature rows) of the constant weight ``reader``
+        multiplies the flattened tensor with. Raises _Rejected."""
+        op = reader.op
+        if not ir.is_onnx_op(reader) or op not in ("MatMul", "Gemm"):
+            raise _Rejected(f"the flattened tensor is also read by {op}")
+        if reader.inputs[0] is not flattened or any(t is flattened for t in reader.inputs[1:]):
+            raise _Rejected(f"{op} reads the flattened tensor as its right operand")
+        if op == "Gemm" and reader.attrs.get("transA", 0):
+            raise _Rejected("Gemm reads the flattened tensor transposed (transA=1)")
+        weight = reader.inputs[1]
+        values = ir.constant_value(weight)
+        if values is None:
+            raise _Rejected(f"{op} weight '{weight.name}' is not constant")
+        if values.ndim != 2:
+            raise _Rejected(f"{op} weight '{weight.name}' is not 2-D")
+        rows_axis = 1 if op == "Gemm" and reader.attrs.get("transB", 0) else 0
+        return 1, values, rows_axis
+
+    def row_permuted_constant(self, weight: gs.Tensor, order: np.ndarray,
+                              rows_axis: int) -> gs.Constant:
+        """A new constant: ``weight`` with its feature rows (or columns) taken in ``order``.
+
+        One per (weight, order), so a weight shared by several readers is permuted once.
+        """
+        key = (id(weight), order.tobytes(), rows_axis)
+        if key not in self.row_permuted:
+            values = np.take(ir.constant_value(weight), order, axis=rows_axis)
+            permuted = gs.Constant(self.names.fresh(f"{weight.name}_permuted"),
+                                   np.ascontiguousarray(values))
+            self.row_permuted[key] = (weight, permuted)  # holds the key's tensor alive
+        return self.row_permuted[key][1]
+
+    def shape_vector(self, tensor: gs.Tensor, batch_of: set[int],
+                     depth: int = 0) -> tuple[list, bool] | None:
+        """The value of an integer shape computation, as far as the pass needs to know it.
+
+        Returns (items, is_scalar): each item is an int, ``_BATCH`` (dim 0 of a tensor whose id
+        is in ``batch_of``) or None (unknown); None if the computation is not understood.
+        """
+        values = ir.constant_value(tensor)
+        if values is not None:
+            if values.dtype.kind not in "iu" or values.ndim > 1:
+                return None
+            return [int(v) for v in values.reshape(-1)], values.ndim == 0
+        producer = ir.producer(tensor)
+        if producer is None or depth > SHAPE_TRACE_DEPTH or not ir.is_onnx_op(producer):
+            return None
+        op, inputs = producer.op, producer.inputs
+        if op == "Shape":
+            dims = self.dims(inputs[0])
+            if dims is None:
+                rank = self.rank(inputs[0])
+                if rank is None:
+                    return None
+                dims = [None] * rank
+            items = [d if isinstance(d, int) and d >= 0 else None for d in dims]
+            if id(inputs[0]) in batch_of and items:
+                items[0] = _BATCH
+            rank = len(items)
+            start = _clamp(producer.attrs.get("start", 0), rank)
+            end = _clamp(producer.attrs.get("end", rank), rank)
+            return items[start:end], False
+        if op in ("Cast", "Identity"):
+            return self.shape_vector(inputs[0], batch_of, depth + 1)
+        if op == "Concat":
+            parts = [self.shape_vector(t, batch_of, depth + 1) for t in inputs]
+            if any(part is None or part[1] for part in parts):
+                return None
+            return [item for part in parts for item in part[0]], False
+        vector = self.shape_vector(inputs[0], batch_of, depth + 1) if inputs else None
+        if vector is None:
+            return None
+        items, scalar = vector
+        if op == "Squeeze":
+            return (items, True) if not scalar and len(items) == 1 else None
+        if op == "Unsqueeze":
+            return (items, False) if scalar else None
+        if scalar:
+            return None
+        try:
+            if op == "Gather" and _axis(producer.attrs.get("axis", 0), 1) == 0:
+                indices = ir.constant_value(inputs[1])
+                if indices is None or indices.ndim > 1:
+                    return None
+                picked = [items[_axis(i, len(items))] for i in indices.reshape(-1)]
+                return picked, indices.ndim == 0
+            if op == "Slice":
+                picked = _slice_indices(producer, len(items))
+                return None if picked is None else ([items[i] for i in picked], False)
+        except _Rejected:
+            return None
+        return None
+
+    def dims(self, tensor: gs.Tensor | None) -> list | None:
+        """The tensor's dims (ints where known), from its shape or from shape inference."""
+        if tensor is None:
+            return None
+        values = ir.constant_value(tensor)
+        if values is not None:
+            return list(values.shape)
+        if tensor.shape is not None:
+            return [int(d) if hasattr(d, "__index__") else d for d in tensor.shape]
+        return self.inferred.get(tensor.name)
+
+    def needs_shape_inference(self) -> bool:
+        """True if rule 6 may need ONNX shape inference: some Transpose keeps the batch axis and
+        some flatten to 2-D, read by a MatMul/Gemm with a constant 2-D weight, reads a tensor
+        whose dims beyond the batch are not all known. (Narrow on purpose: Reshape -> MatMul with
+        dynamic dims is everywhere in transformers, and inference costs a graph export.)"""
+        if not any(node.op == "Transpose" and list(node.attrs.get("perm", [1]))[:1] == [0]
+                   for node in self.graph.nodes):
+            return False
+        for node in self.graph.nodes:
+            if node.op not in ("Reshape", "Flatten") or len(node.outputs) != 1:
+                continue
+            if node.op == "Reshape":
+                target = self.shape_vector(node.inputs[1], set())
+                if target is None or target[1] or len(target[0]) != 2:
+                    continue
+            if not any(reader.op in ("MatMul", "Gemm") and len(reader.inputs) > 1
+                       and getattr(ir.constant_value(reader.inputs[1]), "ndim", 0) == 2
+                       for reader in node.outputs[0].outputs):
+                continue
+            shape = node.inputs[0].shape
+            if shape is None or not all(hasattr(d, "__index__") for d in shape[1:]):
+                return True
+        return False
+
+    # Rule 5: Shape -----------------------------------------------------------------------------
+
+    def _plan_shape(self, consumer, output, source, perm, rank, plan: _Plan) -> None:
+        self._first_input_only(consumer, output, source, plan)
         plan.output_perms = [None]
+        if "start" in consumer.attrs or "end" in consumer.attrs:
+            start = _clamp(consumer.attrs.get("start", 0), rank)
+            end = _clamp(consumer.attrs.get("end", rank), rank)
+            read = [perm[k] for k in range(start, end)]
+            if read == list(range(start, end)):
+                return
+            if read != list(range(read[0], read[0] + len(read))):
+                raise _Rejected("transpose feeds Shape: its start/end dims are reordered by the "
+                                "transpose")
+            new_start, new_end = read[0], read[0] + len(read)
+            plan.update = lambda: consumer.attrs.update(start=new_start, end=new_end)
+            return
+        rewrites: list[Callable[[], None]] = []
+        self._shape_reads(consumer.outputs[0], perm, rewrites, 0)
+        if rewrites:
+            plan.update = lambda: [rewrite() for rewrite in rewrites]
+
+    def _shape_reads(self, tensor: gs.Tensor, perm: Perm, rewrites: list, depth: int) -> None:
+        """Collect the rewrites mapping every read of the shape vector ``tensor`` through
+        ``perm``; raise _Rejected if some read does not pick dims by constant index."""
+        if tensor.name in self.graph_outputs:
+            raise _Rejected("transpose feeds Shape: the shape vector is a graph output")
+        rank = len(perm)
+        for reader in _unique(tensor.outputs):
+            op = reader.op
+            side_input = any(t is tensor for t in reader.inputs[1:])
+            if (id(reader) not in self.position or not ir.is_onnx_op(reader) or side_input
+                    or op not in ("Cast", "Identity", "Gather", "Slice")):
+                raise _Rejected(f"transpose feeds Shape: the shape vector is read whole by {op}")
+            if op in ("Cast", "Identity"):
+                if depth >= SHAPE_TRACE_DEPTH:
+                    raise _Rejected("transpose feeds Shape: the shape vector is read too far away")
+                self._shape_reads(reader.outputs[0], perm, rewrites, depth + 1)
+            elif op == "Gather":
+                if _axis(reader.attrs.get("axis", 0), 1) != 0:
+                    raise _Rejected("transpose feeds Shape: Gather axis is not 0")
+                indices = ir.constant_value(reader.inputs[1])
+                if indices is None or indices.dtype.kind not in "iu":
+                    raise _Rejected("transpose feeds Shape: Gather indices are not constant")
+                picked = np.asarray([_axis(i, rank) for i in indices.reshape(-1)], np.int64)
+                mapped = np.asarray([perm[i] for i in picked], np.int64)
+                if not np.array_equal(mapped, picked):
+                    rewrites.append(self._gather_rewrite(reader, mapped.reshape(indices.shape)))
+            else:
+                picked = _slice_indices(reader, rank)
+                if picked is None:
+                    raise _Rejected("transpose feeds Shape: Slice of the shape vector has "
+                                    "non-constant or non-zero-axis bounds")
+                mapped = [perm[i] for i in picked]
+                if mapped != picked:
+                    rewrites.append(self._gather_rewrite(reader, np.asarray(mapped, np.int64)))
+
+    def _gather_rewrite(self, reader: gs.Node, indices: np.ndarray) -> Callable[[], None]:
+        """An update making ``reader`` (a Gather or Slice of a shape vector) a Gather of
+        ``indices`` on axis 0."""
+        def rewrite() -> None:
+            constant = gs.Constant(self.names.fresh(f"{reader.name}_indices"), indices)
+            data, old = reader.inputs[0], list(reader.inputs[1:])
+            reader.op, reader.attrs = "Gather", {"axis": 0}
+            reader.inputs.clear()
+            reader.inputs.extend([data, constant])
+            for tensor in old:
+                self.drop_unread_constant(tensor)
+            self.result.count("remapped_shape_reads")
+        return rewrite
 
     # Applying a push ---------------------------------------------------------------------------
 
@@ -743,7 +1069,10 @@ class _Canceller:
                               attrs={"perm": list(out_perm)}, inputs=[inner], outputs=[tensor])
             self.place(restore, after=consumer)
             self.enqueue(restore)
-        self.result.count(f"pushed_through_{plan.kind}")
+        if plan.counted is None:
+            self.result.count(f"pushed_through_{plan.kind}")
+        elif plan.counted:
+            self.result.count(plan.counted)
 
     def permuted_constant(self, constant: gs.Tensor, perm: Perm) -> gs.Constant:
         """A new constant: ``constant`` broadcast to full rank, in the untransposed layout.
@@ -961,6 +1290,69 @@ def _permute_pads(pads: list[int], perm: Perm) -> list[int]:
         new[axis] = int(pads[i])
         new[rank + axis] = int(pads[rank + i])
     return new
+
+
+#: A shape-vector item that is the batch dim (dim 0) of the transposed tensor (rule 6).
+_BATCH = "N"
+
+
+def _clamp(index: int, rank: int) -> int:
+    """``Shape``'s start/end: negative counts from the end, then clamped to ``[0, rank]``."""
+    index = int(index)
+    return min(max(index + rank if index < 0 else index, 0), rank)
+
+
+def _slice_indices(node: gs.Node, length: int) -> list[int] | None:
+    """The positions a Slice (opset >= 10) picks from a 1-D tensor of ``length``; None unless
+    starts, ends, axes and steps are constant, one each, on axis 0, with a non-zero step."""
+    if "starts" in node.attrs:
+        return None
+    bounds = []
+    for index in (1, 2, 3, 4):
+        tensor = _optional_input(node, index)
+        if tensor is None:
+            bounds.append(None)
+            continue
+        values = ir.constant_value(tensor)
+        if values is None or values.dtype.kind not in "iu" or values.size != 1:
+            return None
+        bounds.append(int(values.reshape(-1)[0]))
+    start, end, axis, step = bounds
+    if start is None or end is None or (axis is not None and axis not in (0, -1)) or step == 0:
+        return None
+    # ONNX clamps out-of-range bounds the way Python slicing does.
+    return list(range(length))[slice(start, end, 1 if step is None else step)]
+
+
+def _inferred_dims(graph: gs.Graph, ctx: PassContext) -> dict[str, list]:
+    """Dims ONNX shape inference gives the main graph's tensors, by name; empty when it fails.
+
+    Inference runs on a copy in which every initializer larger than :data:`_SHAPE_VALUE_LIMIT`
+    elements is a typed graph input: shapes need the weights' shapes, not their values.
+    """
+    standin_graph = graph.copy()
+    standins: dict[int, gs.Variable] = {}
+    for node in standin_graph.nodes:
+        for index, tensor in enumerate(node.inputs):
+            if not isinstance(tensor, gs.Constant) or math.prod(tensor.shape) <= _SHAPE_VALUE_LIMIT:
+                continue
+            if id(tensor) not in standins:
+                standins[id(tensor)] = gs.Variable(tensor.name, tensor.dtype, list(tensor.shape))
+                standin_graph.inputs.append(standins[id(tensor)])
+            node.inputs[index] = standins[id(tensor)]
+    try:
+        inferred = onnx.shape_inference.infer_shapes(ir.export_model(standin_graph),
+                                                     strict_mode=False)
+    except (onnx.shape_inference.InferenceError, onnx.checker.ValidationError, ValueError) as exc:
+        ctx.log(f"transpose-cancellation: shape inference failed, using known shapes: {exc}")
+        return {}
+    dims: dict[str, list] = {}
+    for value in inferred.graph.value_info:
+        tensor_type = value.type.tensor_type
+        if value.type.HasField("tensor_type") and tensor_type.HasField("shape"):
+            dims[value.name] = [d.dim_value if d.HasField("dim_value") else (d.dim_param or None)
+                                for d in tensor_type.shape.dim]
+    return dims
 
 
 def _permuted_shape(shape, perm: Perm):

@@ -2,7 +2,7 @@
 
 ::
 
-    trtcompile compile [MODEL] [-o OUT] [flags]   optimize, check parity, build the engine
+    trtcompile compile [MODEL] [-o OUT] [flags]   optimize, check parity, build and check the engine
     trtcompile golden MANIFEST [flags]            run a golden-test manifest
     trtcompile passes [--markdown]                the pass reference
     trtcompile --version
@@ -105,6 +105,7 @@ def compile_options(args: argparse.Namespace):
     return CompileOptions(
         pipeline=args.pipeline, pass_modules=tuple(args.pass_module), atol=args.atol,
         rtol=args.rtol, seed=args.seed, parity=not args.no_parity, engine=not args.no_engine,
+        engine_parity=args.engine_parity,
         dump_after_each=args.dump_after_each, verify_after_each=args.verify_after_each,
         frontend=frontend, progress=not (args.no_progress or args.quiet),
         shapes=shape_options(args),
@@ -358,6 +359,11 @@ def build_parser() -> argparse.ArgumentParser:
     compile_.add_argument("--seed", type=int, default=0, help="seed of the parity inputs (default 0)")
     compile_.add_argument("--no-parity", action="store_true", help="skip the parity check")
     compile_.add_argument("--no-engine", action="store_true", help="skip building the engine")
+    compile_.add_argument("--engine-parity", choices=("auto", "require", "off"), default="auto",
+                          help="run the engine on the parity inputs and compare it with the "
+                               "optimized model on ONNX Runtime: auto (default) when a supported "
+                               "GPU can run it, else say why and carry on; require: exit 3 when "
+                               "it cannot run; off: skip")
     compile_.add_argument("--dump-after-each", action="store_true",
                           help="write the model after every pass to OUT/passes/NNN_<pass>.onnx")
     compile_.add_argument("--verify-after-each", action="store_true",

@@ -13,14 +13,18 @@ stage's result, so the flow reads top to bottom:
    against the optimized model, all on the same seeded inputs;
 5. *engine*: build a TensorRT engine plan from the optimized model (skipped when parity failed: an
    engine of a model that computes something else is of no use);
-6. *write*: every file goes to a temporary folder next to the output folder, then is moved in, so
+6. *engine parity*: run the plan on the same seeded inputs as parity (every profile shape set)
+   and compare its outputs with the optimized model's on ONNX Runtime. Executing an engine needs a
+   supported NVIDIA GPU: where there is none, the stage records "not run" and why, and the compile
+   carries on (``engine_parity="auto"``) or fails with exit code 3 (``"require"``);
+7. *write*: every file goes to a temporary folder next to the output folder, then is moved in, so
    an interrupted or failed run never leaves a half-written output behind. Files a previous run
    left that this run does not produce (``model.engine`` after ``--no-engine``) are removed so the
    folder always matches its ``report.json``.
 
-Parity failures and backend failures still write the outputs and the report (for inspection) and
-return a :class:`CompileResult` whose ``error`` is set; input errors and pass failures raise and
-write nothing.
+Parity failures (on ONNX Runtime or of the engine) and backend failures still write the outputs
+and the report (for inspection) and return a :class:`CompileResult` whose ``error`` is set; input
+errors and pass failures raise and write nothing.
 """
 
 from __future__ import annotations
@@ -65,6 +69,13 @@ REPORT_JSON = "report.json"
 PASS_DUMPS = "passes"
 OUTPUT_NAMES = (OPTIMIZED_ONNX, LOWERED_ONNX, ENGINE_PLAN, PASS_DUMPS, REPORT_JSON)
 
+#: ``--engine-parity`` values: try and carry on when the engine cannot run, insist, or skip.
+ENGINE_PARITY_MODES = ("auto", "require", "off")
+
+#: Runner names of the engine parity comparison.
+ENGINE_RUNNER = "engine"
+ENGINE_REFERENCE = "optimized"
+
 
 @dataclass
 class CompileOptions:
@@ -82,6 +93,10 @@ class CompileOptions:
     parity: bool = True
     #: Build the TensorRT engine.
     engine: bool = True
+    #: Run the engine and compare it with the optimized model on ONNX Runtime: ``auto`` (when a
+    #: GPU can run it; otherwise say why and carry on), ``require`` (exit 3 when it cannot run) or
+    #: ``off``.
+    engine_parity: str = "auto"
     #: Write the IR after every pass to ``<output>/passes/NNN_<pass>.onnx``.
     dump_after_each: bool = False
     #: Run the onnx checker and ONNX Runtime parity after every pass.
@@ -155,8 +170,8 @@ class ParityVerdict:
         """(comparison, output name) of every output that failed, in order."""
         return [(c, name) for c in self.comparisons for name, o in c.outputs.items() if not o.passed]
 
-    def error_message(self) -> str:
-        """One line naming the failed comparisons and outputs."""
+    def error_message(self, check: str = "parity") -> str:
+        """One line naming the failed comparisons and outputs (``check`` names the check)."""
         parts = []
         for comparison in self.comparisons:
             failed = [name for name, o in comparison.outputs.items() if not o.passed]
@@ -175,7 +190,58 @@ class ParityVerdict:
                          f"(max_abs={stats.max_abs:.3g}, max_rel={stats.max_rel:.3g})"
                          + (f" [{comparison.note}]" if comparison.note else ""))
         tolerances = f"atol={self.primary.atol:g}, rtol={self.primary.rtol:g}"
-        return f"parity failed ({tolerances}): " + "; ".join(parts)
+        return f"{check} failed ({tolerances}): " + "; ".join(parts)
+
+
+@dataclass
+class EngineParity:
+    """The engine parity stage: the engine against the optimized model on ONNX Runtime.
+
+    ``status`` is ``passed``, ``failed`` or ``not run`` (``reason`` says why: no engine, the stage
+    is off, or the engine could not be executed, e.g. no supported GPU).
+    """
+
+    mode: str
+    status: str
+    reason: str | None = None
+    atol: float = verify.DEFAULT_ATOL
+    rtol: float = verify.DEFAULT_RTOL
+    #: Why these tolerances (precision, TF32, user tolerances).
+    note: str = ""
+    #: Every comparison, worst per output over the shape sets as primary; None when not run.
+    verdict: ParityVerdict | None = None
+
+    @classmethod
+    def not_run(cls, mode: str, reason: str, **tolerances: Any) -> EngineParity:
+        return cls(mode=mode, status="not run", reason=reason, **tolerances)
+
+    @property
+    def failed(self) -> bool:
+        return self.status == "failed"
+
+    def error_message(self) -> str:
+        """One line naming the outputs the engine got wrong."""
+        assert self.verdict is not None
+        return self.verdict.error_message("engine parity")
+
+    def to_dict(self) -> dict[str, Any]:
+        """``report.json``'s ``parity.engine``."""
+        verdict = self.verdict
+        return {
+            "mode": self.mode,
+            "status": self.status,
+            "reason": self.reason,
+            "reference": ENGINE_REFERENCE,
+            "candidate": ENGINE_RUNNER,
+            "atol": self.atol,
+            "rtol": self.rtol,
+            "note": self.note,
+            "outputs": {name: o.to_dict() for name, o in verdict.primary.outputs.items()}
+            if verdict else {},
+            "comparisons": [c.to_dict() for c in verdict.comparisons] if verdict else [],
+            "input_shapes": list(verdict.input_shapes) if verdict else [],
+            "failed": list(dict.fromkeys(name for _, name in verdict.failures())) if verdict else [],
+        }
 
 
 @dataclass
@@ -191,6 +257,7 @@ class CompileResult:
     optimized: onnx.ModelProto
     parity: ParityVerdict | None = None
     engine: Any = None  # trtcompile.backend.EngineBuild
+    engine_parity: EngineParity | None = None
     error: TrtcompileError | None = None
 
     @property
@@ -254,6 +321,17 @@ def check_output_location(output_dir: Path, source: Path | None,
         if target.resolve() == source_real:
             raise InputError(f"writing {target} would overwrite the input model; choose another "
                              "output folder")
+
+
+def check_engine_parity_mode(options: CompileOptions) -> None:
+    """Refuse an unknown ``--engine-parity`` value, and ``require`` with the engine or parity off."""
+    mode = options.engine_parity
+    if mode not in ENGINE_PARITY_MODES:
+        raise InputError(f"--engine-parity {mode}: expected one of {', '.join(ENGINE_PARITY_MODES)}")
+    if mode == "require" and not options.engine:
+        raise InputError("--engine-parity require needs the engine: drop --no-engine")
+    if mode == "require" and not options.parity:
+        raise InputError("--engine-parity require is a parity check: drop --no-parity")
 
 
 def load_source(source: str | Path | None, options: CompileOptions) -> LoadedModel:
@@ -455,6 +533,130 @@ def _failed_run_verdict(loaded: LoadedModel, optimized: onnx.ModelProto, options
     return ParityVerdict([failed], failed)
 
 
+def run_engine(plan: bytes, feeds: dict[str, np.ndarray], profile: int = 0) -> dict[str, np.ndarray]:
+    """Execute the engine plan once with optimization profile ``profile`` (raises BackendError
+    when no GPU can run it)."""
+    from trtcompile import backend
+
+    return backend.run_engine(plan, feeds, profile=profile)
+
+
+def engine_parity_tolerances(options: CompileOptions, user_tolerances: bool) -> tuple[float, float, str]:
+    """Tolerances ``(atol, rtol, note)`` of the engine against the optimized model.
+
+    Both run the same graph, so precision is the graph's: FP16 and INT8 graphs use
+    :func:`trtcompile.calibration.parity_tolerances` like ONNX parity does. An FP32 graph is not
+    held to FP32 bounds: TensorRT runs FP32 convolutions and matrix multiplies in TF32 by default,
+    whose 11-bit significand is FP16's, so it is compared with FP16's tolerances. Tolerances the
+    user gave apply as given.
+    """
+    from trtcompile.calibration import parity_tolerances
+
+    if user_tolerances:
+        return options.atol, options.rtol, (f"user tolerances atol={options.atol:g} "
+                                            f"rtol={options.rtol:g}")
+    precision = options.precision.lower()
+    if precision == "fp32":
+        atol, rtol, _ = parity_tolerances("fp16")
+        return atol, rtol, (f"fp32 graph: TensorRT may run convolutions and matrix multiplies in "
+                            f"TF32 (11-bit significand, as fp16): atol={atol:g} rtol={rtol:g}")
+    return parity_tolerances(precision)
+
+
+def profile_index(plan: ProfilePlan, shapes: dict[str, Sequence[int]]) -> int:
+    """The first optimization profile whose [min, max] range holds ``shapes`` (0 when the engine
+    has no profile or none does)."""
+    for index, profile in enumerate(plan.profiles):
+        if all(name in shapes and len(shapes[name]) == len(low)
+               and all(lo <= dim <= hi for dim, lo, hi in zip(shapes[name], low, high))
+               for name, (low, _, high) in profile.items()):
+            return index
+    return 0
+
+
+def check_engine_parity(plan_bytes: bytes, loaded: LoadedModel, optimized: onnx.ModelProto,
+                        options: CompileOptions, plan: ProfilePlan, *, mode: str = "auto",
+                        tolerances: tuple[float, float, str] | None = None) -> EngineParity:
+    """Run the engine on the seeded inputs parity used (one batch per shape set of ``plan``, each
+    with the profile holding it) and compare every output with the optimized model's on ONNX
+    Runtime (Polygraphy's comparison). An engine that cannot be executed (no supported GPU, a plan
+    the runtime refuses) yields status ``not run`` with the backend's one-line reason."""
+    from polygraphy.backend.onnxrt import OnnxrtRunner, SessionFromOnnx
+    from polygraphy.comparator import Comparator, IterationResult, RunResults
+
+    from trtcompile.errors import BackendError
+
+    atol, rtol, note = tolerances or engine_parity_tolerances(options, user_tolerances=False)
+    settings = {"atol": atol, "rtol": rtol, "note": note}
+    shape_sets = list(plan.parity_shapes) or [dict(options.frontend.input_shapes) or None]
+    session = SessionFromOnnx(optimized.SerializeToString(), providers=["CPUExecutionProvider"])
+    expected_outputs = [value.name for value in optimized.graph.output]
+    verdicts = []
+    for shapes in shape_sets:
+        # The same generator, seed and shapes as check_parity_at_shapes: the same inputs.
+        feeds = verify.feed_data(loaded.model, seed=options.seed, input_shapes=shapes)
+        at = {name: list(array.shape) for name, array in feeds.items()}
+        try:
+            engine_outputs = run_engine(plan_bytes, feeds, profile_index(plan, at))
+        except (BackendError, InputError) as exc:
+            reason = " ".join(str(exc).split())
+            if len(shape_sets) > 1:
+                reason += f" (at {format_shape_set(at)})"
+            return EngineParity.not_run(mode, reason, **settings)
+        missing = [name for name in expected_outputs if name not in engine_outputs]
+        if len(missing) < len(expected_outputs):
+            with verify.quiet_polygraphy():
+                reference = Comparator.run([OnnxrtRunner(session, name=ENGINE_REFERENCE)],
+                                           data_loader=[feeds])
+            engine_result = (ENGINE_RUNNER, [IterationResult(
+                {name: np.asarray(value) for name, value in engine_outputs.items()},
+                runner_name=ENGINE_RUNNER)])
+            comparison = verify.compare_run_results(
+                RunResults([*reference, engine_result]), reference_name=ENGINE_REFERENCE,
+                candidate_name=ENGINE_RUNNER, atol=atol, rtol=rtol)
+        else:  # nothing in common to compare (Polygraphy refuses that)
+            comparison = verify.ParityResult(reference=ENGINE_REFERENCE, candidate=ENGINE_RUNNER,
+                                             atol=atol, rtol=rtol)
+        comparison.input_shapes = at
+        if missing:  # Polygraphy compares common outputs only; an absent one is a failure
+            comparison.note = f"outputs the engine did not produce: {missing}"
+            for name in missing:
+                comparison.outputs[name] = verify.OutputParity(float("inf"), float("inf"), False)
+        verdict = ParityVerdict([comparison], comparison)
+        verdict.input_shapes = [at]
+        verdicts.append(verdict)
+    combined = ParityVerdict.combine(verdicts)
+    return EngineParity(mode=mode, status="passed" if combined.passed else "failed",
+                        verdict=combined, **settings)
+
+
+def engine_parity_stage(engine: Any, engine_status: dict[str, Any], loaded: LoadedModel,
+                        optimized: onnx.ModelProto, options: CompileOptions, plan: ProfilePlan,
+                        tolerances: tuple[float, float, str]) -> tuple[EngineParity,
+                                                                       TrtcompileError | None]:
+    """The engine parity stage as ``options.engine_parity`` asks: its record and the error it
+    makes the compile fail with (engine outputs that differ: CheckFailed; an engine that cannot
+    run under ``require``: BackendError; otherwise None)."""
+    from trtcompile.errors import BackendError
+
+    mode = options.engine_parity
+    settings = dict(zip(("atol", "rtol", "note"), tolerances))
+    if mode == "off":
+        return EngineParity.not_run(mode, "--engine-parity off", **settings), None
+    if not options.parity:
+        return EngineParity.not_run(mode, "--no-parity", **settings), None
+    if engine is None:
+        return EngineParity.not_run(mode, f"no engine ({engine_status.get('reason', 'not built')})",
+                                    **settings), None
+    result = check_engine_parity(engine.plan, loaded, optimized, options, plan, mode=mode,
+                                 tolerances=tolerances)
+    if result.failed:
+        return result, CheckFailed(result.error_message())
+    if result.status == "not run" and mode == "require":
+        return result, BackendError(f"engine parity is required but did not run: {result.reason}")
+    return result, None
+
+
 # --------------------------------------------------------------------------------------------
 # The flow
 # --------------------------------------------------------------------------------------------
@@ -494,12 +696,15 @@ def compile_model(source: str | Path | None, output_dir: str | Path,
         if source_path is not None and source_path.exists() \
                 and report_html.resolve() == source_path.resolve():
             raise InputError(f"--report-html {report_html} would overwrite the input model")
+    check_engine_parity_mode(options)
     registry = build_registry(options.pass_modules)
     pipeline = parse_pipeline(options.pipeline, registry)
     precision_text = precision_pipeline(options)
+    user_tolerances = (options.atol, options.rtol) != (verify.DEFAULT_ATOL, verify.DEFAULT_RTOL)
+    engine_tolerances = engine_parity_tolerances(options, user_tolerances)
     if precision_text:
         pipeline = (*pipeline, *parse_pipeline(precision_text, registry))
-        if (options.atol, options.rtol) == (verify.DEFAULT_ATOL, verify.DEFAULT_RTOL):
+        if not user_tolerances:
             from trtcompile.calibration import parity_tolerances
 
             atol, rtol, _ = parity_tolerances(options.precision)
@@ -572,6 +777,16 @@ def compile_model(source: str | Path | None, output_dir: str | Path,
                 engine_status = {"built": False, "reason": "build failed", "error": str(exc)}
             seconds["engine"] = time.perf_counter() - t0
 
+        # 6. Engine parity.
+        t0 = time.perf_counter()
+        if engine is not None and options.parity and options.engine_parity != "off":
+            log("running the engine for engine parity")
+        engine_parity, engine_parity_error = engine_parity_stage(
+            engine, engine_status, loaded, optimized, options, plan, engine_tolerances)
+        if engine_parity.status != "not run":
+            seconds["engine_parity"] = time.perf_counter() - t0
+        error = error or engine_parity_error
+
         files["report"] = REPORT_JSON
         seconds["total"] = time.perf_counter() - started
         report = report_module.build_report(
@@ -579,11 +794,11 @@ def compile_model(source: str | Path | None, output_dir: str | Path,
             parity_options={"atol": options.atol, "rtol": options.rtol, "seed": options.seed,
                             **_precision_parity(options)},
             engine=engine_status, files=files, seconds=seconds, error=error,
-            shapes=plan.to_dict())
+            shapes=plan.to_dict(), engine_parity=engine_parity.to_dict())
         report_bytes = report_module.dumps(report).encode()
         (staging / REPORT_JSON).write_bytes(report_bytes)
 
-        # 6. Move into place (the report last: its presence means the folder is complete).
+        # 7. Move into place (the report last: its presence means the folder is complete).
         _publish(staging, output_dir, [name for name in files.values() if name != REPORT_JSON])
         _publish(staging, output_dir, [REPORT_JSON])
         if report_json is not None:
@@ -598,7 +813,7 @@ def compile_model(source: str | Path | None, output_dir: str | Path,
     return CompileResult(
         output_dir=output_dir, files={k: output_dir / v for k, v in files.items()}, report=report,
         loaded=loaded, pipeline_report=pipeline_report, optimized=optimized, parity=parity,
-        engine=engine, error=error)
+        engine=engine, engine_parity=engine_parity, error=error)
 
 
 def _publish(staging: Path, output_dir: Path, names: Sequence[str]) -> None:
@@ -618,7 +833,8 @@ def _publish(staging: Path, output_dir: Path, names: Sequence[str]) -> None:
         os.replace(staging / name, target)
 
 
-__all__ = ["CompileOptions", "CompileResult", "ParityVerdict", "check_parity", "compile_model"]
+__all__ = ["CompileOptions", "CompileResult", "EngineParity", "ParityVerdict", "check_engine_parity",
+           "check_parity", "compile_model"]
 
 
 def _precision_parity(options: CompileOptions) -> dict[str, str]:

@@ -308,11 +308,23 @@ def _engine(report: Mapping[str, Any]) -> str:
     return "".join(parts)
 
 
+def _engine_parity_status(report: Mapping[str, Any]) -> str:
+    """One paragraph: the engine parity verdict, or why it did not run."""
+    engine = report["parity"].get("engine") or text_report.ENGINE_PARITY_NOT_RECORDED
+    if engine["status"] == "not run":
+        return f'<p id="engine-parity-status">Engine parity: not run &mdash; {_e(engine["reason"])}</p>'
+    verdict = ('<span class="ok">passed</span>' if engine["status"] == "passed"
+               else '<span class="fail">FAILED</span>')
+    note = f' <span class="note">{_e(engine["note"])}</span>' if engine.get("note") else ""
+    return (f'<p id="engine-parity-status">Engine parity {verdict}: the engine against the optimized '
+            f'model on ONNX Runtime (atol={engine["atol"]:g}, rtol={engine["rtol"]:g}).{note}</p>')
+
+
 def _parity(report: Mapping[str, Any]) -> str:
     parity = report["parity"]
     tolerances = parity["tolerances"]
     if not parity["checked"]:
-        return '<p id="parity-status">Not checked (--no-parity).</p>'
+        return '<p id="parity-status">Not checked (--no-parity).</p>' + _engine_parity_status(report)
     verdict = '<span class="ok">passed</span>' if parity["passed"] else '<span class="fail">FAILED</span>'
     settings = (f'seed {_e(tolerances.get("seed", 0))}, atol={tolerances["atol"]:g}, '
                 f'rtol={tolerances["rtol"]:g}')
@@ -325,18 +337,21 @@ def _parity(report: Mapping[str, Any]) -> str:
         parts.append('<p class="note">Input shapes checked: <code>'
                      + _e("; ".join(text_report.shape_set_text(s) for s in checked)) + "</code></p>")
     rows = []
-    for comparison in parity["comparisons"]:
+    engine_comparisons = (parity.get("engine") or {}).get("comparisons", [])
+    for comparison in [*parity["comparisons"], *engine_comparisons]:
         label = f'{comparison["candidate"]} vs {comparison["reference"]}'
         if len(checked) > 1:  # several profile shape sets: say which one each comparison ran at
             label += f' at {text_report.shape_set_text(comparison.get("input_shapes", {}))}'
+        css = "parity-row" + (" engine-parity-row" if comparison in engine_comparisons else "")
         if not comparison["outputs"]:
-            rows.append(f'<tr><td>{_e(label)}</td><td>(no outputs)</td><td></td><td></td>'
+            rows.append(f'<tr class="{css}"><td>{_e(label)}</td><td>(no outputs)</td><td></td><td></td>'
                         '<td class="fail">FAILED</td></tr>')
         for name, output in comparison["outputs"].items():
             result = '<td class="ok">ok</td>' if output["passed"] else '<td class="fail">FAILED</td>'
-            rows.append(f'<tr class="parity-row"><td>{_e(label)}</td><td class="mono">{_e(name)}</td>'
+            rows.append(f'<tr class="{css}"><td>{_e(label)}</td><td class="mono">{_e(name)}</td>'
                         f'{_num(_error_text(output["max_abs"]))}{_num(_error_text(output["max_rel"]))}'
                         f'{result}</tr>')
+    parts.append(_engine_parity_status(report))
     parts.append('<table id="parity-table"><thead><tr><th>comparison</th><th>output</th>'
                  '<th class="num">max abs error</th><th class="num">max rel error</th><th>result</th>'
                  '</tr></thead><tbody>' + "".join(rows) + "</tbody></table>")

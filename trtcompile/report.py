@@ -15,6 +15,8 @@ Terminal layout::
     parity: passed (seed 0, atol=0.0001, rtol=0.001)
     ...
     engine: TensorRT-RTX 1.7.1.116, model.engine
+    ...
+    engine parity: not run — executing an engine needs a supported NVIDIA GPU; ...
 """
 
 from __future__ import annotations
@@ -82,12 +84,19 @@ def model_summary(loaded, optimized: onnx.ModelProto) -> dict[str, Any]:
     }
 
 
-def parity_section(parity, tolerances: Mapping[str, Any]) -> dict[str, Any]:
+#: ``parity.engine`` of a report whose compile did not record the engine parity stage.
+ENGINE_PARITY_NOT_RECORDED = {"status": "not run", "reason": "not checked"}
+
+
+def parity_section(parity, tolerances: Mapping[str, Any],
+                   engine: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """The ``parity`` section: verdict, per-output errors of the end-to-end comparison, all
-    comparisons, and which outputs failed."""
+    comparisons, which outputs failed, and the engine parity stage (``engine``, see
+    :class:`trtcompile.compiler.EngineParity`)."""
+    engine = dict(engine) if engine is not None else dict(ENGINE_PARITY_NOT_RECORDED)
     if parity is None:
         return {"checked": False, "passed": None, "outputs": {}, "tolerances": dict(tolerances),
-                "comparisons": [], "failed": []}
+                "comparisons": [], "failed": [], "engine": engine}
     primary = parity.primary
     return {
         "checked": True,
@@ -100,13 +109,15 @@ def parity_section(parity, tolerances: Mapping[str, Any]) -> dict[str, Any]:
         "input_shapes": list(getattr(parity, "input_shapes", [])),
         "failed": [{"reference": c.reference, "candidate": c.candidate, "output": name}
                    for c, name in parity.failures()],
+        "engine": engine,
     }
 
 
 def build_report(*, loaded, pipeline_report, optimized: onnx.ModelProto, parity,
                  parity_options: Mapping[str, Any], engine: Mapping[str, Any],
                  files: Mapping[str, str], seconds: Mapping[str, float],
-                 error: Exception | None, shapes: Mapping[str, Any] | None = None) -> dict[str, Any]:
+                 error: Exception | None, shapes: Mapping[str, Any] | None = None,
+                 engine_parity: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Assemble report.json from the stages' results (see docs/cli.md for every key)."""
     pipeline = pipeline_report.to_dict()
     report = {
@@ -125,7 +136,7 @@ def build_report(*, loaded, pipeline_report, optimized: onnx.ModelProto, parity,
         "fixed_points": pipeline["fixed_points"],
         "passes_seconds": pipeline["seconds"],
         "shapes": dict(shapes) if shapes is not None else None,
-        "parity": parity_section(parity, parity_options),
+        "parity": parity_section(parity, parity_options, engine_parity),
         "engine": dict(engine),
         "files": dict(files),
         "seconds": {k: round(v, 6) for k, v in seconds.items()},
@@ -312,10 +323,17 @@ def format_parity(report: Mapping[str, Any]) -> list[str]:
     checked = parity.get("input_shapes") or []
     if checked:
         lines.append(f"  input shapes checked: {'; '.join(shape_set_text(s) for s in checked)}")
+    lines += comparison_table(parity["comparisons"], several_shapes=len(checked) > 1)
+    return lines
+
+
+def comparison_table(comparisons: Sequence[Mapping[str, Any]], several_shapes: bool) -> list[str]:
+    """One indented row per compared output of every comparison (labelled with its input shapes
+    when several shape sets were checked)."""
     rows = []
-    for comparison in parity["comparisons"]:
+    for comparison in comparisons:
         label = f"{comparison['candidate']} vs {comparison['reference']}"
-        if len(checked) > 1:
+        if several_shapes:
             label += f" at {shape_set_text(comparison.get('input_shapes', {}))}"
         if not comparison["outputs"]:
             rows.append((label, "(no outputs)", "", "", "FAILED"))
@@ -323,9 +341,25 @@ def format_parity(report: Mapping[str, Any]) -> list[str]:
             rows.append((label, name, f"max_abs={_error(output['max_abs'])}",
                          f"max_rel={_error(output['max_rel'])}",
                          "ok" if output["passed"] else "FAILED"))
-    lines += ["  " + line for line in format_table(
+    return ["  " + line for line in format_table(
         ("comparison", "output", "max abs error", "max rel error", "result"), rows,
         (False, False, True, True, False))]
+
+
+def format_engine_parity(report: Mapping[str, Any]) -> list[str]:
+    """``engine parity: not run — <reason>`` in one line, or the verdict and one row per output
+    of the engine against the optimized model on ONNX Runtime."""
+    engine = report["parity"].get("engine") or ENGINE_PARITY_NOT_RECORDED
+    if engine["status"] == "not run":
+        return [f"engine parity: not run — {engine['reason']}"]
+    verdict = "passed" if engine["status"] == "passed" else "FAILED"
+    seed = report["parity"]["tolerances"].get("seed", 0)
+    lines = [f"engine parity: {verdict} ({engine['candidate']} vs {engine['reference']} on ONNX "
+             f"Runtime, seed {seed}, atol={engine['atol']:g}, rtol={engine['rtol']:g})"]
+    if engine.get("note"):
+        lines.append(f"  tolerances: {engine['note']}")
+    lines += comparison_table(engine["comparisons"],
+                              several_shapes=len(engine.get("input_shapes", [])) > 1)
     return lines
 
 
@@ -384,7 +418,7 @@ def format_engine(report: Mapping[str, Any], output_dir: str | None = None) -> l
 
 
 def render(report: Mapping[str, Any], output_dir: str | None = None) -> str:
-    """The whole terminal report: model line, pass table, parity, engine, files."""
+    """The whole terminal report: model line, pass table, parity, engine, engine parity, files."""
     lines = []
     model = report["model"]
     lines.append(f"model: {model['description'] or model['source']}")
@@ -396,6 +430,8 @@ def render(report: Mapping[str, Any], output_dir: str | None = None) -> str:
     lines += format_parity(report)
     lines.append("")
     lines += format_engine(report, output_dir)
+    lines.append("")
+    lines += format_engine_parity(report)
     if output_dir:
         lines.append("")
         names = ", ".join(report["files"].values())
@@ -403,5 +439,5 @@ def render(report: Mapping[str, Any], output_dir: str | None = None) -> str:
     return "\n".join(lines) + "\n"
 
 
-__all__ = ["build_report", "dumps", "format_engine", "format_parity", "format_pass_table",
-           "format_why_not", "rejections_of", "render", "tool_versions"]
+__all__ = ["build_report", "dumps", "format_engine", "format_engine_parity", "format_parity",
+           "format_pass_table", "format_why_not", "rejections_of", "render", "tool_versions"]

@@ -462,11 +462,12 @@ def _engine_layers(capture: LogCapture, known_nodes: set[str]) -> tuple[list, st
 # --------------------------------------------------------------------------------------------
 
 
-def run_engine(plan: bytes, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+def run_engine(plan: bytes, feeds: Mapping[str, np.ndarray], profile: int = 0) -> dict[str, np.ndarray]:
     """Run a serialized engine once on ``feeds`` (input name -> array); returns outputs by name.
 
-    Uses the first optimization profile. Needs a GPU the engine was built for: without one this
-    raises BackendError saying so (with the CUDA runtime's reason when it gives one).
+    ``profile`` is the optimization profile to run with (the feeds' shapes must lie within it).
+    Needs a GPU the engine was built for: without one this raises BackendError saying so (with the
+    CUDA runtime's reason when it gives one).
     """
     trt = load_tensorrt()
     router = log_router(trt)
@@ -479,7 +480,7 @@ def run_engine(plan: bytes, feeds: Mapping[str, np.ndarray]) -> dict[str, np.nda
             engine = None
     if engine is None:
         raise BackendError(_engine_load_failure(capture))
-    return _execute(trt, engine, feeds)
+    return _execute(trt, engine, feeds, profile)
 
 
 def _engine_load_failure(capture: LogCapture) -> str:
@@ -494,8 +495,10 @@ def _engine_load_failure(capture: LogCapture) -> str:
     return f"TensorRT could not load the engine plan: {detail}"
 
 
-def _execute(trt: types.ModuleType, engine: Any, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Copy inputs to the device, run the engine once, copy outputs back."""
+def _execute(trt: types.ModuleType, engine: Any, feeds: Mapping[str, np.ndarray],
+             profile: int = 0) -> dict[str, np.ndarray]:
+    """Copy inputs to the device, run the engine once with optimization profile ``profile``, copy
+    outputs back."""
     from polygraphy import cuda
 
     names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
@@ -503,10 +506,15 @@ def _execute(trt: types.ModuleType, engine: Any, feeds: Mapping[str, np.ndarray]
     missing = [n for n in input_names if n not in feeds]
     if missing:
         raise InputError(f"no data for engine input(s) {', '.join(missing)}")
+    if not 0 <= profile < max(engine.num_optimization_profiles, 1):
+        raise InputError(f"optimization profile {profile} does not exist; the engine has "
+                         f"{engine.num_optimization_profiles}")
     context = engine.create_execution_context()
     stream = cuda.Stream()
     device_buffers = []
     try:
+        if profile:  # a new context starts on profile 0; tensor names are shared by all profiles
+            context.set_optimization_profile_async(profile, stream.ptr)
         for name in input_names:
             host = np.ascontiguousarray(feeds[name], dtype=trt.nptype(engine.get_tensor_dtype(name)))
             if engine.is_shape_inference_io(name):
@@ -514,7 +522,7 @@ def _execute(trt: types.ModuleType, engine: Any, feeds: Mapping[str, np.ndarray]
                 continue
             if not context.set_input_shape(name, host.shape):
                 raise InputError(f"input '{name}' has shape {list(host.shape)}, which the engine's "
-                                 "optimization profile does not allow")
+                                 f"optimization profile {profile} does not allow")
             buffer = cuda.DeviceArray(shape=host.shape, dtype=host.dtype)
             buffer.copy_from(host, stream)
             context.set_tensor_address(name, buffer.ptr)

@@ -1,6 +1,7 @@
 """transpose-cancellation beyond its golden cases: the permutation algebra against numpy, random
-Transpose-heavy graphs (parity, never more Transposes), options, and a Keras model lowered by
-tf2onnx without its optimizers, whose internal Transposes must all disappear."""
+Transpose-heavy graphs (parity, never more Transposes), the Flatten-into-weights rule on random
+layouts, options, and Keras models lowered by tf2onnx without its optimizers, whose internal
+Transposes must all disappear."""
 
 from __future__ import annotations
 
@@ -19,6 +20,8 @@ from passes.transpose_cancellation import (
     PUSH_KINDS, TransposeCancellation, compose, inverse, is_identity, surviving_axes_perm,
     unsqueezed_perm,
 )
+from tests import golden
+import passes
 from trtcompile import ir, verify
 from trtcompile.errors import InputError
 from trtcompile.pass_manager import PassContext, PassManager, parse_pipeline, print_pipeline
@@ -257,6 +260,139 @@ def test_chain_of_transposes_around_fixed_layout_ops_collapses() -> None:
 
 
 # --------------------------------------------------------------------------------------------
+# Rule 6: a flatten folded into MatMul/Gemm weights
+# --------------------------------------------------------------------------------------------
+
+
+@st.composite
+def flatten_into_weights(draw) -> tuple[onnx.ModelProto, tuple[int, ...]]:
+    """Transpose (batch kept) -> Flatten or Reshape [N, -1] -> MatMul or Gemm, random sizes."""
+    rank = draw(st.integers(3, 5))
+    dims = tuple(draw(st.lists(st.integers(1, 4), min_size=rank - 1, max_size=rank - 1)))
+    perm = (0, *draw(st.permutations(range(1, rank))))
+    dynamic = draw(st.booleans())
+    shape = ("N" if dynamic else 2, *dims)
+    transposed = [shape[a] for a in perm]
+    features, outputs = int(np.prod(dims)), draw(st.integers(1, 3))
+    rng = np.random.default_rng(draw(st.integers(0, 2**16)))
+    x = gs.Variable("x", np.float32, shape)
+    t = gs.Variable("t", np.float32, transposed)
+    flat = gs.Variable("flat", np.float32, [shape[0], features])
+    y = gs.Variable("y", np.float32, [shape[0], outputs])
+    nodes = [gs.Node("Transpose", "transpose", {"perm": list(perm)}, [x], [t])]
+    if draw(st.booleans()):
+        nodes.append(gs.Node("Flatten", "flatten", {"axis": 1}, [t], [flat]))
+    else:
+        target = draw(st.sampled_from([[0, -1], [-1, features]]))
+        nodes.append(gs.Node("Reshape", "flatten", {},
+                             [t, gs.Constant("target", np.array(target, np.int64))], [flat]))
+    weight = rng.uniform(-1, 1, (features, outputs)).astype(np.float32)
+    if draw(st.booleans()):
+        nodes.append(gs.Node("MatMul", "dense", {}, [flat, gs.Constant("w", weight)], [y]))
+    else:
+        nodes.append(gs.Node("Gemm", "dense", {"transB": 1},
+                             [flat, gs.Constant("w", np.ascontiguousarray(weight.T))], [y]))
+    model = gs.export_onnx(gs.Graph(nodes=nodes, inputs=[x], outputs=[y], opset=17))
+    model.ir_version = ir.IR_VERSION
+    return model, perm
+
+
+@settings(max_examples=60, deadline=None, derandomize=True)
+@given(flatten_into_weights())
+def test_flatten_into_weights_matches_numpy_layouts(case) -> None:
+    model, perm = case
+    graph = ir.import_model(model)
+    report = PassManager("transpose-cancellation").run(graph)
+    optimized = ir.export_model(graph)
+    stats = report.records[0].stats
+    dims = [d for d in golden.interface_dims(model)["x"]]
+    moved = [axis for axis in perm if dims[axis] != 1]
+    if is_identity(perm):
+        assert stats == {"removed_identity": 1}
+    elif moved != sorted(moved):
+        assert stats == {"folded_into_matmul_weights": 1}
+    else:  # only size-1 axes move: the element order is kept, the reshape rule may apply instead
+        assert stats in ({"folded_into_matmul_weights": 1}, {"pushed_through_reshape": 1})
+    assert _transposes(optimized) == 0
+    shapes = {"x": [3 if isinstance(d, str) else d
+                    for d in golden.interface_dims(model)["x"]]}
+    for input_shapes in (None, shapes):
+        parity = verify.compare_models(model, optimized, atol=1e-5, rtol=1e-4, seed=0,
+                                       input_shapes=input_shapes)
+        assert parity.passed, parity.summary()
+
+
+def test_shared_weight_is_permuted_once_and_the_original_kept_for_other_readers() -> None:
+    """Two flattens of the same NHWC tensor read one weight; a third MatMul reads it unflattened.
+    The folded readers share one permuted copy; the third keeps the original."""
+    x = gs.Variable("x", np.float32, (2, 3, 2, 4))
+    other = gs.Variable("other", np.float32, (2, 24))
+    weight = gs.Constant("w", np.random.default_rng(0).uniform(-1, 1, (24, 5)).astype(np.float32))
+    t = gs.Variable("t", np.float32, (2, 2, 4, 3))
+    flats = [gs.Variable(f"flat{i}", np.float32, (2, 24)) for i in range(2)]
+    outs = [gs.Variable(f"y{i}", np.float32, (2, 5)) for i in range(3)]
+    nodes = [gs.Node("Transpose", "transpose", {"perm": [0, 2, 3, 1]}, [x], [t]),
+             gs.Node("Flatten", "flatten0", {"axis": 1}, [t], [flats[0]]),
+             gs.Node("Flatten", "flatten1", {"axis": 1}, [t], [flats[1]]),
+             gs.Node("MatMul", "dense0", {}, [flats[0], weight], [outs[0]]),
+             gs.Node("MatMul", "dense1", {}, [flats[1], weight], [outs[1]]),
+             gs.Node("MatMul", "dense2", {}, [other, weight], [outs[2]])]
+    model = gs.export_onnx(gs.Graph(nodes=nodes, inputs=[x, other], outputs=outs, opset=17))
+    model.ir_version = ir.IR_VERSION
+    graph = ir.import_model(model)
+    report = PassManager("transpose-cancellation").run(graph)
+    assert report.records[0].stats == {"folded_into_matmul_weights": 2}
+    weights = {node.name: node.inputs[1] for node in graph.nodes if node.op == "MatMul"}
+    assert weights["dense0"] is weights["dense1"] and weights["dense0"].name == "w_permuted"
+    assert weights["dense2"].name == "w"
+    order = np.transpose(np.arange(24).reshape(1, 2, 4, 3), (0, 3, 1, 2)).reshape(-1)
+    np.testing.assert_array_equal(weights["dense0"].values, weight.values[order])
+    assert verify.compare_models(model, ir.export_model(graph), seed=0).passed
+
+
+def test_shape_inference_runs_only_for_a_flatten_into_constant_weights(monkeypatch) -> None:
+    """Rule 6 infers missing shapes once per run, and only when a 2-D flatten of an unknown-shape
+    tensor feeds constant weights (a Reshape to 3-D before a MatMul, as in attention, does not)."""
+    import passes.transpose_cancellation as module
+
+    calls = []
+    real = module._inferred_dims
+    monkeypatch.setattr(module, "_inferred_dims",
+                        lambda graph, ctx: calls.append(1) or real(graph, ctx))
+    case = golden.load_case(golden.PASSES_DIR / "transpose_cancellation" / "cases"
+                            / "fold_dynamic_batch_reshape_matmul.onnxtxt")
+    result = TransposeCancellation().run(ir.import_model(case.model()), PassContext())
+    assert calls == [1] and result.counts["folded_into_matmul_weights"] == 1
+
+    calls.clear()
+    x = gs.Variable("x", np.float32, ("N", 4, 6))
+    t = gs.Variable("t", np.float32)
+    heads = gs.Variable("heads", np.float32)
+    y = gs.Variable("y", np.float32, ("N", 6, 2, 5))
+    weight = gs.Constant("w", np.ones((2, 5), np.float32))
+    nodes = [gs.Node("Transpose", "transpose", {"perm": [0, 2, 1]}, [x], [t]),
+             gs.Node("Reshape", "split_heads", {},
+                     [t, gs.Constant("target", np.array([0, 6, 2, 2], np.int64))], [heads]),
+             gs.Node("MatMul", "project", {}, [heads, weight], [y])]
+    graph = gs.Graph(nodes=nodes, inputs=[x], outputs=[y], opset=17)
+    TransposeCancellation().run(graph, PassContext())
+    assert calls == []
+
+
+def test_fold_matmul_weights_option_keeps_the_transpose() -> None:
+    (pass_,) = parse_pipeline("transpose-cancellation{fold-matmul-weights=false}")
+    assert pass_ == TransposeCancellation(fold_matmul_weights=False)
+    assert print_pipeline([pass_]) == "transpose-cancellation{fold-matmul-weights=false}"
+    case = golden.load_case(golden.PASSES_DIR / "transpose_cancellation" / "cases"
+                            / "fold_flatten_gemm.onnxtxt")
+    graph = ir.import_model(case.model())
+    result = pass_.run(graph, PassContext())
+    assert [n.op for n in graph.nodes] == ["Relu", "Transpose", "Flatten", "Gemm", "Gemm"]
+    assert [r.reason for r in result.rejections] == [
+        "transpose feeds Flatten: layout change not provably equivalent"]
+
+
+# --------------------------------------------------------------------------------------------
 # Options
 # --------------------------------------------------------------------------------------------
 
@@ -361,3 +497,67 @@ def test_keras_model_lowered_by_tf2onnx_keeps_only_boundary_transposes() -> None
                                    providers=["CPUExecutionProvider"])
     (logits,) = session.run(None, {"input": image})
     np.testing.assert_allclose(logits, keras_model(image).numpy(), atol=1e-4, rtol=1e-3)
+
+
+def _keras_flatten_dense_model():
+    """Conv2D -> MaxPooling2D -> Flatten -> Dense -> Dense on a non-square image, so the NHWC and
+    NCHW flattening orders differ; random weights and biases (Keras's zero biases would vanish)."""
+    import keras
+
+    rng = np.random.default_rng(0)
+    inputs = keras.Input((6, 5, 3), name="image")
+    x = keras.layers.Conv2D(4, 3, padding="same", activation="relu")(inputs)
+    x = keras.layers.MaxPooling2D(2)(x)
+    x = keras.layers.Flatten()(x)
+    x = keras.layers.Dense(7, activation="relu")(x)
+    outputs = keras.layers.Dense(2, name="scores")(x)
+    model = keras.Model(inputs, outputs)
+    model.set_weights([rng.uniform(-0.5, 0.5, w.shape).astype(np.float32)
+                       for w in model.weights])
+    return model
+
+
+def test_keras_flatten_dense_exported_with_dynamic_batch_keeps_only_the_input_transpose(
+        tmp_path) -> None:
+    """model.export keeps the batch dynamic, so tf2onnx computes the Flatten's target from Shape of
+    the NHWC tensor: the Shape reads NCHW, the Dense weight rows are permuted, and TensorFlow still
+    agrees at batch 1 and 3."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    pytest.importorskip("tensorflow")
+    pytest.importorskip("tf2onnx")
+    from trtcompile.frontend import tensorflow as tensorflow_frontend
+
+    keras_model = _keras_flatten_dense_model()
+    keras_model.export(str(tmp_path / "saved"), verbose=False)
+    loaded = tensorflow_frontend.load(tmp_path / "saved", isolate=False)
+    lowered = loaded.model
+    assert {n.op_type for n in lowered.graph.node} >= {"Shape", "Reshape", "MatMul"}
+
+    graph = ir.import_model(lowered)
+    # The default pipeline leaves this fold off (see passes.DEFAULT_PIPELINE); the fusion passes
+    # that follow are what the default adds, so run the fold with them.
+    pipeline = passes.DEFAULT_PIPELINE.replace("transpose-cancellation{fold-matmul-weights=false}",
+                                               "transpose-cancellation")
+    report = PassManager(pipeline).run(graph)
+    optimized = ir.export_model(graph)
+    stats = next(r.stats for r in report.records if r.name == "transpose-cancellation")
+    assert stats["folded_into_matmul_weights"] == 1 and stats["pushed_through_shape"] == 1
+
+    graph_inputs = {t.name for t in graph.inputs}
+    remaining = [n for n in graph.nodes if n.op == "Transpose"]
+    assert len(remaining) == 1 and remaining[0].inputs[0].name in graph_inputs, \
+        [(n.name, n.inputs[0].name) for n in remaining]
+    (image,) = [v.name for v in optimized.graph.input]
+    assert isinstance(golden.interface_dims(optimized)[image][0], str)  # the batch stays dynamic
+
+    session = ort.InferenceSession(optimized.SerializeToString(),
+                                   providers=["CPUExecutionProvider"])
+    for batch in (1, 3):
+        feeds = {image: np.random.default_rng(batch).standard_normal(
+            (batch, 6, 5, 3)).astype(np.float32)}
+        expected = loaded.reference(feeds)
+        actual = dict(zip([o.name for o in optimized.graph.output], session.run(None, feeds)))
+        assert expected.keys() == actual.keys()
+        for name, value in expected.items():
+            assert actual[name].shape == (batch, 2)
+            np.testing.assert_allclose(actual[name], value, atol=1e-4, rtol=1e-3)
