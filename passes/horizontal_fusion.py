@@ -424,15 +424,12 @@ class HorizontalFusion(Pass):
         rest = [m for m in members if id(m) not in placed]
         if len(rest) >= 1 and len(members) >= 2:
             for member in rest:
-                readers = [f"{c.op} '{c.name}'" for c in member.output.outputs]
-                if member.output.name in graph_outputs:
-                    readers.append("a graph output")
-                consumer = ", ".join(readers) or "nothing"
-                result.reject(member.node,
-                              f"its output feeds {consumer}, not a run of one Concat with the other "
-                              "branches: TensorRT lowers that Split output to a copy layer, so the "
-                              "merge would not reduce engine layers (free-split-only=false merges "
-                              "anyway)")
+                # The readers go into the rejection's node list, so the reason stays one sentence
+                # that groups in summaries.
+                result.reject([member.node, *member.output.outputs],
+                              "the branches do not all feed one Concat side by side: TensorRT lowers "
+                              "a Split output that feeds another layer to a copy, so the merge would "
+                              "not reduce engine layers (free-split-only=false merges anyway)")
         return runs
 
     # Rewrite -----------------------------------------------------------------------------------
