@@ -65,3 +65,30 @@ def registry_with(passes: Iterable[type[Pass]]) -> PassRegistry:
         if cls.name not in registry:
             registry.register(cls)
     return registry
+
+
+#: A user pass module whose pass doubles the first Conv's weight: it changes what the model computes
+#: on purpose (parity must fail), and rejects that Conv with a reason full of HTML metacharacters.
+BREAKING_PASS = '''
+from dataclasses import dataclass
+from typing import ClassVar
+
+import onnx_graphsurgeon as gs
+
+from trtcompile.pass_manager import Pass, PassResult
+
+
+@dataclass(frozen=True)
+class ScaleFirstWeight(Pass):
+    """Doubles the first Conv's weight <on purpose>."""
+
+    name: ClassVar[str] = "scale-first-weight"
+
+    def run(self, graph, ctx):
+        result = PassResult()
+        conv = next(node for node in graph.nodes if node.op == "Conv")
+        conv.inputs[1] = gs.Constant(conv.inputs[1].name + "_x2", conv.inputs[1].values * 2)
+        result.count("scaled_weights")
+        result.reject(conv, "weights <b>too</b> small & odd")
+        return result
+'''

@@ -10,33 +10,9 @@ import numpy as np
 import onnx
 import pytest
 
-from tests.helpers import REPO, run_trtcompile
+from tests.helpers import BREAKING_PASS, REPO, run_trtcompile
 from trtcompile import __version__, cli, examples, ir
 from trtcompile.compiler import build_registry
-
-BREAKING_PASS = '''
-from dataclasses import dataclass
-from typing import ClassVar
-
-import onnx_graphsurgeon as gs
-
-from trtcompile.pass_manager import Pass, PassResult
-
-
-@dataclass(frozen=True)
-class ScaleFirstWeight(Pass):
-    """Doubles the first Conv's weight: changes what the model computes, on purpose."""
-
-    name: ClassVar[str] = "scale-first-weight"
-
-    def run(self, graph, ctx):
-        result = PassResult()
-        conv = next(node for node in graph.nodes if node.op == "Conv")
-        weight = conv.inputs[1]
-        conv.inputs[1] = gs.Constant(weight.name + "_doubled", weight.values * 2)
-        result.count("scaled_weights")
-        return result
-'''
 
 COUNTING_PASS = '''
 from dataclasses import dataclass

@@ -187,7 +187,9 @@ def test_an_engine_that_differs_fails_parity_exits_1_and_names_the_output(tmp_pa
 def test_a_small_tf32_like_error_passes_and_a_user_tolerance_applies(tmp_path: Path,
                                                                      monkeypatch) -> None:
     # Relative noise of 1e-3, what TF32 arithmetic does: within the engine's default tolerances...
-    noise = lambda name, value: value * np.float32(1.001)
+    def noise(name, value):
+        return value * np.float32(1.001)
+
     SimulatedGpu(monkeypatch, perturb=noise)
     result = compile_model(None, tmp_path / "a", options())
     assert result.engine_parity.status == "passed" and result.exit_code == 0

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import CONV_BRANCHES, CONV_PIPELINE
+from tests.helpers import BREAKING_PASS, CONV_BRANCHES, CONV_PIPELINE
 from trtcompile import cli, html_report
 from trtcompile.report import pass_label
 
@@ -20,31 +20,6 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 needs_chromium = pytest.mark.skipif(
     CHROMIUM is None, reason="chromium is not on PATH (Debian: apt-get install chromium); the HTML "
                              "report is checked as headless Chromium renders it")
-
-BREAKING_PASS = '''
-from dataclasses import dataclass
-from typing import ClassVar
-
-import onnx_graphsurgeon as gs
-
-from trtcompile.pass_manager import Pass, PassResult
-
-
-@dataclass(frozen=True)
-class ScaleFirstWeight(Pass):
-    """Doubles the first Conv's weight <on purpose>."""
-
-    name: ClassVar[str] = "scale-first-weight"
-
-    def run(self, graph, ctx):
-        result = PassResult()
-        conv = next(node for node in graph.nodes if node.op == "Conv")
-        conv.inputs[1] = gs.Constant(conv.inputs[1].name + "_x2", conv.inputs[1].values * 2)
-        result.count("scaled_weights")
-        result.reject(conv, "weights <b>too</b> small & odd")
-        return result
-'''
-
 
 def run_chromium(*args: str, profile: Path) -> subprocess.CompletedProcess:
     """Headless Chromium as root, offline, with a throwaway profile."""
