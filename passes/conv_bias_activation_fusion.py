@@ -19,7 +19,6 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import numpy as np
-import onnx
 import onnx_graphsurgeon as gs
 
 from trtcompile import ir
@@ -344,44 +343,18 @@ def _known_dims(shape: Any) -> tuple[int | str, ...] | None:
 
 
 def _inferred_shapes(graph: gs.Graph) -> dict[str, tuple[int | str, ...]]:
-    """Shapes ONNX shape inference gives the main graph's tensors; empty when inference fails.
-
-    Inference runs on a copy in which every initializer larger than :data:`_SHAPE_VALUE_LIMIT`
-    elements is a typed graph input: shapes need the weights' shapes, not their values (only small
-    integer tensors such as Reshape targets feed shapes), and ResNet50's 100 MB of weights made
-    export and inference take 0.5 s instead of 20 ms. The graph itself is not changed.
-    """
-    standin_graph = graph.copy()
-    standins: dict[int, gs.Variable] = {}
-    for node in standin_graph.nodes:
-        for index, tensor in enumerate(node.inputs):
-            if not isinstance(tensor, gs.Constant) or math.prod(tensor.shape) <= _SHAPE_VALUE_LIMIT:
-                continue
-            standin = standins.get(id(tensor))
-            if standin is None:
-                standin = standins[id(tensor)] = gs.Variable(tensor.name, tensor.dtype,
-                                                             list(tensor.shape))
-                standin_graph.inputs.append(standin)
-            node.inputs[index] = standin
+    """Fully known shapes (ints or symbols) ONNX shape inference gives the main graph's tensors;
+    empty when inference fails (then no residual shape can be proven)."""
     try:
-        inferred = onnx.shape_inference.infer_shapes(ir.export_model(standin_graph),
-                                                     strict_mode=False)
-    except (onnx.shape_inference.InferenceError, onnx.checker.ValidationError, ValueError):
+        inferred = ir.inferred_dims(graph)
+    except ValueError:
         return {}
     shapes: dict[str, tuple[int | str, ...]] = {}
-    for value in [*inferred.graph.input, *inferred.graph.value_info, *inferred.graph.output]:
-        tensor_type = value.type.tensor_type
-        if not value.type.HasField("tensor_type") or not tensor_type.HasField("shape"):
-            continue
-        dims = _known_dims([d.dim_value if d.HasField("dim_value") else (d.dim_param or None)
-                            for d in tensor_type.shape.dim])
-        if dims is not None:
-            shapes[value.name] = dims
+    for name, dims in inferred.items():
+        known = _known_dims(dims)
+        if known is not None:
+            shapes[name] = known
     return shapes
-
-
-#: Initializers up to this many elements keep their values for shape inference (shape operands).
-_SHAPE_VALUE_LIMIT = 64
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,6 @@ from dataclasses import dataclass, field
 from typing import ClassVar
 
 import numpy as np
-import onnx
 import onnx_graphsurgeon as gs
 
 from trtcompile import ir
@@ -65,10 +64,6 @@ LOOKAHEAD_PLANS = 64
 
 #: How many ops deep a Reshape target or a Shape's readers are followed (shape arithmetic is short).
 SHAPE_TRACE_DEPTH = 16
-
-#: Initializers up to this many elements keep their values when the pass runs ONNX shape inference
-#: (shape operands); larger ones become typed graph inputs of the inference copy.
-_SHAPE_VALUE_LIMIT = 64
 
 
 @dataclass(frozen=True)
@@ -1325,34 +1320,13 @@ def _slice_indices(node: gs.Node, length: int) -> list[int] | None:
 
 
 def _inferred_dims(graph: gs.Graph, ctx: PassContext) -> dict[str, list]:
-    """Dims ONNX shape inference gives the main graph's tensors, by name; empty when it fails.
-
-    Inference runs on a copy in which every initializer larger than :data:`_SHAPE_VALUE_LIMIT`
-    elements is a typed graph input: shapes need the weights' shapes, not their values.
-    """
-    standin_graph = graph.copy()
-    standins: dict[int, gs.Variable] = {}
-    for node in standin_graph.nodes:
-        for index, tensor in enumerate(node.inputs):
-            if not isinstance(tensor, gs.Constant) or math.prod(tensor.shape) <= _SHAPE_VALUE_LIMIT:
-                continue
-            if id(tensor) not in standins:
-                standins[id(tensor)] = gs.Variable(tensor.name, tensor.dtype, list(tensor.shape))
-                standin_graph.inputs.append(standins[id(tensor)])
-            node.inputs[index] = standins[id(tensor)]
+    """Dims ONNX shape inference gives the graph's tensors, by name; empty (and logged) when it
+    fails, so the pass goes on with the shapes the graph carries."""
     try:
-        inferred = onnx.shape_inference.infer_shapes(ir.export_model(standin_graph),
-                                                     strict_mode=False)
-    except (onnx.shape_inference.InferenceError, onnx.checker.ValidationError, ValueError) as exc:
-        ctx.log(f"transpose-cancellation: shape inference failed, using known shapes: {exc}")
+        return ir.inferred_dims(graph)
+    except ValueError as exc:
+        ctx.log(f"transpose-cancellation: {exc}; using known shapes")
         return {}
-    dims: dict[str, list] = {}
-    for value in inferred.graph.value_info:
-        tensor_type = value.type.tensor_type
-        if value.type.HasField("tensor_type") and tensor_type.HasField("shape"):
-            dims[value.name] = [d.dim_value if d.HasField("dim_value") else (d.dim_param or None)
-                                for d in tensor_type.shape.dim]
-    return dims
 
 
 def _permuted_shape(shape, perm: Perm):

@@ -14,6 +14,7 @@ module adds what passes need on top of it and what the reports count:
 from __future__ import annotations
 
 import gc
+import math
 import os
 import tempfile
 from collections import Counter
@@ -477,3 +478,39 @@ def replace_uses(old: gs.Tensor, new: gs.Tensor) -> None:
         for i, tensor in enumerate(consumer.inputs):
             if tensor is old:
                 consumer.inputs[i] = new
+
+
+#: Initializers up to this many elements keep their values for shape inference (shape operands).
+SHAPE_VALUE_LIMIT = 64
+
+
+def inferred_dims(graph: gs.Graph) -> dict[str, list[int | str | None]]:
+    """Dims ONNX shape inference gives the main graph's tensors (inputs, intermediates, outputs), by
+    name: ints, symbols, or None where unknown. Raises ValueError with ONNX's message if it fails.
+
+    Inference runs on a copy in which every initializer larger than :data:`SHAPE_VALUE_LIMIT`
+    elements is a typed graph input: shapes need the weights' shapes, not their values (only small
+    integer tensors such as Reshape targets feed shapes), and exporting ResNet50's 100 MB of weights
+    made inference take 0.5 s instead of 20 ms. The graph itself is not changed.
+    """
+    standin_graph = graph.copy()
+    standins: dict[int, gs.Variable] = {}
+    for node in standin_graph.nodes:
+        for index, tensor in enumerate(node.inputs):
+            if not isinstance(tensor, gs.Constant) or math.prod(tensor.shape) <= SHAPE_VALUE_LIMIT:
+                continue
+            if id(tensor) not in standins:
+                standins[id(tensor)] = gs.Variable(tensor.name, tensor.dtype, list(tensor.shape))
+                standin_graph.inputs.append(standins[id(tensor)])
+            node.inputs[index] = standins[id(tensor)]
+    try:
+        inferred = onnx.shape_inference.infer_shapes(export_model(standin_graph), strict_mode=False)
+    except (onnx.shape_inference.InferenceError, onnx.checker.ValidationError, ValueError) as exc:
+        raise ValueError(f"shape inference failed: {exc}") from None
+    dims: dict[str, list[int | str | None]] = {}
+    for value in [*inferred.graph.input, *inferred.graph.value_info, *inferred.graph.output]:
+        tensor_type = value.type.tensor_type
+        if value.type.HasField("tensor_type") and tensor_type.HasField("shape"):
+            dims[value.name] = [d.dim_value if d.HasField("dim_value") else (d.dim_param or None)
+                                for d in tensor_type.shape.dim]
+    return dims
