@@ -637,8 +637,11 @@ class ConvBiasActivationFusion(Pass):
 
     @staticmethod
     def _conv_problem(conv: gs.Node) -> str | None:
-        """Why the conv (with constant weights, checked by matching) cannot become a call, or None."""
-        weights = ir.constant_value(conv.inputs[1])
+        """Why the conv cannot become a call, or None. Any Conv may be asked (rule 4 asks about
+        the conv on the residual Add's other side, which matching never saw)."""
+        weights = ir.constant_value(conv.inputs[1]) if len(conv.inputs) > 1 else None
+        if weights is None:
+            return "weights are not constant"
         if weights.dtype.kind != "f":
             return f"weights are {weights.dtype}, not floating point"
         if (len(conv.inputs) > 2 and not conv.inputs[2].is_empty()
