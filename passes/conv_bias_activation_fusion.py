@@ -376,7 +376,11 @@ class ConvBiasActivationFusion(Pass):
       2. Scale: ``Mul(conv, s)`` with such a per-channel constant folds into W and B.
       3. BatchNormalization in inference mode with constant scale, B, mean and var folds into W and
          B (``s = scale / sqrt(var + eps)``, ``W' = W * s``, ``B' = (B - mean) * s + B_bn``); with
-         ``fold_batchnorm`` off the chain stops before it.
+         ``fold_batchnorm`` off the chain stops before it. The form is read from the op's
+         signature in the model's opset: ``training_mode`` from opset 14; in opsets 7-13 a BN
+         declaring more outputs than ``Y`` (the 5-output training form, read or not) is in
+         training mode; before 7, ``is_test=0``. A BN in training mode normalizes with the batch's
+         statistics and stays.
       4. Residual (``residual``, on by default): after the affine steps, ``Add(conv, Z)`` (either
          operand order) of a run-time tensor ``Z`` (a node's result or a graph input) joins the
          layer as its fourth input, the elementwise sum TensorRT fuses into the convolution's
@@ -495,7 +499,7 @@ class ConvBiasActivationFusion(Pass):
                         break
                     self._match_residual(chain, follower, current, residual, facts)
                 elif follower.op == "BatchNormalization":
-                    chain.steps.append(("batchnorm", follower, self._batchnorm(follower, facts.outputs)))
+                    chain.steps.append(("batchnorm", follower, self._batchnorm(follower, facts)))
                 else:
                     chain.steps.append(self._match_affine(follower, current, conv))
                 current = follower.outputs[0]
@@ -592,11 +596,14 @@ class ConvBiasActivationFusion(Pass):
                 params[param] = float(node.attrs.get(param, default))
         chain.activation, chain.activation_node, chain.activation_params = spec, node, params
 
-    def _batchnorm(self, node: gs.Node, graph_outputs: set[str]) -> dict[str, Any]:
+    def _batchnorm(self, node: gs.Node, facts: _GraphFacts) -> dict[str, Any]:
+        graph_outputs = facts.outputs
         if not self.fold_batchnorm:
             raise _Stop(None)
-        if int(node.attrs.get("training_mode", 0)):
-            raise _Stop("BatchNormalization in training mode", node)
+        training = _batchnorm_training_form(node, ir.opset(facts.graph))
+        if training:
+            raise _Stop(f"BatchNormalization in training mode ({training}): it normalizes with "
+                        "the batch's statistics, not the running ones", node)
         if any(t.outputs or t.name in graph_outputs for t in node.outputs[1:] if not t.is_empty()):
             raise _Stop("BatchNormalization running-statistics outputs are requested", node)
         values = {}
@@ -739,6 +746,24 @@ def _collector_paused():
     finally:
         if enabled:
             gc.enable()
+
+
+def _batchnorm_training_form(node: gs.Node, opset: int) -> str:
+    """Why ``node`` (a BatchNormalization) computes with batch statistics in ``opset``, or "".
+
+    The form is decided by the op's signature in that opset: from 14 by ``training_mode``; in 7-13
+    by its outputs (the mean, var, saved-mean and saved-var outputs exist only in training mode,
+    and ONNX Runtime normalizes with the batch's statistics whenever they are declared, read or
+    not); before 7 by ``is_test`` (0, the default, is training).
+    """
+    extra = [t for t in node.outputs[1:] if not t.is_empty()]
+    if opset >= 14:
+        return "training_mode=1" if int(node.attrs.get("training_mode", 0)) else ""
+    if opset < 7 and not int(node.attrs.get("is_test", 0)):
+        return f"opset {opset}, is_test=0"
+    if extra:
+        return f"opset {opset}, {len(node.outputs)} outputs"
+    return ""
 
 
 def _per_channel(value: np.ndarray, rank: int, channels: int) -> np.ndarray | None:
