@@ -111,7 +111,7 @@ class TransposeCancellation(Pass):
       6. Flatten into weights (option ``fold_matmul_weights``): when ``p`` keeps the batch axis
          (``p[0] == 0``) and reorders the others, ``Flatten(Y) @ W`` equals ``Flatten(X) @ W'``
          where ``W'`` is ``W`` with its rows permuted to ``X``'s flattening order. The flatten is
-         ``Flatten`` with axis 1 or ``Reshape`` to ``[N, -1]`` / ``[N, C*H*W]``, ``N`` being
+         ``Flatten`` with axis 1 (a negative Flatten axis is ``rank + axis``) or ``Reshape`` to ``[N, -1]`` / ``[N, C*H*W]``, ``N`` being
          ``0``, the static batch, or ``Shape(Y)[0]`` computed through Slice/Gather/Squeeze/
          Unsqueeze/Concat/Cast as tf2onnx emits it for a dynamic batch (the batch stays dynamic).
          Every reader of the flattened tensor must be a ``MatMul`` reading it as the left operand
@@ -749,7 +749,7 @@ class _Canceller:
             target = ir.constant_value(consumer.inputs[1])
             return target is not None and (0 not in target.tolist()
                                            or bool(consumer.attrs.get("allowzero", 0)))
-        axis = _axis(consumer.attrs.get("axis", 1), rank + 1)
+        axis = _flatten_axis(consumer.attrs.get("axis", 1), rank)
         transposed = [shape[p] for p in perm]
         return int(np.prod(shape[:axis])) == int(np.prod(transposed[:axis]))
 
@@ -763,7 +763,7 @@ class _Canceller:
             raise _Rejected("the transpose moves the batch axis")
         target = None
         if consumer.op == "Flatten":
-            if _axis(consumer.attrs.get("axis", 1), rank + 1) != 1:
+            if _flatten_axis(consumer.attrs.get("axis", 1), rank) != 1:
                 raise _Rejected("Flatten axis is not 1")
         else:
             target = self.shape_vector(consumer.inputs[1], {id(output), id(source)})
@@ -1269,6 +1269,15 @@ def _axis(axis: int, rank: int) -> int:
     if not -rank <= axis < rank:
         raise _Rejected(f"axis {axis} is out of range for rank {rank}")
     return axis % rank
+
+
+def _flatten_axis(axis: int, rank: int) -> int:
+    """Flatten's ``axis`` made non-negative: its range is ``[-rank, rank]`` and a negative axis
+    counts from the rank (``rank + axis``), unlike the other ops' ``[-rank, rank)``."""
+    axis = int(axis)
+    if not -rank <= axis <= rank:
+        raise _Rejected(f"Flatten axis {axis} is out of range for rank {rank}")
+    return axis + rank if axis < 0 else axis
 
 
 def _optional_input(node: gs.Node, index: int) -> gs.Tensor | None:
