@@ -18,9 +18,14 @@ from trtcompile.pass_manager import Pass, PassContext, PassResult
 #: Q/DQ pairs on weights as precision, so they must stay.
 _NEVER_FOLDED = frozenset({"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear"})
 
-#: Attributes a ``Constant`` node may carry and still become an initializer.
-_LOWERABLE_CONSTANT_ATTRS = frozenset({"value", "value_float", "value_floats", "value_int",
-                                       "value_ints"})
+#: Attributes a ``Constant`` node may carry and still become an initializer, with the element type
+#: ONNX gives each (``value`` carries its own; ``sparse_value`` stays a node).
+_CONSTANT_ATTR_DTYPES: dict[str, type | None] = {
+    "value": None, "value_float": np.float32, "value_floats": np.float32,
+    "value_int": np.int64, "value_ints": np.int64, "value_string": np.str_,
+    "value_strings": np.str_,
+}
+_LOWERABLE_CONSTANT_ATTRS = frozenset(_CONSTANT_ATTR_DTYPES)
 
 #: Ops whose outputs only depend on their input's shape.
 _SHAPE_OPS = frozenset({"Shape", "Size"})
@@ -51,7 +56,9 @@ class FoldConstants(Pass):
 
     Evaluation is onnx-graphsurgeon's ``Graph.fold_constants`` (ONNX Runtime on the constant part
     of the graph). Rules:
-      1. ``Constant`` nodes become initializers (``constant_nodes_to_initializers``).
+      1. ``Constant`` nodes become initializers (``constant_nodes_to_initializers``) of the element
+         type ONNX gives their attribute: ``value`` its own, ``value_float(s)`` float32,
+         ``value_int(s)`` int64, ``value_string(s)`` strings; ``sparse_value`` stays a node.
       2. A node whose inputs are all constant (initializers, lowered ``Constant`` nodes, earlier folded
          results, and for If/Loop/Scan the outer tensors their bodies read) is evaluated and its
          outputs become initializers (``folded_nodes``). QuantizeLinear/DequantizeLinear stay.
@@ -116,6 +123,9 @@ class FoldConstants(Pass):
                 for node in island.nodes:
                     _lower_constant(node)
                 continue
+            for node in island.nodes:
+                if node.op == "Constant":
+                    _lower_constant(node)  # typed as ONNX says, before onnx-graphsurgeon lowers it
             outputs = _island_outputs(island)
             # The island shares its node and tensor objects with the graph, so the folder's
             # tensor.to_constant() rewrites the graph's own tensors.
@@ -147,6 +157,9 @@ class FoldConstants(Pass):
         branch_of = {id(body_node): id(node) for node in before.values() if node.op == "If"
                      for body in _subgraphs(node) for body_node in _nodes(body)}
         live_before = _live_nodes(graph)
+        for node in list(_nodes(graph)):
+            if node.op == "Constant" and node.outputs and _lowerable(node):
+                _lower_constant(node)  # typed as ONNX says, before onnx-graphsurgeon lowers them
         with _quiet_graphsurgeon(), _evaluable_ir_version(graph):
             graph.fold_constants(
                 fold_shapes=self.fold_shapes, recurse_subgraphs=True, partitioning=None,
@@ -338,10 +351,23 @@ def _lowerable(node: gs.Node) -> bool:
     return key in _LOWERABLE_CONSTANT_ATTRS and not isinstance(value, gs.Node.AttributeRef)
 
 
+def constant_attr_array(key: str, value) -> np.ndarray:
+    """The tensor a ``Constant`` node's attribute ``key`` holds, in the element type ONNX defines
+    for it: ``value_float(s)`` float32, ``value_int(s)`` int64, ``value_string(s)`` strings;
+    ``value_float(s)`` and ``value_int(s)`` are scalars or 1-D."""
+    if isinstance(value, gs.Constant):
+        return value.values
+    return np.array(value, dtype=_CONSTANT_ATTR_DTYPES[key])
+
+
 def _lower_constant(node: gs.Node) -> None:
-    """Turn a ``Constant`` node's output into an initializer (what onnx-graphsurgeon does first)."""
-    value = next(iter(node.attrs.values()))
-    array = value.values if isinstance(value, gs.Constant) else np.array(value)
+    """Turn a ``Constant`` node's output into an initializer (what onnx-graphsurgeon does first).
+
+    Done here, not left to onnx-graphsurgeon: its lowering is ``np.array(value)``, which makes
+    ``value_float(s)`` float64, and a float64 initializer read by a float op is a model neither the
+    checker nor ONNX Runtime accepts."""
+    key, value = next(iter(node.attrs.items()))
+    array = constant_attr_array(key, value)
     tensor = node.outputs[0]
     tensor.to_constant(array)
     tensor.inputs.clear()

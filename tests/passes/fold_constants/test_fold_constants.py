@@ -168,3 +168,29 @@ def test_only_the_foldable_island_is_handed_to_graphsurgeon(monkeypatch: pytest.
     assert result.counts == {"constant_nodes_to_initializers": 1, "folded_nodes": 1}
     assert len(graph.nodes) == 100 and isinstance(graph.nodes[0].inputs[1], gs.Constant)
     np.testing.assert_array_equal(graph.nodes[0].inputs[1].values, np.full((4, 4, 3, 3), 0.01, np.float32))
+
+
+@pytest.mark.parametrize("attribute, expected", [
+    ("value_float = 0.5", np.array(0.5, np.float32)),
+    ("value_floats = [0.5, -1.0]", np.array([0.5, -1.0], np.float32)),
+    ("value_int = 7", np.array(7, np.int64)),
+    ("value_ints = [2, -3]", np.array([2, -3], np.int64)),
+    ('value_string = "ab"', np.array("ab")),
+    ('value_strings = ["ab", "c"]', np.array(["ab", "c"])),
+])
+@pytest.mark.parametrize("opset", [13, 21])
+def test_constant_attribute_kinds_keep_their_onnx_type(attribute: str, expected: np.ndarray,
+                                                       opset: int) -> None:
+    model = onnx.parser.parse_model(f"""<ir_version: 10, opset_import: ["" : {opset}]>
+    g (float[1] x) => (float[1] y, c) {{
+      c = Constant<{attribute}>()
+      y = Identity(x)
+    }}""")
+    graph = ir.import_model(model)
+    result = FoldConstants().run(graph, PassContext())
+    assert result.counts == {"constant_nodes_to_initializers": 1}
+    constant = graph.outputs[1]
+    assert isinstance(constant, gs.Constant)
+    assert constant.values.dtype.kind == expected.dtype.kind
+    assert constant.values.dtype.itemsize == expected.dtype.itemsize or expected.dtype.kind == "U"
+    assert constant.values.tolist() == expected.tolist()
