@@ -47,6 +47,11 @@ class ConcatElimination(Pass):
          read only by this Concat, become one Split output; a Split left with one output is its input
          (so Split -> Concat of all its outputs in order is the Split's input). This narrows the
          Split that ``horizontal-fusion`` puts after a merged layer whose branches feed a Concat.
+         Adjacency and the rewrite go by element ranges: zero-size outputs between the joined
+         ones join too (one that something else reads stays, as a zero-size output). The new
+         sizes take the opset's form of Split: the ``split`` attribute before opset 13, the
+         ``split`` input from 13 (an equal Split, or one with ``num_outputs`` from 18, gets
+         explicit sizes).
       4. Consecutive Concat inputs that are Slices (steps 1, one constant axis, constant bounds) of
          one tensor covering adjacent ranges, each read only by this Concat, become one Slice; a
          Slice covering the whole axis is its input.
@@ -66,11 +71,12 @@ class ConcatElimination(Pass):
     def run(self, graph: gs.Graph, ctx: PassContext) -> PassResult:
         result = PassResult()
         graph_outputs = ir.output_names(graph)
+        opset = ir.opset(graph)
         scope: ir.NameScope | None = None
         removed_any = False
         for node in list(graph.nodes):
             if node.op == "Split" and ir.is_onnx_op(node) and node.inputs:
-                removed_any |= self._split_of_concat(node, graph_outputs, result)
+                removed_any |= self._split_of_concat(node, graph_outputs, opset, result)
         for node in list(graph.nodes):
             if node.op != "Concat" or not ir.is_onnx_op(node) or not node.outputs:
                 continue
@@ -83,7 +89,7 @@ class ConcatElimination(Pass):
             self._flatten(node, axis, graph_outputs, result)
             if scope is None:
                 scope = ir.NameScope(graph)
-            self._join_pieces(node, axis, graph_outputs, scope, result)
+            self._join_pieces(node, axis, graph_outputs, opset, scope, result)
             if len(node.inputs) == 1:
                 if _forward(node, graph_outputs):
                     result.count("removed_single_input_concat")
@@ -121,19 +127,19 @@ class ConcatElimination(Pass):
 
     # Rules 3 and 4 -------------------------------------------------------------------------------
 
-    def _join_pieces(self, concat: gs.Node, axis: int, graph_outputs: set[str],
+    def _join_pieces(self, concat: gs.Node, axis: int, graph_outputs: set[str], opset: int,
                      scope: ir.NameScope, result: PassResult) -> None:
         inputs = list(concat.inputs)
         joined: list[gs.Tensor] = []
         i = 0
         changed = False
         while i < len(inputs):
-            first = _piece(inputs[i], axis, graph_outputs)
+            first = _piece(inputs[i], axis, graph_outputs, opset)
             j = i + 1
             if first is not None:
                 last = first
                 while j < len(inputs):
-                    nxt = _piece(inputs[j], axis, graph_outputs)
+                    nxt = _piece(inputs[j], axis, graph_outputs, opset)
                     if nxt is None or not _adjacent(last, nxt):
                         break
                     last = nxt
@@ -142,8 +148,8 @@ class ConcatElimination(Pass):
                 joined.append(inputs[i])
                 i += 1
                 continue
-            pieces = [_piece(t, axis, graph_outputs) for t in inputs[i:j]]
-            joined.append(self._join(pieces, scope, result))
+            pieces = [_piece(t, axis, graph_outputs, opset) for t in inputs[i:j]]
+            joined.append(self._join(pieces, graph_outputs, opset, scope, result))
             changed = True
             i = j
         if changed:
@@ -151,33 +157,54 @@ class ConcatElimination(Pass):
             concat.inputs.extend(joined)
 
     @staticmethod
-    def _join(pieces: list[_Piece], scope: ir.NameScope, result: PassResult) -> gs.Tensor:
+    def _narrow_split(pieces: list[_Piece], graph_outputs: set[str], opset: int,
+                      scope: ir.NameScope, result: PassResult) -> gs.Tensor:
+        """Join adjacent outputs of one Split into one output, by element ranges.
+
+        The pieces cover ``[first.start, last.stop)``. The outputs whose positions lie between
+        the pieces' are the pieces and zero-size outputs (Split outputs tile the axis in order),
+        so the range is the run of positions from the lowest piece to the highest; a zero-size
+        output in it that something else reads stays, as a zero-size output after the joined one
+        (all zero-size pieces of one Split hold the same empty tensor).
+        """
+        first, last = pieces[0], pieces[-1]
+        node = first.node
+        sizes = _split_sizes(node, opset)
+        positions = [node.outputs.index(p.tensor) for p in pieces]
+        low, high = min(positions), max(positions)
+        joined = {id(p.tensor) for p in pieces}
+        kept_empty = [t for t in node.outputs[low:high + 1]
+                      if id(t) not in joined and (t.outputs or t.name in graph_outputs)]
+        count = len(pieces)
+        if low == 0 and high == len(node.outputs) - 1 and not kept_empty:
+            # Every output: the Split's input itself.
+            node.inputs.clear()
+            node.outputs.clear()
+            result.count("removed_split", 1)
+            result.count("joined_split_outputs", count)
+            return first.source
+        merged = first.tensor
+        merged_size = last.stop - first.start
+        new_sizes = sizes[:low] + [merged_size] + [0] * len(kept_empty) + sizes[high + 1:]
+        kept = node.outputs[:low] + [merged] + kept_empty + node.outputs[high + 1:]
+        node.outputs.clear()
+        node.outputs.extend(kept)
+        if merged.shape is not None:
+            merged.shape = list(merged.shape)
+            merged.shape[first.axis] = merged_size
+        _set_split_sizes(node, new_sizes, opset, scope)
+        result.count("narrowed_split", 1)
+        result.count("joined_split_outputs", count)
+        return merged
+
+    @staticmethod
+    def _join(pieces: list[_Piece], graph_outputs: set[str], opset: int, scope: ir.NameScope,
+              result: PassResult) -> gs.Tensor:
         """One tensor holding the adjacent ``pieces``: a narrowed Split output or a wider Slice."""
         first, last = pieces[0], pieces[-1]
         node = first.node
         if node.op == "Split":
-            position = node.outputs.index(first.tensor)
-            count = len(pieces)
-            if len(node.outputs) == count:  # every output: the Split's input itself
-                node.inputs.clear()
-                node.outputs.clear()
-                result.count("removed_split", 1)
-                result.count("joined_split_outputs", count)
-                return first.source
-            sizes = _split_sizes(node)
-            merged = first.tensor
-            merged_size = sum(sizes[position:position + count])
-            sizes = sizes[:position] + [merged_size] + sizes[position + count:]
-            kept = node.outputs[:position + 1] + node.outputs[position + count:]
-            node.outputs.clear()
-            node.outputs.extend(kept)
-            if merged.shape is not None:
-                merged.shape = list(merged.shape)
-                merged.shape[first.axis] = merged_size
-            _set_split_sizes(node, sizes, scope)
-            result.count("narrowed_split", 1)
-            result.count("joined_split_outputs", count)
-            return merged
+            return ConcatElimination._narrow_split(pieces, graph_outputs, opset, scope, result)
         # Slices: one Slice over the union, or the source itself when it covers the whole axis.
         for piece in pieces:
             piece.node.outputs.clear()
@@ -204,7 +231,8 @@ class ConcatElimination(Pass):
     # Rule 5 --------------------------------------------------------------------------------------
 
     @staticmethod
-    def _split_of_concat(split: gs.Node, graph_outputs: set[str], result: PassResult) -> bool:
+    def _split_of_concat(split: gs.Node, graph_outputs: set[str], opset: int,
+                         result: PassResult) -> bool:
         concat = ir.producer(split.inputs[0])
         if concat is None or concat.op != "Concat" or not ir.is_onnx_op(concat):
             return False
@@ -213,7 +241,7 @@ class ConcatElimination(Pass):
             result.reject([concat, split], "Split and Concat use different axes")
             return False
         concat_sizes = [_dim(t, axis) for t in concat.inputs]
-        sizes = _split_sizes(split)
+        sizes = _split_sizes(split, opset)
         if None in concat_sizes or sizes is None or sizes != concat_sizes:
             result.reject([concat, split], "Split boundaries differ from the Concat's (or are "
                                            "unknown)")
@@ -258,8 +286,13 @@ def _dim(tensor: gs.Tensor, axis: int) -> int | None:
     return int(shape[axis])
 
 
-def _split_sizes(split: gs.Node) -> list[int] | None:
-    """The Split's output sizes along its axis, or None when they are not known."""
+def _split_sizes(split: gs.Node, opset: int) -> list[int] | None:
+    """The Split's output sizes along its axis, or None when they are not known.
+
+    The sizes are the ``split`` input (opset 13+) or attribute (before 13); without them the axis
+    is split equally: into equal parts before opset 18 (the size must divide), from 18 into
+    ``num_outputs`` parts of ``ceil(dim / n)`` with a smaller last one.
+    """
     if len(split.inputs) > 1 and not split.inputs[1].is_empty():
         value = ir.constant_value(split.inputs[1])
         return None if value is None else [int(v) for v in value.reshape(-1)]
@@ -270,15 +303,22 @@ def _split_sizes(split: gs.Node) -> list[int] | None:
     count = len(split.outputs)
     if dim is None or count == 0:
         return None
-    chunk = -(-dim // count)  # equal split: the last chunk may be smaller (opset 18)
-    return [min(chunk, dim - k * chunk) for k in range(count)]
+    if opset < 18 or "num_outputs" not in split.attrs:
+        return [dim // count] * count if dim % count == 0 else None
+    chunk = -(-dim // count)
+    sizes = [min(chunk, dim - k * chunk) for k in range(count)]
+    return sizes if min(sizes) >= 0 else None  # ONNX Runtime rejects a negative final split
 
 
-def _set_split_sizes(split: gs.Node, sizes: list[int], scope: ir.NameScope) -> None:
+def _set_split_sizes(split: gs.Node, sizes: list[int], opset: int, scope: ir.NameScope) -> None:
+    """Give the Split explicit ``sizes`` in its opset's form: the ``split`` attribute before
+    opset 13 (Split-2/11 take one input), the ``split`` input from 13 (without ``num_outputs``,
+    which may not accompany it)."""
     split.attrs.pop("num_outputs", None)
-    if "split" in split.attrs:
-        split.attrs["split"] = sizes
+    if opset < 13:
+        split.attrs["split"] = [int(v) for v in sizes]
         return
+    split.attrs.pop("split", None)
     value = gs.Constant(scope.fresh(f"{split.name}_sizes"), np.array(sizes, dtype=np.int64))
     if len(split.inputs) > 1:
         split.inputs[1] = value
@@ -286,7 +326,7 @@ def _set_split_sizes(split: gs.Node, sizes: list[int], scope: ir.NameScope) -> N
         split.inputs.append(value)
 
 
-def _piece(tensor: gs.Tensor, axis: int, graph_outputs: set[str]) -> _Piece | None:
+def _piece(tensor: gs.Tensor, axis: int, graph_outputs: set[str], opset: int) -> _Piece | None:
     """``tensor`` as a range of another tensor along ``axis``, if it is one and only the Concat
     reads it."""
     node = ir.producer(tensor)
@@ -295,7 +335,7 @@ def _piece(tensor: gs.Tensor, axis: int, graph_outputs: set[str]) -> _Piece | No
     if node.op == "Split":
         if _axis(node.attrs.get("axis", 0), node.inputs[0], *node.outputs) != axis:
             return None
-        sizes = _split_sizes(node)
+        sizes = _split_sizes(node, opset)
         position = node.outputs.index(tensor)
         if sizes is None:
             return None
