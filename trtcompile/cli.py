@@ -113,7 +113,15 @@ def compile_options(args: argparse.Namespace):
         log=None if args.quiet else _stderr, report_html=args.report_html,
         precision=args.precision, calib_data=args.calib_data, calib_method=args.calib_method,
         calib_cache=args.calib_cache, calib_batches=args.calib_batches,
+        **partition_options(args),
     )
+
+
+def partition_options(args: argparse.Namespace) -> dict:
+    """The partitioning fields of CompileOptions the flags give (values checked by the compiler)."""
+    return {"min_segment_size": args.min_segment_size,
+            "exclude_ops": parse_names(args.exclude_ops),
+            "partition_only": args.partition_only}
 
 
 def check_why_not(names: Sequence[str], options) -> None:
@@ -430,6 +438,7 @@ def build_parser() -> argparse.ArgumentParser:
                                 "after calibrating")
     precision.add_argument("--calib-batches", type=int, default=0, metavar="N",
                            help="calibrate on at most N batches (default 0: all samples)")
+    add_partition_flags(compile_)
     compile_.set_defaults(handler=run_compile)
 
     golden_ = commands.add_parser(
@@ -458,6 +467,22 @@ def build_parser() -> argparse.ArgumentParser:
                         help="also list the passes of this Python file (repeatable)")
     passes.set_defaults(handler=run_passes)
     return parser
+
+
+def add_partition_flags(compile_: argparse.ArgumentParser) -> None:
+    """The partitioning flags of ``trtcompile compile`` (see docs/partitioning.md)."""
+    group = compile_.add_argument_group(
+        "partitioning", "when TensorRT's parser rejects nodes, the supported parts become engine "
+        "segments and the rest runs on ONNX Runtime (see docs/partitioning.md)")
+    group.add_argument("--min-segment-size", type=int, default=3, metavar="N",
+                       help="segments with fewer than N compute nodes fall back (default 3, "
+                            "TF-TRT's minimum_segment_size)")
+    group.add_argument("--exclude-ops", action="append", default=[], metavar="OPS",
+                       help="op types forced to the fallback side, comma-separated (e.g. "
+                            "NonMaxSuppression,TopK); partitions even when TensorRT supports "
+                            "every node")
+    group.add_argument("--partition-only", action="store_true",
+                       help="dry run: plan the partition and write the report, build no engine")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -90,7 +90,7 @@ def query_support(model: onnx.ModelProto, *, model_dir: Path | None = None) -> S
     names = [node.name for node in graph.node]
     if len(set(names)) != len(names) or not all(names):
         raise ValueError("query_support needs uniquely named nodes")
-    typed = _value_types(model)
+    typed = value_types(model)
     readers = _readers(graph.node)
     undecided = list(range(len(graph.node)))
     unsupported: dict[int, str] = {}
@@ -273,7 +273,7 @@ def _readers(nodes: Iterable[onnx.NodeProto]) -> dict[str, list[int]]:
     return readers
 
 
-def _value_types(model: onnx.ModelProto) -> dict[str, onnx.TypeProto]:
+def value_types(model: onnx.ModelProto) -> dict[str, onnx.TypeProto]:
     """Tensor name -> type (with shape where known), from the model and ONNX shape inference."""
     stripped = onnx.ModelProto()
     stripped.CopyFrom(model)
@@ -341,4 +341,4 @@ def _probe_model(model: onnx.ModelProto, keep: Sequence[int],
     return probe
 
 
-__all__ = ["SupportReport", "query_support"]
+__all__ = ["SupportReport", "query_support", "value_types"]
