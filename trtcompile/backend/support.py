@@ -290,9 +290,13 @@ def value_types(model: onnx.ModelProto) -> dict[str, onnx.TypeProto]:
     except Exception:  # noqa: BLE001 - inference is best effort; the model's own types remain
         inferred = model
     types: dict[str, onnx.TypeProto] = {}
-    for value in [*inferred.graph.value_info, *inferred.graph.output, *model.graph.value_info,
-                  *model.graph.output, *model.graph.input]:
-        if value.type.HasField("tensor_type") and value.type.tensor_type.elem_type:
+    for value in [*model.graph.value_info, *model.graph.output, *inferred.graph.value_info,
+                  *inferred.graph.output, *model.graph.input]:
+        tensor_type = value.type.tensor_type
+        if not value.type.HasField("tensor_type") or not tensor_type.elem_type:
+            continue
+        known = types.get(value.name)
+        if known is None or tensor_type.HasField("shape") or value in model.graph.input:
             types[value.name] = value.type
     for tensor in model.graph.initializer:
         types[tensor.name] = onnx.helper.make_tensor_type_proto(tensor.data_type, list(tensor.dims))
