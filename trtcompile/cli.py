@@ -5,6 +5,7 @@
     trtcompile compile [MODEL] [-o OUT] [flags]   optimize, check parity, build and check the engine
     trtcompile golden MANIFEST [flags]            run a golden-test manifest
     trtcompile passes [--markdown]                the pass reference
+    trtcompile run OUT --inputs X.npz [-o Y.npz]  run a compiled model
     trtcompile --version
 
 Errors the user can act on (:class:`trtcompile.errors.TrtcompileError`) print one line,
@@ -466,7 +467,64 @@ def build_parser() -> argparse.ArgumentParser:
     passes.add_argument("--pass-module", action="append", default=[], metavar="FILE",
                         help="also list the passes of this Python file (repeatable)")
     passes.set_defaults(handler=run_passes)
+    add_run_command(commands)
     return parser
+
+
+def run_run(args: argparse.Namespace) -> int:
+    """``trtcompile run``: run a compiled output folder on inputs from an .npz file."""
+    from pathlib import Path
+
+    import numpy as np
+
+    from trtcompile import ir
+    from trtcompile.runtime import load
+
+    inputs = Path(args.inputs)
+    if not inputs.is_file():
+        raise InputError(f"--inputs {inputs}: no such file")
+    try:
+        with np.load(inputs, allow_pickle=False) as data:
+            feeds = {name: data[name] for name in data.files}
+    except (OSError, ValueError) as exc:
+        raise InputError(f"--inputs {inputs}: not a readable .npz file ({exc})") from None
+    if args.output is not None:
+        from trtcompile.compiler import check_output_location
+
+        check_output_location(Path(args.output).parent, None, None)
+    compiled = load(args.folder, device=args.device)
+    _stderr(f"running on {compiled.device} ({compiled.reason})")
+    outputs = compiled.run(feeds)
+    for name, value in outputs.items():
+        value = np.asarray(value)
+        print(f"{name}: {value.dtype} {list(value.shape)}")
+    if args.output is not None:
+        import io
+
+        buffer = io.BytesIO()
+        np.savez(buffer, **{name: np.asarray(value) for name, value in outputs.items()})
+        ir.atomic_write_bytes(args.output, buffer.getvalue())
+        print(f"wrote {args.output}")
+    return 0
+
+
+def add_run_command(commands) -> None:
+    """The ``trtcompile run`` subcommand."""
+    from trtcompile.runtime import DEVICES
+
+    run = commands.add_parser(
+        "run", help="run a compiled model on inputs from an .npz file",
+        description="Run the output folder of 'trtcompile compile': engines on TensorRT where a "
+                    "supported GPU exists, otherwise ONNX Runtime (it says which).")
+    run.add_argument("folder", metavar="OUT", help="output folder of trtcompile compile")
+    run.add_argument("--inputs", required=True, metavar="NPZ",
+                     help=".npz file mapping input names to arrays")
+    run.add_argument("-o", "--output", metavar="NPZ", default=None,
+                     help="write the outputs to this .npz file")
+    run.add_argument("--device", choices=DEVICES, default="auto",
+                     help="auto (default): TensorRT when the engines can run here, else ONNX "
+                          "Runtime; tensorrt: fail when they cannot; onnxruntime")
+    run.set_defaults(handler=run_run)
 
 
 def add_partition_flags(compile_: argparse.ArgumentParser) -> None:

@@ -26,7 +26,9 @@ from trtcompile.backend.tensorrt import (
     BackendInfo,
     backend_info,
     build_engine,
+    deserialize_engine,
     load_tensorrt,
+    run_deserialized,
     run_engine,
     save_plan,
 )
@@ -36,4 +38,5 @@ __all__ = [
     "SupportReport", "query_support",
     "backend_info", "build_engine", "format_engine_layers", "format_engine_summary",
     "layer_type_histogram", "load_tensorrt", "parse_layer_report", "run_engine", "save_plan",
+    "deserialize_engine", "run_deserialized",
 ]
