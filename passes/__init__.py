@@ -11,6 +11,7 @@ from passes.conv_bias_activation_fusion import ConvBiasActivationFusion
 from passes.dead_layer_elimination import DeadLayerElimination
 from passes.fold_constants import FoldConstants
 from passes.horizontal_fusion import HorizontalFusion
+from passes.partition import Partition
 from passes.precision_fp16 import PrecisionFp16
 from passes.quantize_int8 import QuantizeInt8
 from passes.transpose_cancellation import TransposeCancellation
@@ -26,6 +27,7 @@ BUILTIN_PASSES = (
     TransposeCancellation,
     PrecisionFp16,
     QuantizeInt8,
+    Partition,
 )
 
 #: The default pipeline. Cleanup and folding first so every later pass sees initializers and a minimal

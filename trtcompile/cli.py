@@ -5,6 +5,7 @@
     trtcompile compile [MODEL] [-o OUT] [flags]   optimize, check parity, build and check the engine
     trtcompile golden MANIFEST [flags]            run a golden-test manifest
     trtcompile passes [--markdown]                the pass reference
+    trtcompile run OUT --inputs X.npz [-o Y.npz]  run a compiled model
     trtcompile --version
 
 Errors the user can act on (:class:`trtcompile.errors.TrtcompileError`) print one line,
@@ -113,7 +114,15 @@ def compile_options(args: argparse.Namespace):
         log=None if args.quiet else _stderr, report_html=args.report_html,
         precision=args.precision, calib_data=args.calib_data, calib_method=args.calib_method,
         calib_cache=args.calib_cache, calib_batches=args.calib_batches,
+        **partition_options(args),
     )
+
+
+def partition_options(args: argparse.Namespace) -> dict:
+    """The partitioning fields of CompileOptions the flags give (values checked by the compiler)."""
+    return {"min_segment_size": args.min_segment_size,
+            "exclude_ops": parse_names(args.exclude_ops),
+            "partition_only": args.partition_only}
 
 
 def check_why_not(names: Sequence[str], options) -> None:
@@ -430,6 +439,7 @@ def build_parser() -> argparse.ArgumentParser:
                                 "after calibrating")
     precision.add_argument("--calib-batches", type=int, default=0, metavar="N",
                            help="calibrate on at most N batches (default 0: all samples)")
+    add_partition_flags(compile_)
     compile_.set_defaults(handler=run_compile)
 
     golden_ = commands.add_parser(
@@ -457,7 +467,80 @@ def build_parser() -> argparse.ArgumentParser:
     passes.add_argument("--pass-module", action="append", default=[], metavar="FILE",
                         help="also list the passes of this Python file (repeatable)")
     passes.set_defaults(handler=run_passes)
+    add_run_command(commands)
     return parser
+
+
+def run_run(args: argparse.Namespace) -> int:
+    """``trtcompile run``: run a compiled output folder on inputs from an .npz file."""
+    from pathlib import Path
+
+    import numpy as np
+
+    from trtcompile import ir
+    from trtcompile.runtime import load
+
+    inputs = Path(args.inputs)
+    if not inputs.is_file():
+        raise InputError(f"--inputs {inputs}: no such file")
+    try:
+        with np.load(inputs, allow_pickle=False) as data:
+            feeds = {name: data[name] for name in data.files}
+    except (OSError, ValueError) as exc:
+        raise InputError(f"--inputs {inputs}: not a readable .npz file ({exc})") from None
+    if args.output is not None:
+        from trtcompile.compiler import check_output_location
+
+        check_output_location(Path(args.output).parent, None, None)
+    compiled = load(args.folder, device=args.device)
+    _stderr(f"running on {compiled.device} ({compiled.reason})")
+    outputs = compiled.run(feeds)
+    for name, value in outputs.items():
+        value = np.asarray(value)
+        print(f"{name}: {value.dtype} {list(value.shape)}")
+    if args.output is not None:
+        import io
+
+        buffer = io.BytesIO()
+        np.savez(buffer, **{name: np.asarray(value) for name, value in outputs.items()})
+        ir.atomic_write_bytes(args.output, buffer.getvalue())
+        print(f"wrote {args.output}")
+    return 0
+
+
+def add_run_command(commands) -> None:
+    """The ``trtcompile run`` subcommand."""
+    from trtcompile.runtime import DEVICES
+
+    run = commands.add_parser(
+        "run", help="run a compiled model on inputs from an .npz file",
+        description="Run the output folder of 'trtcompile compile': engines on TensorRT where a "
+                    "supported GPU exists, otherwise ONNX Runtime (it says which).")
+    run.add_argument("folder", metavar="OUT", help="output folder of trtcompile compile")
+    run.add_argument("--inputs", required=True, metavar="NPZ",
+                     help=".npz file mapping input names to arrays")
+    run.add_argument("-o", "--output", metavar="NPZ", default=None,
+                     help="write the outputs to this .npz file")
+    run.add_argument("--device", choices=DEVICES, default="auto",
+                     help="auto (default): TensorRT when the engines can run here, else ONNX "
+                          "Runtime; tensorrt: fail when they cannot; onnxruntime")
+    run.set_defaults(handler=run_run)
+
+
+def add_partition_flags(compile_: argparse.ArgumentParser) -> None:
+    """The partitioning flags of ``trtcompile compile`` (see docs/partitioning.md)."""
+    group = compile_.add_argument_group(
+        "partitioning", "when TensorRT's parser rejects nodes, the supported parts become engine "
+        "segments and the rest runs on ONNX Runtime (see docs/partitioning.md)")
+    group.add_argument("--min-segment-size", type=int, default=3, metavar="N",
+                       help="segments with fewer than N compute nodes fall back (default 3, "
+                            "TF-TRT's minimum_segment_size)")
+    group.add_argument("--exclude-ops", action="append", default=[], metavar="OPS",
+                       help="op types forced to the fallback side, comma-separated (e.g. "
+                            "NonMaxSuppression,TopK); partitions even when TensorRT supports "
+                            "every node")
+    group.add_argument("--partition-only", action="store_true",
+                       help="dry run: plan the partition and write the report, build no engine")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

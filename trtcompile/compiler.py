@@ -67,7 +67,8 @@ LOWERED_ONNX = "lowered.onnx"
 ENGINE_PLAN = "model.engine"
 REPORT_JSON = "report.json"
 PASS_DUMPS = "passes"
-OUTPUT_NAMES = (OPTIMIZED_ONNX, LOWERED_ONNX, ENGINE_PLAN, PASS_DUMPS, REPORT_JSON)
+OUTPUT_NAMES = (OPTIMIZED_ONNX, LOWERED_ONNX, ENGINE_PLAN, PASS_DUMPS, REPORT_JSON,
+                "partitioned.onnx", "segments", "partitioned_ctx.onnx")
 
 #: ``--engine-parity`` values: try and carry on when the engine cannot run, insist, or skip.
 ENGINE_PARITY_MODES = ("auto", "require", "off")
@@ -125,6 +126,13 @@ class CompileOptions:
     calib_cache: str | Path | None = None
     #: Calibrate on at most this many batches (0: all samples).
     calib_batches: int = 0
+    #: Partitioning (when TensorRT rejects nodes): segments with fewer compute nodes fall back
+    #: (TF-TRT's minimum_segment_size).
+    min_segment_size: int = 3
+    #: Op types forced to the fallback side (partitions even when TensorRT supports everything).
+    exclude_ops: tuple[str, ...] = ()
+    #: Dry run of partitioning: the plan and the report, no engines.
+    partition_only: bool = False
 
 
 @dataclass
@@ -259,6 +267,8 @@ class CompileResult:
     engine: Any = None  # trtcompile.backend.EngineBuild
     engine_parity: EngineParity | None = None
     error: TrtcompileError | None = None
+    #: The partition stage's outcome (trtcompile.partitioning.PartitionOutcome), when it ran.
+    partition: Any = None
 
     @property
     def exit_code(self) -> int:
@@ -658,6 +668,101 @@ def engine_parity_stage(engine: Any, engine_status: dict[str, Any], loaded: Load
 
 
 # --------------------------------------------------------------------------------------------
+# Partitioning
+# --------------------------------------------------------------------------------------------
+
+
+def check_partition_options(options: CompileOptions) -> None:
+    """Refuse partitioning values that cannot work, before anything is loaded."""
+    if isinstance(options.min_segment_size, bool) or not isinstance(options.min_segment_size, int) \
+            or options.min_segment_size < 1:
+        raise InputError(f"--min-segment-size {options.min_segment_size}: expected an integer >= 1")
+    for op in options.exclude_ops:
+        if not op or not op.replace("_", "").replace(".", "").isalnum():
+            raise InputError(f"--exclude-ops {op!r}: expected op types such as TopK,"
+                             "NonMaxSuppression")
+    if options.partition_only and options.engine_parity == "require":
+        raise InputError("--partition-only builds no engine: drop --engine-parity require")
+
+
+def check_exclude_ops(options: CompileOptions, loaded: LoadedModel) -> None:
+    """Refuse ``--exclude-ops`` names that are neither ONNX ops nor ops of the model (a typo
+    would otherwise silently exclude nothing)."""
+    present = {node.op_type for node in loaded.model.graph.node}
+    present |= {node.op_type for f in loaded.model.functions for node in f.node}
+    for op in options.exclude_ops:
+        if op not in present and not onnx.defs.has(op):
+            raise InputError(f"--exclude-ops {op}: not an ONNX op nor an op of the model")
+
+
+def partition_stage(loaded: LoadedModel, optimized: onnx.ModelProto, options: CompileOptions,
+                    plan: ProfilePlan, staging: Path, files: dict[str, str],
+                    seconds: dict[str, float]) -> tuple[Any, TrtcompileError | None]:
+    """Partition the optimized model when TensorRT's parser rejects some of its nodes, when
+    ``exclude_ops`` forces ops to fall back, or for ``partition_only``; otherwise (everything
+    supported) return None and the compile builds one engine as usual.
+
+    Writes ``partitioned.onnx``, ``segments/`` and ``partitioned_ctx.onnx`` into ``staging``; the
+    partitioned model is checked against the input model on ONNX Runtime. Returns the outcome and
+    the error the compile fails with (parity of the partitioned model, no engine at all)."""
+    from trtcompile import backend, partitioning
+    from trtcompile.errors import BackendError
+
+    log = options.log or (lambda message: None)
+    asked = bool(options.partition_only or options.exclude_ops)
+    if not (options.engine or asked):
+        return None, None
+    t0 = time.perf_counter()
+    try:
+        support = backend.query_support(optimized, model_dir=loaded.model_dir)
+    except BackendError as exc:
+        return (None, exc) if asked else (None, None)  # the engine stage reports it otherwise
+    seconds["support"] = time.perf_counter() - t0
+    if support.all_supported and not asked:
+        return None, None
+    if not support.all_supported:
+        count = len(support.unsupported)
+        trigger = f"TensorRT's parser rejects {count} node{'s' if count != 1 else ''}"
+    else:
+        trigger = "--partition-only" if options.partition_only else "--exclude-ops"
+    dry_run = options.partition_only or not options.engine
+    log(f"partitioning: {trigger}" + ("" if dry_run else "; one engine per segment"))
+    shapes = dict(options.frontend.input_shapes) or None
+
+    def feeds_at(at):
+        return verify.feed_data(loaded.model, seed=options.seed, input_shapes=at or shapes)
+
+    outcome = partitioning.run_partition(
+        optimized, support=support, min_segment_size=options.min_segment_size,
+        exclude_ops=options.exclude_ops, trigger=trigger, dry_run=dry_run,
+        model_dir=loaded.model_dir, seed=options.seed, plan=plan, feeds_at=feeds_at,
+        progress=options.progress, log=log)
+    seconds.update({f"partition_{k}": v for k, v in outcome.seconds.items()})
+    error: TrtcompileError | None = None
+    if options.parity:
+        log("checking parity of the partitioned model on ONNX Runtime")
+        t0 = time.perf_counter()
+        outcome.parity = check_parity_at_shapes(loaded, outcome.model, options, plan)
+        for comparison in outcome.parity.comparisons:
+            if comparison.candidate == "optimized":
+                comparison.candidate = "partitioned"
+        seconds["partition_parity"] = time.perf_counter() - t0
+        if not outcome.parity.passed:
+            error = CheckFailed("partitioned model: " + outcome.parity.error_message())
+    files.update(partitioning.write_outputs(outcome, staging))
+    if error is None and not dry_run:
+        built = [s for s in outcome.segments if s.engine is not None]
+        if not outcome.segments:
+            error = BackendError(
+                f"no segment of at least {options.min_segment_size} compute nodes that TensorRT "
+                "supports: nothing to build (see partition.fallback in report.json)")
+        elif not built:
+            error = BackendError(f"no segment engine could be built: "
+                                 f"{outcome.segments[0].name}: {outcome.segments[0].why_not_engine}")
+    return outcome, error
+
+
+# --------------------------------------------------------------------------------------------
 # The flow
 # --------------------------------------------------------------------------------------------
 
@@ -697,6 +802,7 @@ def compile_model(source: str | Path | None, output_dir: str | Path,
                 and report_html.resolve() == source_path.resolve():
             raise InputError(f"--report-html {report_html} would overwrite the input model")
     check_engine_parity_mode(options)
+    check_partition_options(options)
     registry = build_registry(options.pass_modules)
     pipeline = parse_pipeline(options.pipeline, registry)
     precision_text = precision_pipeline(options)
@@ -721,6 +827,7 @@ def compile_model(source: str | Path | None, output_dir: str | Path,
     from trtcompile.shapes import resolve_profiles
 
     plan = resolve_profiles(loaded.model, options.shapes)  # InputError: nothing written
+    check_exclude_ops(options, loaded)
     if plan.source != "static":
         log(f"optimization profiles: {plan.description}")
 
@@ -753,10 +860,19 @@ def compile_model(source: str | Path | None, output_dir: str | Path,
             if not parity.passed:
                 error = CheckFailed(parity.error_message())
 
+        # 4b. Partition, when TensorRT rejects nodes (or when asked to).
+        partition = None
+        if error is None:
+            partition, error = partition_stage(loaded, optimized, options, plan, staging, files,
+                                               seconds)
+
         # 5. Engine.
         engine = None
         engine_status: dict[str, Any]
-        if not options.engine:
+        if partition is not None:
+            engine_status = {"built": False, "reason": "partitioned: one engine per segment, see "
+                                                       "partition"}
+        elif not options.engine:
             engine_status = {"built": False, "reason": "--no-engine"}
         elif error is not None:
             engine_status = {"built": False, "reason": "parity failed"}
@@ -795,6 +911,11 @@ def compile_model(source: str | Path | None, output_dir: str | Path,
                             **_precision_parity(options)},
             engine=engine_status, files=files, seconds=seconds, error=error,
             shapes=plan.to_dict(), engine_parity=engine_parity.to_dict())
+        report["partition"] = None
+        if partition is not None:
+            from trtcompile.partitioning import partition_section
+
+            report["partition"] = partition_section(partition)
         report_bytes = report_module.dumps(report).encode()
         (staging / REPORT_JSON).write_bytes(report_bytes)
 
@@ -813,7 +934,7 @@ def compile_model(source: str | Path | None, output_dir: str | Path,
     return CompileResult(
         output_dir=output_dir, files={k: output_dir / v for k, v in files.items()}, report=report,
         loaded=loaded, pipeline_report=pipeline_report, optimized=optimized, parity=parity,
-        engine=engine, engine_parity=engine_parity, error=error)
+        engine=engine, engine_parity=engine_parity, error=error, partition=partition)
 
 
 def _publish(staging: Path, output_dir: Path, names: Sequence[str]) -> None:

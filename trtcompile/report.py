@@ -417,6 +417,52 @@ def format_engine(report: Mapping[str, Any], output_dir: str | None = None) -> l
     return lines
 
 
+#: Fallback nodes listed in the terminal (all are in report.json).
+PARTITION_EXCERPT_NODES = 20
+
+
+def format_partition(report: Mapping[str, Any]) -> list[str]:
+    """The partition: coverage, one row per segment, one row per fallback node with its reason
+    (by node, not by op type: TF-TRT printed "Total nonconverted OPs" per type)."""
+    partition = report.get("partition")
+    if not partition:
+        return []
+    covered = "planned in segments" if partition.get("dry_run") else "in engines"
+    lines = [f"partition: {partition['trigger']}; {partition['coverage']:.1%} of "
+             f"{partition['compute_nodes']} compute nodes {covered}, "
+             f"{len(partition['segments'])} segment{'s' if len(partition['segments']) != 1 else ''}"
+             f", {len(partition['fallback'])} fallback node"
+             f"{'s' if len(partition['fallback']) != 1 else ''} "
+             f"(min-segment-size {partition['min_segment_size']})"]
+    parity = partition.get("parity")
+    if parity is not None:
+        lines.append(f"  partitioned vs input on ONNX Runtime: "
+                     f"{'passed' if parity['passed'] else 'FAILED'}")
+    if partition["segments"]:
+        rows = []
+        for segment in partition["segments"]:
+            if segment["engine"]:
+                status = f"{segment['engine']} ({segment['compute_layers']} compute layers)"
+            elif partition.get("dry_run") and not segment["why_not_engine"]:
+                status = "not built (dry run)"
+            else:
+                status = f"not built: {segment['why_not_engine']}"
+            rows.append((segment["name"], str(len(segment["nodes"])), str(segment["compute_nodes"]),
+                         status))
+        lines += ["  " + line for line in format_table(
+            ("segment", "nodes", "compute", "engine"), rows, (False, True, True, False))]
+    fallback = partition["fallback"]
+    if fallback:
+        rows = [(entry["node"], entry["op"], entry["reason"])
+                for entry in fallback[:PARTITION_EXCERPT_NODES]]
+        lines += ["  " + line for line in format_table(
+            ("fallback node", "op", "reason"), rows, (False, False, False))]
+        if len(fallback) > PARTITION_EXCERPT_NODES:
+            lines.append(f"  ({PARTITION_EXCERPT_NODES} of {len(fallback)} fallback nodes shown; "
+                         "all are in report.json)")
+    return lines
+
+
 def render(report: Mapping[str, Any], output_dir: str | None = None) -> str:
     """The whole terminal report: model line, pass table, parity, engine, engine parity, files."""
     lines = []
@@ -430,6 +476,9 @@ def render(report: Mapping[str, Any], output_dir: str | None = None) -> str:
     lines += format_parity(report)
     lines.append("")
     lines += format_engine(report, output_dir)
+    partition = format_partition(report)
+    if partition:
+        lines += ["", *partition]
     lines.append("")
     lines += format_engine_parity(report)
     if output_dir:
@@ -440,4 +489,5 @@ def render(report: Mapping[str, Any], output_dir: str | None = None) -> str:
 
 
 __all__ = ["build_report", "dumps", "format_engine", "format_engine_parity", "format_parity",
+           "format_partition",
            "format_pass_table", "format_why_not", "rejections_of", "render", "tool_versions"]

@@ -98,3 +98,77 @@ def mismatched_conv_model() -> onnx.ModelProto:
                            outputs=[y])]
     graph.inputs, graph.outputs = [x], [y]
     return ir.export_model(graph)
+
+
+def _conv_chain(graph: gs.Graph, x: gs.Variable, prefix: str, count: int, seed: int,
+                channels: int = 4) -> gs.Variable:
+    """``count`` Conv(3x3, pad 1)+Relu pairs (the last without Relu) named ``<prefix><i>``."""
+    for index in range(count):
+        weights = gs.Constant(f"{prefix}{index}_w", 0.3 * _weights(seed + index, channels,
+                                                                    channels, 3, 3))
+        conv_out = gs.Variable(f"{prefix}{index}_out", np.float32)
+        graph.nodes.append(gs.Node("Conv", f"{prefix}{index}", inputs=[x, weights],
+                                   outputs=[conv_out], attrs={"pads": [1, 1, 1, 1]}))
+        x = conv_out
+        if index < count - 1:
+            relu_out = gs.Variable(f"{prefix}{index}_relu_out", np.float32)
+            graph.nodes.append(gs.Node("Relu", f"{prefix}{index}_relu", inputs=[x],
+                                       outputs=[relu_out]))
+            x = relu_out
+    return x
+
+
+def rejected_op_model(op: str = "BitShift", batch: int | str = 1, head: int = 3,
+                      tail: int = 3) -> onnx.ModelProto:
+    """Convolutions, an op TensorRT's parser rejects, convolutions: ``head`` and ``tail`` conv
+    layers on [batch, 4, 8, 8] around it.
+
+    ``BitShift``: Cast to uint32, BitShift right by a uint32 initializer, Cast back to float.
+    ``Unique``: the conv output flattened, Unique's inverse indices cast to float and reshaped
+    back (so shapes after it stay static).
+    """
+    graph = gs.Graph(opset=17)
+    x = gs.Variable("x", np.float32, (batch, 4, 8, 8))
+    graph.inputs = [x]
+    features = _conv_chain(graph, x, "head", head, seed=1)
+    middle = gs.Variable("middle", np.float32)
+    if op == "BitShift":
+        as_int = gs.Variable("as_uint32", np.uint32)
+        shifted = gs.Variable("shifted", np.uint32)
+        scaled = gs.Variable("scaled", np.float32)
+        graph.nodes += [
+            gs.Node("Mul", "scale", inputs=[features, gs.Constant("sixteen", np.array(16.0, np.float32))],
+                    outputs=[scaled]),
+            gs.Node("Cast", "to_uint32", inputs=[gs.Variable("abs_out", np.float32)],
+                    outputs=[as_int], attrs={"to": onnx.TensorProto.UINT32}),
+            gs.Node("BitShift", "shift_right", inputs=[as_int, gs.Constant(
+                "shift_amount", np.array([2], np.uint32))], outputs=[shifted],
+                attrs={"direction": "RIGHT"}),
+            gs.Node("Cast", "to_float", inputs=[shifted], outputs=[middle],
+                    attrs={"to": onnx.TensorProto.FLOAT}),
+        ]
+        abs_node = gs.Node("Abs", "abs", inputs=[scaled], outputs=[graph.nodes[-3].inputs[0]])
+        graph.nodes.insert(len(graph.nodes) - 3, abs_node)
+    elif op == "Unique":
+        flat = gs.Variable("flat", np.float32)
+        unique = [gs.Variable(name, dtype) for name, dtype in (
+            ("unique_values", np.float32), ("unique_indices", np.int64),
+            ("inverse", np.int64), ("unique_counts", np.int64))]
+        ranks = gs.Variable("ranks", np.float32)
+        graph.nodes += [
+            gs.Node("Reshape", "flatten", inputs=[features, gs.Constant("flat_shape", np.array(
+                [-1], np.int64))], outputs=[flat]),
+            gs.Node("Unique", "unique", inputs=[flat], outputs=unique, attrs={"sorted": 1}),
+            gs.Node("Cast", "ranks_to_float", inputs=[unique[2]], outputs=[ranks],
+                    attrs={"to": onnx.TensorProto.FLOAT}),
+            gs.Node("Shape", "feature_shape", inputs=[features],
+                    outputs=[shape := gs.Variable("feature_shape_out", np.int64)]),
+            gs.Node("Reshape", "unflatten", inputs=[ranks, shape], outputs=[middle]),
+        ]
+    else:
+        raise ValueError(f"no rejected-op model for {op}")
+    y = _conv_chain(graph, middle, "tail", tail, seed=11)
+    y.name = "y"
+    y.dtype, y.shape = np.float32, (batch, 4, 8, 8)
+    graph.outputs = [y]
+    return ir.export_model(graph)

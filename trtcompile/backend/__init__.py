@@ -3,6 +3,8 @@
 * :func:`build_engine` parses a model with TensorRT's ONNX parser and builds a serialized engine,
   returning an :class:`EngineBuild` with the plan and the engine's final layers (:class:`EngineLayer`);
 * :func:`format_engine_layers` renders that layer report for the terminal;
+* :func:`query_support` asks the parser which nodes it supports (:class:`SupportReport`, with
+  a reason per rejected node), the classification the ``partition`` pass works from;
 * :func:`save_plan` writes the plan atomically; :func:`run_engine` executes it (needs a GPU).
 
 The TensorRT module is ``tensorrt`` when importable, else ``tensorrt_rtx`` (:func:`load_tensorrt`).
@@ -18,18 +20,23 @@ from trtcompile.backend.engine_report import (
     layer_type_histogram,
     parse_layer_report,
 )
+from trtcompile.backend.support import SupportReport, query_support
 from trtcompile.backend.tensorrt import (
     NO_GPU_MESSAGE,
     BackendInfo,
     backend_info,
     build_engine,
+    deserialize_engine,
     load_tensorrt,
+    run_deserialized,
     run_engine,
     save_plan,
 )
 
 __all__ = [
     "NON_COMPUTE_LAYER_TYPES", "NO_GPU_MESSAGE", "BackendInfo", "EngineBuild", "EngineLayer",
+    "SupportReport", "query_support",
     "backend_info", "build_engine", "format_engine_layers", "format_engine_summary",
     "layer_type_histogram", "load_tensorrt", "parse_layer_report", "run_engine", "save_plan",
+    "deserialize_engine", "run_deserialized",
 ]

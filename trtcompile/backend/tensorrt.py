@@ -470,6 +470,13 @@ def run_engine(plan: bytes, feeds: Mapping[str, np.ndarray], profile: int = 0) -
     CUDA runtime's reason when it gives one).
     """
     trt = load_tensorrt()
+    return _execute(trt, deserialize_engine(plan), feeds, profile)
+
+
+def deserialize_engine(plan: bytes) -> Any:
+    """The engine of a serialized plan, ready to run: the supported-GPU check. Without a GPU the
+    engine was built for this raises BackendError saying so (with the CUDA runtime's reason)."""
+    trt = load_tensorrt()
     router = log_router(trt)
     with capture_log(trt) as capture:
         runtime = trt.Runtime(router)
@@ -480,7 +487,13 @@ def run_engine(plan: bytes, feeds: Mapping[str, np.ndarray], profile: int = 0) -
             engine = None
     if engine is None:
         raise BackendError(_engine_load_failure(capture))
-    return _execute(trt, engine, feeds, profile)
+    return engine
+
+
+def run_deserialized(engine: Any, feeds: Mapping[str, np.ndarray], profile: int = 0
+                     ) -> dict[str, np.ndarray]:
+    """Run an engine from :func:`deserialize_engine` once on ``feeds``; outputs by name."""
+    return _execute(load_tensorrt(), engine, feeds, profile)
 
 
 def _engine_load_failure(capture: LogCapture) -> str:
