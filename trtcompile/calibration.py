@@ -556,27 +556,54 @@ def resolve_ranges(model: onnx.ModelProto, tensor_names: Sequence[str], calibrat
     fingerprint = model_fingerprint(model)
     stored_percentile = percentile if method == "percentile" else None
     cache_path = Path(calibration.cache_path) if calibration.cache_path else None
-    if cache_path is not None and cache_path.exists():
+
+    def cached() -> dict[str, float] | None:
+        """The ranges of a valid, complete cache at ``cache_path`` (None: calibrate)."""
+        if cache_path is None or not cache_path.exists():
+            return None
         cache = CalibrationCache.load(cache_path)
         cache.check(cache_path, fingerprint, method, stored_percentile)
         missing = [name for name in tensor_names if name not in cache.ranges]
         if not missing:
-            return {name: cache.ranges[name] for name in tensor_names}, "cache"
+            return {name: cache.ranges[name] for name in tensor_names}
         if calibration.data is None:
             raise InputError(f"calibration cache {cache_path} lacks ranges for {len(missing)} "
                              f"tensors (e.g. '{missing[0]}'); give calibration data to recalibrate")
+        return None
+
+    # The cache is written atomically, so reading it needs no lock: a reader sees the old file or
+    # the new one, never part of one.
+    ranges = cached()
+    if ranges is not None:
+        return ranges, "cache"
     if calibration.data is None:
         raise InputError("quantize-int8 needs calibration data (--calib-data) or an existing "
                          "calibration cache (--calib-cache)")
-    ranges = collect_ranges(model, tensor_names, calibration.data, method=method,
+    if cache_path is None:
+        return _calibrate(model, tensor_names, calibration, method=method, percentile=percentile,
+                          num_bins=num_bins, batch_size=batch_size,
+                          max_batches=max_batches), "calibration"
+    # Processes sharing a cache file calibrate one at a time: the first writes it, the ones that
+    # waited for the lock read what it wrote instead of calibrating again.
+    with ir.exclusive_lock(cache_path.with_name(cache_path.name + ".lock")):
+        ranges = cached()
+        if ranges is not None:
+            return ranges, "cache"
+        ranges = _calibrate(model, tensor_names, calibration, method=method,
                             percentile=percentile, num_bins=num_bins, batch_size=batch_size,
-                            max_batches=max_batches, progress=calibration.progress)
-    if cache_path is not None:
+                            max_batches=max_batches)
         CalibrationCache(method=method, model_fingerprint=fingerprint, ranges=ranges,
                          percentile=stored_percentile,
                          num_samples=calibration.data.num_samples).save(cache_path)
     return ranges, "calibration"
 
+
+def _calibrate(model: onnx.ModelProto, tensor_names: Sequence[str], calibration: Calibration, *,
+               method: str, percentile: float, num_bins: int, batch_size: int,
+               max_batches: int) -> dict[str, float]:
+    return collect_ranges(model, tensor_names, calibration.data, method=method,
+                          percentile=percentile, num_bins=num_bins, batch_size=batch_size,
+                          max_batches=max_batches, progress=calibration.progress)
 
 __all__ = [
     "CACHE_FORMAT", "DEFAULT_NUM_BINS", "DEFAULT_PERCENTILE", "METHODS", "MIN_SAMPLES",

@@ -175,12 +175,62 @@ def run_compile(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------------------------
 
 
+def golden_workers(value: str) -> int:
+    """``--workers`` value: a positive count, or ``auto`` (0: one per core, capped by memory)."""
+    if value == "auto":
+        return 0
+    try:
+        workers = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number or 'auto', got '{value}'") from None
+    if workers < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive number or 'auto', got '{value}'")
+    return workers
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM during a golden run, raised where the run is, so it stops as on Ctrl-C."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
 def run_golden(args: argparse.Namespace) -> int:
-    """``trtcompile golden``: run a manifest, print one row per model, return the exit code."""
+    """``trtcompile golden``: run a manifest, print one row per model, return the exit code.
+
+    Ctrl-C or SIGTERM stops the run, ends its workers, writes nothing and exits 130 (SIGINT) or
+    143 (SIGTERM, 128 + the signal number as shells report it)."""
+    import signal
+
+    def terminate(signum, frame):
+        raise Terminated(signum)
+
+    previous = signal.signal(signal.SIGTERM, terminate)
+    try:
+        return _run_golden(args)
+    except Terminated as stop:
+        _stderr("trtcompile: terminated; nothing written")
+        return 128 + stop.signum
+    except KeyboardInterrupt:
+        _stderr("trtcompile: interrupted; nothing written")
+        return 130
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _run_golden(args: argparse.Namespace) -> int:
     from trtcompile import golden, ir
 
     manifest = golden.load_manifest(args.manifest)
     entries = manifest.select(args.k)
+    if args.ray is not None:
+        from trtcompile import parallel
+
+        parallel.import_ray()  # before any work: say how to install it
+    elif any(entry.target_gpu for entry in entries) and not args.quiet:
+        _stderr("trtcompile: note: target_gpu is honoured by --ray runs only; engines are built "
+                "on this machine")
     junit = None
     if args.junit:
         from pathlib import Path
@@ -191,7 +241,8 @@ def run_golden(args: argparse.Namespace) -> int:
         if junit.is_dir():
             raise InputError(f"--junit {junit} is a folder; give a file path")
         check_output_location(junit.parent, None, None)
-    outcomes = golden.run_manifest(entries, progress=not (args.no_progress or args.quiet))
+    outcomes = golden.run_manifest(entries, progress=not (args.no_progress or args.quiet),
+                                   workers=args.workers, ray=args.ray)
 
     if args.update:
         changes = golden.update_manifest(manifest, outcomes)
@@ -458,6 +509,17 @@ def build_parser() -> argparse.ArgumentParser:
     golden_.add_argument("-q", "--quiet", action="store_true",
                          help="print errors only (no progress, no table)")
     golden_.add_argument("--no-progress", action="store_true", help="no progress bar")
+    golden_.add_argument("--workers", nargs="?", const=0, default=None, type=golden_workers,
+                         metavar="N",
+                         help="compile the models in N worker processes, a process per model "
+                              "(--workers alone or 'auto': one per core, capped by memory); "
+                              "with --ray local, the local cluster's CPUs (default: one model "
+                              "after the other in this process)")
+    golden_.add_argument("--ray", metavar="ADDRESS", default=None,
+                         help="compile the models as tasks of the Ray cluster at ADDRESS "
+                              "(ray://host:10001, host:6379, auto), or 'local' to start a local "
+                              "cluster for the run; needs the ray extra: "
+                              'pip install -e ".[ray]"')
     golden_.set_defaults(handler=run_golden)
 
     passes = commands.add_parser("passes", help="list the passes, their options and rules",

@@ -53,3 +53,14 @@ class PassFailed(TrtcompileError):
         self.reason = reason
         before = ", ".join(previous) if previous else "none"
         super().__init__(f"pass '{pass_text}' failed: {reason} (passes run before it: {before})")
+
+    def __reduce__(self):
+        # Rebuilt from its parts, so the error crosses process boundaries (worker processes, Ray).
+        return type(self), (self.pass_text, self.previous, self.reason)
+
+
+class WorkerCrashed(TrtcompileError):
+    """The process compiling a model died before reporting (killed, out of memory, a crash in
+    native code). Reported as that model's error; the other models of the run go on."""
+
+    exit_code = EXIT_CHECK_FAILED

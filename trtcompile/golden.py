@@ -12,6 +12,7 @@ folder::
     input_shapes = { input = [1, 3, 224, 224] }
     atol = 1e-4                                   # rtol likewise; default: the precision's
     engine = true                                 # build the engine and check its counts
+    target_gpu = "RTX4090"                        # with --ray: build on a node of this GPU type
     [model.expect]
     layers = 42                                   # final layer count
     engine_compute_layers = 30
@@ -53,10 +54,13 @@ BUILTIN_PREFIX = "builtin:"
 
 #: Keys of a ``[[model]]`` table.
 ENTRY_KEYS = ("name", "path", "pipeline", "precision", "input_shapes", "atol", "rtol", "seed",
-              "engine", "data", "calib_data", "pass_modules", "expect")
+              "engine", "data", "calib_data", "pass_modules", "target_gpu", "expect")
 
 #: Keys of a ``[model.expect]`` table.
 EXPECT_KEYS = ("layers", "engine_compute_layers", "passes")
+
+#: A ``target_gpu`` value: it becomes the Ray resource name ``gpu_type:<value>``.
+TARGET_GPU = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 #: Precisions a manifest may name (see :func:`trtcompile.calibration.parity_tolerances`).
 PRECISIONS = ("fp32", "fp16", "int8")
@@ -107,6 +111,9 @@ class GoldenEntry:
     #: INT8 calibration samples (``precision = "int8"``).
     calib_data: Path | None = None
     pass_modules: tuple[Path, ...] = ()
+    #: GPU type the engine must be built on (``target_gpu``); honoured by Ray runs, which send the
+    #: entry to a node offering the resource ``gpu_type:<target_gpu>``.
+    target_gpu: str | None = None
     expect: Expectations = field(default_factory=Expectations)
     #: Position in the manifest (0-based) and the line of its ``[[model]]`` header (0: unknown).
     index: int = 0
@@ -358,13 +365,22 @@ def load_manifest(path: str | Path) -> Manifest:
         elif precision == "int8":
             pass_names.add("quantize-int8")
 
+        target_gpu = check.string("target_gpu")
+        if target_gpu is not None:
+            if not TARGET_GPU.match(target_gpu):
+                raise check.error("target_gpu", f"'{target_gpu}' is not a GPU type name (letters, "
+                                                "digits, '_', '.', '-', e.g. \"RTX4090\")")
+            if not engine:
+                raise check.error("target_gpu", "needs engine = true in the entry (only the "
+                                                "engine build depends on the GPU)")
+
         expect = _expectations(check, raw.get("expect", {}), pass_names, pipeline, engine)
         entries.append(GoldenEntry(
             name=name, source=source, path=model_path, example=example, pipeline=pipeline,
             precision=precision, input_shapes=input_shapes, atol=check.number("atol"),
             rtol=check.number("rtol"), seed=seed, engine=engine,
             data=check.file("data", suffixes=(".npz",)), calib_data=calib_data,
-            pass_modules=tuple(pass_modules), expect=expect, index=index,
+            pass_modules=tuple(pass_modules), target_gpu=target_gpu, expect=expect, index=index,
             line=locator.entry_line(index)))
     if not entries:
         raise _manifest_error(path, "no [[model]] entry")
@@ -613,14 +629,40 @@ def compare(expect: Expectations, outcome: GoldenOutcome) -> list[Mismatch]:
 
 
 def run_manifest(entries: Sequence[GoldenEntry], *, progress: bool = True,
-                 on_outcome: Callable[[GoldenOutcome], None] | None = None) -> list[GoldenOutcome]:
-    """Run ``entries`` in order with a progress bar on stderr (off when stderr is not a
-    terminal); ``on_outcome`` sees each outcome as it is ready."""
+                 on_outcome: Callable[[GoldenOutcome], None] | None = None,
+                 workers: int | None = None, ray: str | None = None) -> list[GoldenOutcome]:
+    """Run ``entries`` with a progress bar on stderr (off when stderr is not a terminal) and
+    return their outcomes in manifest order; ``on_outcome`` sees each outcome as it is ready.
+
+    By default the entries run one after the other in this process. ``workers=N`` runs them in
+    N worker processes, ``ray=ADDRESS`` (or ``"local"``) as tasks of a Ray cluster (see
+    :mod:`trtcompile.parallel`); the verdicts are the same, but outcomes that come back from
+    another process carry the engine's layers without its plan bytes or builder log.
+    """
+    if ray is not None:
+        from trtcompile import parallel
+
+        return parallel.run_ray(entries, ray, workers=workers, progress=progress,
+                                on_outcome=on_outcome)
+    if workers is not None:
+        from trtcompile import parallel
+
+        return parallel.run_local(entries, workers, progress=progress, on_outcome=on_outcome)
+    return _run_serial(entries, progress=progress, on_outcome=on_outcome)
+
+
+def progress_bar(total: int, progress: bool):
+    """The golden runs' progress bar over models (tqdm on stderr)."""
     from tqdm import tqdm
 
+    return tqdm(total=total, desc="golden", unit="model", leave=False, dynamic_ncols=True,
+                disable=None if progress else True)
+
+
+def _run_serial(entries: Sequence[GoldenEntry], *, progress: bool,
+                on_outcome: Callable[[GoldenOutcome], None] | None) -> list[GoldenOutcome]:
     outcomes = []
-    with tqdm(total=len(entries), desc="golden", unit="model", leave=False, dynamic_ncols=True,
-              disable=None if progress else True) as bar:
+    with progress_bar(len(entries), progress) as bar:
         for entry in entries:
             bar.set_postfix_str(entry.name, refresh=True)
             outcome = run_entry(entry)

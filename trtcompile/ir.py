@@ -13,6 +13,7 @@ module adds what passes need on top of it and what the reports count:
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import math
 import os
@@ -137,6 +138,28 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
         if os.path.exists(tmp_name):
             os.unlink(tmp_name)
     return path
+
+
+@contextlib.contextmanager
+def exclusive_lock(path: str | os.PathLike) -> Iterator[Path]:
+    """Hold an exclusive advisory lock (``fcntl.flock``) on the file ``path`` (created if absent)
+    for the duration of the ``with`` block; other processes taking the same lock wait.
+
+    Guards cache entries several processes may fill at once (the Keras example export, INT8
+    calibration caches): the first one in computes and publishes the entry, the others find it
+    complete when they get the lock. The lock file stays (deleting it would let two processes
+    lock two different files of the same name). The lock is released when the process dies.
+    """
+    import fcntl
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+b") as handle:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        try:
+            yield path
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
 
 
 # --------------------------------------------------------------------------------------------

@@ -129,34 +129,36 @@ def _is_complete(path: Path) -> bool:
 def cached_example_savedmodel() -> Path:
     """The example SavedModel, exported once into :func:`cache_dir` and reused.
 
-    The folder name carries the seed and the Keras version, so a different Keras rebuilds it. The
-    model is exported into a staging folder, marked complete (:data:`CACHE_COMPLETE_MARKER`) and
-    renamed into place, so an interrupted export never leaves a half-written model where it would be
-    used; a folder without the marker (a partial copy, an older layout) is set aside and rebuilt.
+    The folder name carries the seed and the Keras version, so a different Keras rebuilds it.
+    Processes sharing the cache (golden workers, Ray tasks on one node) take an exclusive lock
+    on ``<folder>.lock`` before exporting, so one of them exports and the others wait and reuse
+    its result. The model is exported into a staging folder, marked complete
+    (:data:`CACHE_COMPLETE_MARKER`) and renamed into place, so an interrupted export never leaves
+    a half-written model where it would be used; a folder without the marker (a partial copy, an
+    older layout) is set aside and rebuilt.
     """
     import shutil
     import tempfile
     from importlib.metadata import version
+
+    from trtcompile.ir import exclusive_lock
 
     # The installed version, read without importing Keras (and TensorFlow) on a cache hit.
     root = cache_dir() / "examples"
     path = root / f"googlenet_example-seed{EXAMPLE_SEED}-keras{version('keras')}"
     if _is_complete(path):
         return path
-    root.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".googlenet_example.", dir=root))
-    try:
-        exported = example_savedmodel(staging)
-        (exported / CACHE_COMPLETE_MARKER).write_text(f"seed={EXAMPLE_SEED} keras={version('keras')}\n")
-        if _is_complete(path):  # a concurrent run finished first
+    with exclusive_lock(root / f"{path.name}.lock"):
+        if _is_complete(path):  # another process exported it while this one waited
             return path
-        if path.exists():  # incomplete: move it aside atomically, then delete it
-            os.replace(path, staging / "incomplete")
+        staging = Path(tempfile.mkdtemp(prefix=".googlenet_example.", dir=root))
         try:
+            exported = example_savedmodel(staging)
+            (exported / CACHE_COMPLETE_MARKER).write_text(
+                f"seed={EXAMPLE_SEED} keras={version('keras')}\n")
+            if path.exists():  # incomplete: move it aside atomically, then delete it
+                os.replace(path, staging / "incomplete")
             os.replace(exported, path)
-        except OSError:
-            if not _is_complete(path):  # not a concurrent export that won the race
-                raise
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
     return path
