@@ -169,6 +169,8 @@ class HorizontalFusion(Pass):
         scope = ir.NameScope(graph)
         split_opset = ir.opset(graph)
         for members, padding in merges:
+            if not ctx.may_rewrite(f"merge-{members[0].family}", [m.node for m in members], result):
+                continue
             self._merge(graph, members, scope, split_opset, padding)
             result.count(f"merged_{members[0].family}_layers", len(members))
             result.count(f"{members[0].family}_merges")

@@ -83,7 +83,7 @@ class PrecisionFp16(Pass):
         types = _infer_types(model)
         keep_ops = set(self.keep_ops) | (set(DEFAULT_KEEP_OPS) if self.default_keep else set())
         converter = _Converter(graph, keep_ops, set(self.keep_nodes), result, ir.opset(graph),
-                               {(f.domain, f.name): f for f in model.functions})
+                               {(f.domain, f.name): f for f in model.functions}, ctx)
         converter.convert(graph, types, input_fp16=[False] * len(graph.inputs),
                           output_fp16=[False] * len(graph.outputs), top_level=True)
         for body in [graph, *graph.functions]:
@@ -175,7 +175,8 @@ class _Plan:
 class _Converter:
     def __init__(self, graph: gs.Graph, keep_ops: set[str], keep_nodes: set[str],
                  result: PassResult, opset: int,
-                 function_protos: dict[tuple[str, str], onnx.FunctionProto]):
+                 function_protos: dict[tuple[str, str], onnx.FunctionProto], ctx: PassContext):
+        self.ctx = ctx
         self.graph = graph
         self.keep_ops = keep_ops
         self.keep_nodes = keep_nodes
@@ -217,6 +218,9 @@ class _Converter:
             if plan is None or not plan.converts:
                 if top_level:
                     self.result.reject(node, f"{node.op} has no float16 form")
+                plans[id(node)] = _Plan()
+                continue
+            if top_level and not self.ctx.may_rewrite("convert-to-fp16", node, self.result):
                 plans[id(node)] = _Plan()
                 continue
             plans[id(node)] = plan
