@@ -589,6 +589,8 @@ class PipelineReport:
     records: list[PassRecord] = field(default_factory=list)
     fixed_points: list[dict[str, Any]] = field(default_factory=list)
     seconds: float = 0.0
+    #: The rewrites passes were granted during the run (:meth:`PassContext.may_rewrite`), in order.
+    rewrites: list[Rewrite] = field(default_factory=list)
 
     def rejections(self, pass_name: str) -> list[Rejection]:
         """All rejections recorded by runs of ``pass_name``, without duplicates, in order."""
@@ -723,6 +725,7 @@ class PassManager:
         for instrument in self.instruments:
             instrument.before_pipeline(graph, self.ctx)
         start = time.perf_counter()
+        first_rewrite = len(self.ctx.rewrites)
         # Rewrites allocate many small objects; on 100k-node graphs Python's cyclic collector then
         # runs often and costs several times the rewrites themselves. Collect once at the end.
         gc_was_enabled = gc.isenabled()
@@ -734,6 +737,7 @@ class PassManager:
             if gc_was_enabled:
                 gc.enable()
         report.seconds = time.perf_counter() - start
+        report.rewrites = self.ctx.rewrites[first_rewrite:]
         report.layers_after = ir.layer_count(graph)
         report.histogram_after = ir.op_histogram(graph)
         return report
