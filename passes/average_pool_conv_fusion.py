@@ -116,6 +116,8 @@ class AveragePoolConvFusion(Pass):
                     f"{cost.format_macs(ledger.remaining(self.max_extra_macs))} of "
                     f"max-extra-macs={self.max_extra_macs:g} remain"))
                 continue
+            if not ctx.may_rewrite("fuse-pool-into-conv", [candidate.pool, candidate.conv], result):
+                continue
             ledger.spend(self.name, f"{candidate.pool.name} into {candidate.conv.name}",
                          candidate.added_macs)
             self._fuse(graph, candidate, scope)

@@ -76,7 +76,7 @@ class ConcatElimination(Pass):
         removed_any = False
         for node in list(graph.nodes):
             if node.op == "Split" and ir.is_onnx_op(node) and node.inputs:
-                removed_any |= self._split_of_concat(node, graph_outputs, opset, result)
+                removed_any |= self._split_of_concat(node, graph_outputs, opset, result, ctx)
         for node in list(graph.nodes):
             if node.op != "Concat" or not ir.is_onnx_op(node) or not node.outputs:
                 continue
@@ -86,11 +86,13 @@ class ConcatElimination(Pass):
             if axis is None:
                 result.reject(node, "concat axis is negative and the output rank is unknown")
                 continue
-            self._flatten(node, axis, graph_outputs, result)
+            self._flatten(node, axis, graph_outputs, result, ctx)
             if scope is None:
                 scope = ir.NameScope(graph)
-            self._join_pieces(node, axis, graph_outputs, opset, scope, result)
+            self._join_pieces(node, axis, graph_outputs, opset, scope, result, ctx)
             if len(node.inputs) == 1:
+                if not ctx.may_rewrite("remove-single-input-concat", node, result):
+                    continue
                 if _forward(node, graph_outputs):
                     result.count("removed_single_input_concat")
                     removed_any = True
@@ -106,14 +108,16 @@ class ConcatElimination(Pass):
     # Rule 2 --------------------------------------------------------------------------------------
 
     @staticmethod
-    def _flatten(concat: gs.Node, axis: int, graph_outputs: set[str], result: PassResult) -> None:
+    def _flatten(concat: gs.Node, axis: int, graph_outputs: set[str], result: PassResult,
+                 ctx: PassContext) -> None:
         inputs: list[gs.Tensor] = []
         flattened = 0
         for tensor in concat.inputs:
             inner = ir.producer(tensor)
             if (inner is not None and inner.op == "Concat" and ir.is_onnx_op(inner)
                     and ir.has_single_use(tensor, graph_outputs)
-                    and _axis(inner.attrs.get("axis", 0), tensor, *inner.inputs) == axis):
+                    and _axis(inner.attrs.get("axis", 0), tensor, *inner.inputs) == axis
+                    and ctx.may_rewrite("flatten-nested-concat", [concat, inner], result)):
                 inputs.extend(inner.inputs)
                 inner.inputs.clear()
                 inner.outputs.clear()
@@ -128,7 +132,7 @@ class ConcatElimination(Pass):
     # Rules 3 and 4 -------------------------------------------------------------------------------
 
     def _join_pieces(self, concat: gs.Node, axis: int, graph_outputs: set[str], opset: int,
-                     scope: ir.NameScope, result: PassResult) -> None:
+                     scope: ir.NameScope, result: PassResult, ctx: PassContext) -> None:
         inputs = list(concat.inputs)
         joined: list[gs.Tensor] = []
         i = 0
@@ -149,6 +153,12 @@ class ConcatElimination(Pass):
                 i += 1
                 continue
             pieces = [_piece(t, axis, graph_outputs, opset) for t in inputs[i:j]]
+            producers = list({id(piece.node): piece.node for piece in pieces}.values())
+            if not ctx.may_rewrite(f"join-{first.node.op.lower()}-pieces", [concat, *producers],
+                                   result):
+                joined.extend(inputs[i:j])
+                i = j
+                continue
             joined.append(self._join(pieces, graph_outputs, opset, scope, result))
             changed = True
             i = j
@@ -232,7 +242,7 @@ class ConcatElimination(Pass):
 
     @staticmethod
     def _split_of_concat(split: gs.Node, graph_outputs: set[str], opset: int,
-                         result: PassResult) -> bool:
+                         result: PassResult, ctx: PassContext) -> bool:
         concat = ir.producer(split.inputs[0])
         if concat is None or concat.op != "Concat" or not ir.is_onnx_op(concat):
             return False
@@ -248,6 +258,8 @@ class ConcatElimination(Pass):
             return False
         if any(t.name in graph_outputs for t in split.outputs):
             result.reject([concat, split], "a Split output is a graph output and would be renamed")
+            return False
+        if not ctx.may_rewrite("remove-concat-split-pair", [concat, split], result):
             return False
         for piece, original in zip(split.outputs, concat.inputs):
             ir.replace_uses(piece, original)

@@ -292,6 +292,13 @@ class _Chain:
     def output(self) -> gs.Tensor:
         return self.nodes[-1].outputs[0]
 
+    @property
+    def rule(self) -> str:
+        """The rules the fusion applies, in chain order (``conv+bias+batchnorm+relu``)."""
+        tail = [*(["residual"] if self.residual is not None else []),
+                *([self.activation.option] if self.activation else [])]
+        return "+".join(["conv", *(kind for kind, _, _ in self.steps), *tail])
+
 
 class _Stop(Exception):
     """The chain ends here; ``reason`` (if any) is why the next node did not fuse."""
@@ -431,9 +438,9 @@ class ConvBiasActivationFusion(Pass):
 
     def run(self, graph: gs.Graph, ctx: PassContext) -> PassResult:
         with _collector_paused():
-            return self._run(graph)
+            return self._run(graph, ctx)
 
-    def _run(self, graph: gs.Graph) -> PassResult:
+    def _run(self, graph: gs.Graph, ctx: PassContext) -> PassResult:
         result = PassResult()
         facts = _GraphFacts(graph)
         # Match every chain on the untouched graph first: a residual decision looks at the chain
@@ -445,6 +452,8 @@ class ConvBiasActivationFusion(Pass):
         removed: set[int] = set()
         scope: ir.NameScope | None = None  # built on the first fusion: O(graph) once
         for chain in chains:
+            if not ctx.may_rewrite(chain.rule, chain.nodes, result):
+                continue
             if scope is None:
                 scope = ir.NameScope(graph)
             call = self._rewrite(graph, chain, scope, facts.outputs, removed, result)

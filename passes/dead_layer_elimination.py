@@ -42,17 +42,19 @@ class DeadLayerElimination(Pass):
         graph_inputs = {t.name for t in graph.inputs}
         for node in list(graph.nodes):
             if node.op == "Identity" and self.identity:
-                if self._bypass(node, graph_inputs, graph_outputs, result):
+                if self._bypass(node, graph_inputs, graph_outputs, result, ctx):
                     result.count("removed_identity")
             elif node.op == "Dropout" and self.dropout:
                 if not self._is_inference_dropout(node, graph_outputs, result):
                     continue
-                if self._bypass(node, graph_inputs, graph_outputs, result):
+                if self._bypass(node, graph_inputs, graph_outputs, result, ctx):
                     result.count("removed_dropout")
 
         bypassed = result.counts.get("removed_identity", 0) + result.counts.get("removed_dropout", 0)
         if not bypassed and self._all_live(graph):
             return result  # nothing to remove: skip the cleanup walk (most fixed-point iterations)
+        if not ctx.may_rewrite("remove-unreachable", "unreachable nodes", result):
+            return result
         nodes_before = sum(1 for _ in ir.iter_nodes(graph))
         graph.cleanup(remove_unused_node_outputs=False, recurse_subgraphs=True,
                       remove_unused_graph_inputs=False)
@@ -97,7 +99,7 @@ class DeadLayerElimination(Pass):
 
     @staticmethod
     def _bypass(node: gs.Node, graph_inputs: set[str], graph_outputs: set[str],
-                result: PassResult) -> bool:
+                result: PassResult, ctx: PassContext) -> bool:
         """Rewire around a node that passes its first input through to its first output."""
         source, target = node.inputs[0], node.outputs[0]
         if target.name in graph_outputs:
@@ -107,6 +109,8 @@ class DeadLayerElimination(Pass):
                 result.reject(node, f"{node.op} output '{target.name}' is a graph output and its "
                                     "input cannot take that name")
                 return False
+            if not ctx.may_rewrite(f"bypass-{node.op.lower()}", node, result):
+                return False
             # The producer writes the graph output directly; other readers of the source follow.
             ir.replace_uses(source, target)
             index = source_producer.outputs.index(source)
@@ -114,6 +118,8 @@ class DeadLayerElimination(Pass):
             node.inputs.clear()
             node.outputs.clear()
             return True
+        if not ctx.may_rewrite(f"bypass-{node.op.lower()}", node, result):
+            return False
         ir.replace_uses(target, source)
         node.inputs.clear()
         node.outputs.clear()

@@ -105,19 +105,25 @@ class FoldConstants(Pass):
             self._reject(graph, result)
             return result
 
+        whole_graph = scan.constant_condition or scan.ranged_shapes
+        if whole_graph and not ctx.may_rewrite("fold-whole-graph", graph.name or "graph", result):
+            return result
         scope = ir.NameScope(graph) if scan.ranged_shapes else None
         created = {id(_split_ranged_shape(subgraph, node, scope))
                    for subgraph, node in scan.ranged_shapes}
         if scan.constant_condition or scan.ranged_shapes:
             self._fold_whole_graph(graph, created, result)
         else:
-            self._fold_islands(graph, scan.islands, result)
+            self._fold_islands(graph, scan.islands, result, ctx)
         self._reject(graph, result)
         return result
 
-    def _fold_islands(self, graph: gs.Graph, islands: list[_Island], result: PassResult) -> None:
+    def _fold_islands(self, graph: gs.Graph, islands: list[_Island], result: PassResult,
+                      ctx: PassContext) -> None:
         """Fold each island in place, then drop the island nodes left without readers."""
         for island in islands:  # outer graphs come first: their results are constants for bodies
+            if not island.nodes or not ctx.may_rewrite("fold-island", island.nodes, result):
+                continue
             if not island.evaluates:
                 # Only Constant nodes: lowering them is all onnx-graphsurgeon would do.
                 for node in island.nodes:

@@ -164,6 +164,8 @@ class HorizontalFusion(Pass):
         if padded:
             merges.extend(self._priced_padded_merges(graph, padded, ctx, result))
 
+        merges = [(members, padding) for members, padding in merges if padding is not None
+                  or ctx.may_rewrite(f"merge-{members[0].family}", [m.node for m in members], result)]
         if not merges:
             return result
         scope = ir.NameScope(graph)
@@ -343,6 +345,8 @@ class HorizontalFusion(Pass):
                     f"the model's {cost.format_macs(ledger.baseline)}); "
                     f"{cost.format_macs(ledger.remaining(self.max_extra_macs))} of "
                     f"max-extra-macs={self.max_extra_macs:g} remain"))
+                continue
+            if not ctx.may_rewrite("merge-conv-padded-kernels", [m.node for m in subset], result):
                 continue
             ledger.spend(self.name, f"pad kernels to {kernel}: {names}", padding.added_macs)
             result.count("added_macs", padding.added_macs)

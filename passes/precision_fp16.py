@@ -83,11 +83,11 @@ class PrecisionFp16(Pass):
         types = _infer_types(model)
         keep_ops = set(self.keep_ops) | (set(DEFAULT_KEEP_OPS) if self.default_keep else set())
         converter = _Converter(graph, keep_ops, set(self.keep_nodes), result, ir.opset(graph),
-                               {(f.domain, f.name): f for f in model.functions})
+                               {(f.domain, f.name): f for f in model.functions}, ctx)
         converter.convert(graph, types, input_fp16=[False] * len(graph.inputs),
                           output_fp16=[False] * len(graph.outputs), top_level=True)
         for body in [graph, *graph.functions]:
-            merged = _merge_cast_chains(body, converter.types_of(body), graph.outputs)
+            merged = _merge_cast_chains(body, converter.types_of(body), graph.outputs, ctx, result)
             if merged:
                 result.count("merged_casts", merged)
         graph.cleanup(remove_unused_graph_inputs=False)
@@ -175,7 +175,8 @@ class _Plan:
 class _Converter:
     def __init__(self, graph: gs.Graph, keep_ops: set[str], keep_nodes: set[str],
                  result: PassResult, opset: int,
-                 function_protos: dict[tuple[str, str], onnx.FunctionProto]):
+                 function_protos: dict[tuple[str, str], onnx.FunctionProto], ctx: PassContext):
+        self.ctx = ctx
         self.graph = graph
         self.keep_ops = keep_ops
         self.keep_nodes = keep_nodes
@@ -217,6 +218,9 @@ class _Converter:
             if plan is None or not plan.converts:
                 if top_level:
                     self.result.reject(node, f"{node.op} has no float16 form")
+                plans[id(node)] = _Plan()
+                continue
+            if top_level and not self.ctx.may_rewrite("convert-to-fp16", node, self.result):
                 plans[id(node)] = _Plan()
                 continue
             plans[id(node)] = plan
@@ -344,7 +348,7 @@ class _Converter:
             output_fp16 = [i in plan.outputs for i in range(len(body.outputs))]
             changed = self.convert(body, body_types, input_fp16=input_fp16,
                                    output_fp16=output_fp16, top_level=False)
-            _merge_cast_chains(body, body_types, body.outputs)
+            _merge_cast_chains(body, body_types, body.outputs, self.ctx, self.result)
             body.cleanup()
             body.toposort()
             if changed:
@@ -488,7 +492,8 @@ def _fits_float16(values: np.ndarray) -> bool:
 
 
 def _merge_cast_chains(body: gs.Graph, types: dict[str, int],
-                       protected_outputs: Sequence[gs.Tensor]) -> int:
+                       protected_outputs: Sequence[gs.Tensor], ctx: PassContext,
+                       result: PassResult) -> int:
     """Merge ``Cast -> Cast`` where the first is exact; drop a merged Cast that cancels."""
     protected = {t.name for t in protected_outputs} | ir.output_names(body)
 
@@ -505,6 +510,8 @@ def _merge_cast_chains(body: gs.Graph, types: dict[str, int],
             continue
         if (elem_type(node.inputs[0]) == node.attrs.get("to")
                 and node.outputs[0].name not in protected):
+            if not ctx.may_rewrite("remove-noop-cast", node, result):
+                continue
             ir.replace_uses(node.outputs[0], node.inputs[0])  # a Cast to its own type
             node.inputs.clear()
             node.outputs.clear()
@@ -516,6 +523,8 @@ def _merge_cast_chains(body: gs.Graph, types: dict[str, int],
         source = elem_type(first.inputs[0])
         middle = first.attrs.get("to")
         if source is None or (source != middle and (source, middle) not in _EXACT_WIDENINGS):
+            continue
+        if not ctx.may_rewrite("merge-cast-chain", [first, node], result):
             continue
         node.inputs[0] = first.inputs[0]
         merged += 1

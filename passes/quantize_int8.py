@@ -92,7 +92,7 @@ class QuantizeInt8(Pass):
         if setup.data is not None and source == "calibration":
             result.count("calibration_samples", setup.data.num_samples)
 
-        self._rewrite(graph, layers, ranges, result)
+        self._rewrite(graph, layers, ranges, result, ctx)
         graph.toposort()
         return result
 
@@ -163,12 +163,14 @@ class QuantizeInt8(Pass):
     # Rewrite ---------------------------------------------------------------------------------
 
     def _rewrite(self, graph: gs.Graph, layers: list[_Layer], ranges: dict[str, float],
-                 result: PassResult) -> None:
+                 result: PassResult, ctx: PassContext) -> None:
         scope = ir.NameScope(graph)
         zero = gs.Constant(scope.fresh("int8_zero_point"), np.zeros((), dtype=np.int8))
         dequantized: dict[str, gs.Variable] = {}
         dequantized_weights: dict[tuple[int, int], gs.Variable] = {}
         for layer in layers:
+            if not ctx.may_rewrite(f"quantize-{layer.kind}", layer.node, result):
+                continue
             name = layer.activation.name
             if name not in dequantized:
                 amax = float(ranges[name])

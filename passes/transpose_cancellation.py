@@ -296,6 +296,7 @@ class _Canceller:
     # Driver ------------------------------------------------------------------------------------
 
     def run(self, ctx: PassContext) -> None:
+        self.ctx = ctx  # every rewrite asks it first (ctx.may_rewrite)
         if self.fold_matmul_weights and self.needs_shape_inference():
             self.inferred = _inferred_dims(self.graph, ctx)
         for node in self.graph.nodes:
@@ -354,8 +355,9 @@ class _Canceller:
                                                          "is unknown")
             return
         if is_identity(perm):
-            self.bypass(transpose, output, source)
-            self.result.count("removed_identity")
+            if self.ctx.may_rewrite("remove-identity-transpose", transpose, self.result):
+                self.bypass(transpose, output, source)
+                self.result.count("removed_identity")
             return
         if self.fold_constants and ir.constant_value(source) is not None:
             self.fold_constant(transpose, perm)
@@ -363,7 +365,8 @@ class _Canceller:
         consumers = _unique(output.outputs)
         output_is_graph_output = output.name in self.graph_outputs
         if not consumers and not output_is_graph_output:
-            self.remove(transpose)
+            if self.ctx.may_rewrite("remove-unread-transpose", transpose, self.result):
+                self.remove(transpose)
             return
 
         plans: list[tuple[gs.Node, _Plan | None, str]] = []
@@ -453,6 +456,9 @@ class _Canceller:
             return
         if strict and not _pays_alone(plan):
             return
+        rule = "transpose-pair" if plan.kind == "transpose" else f"push-through-{plan.kind}"
+        if not self.ctx.may_rewrite(rule, [transpose, consumer], self.result):
+            return
         if plan.kind == "transpose":
             self.apply_pair(consumer, source, perm)
         else:
@@ -480,6 +486,8 @@ class _Canceller:
         if output.name in self.graph_outputs:
             self.reasons[id(transpose)] = ((transpose,), "transpose of a constant writes a graph "
                                                          "output")
+            return
+        if not self.ctx.may_rewrite("fold-transpose-into-constant", transpose, self.result):
             return
         values = np.transpose(ir.constant_value(transpose.inputs[0]), perm)
         folded = gs.Constant(self.names.fresh(output.name), np.ascontiguousarray(values))

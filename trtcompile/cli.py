@@ -4,13 +4,14 @@
 
     trtcompile compile [MODEL] [-o OUT] [flags]   optimize, check parity, build and check the engine
     trtcompile golden MANIFEST [flags]            run a golden-test manifest
+    trtcompile bisect MODEL [-o OUT] [--engine]   find the rewrite (or graph segment) that breaks it
     trtcompile passes [--markdown]                the pass reference
     trtcompile run OUT --inputs X.npz [-o Y.npz]  run a compiled model
     trtcompile --version
 
 Errors the user can act on (:class:`trtcompile.errors.TrtcompileError`) print one line,
 ``trtcompile: error: ...``, and exit with their code (2 bad input, 1 check failed, 3 backend,
-4 pass failed); any other exception is a bug and keeps its traceback.
+4 pass failed, 5 bisect found nothing failing); any other exception is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
@@ -382,6 +383,51 @@ def run_passes(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_bisect(args: argparse.Namespace) -> int:
+    """``trtcompile bisect``: the first pass and rewrite that make MODEL fail (or, with
+    ``--engine``, the graph segment TensorRT rejects); writes the minimal evidence into OUT."""
+    from pathlib import Path
+
+    from trtcompile import bisect
+    from trtcompile.compiler import CompileOptions, check_output_location
+    from trtcompile.errors import EXIT_NOTHING_FAILS
+    from trtcompile.frontend import FrontendOptions
+
+    if args.atol < 0 or args.rtol < 0:
+        raise InputError("--atol and --rtol must not be negative")
+    bisect.check_source(args.model)
+    output_dir = Path(args.output)
+    check_output_location(output_dir, Path(args.model), None)
+    log = (lambda message: None) if args.quiet else _stderr
+    options = CompileOptions(
+        pipeline=args.pipeline, pass_modules=tuple(args.pass_module), atol=args.atol,
+        rtol=args.rtol, seed=args.seed, engine=not args.no_engine, engine_parity="off",
+        frontend=FrontendOptions(input_shapes=parse_input_shapes(args.input_shape)),
+        progress=False, log=None)
+    if args.engine:
+        segment = bisect.bisect_engine(args.model, options)
+        if segment is None:
+            print("nothing to find: TensorRT builds the whole optimized model")
+            return EXIT_NOTHING_FAILS
+        for line in segment.lines():
+            print(line)
+        from trtcompile import ir
+
+        path = ir.save(segment.segment, output_dir / bisect.SEGMENT_ONNX)
+        log(f"wrote {path}")
+        return 0
+    verdict = bisect.bisect_rewrites(args.model, options)
+    if verdict is None:
+        checks = "parity" + ("" if args.no_engine else " and the TensorRT build")
+        print(f"nothing to find: the optimized model passes {checks}")
+        return EXIT_NOTHING_FAILS
+    for line in verdict.lines():
+        print(line)
+    for path in bisect.write_pair(output_dir, verdict):
+        log(f"wrote {path}")
+    return 0
+
+
 # --------------------------------------------------------------------------------------------
 # Parser
 # --------------------------------------------------------------------------------------------
@@ -521,6 +567,35 @@ def build_parser() -> argparse.ArgumentParser:
                               "cluster for the run; needs the ray extra: "
                               'pip install -e ".[ray]"')
     golden_.set_defaults(handler=run_golden)
+
+    bisect_ = commands.add_parser(
+        "bisect", help="find the pass and rewrite that break a model",
+        description="When the optimized MODEL fails parity (or TensorRT rejects it), find the "
+                    "first pass, then the first rewrite inside it, that causes it, print the "
+                    "rewrite's pass, rule and nodes, and write the graph just before and just "
+                    "after it to OUT/before.onnx and OUT/after.onnx. With --engine, find the "
+                    "contiguous node range of the optimized model TensorRT cannot build "
+                    "(OUT/segment.onnx). Exit 0: found; 5: nothing fails; 2: bad input.")
+    bisect_.add_argument("model", metavar="MODEL", help="the model (.onnx, or a TensorFlow model)")
+    bisect_.add_argument("-o", "--output", default="bisect", metavar="OUT",
+                         help="folder for the before/after pair or the segment (default: bisect)")
+    bisect_.add_argument("--pipeline", default="default", metavar="TEXT",
+                         help="pass pipeline text (default: the default pipeline)")
+    bisect_.add_argument("--pass-module", action="append", default=[], metavar="FILE",
+                         help="Python file defining passes to register (repeatable)")
+    bisect_.add_argument("--engine", action="store_true",
+                         help="bisect the graph segment that makes the TensorRT build fail")
+    bisect_.add_argument("--no-engine", action="store_true",
+                         help="judge on parity only (no TensorRT build per step)")
+    bisect_.add_argument("--atol", type=float, default=verify.DEFAULT_ATOL,
+                         help=f"parity absolute tolerance (default {verify.DEFAULT_ATOL:g})")
+    bisect_.add_argument("--rtol", type=float, default=verify.DEFAULT_RTOL,
+                         help=f"parity relative tolerance (default {verify.DEFAULT_RTOL:g})")
+    bisect_.add_argument("--seed", type=int, default=0, help="seed of the parity inputs (default 0)")
+    bisect_.add_argument("--input-shape", action="append", default=[], metavar="NAME:DIMS",
+                         help="fix an input's shape, e.g. input:1x3x224x224 (repeatable)")
+    bisect_.add_argument("-q", "--quiet", action="store_true", help="print the verdict only")
+    bisect_.set_defaults(handler=run_bisect)
 
     passes = commands.add_parser("passes", help="list the passes, their options and rules",
                                  description="List the passes with their options and rules.")

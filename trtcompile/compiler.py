@@ -413,24 +413,29 @@ def precision_resources(loaded: LoadedModel, options: CompileOptions) -> dict[st
 
 def optimize(loaded: LoadedModel, pipeline: Sequence, registry: PassRegistry,
              options: CompileOptions, dump_dir: Path | None,
-             resources: dict[str, Any] | None = None) -> tuple[onnx.ModelProto, PipelineReport]:
-    """Run the pipeline on the loaded model; return the optimized model and the manager's report."""
+             resources: dict[str, Any] | None = None, rewrite_limit: int | None = None,
+             instruments: Sequence[Instrument] = ()) -> tuple[onnx.ModelProto, PipelineReport]:
+    """Run the pipeline on the loaded model; return the optimized model and the manager's report.
+
+    ``rewrite_limit`` grants passes only that many rewrites (:meth:`PassContext.may_rewrite`);
+    ``instruments`` run after the stage's own (progress, verify, dump)."""
     from trtcompile.pass_manager import iter_passes
 
     graph = ir.import_model(loaded.model)
-    instruments: list[Instrument] = []
+    stage_instruments: list[Instrument] = []
     progress = None
     if options.progress:
         progress = ProgressInstrument(total=sum(1 for _ in iter_passes(pipeline)))
-        instruments.append(progress)
+        stage_instruments.append(progress)
     if options.verify_after_each:
-        instruments.append(VerifyInstrument(atol=options.atol, rtol=options.rtol, seed=options.seed,
+        stage_instruments.append(VerifyInstrument(atol=options.atol, rtol=options.rtol, seed=options.seed,
                                             input_shapes=dict(options.frontend.input_shapes) or None))
     if dump_dir is not None:
-        instruments.append(DumpInstrument(dump_dir))
+        stage_instruments.append(DumpInstrument(dump_dir))
     ctx = PassContext(model_dir=loaded.model_dir, seed=options.seed, resources=dict(resources or {}),
-                      log=options.log or (lambda message: None))
-    manager = PassManager(pipeline, registry=registry, instruments=instruments, ctx=ctx)
+                      log=options.log or (lambda message: None), rewrite_limit=rewrite_limit)
+    manager = PassManager(pipeline, registry=registry, instruments=[*stage_instruments, *instruments],
+                          ctx=ctx)
     try:
         report = manager.run(graph)
     finally:

@@ -12,6 +12,7 @@ EXIT_CHECK_FAILED = 1  # parity failed, a golden expectation regressed
 EXIT_BAD_INPUT = 2  # the model, a flag, a manifest or calibration data is unusable
 EXIT_BACKEND = 3  # TensorRT rejected the optimized model or failed to build it
 EXIT_PASS_FAILED = 4  # a pass raised or produced an invalid graph (a compiler bug)
+EXIT_NOTHING_FAILS = 5  # trtcompile bisect: the model passes every check, there is nothing to find
 
 
 class TrtcompileError(Exception):

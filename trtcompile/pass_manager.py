@@ -73,10 +73,7 @@ class PassResult:
 
     def reject(self, nodes: gs.Node | str | Iterable[gs.Node | str], reason: str) -> None:
         """Record that the candidate made of ``nodes`` was left alone because of ``reason``."""
-        if isinstance(nodes, (gs.Node, str)):
-            nodes = [nodes]
-        names = tuple(n.name if isinstance(n, gs.Node) else str(n) for n in nodes)
-        self.rejections.append(Rejection(names, reason))
+        self.rejections.append(Rejection(_node_names(nodes), reason))
 
     def rejection_summary(self) -> dict[str, int]:
         """Number of rejections per reason."""
@@ -100,6 +97,61 @@ class PassContext:
     seed: int = 0
     resources: dict[str, Any] = field(default_factory=dict)
     log: Callable[[str], None] = lambda message: None
+    #: Rewrites granted before :meth:`may_rewrite` refuses every further one; None: no limit.
+    #: What ``trtcompile bisect`` searches over (LLVM's ``-opt-bisect-limit``).
+    rewrite_limit: int | None = None
+    #: Every rewrite granted in this context, numbered from 1 across passes and iterations.
+    rewrites: list[Rewrite] = field(default_factory=list)
+    #: Rewrites refused because the limit was reached.
+    refused: int = 0
+    #: The pass running now (set by the manager), named in each :class:`Rewrite`.
+    current_pass: str = ""
+
+    def may_rewrite(self, rule: str, nodes: gs.Node | str | Iterable[gs.Node | str],
+                    result: PassResult | None = None) -> bool:
+        """Ask before applying one rewrite: True grants it (and records it); False means leave the
+        candidate alone (it is then recorded in ``result`` as rejected by the rewrite limit).
+
+        Every rewrite site of a pass asks once, before touching the graph::
+
+            if not ctx.may_rewrite("fold-batchnorm", chain.nodes, result):
+                continue
+
+        ``rule`` names the rewrite rule in the pass's words; ``nodes`` are the nodes it rewrites.
+        With no ``rewrite_limit`` every rewrite is granted.
+        """
+        if self.rewrite_limit is not None and len(self.rewrites) >= self.rewrite_limit:
+            self.refused += 1
+            if result is not None:
+                result.reject(nodes, REWRITE_LIMIT_REASON)
+            return False
+        self.rewrites.append(Rewrite(len(self.rewrites) + 1, self.current_pass, rule,
+                                     _node_names(nodes)))
+        return True
+
+
+#: The rejection reason of a candidate :meth:`PassContext.may_rewrite` refused.
+REWRITE_LIMIT_REASON = "rewrite limit reached (bisecting)"
+
+
+@dataclass(frozen=True)
+class Rewrite:
+    """One rewrite a pass applied: its number in the run, the pass, the rule and the nodes."""
+
+    index: int
+    pass_name: str
+    rule: str
+    nodes: tuple[str, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"index": self.index, "pass": self.pass_name, "rule": self.rule,
+                "nodes": list(self.nodes)}
+
+
+def _node_names(nodes: gs.Node | str | Iterable[gs.Node | str]) -> tuple[str, ...]:
+    if isinstance(nodes, (gs.Node, str)):
+        nodes = [nodes]
+    return tuple(n.name if isinstance(n, gs.Node) else str(n) for n in nodes)
 
 
 # --------------------------------------------------------------------------------------------
@@ -537,6 +589,8 @@ class PipelineReport:
     records: list[PassRecord] = field(default_factory=list)
     fixed_points: list[dict[str, Any]] = field(default_factory=list)
     seconds: float = 0.0
+    #: The rewrites passes were granted during the run (:meth:`PassContext.may_rewrite`), in order.
+    rewrites: list[Rewrite] = field(default_factory=list)
 
     def rejections(self, pass_name: str) -> list[Rejection]:
         """All rejections recorded by runs of ``pass_name``, without duplicates, in order."""
@@ -671,6 +725,7 @@ class PassManager:
         for instrument in self.instruments:
             instrument.before_pipeline(graph, self.ctx)
         start = time.perf_counter()
+        first_rewrite = len(self.ctx.rewrites)
         # Rewrites allocate many small objects; on 100k-node graphs Python's cyclic collector then
         # runs often and costs several times the rewrites themselves. Collect once at the end.
         gc_was_enabled = gc.isenabled()
@@ -682,6 +737,7 @@ class PassManager:
             if gc_was_enabled:
                 gc.enable()
         report.seconds = time.perf_counter() - start
+        report.rewrites = self.ctx.rewrites[first_rewrite:]
         report.layers_after = ir.layer_count(graph)
         report.histogram_after = ir.op_histogram(graph)
         return report
@@ -725,6 +781,7 @@ class PassManager:
         for instrument in self.instruments:
             instrument.before_pass(pass_, graph, self.ctx, index)
         start = time.perf_counter()
+        self.ctx.current_pass = pass_.name
         try:
             result = pass_.run(graph, self.ctx)
         except TrtcompileError:
@@ -766,7 +823,8 @@ def run_pipeline(graph: gs.Graph, pipeline: str = "default", **kwargs: Any) -> P
 
 __all__ = [
     "DumpInstrument", "FixedPoint", "Instrument", "Pass", "PassContext", "PassManager",
-    "PassRecord", "PassRegistry", "PassResult", "PipelineReport", "Rejection", "VerifyInstrument",
+    "PassRecord", "PassRegistry", "PassResult", "PipelineReport", "REWRITE_LIMIT_REASON",
+    "Rejection", "Rewrite", "VerifyInstrument",
     "default_pipeline_text", "default_registry", "iter_passes", "parse_pipeline", "print_pipeline",
     "run_pipeline",
 ]
