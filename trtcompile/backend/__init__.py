@@ -13,10 +13,13 @@ from trtcompile.backend.engine_report import (
     NON_COMPUTE_LAYER_TYPES,
     EngineBuild,
     EngineLayer,
+    LayerReport,
     format_engine_layers,
     format_engine_summary,
     layer_type_histogram,
     parse_layer_report,
+    precision_histogram,
+    read_layer_report,
 )
 from trtcompile.backend.tensorrt import (
     NO_GPU_MESSAGE,
@@ -30,6 +33,7 @@ from trtcompile.backend.tensorrt import (
 
 __all__ = [
     "NON_COMPUTE_LAYER_TYPES", "NO_GPU_MESSAGE", "BackendInfo", "EngineBuild", "EngineLayer",
-    "backend_info", "build_engine", "format_engine_layers", "format_engine_summary",
-    "layer_type_histogram", "load_tensorrt", "parse_layer_report", "run_engine", "save_plan",
+    "LayerReport", "backend_info", "build_engine", "format_engine_layers", "format_engine_summary",
+    "layer_type_histogram", "load_tensorrt", "parse_layer_report", "precision_histogram",
+    "read_layer_report", "run_engine", "save_plan",
 ]
