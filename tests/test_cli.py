@@ -136,6 +136,8 @@ def test_compile_example_end_to_end(example_compile) -> None:
     assert f"engine: {engine['backend']} {engine['version']}, out/model.engine" in result.stdout
     assert f"engine layers: {len(engine['layers'])} ({engine['compute_layers']} compute)" \
         in result.stdout
+    assert engine["compute_layer_precisions"] == {"INT8": 0, "FP16": 0, "FP32": engine["compute_layers"]}
+    assert f"compute layers by precision: INT8=0 FP16=0 FP32={engine['compute_layers']}" in result.stdout
     # Every node of the optimized model that TensorRT names is one the model has.
     optimized = {node.name for node in onnx.load(out / "optimized.onnx").graph.node}
     named = {name for layer in engine["layers"] for name in layer["onnx_nodes"]}

@@ -126,7 +126,12 @@ def test_rendered_page_shows_the_report(compiled, tmp_path: Path) -> None:
         cells = dom_texts(row, r"<td[^>]*>(.*?)</td>")
         assert layer_type == layer["type"] and cells[1] == layer["name"]
         assert cells[4] == (", ".join(layer["onnx_nodes"]) or "-")
+        assert cells[5:7] == [layer["precision"], ", ".join(layer["datatypes"])]
     assert f"<b>{report['engine']['compute_layers']} compute</b>" in dom
+    precisions = report["engine"]["compute_layer_precisions"]
+    assert sum(precisions.values()) == report["engine"]["compute_layers"]
+    assert dom_texts(dom, r'<p id="engine-precisions">(.*?)</p>') == [
+        "Compute layers by precision: " + " ".join(f"{k}={v}" for k, v in precisions.items()) + "."]
 
     # The parity table.
     parity_rows = [dom_texts(row, r"<td[^>]*>(.*?)</td>")

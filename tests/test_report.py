@@ -47,9 +47,11 @@ def sample_report(**overrides) -> dict:
         },
         "engine": {"built": True, "path": "model.engine", "backend": "tensorrt_rtx",
                    "version": "1.7.1.116", "compute_layers": 2, "build_seconds": 12.5,
+                   "compute_layer_precisions": {"INT8": 1, "FP16": 0, "FP32": 1},
                    "layers": [
                        {"name": "conv1", "type": "correlation", "onnx_nodes": ["conv1", "relu1"],
-                        "compute": True, "profile": 0},
+                        "compute": True, "profile": 0, "precision": "INT8",
+                        "datatypes": ["Int8"]},
                        {"name": "reformat", "type": "kgen", "onnx_nodes": [], "compute": True,
                         "profile": 0},
                        {"name": "marker", "type": "marker", "onnx_nodes": [], "compute": False,
@@ -116,7 +118,8 @@ def test_engine_summary_and_excerpt_with_fused_nodes() -> None:
     assert "engine layers: 3 (2 compute)" in lines[1] and "graph layers 431 -> 120" in lines[1]
     assert "build time 12.50 s" in lines[1]
     conv_row = next(line for line in lines if line.strip().startswith("conv1"))
-    assert conv_row.split()[1:] == ["correlation", "conv1,", "relu1"]
+    assert conv_row.split()[1:] == ["correlation", "INT8", "Int8", "conv1,", "relu1"]
+    assert "  compute layers by precision: INT8=1 FP16=0 FP32=1" in lines
     assert not any(line.strip().startswith("marker") for line in lines)  # not a compute layer
     assert lines[-1] == "  (2 of 3 engine layers shown; all are in report.json)"
 

@@ -286,6 +286,12 @@ def _engine(report: Mapping[str, Any]) -> str:
              f' ({_e(types)}); graph layers {report["layers"]["input"]} &rarr; '
              f'{report["layers"]["optimized"]}; build {text_report.format_seconds(engine["build_seconds"])}; '
              f'plan {engine.get("plan_bytes", 0):,} bytes.</p>']
+    precisions = engine.get("compute_layer_precisions")
+    if layers and precisions:
+        parts.append(f'<p id="engine-precisions">Compute layers by precision: '
+                     f'{_e(text_report.format_counts(precisions))}.</p>')
+    for problem in engine.get("layer_report_problems", []):
+        parts.append(f'<p class="note engine-problem">Not fully read: {_e(problem)}</p>')
     if profiles > 1:
         parts.append(f'<p class="note">The engine holds one copy of the network per optimization '
                      f'profile ({profiles}); the first profile\'s layers are listed.</p>')
@@ -300,11 +306,13 @@ def _engine(report: Mapping[str, Any]) -> str:
         rows.append(f'<tr class="{css}" data-type="{_e(layer["type"])}">{_num(i)}'
                     f'<td class="mono">{_e(layer["name"])}</td><td>{_e(layer["type"])}</td>'
                     f'{_num(len(nodes))}<td class="mono">{_e(node_text)}</td>'
+                    f'<td>{_e(layer.get("precision", "-"))}</td>'
                     f'<td>{_e(", ".join(layer.get("datatypes", [])))}</td>'
                     f'<td>{"yes" if layer.get("compute") else "no"}</td></tr>')
     parts.append('<table id="engine-layers"><thead><tr><th class="num">#</th><th>engine layer</th>'
-                 '<th>type</th><th class="num">fused nodes</th><th>ONNX nodes</th><th>datatypes</th>'
-                 '<th>compute</th></tr></thead><tbody>' + "".join(rows) + "</tbody></table>")
+                 '<th>type</th><th class="num">fused nodes</th><th>ONNX nodes</th><th>precision</th>'
+                 '<th>output datatypes</th><th>compute</th></tr></thead><tbody>'
+                 + "".join(rows) + "</tbody></table>")
     return "".join(parts)
 
 

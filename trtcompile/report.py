@@ -405,12 +405,20 @@ def format_engine(report: Mapping[str, Any], output_dir: str | None = None) -> l
         f"  engine layers: {counted}; graph layers {report['layers']['input']} -> "
         f"{report['layers']['optimized']}; build time {format_seconds(engine['build_seconds'])}",
     ]
+    precisions = engine.get("compute_layer_precisions")
+    if layers and precisions:
+        lines.append(f"  compute layers by precision: {format_counts(precisions)}")
+    for problem in engine.get("layer_report_problems", [])[:3]:
+        lines.append(f"  not fully read: {problem[:200]}")
     excerpt = [layer for layer in layers if layer.get("compute")][:ENGINE_EXCERPT_LAYERS]
     if excerpt:
-        rows = [(layer["name"], layer["type"], ", ".join(layer.get("onnx_nodes", [])) or "-")
+        rows = [(layer["name"], layer["type"], layer.get("precision", "-"),
+                 ",".join(layer.get("datatypes", [])) or "-",
+                 ", ".join(layer.get("onnx_nodes", [])) or "-")
                 for layer in excerpt]
         lines += ["  " + line for line in format_table(
-            ("engine layer", "type", "ONNX nodes"), rows, (False, False, False))]
+            ("engine layer", "type", "precision", "output datatypes", "ONNX nodes"), rows,
+            (False,) * 5)]
         if len(excerpt) < len(layers):
             lines.append(f"  ({len(excerpt)} of {len(layers)} engine layers shown; all are in "
                          "report.json)")

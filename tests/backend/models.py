@@ -172,3 +172,22 @@ def rejected_op_model(op: str = "BitShift", batch: int | str = 1, head: int = 3,
     y.dtype, y.shape = np.float32, (batch, 4, 8, 8)
     graph.outputs = [y]
     return ir.export_model(graph)
+
+
+def fp16_conv1x1_model(channels: int = 256, features: int = 1024, size: int = 14) -> onnx.ModelProto:
+    """A float16 1x1 Conv + Relu large enough that TensorRT lowers it to a GEMM
+    (``__gemm_from_conv1x1`` in the layer report)."""
+    graph = gs.Graph(opset=17)
+    x = gs.Variable("x", np.float16, (1, channels, size, size))
+    conv_out = gs.Variable("conv_out", np.float16)
+    y = gs.Variable("y", np.float16, (1, features, size, size))
+    weights = (0.05 * _weights(2, features, channels, 1, 1)).astype(np.float16)
+    graph.nodes = [
+        gs.Node("Conv", "conv1x1", attrs={"kernel_shape": [1, 1]},
+                inputs=[x, gs.Constant("w", weights),
+                        gs.Constant("b", _weights(3, features).astype(np.float16))],
+                outputs=[conv_out]),
+        gs.Node("Relu", "relu", inputs=[conv_out], outputs=[y]),
+    ]
+    graph.inputs, graph.outputs = [x], [y]
+    return ir.export_model(graph)

@@ -241,19 +241,34 @@ def test_a_build_next_to_another_libraries_builder_still_reports_layers():
     assert result.stdout.split() == ["3", "True"]
 
 
+def test_fp16_conv_lowered_to_gemm_keeps_its_layer_report():
+    """FP16 1x1 convolutions become GEMMs noted ``__gemm_from_conv1x1``; the report reads them."""
+    build = build_engine(models.fp16_conv1x1_model(), progress=False)
+    assert build.layer_report_problems == []
+    gemms = [layer for layer in build.layers if layer.type == "gemm"]
+    assert len(gemms) == 1
+    assert gemms[0].notes == ["__gemm_from_conv1x1"]
+    assert gemms[0].onnx_nodes == ["conv1x1", "relu"]
+    assert all(layer.precision == "FP16" for layer in build.layers)
+    assert build.to_dict(None)["compute_layer_precisions"] == {
+        "INT8": 0, "FP16": build.compute_layers, "FP32": 0}
+
+
 def test_missing_layer_report_is_explained():
     capture = backend.LogCapture()
     capture.record("W", "The logger passed into createInferBuilder differs from one already "
                         "registered for an existing builder, runtime, or refitter.")
-    layers, note = backend._engine_layers(capture, set())
-    assert layers == [] and note.startswith("no engine layer report: another TensorRT logger")
+    report, note = backend._engine_layers(capture, set())
+    assert report.layers == [] and note.startswith("no engine layer report: another TensorRT logger")
     capture = backend.LogCapture()
     capture.record("I", "Engine built")
-    assert backend._engine_layers(capture, set()) == (
-        [], "no engine layer report: the builder did not log its layers")
+    report, note = backend._engine_layers(capture, set())
+    assert report.layers == [] and note == "no engine layer report: the builder did not log its layers"
     capture.record("V", "Layers:\nName: broken")
-    layers, note = backend._engine_layers(capture, set())
-    assert layers == [] and note.startswith("the engine layer report could not be read: ")
+    report, note = backend._engine_layers(capture, set())
+    assert report.layers == [] and report.problems == [
+        "layer line 1 (skipped): not an engine layer line: 'Name: broken'"]
+    assert note.startswith("the engine layer report was not fully read: layer line 1 (skipped)")
 
 
 # --------------------------------------------------------------------------------------------

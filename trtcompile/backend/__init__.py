@@ -15,10 +15,13 @@ from trtcompile.backend.engine_report import (
     NON_COMPUTE_LAYER_TYPES,
     EngineBuild,
     EngineLayer,
+    LayerReport,
     format_engine_layers,
     format_engine_summary,
     layer_type_histogram,
     parse_layer_report,
+    precision_histogram,
+    read_layer_report,
 )
 from trtcompile.backend.support import SupportReport, query_support
 from trtcompile.backend.tensorrt import (
@@ -35,8 +38,8 @@ from trtcompile.backend.tensorrt import (
 
 __all__ = [
     "NON_COMPUTE_LAYER_TYPES", "NO_GPU_MESSAGE", "BackendInfo", "EngineBuild", "EngineLayer",
-    "SupportReport", "query_support",
-    "backend_info", "build_engine", "format_engine_layers", "format_engine_summary",
-    "layer_type_histogram", "load_tensorrt", "parse_layer_report", "run_engine", "save_plan",
-    "deserialize_engine", "run_deserialized",
+    "LayerReport", "SupportReport", "backend_info", "build_engine", "deserialize_engine",
+    "format_engine_layers", "format_engine_summary", "layer_type_histogram", "load_tensorrt",
+    "parse_layer_report", "precision_histogram", "query_support", "read_layer_report",
+    "run_deserialized", "run_engine", "save_plan",
 ]

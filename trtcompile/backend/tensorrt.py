@@ -36,7 +36,12 @@ import numpy as np
 import onnx
 
 from trtcompile import ir
-from trtcompile.backend.engine_report import EngineBuild, find_layer_report, parse_layer_report
+from trtcompile.backend.engine_report import (
+    EngineBuild,
+    LayerReport,
+    find_layer_report,
+    read_layer_report,
+)
 from trtcompile.backend.progress import make_progress_monitor, progress_enabled
 from trtcompile.errors import BackendError, InputError
 
@@ -236,12 +241,13 @@ def build_engine(model: onnx.ModelProto, *, model_dir: Path | None = None, progr
         raise BackendError(_build_failure(capture, ""))
     plan = bytes(memoryview(serialized))
     del serialized, config, parser, network, builder  # release TensorRT objects before the logger
-    layers, note = _engine_layers(capture, known_nodes)
+    report, note = _engine_layers(capture, known_nodes)
     log_lines = capture.lines()
     if note:
         log_lines.append(f"[W] {note}")
-    return EngineBuild(plan=plan, backend=trt.__name__, version=str(trt.__version__), layers=layers,
-                       build_seconds=build_seconds, profiles=profile_records, log_lines=log_lines)
+    return EngineBuild(plan=plan, backend=trt.__name__, version=str(trt.__version__),
+                       layers=report.layers, build_seconds=build_seconds, profiles=profile_records,
+                       log_lines=log_lines, layer_report_problems=report.problems)
 
 
 def save_plan(build: EngineBuild, path: str | os.PathLike) -> Path:
@@ -443,18 +449,22 @@ def _build_failure(capture: LogCapture, exception_text: str) -> str:
     return f"TensorRT could not build the engine: {detail}"
 
 
-def _engine_layers(capture: LogCapture, known_nodes: set[str]) -> tuple[list, str]:
-    """The engine layers from the captured log, and a note when they are unavailable."""
+def _engine_layers(capture: LogCapture, known_nodes: set[str]) -> tuple[LayerReport, str]:
+    """The engine layers read from the captured log, and a note when they are unavailable or a
+    layer line could not be read (the other layers are kept, see :func:`read_layer_report`)."""
     message = find_layer_report(capture.texts())
     if message is None:
         if capture.foreign_logger or not capture.messages:
-            return [], ("no engine layer report: another TensorRT logger was registered first in "
-                        "this process, so the builder's messages did not reach trtcompile")
-        return [], "no engine layer report: the builder did not log its layers"
-    try:
-        return parse_layer_report(message, known_nodes), ""
-    except ValueError as error:
-        return [], f"the engine layer report could not be read: {error}"
+            return LayerReport([]), ("no engine layer report: another TensorRT logger was "
+                                     "registered first in this process, so the builder's messages "
+                                     "did not reach trtcompile")
+        return LayerReport([]), "no engine layer report: the builder did not log its layers"
+    report = read_layer_report(message, known_nodes)
+    if report.problems:
+        return report, ("the engine layer report was not fully read: "
+                        + "; ".join(report.problems[:3])
+                        + (f"; and {len(report.problems) - 3} more" if len(report.problems) > 3 else ""))
+    return report, ""
 
 
 # --------------------------------------------------------------------------------------------
