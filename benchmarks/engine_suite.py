@@ -26,7 +26,7 @@ from benchmarks.keras_models import add_cache_dir_argument
 from benchmarks.markdown_section import machine_line, write_section
 
 #: The tuned pipeline measured next to the default one.
-ENGINE_GUIDED = "engine-guided(default)"
+ENGINE_GUIDED = "tuned"
 
 
 @dataclass
@@ -119,7 +119,7 @@ def markdown(rows: list[Row], pipelines: dict[str, str]) -> str:
         "light models shipped in the onnx package (`-light`), and Keras InceptionV3 lowered by",
         "tf2onnx with its optimizers on; all weights random. Engine columns are the compute layers",
         "TensorRT builds from the model as given (*TensorRT*), after each peer simplifier with its",
-        "defaults, after the `default` pipeline and after `engine-guided(default)`. MACs are",
+        "defaults, after the `default` pipeline and after the named pipeline `tuned` (engine-guided). MACs are",
         "`trtcompile.cost`'s multiply-accumulates.",
         "",
         machine_line(),

@@ -11,6 +11,7 @@ The public Python API:
 
 from trtcompile.pass_manager import (
     DumpInstrument,
+    EngineGuided,
     FixedPoint,
     Instrument,
     Pass,
@@ -29,7 +30,7 @@ from trtcompile.pass_manager import (
 __version__ = "0.1.0"
 
 __all__ = [
-    "DumpInstrument", "FixedPoint", "Instrument", "Pass", "PassContext", "PassManager",
+    "DumpInstrument", "EngineGuided", "FixedPoint", "Instrument", "Pass", "PassContext", "PassManager",
     "PassRegistry", "PassResult", "PipelineReport", "VerifyInstrument", "default_registry",
     "parse_pipeline", "print_pipeline", "run_pipeline", "__version__",
 ]
