@@ -55,6 +55,14 @@ PIPELINES = {
         "horizontal-fusion,",
         "horizontal-fusion{pad-kernels=true max-extra-macs=0.5},"
         "average-pool-conv-fusion{max-extra-macs=0.5},"),
+    # The default pipeline, then the rewrites that add arithmetic to remove layers, each group kept
+    # only where TensorRT builds an engine with fewer compute layers within 10% more MACs (see
+    # trtcompile.pass_manager.EngineGuided). Costs one engine build per group that changes the graph.
+    "tuned": (
+        "engine-guided{max-extra-macs=0.1}(" + DEFAULT_PIPELINE + ","
+        "fixed-point(horizontal-fusion{pad-kernels=true},concat-elimination,dead-layer-elimination),"
+        "fixed-point(average-pool-conv-fusion,horizontal-fusion{pad-kernels=true},"
+        "concat-elimination,dead-layer-elimination))"),
 }
 
 __all__ = ["BUILTIN_PASSES", "DEFAULT_PIPELINE", "PIPELINES", *[cls.__name__ for cls in BUILTIN_PASSES]]

@@ -50,7 +50,10 @@ _ACTIVATIONS: dict[str, _Activation] = {a.op: a for a in (
     _Activation("HardSwish", "hard-swish", "HardSwish"),
     _Activation("Elu", "elu", "Elu", (("alpha", "a", 1.0),)),
 )}
-_ACTIVATION_BY_OPTION = {a.option: a for a in _ACTIVATIONS.values()}
+#: SiLU (Swish with beta 1): ``Mul(x, Sigmoid(x))``, two ONNX nodes reading the same tensor (opset
+#: 17 has no single op for it). Exported PyTorch and YOLO models write every SiLU this way.
+_SILU = _Activation("Mul", "silu", "Silu")
+_ACTIVATION_BY_OPTION = {a.option: a for a in (*_ACTIVATIONS.values(), _SILU)}
 
 #: Option names of every activation the pass can fuse (the default of ``activations``).
 ACTIVATION_NAMES: tuple[str, ...] = tuple(_ACTIVATION_BY_OPTION)
@@ -183,7 +186,11 @@ def conv_function(graph: gs.Graph, attrs: dict[str, Any], activation: str | None
         inputs: list[gs.Tensor] = [output]
         output = gs.Variable("y")
         node_attrs: dict[str, Any] = {}
-        if spec.op == "Clip":
+        if spec is _SILU:
+            gate = gs.Variable("gate")
+            body.append(gs.Node("Sigmoid", name="gate", inputs=[inputs[0]], outputs=[gate]))
+            inputs.append(gate)
+        elif spec.op == "Clip":
             # Clip (opset >= 11) takes its bounds as inputs: constants of the body, typed like x.
             for bound in ("min", "max"):
                 if params.get(bound) is None:
@@ -240,6 +247,10 @@ def conv_call_info(graph: gs.Graph, node: gs.Node) -> ConvCallInfo | None:
         residual = node.inputs[3]
     if not rest:
         return ConvCallInfo(node, function, attrs, None, {}, weights, bias, residual)
+    if (len(rest) == 2 and rest[0].op == "Sigmoid" and rest[1].op == "Mul"
+            and len(rest[1].inputs) == 2 and len(rest[0].inputs) == 1
+            and {id(t) for t in rest[1].inputs} == {id(rest[0].inputs[0]), id(rest[0].outputs[0])}):
+        return ConvCallInfo(node, function, attrs, _SILU.option, {}, weights, bias, residual)
     if len(rest) != 1 or rest[0].op not in _ACTIVATIONS:
         return None
     activation_node = rest[0]
@@ -280,12 +291,14 @@ class _Chain:
     residual: gs.Tensor | None = None  # Z
     activation: _Activation | None = None
     activation_node: gs.Node | None = None
+    gate_node: gs.Node | None = None  # SiLU's Sigmoid, read by the activation Mul
     activation_params: dict[str, float] = field(default_factory=dict)
     reaches: gs.Node | None = None  # probing only: the Add of a computed tensor the chain reached
 
     @property
     def nodes(self) -> list[gs.Node]:
-        tail = [n for n in (self.residual_node, self.activation_node) if n is not None]
+        tail = [n for n in (self.residual_node, self.gate_node, self.activation_node)
+                if n is not None]
         return [self.conv, *(node for _, node, _ in self.steps), *tail]
 
     @property
@@ -404,7 +417,12 @@ class ConvBiasActivationFusion(Pass):
          after the main path, so there the shortcut conv takes the Add; TensorRT's builder picks
          the same conv when it fuses the Add itself.)
       5. The chain may end with one activation among ``activations``: relu, clip (constant bounds,
-         e.g. ReLU6), leaky-relu, sigmoid, tanh, hard-sigmoid, hard-swish, elu.
+         e.g. ReLU6), leaky-relu, sigmoid, tanh, hard-sigmoid, hard-swish, elu, and silu: the
+         pair ``g = Sigmoid(t)``, ``Mul(t, g)`` (either operand order) where those two nodes are
+         ``t``'s only readers and ``g`` feeds only the Mul (the body then ends with the same
+         Sigmoid and Mul). Without this rule the conv output's two readers stop the chain
+         ("conv output has 2 consumers") and every SiLU network (EfficientNet, YOLOv8) keeps
+         its BatchNorms and biases as separate ONNX layers.
       6. Every intermediate tensor must have exactly one consumer and must not be a graph output; the
          chain stops before a node that breaks this, fusing what came before. (So ``Z`` can never
          depend on the conv's result: the conv's only reader leads to the Add.)
@@ -493,6 +511,13 @@ class ConvBiasActivationFusion(Pass):
                 what = "conv output" if current is conv.outputs[0] else f"intermediate '{current.name}'"
                 if current.name in facts.outputs:
                     raise _Stop(f"intermediate '{current.name}' is a graph output", candidates[0])
+                silu = _silu_nodes(current, facts.outputs)
+                if silu is not None:
+                    if _SILU.option not in self.activations:
+                        raise _Stop("activation 'silu' not enabled", silu[1])
+                    chain.activation, chain.activation_params = _SILU, {}
+                    chain.gate_node, chain.activation_node = silu
+                    break
                 if len(readers) != 1:
                     raise _Stop(f"{what} has {len(readers)} consumers", candidates[0])
                 follower = readers[0]
@@ -773,6 +798,24 @@ def _batchnorm_training_form(node: gs.Node, opset: int) -> str:
     if extra:
         return f"opset {opset}, {len(node.outputs)} outputs"
     return ""
+
+
+def _silu_nodes(tensor: gs.Tensor, graph_outputs: set[str]) -> tuple[gs.Node, gs.Node] | None:
+    """(Sigmoid, Mul) if ``tensor``'s only readers are ``g = Sigmoid(tensor)`` and
+    ``Mul(tensor, g)`` (either operand order) and ``g`` feeds nothing else: a SiLU of ``tensor``."""
+    readers = tensor.outputs
+    if len(readers) != 2 or not all(ir.is_onnx_op(n) for n in readers):
+        return None
+    gate = next((n for n in readers if n.op == "Sigmoid"), None)
+    mul = next((n for n in readers if n.op == "Mul"), None)
+    if gate is None or mul is None or len(gate.outputs) != 1 or len(mul.inputs) != 2:
+        return None
+    gated = gate.outputs[0]
+    if len(gated.outputs) != 1 or gated.outputs[0] is not mul or gated.name in graph_outputs:
+        return None
+    if {id(t) for t in mul.inputs} != {id(tensor), id(gated)}:
+        return None
+    return gate, mul
 
 
 def _per_channel(value: np.ndarray, rank: int, channels: int) -> np.ndarray | None:

@@ -12,6 +12,7 @@ The public Python API:
 
 from trtcompile.pass_manager import (
     DumpInstrument,
+    EngineGuided,
     FixedPoint,
     Instrument,
     Pass,
@@ -38,7 +39,7 @@ def load(folder, *, device: str = "auto"):
     return load_compiled(folder, device=device)
 
 __all__ = [
-    "DumpInstrument", "FixedPoint", "Instrument", "Pass", "PassContext", "PassManager",
+    "DumpInstrument", "EngineGuided", "FixedPoint", "Instrument", "Pass", "PassContext", "PassManager",
     "PassRegistry", "PassResult", "PipelineReport", "VerifyInstrument", "default_registry",
     "parse_pipeline", "print_pipeline", "run_pipeline", "__version__", "load",
 ]

@@ -105,7 +105,8 @@ def compile_options(args: argparse.Namespace):
         lowering=args.lowering,
     )
     return CompileOptions(
-        pipeline=args.pipeline, pass_modules=tuple(args.pass_module), atol=args.atol,
+        pipeline=(f"engine-guided({args.pipeline})" if getattr(args, "tune_with_engine", False)
+                  else args.pipeline), pass_modules=tuple(args.pass_module), atol=args.atol,
         rtol=args.rtol, seed=args.seed, parity=not args.no_parity, engine=not args.no_engine,
         engine_parity=args.engine_parity,
         dump_after_each=args.dump_after_each, verify_after_each=args.verify_after_each,
@@ -456,6 +457,10 @@ def build_parser() -> argparse.ArgumentParser:
     compile_.add_argument("--pipeline", default="default", metavar="TEXT",
                           help="pass pipeline text (default: the default pipeline; see "
                                "'trtcompile passes')")
+    compile_.add_argument("--tune-with-engine", action="store_true",
+                          help="run the pipeline inside engine-guided(...): keep each of its "
+                               "top-level passes only where TensorRT builds an engine with fewer "
+                               "(or as many, at no more MACs) compute layers")
     compile_.add_argument("--pass-module", action="append", default=[], metavar="FILE",
                           help="Python file defining passes to register (repeatable)")
     compile_.add_argument("--atol", type=float, default=verify.DEFAULT_ATOL,

@@ -508,6 +508,24 @@ def build_engine(optimized: onnx.ModelProto, loaded: LoadedModel, options: Compi
                                 profiles=plan.backend_profiles() if plan is not None else None)
 
 
+def engine_judge(loaded: LoadedModel, plan: ProfilePlan | None):
+    """The judge ``engine-guided`` uses in a compile: a graph's engine compute layers, built with
+    the compile's optimization profiles (raises BackendError when TensorRT cannot build it)."""
+
+    def compute_layers(graph) -> int:
+        from trtcompile import backend
+        from trtcompile.errors import BackendError
+
+        build = backend.build_engine(ir.export_model(graph.copy()), model_dir=loaded.model_dir,
+                                     progress=False,
+                                     profiles=plan.backend_profiles() if plan is not None else None)
+        if not build.layer_report_available:
+            raise BackendError("the builder reported no engine layers, so engines cannot be compared")
+        return build.compute_layers
+
+    return compute_layers
+
+
 def check_parity_at_shapes(loaded: LoadedModel, optimized: onnx.ModelProto,
                            options: CompileOptions, plan: ProfilePlan) -> ParityVerdict:
     """:func:`check_parity` at every input shape set of ``plan`` (each profile's min, opt and
@@ -835,6 +853,7 @@ def compile_model(source: str | Path | None, output_dir: str | Path,
     check_exclude_ops(options, loaded)
     if plan.source != "static":
         log(f"optimization profiles: {plan.description}")
+    resources.setdefault("engine-guided", engine_judge(loaded, plan))
 
     output_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.", suffix=".tmp", dir=output_dir.parent))

@@ -14,6 +14,10 @@ Pipelines are text, round-tripping through :func:`parse_pipeline` and :func:`pri
   comma-separated values (``activations=relu,clip``): a token without ``=`` continues the list;
 * ``fixed-point(...)`` runs its nested pipeline until an iteration leaves the graph unchanged
   (``max-iterations`` bounds it, default 8);
+* ``engine-guided(...)`` tries each element of its nested pipeline as one group of candidate
+  rewrites, builds a TensorRT engine of the result and keeps the group only where the engine is
+  not worse (see :class:`EngineGuided`); options ``max-builds``, ``max-seconds``,
+  ``max-extra-macs``;
 * ``default`` stands for the default pipeline.
 
 Instruments observe the run without passes knowing: :class:`DumpInstrument` writes the IR after
@@ -370,7 +374,57 @@ class FixedPoint:
         return f"{self.name}{options}({print_pipeline(self.elements)})"
 
 
-PipelineElement = Pass | FixedPoint
+@dataclass(frozen=True)
+class EngineGuided:
+    """Keeps each group of rewrites only where TensorRT builds a better engine from it.
+
+    Every element of ``elements`` (a pass, or a ``fixed-point`` group) is one candidate group. In
+    order, each group runs on the graph as the groups kept so far left it; the manager builds an
+    engine from the result (TensorRT's own fusion verdict: its compute layers) and keeps the group
+    when
+
+    * the engine has fewer compute layers, and the MACs stay within ``1 + max_extra_macs`` times
+      the fewest MACs the graph has had in ``engine-guided`` (its input's, or less once a kept
+      group removed arithmetic, e.g. folding a constant subgraph); or
+    * the engine has as many compute layers and the group adds no MACs (a neutral rewrite, such
+      as folding or cleanup, which later groups may build on).
+
+    Otherwise the graph goes back to what it was before the group, with the reason recorded
+    (``engine 85 -> 87 compute layers``). Builds are cached by graph fingerprint, so a group that
+    leaves the graph as an earlier state costs nothing; a group that changes nothing is kept
+    without a build. At most ``max_builds`` engines are built and no build starts after
+    ``max_seconds``; groups left then are not tried (recorded as skipped). The engine of each
+    candidate is judged by ``PassContext.resources["engine-guided"]`` when set (a callable from a
+    graph to its engine's compute layers, e.g. one that builds with the compile's optimization
+    profiles), else by a TensorRT build without profiles.
+
+    Worth it when the rewrites' effect on the engine is not known in advance: rewrites that add
+    arithmetic to remove layers (``pad-kernels``, ``average-pool-conv-fusion``), and models
+    unlike the ones the default pipeline was measured on. Each build takes seconds on a CPU, so
+    a pipeline of N groups costs about N + 1 builds.
+    """
+
+    elements: tuple[PipelineElement, ...]
+    max_builds: int = 32
+    max_seconds: float = 600.0
+    max_extra_macs: float = 0.0
+    name: ClassVar[str] = "engine-guided"
+
+    #: Option name -> (attribute, type, default).
+    OPTIONS: ClassVar[dict[str, tuple[str, type, Any]]] = {
+        "max-builds": ("max_builds", int, 32),
+        "max-seconds": ("max_seconds", float, 600.0),
+        "max-extra-macs": ("max_extra_macs", float, 0.0),
+    }
+
+    def to_text(self) -> str:
+        options = " ".join(f"{key}={_format_value(getattr(self, attr))}"
+                           for key, (attr, _, default) in self.OPTIONS.items()
+                           if getattr(self, attr) != default)
+        return f"{self.name}{'{' + options + '}' if options else ''}({print_pipeline(self.elements)})"
+
+
+PipelineElement = Pass | FixedPoint | EngineGuided
 Pipeline = tuple[PipelineElement, ...]
 
 
@@ -454,6 +508,26 @@ class _Parser:
         if self.peek() == "{":
             self.pos += 1
             raw_options = self.options()
+        if name == EngineGuided.name:
+            kwargs: dict[str, Any] = {}
+            for key, values in raw_options:
+                if key not in EngineGuided.OPTIONS:
+                    raise PipelineError(f"engine-guided has options {', '.join(EngineGuided.OPTIONS)}; "
+                                        f"got '{key}'")
+                attr, type_, _ = EngineGuided.OPTIONS[key]
+                kwargs[attr] = _convert("engine-guided", key, type_, values)
+            if kwargs.get("max_builds", 1) < 1 or kwargs.get("max_seconds", 1.0) <= 0 \
+                    or not kwargs.get("max_extra_macs", 0.0) >= 0:
+                raise PipelineError("engine-guided needs max-builds >= 1, max-seconds > 0 and "
+                                    "max-extra-macs >= 0")
+            if self.peek() != "(":
+                raise self.error("engine-guided needs a nested pipeline in parentheses")
+            self.pos += 1
+            inner = self.pipeline(closing=")")
+            self.pos += 1
+            if not inner:
+                raise self.error("engine-guided needs at least one pass")
+            return [EngineGuided(tuple(inner), **kwargs)]
         if name == FixedPoint.name:
             max_iterations = 8
             for key, values in raw_options:
@@ -527,7 +601,7 @@ def default_pipeline_text() -> str:
 def iter_passes(pipeline: Sequence[PipelineElement]) -> Iterable[Pass]:
     """Every pass of a pipeline, flattening fixed-point groups."""
     for element in pipeline:
-        if isinstance(element, FixedPoint):
+        if isinstance(element, (FixedPoint, EngineGuided)):
             yield from iter_passes(element.elements)
         else:
             yield element
@@ -588,6 +662,9 @@ class PipelineReport:
     histogram_after: dict[str, int] = field(default_factory=dict)
     records: list[PassRecord] = field(default_factory=list)
     fixed_points: list[dict[str, Any]] = field(default_factory=list)
+    #: One entry per group an ``engine-guided`` element tried: the group, the engine compute
+    #: layers and MACs before and with it, whether it was kept and why.
+    engine_guided: list[dict[str, Any]] = field(default_factory=list)
     seconds: float = 0.0
     #: The rewrites passes were granted during the run (:meth:`PassContext.may_rewrite`), in order.
     rewrites: list[Rewrite] = field(default_factory=list)
@@ -612,6 +689,7 @@ class PipelineReport:
             "histogram": {"input": self.histogram_before, "optimized": self.histogram_after},
             "passes": [record.to_dict() for record in self.records],
             "fixed_points": self.fixed_points,
+            "engine_guided": self.engine_guided,
             "seconds": round(self.seconds, 6),
         }
 
@@ -711,6 +789,9 @@ class PassManager:
         self.pipeline: Pipeline = tuple(pipeline)
         self.instruments = list(instruments)
         self.ctx = ctx or PassContext()
+        #: Engine compute layers by graph fingerprint, for ``engine-guided`` (one manager, one
+        #: process: fingerprints are not stable across processes).
+        self._engine_cache: dict[int, int] = {}
 
     @property
     def text(self) -> str:
@@ -748,6 +829,8 @@ class PassManager:
         for element in elements:
             if isinstance(element, FixedPoint):
                 changed_any |= self._run_fixed_point(element, graph, report, state)
+            elif isinstance(element, EngineGuided):
+                changed_any |= self._run_engine_guided(element, graph, report, state, iteration)
             else:
                 changed_any |= self._run_pass(element, graph, report, state, iteration)
         return changed_any
@@ -771,6 +854,107 @@ class PassManager:
             self.ctx.log(f"warning: {group.to_text()} did not converge in {group.max_iterations} "
                          "iterations")
         return changed_any
+
+    def _run_engine_guided(self, group: EngineGuided, graph: gs.Graph, report: PipelineReport,
+                           state: _RunState, iteration: int | None) -> bool:
+        from trtcompile import cost
+
+        start = time.perf_counter()
+        judge = self.ctx.resources.get(EngineGuided.name) or _engine_compute_layers
+        builds = 0
+        cache_hits = 0
+        failures: dict[int, str] = {}
+
+        def engine_layers(candidate: gs.Graph, fingerprint: int) -> int | None:
+            nonlocal builds, cache_hits
+            if fingerprint in self._engine_cache:
+                cache_hits += 1
+                return self._engine_cache[fingerprint]
+            if fingerprint in failures:
+                return None
+            builds += 1
+            try:
+                layers = int(judge(candidate))
+            except TrtcompileError as error:
+                failures[fingerprint] = str(error).splitlines()[0]
+                return None
+            self._engine_cache[fingerprint] = layers
+            return layers
+
+        layers_before = ir.layer_count(graph)
+        histogram_before = ir.op_histogram(graph)
+        entry_fingerprint = state.fingerprint
+        baseline_macs = cost.graph_macs(graph).macs
+        current_macs = baseline_macs
+        current_layers = engine_layers(graph, state.fingerprint)
+        if current_layers is None:
+            raise PassFailed(group.to_text(), [r.text for r in report.records],
+                             "TensorRT cannot build the input of engine-guided: "
+                             + failures[state.fingerprint])
+        engine_before = current_layers
+        result = PassResult()
+        for element in group.elements:
+            text = element.to_text()
+            out_of_budget = (builds >= group.max_builds
+                             or time.perf_counter() - start >= group.max_seconds)
+            if out_of_budget:
+                result.reject(text, f"not tried: the budget (max-builds={group.max_builds}, "
+                                    f"max-seconds={group.max_seconds:g}) is spent")
+                result.count("groups_skipped")
+                continue
+            backup = graph.copy()
+            ledger = cost.mac_ledger(graph, self.ctx.resources)
+            ledger_before = (ledger.spent, list(ledger.entries))
+            records_before = len(report.records)
+            fingerprint_before = state.fingerprint
+            self._run_elements((element,), graph, report, state, iteration)
+            result.count("groups_tried")
+            if state.fingerprint == fingerprint_before:
+                result.count("groups_unchanged")
+                continue
+            macs = cost.graph_macs(graph).macs
+            layers = engine_layers(graph, state.fingerprint)
+            entry = {"group": text, "engine_before": current_layers, "engine_after": layers,
+                     "macs_before": current_macs, "macs_after": macs}
+            if layers is None:
+                reason = f"TensorRT cannot build the result: {failures[state.fingerprint]}"
+            elif macs > baseline_macs * (1.0 + group.max_extra_macs) and macs > current_macs:
+                reason = (f"MACs {cost.format_macs(macs)} exceed max-extra-macs="
+                          f"{group.max_extra_macs:g} of {cost.format_macs(baseline_macs)}")
+            elif layers < current_layers or (layers == current_layers and macs <= current_macs):
+                reason = ""
+            elif layers == current_layers:
+                reason = (f"engine {current_layers} -> {layers} compute layers at "
+                          f"{cost.format_macs(macs - current_macs)} more MACs")
+            else:
+                reason = f"engine {current_layers} -> {layers} compute layers"
+            entry["kept"] = not reason
+            entry["reason"] = reason or "kept"
+            report.engine_guided.append(entry)
+            if reason:
+                _replace_graph(graph, backup)
+                ledger.spent, ledger.entries = ledger_before  # the undone rewrites spent nothing
+                state.fingerprint = fingerprint_before
+                del report.records[records_before:]
+                result.reject(text, reason)
+                result.count("groups_rejected")
+            else:
+                current_layers, current_macs = layers, macs
+                baseline_macs = min(baseline_macs, macs)
+                result.count("groups_kept")
+        result.count("engine_builds", builds)
+        if cache_hits:
+            result.count("engine_cache_hits", cache_hits)
+        result.count("engine_layers_before", engine_before)
+        result.count("engine_layers_after", current_layers)
+        report.records.append(PassRecord(
+            index=len(report.records) + 1, name=group.name, text=group.to_text(), options={
+                attr: getattr(group, attr) for attr, _, _ in EngineGuided.OPTIONS.values()},
+            iteration=iteration, layers_before=layers_before, layers_after=ir.layer_count(graph),
+            seconds=time.perf_counter() - start, changed=state.fingerprint != entry_fingerprint,
+            histogram_delta=ir.histogram_delta(histogram_before, ir.op_histogram(graph)),
+            stats=dict(result.counts), rejections=list(result.rejections)))
+        return state.fingerprint != entry_fingerprint
 
     def _run_pass(self, pass_: Pass, graph: gs.Graph, report: PipelineReport, state: _RunState,
                   iteration: int | None) -> bool:
@@ -816,15 +1000,32 @@ class _RunState:
     fingerprint: int
 
 
+def _replace_graph(graph: gs.Graph, other: gs.Graph) -> None:
+    """Make ``graph`` (in place: callers hold it) the program ``other`` is."""
+    graph.__dict__.clear()
+    graph.__dict__.update(other.__dict__)
+
+
+def _engine_compute_layers(graph: gs.Graph) -> int:
+    """Compute layers of the engine TensorRT builds from ``graph`` (no optimization profiles)."""
+    from trtcompile.backend import build_engine
+    from trtcompile.errors import BackendError
+
+    build = build_engine(ir.export_model(graph.copy()), progress=False)
+    if not build.layer_report_available:
+        raise BackendError("the builder reported no engine layers, so engines cannot be compared")
+    return build.compute_layers
+
+
 def run_pipeline(graph: gs.Graph, pipeline: str = "default", **kwargs: Any) -> PipelineReport:
     """Convenience: ``PassManager(pipeline, **kwargs).run(graph)``."""
     return PassManager(pipeline, **kwargs).run(graph)
 
 
 __all__ = [
-    "DumpInstrument", "FixedPoint", "Instrument", "Pass", "PassContext", "PassManager",
-    "PassRecord", "PassRegistry", "PassResult", "PipelineReport", "REWRITE_LIMIT_REASON",
-    "Rejection", "Rewrite", "VerifyInstrument",
+    "DumpInstrument", "EngineGuided", "FixedPoint", "Instrument", "Pass", "PassContext",
+    "PassManager", "PassRecord", "PassRegistry", "PassResult", "PipelineReport",
+    "REWRITE_LIMIT_REASON", "Rejection", "Rewrite", "VerifyInstrument",
     "default_pipeline_text", "default_registry", "iter_passes", "parse_pipeline", "print_pipeline",
     "run_pipeline",
 ]

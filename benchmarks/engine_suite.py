@@ -1,0 +1,173 @@
+"""Engine compute layers on held-out-style models: TensorRT alone, peers, the default pipeline and
+engine-guided tuning.
+
+For each model of :mod:`benchmarks.model_suite`: ONNX nodes and layers, the engine compute layers
+TensorRT builds from the model as given, after onnxslim, after onnxsim (each when installed), after
+the default pipeline and after ``engine-guided(default)``; MACs of the input and of each of ours
+(:mod:`trtcompile.cost`); ONNX Runtime parity of ours against the input.
+
+Run: ``python -m benchmarks.engine_suite [--cache-dir DIR] [--models a,b,...] [--no-write]``.
+Writes the ``engine-suite`` section of docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+
+import onnx
+
+from benchmarks import model_suite
+from benchmarks.keras_models import add_cache_dir_argument
+from benchmarks.markdown_section import machine_line, write_section
+
+#: The tuned pipeline measured next to the default one.
+ENGINE_GUIDED = "tuned"
+
+
+@dataclass
+class Row:
+    """Figures of one model."""
+
+    name: str
+    nodes: int
+    layers: int
+    macs: int
+    engine: dict[str, int | None] = field(default_factory=dict)  # column -> compute layers
+    macs_after: dict[str, int] = field(default_factory=dict)  # ours -> MACs
+    parity: dict[str, str] = field(default_factory=dict)
+    tuned: str = ""  # what engine-guided kept
+
+
+def _compute_layers(model: onnx.ModelProto) -> int | None:
+    from trtcompile import ir
+    from trtcompile.backend import build_engine
+
+    model.ir_version = min(model.ir_version or ir.IR_VERSION, ir.IR_VERSION)
+    try:
+        return build_engine(model, progress=False).compute_layers
+    except Exception as error:  # noqa: BLE001 - a peer's output TensorRT rejects is a figure too
+        print(f"  build failed: {str(error).splitlines()[0][:200]}", file=sys.stderr)
+        return None
+
+
+def _peer(name: str, model: onnx.ModelProto) -> onnx.ModelProto | None:
+    try:
+        if name == "onnxslim":
+            import onnxslim
+
+            return onnxslim.slim(onnx.ModelProto.FromString(model.SerializeToString()))
+        import onnxsim
+
+        simplified, ok = onnxsim.simplify(onnx.ModelProto.FromString(model.SerializeToString()))
+        return simplified if ok else None
+    except Exception as error:  # noqa: BLE001
+        print(f"  {name} failed: {str(error).splitlines()[0][:200]}", file=sys.stderr)
+        return None
+
+
+def peers() -> list[str]:
+    """The peer simplifiers installed here."""
+    return [name for name in ("onnxslim", "onnxsim") if importlib.util.find_spec(name) is not None]
+
+
+def measure(key: str, cache_dir, pipelines: dict[str, str]) -> Row:
+    """Build every column of one model."""
+    from trtcompile import cost, ir, verify
+    from trtcompile.pass_manager import PassManager
+
+    model = model_suite.load(key, cache_dir)
+    model.ir_version = min(model.ir_version or ir.IR_VERSION, ir.IR_VERSION)
+    graph = ir.import_model(model)
+    row = Row(key, len(model.graph.node), ir.layer_count(graph), cost.graph_macs(graph).macs)
+    row.engine["TensorRT"] = _compute_layers(model)
+    for name in peers():
+        simplified = _peer(name, model)
+        row.engine[name] = None if simplified is None else _compute_layers(simplified)
+    for label, pipeline in pipelines.items():
+        graph = ir.import_model(model)
+        report = PassManager(pipeline).run(graph)
+        optimized = ir.export_model(graph)
+        row.engine[label] = _compute_layers(optimized)
+        row.macs_after[label] = cost.graph_macs(graph).macs
+        row.parity[label] = verify.compare_models(model, optimized, seed=0).summary()
+        for record in report.records:
+            if record.name == "engine-guided":
+                row.tuned = ", ".join(f"{k}={v}" for k, v in sorted(record.stats.items()))
+    return row
+
+
+def _cell(value: int | None) -> str:
+    return "failed" if value is None else str(value)
+
+
+def markdown(rows: list[Row], pipelines: dict[str, str]) -> str:
+    """The ``engine-suite`` section."""
+    from trtcompile.cost import format_macs
+
+    columns = ["TensorRT", *peers(), *pipelines]
+    lines = [
+        "## Engine layers on exported models, against peers",
+        "",
+        "Written by `python -m benchmarks.engine_suite`. Models of `benchmarks/model_suite.py`:",
+        "networks built in PyTorch and exported with `torch.onnx.export(dynamo=False, opset 17)`",
+        "(`-torch`), Hugging Face transformers models built from configs (`-hf`, sequence 128), the",
+        "light models shipped in the onnx package (`-light`), and Keras InceptionV3 lowered by",
+        "tf2onnx with its optimizers on; all weights random. Engine columns are the compute layers",
+        "TensorRT builds from the model as given (*TensorRT*), after each peer simplifier with its",
+        "defaults, after the `default` pipeline and after the named pipeline `tuned` (engine-guided). MACs are",
+        "`trtcompile.cost`'s multiply-accumulates.",
+        "",
+        machine_line(),
+        "",
+        "| model | ONNX nodes | layers | " + " | ".join(columns) + " | MACs | MACs: default | "
+        "MACs: engine-guided | parity |",
+        "|---|" + "---:|" * (2 + len(columns) + 3) + "---|",
+    ]
+    for r in rows:
+        parities = {("passed" if p.startswith("passed") else p) for p in r.parity.values()}
+        lines.append(
+            f"| {r.name} | {r.nodes} | {r.layers} | "
+            + " | ".join(_cell(r.engine.get(c)) for c in columns)
+            + f" | {format_macs(r.macs)} | "
+            + " | ".join(format_macs(r.macs_after[label]) for label in pipelines)
+            + f" | {'; '.join(sorted(parities))} |")
+    lines += ["", "What engine-guided kept:", ""]
+    lines += [f"- **{r.name}**: {r.tuned or 'nothing'}" for r in rows]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Measure and print the figures; write the docs section unless ``--no-write``."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_cache_dir_argument(parser)
+    parser.add_argument("--models", default=",".join(model_suite.available_keys()),
+                        help="comma-separated subset of: " + ", ".join(model_suite.available_keys()))
+    parser.add_argument("--no-guided", action="store_true", help="skip the engine-guided column")
+    parser.add_argument("--no-write", action="store_true", help="print, do not update the docs")
+    args = parser.parse_args(argv)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ.setdefault("POLYGRAPHY_USE_TENSORRT_RTX", "1")
+    pipelines = {"default": "default"}
+    if not args.no_guided:
+        pipelines["engine-guided"] = ENGINE_GUIDED
+    rows = []
+    for key in args.models.split(","):
+        start = time.perf_counter()
+        rows.append(measure(key, args.cache_dir, pipelines))
+        r = rows[-1]
+        print(f"{key}: nodes {r.nodes}, engine {r.engine}, MACs {r.macs} -> {r.macs_after} "
+              f"({time.perf_counter() - start:.0f} s) {r.tuned}", file=sys.stderr, flush=True)
+    text = markdown(rows, pipelines)
+    print(text)
+    if not args.no_write:
+        write_section("engine-suite", text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

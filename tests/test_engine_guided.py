@@ -1,0 +1,185 @@
+"""engine-guided(...): groups kept or undone by the engine's compute layers, the budget, the cache."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import ClassVar
+
+import numpy as np
+import onnx_graphsurgeon as gs
+import pytest
+
+from tests.helpers import registry_with
+from tests.test_pass_manager import REGISTRY, conv_model, identity_chain_model
+from trtcompile import ir
+from trtcompile.errors import BackendError, PassFailed, PipelineError
+from trtcompile.pass_manager import (
+    EngineGuided,
+    Pass,
+    PassContext,
+    PassManager,
+    PassResult,
+    parse_pipeline,
+)
+
+
+class CountingJudge:
+    """A stand-in for TensorRT: the "engine" has one layer per node, plus ``relu_cost`` per Relu
+    (so removing a Relu is what pays); records every graph it was asked about."""
+
+    def __init__(self, relu_cost: int = 0):
+        self.relu_cost = relu_cost
+        self.calls = 0
+
+    def __call__(self, graph) -> int:
+        self.calls += 1
+        return len(graph.nodes) + self.relu_cost * sum(1 for n in graph.nodes if n.op == "Relu")
+
+
+def run(text: str, judge, model=None):
+    graph = ir.import_model(model or identity_chain_model())
+    manager = PassManager(text, registry=REGISTRY,
+                          ctx=PassContext(resources={"engine-guided": judge}))
+    return graph, manager.run(graph)
+
+
+@pytest.mark.parametrize("text", [
+    "engine-guided(remove-one-identity,dead-layer-elimination)",
+    "engine-guided{max-builds=3 max-seconds=2.5 max-extra-macs=0.1}(fixed-point(remove-one-identity))",
+])
+def test_engine_guided_text_round_trips(text: str) -> None:
+    (element,) = parse_pipeline(text, REGISTRY)
+    assert isinstance(element, EngineGuided)
+    assert element.to_text() == text
+
+
+@pytest.mark.parametrize("text, message", [
+    ("engine-guided{budget=3}(count-relus)", "engine-guided has options"),
+    ("engine-guided{max-builds=0}(count-relus)", "max-builds >= 1"),
+    ("engine-guided(count-relus", "expected ','"),
+    ("engine-guided()", "at least one pass"),
+    ("engine-guided", "nested pipeline"),
+])
+def test_engine_guided_text_errors(text: str, message: str) -> None:
+    with pytest.raises(PipelineError, match=message):
+        parse_pipeline(text, REGISTRY)
+
+
+def test_groups_that_lower_the_engine_are_kept_and_the_others_undone() -> None:
+    # Each remove-one-identity lowers the "engine": kept; count-relus changes nothing: no build.
+    judge = CountingJudge()
+    graph, report = run("engine-guided(remove-one-identity,count-relus,remove-one-identity)", judge)
+    assert [n.op for n in graph.nodes].count("Identity") == 1
+    record = report.records[-1]
+    assert record.name == "engine-guided"
+    assert record.stats["groups_kept"] == 2
+    assert record.stats["groups_unchanged"] == 1
+    assert record.stats["engine_layers_before"] == 5 and record.stats["engine_layers_after"] == 3
+    assert judge.calls == record.stats["engine_builds"] == 3
+    assert [e["kept"] for e in report.engine_guided] == [True, True]
+
+
+def test_a_group_that_raises_the_engine_count_is_undone_with_the_reason() -> None:
+    # An inverted judge: fewer nodes, more engine layers.
+    judge = lambda graph: 10 - len(graph.nodes)  # noqa: E731
+    graph, report = run("engine-guided(remove-one-identity)", judge)
+    assert [n.op for n in graph.nodes] == ["Identity", "Relu", "Identity", "Identity", "Relu"]
+    record = report.records[-1]
+    assert record.stats["groups_rejected"] == 1
+    assert [r.reason for r in record.rejections] == ["engine 5 -> 6 compute layers"]
+    # The undone group's own record is gone: the report lists what shaped the graph.
+    assert [r.name for r in report.records] == ["engine-guided"]
+    assert report.engine_guided[0]["kept"] is False
+
+
+@dataclass(frozen=True)
+class AddZeroConv(Pass):
+    """Adds arithmetic: ``conv(x) + conv(x; 0)`` in place of the first Conv's output."""
+
+    name: ClassVar[str] = "add-zero-conv"
+
+    def run(self, graph: gs.Graph, ctx: PassContext) -> PassResult:
+        result = PassResult()
+        conv = next(n for n in graph.nodes if n.op == "Conv")
+        weights = conv.inputs[1]
+        zero = gs.Constant(weights.name + "_zero", np.zeros_like(weights.values))
+        extra, total = gs.Variable("extra", np.float32), gs.Variable("total", np.float32)
+        output = conv.outputs[0]
+        for reader in list(output.outputs):
+            reader.inputs[reader.inputs.index(output)] = total
+        graph.nodes += [gs.Node("Conv", "zero_conv", dict(conv.attrs), [conv.inputs[0], zero],
+                                [extra]),
+                        gs.Node("Add", "sum", inputs=[output, extra], outputs=[total])]
+        graph.toposort()
+        result.count("added_convs")
+        return result
+
+
+@pytest.mark.parametrize("budget, kept", [(0.0, False), (1.5, True)])
+def test_macs_beyond_the_budget_are_refused(budget: float, kept: bool) -> None:
+    # A judge that finds the second Conv saves a layer: only the MAC budget decides.
+    judge = lambda graph: 10 - sum(1 for n in graph.nodes if n.op == "Conv")  # noqa: E731
+    graph = ir.import_model(conv_model())
+    registry = registry_with([AddZeroConv])
+    report = PassManager(f"engine-guided{{max-extra-macs={budget}}}(add-zero-conv)",
+                         registry=registry,
+                         ctx=PassContext(resources={"engine-guided": judge})).run(graph)
+    assert (sum(1 for n in graph.nodes if n.op == "Conv") == 2) is kept
+    assert report.engine_guided[0]["kept"] is kept
+    assert report.engine_guided[0]["macs_after"] == 2 * report.engine_guided[0]["macs_before"]
+    if not kept:
+        assert "exceed max-extra-macs=0" in report.records[-1].rejections[0].reason
+
+
+def test_the_build_budget_stops_trying_groups() -> None:
+    judge = CountingJudge()
+    graph, report = run("engine-guided{max-builds=2}(remove-one-identity,remove-one-identity,"
+                        "remove-one-identity)", judge)
+    record = report.records[-1]
+    assert judge.calls == 2  # the input and the first group
+    assert record.stats["groups_skipped"] == 2
+    assert [n.op for n in graph.nodes].count("Identity") == 2
+    assert all("budget" in r.reason for r in record.rejections)
+
+
+def test_builds_are_cached_by_fingerprint_across_runs_of_one_manager() -> None:
+    judge = CountingJudge()
+    manager = PassManager("engine-guided(remove-one-identity)", registry=REGISTRY,
+                          ctx=PassContext(resources={"engine-guided": judge}))
+    manager.run(ir.import_model(identity_chain_model()))
+    assert judge.calls == 2
+    report = manager.run(ir.import_model(identity_chain_model()))
+    assert judge.calls == 2  # fingerprints of equal graphs in one process are equal
+    assert report.records[-1].stats["engine_cache_hits"] == 2
+
+
+def test_a_candidate_trt_cannot_build_is_undone_and_an_unbuildable_input_fails() -> None:
+    def judge(graph) -> int:
+        if sum(1 for n in graph.nodes if n.op == "Identity") < 3:
+            raise BackendError("parser rejects this")
+        return len(graph.nodes)
+
+    graph, report = run("engine-guided(remove-one-identity)", judge)
+    assert [n.op for n in graph.nodes].count("Identity") == 3
+    assert report.records[-1].rejections[0].reason == \
+        "TensorRT cannot build the result: parser rejects this"
+
+    def never(graph) -> int:
+        raise BackendError("no TensorRT")
+
+    with pytest.raises(PassFailed, match="cannot build the input of engine-guided: no TensorRT"):
+        run("engine-guided(remove-one-identity)", never)
+
+
+def test_engine_guided_default_on_the_example_with_tensorrt() -> None:
+    os.environ.setdefault("POLYGRAPHY_USE_TENSORRT_RTX", "1")
+    from trtcompile.examples import load_example
+
+    model = load_example("googlenet-onnx").model
+    graph = ir.import_model(model)
+    report = PassManager("engine-guided(default)").run(graph)
+    record = report.records[-1]
+    assert record.stats["engine_layers_after"] <= record.stats["engine_layers_before"]
+    assert record.stats["groups_kept"] >= 1
+    assert ir.layer_count(graph) < ir.layer_count(ir.import_model(model))
