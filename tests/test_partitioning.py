@@ -225,3 +225,13 @@ def test_run_command_writes_outputs_and_says_where_it_ran(compiled, tmp_path, ca
     np.savez(tmp_path / "wrong.npz", z=np.zeros(1))
     code, _, stderr = run_main(["run", str(out), "--inputs", str(tmp_path / "wrong.npz")], capsys)
     assert code == 2 and "no data for input(s) x" in stderr
+
+
+def test_html_report_shows_the_partition(compiled) -> None:
+    from trtcompile.html_report import render_html
+
+    out, _ = compiled
+    page = render_html(json.loads((out / "report.json").read_text()))
+    assert 'id="section-partition"' in page
+    assert page.count('class="segment-row"') == 2 and page.count('class="fallback-row"') == 3
+    assert "shift_right" in page and "BitShift" in page and "shift_amount" in page
