@@ -235,3 +235,27 @@ def test_html_report_shows_the_partition(compiled) -> None:
     assert 'id="section-partition"' in page
     assert page.count('class="segment-row"') == 2 and page.count('class="fallback-row"') == 3
     assert "shift_right" in page and "BitShift" in page and "shift_amount" in page
+
+
+@pytest.mark.slow
+def test_tensorflow_model_with_right_shift_compiles(tmp_path) -> None:
+    """A SavedModel whose lowering holds BitShift on uint32 compiles through the CLI: engines
+    for the convolutions, the shift and its casts on ONNX Runtime, parity against TensorFlow."""
+    import subprocess
+    import sys
+
+    from tests.helpers import REPO, run_trtcompile
+
+    saved = tmp_path / "saved_model"
+    subprocess.run([sys.executable, str(REPO / "fixtures" / "make_tf_rejected_op_model.py"),
+                    str(saved)], check=True, capture_output=True, timeout=300)
+    result = run_trtcompile("compile", str(saved), "-o", str(tmp_path / "out"), "--no-progress")
+    assert result.returncode == 0, result.stderr
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    partition = report["partition"]
+    assert [f["op"] for f in partition["fallback"]] == ["Cast", "BitShift", "Cast"]
+    assert len(partition["segments"]) == 2 and all(s["engine"] for s in partition["segments"])
+    comparisons = {(c["candidate"], c["reference"]): c["passed"]
+                   for c in partition["parity"]["comparisons"]}
+    assert comparisons[("partitioned", "tensorflow")]
+    assert "BitShift" in result.stdout and "fallback node" in result.stdout
