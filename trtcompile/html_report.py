@@ -366,6 +366,40 @@ def _parity(report: Mapping[str, Any]) -> str:
     return "".join(parts)
 
 
+def _partition(report: Mapping[str, Any]) -> str:
+    """The partition: coverage, the segments with their engines, every fallback node and why."""
+    partition = report.get("partition")
+    if not partition:
+        return ""
+    covered = "planned in segments (dry run)" if partition.get("dry_run") else "in engines"
+    parity = partition.get("parity")
+    verdict = "" if parity is None else (
+        ' Partitioned model vs input on ONNX Runtime: '
+        + ('<span class="ok">passed</span>.' if parity["passed"] else '<span class="fail">FAILED</span>.'))
+    parts = [f'<p id="partition-status">{_e(partition["trigger"])}: '
+             f'<b>{partition["coverage"]:.1%}</b> of {partition["compute_nodes"]} compute nodes '
+             f'{covered}; {len(partition["segments"])} segments, {len(partition["fallback"])} '
+             f'fallback nodes (min-segment-size {partition["min_segment_size"]}).{verdict}</p>']
+    rows = []
+    for segment in partition["segments"]:
+        engine = (f'{_e(segment["engine"])} ({segment["compute_layers"]} compute layers)'
+                  if segment["engine"] else _e(segment["why_not_engine"] or "not built (dry run)"))
+        rows.append(f'<tr class="segment-row"><td class="mono">{_e(segment["name"])}</td>'
+                    f'{_num(len(segment["nodes"]))}{_num(segment["compute_nodes"])}'
+                    f'<td class="mono">{_e(", ".join(segment["nodes"]))}</td><td>{engine}</td></tr>')
+    if rows:
+        parts.append('<table id="partition-segments"><thead><tr><th>segment</th>'
+                     '<th class="num">nodes</th><th class="num">compute</th><th>ONNX nodes</th>'
+                     '<th>engine</th></tr></thead><tbody>' + "".join(rows) + "</tbody></table>")
+    rows = [f'<tr class="fallback-row"><td class="mono">{_e(entry["node"])}</td>'
+            f'<td>{_e(entry["op"])}</td><td>{_e(entry["reason"])}</td></tr>'
+            for entry in partition["fallback"]]
+    if rows:
+        parts.append('<table id="partition-fallback"><thead><tr><th>fallback node</th><th>op</th>'
+                     '<th>reason</th></tr></thead><tbody>' + "".join(rows) + "</tbody></table>")
+    return "".join(parts)
+
+
 def _footer(report: Mapping[str, Any]) -> str:
     tools = ", ".join(f"{name} {version}" for name, version in report.get("tools", {}).items())
     files = ", ".join(report.get("files", {}).values())
@@ -383,8 +417,10 @@ def render_html(report: Mapping[str, Any]) -> str:
         ("skipped", "Candidates left alone", _rejections(report)),
         ("ops", "Op histogram, before and after", _histogram(report)),
         ("engine", "Engine layers", _engine(report)),
+        ("partition", "Partition: TensorRT segments and fallback nodes", _partition(report)),
         ("parity", "Parity", _parity(report)),
     )
+    sections = [section for section in sections if section[2]]
     body = [_summary(report)]
     body += [f'<section id="section-{key}"><h2>{_e(heading)}</h2>{content}</section>'
              for key, heading, content in sections]
