@@ -37,6 +37,7 @@ class Row:
     nodes: int
     layers: int
     macs: int
+    unpriced: int  # input layers whose MACs are unknown (their operand shapes are not inferred)
     engine: dict[str, int | None] = field(default_factory=dict)  # column -> compute layers
     macs_after: dict[str, int] = field(default_factory=dict)  # ours -> MACs
     parity: dict[str, str] = field(default_factory=dict)
@@ -83,7 +84,8 @@ def measure(key: str, cache_dir, pipelines: dict[str, str]) -> Row:
     model = model_suite.load(key, cache_dir)
     model.ir_version = min(model.ir_version or ir.IR_VERSION, ir.IR_VERSION)
     graph = ir.import_model(model)
-    row = Row(key, len(model.graph.node), ir.layer_count(graph), cost.graph_macs(graph).macs)
+    summary = cost.graph_macs(graph)
+    row = Row(key, len(model.graph.node), ir.layer_count(graph), summary.macs, len(summary.unknown))
     row.engine["TensorRT"] = _compute_layers(model)
     for name in peers():
         simplified = _peer(name, model)
@@ -133,10 +135,12 @@ def markdown(rows: list[Row], pipelines: dict[str, str]) -> str:
         lines.append(
             f"| {r.name} | {r.nodes} | {r.layers} | "
             + " | ".join(_cell(r.engine.get(c)) for c in columns)
-            + f" | {format_macs(r.macs)} | "
+            + f" | {format_macs(r.macs)}{f' + {r.unpriced} unpriced' if r.unpriced else ''} | "
             + " | ".join(format_macs(r.macs_after[label]) for label in pipelines)
             + f" | {'; '.join(sorted(parities))} |")
-    lines += ["", "What engine-guided kept:", ""]
+    lines += ["", "*unpriced*: layers of the input whose operand shapes ONNX shape inference does not find",
+              "(so their MACs are not in the input's figure; after folding they are priced).", "",
+              "What engine-guided kept:", ""]
     lines += [f"- **{r.name}**: {r.tuned or 'nothing'}" for r in rows]
     return "\n".join(lines)
 

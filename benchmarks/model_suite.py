@@ -18,7 +18,9 @@ against):
 * ``inceptionv3-keras``: Keras InceptionV3 lowered by tf2onnx with its optimizers on.
 
 PyTorch and transformers are the optional extra ``bench`` (``pip install trtcompile[bench]``);
-without them the suite measures the light models and Keras InceptionV3 only. Every export runs in a
+without them the suite measures the light models and Keras InceptionV3 only. Biases and
+normalization scales that an initializer leaves constant (transformers: zeros and ones) get
+small random values, as a trained model's have. Every export runs in a
 child process and is cached as a file in the benchmarks' cache folder, with its weights inline.
 """
 
@@ -46,6 +48,8 @@ LIGHT_MODELS = {
     "vgg19-light": "light_vgg19.onnx",
 }
 KERAS_INCEPTION = "inceptionv3-keras"
+#: Part of every cached export's file name: bump it when the export script changes.
+EXPORT_VERSION = 2
 
 #: Child process: ``<key> <path>`` -> the export written to path (one file, weights inline).
 _EXPORT_SCRIPT = r'''
@@ -236,6 +240,16 @@ def export(model, args, names):
     os.replace(tmp, path)
 
 
+def randomize_constants(model):
+    # transformers initializes every bias to 0 and every LayerNorm scale to 1; a trained model's
+    # are neither, and a simplifier that drops "x + 0" would be measured on an artifact.
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.ndim == 1 and bool((p == p.flatten()[0]).all()):
+                p.add_(torch.randn_like(p) * 0.02)
+    return model
+
+
 def hf(key):
     import transformers as tr
     seq = 128
@@ -244,7 +258,9 @@ def hf(key):
     elif key == "distilbert-hf":
         model = tr.DistilBertModel(tr.DistilBertConfig())
     else:
-        return tr.ViTModel(tr.ViTConfig()), (torch.randn(1, 3, 224, 224),), ["pixel_values"]
+        return (randomize_constants(tr.ViTModel(tr.ViTConfig())), (torch.randn(1, 3, 224, 224),),
+                ["pixel_values"])
+    randomize_constants(model)
     ids = torch.randint(0, 1000, (1, seq))
     mask = torch.ones(1, seq, dtype=torch.int64)
     return model, (ids, mask), ["input_ids", "attention_mask"]
@@ -298,7 +314,7 @@ def load(key: str, cache_dir: Path) -> onnx.ModelProto:
         return keras_models.lowered_model("inceptionv3", cache_dir)
     if key not in TORCH_MODELS and key not in HF_MODELS:
         raise KeyError(f"unknown benchmark model '{key}' (known: {', '.join(available_keys())})")
-    path = cache_dir / f"{key}.onnx"
+    path = cache_dir / f"{key}-{EXPORT_VERSION}.onnx"
     if not path.exists():
         cache_dir.mkdir(parents=True, exist_ok=True)
         print(f"exporting {key} ...", file=sys.stderr)

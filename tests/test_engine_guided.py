@@ -183,3 +183,19 @@ def test_engine_guided_default_on_the_example_with_tensorrt() -> None:
     assert record.stats["engine_layers_after"] <= record.stats["engine_layers_before"]
     assert record.stats["groups_kept"] >= 1
     assert ir.layer_count(graph) < ir.layer_count(ir.import_model(model))
+
+
+def test_tune_with_engine_wraps_the_pipeline_and_reports_the_groups(tmp_path, capsys) -> None:
+    import json
+
+    from tests.helpers import run_main
+
+    out = tmp_path / "out"
+    code, stdout, _ = run_main(["compile", "--example", "googlenet-onnx", "-o", str(out),
+                                "--tune-with-engine", "--no-parity", "--no-progress"], capsys)
+    assert code == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["pipeline"].startswith("engine-guided(dead-layer-elimination,")
+    kept = [entry for entry in report["engine_guided"] if entry["kept"]]
+    assert kept and kept[-1]["engine_after"] == report["engine"]["compute_layers"]
+    assert "engine-guided: fixed-point(" in stdout

@@ -53,8 +53,10 @@ def tensor_shapes(graph: gs.Graph) -> dict[str, Shape]:
            for t in [*node.inputs, *node.outputs] if not t.is_empty()):
         return shapes
     try:
+        # data_prop: shapes computed in the graph (Shape -> Gather -> Concat -> Reshape, as every
+        # PyTorch export of attention writes them) propagate, so MatMuls after a Reshape are priced.
         inferred = onnx.shape_inference.infer_shapes(_per_sample(ir.export_model(graph.copy())),
-                                                     strict_mode=False)
+                                                     strict_mode=False, data_prop=True)
     except (onnx.shape_inference.InferenceError, onnx.checker.ValidationError, ValueError):
         return shapes  # best effort: layers whose shapes stay unknown are reported as unknown
     for value in [*inferred.graph.input, *inferred.graph.value_info, *inferred.graph.output]:

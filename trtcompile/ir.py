@@ -74,6 +74,11 @@ def export_model(graph: gs.Graph, *, ir_version: int = IR_VERSION) -> onnx.Model
     graph.functions = [f for f in graph.functions if function_key(f) in called]
     model = gs.export_onnx(graph, do_type_check=False)
     model.ir_version = min(model.ir_version, ir_version) if model.ir_version else ir_version
+    inputs = {value.name for value in model.graph.input}
+    if model.ir_version < 4 and any(t.name not in inputs for t in model.graph.initializer):
+        # IR 3 requires every initializer to be a graph input; a folded weight is not one, and
+        # shape inference and checkers then reject the model (silently, in non-strict inference).
+        model.ir_version = 4
     if not any(o.domain == TRTCOMPILE_DOMAIN for o in model.opset_import) and graph.functions:
         model.opset_import.append(onnx.helper.make_opsetid(TRTCOMPILE_DOMAIN, 1))
     return model

@@ -134,6 +134,7 @@ def build_report(*, loaded, pipeline_report, optimized: onnx.ModelProto, parity,
         "histogram": pipeline["histogram"],
         "passes": pipeline["passes"],
         "fixed_points": pipeline["fixed_points"],
+        "engine_guided": pipeline.get("engine_guided", []),
         "passes_seconds": pipeline["seconds"],
         "shapes": dict(shapes) if shapes is not None else None,
         "parity": parity_section(parity, parity_options, engine_parity),
@@ -235,6 +236,10 @@ def format_pass_table(report: Mapping[str, Any]) -> list[str]:
         state = "converged" if fixed_point["converged"] else "did NOT converge"
         lines.append(f"{fixed_point['pipeline']}: {state} after {fixed_point['iterations']} "
                      f"iteration{'s' if fixed_point['iterations'] != 1 else ''}")
+    for tried in report.get("engine_guided", []):
+        after = tried["engine_after"] if tried["engine_after"] is not None else "no engine"
+        lines.append(f"engine-guided: {tried['group']}: engine {tried['engine_before']} -> {after} "
+                     f"compute layers: {'kept' if tried['kept'] else tried['reason']}")
     rejections = rejection_summary(report["passes"])
     if rejections:
         lines.append("skipped candidates:")
