@@ -68,7 +68,7 @@ MODEL_SIZE_FACTOR = 8
 #: ``--ray`` value that starts a local Ray cluster for the run (and stops it after).
 RAY_LOCAL = "local"
 #: Object store of a local cluster: at least this, or twice the models shipped.
-RAY_LOCAL_OBJECT_STORE_BYTES = 256 * MiB
+RAY_LOCAL_OBJECT_STORE_BYTES = 200 * MiB
 #: How ``--ray`` says Ray is missing.
 RAY_INSTALL_HINT = 'pip install -e ".[ray]"'
 #: Prefix of the custom Ray resource a node of a GPU type declares.
