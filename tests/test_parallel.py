@@ -309,7 +309,7 @@ def test_ray_cluster_places_target_gpu_and_reports_a_dead_worker(tmp_path: Path,
                             "--junit", str(junit))
     assert result.returncode == 1, result.stdout + result.stderr
     rows = result.stdout.splitlines()[1:4]
-    assert [row.split()[0] for row in rows] == ["branches", "dies", "transposes"]
+    assert [row.split()[0] for row in rows] == ["branches", "dies", "transposes"], result.stdout
     assert [row.split()[-1] for row in rows] == ["ok", "ERROR", "ok"], result.stdout
     assert "dies (error (WorkerCrashed): the worker process compiling it died (Ray " \
            "reported" in result.stderr
