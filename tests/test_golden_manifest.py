@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import shutil
+import subprocess
 import textwrap
 from pathlib import Path
 from xml.etree import ElementTree
@@ -84,11 +85,19 @@ def run_cli(*args: str, capsys) -> tuple[int, str, str]:
 # --------------------------------------------------------------------------------------------
 
 
-def test_project_manifest_passes(tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def serial_run(tmp_path_factory) -> tuple[subprocess.CompletedProcess, Path]:
+    """`trtcompile golden tests/golden/manifest.toml --junit ...`, one model after the other in
+    one process: the run the worker and Ray runs are compared with."""
+    junit = tmp_path_factory.mktemp("serial") / "golden.xml"
+    result = run_trtcompile("golden", str(MANIFEST.relative_to(REPO)), "--junit", str(junit))
+    return result, junit
+
+
+def test_project_manifest_passes(serial_run) -> None:
     """`trtcompile golden tests/golden/manifest.toml` exits 0: every expected count and parity
     holds (after a pass changes counts, run it with --update and review the diff)."""
-    junit = tmp_path / "golden.xml"
-    result = run_trtcompile("golden", str(MANIFEST.relative_to(REPO)), "--junit", str(junit))
+    result, junit = serial_run
     assert result.returncode == 0, result.stdout + result.stderr
     names = [entry.name for entry in golden.load_manifest(MANIFEST).entries]
     rows = result.stdout.splitlines()[1:1 + len(names)]
@@ -98,6 +107,40 @@ def test_project_manifest_passes(tmp_path: Path) -> None:
     suite = ElementTree.parse(junit).getroot().find("testsuite")
     assert suite.get("tests") == str(len(names)) and suite.get("failures") == "0"
     assert [case.get("name") for case in suite.iter("testcase")] == names
+
+
+def junit_without_times(path: Path) -> str:
+    """A JUnit report with its ``time`` attributes removed (everything else must match)."""
+    root = ElementTree.parse(path).getroot()
+    for element in root.iter():
+        element.attrib.pop("time", None)
+    return ElementTree.tostring(root, encoding="unicode")
+
+
+def table_without_times(stdout: str) -> list[list[str]]:
+    """The result table's rows without the time column (the two words before the verdict)."""
+    rows = [line.split() for line in stdout.splitlines()[1:] if line.strip()]
+    return [row[:-3] + row[-1:] for row in rows if row[-1] in ("ok", "REGRESSED", "ERROR", "FAILED")]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("flags", [("--workers", "2"), ("--ray", "local", "--workers", "2")],
+                         ids=["workers", "ray-local"])
+def test_project_manifest_parallel_runs_match_serial(serial_run, tmp_path: Path, flags) -> None:
+    """Two worker processes, and a local Ray cluster of 2 CPUs (started for the run, stopped
+    after), give the serial run's verdicts, table and JUnit report (times aside)."""
+    if flags[0] == "--ray":
+        pytest.importorskip("ray", reason="Ray is not installed (pip install -e \".[ray]\")")
+    serial, serial_junit = serial_run
+    assert serial.returncode == 0, serial.stdout + serial.stderr
+    junit = tmp_path / "golden.xml"
+    result = run_trtcompile("golden", str(MANIFEST.relative_to(REPO)), *flags, "--junit",
+                            str(junit))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert table_without_times(result.stdout) == table_without_times(serial.stdout)
+    assert len(table_without_times(result.stdout)) == len(golden.load_manifest(MANIFEST).entries)
+    assert result.stdout.splitlines()[-1] == serial.stdout.splitlines()[-1]
+    assert junit_without_times(junit) == junit_without_times(serial_junit)
 
 
 def test_project_manifest_covers_example_and_small_models() -> None:

@@ -38,10 +38,12 @@ core, capped so that the largest estimate times the workers fits in the availabl
 
 from __future__ import annotations
 
+import contextlib
 import io
 import multiprocessing
 import os
 import signal
+import sys
 import tarfile
 import tempfile
 import threading
@@ -68,7 +70,7 @@ MODEL_SIZE_FACTOR = 8
 #: ``--ray`` value that starts a local Ray cluster for the run (and stops it after).
 RAY_LOCAL = "local"
 #: Object store of a local cluster: at least this, or twice the models shipped.
-RAY_LOCAL_OBJECT_STORE_BYTES = 256 * MiB
+RAY_LOCAL_OBJECT_STORE_BYTES = 200 * MiB
 #: How ``--ray`` says Ray is missing.
 RAY_INSTALL_HINT = 'pip install -e ".[ray]"'
 #: Prefix of the custom Ray resource a node of a GPU type declares.
@@ -415,8 +417,17 @@ def run_ray(entries: Sequence[GoldenEntry], address: str, *, workers: int | None
             on_outcome: Callable[[GoldenOutcome], None] | None = None) -> list[GoldenOutcome]:
     """Compile ``entries`` as Ray tasks on the cluster at ``address`` (``"local"``: a local
     cluster of ``workers`` CPUs, default one per core, started for the run and stopped after);
-    outcomes in manifest order."""
+    outcomes in manifest order. What Ray prints while it runs (a raylet's report of a dead
+    worker, for one) goes to stderr: stdout is the result table's."""
     ray = import_ray()
+    with contextlib.redirect_stdout(sys.stderr):
+        return _run_ray(ray, entries, address, workers=workers, progress=progress,
+                        on_outcome=on_outcome)
+
+
+def _run_ray(ray, entries: Sequence[GoldenEntry], address: str, *, workers: int | None,
+             progress: bool,
+             on_outcome: Callable[[GoldenOutcome], None] | None) -> list[GoldenOutcome]:
     archives = [pack_entry(entry) for entry in entries]
     object_store = max(RAY_LOCAL_OBJECT_STORE_BYTES, 2 * sum(map(len, archives)))
     if ray.is_initialized():
