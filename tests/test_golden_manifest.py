@@ -343,7 +343,7 @@ def test_parity_failure_and_pass_error(suite: Path, capsys) -> None:
 
 def test_data_file_drives_parity(suite: Path) -> None:
     """relu-to-identity is wrong only for negative Relu inputs. With positive weights, the seeded
-    random inputs (uniform in [0, 1)) never make one; the negative inputs of a data file do."""
+    signed inputs make some; a data file of positive inputs (a known input range) makes none."""
     import onnx
 
     from trtcompile import ir
@@ -353,7 +353,7 @@ def test_data_file_drives_parity(suite: Path) -> None:
         values = np.abs(onnx.numpy_helper.to_array(init))
         init.CopyFrom(onnx.numpy_helper.from_array(values, init.name))
     ir.save(model, suite / "positive.onnx")
-    np.savez(suite / "negative.npz", input=np.full((1, 6, 6, 3), -0.5, np.float32))
+    np.savez(suite / "positive.npz", input=np.full((1, 6, 6, 3), 0.5, np.float32))
     path = write(suite, """
         [[model]]
         name = "random-inputs"
@@ -366,15 +366,15 @@ def test_data_file_drives_parity(suite: Path) -> None:
         path = "positive.onnx"
         pipeline = "relu-to-identity"
         pass_modules = ["my_passes.py"]
-        data = "negative.npz"
+        data = "positive.npz"
         """)
     random_inputs, given_inputs = golden.run_manifest(golden.load_manifest(path).entries,
                                                       progress=False)
-    assert random_inputs.status == "ok", random_inputs.explain()
-    assert given_inputs.status == "PARITY FAILED"
+    assert random_inputs.status == "PARITY FAILED", random_inputs.explain()
+    assert given_inputs.status == "ok", given_inputs.explain()
     assert given_inputs.parity.primary.input_shapes == {"input": [1, 6, 6, 3]}
-    loaded = golden.load_parity_data(suite / "negative.npz", model)
-    assert loaded["input"].dtype == np.float32 and float(loaded["input"].max()) == -0.5
+    loaded = golden.load_parity_data(suite / "positive.npz", model)
+    assert loaded["input"].dtype == np.float32 and float(loaded["input"].min()) == 0.5
 
 
 def test_data_file_that_does_not_fit_exits_2(suite: Path, capsys) -> None:
