@@ -306,6 +306,59 @@ def test_parity_inputs_are_signed_and_data_range_draws_from_the_range(tmp_path: 
     assert [s["x"] for s in report["parity"]["input_shapes"]] == [[1, 8], [3, 8]]
 
 
+BAKE_BATCH_PASS = """
+from dataclasses import dataclass
+from typing import ClassVar
+
+import numpy as np
+import onnx_graphsurgeon as gs
+
+from trtcompile.pass_manager import Pass, PassResult
+
+
+@dataclass(frozen=True)
+class BakeBatch(Pass):
+    \"\"\"Wrong beyond batch 1: the graph output is reshaped to [1, -1].\"\"\"
+
+    name: ClassVar[str] = "bake-batch"
+
+    def run(self, graph, ctx):
+        output = graph.outputs[0]
+        inner = gs.Variable("unbaked", output.dtype)
+        output.inputs[0].outputs[0] = inner
+        target = gs.Constant("baked_target", np.array([1, -1], np.int64))
+        graph.nodes.append(gs.Node("Reshape", "bake", inputs=[inner, target], outputs=[output]))
+        return PassResult({"baked": 1})
+"""
+
+
+def test_verify_after_each_words_a_shape_change_as_one(tmp_path: Path) -> None:
+    model = onnx.parser.parse_model("""
+        <ir_version: 10, opset_import: ["" : 17]>
+        g (float[N,8] x) => (float[N,8] y) {
+            y = Relu(x)
+        }
+    """)
+    ir.save(model, tmp_path / "relu.onnx")
+    (tmp_path / "bake.py").write_text(BAKE_BATCH_PASS)
+    result = run_trtcompile("compile", "relu.onnx", "--pass-module", "bake.py", "--pipeline",
+                            "dead-layer-elimination,bake-batch", "--verify-after-each",
+                            "--no-engine", "--no-progress", cwd=tmp_path)
+    assert result.returncode == 4, result.stderr
+    line = result.stderr.splitlines()[-1]
+    assert line.startswith("trtcompile: error: pass 'bake-batch' failed: output 'y' changed shape: "
+                           "[3, 8] in the pass input model, [1, 24] in the pass output model "
+                           "(inputs at x:3x8)")
+    assert line.endswith("(passes run before it: dead-layer-elimination)")
+    # Without verify-after-each, the end-to-end parity says the same in its words.
+    result = run_trtcompile("compile", "relu.onnx", "--pass-module", "bake.py", "--pipeline",
+                            "bake-batch", "--no-engine", "--no-progress", "-o", "plain",
+                            cwd=tmp_path)
+    assert result.returncode == 1, result.stderr
+    assert ("optimized vs input at x:3x8: output 'y' changed shape: [3, 8] in the input model, "
+            "[1, 24] in the optimized model") in result.stderr.splitlines()[-1]
+
+
 def test_user_pass_module_runs_and_shows_in_the_table(tmp_path: Path) -> None:
     (tmp_path / "counting.py").write_text(COUNTING_PASS)
     result = run_trtcompile("compile", "--example", "googlenet-onnx", "--pass-module", "counting.py",

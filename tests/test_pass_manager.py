@@ -547,3 +547,45 @@ def test_an_instrument_that_raises_becomes_pass_failed() -> None:
     graph = ir.import_model(identity_chain_model())
     with pytest.raises(PassFailed, match="pass 'count-relus' failed: Broken raised KeyError"):
         PassManager("count-relus", registry=REGISTRY, instruments=[Broken()]).run(graph)
+
+
+def test_a_pass_leaving_an_unreadable_graph_fails_by_name() -> None:
+    @dataclass(frozen=True)
+    class NoneInput(Pass):
+        """Puts None where a node input should be."""
+
+        name: ClassVar[str] = "none-input"
+
+        def run(self, graph: gs.Graph, ctx: PassContext) -> PassResult:
+            graph.nodes[0].inputs.append(None)
+            return PassResult({"broke": 1})
+
+    registry = REGISTRY.copy()
+    registry.register(NoneInput)
+    graph = ir.import_model(identity_chain_model())
+    with pytest.raises(PassFailed) as info:
+        PassManager("count-relus,none-input", registry=registry).run(graph)
+    assert str(info.value).startswith("pass 'none-input' failed: ")
+    assert info.value.previous == ["count-relus"]
+
+
+def test_ir_load_of_a_bad_file_is_an_input_error(tmp_path) -> None:
+    from trtcompile.errors import InputError
+
+    with pytest.raises(InputError, match="model not found"):
+        ir.load(tmp_path / "missing.onnx")
+    (tmp_path / "junk.onnx").write_bytes(b"\x08\x96\x01garbage")
+    with pytest.raises(InputError, match="is not an ONNX model"):
+        ir.load(tmp_path / "junk.onnx")
+
+
+def test_compare_models_raises_the_projects_error_when_a_model_does_not_run() -> None:
+    from trtcompile import verify
+    from trtcompile.errors import CheckFailed
+
+    broken = relu_model()
+    broken.graph.node[1].op_type = "Gather"
+    broken.graph.node[1].input.append("x")
+    with pytest.raises(CheckFailed) as info:
+        verify.compare_models(relu_model(), broken)
+    assert isinstance(info.value, verify.ModelRunError) and info.value.which == "optimized"

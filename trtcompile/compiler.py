@@ -203,6 +203,11 @@ class ParityVerdict:
             if not comparison.outputs:
                 parts.append(f"{label}: no outputs compared")
                 continue
+            changed = [comparison.outputs[name].describe(name) for name in failed
+                       if comparison.outputs[name].change]
+            if changed:  # values that cannot be compared: say what changed
+                parts.append(f"{label}: output {'; '.join(changed)}")
+                continue
             worst = max(failed, key=lambda name: comparison.outputs[name].max_abs)
             stats = comparison.outputs[worst]
             parts.append(f"{label}: output"
@@ -460,8 +465,7 @@ def check_parity(loaded: LoadedModel, optimized: onnx.ModelProto,
     lowered, lowered vs optimized and reference vs optimized, the last being the verdict's primary
     comparison.
     """
-    from polygraphy.backend.onnxrt import OnnxrtRunner, SessionFromOnnx
-    from polygraphy.comparator import Comparator, IterationResult, RunResults
+    from polygraphy.comparator import IterationResult, RunResults
 
     shapes = dict(options.frontend.input_shapes) or None
     if feeds is None:
@@ -470,14 +474,8 @@ def check_parity(loaded: LoadedModel, optimized: onnx.ModelProto,
     tolerance = {"atol": options.atol, "rtol": options.rtol}
     input_name = "lowered" if loaded.lowering is not None else "input"
 
-    def session(model: onnx.ModelProto):
-        return SessionFromOnnx(model.SerializeToString(), providers=["CPUExecutionProvider"])
-
-    with verify.quiet_polygraphy():
-        onnx_results = Comparator.run(
-            [OnnxrtRunner(session(loaded.model), name=input_name),
-             OnnxrtRunner(session(optimized), name="optimized")],
-            data_loader=[feeds])
+    onnx_results = RunResults([*verify.run_model(loaded.model, feeds, input_name),
+                               *verify.run_model(optimized, feeds, "optimized")])
     input_vs_optimized = verify.compare_run_results(
         onnx_results, reference_name=input_name, candidate_name="optimized", **tolerance)
     input_vs_optimized.input_shapes = {k: list(v.shape) for k, v in feeds.items()}

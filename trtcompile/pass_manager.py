@@ -707,7 +707,13 @@ class PassManager:
         report.layers_before = ir.layer_count(graph)
         report.histogram_before = ir.op_histogram(graph)
         for instrument in self.instruments:
-            instrument.before_pipeline(graph, self.ctx)
+            try:
+                instrument.before_pipeline(graph, self.ctx)
+            except TrtcompileError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - third-party errors become the project's
+                raise InputError(f"{type(instrument).__name__} could not start: "
+                                 f"{type(exc).__name__}: {exc}") from exc
         start = time.perf_counter()
         # Rewrites allocate many small objects; on 100k-node graphs Python's cyclic collector then
         # runs often and costs several times the rewrites themselves. Collect once at the end.
@@ -773,14 +779,20 @@ class PassManager:
         if not isinstance(result, PassResult):
             raise PassFailed(pass_.to_text(), previous,
                              f"run() returned {type(result).__name__}, expected PassResult")
-        new_fingerprint = ir.fingerprint(graph)
+        try:
+            new_fingerprint = ir.fingerprint(graph)
+            layers_after = ir.layer_count(graph)
+            histogram_after = ir.op_histogram(graph)
+        except Exception as exc:  # a graph the manager cannot even read is the pass's bug
+            raise PassFailed(pass_.to_text(), previous, f"left a graph that cannot be read: "
+                                                        f"{type(exc).__name__}: {exc}") from exc
         changed = new_fingerprint != state.fingerprint
         state.fingerprint = new_fingerprint
         record = PassRecord(
             index=index, name=pass_.name, text=pass_.to_text(), options=pass_.options(),
-            iteration=iteration, layers_before=layers_before, layers_after=ir.layer_count(graph),
+            iteration=iteration, layers_before=layers_before, layers_after=layers_after,
             seconds=seconds, changed=changed,
-            histogram_delta=ir.histogram_delta(histogram_before, ir.op_histogram(graph)),
+            histogram_delta=ir.histogram_delta(histogram_before, histogram_after),
             stats=dict(result.counts), rejections=list(result.rejections),
         )
         report.records.append(record)

@@ -25,6 +25,8 @@ from typing import Any
 import numpy as np
 import onnx
 
+from trtcompile.errors import CheckFailed
+
 #: Default tolerances, suited to FP32 rewrites that reorder arithmetic (BatchNorm folding, fusion).
 DEFAULT_ATOL = 1e-4
 DEFAULT_RTOL = 1e-3
@@ -95,9 +97,10 @@ class InputDistribution:
 DEFAULT_DISTRIBUTION = InputDistribution()
 
 
-class ModelRunError(Exception):
+class ModelRunError(CheckFailed):
     """A model of a comparison could not be loaded or run on ONNX Runtime: ``which`` names it
-    (the runner name), ``reason`` is ONNX Runtime's last line."""
+    (the runner name), ``reason`` is ONNX Runtime's message. A check that failed (exit 1): the
+    compiler and the verify instrument say whose model it was."""
 
     def __init__(self, which: str, reason: str, input_shapes: Mapping[str, Sequence[int]]):
         self.which = which
