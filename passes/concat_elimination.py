@@ -54,7 +54,9 @@ class ConcatElimination(Pass):
          explicit sizes).
       4. Consecutive Concat inputs that are Slices (steps 1, one constant axis, constant bounds) of
          one tensor covering adjacent ranges, each read only by this Concat, become one Slice; a
-         Slice covering the whole axis is its input.
+         Slice covering the whole axis is its input. Bounds are normalized as ONNX does (a
+         negative bound adds the dim, then every bound is clamped to ``[0, dim]``), so ranges
+         compare by the elements they pick; a Slice with another step picks no range and stays.
       5. A Split whose input is a Concat on the same axis with the same boundaries gives back the
          Concat's inputs: the Split's readers read them directly (the Concat stays only if something
          else reads it). Split outputs that are graph outputs keep the rewrite from happening.
@@ -372,7 +374,9 @@ def _piece(tensor: gs.Tensor, axis: int, graph_outputs: set[str], opset: int) ->
         if start < 0 or stop < 0:
             if dim is None:
                 return None
-            start, stop = start + dim if start < 0 else start, stop + dim if stop < 0 else stop
+            # ONNX adds the dim to a negative bound, then clamps it to [0, dim].
+            start = max(0, start + dim) if start < 0 else start
+            stop = max(0, stop + dim) if stop < 0 else stop
         if stop >= _TO_END or (dim is not None and stop >= dim):
             stop = None if dim is None else dim
         if dim is not None:

@@ -12,12 +12,21 @@ Header lines (all optional):
     or [0.5, 1.5] with ``:positive``), so cases need not spell out weights.
 ``# atol: 1e-4`` / ``# rtol: 1e-3``
     Parity tolerances of this case.
+``# data-range: LO,HI``
+    Parity draws the case's floating-point inputs uniformly from ``[LO, HI)`` (default: standard
+    normal); for graphs whose inputs are known to lie in a range.
 ``# about: <text>``
     What the case shows (for readers; negative cases say why the pattern must stay).
 
 Expected JSON keys: ``layers_before``, ``layers_after``, ``ops`` (op keys of the optimized graph in
 order), ``functions`` (local functions defined), ``stats`` (pass counts summed over runs),
 ``rejections`` (``[nodes, reason]`` pairs). ``pytest --update-golden`` rewrites them for review.
+
+Parity inputs are :func:`trtcompile.verify.feed_data`'s, seed 0: standard normal floating-point
+inputs (signed, so Relu, Clip and LeakyRelu see negative values), ``# data-range: LO,HI`` for a
+case whose inputs have a known range, integer inputs from Polygraphy; a case with unknown input
+dimensions runs at every size of :data:`trtcompile.verify.DYNAMIC_SIZES` (1 and 3). Parity is
+recomputed on every run, never recorded, so ``--update-golden`` cannot hide a numerical change.
 """
 
 from __future__ import annotations
@@ -45,6 +54,7 @@ class GoldenCase:
     constants: dict[str, str] = field(default_factory=dict)
     atol: float = verify.DEFAULT_ATOL
     rtol: float = verify.DEFAULT_RTOL
+    distribution: verify.InputDistribution = verify.DEFAULT_DISTRIBUTION
     about: str = ""
 
     @property
@@ -103,6 +113,8 @@ def load_case(path: Path) -> GoldenCase:
             case.atol = float(value)
         elif key == "rtol":
             case.rtol = float(value)
+        elif key == "data-range":
+            case.distribution = verify.InputDistribution.parse(value, f"{path.name}: data-range")
         elif key == "about":
             case.about = value
     return case
@@ -141,10 +153,6 @@ def run_case(case: GoldenCase) -> tuple[dict, onnx.ModelProto, onnx.ModelProto]:
     return observed, model, optimized
 
 
-#: Size given to unknown input dimensions in the second parity run of dynamic-shape cases.
-DYNAMIC_PARITY_SIZE = 3
-
-
 def interface_dims(model: onnx.ModelProto) -> dict[str, list]:
     """Input and output name -> dims (``int`` or the symbol; None when unnamed and unknown)."""
     initializers = {init.name for init in model.graph.initializer}
@@ -153,21 +161,12 @@ def interface_dims(model: onnx.ModelProto) -> dict[str, list]:
                      for d in v.type.tensor_type.shape.dim] for v in values}
 
 
-def dynamic_input_shapes(model: onnx.ModelProto, size: int = DYNAMIC_PARITY_SIZE) -> dict | None:
-    """Input shapes with every unknown dimension set to ``size``; None if every input is static.
-    (The default parity run feeds 1 for unknown dimensions, where a baked batch size of 1 hides.)"""
-    initializers = {init.name for init in model.graph.initializer}
-    shapes, dynamic = {}, False
-    for value in model.graph.input:
-        if value.name in initializers:
-            continue
-        dims = []
-        for d in value.type.tensor_type.shape.dim:
-            known = d.HasField("dim_value") and d.dim_value > 0
-            dynamic |= not known
-            dims.append(d.dim_value if known else size)
-        shapes[value.name] = dims
-    return shapes if dynamic else None
+def check_parity(case: GoldenCase, model: onnx.ModelProto, optimized: onnx.ModelProto) -> list:
+    """Parity of the optimized model against the input model at every shape set of
+    :func:`trtcompile.verify.dynamic_shape_sets`; returns the results (one per set)."""
+    return [verify.compare_models(model, optimized, atol=case.atol, rtol=case.rtol, seed=0,
+                                  input_shapes=shapes, distribution=case.distribution)
+            for shapes in verify.dynamic_shape_sets(model)]
 
 
 def write_expected(case: GoldenCase, observed: dict) -> None:

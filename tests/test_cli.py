@@ -121,10 +121,15 @@ def test_compile_example_end_to_end(example_compile) -> None:
     parity = report["parity"]
     assert parity["passed"] is True and parity["failed"] == []
     assert (parity["reference"], parity["candidate"]) == ("tensorflow", "optimized")
+    # At the default profile's batch 1 and at batch 3 (a baked batch size shows there), on
+    # signed standard-normal inputs.
     assert [(c["reference"], c["candidate"]) for c in parity["comparisons"]] == [
-        ("tensorflow", "lowered"), ("lowered", "optimized"), ("tensorflow", "optimized")]
+        ("tensorflow", "lowered"), ("lowered", "optimized"), ("tensorflow", "optimized")] * 2
+    assert [s["image"][0] for s in parity["input_shapes"]] == [1, 3]
+    assert parity["tolerances"]["inputs"]["floating_point"] == "standard normal"
     assert all(c["passed"] for c in parity["comparisons"])
     assert "parity: passed" in result.stdout
+    assert "inputs: floating point standard normal" in result.stdout
     for comparison in ("lowered vs tensorflow", "optimized vs lowered", "optimized vs tensorflow"):
         assert comparison in result.stdout
 
@@ -201,11 +206,19 @@ def _bad_models(tmp_path: Path) -> dict[str, tuple[list[str], str]]:
         "pass-module": (["good.onnx", "--pass-module", "nowhere.py"], "pass module not found"),
         "input-shape": (["good.onnx", "--input-shape", "input=1x3"], "expected NAME:DIMS"),
         "overwrite": (["good.onnx", "--report-json", "good.onnx"], "would overwrite the input model"),
+        "data-range-text": (["good.onnx", "--data-range", "low,high"],
+                            "--data-range 'low,high': expected LO,HI"),
+        "data-range-count": (["good.onnx", "--data-range", "0,1,2"],
+                             "--data-range '0,1,2': expected LO,HI"),
+        "data-range-order": (["good.onnx", "--data-range", "1,-1"], "needs LO < HI, got 1,-1"),
+        "data-range-infinite": (["good.onnx", "--data-range", "0,inf"], "must be finite"),
+        "data-range-nan": (["good.onnx", "--data-range", "nan,1"], "must be finite"),
     }
 
 
 BAD_CASES = ["missing", "folder", "empty", "random", "truncated", "undefined", "external-outside",
-             "pipeline", "option", "pass-module", "input-shape", "overwrite"]
+             "pipeline", "option", "pass-module", "input-shape", "overwrite", "data-range-text",
+             "data-range-count", "data-range-order", "data-range-infinite", "data-range-nan"]
 
 
 @pytest.mark.parametrize("case", BAD_CASES)
@@ -242,6 +255,110 @@ def test_parity_failure_exits_1_and_reports_the_output(tmp_path: Path) -> None:
     assert report["status"]["exit_code"] == 1
     assert report["engine"] == {"built": False, "reason": "parity failed"}
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["optimized.onnx", "report.json"]
+
+
+RELU_TO_ABS_PASS = """
+from dataclasses import dataclass
+from typing import ClassVar
+
+from trtcompile.pass_manager import Pass, PassResult
+
+
+@dataclass(frozen=True)
+class ReluToAbs(Pass):
+    \"\"\"Wrong for negative inputs only: the first Relu becomes Abs.\"\"\"
+
+    name: ClassVar[str] = "relu-to-abs"
+
+    def run(self, graph, ctx):
+        result = PassResult()
+        relu = next(node for node in graph.nodes if node.op == "Relu")
+        relu.op = "Abs"
+        result.count("abs")
+        return result
+"""
+
+
+def test_parity_inputs_are_signed_and_data_range_draws_from_the_range(tmp_path: Path) -> None:
+    """A Relu on the input made Abs is wrong only for negative inputs: the default standard
+    normal inputs see it; inputs declared to lie in [0, 1) do not (and the report says which)."""
+    model = onnx.parser.parse_model("""
+        <ir_version: 10, opset_import: ["" : 17]>
+        g (float[N,8] x) => (float[N,8] y) {
+            r = Relu(x)
+            y = Tanh(r)
+        }
+    """)
+    ir.save(model, tmp_path / "relu.onnx")
+    (tmp_path / "abs.py").write_text(RELU_TO_ABS_PASS)
+    args = ["compile", "relu.onnx", "--pass-module", "abs.py", "--pipeline", "relu-to-abs",
+            "--no-engine", "--no-progress"]
+    signed = run_trtcompile(*args, "-o", "signed", cwd=tmp_path)
+    assert signed.returncode == 1, signed.stderr
+    assert "parity failed" in signed.stderr.splitlines()[-1]
+    assert "inputs: floating point standard normal" in signed.stdout
+    ranged = run_trtcompile(*args, "-o", "ranged", "--data-range", "0,1", cwd=tmp_path)
+    assert ranged.returncode == 0, ranged.stderr
+    assert "inputs: floating point uniform [0, 1)" in ranged.stdout
+    report = json.loads((tmp_path / "ranged" / "report.json").read_text())
+    assert report["parity"]["tolerances"]["inputs"] == {
+        "floating_point": "uniform [0, 1)", "integer": "Polygraphy default (0 or 1)",
+        "range": [0.0, 1.0], "seed": 0}
+    # Both sizes of the dynamic dimension were checked.
+    assert [s["x"] for s in report["parity"]["input_shapes"]] == [[1, 8], [3, 8]]
+
+
+BAKE_BATCH_PASS = """
+from dataclasses import dataclass
+from typing import ClassVar
+
+import numpy as np
+import onnx_graphsurgeon as gs
+
+from trtcompile.pass_manager import Pass, PassResult
+
+
+@dataclass(frozen=True)
+class BakeBatch(Pass):
+    \"\"\"Wrong beyond batch 1: the graph output is reshaped to [1, -1].\"\"\"
+
+    name: ClassVar[str] = "bake-batch"
+
+    def run(self, graph, ctx):
+        output = graph.outputs[0]
+        inner = gs.Variable("unbaked", output.dtype)
+        output.inputs[0].outputs[0] = inner
+        target = gs.Constant("baked_target", np.array([1, -1], np.int64))
+        graph.nodes.append(gs.Node("Reshape", "bake", inputs=[inner, target], outputs=[output]))
+        return PassResult({"baked": 1})
+"""
+
+
+def test_verify_after_each_words_a_shape_change_as_one(tmp_path: Path) -> None:
+    model = onnx.parser.parse_model("""
+        <ir_version: 10, opset_import: ["" : 17]>
+        g (float[N,8] x) => (float[N,8] y) {
+            y = Relu(x)
+        }
+    """)
+    ir.save(model, tmp_path / "relu.onnx")
+    (tmp_path / "bake.py").write_text(BAKE_BATCH_PASS)
+    result = run_trtcompile("compile", "relu.onnx", "--pass-module", "bake.py", "--pipeline",
+                            "dead-layer-elimination,bake-batch", "--verify-after-each",
+                            "--no-engine", "--no-progress", cwd=tmp_path)
+    assert result.returncode == 4, result.stderr
+    line = result.stderr.splitlines()[-1]
+    assert line.startswith("trtcompile: error: pass 'bake-batch' failed: output 'y' changed shape: "
+                           "[3, 8] in the pass input model, [1, 24] in the pass output model "
+                           "(inputs at x:3x8)")
+    assert line.endswith("(passes run before it: dead-layer-elimination)")
+    # Without verify-after-each, the end-to-end parity says the same in its words.
+    result = run_trtcompile("compile", "relu.onnx", "--pass-module", "bake.py", "--pipeline",
+                            "bake-batch", "--no-engine", "--no-progress", "-o", "plain",
+                            cwd=tmp_path)
+    assert result.returncode == 1, result.stderr
+    assert ("optimized vs input at x:3x8: output 'y' changed shape: [3, 8] in the input model, "
+            "[1, 24] in the optimized model") in result.stderr.splitlines()[-1]
 
 
 def test_user_pass_module_runs_and_shows_in_the_table(tmp_path: Path) -> None:

@@ -73,7 +73,10 @@ def test_report_json_matches_the_pipeline_report(example_run: compiler.CompileRe
     assert report["model"]["inputs"] == [{"name": "input", "shape": [1, 3, 64, 64], "dtype": "float32"}]
     assert report["parity"]["checked"] and report["parity"]["passed"]
     assert set(report["parity"]["outputs"]) == {"logits"}
-    assert report["parity"]["tolerances"] == {"atol": 1e-4, "rtol": 1e-3, "seed": 0}
+    assert report["parity"]["tolerances"] == {
+        "atol": 1e-4, "rtol": 1e-3, "seed": 0,
+        "inputs": {"floating_point": "standard normal", "integer": "Polygraphy default (0 or 1)",
+                   "seed": 0}}
     assert [(c["reference"], c["candidate"]) for c in report["parity"]["comparisons"]] == [
         ("input", "optimized")]
     assert report["engine"] == {"built": False, "reason": "--no-engine"}

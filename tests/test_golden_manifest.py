@@ -386,7 +386,7 @@ def test_parity_failure_and_pass_error(suite: Path, capsys) -> None:
 
 def test_data_file_drives_parity(suite: Path) -> None:
     """relu-to-identity is wrong only for negative Relu inputs. With positive weights, the seeded
-    random inputs (uniform in [0, 1)) never make one; the negative inputs of a data file do."""
+    signed inputs make some; a data file of positive inputs (a known input range) makes none."""
     import onnx
 
     from trtcompile import ir
@@ -396,7 +396,7 @@ def test_data_file_drives_parity(suite: Path) -> None:
         values = np.abs(onnx.numpy_helper.to_array(init))
         init.CopyFrom(onnx.numpy_helper.from_array(values, init.name))
     ir.save(model, suite / "positive.onnx")
-    np.savez(suite / "negative.npz", input=np.full((1, 6, 6, 3), -0.5, np.float32))
+    np.savez(suite / "positive.npz", input=np.full((1, 6, 6, 3), 0.5, np.float32))
     path = write(suite, """
         [[model]]
         name = "random-inputs"
@@ -409,15 +409,15 @@ def test_data_file_drives_parity(suite: Path) -> None:
         path = "positive.onnx"
         pipeline = "relu-to-identity"
         pass_modules = ["my_passes.py"]
-        data = "negative.npz"
+        data = "positive.npz"
         """)
     random_inputs, given_inputs = golden.run_manifest(golden.load_manifest(path).entries,
                                                       progress=False)
-    assert random_inputs.status == "ok", random_inputs.explain()
-    assert given_inputs.status == "PARITY FAILED"
+    assert random_inputs.status == "PARITY FAILED", random_inputs.explain()
+    assert given_inputs.status == "ok", given_inputs.explain()
     assert given_inputs.parity.primary.input_shapes == {"input": [1, 6, 6, 3]}
-    loaded = golden.load_parity_data(suite / "negative.npz", model)
-    assert loaded["input"].dtype == np.float32 and float(loaded["input"].max()) == -0.5
+    loaded = golden.load_parity_data(suite / "positive.npz", model)
+    assert loaded["input"].dtype == np.float32 and float(loaded["input"].min()) == 0.5
 
 
 def test_data_file_that_does_not_fit_exits_2(suite: Path, capsys) -> None:
@@ -508,3 +508,39 @@ def test_junit_path_is_checked_before_running(suite: Path, capsys) -> None:
     path = write(suite, '[[model]]\nname = "m"\npath = "conv_branches.onnx"\n')
     code, _, err = run_cli(str(path), "--junit", str(suite), capsys=capsys)
     assert code == 2 and "is a folder" in err
+
+
+def test_data_range_draws_the_parity_inputs_from_the_range(suite: Path) -> None:
+    """The same wrong-for-negatives pass: caught on signed inputs, not on a declared [0, 2)."""
+    import onnx
+
+    from trtcompile import ir
+
+    model = onnx.load(suite / "nhwc_transposes.onnx")
+    for init in model.graph.initializer:
+        values = np.abs(onnx.numpy_helper.to_array(init))
+        init.CopyFrom(onnx.numpy_helper.from_array(values, init.name))
+    ir.save(model, suite / "positive.onnx")
+    path = write(suite, """
+        [[model]]
+        name = "ranged"
+        path = "positive.onnx"
+        pipeline = "relu-to-identity"
+        pass_modules = ["my_passes.py"]
+        data_range = [0, 2]
+        """)
+    (ranged,) = golden.run_manifest(golden.load_manifest(path).entries, progress=False)
+    assert ranged.status == "ok", ranged.explain()
+
+
+@pytest.mark.parametrize("value, message", [
+    ("[1, 0]", "needs LO < HI"), ("[0, inf]", "must be finite"), ('"0,1"', "expected [LO, HI]"),
+    ("[0]", "expected [LO, HI]")])
+def test_bad_data_range_names_the_entry(suite: Path, value: str, message: str) -> None:
+    from trtcompile.errors import InputError
+
+    path = write(suite, f'[[model]]\nname = "m"\npath = "nhwc_transposes.onnx"\n'
+                        f'data_range = {value}\n')
+    with pytest.raises(InputError) as info:
+        golden.load_manifest(path)
+    assert message in str(info.value) and "data_range" in str(info.value)

@@ -389,3 +389,203 @@ def test_dump_instrument_writes_the_model_after_each_pass(tmp_path) -> None:
         model = onnx.load(tmp_path / "passes" / name)
         assert model.ir_version == ir.IR_VERSION
         onnx.checker.check_model(model)
+
+
+# Passes that break a graph in the ways verification must name ---------------------------------
+
+
+@dataclass(frozen=True)
+class HalveOutputShape(Pass):
+    """Deliberately wrong: reshapes the graph output [1, 4, 8, 8] to [1, 2, 16, 8]."""
+
+    name: ClassVar[str] = "halve-output-shape"
+
+    def run(self, graph: gs.Graph, ctx: PassContext) -> PassResult:
+        output = graph.outputs[0]
+        inner = gs.Variable("before_reshape", np.float32)
+        producer = output.inputs[0]
+        producer.outputs[0] = inner
+        target = gs.Constant("target", np.array([1, 2, 16, 8], np.int64))
+        graph.nodes.append(gs.Node("Reshape", "reshape", inputs=[inner, target], outputs=[output]))
+        return PassResult({"reshaped": 1})
+
+
+@dataclass(frozen=True)
+class DoubleOutput(Pass):
+    """Deliberately wrong: casts the graph output to float64 (the declared type stays float)."""
+
+    name: ClassVar[str] = "double-output"
+
+    def run(self, graph: gs.Graph, ctx: PassContext) -> PassResult:
+        output = graph.outputs[0]
+        inner = gs.Variable("before_cast", np.float32)
+        output.inputs[0].outputs[0] = inner
+        output.dtype = np.float64
+        graph.nodes.append(gs.Node("Cast", "cast", attrs={"to": onnx.TensorProto.DOUBLE},
+                                   inputs=[inner], outputs=[output]))
+        return PassResult({"cast": 1})
+
+
+@dataclass(frozen=True)
+class BadGather(Pass):
+    """Deliberately wrong: makes the Relu a Gather of its float input by itself, which passes
+    the checker (no full check) but which ONNX Runtime refuses to load."""
+
+    name: ClassVar[str] = "bad-gather"
+
+    def run(self, graph: gs.Graph, ctx: PassContext) -> PassResult:
+        relu = next(n for n in graph.nodes if n.op == "Relu")
+        relu.op = "Gather"
+        relu.inputs.append(relu.inputs[0])
+        return PassResult({"gathered": 1})
+
+
+@dataclass(frozen=True)
+class ReluToAbs(Pass):
+    """Deliberately wrong where inputs are negative: Relu becomes Abs."""
+
+    name: ClassVar[str] = "relu-to-abs"
+
+    def run(self, graph: gs.Graph, ctx: PassContext) -> PassResult:
+        for node in graph.nodes:
+            if node.op == "Relu":
+                node.op = "Abs"
+        return PassResult({"abs": 1})
+
+
+@dataclass(frozen=True)
+class BakeBatchOne(Pass):
+    """Deliberately wrong for batches other than 1: reshapes the output to [1, -1]."""
+
+    name: ClassVar[str] = "bake-batch-one"
+
+    def run(self, graph: gs.Graph, ctx: PassContext) -> PassResult:
+        output = graph.outputs[0]
+        inner = gs.Variable("before_reshape", np.float32)
+        output.inputs[0].outputs[0] = inner
+        target = gs.Constant("target", np.array([1, -1], np.int64))
+        graph.nodes.append(gs.Node("Reshape", "reshape", inputs=[inner, target], outputs=[output]))
+        return PassResult({"reshaped": 1})
+
+
+BREAKING = REGISTRY.copy()
+for _cls in (HalveOutputShape, DoubleOutput, BadGather, ReluToAbs, BakeBatchOne):
+    BREAKING.register(_cls)
+
+
+def relu_model(batch: str | int = 1) -> onnx.ModelProto:
+    model = onnx.parser.parse_model(f"""
+        <ir_version: 10, opset_import: ["" : 17]>
+        g (float[{batch},4] x) => (float[{batch},4] y) {{
+            a = Identity(x)
+            y = Relu(a)
+        }}
+    """)
+    model.ir_version = ir.IR_VERSION
+    return model
+
+
+def test_verify_instrument_words_a_shape_change_as_a_shape_change() -> None:
+    graph = ir.import_model(conv_model())
+    with pytest.raises(PassFailed) as info:
+        PassManager("dead-layer-elimination,halve-output-shape", registry=BREAKING,
+                    instruments=[VerifyInstrument()]).run(graph)
+    message = str(info.value)
+    assert message.startswith("pass 'halve-output-shape' failed: output 'y' changed shape: "
+                              "[1, 4, 8, 8] in the pass input model, [1, 2, 16, 8] in the pass "
+                              "output model")
+    assert message.endswith("(passes run before it: dead-layer-elimination)")
+
+
+def test_verify_instrument_words_an_element_type_change() -> None:
+    graph = ir.import_model(conv_model())
+    with pytest.raises(PassFailed, match="pass 'double-output' failed: output 'y' changed element "
+                                         "type: float32 in the pass input model, float64"):
+        PassManager("double-output", registry=BREAKING, instruments=[VerifyInstrument()]).run(graph)
+
+
+def test_verify_instrument_turns_onnx_runtime_errors_into_pass_failed() -> None:
+    graph = ir.import_model(conv_model())
+    with pytest.raises(PassFailed) as info:
+        PassManager("count-relus,bad-gather", registry=BREAKING,
+                    instruments=[VerifyInstrument()]).run(graph)
+    message = str(info.value)
+    assert message.startswith("pass 'bad-gather' failed: the pass output does not run on ONNX "
+                              "Runtime at x:1x3x8x8: ")
+    assert "Gather" in message
+    assert info.value.previous == ["count-relus"]
+
+
+def test_verify_instrument_sees_sign_errors() -> None:
+    """Inputs in [0, 1) cannot tell Relu from Abs; the default signed inputs can."""
+    graph = ir.import_model(relu_model())
+    with pytest.raises(PassFailed, match="pass 'relu-to-abs' failed: output differs"):
+        PassManager("relu-to-abs", registry=BREAKING, instruments=[VerifyInstrument()]).run(graph)
+    # With inputs known to be non-negative, Abs is Relu: the user's range is respected.
+    from trtcompile.verify import InputDistribution
+
+    graph = ir.import_model(relu_model())
+    PassManager("relu-to-abs", registry=BREAKING,
+                instruments=[VerifyInstrument(distribution=InputDistribution(0.0, 1.0))]).run(graph)
+
+
+def test_verify_instrument_checks_two_sizes_of_a_dynamic_dimension() -> None:
+    graph = ir.import_model(relu_model("N"))
+    with pytest.raises(PassFailed) as info:
+        PassManager("bake-batch-one", registry=BREAKING, instruments=[VerifyInstrument()]).run(graph)
+    assert "x:3x4" in str(info.value)
+    assert "changed shape" in str(info.value)
+
+
+def test_an_instrument_that_raises_becomes_pass_failed() -> None:
+    from trtcompile.pass_manager import Instrument
+
+    class Broken(Instrument):
+        def after_pass(self, pass_, graph, ctx, record):
+            raise KeyError("missing")
+
+    graph = ir.import_model(identity_chain_model())
+    with pytest.raises(PassFailed, match="pass 'count-relus' failed: Broken raised KeyError"):
+        PassManager("count-relus", registry=REGISTRY, instruments=[Broken()]).run(graph)
+
+
+def test_a_pass_leaving_an_unreadable_graph_fails_by_name() -> None:
+    @dataclass(frozen=True)
+    class NoneInput(Pass):
+        """Puts None where a node input should be."""
+
+        name: ClassVar[str] = "none-input"
+
+        def run(self, graph: gs.Graph, ctx: PassContext) -> PassResult:
+            graph.nodes[0].inputs.append(None)
+            return PassResult({"broke": 1})
+
+    registry = REGISTRY.copy()
+    registry.register(NoneInput)
+    graph = ir.import_model(identity_chain_model())
+    with pytest.raises(PassFailed) as info:
+        PassManager("count-relus,none-input", registry=registry).run(graph)
+    assert str(info.value).startswith("pass 'none-input' failed: ")
+    assert info.value.previous == ["count-relus"]
+
+
+def test_ir_load_of_a_bad_file_is_an_input_error(tmp_path) -> None:
+    from trtcompile.errors import InputError
+
+    with pytest.raises(InputError, match="model not found"):
+        ir.load(tmp_path / "missing.onnx")
+    (tmp_path / "junk.onnx").write_bytes(b"\x08\x96\x01garbage")
+    with pytest.raises(InputError, match="is not an ONNX model"):
+        ir.load(tmp_path / "junk.onnx")
+
+
+def test_compare_models_raises_the_projects_error_when_a_model_does_not_run() -> None:
+    from trtcompile import verify
+    from trtcompile.errors import CheckFailed
+
+    broken = relu_model()
+    broken.graph.node[1].op_type = "Gather"
+    broken.graph.node[1].input.append("x")
+    with pytest.raises(CheckFailed) as info:
+        verify.compare_models(relu_model(), broken)
+    assert isinstance(info.value, verify.ModelRunError) and info.value.which == "optimized"

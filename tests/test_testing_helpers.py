@@ -57,7 +57,8 @@ def test_assert_parity_names_what_regressed(tmp_path: Path) -> None:
         testing.assert_parity(CONV_BRANCHES, "negate-first-bias", registry=registry, seed=4)
     message = str(caught.value)
     assert message.startswith("parity failed after pipeline 'negate-first-bias' (atol=0.0001, "
-                              "rtol=0.001, seed 4): 'output' max_abs=")
+                              "rtol=0.001, inputs standard normal, seed 4, at input:1x4x8x8): "
+                              "'output' max_abs=")
     assert message.endswith("layers after each pass: input 11, negate-first-bias 11")
 
 

@@ -94,6 +94,10 @@ def compile_options(args: argparse.Namespace):
 
     if args.atol < 0 or args.rtol < 0:
         raise InputError("--atol and --rtol must not be negative")
+    data_range = None
+    if args.data_range is not None:
+        distribution = verify.InputDistribution.parse(args.data_range)
+        data_range = (distribution.low, distribution.high)
     if args.opset is not None and args.opset < 1:
         raise InputError(f"--opset {args.opset}: expected a positive opset version")
     frontend = FrontendOptions(
@@ -107,7 +111,8 @@ def compile_options(args: argparse.Namespace):
     return CompileOptions(
         pipeline=(f"engine-guided({args.pipeline})" if getattr(args, "tune_with_engine", False)
                   else args.pipeline), pass_modules=tuple(args.pass_module), atol=args.atol,
-        rtol=args.rtol, seed=args.seed, parity=not args.no_parity, engine=not args.no_engine,
+        rtol=args.rtol, seed=args.seed, data_range=data_range, parity=not args.no_parity,
+        engine=not args.no_engine,
         engine_parity=args.engine_parity,
         dump_after_each=args.dump_after_each, verify_after_each=args.verify_after_each,
         frontend=frontend, progress=not (args.no_progress or args.quiet),
@@ -468,6 +473,10 @@ def build_parser() -> argparse.ArgumentParser:
     compile_.add_argument("--rtol", type=float, default=verify.DEFAULT_RTOL,
                           help=f"parity relative tolerance (default {verify.DEFAULT_RTOL:g})")
     compile_.add_argument("--seed", type=int, default=0, help="seed of the parity inputs (default 0)")
+    compile_.add_argument("--data-range", metavar="LO,HI", default=None,
+                          help="known range of the model's floating-point inputs: parity draws "
+                               "them uniformly in [LO, HI) (default: standard normal); integer "
+                               "inputs keep Polygraphy's 0/1")
     compile_.add_argument("--no-parity", action="store_true", help="skip the parity check")
     compile_.add_argument("--no-engine", action="store_true", help="skip building the engine")
     compile_.add_argument("--engine-parity", choices=("auto", "require", "off"), default="auto",

@@ -90,6 +90,9 @@ class CompileOptions:
     rtol: float = verify.DEFAULT_RTOL
     #: Seed of the parity inputs and of anything random a pass does.
     seed: int = 0
+    #: Known range ``(low, high)`` of the model's floating-point inputs: parity draws them
+    #: uniformly from it instead of from a standard normal distribution (``--data-range``).
+    data_range: tuple[float, float] | None = None
     #: Check numerical parity (input vs optimized, and the TensorFlow reference when there is one).
     parity: bool = True
     #: Build the TensorRT engine.
@@ -133,6 +136,23 @@ class CompileOptions:
     exclude_ops: tuple[str, ...] = ()
     #: Dry run of partitioning: the plan and the report, no engines.
     partition_only: bool = False
+
+
+def input_distribution(options: CompileOptions) -> verify.InputDistribution:
+    """How parity draws the floating-point inputs of this compile (raises InputError for a bad
+    ``data_range``)."""
+    if options.data_range is None:
+        return verify.DEFAULT_DISTRIBUTION
+    try:
+        low, high = (float(v) for v in options.data_range)
+        return verify.InputDistribution(low, high)
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"--data-range {options.data_range!r}: {exc}") from None
+
+
+def parity_inputs(options: CompileOptions) -> dict[str, Any]:
+    """What the report says about the parity inputs: distribution, seed, integer handling."""
+    return {**input_distribution(options).to_dict(), "seed": options.seed}
 
 
 @dataclass
@@ -190,6 +210,11 @@ class ParityVerdict:
                 label += f" at {format_shape_set(comparison.input_shapes)}"
             if not comparison.outputs:
                 parts.append(f"{label}: no outputs compared")
+                continue
+            changed = [comparison.outputs[name].describe(name) for name in failed
+                       if comparison.outputs[name].change]
+            if changed:  # values that cannot be compared: say what changed
+                parts.append(f"{label}: output {'; '.join(changed)}")
                 continue
             worst = max(failed, key=lambda name: comparison.outputs[name].max_abs)
             stats = comparison.outputs[worst]
@@ -428,8 +453,10 @@ def optimize(loaded: LoadedModel, pipeline: Sequence, registry: PassRegistry,
         progress = ProgressInstrument(total=sum(1 for _ in iter_passes(pipeline)))
         stage_instruments.append(progress)
     if options.verify_after_each:
-        stage_instruments.append(VerifyInstrument(atol=options.atol, rtol=options.rtol, seed=options.seed,
-                                            input_shapes=dict(options.frontend.input_shapes) or None))
+        stage_instruments.append(VerifyInstrument(atol=options.atol, rtol=options.rtol,
+                                                  seed=options.seed,
+                                                  input_shapes=dict(options.frontend.input_shapes) or None,
+                                                  distribution=input_distribution(options)))
     if dump_dir is not None:
         stage_instruments.append(DumpInstrument(dump_dir))
     ctx = PassContext(model_dir=loaded.model_dir, seed=options.seed, resources=dict(resources or {}),
@@ -454,23 +481,17 @@ def check_parity(loaded: LoadedModel, optimized: onnx.ModelProto,
     lowered, lowered vs optimized and reference vs optimized, the last being the verdict's primary
     comparison.
     """
-    from polygraphy.backend.onnxrt import OnnxrtRunner, SessionFromOnnx
-    from polygraphy.comparator import Comparator, IterationResult, RunResults
+    from polygraphy.comparator import IterationResult, RunResults
 
     shapes = dict(options.frontend.input_shapes) or None
     if feeds is None:
-        feeds = verify.feed_data(loaded.model, seed=options.seed, input_shapes=shapes)
+        feeds = verify.feed_data(loaded.model, seed=options.seed, input_shapes=shapes,
+                                 distribution=input_distribution(options))
     tolerance = {"atol": options.atol, "rtol": options.rtol}
     input_name = "lowered" if loaded.lowering is not None else "input"
 
-    def session(model: onnx.ModelProto):
-        return SessionFromOnnx(model.SerializeToString(), providers=["CPUExecutionProvider"])
-
-    with verify.quiet_polygraphy():
-        onnx_results = Comparator.run(
-            [OnnxrtRunner(session(loaded.model), name=input_name),
-             OnnxrtRunner(session(optimized), name="optimized")],
-            data_loader=[feeds])
+    onnx_results = RunResults([*verify.run_model(loaded.model, feeds, input_name),
+                               *verify.run_model(optimized, feeds, "optimized")])
     input_vs_optimized = verify.compare_run_results(
         onnx_results, reference_name=input_name, candidate_name="optimized", **tolerance)
     input_vs_optimized.input_shapes = {k: list(v.shape) for k, v in feeds.items()}
@@ -526,19 +547,48 @@ def engine_judge(loaded: LoadedModel, plan: ProfilePlan | None):
     return compute_layers
 
 
+def onnx_parity_shape_sets(plan: ProfilePlan) -> list[tuple[dict, bool]]:
+    """The input shape sets ONNX Runtime parity runs at, each with whether it was added here.
+
+    Every profile's min, opt and max (``plan.parity_shapes``). The default profile fixes an
+    unknown batch to 1 for the engine only; ONNX Runtime runs any size, so parity also runs at
+    the last of :data:`verify.DYNAMIC_SIZES` there, where a batch size baked into the graph shows.
+    """
+    sets = [(dict(shapes), False) for shapes in plan.parity_shapes]
+    if plan.source == "default" and sets:
+        size = verify.DYNAMIC_SIZES[-1]
+        extra = {}
+        for name, shape in sets[0][0].items():
+            dims = plan.dynamic_inputs.get(name)
+            extra[name] = tuple(size if dims is not None and not isinstance(dims[axis], int) else d
+                                for axis, d in enumerate(shape))
+        if extra != sets[0][0]:
+            sets.append((extra, True))
+    return sets
+
+
 def check_parity_at_shapes(loaded: LoadedModel, optimized: onnx.ModelProto,
                            options: CompileOptions, plan: ProfilePlan) -> ParityVerdict:
-    """:func:`check_parity` at every input shape set of ``plan`` (each profile's min, opt and
-    max), one seeded batch each, combined into one verdict."""
+    """:func:`check_parity` at every input shape set of :func:`onnx_parity_shape_sets` (each
+    profile's min, opt and max; a second batch size with the default profile), one seeded batch
+    each, combined into one verdict. A size added here that the input model itself does not run
+    at is skipped."""
     if not plan.parity_shapes:
         return check_parity(loaded, optimized, options)
+    distribution = input_distribution(options)
     verdicts = []
-    for shapes in plan.parity_shapes:
-        feeds = verify.feed_data(loaded.model, seed=options.seed, input_shapes=shapes)
+    for shapes, added in onnx_parity_shape_sets(plan):
+        feeds = verify.feed_data(loaded.model, seed=options.seed, input_shapes=shapes,
+                                 distribution=distribution)
         try:
             verdict = check_parity(loaded, optimized, options, feeds=feeds)
         except Exception as exc:  # noqa: BLE001 - ONNX Runtime's errors share no base class
-            verdict = _failed_run_verdict(loaded, optimized, options, feeds, shapes, exc)
+            try:
+                verdict = _failed_run_verdict(loaded, optimized, options, feeds, shapes, exc)
+            except InputError:
+                if added:
+                    continue  # the model's batch does not take this size after all
+                raise
         verdict.input_shapes = [{name: list(shape) for name, shape in shapes.items()}]
         verdicts.append(verdict)
     return ParityVerdict.combine(verdicts)
@@ -627,7 +677,8 @@ def check_engine_parity(plan_bytes: bytes, loaded: LoadedModel, optimized: onnx.
     verdicts = []
     for shapes in shape_sets:
         # The same generator, seed and shapes as check_parity_at_shapes: the same inputs.
-        feeds = verify.feed_data(loaded.model, seed=options.seed, input_shapes=shapes)
+        feeds = verify.feed_data(loaded.model, seed=options.seed, input_shapes=shapes,
+                                 distribution=input_distribution(options))
         at = {name: list(array.shape) for name, array in feeds.items()}
         try:
             engine_outputs = run_engine(plan_bytes, feeds, profile_index(plan, at))
@@ -826,6 +877,7 @@ def compile_model(source: str | Path | None, output_dir: str | Path,
             raise InputError(f"--report-html {report_html} would overwrite the input model")
     check_engine_parity_mode(options)
     check_partition_options(options)
+    input_distribution(options)
     registry = build_registry(options.pass_modules)
     pipeline = parse_pipeline(options.pipeline, registry)
     precision_text = precision_pipeline(options)
@@ -932,7 +984,7 @@ def compile_model(source: str | Path | None, output_dir: str | Path,
         report = report_module.build_report(
             loaded=loaded, pipeline_report=pipeline_report, optimized=optimized, parity=parity,
             parity_options={"atol": options.atol, "rtol": options.rtol, "seed": options.seed,
-                            **_precision_parity(options)},
+                            "inputs": parity_inputs(options), **_precision_parity(options)},
             engine=engine_status, files=files, seconds=seconds, error=error,
             shapes=plan.to_dict(), engine_parity=engine_parity.to_dict())
         report["partition"] = None

@@ -46,7 +46,7 @@ from xml.etree import ElementTree
 import numpy as np
 import onnx
 
-from trtcompile import ir
+from trtcompile import ir, verify
 from trtcompile.errors import CheckFailed, InputError, TrtcompileError
 
 #: ``path`` prefix naming a built-in example (:data:`trtcompile.examples.EXAMPLES`).
@@ -54,7 +54,7 @@ BUILTIN_PREFIX = "builtin:"
 
 #: Keys of a ``[[model]]`` table.
 ENTRY_KEYS = ("name", "path", "pipeline", "precision", "input_shapes", "atol", "rtol", "seed",
-              "engine", "data", "calib_data", "pass_modules", "target_gpu", "expect")
+              "data_range", "engine", "data", "calib_data", "pass_modules", "target_gpu", "expect")
 
 #: Keys of a ``[model.expect]`` table.
 EXPECT_KEYS = ("layers", "engine_compute_layers", "passes")
@@ -105,6 +105,9 @@ class GoldenEntry:
     atol: float | None = None
     rtol: float | None = None
     seed: int = 0
+    #: Known range (low, high) of the floating-point inputs: parity draws them uniformly from it
+    #: (None: standard normal).
+    data_range: tuple[float, float] | None = None
     engine: bool = False
     #: ``.npz`` of parity inputs by input name (None: seeded random inputs).
     data: Path | None = None
@@ -330,6 +333,17 @@ def load_manifest(path: str | Path) -> Manifest:
         seed = raw.get("seed", 0)
         if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
             raise check.error("seed", f"expected a non-negative integer, got {_describe(seed)}")
+        data_range = raw.get("data_range")
+        if data_range is not None:
+            if (not isinstance(data_range, list) or len(data_range) != 2 or not all(
+                    isinstance(v, (int, float)) and not isinstance(v, bool) for v in data_range)):
+                raise check.error("data_range", f"expected [LO, HI], two numbers, got "
+                                                f"{_describe(data_range)}")
+            try:
+                verify.InputDistribution(float(data_range[0]), float(data_range[1]))
+            except ValueError as exc:
+                raise check.error("data_range", str(exc)) from None
+            data_range = (float(data_range[0]), float(data_range[1]))
         engine = raw.get("engine", False)
         if not isinstance(engine, bool):
             raise check.error("engine", f"expected true or false, got {_describe(engine)}")
@@ -378,7 +392,7 @@ def load_manifest(path: str | Path) -> Manifest:
         entries.append(GoldenEntry(
             name=name, source=source, path=model_path, example=example, pipeline=pipeline,
             precision=precision, input_shapes=input_shapes, atol=check.number("atol"),
-            rtol=check.number("rtol"), seed=seed, engine=engine,
+            rtol=check.number("rtol"), seed=seed, data_range=data_range, engine=engine,
             data=check.file("data", suffixes=(".npz",)), calib_data=calib_data,
             pass_modules=tuple(pass_modules), target_gpu=target_gpu, expect=expect, index=index,
             line=locator.entry_line(index)))
@@ -557,7 +571,7 @@ def compile_options(entry: GoldenEntry):
     atol, rtol = entry.tolerances()
     return CompileOptions(
         pipeline=entry.pipeline, pass_modules=entry.pass_modules, atol=atol, rtol=rtol,
-        seed=entry.seed, engine=entry.engine,
+        seed=entry.seed, data_range=entry.data_range, engine=entry.engine,
         frontend=FrontendOptions(input_shapes={k: list(v) for k, v in entry.input_shapes.items()}),
         progress=False, example=entry.example, precision=entry.precision,
         calib_data=entry.calib_data)

@@ -85,8 +85,23 @@ def export_model(graph: gs.Graph, *, ir_version: int = IR_VERSION) -> onnx.Model
 
 
 def load(path: str | os.PathLike) -> gs.Graph:
-    """Load an ONNX file (with external data resolved against its folder) into the IR."""
-    return import_model(onnx.load(os.fspath(path)))
+    """Load an ONNX file (with external data resolved against its folder) into the IR; a file
+    that is missing or not an ONNX model raises InputError naming it."""
+    from trtcompile.errors import InputError
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"model not found: {path}")
+    try:
+        model = onnx.load(os.fspath(path))
+    except Exception as exc:  # noqa: BLE001 - protobuf's and onnx's errors share no base class
+        raise InputError(f"{path} is not an ONNX model ({type(exc).__name__}: "
+                         f"{str(exc).strip()[:200]})") from None
+    try:
+        return import_model(model)
+    except Exception as exc:  # noqa: BLE001 - onnx-graphsurgeon's import errors vary
+        raise InputError(f"{path}: onnx-graphsurgeon cannot import it ({type(exc).__name__}: "
+                         f"{str(exc).strip()[:200]})") from None
 
 
 def save(model: onnx.ModelProto | gs.Graph, path: str | os.PathLike) -> Path:

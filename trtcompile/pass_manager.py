@@ -729,20 +729,31 @@ class DumpInstrument(Instrument):
 
 
 class VerifyInstrument(Instrument):
-    """After each pass: the onnx checker on the exported model, then ONNX Runtime parity of the pass
-    output against the pass input on seeded random data. A failure stops the pipeline with an error
-    naming the pass and the passes before it."""
+    """After each pass that changed the graph: the onnx checker on the exported model, then ONNX
+    Runtime parity of the pass output against the pass input, on seeded inputs drawn from
+    ``distribution`` (floating point: standard normal by default; see :mod:`trtcompile.verify`)
+    at every size in ``verify.DYNAMIC_SIZES`` of the unknown dimensions ``input_shapes`` leaves
+    open. A failure stops the pipeline with :class:`~trtcompile.errors.PassFailed` naming the pass
+    and the passes before it and saying what broke: the checker's message, an output whose shape
+    or element type changed, values that differ, or the pass output not running on ONNX Runtime.
+    """
 
     def __init__(self, atol: float = 1e-4, rtol: float = 1e-3, seed: int = 0,
-                 input_shapes: dict[str, Sequence[int]] | None = None):
+                 input_shapes: dict[str, Sequence[int]] | None = None,
+                 distribution: Any = None):
         self.atol = atol
         self.rtol = rtol
         self.seed = seed
         self.input_shapes = input_shapes
+        self.distribution = distribution
         self._before = None
 
     def before_pass(self, pass_: Pass, graph: gs.Graph, ctx: PassContext, index: int) -> None:
-        self._before = ir.export_model(graph.copy())
+        try:
+            self._before = ir.export_model(graph.copy())
+        except Exception as exc:  # noqa: BLE001 - onnx-graphsurgeon's export errors vary
+            raise VerificationFailed(f"the pass input cannot be exported as ONNX: "
+                                     f"{type(exc).__name__}: {exc}") from exc
 
     def after_pass(self, pass_: Pass, graph: gs.Graph, ctx: PassContext, record: PassRecord) -> None:
         import onnx
@@ -751,15 +762,42 @@ class VerifyInstrument(Instrument):
 
         if not record.changed:
             return
-        after = ir.export_model(graph.copy())
+        try:
+            after = ir.export_model(graph.copy())
+        except Exception as exc:  # noqa: BLE001 - onnx-graphsurgeon's export errors vary
+            raise VerificationFailed(f"the pass output cannot be exported as ONNX: "
+                                     f"{type(exc).__name__}: {exc}") from exc
         try:
             onnx.checker.check_model(after, full_check=False)
         except onnx.checker.ValidationError as exc:
             raise VerificationFailed(f"onnx checker: {str(exc).splitlines()[0]}") from None
-        result = verify.compare_models(self._before, after, atol=self.atol, rtol=self.rtol,
-                                       seed=self.seed, input_shapes=self.input_shapes)
-        if not result.passed:
+        shape_sets = verify.dynamic_shape_sets(self._before, self.input_shapes)
+        for position, shapes in enumerate(shape_sets):
+            try:
+                result = verify.compare_models(
+                    self._before, after, atol=self.atol, rtol=self.rtol, seed=self.seed,
+                    input_shapes=shapes, reference_name="pass input", candidate_name="pass output",
+                    distribution=self.distribution)
+            except verify.ModelRunError as exc:
+                at = _shapes_text(exc.input_shapes)
+                if exc.which == "pass output":
+                    raise VerificationFailed(f"the pass output does not run on ONNX Runtime at "
+                                             f"{at}: {exc.reason}") from None
+                if position == 0:
+                    raise VerificationFailed(f"the pass input does not run on ONNX Runtime at "
+                                             f"{at}: {exc.reason}") from None
+                continue  # the model's unknown dimensions do not take this size
+            if result.passed:
+                continue
+            changed = [o.describe(name) for name, o in result.outputs.items() if o.change]
+            if changed:
+                raise VerificationFailed(f"output {'; '.join(changed)} (inputs at "
+                                         f"{_shapes_text(result.input_shapes)})")
             raise VerificationFailed(f"output differs from the pass input: {result.summary()}")
+
+
+def _shapes_text(shapes: dict[str, Sequence[int]]) -> str:
+    return ", ".join(f"{name}:{'x'.join(str(d) for d in shape)}" for name, shape in shapes.items())
 
 
 class VerificationFailed(Exception):
@@ -804,7 +842,13 @@ class PassManager:
         report.layers_before = ir.layer_count(graph)
         report.histogram_before = ir.op_histogram(graph)
         for instrument in self.instruments:
-            instrument.before_pipeline(graph, self.ctx)
+            try:
+                instrument.before_pipeline(graph, self.ctx)
+            except TrtcompileError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - third-party errors become the project's
+                raise InputError(f"{type(instrument).__name__} could not start: "
+                                 f"{type(exc).__name__}: {exc}") from exc
         start = time.perf_counter()
         first_rewrite = len(self.ctx.rewrites)
         # Rewrites allocate many small objects; on 100k-node graphs Python's cyclic collector then
@@ -963,7 +1007,7 @@ class PassManager:
         layers_before = ir.layer_count(graph)
         histogram_before = ir.op_histogram(graph)
         for instrument in self.instruments:
-            instrument.before_pass(pass_, graph, self.ctx, index)
+            self._instrument_hook(instrument.before_pass, pass_, previous, graph, self.ctx, index)
         start = time.perf_counter()
         self.ctx.current_pass = pass_.name
         try:
@@ -976,23 +1020,42 @@ class PassManager:
         if not isinstance(result, PassResult):
             raise PassFailed(pass_.to_text(), previous,
                              f"run() returned {type(result).__name__}, expected PassResult")
-        new_fingerprint = ir.fingerprint(graph)
+        try:
+            new_fingerprint = ir.fingerprint(graph)
+            layers_after = ir.layer_count(graph)
+            histogram_after = ir.op_histogram(graph)
+        except Exception as exc:  # a graph the manager cannot even read is the pass's bug
+            raise PassFailed(pass_.to_text(), previous, f"left a graph that cannot be read: "
+                                                        f"{type(exc).__name__}: {exc}") from exc
         changed = new_fingerprint != state.fingerprint
         state.fingerprint = new_fingerprint
         record = PassRecord(
             index=index, name=pass_.name, text=pass_.to_text(), options=pass_.options(),
-            iteration=iteration, layers_before=layers_before, layers_after=ir.layer_count(graph),
+            iteration=iteration, layers_before=layers_before, layers_after=layers_after,
             seconds=seconds, changed=changed,
-            histogram_delta=ir.histogram_delta(histogram_before, ir.op_histogram(graph)),
+            histogram_delta=ir.histogram_delta(histogram_before, histogram_after),
             stats=dict(result.counts), rejections=list(result.rejections),
         )
         report.records.append(record)
         for instrument in self.instruments:
-            try:
-                instrument.after_pass(pass_, graph, self.ctx, record)
-            except VerificationFailed as exc:
-                raise PassFailed(pass_.to_text(), previous, str(exc)) from None
+            self._instrument_hook(instrument.after_pass, pass_, previous, graph, self.ctx, record)
         return changed
+
+    @staticmethod
+    def _instrument_hook(hook: Callable[..., None], pass_: Pass, previous: list[str],
+                         *args: Any) -> None:
+        """Call an instrument hook; what it raises becomes PassFailed naming the pass (a
+        verification's finding, or an instrument that broke on the pass's graph)."""
+        try:
+            hook(pass_, *args)
+        except VerificationFailed as exc:
+            raise PassFailed(pass_.to_text(), previous, str(exc)) from None
+        except TrtcompileError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - third-party errors become the project's
+            owner = type(getattr(hook, "__self__", hook)).__name__
+            raise PassFailed(pass_.to_text(), previous,
+                             f"{owner} raised {type(exc).__name__}: {exc}") from exc
 
 
 @dataclass

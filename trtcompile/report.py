@@ -325,6 +325,10 @@ def format_parity(report: Mapping[str, Any]) -> list[str]:
         return ["parity: not checked (--no-parity)"]
     verdict = "passed" if parity["passed"] else "FAILED"
     lines = [f"parity: {verdict} ({settings})"]
+    inputs = tolerances.get("inputs")
+    if inputs:
+        lines.append(f"  inputs: floating point {inputs['floating_point']}, integer "
+                     f"{inputs['integer']}")
     checked = parity.get("input_shapes") or []
     if checked:
         lines.append(f"  input shapes checked: {'; '.join(shape_set_text(s) for s in checked)}")

@@ -66,13 +66,20 @@ def assert_parity(model: onnx.ModelProto | str | Path, pipeline: str = "default"
                   atol: float = verify.DEFAULT_ATOL, rtol: float = verify.DEFAULT_RTOL,
                   seed: int = 0, input_shapes: Mapping[str, Sequence[int]] | None = None,
                   data: Sequence[Mapping[str, np.ndarray]] | None = None,
+                  data_range: tuple[float, float] | None = None,
                   registry=None) -> ParityCheck:
     """Run ``pipeline`` on ``model`` (an ONNX model or a path; not modified) and assert the
     optimized model computes what the input computes on ONNX Runtime, within ``atol + rtol *
-    |reference|`` elementwise, on ``data`` (feed dicts) or one seeded random batch.
+    |reference|`` elementwise, on ``data`` (feed dicts) or seeded random batches: floating-point
+    inputs standard normal (uniform in ``data_range`` when given), integer inputs from
+    Polygraphy, one batch per size of :data:`trtcompile.verify.DYNAMIC_SIZES` of the unknown
+    dimensions ``input_shapes`` leaves open.
 
-    Returns the :class:`ParityCheck` (hand it to :func:`assert_layer_counts`). The failure message
-    names every failing output with its errors and the layers after each pass.
+    Returns the :class:`ParityCheck` (hand it to :func:`assert_layer_counts`); its ``parity`` is
+    the worst result. The failure message names every failing output with its errors (or its
+    shape change), the input shapes and the layers after each pass. Errors of the pipeline are
+    :class:`~trtcompile.errors.PassFailed` / :class:`~trtcompile.errors.PipelineError`; a model
+    ONNX Runtime cannot run fails the assertion with ONNX Runtime's reason.
     """
     from trtcompile.pass_manager import PassManager
 
@@ -80,16 +87,32 @@ def assert_parity(model: onnx.ModelProto | str | Path, pipeline: str = "default"
     graph = ir.import_model(copy.deepcopy(source))
     report = PassManager(pipeline, registry=registry).run(graph)
     optimized = ir.export_model(graph)
-    parity = verify.compare_models(source, optimized, atol=atol, rtol=rtol, seed=seed,
-                                   input_shapes=input_shapes, data=data)
-    if not parity.passed:
-        failing = [f"'{name}' max_abs={o.max_abs:.3g} max_rel={o.max_rel:.3g}"
-                   for name, o in parity.outputs.items() if not o.passed]
-        raise AssertionError(
-            f"parity failed after pipeline '{report.pipeline}' (atol={atol:g}, rtol={rtol:g}, "
-            f"seed {seed}): {'; '.join(failing) or 'no outputs compared'}; "
-            f"layers after each pass: {_layer_trail(report)}")
-    return ParityCheck(model=source, optimized=optimized, pipeline_report=report, parity=parity)
+    distribution = (verify.InputDistribution(*data_range) if data_range is not None
+                    else verify.DEFAULT_DISTRIBUTION)
+    shape_sets = [input_shapes] if data is not None else verify.dynamic_shape_sets(
+        source, input_shapes)
+    worst = None
+    for shapes in shape_sets:
+        try:
+            parity = verify.compare_models(source, optimized, atol=atol, rtol=rtol, seed=seed,
+                                           input_shapes=shapes, data=data,
+                                           distribution=distribution)
+        except verify.ModelRunError as exc:
+            raise AssertionError(
+                f"parity could not run after pipeline '{report.pipeline}': {exc}; layers after "
+                f"each pass: {_layer_trail(report)}") from None
+        if not parity.passed:
+            failing = [o.describe(name) for name, o in parity.outputs.items() if not o.passed]
+            at = ", ".join(f"{k}:{'x'.join(map(str, v))}" for k, v in parity.input_shapes.items())
+            raise AssertionError(
+                f"parity failed after pipeline '{report.pipeline}' (atol={atol:g}, rtol={rtol:g}, "
+                f"inputs {parity.inputs or 'given'}, at {at}): "
+                f"{'; '.join(failing) or 'no outputs compared'}; "
+                f"layers after each pass: {_layer_trail(report)}")
+        if worst is None or max((o.max_abs for o in parity.outputs.values()), default=0) > max(
+                (o.max_abs for o in worst.outputs.values()), default=0):
+            worst = parity
+    return ParityCheck(model=source, optimized=optimized, pipeline_report=report, parity=worst)
 
 
 def assert_layer_counts(check: ParityCheck | onnx.ModelProto | str | Path, *,

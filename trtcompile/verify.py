@@ -3,11 +3,21 @@
 Every check compares a *reference* against a *candidate* on the same inputs, output by output, with
 ``|candidate - reference| <= atol + rtol * |reference|`` elementwise (Polygraphy's ``simple``
 comparison in ``elemwise`` mode), and reports the maximum absolute and relative error per output.
+An output whose shape or element type changed, or that the candidate does not produce, fails
+with those words instead of error figures.
+
+Inputs (:func:`feed_data`): floating-point inputs are drawn from a seeded standard normal
+distribution (negative values decide Relu, Clip and LeakyRelu, and inputs in [0, 1) cannot show a
+sign error), or uniformly from a known range (:class:`InputDistribution`, the CLI's
+``--data-range``); integer and boolean inputs keep Polygraphy's data loader (values 0 and 1, valid
+indices and masks). Unknown dimensions are checked at two sizes (:data:`DYNAMIC_SIZES`), so a size
+baked into the graph shows.
 """
 
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -15,9 +25,88 @@ from typing import Any
 import numpy as np
 import onnx
 
+from trtcompile.errors import CheckFailed
+
 #: Default tolerances, suited to FP32 rewrites that reorder arithmetic (BatchNorm folding, fusion).
 DEFAULT_ATOL = 1e-4
 DEFAULT_RTOL = 1e-3
+
+#: Sizes unknown input dimensions take, one shape set per size (every unknown dimension at once).
+DYNAMIC_SIZES = (1, 3)
+
+
+@dataclass(frozen=True)
+class InputDistribution:
+    """How parity draws floating-point inputs: a standard normal distribution (the default), or
+    uniformly in ``[low, high)`` when the model's inputs have a known range (``--data-range``).
+    Integer and boolean inputs always keep Polygraphy's data loader."""
+
+    low: float | None = None
+    high: float | None = None
+
+    def __post_init__(self) -> None:
+        if (self.low is None) != (self.high is None):
+            raise ValueError("give both bounds of the data range or neither")
+        if self.low is not None:
+            if not (math.isfinite(self.low) and math.isfinite(self.high)):
+                raise ValueError(f"data range bounds must be finite, got {self.low:g},{self.high:g}")
+            if not self.low < self.high:
+                raise ValueError(f"data range needs LO < HI, got {self.low:g},{self.high:g}")
+
+    @classmethod
+    def parse(cls, text: str, flag: str = "--data-range") -> InputDistribution:
+        """``LO,HI`` (finite numbers, ``LO < HI``); raises InputError naming ``flag``."""
+        from trtcompile.errors import InputError
+
+        parts = [p.strip() for p in str(text).split(",")]
+        try:
+            if len(parts) != 2:
+                raise ValueError
+            low, high = float(parts[0]), float(parts[1])
+        except ValueError:
+            raise InputError(f"{flag} {text!r}: expected LO,HI (two numbers, e.g. -1,1)") from None
+        try:
+            return cls(low, high)
+        except ValueError as exc:
+            raise InputError(f"{flag} {text!r}: {exc}") from None
+
+    @property
+    def is_default(self) -> bool:
+        return self.low is None
+
+    def describe(self) -> str:
+        """``standard normal`` or ``uniform [0, 255)``."""
+        if self.low is None:
+            return "standard normal"
+        return f"uniform [{self.low:g}, {self.high:g})"
+
+    def draw(self, rng: np.random.Generator, shape: Sequence[int], dtype) -> np.ndarray:
+        """One seeded array of floating-point ``dtype``."""
+        if self.low is None:
+            values = rng.standard_normal(size=tuple(shape))
+        else:
+            values = rng.uniform(self.low, self.high, size=tuple(shape))
+        return values.astype(dtype)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"floating_point": self.describe(), "integer": "Polygraphy default (0 or 1)",
+                **({} if self.low is None else {"range": [self.low, self.high]})}
+
+
+#: The default: standard normal floating-point inputs.
+DEFAULT_DISTRIBUTION = InputDistribution()
+
+
+class ModelRunError(CheckFailed):
+    """A model of a comparison could not be loaded or run on ONNX Runtime: ``which`` names it
+    (the runner name), ``reason`` is ONNX Runtime's message. A check that failed (exit 1): the
+    compiler and the verify instrument say whose model it was."""
+
+    def __init__(self, which: str, reason: str, input_shapes: Mapping[str, Sequence[int]]):
+        self.which = which
+        self.reason = reason
+        self.input_shapes = {name: list(shape) for name, shape in input_shapes.items()}
+        super().__init__(f"the {which} model does not run on ONNX Runtime: {reason}")
 
 
 @dataclass
@@ -27,9 +116,21 @@ class OutputParity:
     max_abs: float
     max_rel: float
     passed: bool
+    #: Why the values could not be compared: ``shape [2, 6] -> [2, 2]``, ``dtype float32 ->
+    #: float64``, ``missing from the candidate``; empty when they were.
+    change: str = ""
 
     def to_dict(self) -> dict[str, Any]:
-        return {"max_abs": self.max_abs, "max_rel": self.max_rel, "passed": self.passed}
+        entry = {"max_abs": self.max_abs, "max_rel": self.max_rel, "passed": self.passed}
+        if self.change:
+            entry["change"] = self.change
+        return entry
+
+    def describe(self, name: str) -> str:
+        """``'y' changed shape [2, 6] -> [2, 2]`` or ``'y' max_abs=.. max_rel=..``."""
+        if self.change:
+            return f"'{name}' {self.change}"
+        return f"'{name}' max_abs={self.max_abs:.3g} max_rel={self.max_rel:.3g}"
 
 
 @dataclass
@@ -43,6 +144,8 @@ class ParityResult:
     outputs: dict[str, OutputParity] = field(default_factory=dict)
     input_shapes: dict[str, list[int]] = field(default_factory=dict)
     note: str = ""
+    #: How the inputs were drawn (:meth:`InputDistribution.describe`; empty: given by the caller).
+    inputs: str = ""
 
     @property
     def passed(self) -> bool:
@@ -52,9 +155,14 @@ class ParityResult:
         """One line: verdict and worst output."""
         if not self.outputs:
             return "no outputs compared"
-        worst_name, worst = max(self.outputs.items(), key=lambda item: item[1].max_abs)
         verdict = "passed" if self.passed else "FAILED"
-        return (f"{verdict} ({self.candidate} vs {self.reference}, atol={self.atol:g}, "
+        at = f" at {_shape_set_text(self.input_shapes)}" if self.input_shapes else ""
+        changed = [o.describe(name) for name, o in self.outputs.items() if o.change]
+        if changed:
+            return (f"{verdict} ({self.candidate} vs {self.reference}{at}): output "
+                    + "; ".join(changed))
+        worst_name, worst = max(self.outputs.items(), key=lambda item: item[1].max_abs)
+        return (f"{verdict} ({self.candidate} vs {self.reference}{at}, atol={self.atol:g}, "
                 f"rtol={self.rtol:g}; worst output '{worst_name}': max_abs={worst.max_abs:.3g}, "
                 f"max_rel={worst.max_rel:.3g})")
 
@@ -66,6 +174,7 @@ class ParityResult:
             "atol": self.atol,
             "rtol": self.rtol,
             "input_shapes": self.input_shapes,
+            "inputs": self.inputs,
             "outputs": {name: o.to_dict() for name, o in self.outputs.items()},
             "note": self.note,
         }
@@ -73,11 +182,12 @@ class ParityResult:
 
 @contextlib.contextmanager
 def quiet_polygraphy():
-    """Silence Polygraphy's INFO logging for the duration of a block."""
+    """Silence Polygraphy's logging (below CRITICAL) for the duration of a block."""
     from polygraphy.logger import G_LOGGER
 
     previous = G_LOGGER.module_severity
-    G_LOGGER.module_severity = G_LOGGER.ERROR
+    # Comparison failures are reported by this module, in its own words.
+    G_LOGGER.module_severity = G_LOGGER.CRITICAL
     try:
         yield
     finally:
@@ -114,39 +224,94 @@ def input_metadata(model: onnx.ModelProto, input_shapes: Mapping[str, Sequence[i
 
 
 def feed_data(model: onnx.ModelProto, seed: int = 0,
-              input_shapes: Mapping[str, Sequence[int]] | None = None) -> dict[str, np.ndarray]:
-    """One seeded batch of inputs for ``model`` from Polygraphy's data loader."""
+              input_shapes: Mapping[str, Sequence[int]] | None = None,
+              distribution: InputDistribution | None = None) -> dict[str, np.ndarray]:
+    """One seeded batch of inputs for ``model``: floating-point inputs from ``distribution``
+    (standard normal by default), the others from Polygraphy's data loader."""
     from polygraphy.comparator import DataLoader
 
+    distribution = distribution or DEFAULT_DISTRIBUTION
     with quiet_polygraphy():
         loader = DataLoader(seed=seed, iterations=1,
                             input_metadata=input_metadata(model, input_shapes))
-        return dict(loader[0])
+        feeds = dict(loader[0])
+    rng = np.random.default_rng(seed)
+    for name, array in feeds.items():
+        if np.asarray(array).dtype.kind == "f":
+            feeds[name] = distribution.draw(rng, np.shape(array), np.asarray(array).dtype)
+    return feeds
+
+
+def dynamic_shape_sets(model: onnx.ModelProto,
+                       input_shapes: Mapping[str, Sequence[int]] | None = None,
+                       sizes: Sequence[int] = DYNAMIC_SIZES) -> list[dict[str, list[int]] | None]:
+    """The input shape sets parity runs at: one per size in ``sizes`` (every unknown dimension
+    not fixed by ``input_shapes`` takes it), or ``[input_shapes]`` (None when not given) when no
+    dimension is unknown."""
+    initializers = {init.name for init in model.graph.initializer}
+    given = {name: [int(d) for d in shape] for name, shape in (input_shapes or {}).items()}
+    unknown = False
+    for value in model.graph.input:
+        if value.name in initializers or value.name in given:
+            continue
+        unknown |= any(not (d.HasField("dim_value") and d.dim_value > 0)
+                       for d in value.type.tensor_type.shape.dim)
+    if not unknown:
+        return [given or None]
+    sets = []
+    for size in sizes:
+        shapes = dict(given)
+        for value in model.graph.input:
+            if value.name in initializers or value.name in given:
+                continue
+            shapes[value.name] = [d.dim_value if d.HasField("dim_value") and d.dim_value > 0
+                                  else int(size) for d in value.type.tensor_type.shape.dim]
+        sets.append(shapes)
+    return sets
+
+
+def run_model(model: onnx.ModelProto, feeds: Mapping[str, np.ndarray], name: str):
+    """Polygraphy ``RunResults`` of ``model`` on one batch of ``feeds`` (ONNX Runtime, CPU);
+    raises :class:`ModelRunError` naming ``name`` when ONNX Runtime cannot load or run it."""
+    from polygraphy.backend.onnxrt import OnnxrtRunner
+    from polygraphy.comparator import Comparator
+
+    try:
+        with quiet_polygraphy():
+            return Comparator.run([OnnxrtRunner(_session(model), name=name)], data_loader=[feeds])
+    except Exception as exc:  # noqa: BLE001 - ONNX Runtime's errors share no base class
+        text = " ".join(str(exc).split()) or type(exc).__name__
+        raise ModelRunError(name, text[-300:], {k: np.shape(v) for k, v in feeds.items()}) from None
 
 
 def compare_models(reference: onnx.ModelProto, candidate: onnx.ModelProto, *,
                    atol: float = DEFAULT_ATOL, rtol: float = DEFAULT_RTOL, seed: int = 0,
                    input_shapes: Mapping[str, Sequence[int]] | None = None,
                    data: Sequence[Mapping[str, np.ndarray]] | None = None,
-                   reference_name: str = "input", candidate_name: str = "optimized") -> ParityResult:
+                   reference_name: str = "input", candidate_name: str = "optimized",
+                   distribution: InputDistribution | None = None) -> ParityResult:
     """Run both models on ONNX Runtime with the same inputs and compare every output.
 
-    ``data`` is a list of feed dicts; without it, one seeded random batch is generated from the
-    reference model's inputs (``input_shapes`` fixes dynamic dimensions).
+    ``data`` is a list of feed dicts; without it, one seeded batch is drawn for the reference
+    model's inputs (:func:`feed_data`: ``distribution``, ``input_shapes`` fixing dynamic
+    dimensions, 1 where not given). Raises :class:`ModelRunError` when a model does not run.
     """
-    from polygraphy.backend.onnxrt import OnnxrtRunner
-    from polygraphy.comparator import Comparator, DataLoader
+    from polygraphy.comparator import RunResults
 
-    with quiet_polygraphy():
-        runners = [OnnxrtRunner(_session(reference), name=reference_name),
-                   OnnxrtRunner(_session(candidate), name=candidate_name)]
-        if data is None:
-            loader = DataLoader(seed=seed, iterations=1,
-                                input_metadata=input_metadata(reference, input_shapes))
-        else:
-            loader = list(data)
-        results = Comparator.run(runners, data_loader=loader)
-        return _parity_from_results(results, atol, rtol, reference_name, candidate_name)
+    feeds_list = [dict(d) for d in data] if data is not None else [
+        feed_data(reference, seed, input_shapes, distribution)]
+    results = RunResults()
+    for name, model in ((reference_name, reference), (candidate_name, candidate)):
+        iterations = []
+        for feeds in feeds_list:
+            iterations.extend(run_model(model, feeds, name)[0][1])
+        results.append((name, iterations))
+    parity = compare_run_results(results, atol=atol, rtol=rtol, reference_name=reference_name,
+                                 candidate_name=candidate_name)
+    parity.input_shapes = {k: list(np.shape(v)) for k, v in feeds_list[0].items()} if feeds_list else {}
+    if data is None:
+        parity.inputs = f"{(distribution or DEFAULT_DISTRIBUTION).describe()}, seed {seed}"
+    return parity
 
 
 def compare_run_results(results, *, atol: float, rtol: float, reference_name: str,
@@ -160,15 +325,19 @@ def _parity_from_results(results, atol: float, rtol: float, reference_name: str,
                          candidate_name: str) -> ParityResult:
     from polygraphy.comparator import Comparator, CompareFunc
 
+    parity = ParityResult(reference=reference_name, candidate=candidate_name, atol=atol, rtol=rtol)
+    changes = _changed_outputs(results, reference_name, candidate_name)
     accuracy = Comparator.compare_accuracy(
         results, compare_func=CompareFunc.simple(atol=atol, rtol=rtol, check_shapes=True))
-    parity = ParityResult(reference=reference_name, candidate=candidate_name, atol=atol, rtol=rtol)
     # Polygraphy >= 0.53 returns one AccuracyResult per comparison function; older ones return it.
     per_function = [accuracy] if hasattr(accuracy, "values") else list(accuracy)
     per_pair = [iterations for result in per_function for iterations in result.values()]
     for per_iteration in per_pair:
         for iteration in per_iteration:
             for name, outcome in iteration.items():
+                if name in changes or not hasattr(outcome, "max_absdiff"):
+                    # Polygraphy reports a bare bool for outputs it could not compare.
+                    continue
                 max_abs = float(outcome.max_absdiff) if outcome.max_absdiff is not None else float("inf")
                 max_rel = float(outcome.max_reldiff) if outcome.max_reldiff is not None else float("inf")
                 passed = bool(outcome)
@@ -177,4 +346,35 @@ def _parity_from_results(results, atol: float, rtol: float, reference_name: str,
                     max_abs, max_rel = max(max_abs, previous.max_abs), max(max_rel, previous.max_rel)
                     passed = passed and previous.passed
                 parity.outputs[name] = OutputParity(max_abs, max_rel, passed)
+    for name, change in changes.items():
+        parity.outputs[name] = OutputParity(float("inf"), float("inf"), False, change)
     return parity
+
+
+def _changed_outputs(results, reference_name: str, candidate_name: str) -> dict[str, str]:
+    """Outputs whose values cannot be compared elementwise, by name: a different shape or element
+    type in some iteration, or missing from the candidate."""
+    by_runner = dict(results)
+    reference, candidate = by_runner.get(reference_name), by_runner.get(candidate_name)
+    if reference is None or candidate is None:
+        return {}
+    changes: dict[str, str] = {}
+    for ref_iteration, cand_iteration in zip(reference, candidate):
+        for name in ref_iteration.keys():
+            if name in changes:
+                continue
+            if name not in cand_iteration.keys():
+                changes[name] = f"is missing from the {candidate_name} model"
+                continue
+            ref_value, cand_value = np.asarray(ref_iteration[name]), np.asarray(cand_iteration[name])
+            if ref_value.shape != cand_value.shape:
+                changes[name] = (f"changed shape: {list(ref_value.shape)} in the {reference_name} "
+                                 f"model, {list(cand_value.shape)} in the {candidate_name} model")
+            elif ref_value.dtype != cand_value.dtype:
+                changes[name] = (f"changed element type: {ref_value.dtype} in the {reference_name} "
+                                 f"model, {cand_value.dtype} in the {candidate_name} model")
+    return changes
+
+
+def _shape_set_text(shapes: Mapping[str, Sequence[int]]) -> str:
+    return ", ".join(f"{name}:{'x'.join(str(d) for d in shape)}" for name, shape in shapes.items())
