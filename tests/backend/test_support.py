@@ -37,3 +37,18 @@ def test_dynamic_batch_model_is_classified_like_the_static_one() -> None:
     static = query_support(models.rejected_op_model("BitShift"))
     dynamic = query_support(models.rejected_op_model("BitShift", batch="N"))
     assert dynamic.unsupported == static.unsupported
+
+
+def test_unranked_tensors_get_the_rank_they_have_on_onnxruntime() -> None:
+    """Where shape inference gives a tensor no rank, the probe would hand the parser a rankless
+    input: the rank observed on ONNX Runtime (with symbolic dimensions) is used instead."""
+    import onnx
+
+    from trtcompile.backend import support
+
+    model = models.rejected_op_model("Unique")
+    types = support.value_types(model)
+    types["inverse"] = onnx.helper.make_tensor_type_proto(onnx.TensorProto.INT64, None)
+    support._add_observed_ranks(model, types)
+    dims = types["inverse"].tensor_type.shape.dim
+    assert len(dims) == 1 and dims[0].dim_param and not dims[0].HasField("dim_value")

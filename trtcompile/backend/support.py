@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import onnx
 
 from trtcompile.backend.tensorrt import (
@@ -91,6 +92,7 @@ def query_support(model: onnx.ModelProto, *, model_dir: Path | None = None) -> S
     if len(set(names)) != len(names) or not all(names):
         raise ValueError("query_support needs uniquely named nodes")
     typed = value_types(model)
+    _add_observed_ranks(model, typed)
     readers = _readers(graph.node)
     undecided = list(range(len(graph.node)))
     unsupported: dict[int, str] = {}
@@ -226,8 +228,12 @@ def _attribute(errors: Sequence[dict[str, Any]], probe_nodes: Sequence[int],
 
 def _node_reason(error: Mapping[str, Any], description: str, node: onnx.NodeProto) -> str:
     if description.lower() in _UNHELPFUL:
-        checker = f" ({error['func']})" if error.get("func") else ""
-        return f"TensorRT's ONNX parser does not support {node.op_type} here{checker}"
+        checker = error.get("func") or ""
+        if not checker or checker.lower() == f"check{node.op_type}".lower():
+            return (f"TensorRT's ONNX parser does not support {node.op_type} here"
+                    + (f" ({checker})" if checker else ""))
+        # The check of an op inside this node's subgraphs or function body failed.
+        return f"TensorRT's ONNX parser rejects this {node.op_type} node ({checker} failed inside it)"
     return description
 
 
@@ -301,6 +307,42 @@ def value_types(model: onnx.ModelProto) -> dict[str, onnx.TypeProto]:
     for tensor in model.graph.initializer:
         types[tensor.name] = onnx.helper.make_tensor_type_proto(tensor.data_type, list(tensor.dims))
     return types
+
+
+def _add_observed_ranks(model: onnx.ModelProto, types: dict[str, onnx.TypeProto]) -> None:
+    """Give tensors whose rank ONNX shape inference could not find (after data-dependent ops) the
+    rank they have when the model runs on ONNX Runtime, with unnamed-symbol dimensions: a probe
+    input without a rank would make the parser reject its readers for the wrong reason."""
+    initializers = {tensor.name for tensor in model.graph.initializer}
+    unranked = [name for node in model.graph.node for name in node.output
+                if name and name not in initializers and (
+                    name not in types or not types[name].tensor_type.HasField("shape"))]
+    if not unranked:
+        return
+    try:
+        import onnxruntime as ort
+
+        from trtcompile import verify
+
+        probe = onnx.ModelProto()
+        probe.CopyFrom(model)
+        existing = {value.name for value in probe.graph.output}
+        for name in unranked:
+            if name not in existing:
+                value = probe.graph.output.add()
+                value.name = name
+                if name in types:
+                    value.type.tensor_type.elem_type = types[name].tensor_type.elem_type
+        session = ort.InferenceSession(probe.SerializeToString(),
+                                       providers=["CPUExecutionProvider"])
+        results = session.run(unranked, verify.feed_data(model))
+    except Exception:  # noqa: BLE001 - best effort: the model's own types remain
+        return
+    for name, result in zip(unranked, results):
+        array = np.asarray(result)
+        elem_type = onnx.helper.np_dtype_to_tensor_dtype(array.dtype)
+        types[name] = onnx.helper.make_tensor_type_proto(
+            elem_type, [f"{name}_dim{axis}" for axis in range(array.ndim)])
 
 
 def _probe_model(model: onnx.ModelProto, keep: Sequence[int],
