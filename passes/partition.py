@@ -80,7 +80,8 @@ class Partition(Pass):
          fallback node (networkx reachability on the contracted graph). Such pairs stay in
          separate segments, recorded with the nodes on the path.
       3. A segment with fewer than ``min-segment-size`` compute nodes (Constant, Identity,
-         Shape and Size do not count) falls back, recorded with its size.
+         Shape and Size do not count) falls back, recorded with its size; so does a group whose
+         results nothing reads (dead nodes: dead-layer-elimination removes them).
       4. Each remaining segment becomes ONE node calling the local function
          ``trtcompile.TensorRTSegment_N`` (N in topological order) whose body is the segment's
          nodes unchanged; its parameters are named ``trtcompile.<tensor>``. The call reads every
@@ -127,11 +128,16 @@ class Partition(Pass):
             member_nodes = [nodes[i] for i in members]
             size = compute_node_count(member_nodes)
             if size < self.min_segment_size:
-                if size:  # all-constant groups are not worth a word
-                    result.reject(member_nodes, f"segment of {size} compute node"
-                                  f"{'s' if size != 1 else ''}, fewer than min-segment-size="
-                                  f"{self.min_segment_size}")
+                result.reject(member_nodes, f"segment of {size} compute node"
+                              f"{'s' if size != 1 else ''}, fewer than min-segment-size="
+                              f"{self.min_segment_size}" + ("" if size else
+                                                            " (Constant, Identity, Shape, Size "
+                                                            "compute nothing)"))
                 result.count("small_segment_nodes", len(member_nodes))
+                continue
+            if not _results(graph, member_nodes):  # dead nodes: dead-layer-elimination's work
+                result.reject(member_nodes, "nothing reads what these nodes compute")
+                result.count("dead_nodes", len(member_nodes))
                 continue
             segments.append(member_nodes)
         scope = ir.NameScope(graph)
@@ -201,11 +207,19 @@ def _clusters(graph: gs.Graph, nodes: list[gs.Node], eligible: list[bool],
     return [group for key, group in sorted(members.items()) if eligible[key]]
 
 
+def _results(graph: gs.Graph, segment: list[gs.Node]) -> list[gs.Tensor]:
+    """Tensors of ``segment`` read outside it or that are graph outputs, in node order."""
+    inside = {id(node) for node in segment}
+    graph_outputs = {id(t) for t in graph.outputs}
+    return [tensor for node in segment for tensor in node.outputs
+            if id(tensor) in graph_outputs
+            or any(id(consumer) not in inside for consumer in tensor.outputs)]
+
+
 def _outline(graph: gs.Graph, segment: list[gs.Node], function_name: str,
              scope: ir.NameScope) -> gs.Node:
     """Rule 4: move ``segment``'s nodes into a new local function and call it in their place."""
     inside = {id(node) for node in segment}
-    graph_outputs = {id(t) for t in graph.outputs}
     produced = {id(t) for node in segment for t in node.outputs}
     parameters: dict[int, gs.Variable] = {}
 
@@ -223,12 +237,7 @@ def _outline(graph: gs.Graph, segment: list[gs.Node], function_name: str,
             if id(tensor) not in parameters:
                 arguments.append(tensor)
             parameter(tensor)
-    results: list[gs.Tensor] = []
-    for node in segment:
-        for tensor in node.outputs:
-            read_outside = any(id(consumer) not in inside for consumer in tensor.outputs)
-            if read_outside or id(tensor) in graph_outputs:
-                results.append(tensor)
+    results = _results(graph, segment)
     if not results:
         raise ValueError(f"segment {function_name} produces nothing read outside it")
     body_inputs = [parameters[id(t)] for t in arguments]
