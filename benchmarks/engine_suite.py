@@ -13,7 +13,9 @@ Writes the ``engine-suite`` section of docs/benchmarks.md.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib.util
+import json
 import os
 import sys
 import time
@@ -142,6 +144,31 @@ def markdown(rows: list[Row], pipelines: dict[str, str]) -> str:
               "(so their MACs are not in the input's figure; after folding they are priced).", "",
               "What engine-guided kept:", ""]
     lines += [f"- **{r.name}**: {r.tuned or 'nothing'}" for r in rows]
+    lines += [
+        "",
+        "What the engine layer lists show (DETAILED builder log, `trtcompile.backend.engine_report`):",
+        "",
+        "- TensorRT already fuses every convolution with its bias, BatchNorm, residual Add and",
+        "  activation (SiLU and HardSwish included), writes Concat branches into their buffer,",
+        "  fuses LayerNormalization and the erf GELU into their neighbours and merges the Q/K/V",
+        "  MatMuls itself; restating those fusions in the graph leaves the engine as it was, and",
+        "  merging the Q/K/V MatMuls in the graph costs slice layers (so `horizontal-fusion` no",
+        "  longer does it).",
+        "- What it does not do: a Split of a convolution's output becomes slice copies",
+        "  (`conv-split-fission` gives each piece its own convolution: the YOLO-style C2f blocks);",
+        "  constant subgraphs in the model as given become layers (the light models build their",
+        "  weights with ConstantOfShape: `fold-constants`, as the peers do). `fold-constants` keeps",
+        "  results above its `size-threshold` (64 MiB) computed at run time, which the peers do not:",
+        "  VGG19's 411 MB fc6 weight stays one `Repl` layer.",
+        "- Left as TensorRT builds them: the squeeze-excitation scale (`Mul` of a per-channel gate,",
+        "  one layer per block in EfficientNet and MobileNetV3), the NHWC input move, the bias",
+        "  Add + Reshape + Transpose per attention head and the LRN layers of GoogLeNet.",
+        "- `tuned` (engine-guided) keeps kernel padding and pool folding only where they remove",
+        "  engine layers within 10% more MACs; on InceptionV3 that is the padded 1x3/3x1 merges.",
+        "  The targets of 100 (InceptionV3) and 70 (GoogLeNet) layers are not reached: the",
+        "  remaining rewrites that remove layers cost more arithmetic than that budget",
+        "  (`fewest-layers` reaches 100 on InceptionV3 at +44.5% MACs).",
+    ]
     return "\n".join(lines)
 
 
@@ -153,19 +180,27 @@ def main(argv: list[str] | None = None) -> int:
                         help="comma-separated subset of: " + ", ".join(model_suite.available_keys()))
     parser.add_argument("--no-guided", action="store_true", help="skip the engine-guided column")
     parser.add_argument("--no-write", action="store_true", help="print, do not update the docs")
+    parser.add_argument("--render-only", action="store_true",
+                        help="write the section from the last run's figures (saved in the cache)")
     args = parser.parse_args(argv)
+    saved = args.cache_dir / "engine_suite.json"
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     os.environ.setdefault("POLYGRAPHY_USE_TENSORRT_RTX", "1")
     pipelines = {"default": "default"}
     if not args.no_guided:
         pipelines["engine-guided"] = ENGINE_GUIDED
     rows = []
-    for key in args.models.split(","):
+    if args.render_only:
+        rows = [Row(**row) for row in json.loads(saved.read_text())]
+    for key in ([] if args.render_only else args.models.split(",")):
         start = time.perf_counter()
         rows.append(measure(key, args.cache_dir, pipelines))
         r = rows[-1]
         print(f"{key}: nodes {r.nodes}, engine {r.engine}, MACs {r.macs} -> {r.macs_after} "
               f"({time.perf_counter() - start:.0f} s) {r.tuned}", file=sys.stderr, flush=True)
+    if not args.render_only:
+        saved.parent.mkdir(parents=True, exist_ok=True)
+        saved.write_text(json.dumps([dataclasses.asdict(r) for r in rows]))
     text = markdown(rows, pipelines)
     print(text)
     if not args.no_write:

@@ -8,6 +8,7 @@ itself on import: a pass is built in when it is listed in ``BUILTIN_PASSES`` bel
 from passes.average_pool_conv_fusion import AveragePoolConvFusion
 from passes.concat_elimination import ConcatElimination
 from passes.conv_bias_activation_fusion import ConvBiasActivationFusion
+from passes.conv_split_fission import ConvSplitFission
 from passes.dead_layer_elimination import DeadLayerElimination
 from passes.fold_constants import FoldConstants
 from passes.horizontal_fusion import HorizontalFusion
@@ -21,6 +22,7 @@ BUILTIN_PASSES = (
     DeadLayerElimination,
     FoldConstants,
     ConvBiasActivationFusion,
+    ConvSplitFission,
     HorizontalFusion,
     AveragePoolConvFusion,
     ConcatElimination,
@@ -33,7 +35,10 @@ BUILTIN_PASSES = (
 #: The default pipeline. Cleanup and folding first so every later pass sees initializers and a minimal
 #: graph; layout Transposes from the lowering cancel before fusion so convolutions meet their bias,
 #: BatchNorm and activation; vertical fusion, horizontal fusion and concat elimination then iterate
-#: with cleanup until nothing changes (each can expose work for the others).
+#: with cleanup until nothing changes (each can expose work for the others). Last, a convolution whose
+#: output is only split along the channels becomes one convolution per piece (conv-split-fission:
+#: TensorRT copies Split outputs out, 77 -> 69 engine layers on a YOLOv8n-style network); it runs
+#: once, after horizontal fusion settled, so the two never undo each other.
 #: transpose-cancellation leaves Flatten->MatMul layouts to TensorRT here: folding that last Transpose
 #: into the classifier weights removes an ONNX layer but, measured on VGG19, costs TensorRT a layout
 #: copy (25 -> 26 engine layers), because TensorRT already absorbs an NHWC flatten into the gemm.
@@ -41,7 +46,8 @@ DEFAULT_PIPELINE = (
     "dead-layer-elimination,fold-constants,transpose-cancellation{fold-matmul-weights=false},"
     "dead-layer-elimination,"
     "fixed-point(conv-bias-activation-fusion,horizontal-fusion,concat-elimination,"
-    "dead-layer-elimination)"
+    "dead-layer-elimination),"
+    "conv-split-fission"
 )
 
 #: Pipelines known by name; a name stands for its text anywhere in pipeline text, and reports always

@@ -389,6 +389,8 @@ class EngineGuided:
     * the engine has as many compute layers and the group adds no MACs (a neutral rewrite, such
       as folding or cleanup, which later groups may build on).
 
+    MACs compare only states that price the same layers: a group after which fewer layers have
+    unknown cost (folding made their shapes known) resets the MAC reference to its own figure.
     Otherwise the graph goes back to what it was before the group, with the reason recorded
     (``engine 85 -> 87 compute layers``). Builds are cached by graph fingerprint, so a group that
     leaves the graph as an earlier state costs nothing; a group that changes nothing is kept
@@ -928,8 +930,9 @@ class PassManager:
         layers_before = ir.layer_count(graph)
         histogram_before = ir.op_histogram(graph)
         entry_fingerprint = state.fingerprint
-        baseline_macs = cost.graph_macs(graph).macs
-        current_macs = baseline_macs
+        summary = cost.graph_macs(graph)
+        baseline_macs = current_macs = summary.macs
+        current_unpriced = len(summary.unknown)
         current_layers = engine_layers(graph, state.fingerprint)
         if current_layers is None:
             raise PassFailed(group.to_text(), [r.text for r in report.records],
@@ -956,7 +959,13 @@ class PassManager:
             if state.fingerprint == fingerprint_before:
                 result.count("groups_unchanged")
                 continue
-            macs = cost.graph_macs(graph).macs
+            summary = cost.graph_macs(graph)
+            macs, unpriced = summary.macs, len(summary.unknown)
+            references = (baseline_macs, current_macs)
+            if unpriced < current_unpriced:
+                # The group made layers priceable (folding a shape computation): the MACs it
+                # "adds" are those layers' own, so the new figure becomes the reference.
+                baseline_macs = current_macs = max(macs, 1)
             layers = engine_layers(graph, state.fingerprint)
             entry = {"group": text, "engine_before": current_layers, "engine_after": layers,
                      "macs_before": current_macs, "macs_after": macs}
@@ -977,6 +986,7 @@ class PassManager:
             report.engine_guided.append(entry)
             if reason:
                 _replace_graph(graph, backup)
+                baseline_macs, current_macs = references
                 ledger.spent, ledger.entries = ledger_before  # the undone rewrites spent nothing
                 state.fingerprint = fingerprint_before
                 del report.records[records_before:]
@@ -984,6 +994,7 @@ class PassManager:
                 result.count("groups_rejected")
             else:
                 current_layers, current_macs = layers, macs
+                current_unpriced = unpriced
                 baseline_macs = min(baseline_macs, macs)
                 result.count("groups_kept")
         result.count("engine_builds", builds)
