@@ -439,11 +439,13 @@ def precision_resources(loaded: LoadedModel, options: CompileOptions) -> dict[st
 def optimize(loaded: LoadedModel, pipeline: Sequence, registry: PassRegistry,
              options: CompileOptions, dump_dir: Path | None,
              resources: dict[str, Any] | None = None, rewrite_limit: int | None = None,
-             instruments: Sequence[Instrument] = ()) -> tuple[onnx.ModelProto, PipelineReport]:
+             instruments: Sequence[Instrument] = (),
+             plan: ProfilePlan | None = None) -> tuple[onnx.ModelProto, PipelineReport]:
     """Run the pipeline on the loaded model; return the optimized model and the manager's report.
 
     ``rewrite_limit`` grants passes only that many rewrites (:meth:`PassContext.may_rewrite`);
-    ``instruments`` run after the stage's own (progress, verify, dump)."""
+    ``instruments`` run after the stage's own (progress, verify, dump). With
+    ``verify_after_each``, every pass is checked at the shapes parity uses (``plan``'s)."""
     from trtcompile.pass_manager import iter_passes
 
     graph = ir.import_model(loaded.model)
@@ -453,10 +455,12 @@ def optimize(loaded: LoadedModel, pipeline: Sequence, registry: PassRegistry,
         progress = ProgressInstrument(total=sum(1 for _ in iter_passes(pipeline)))
         stage_instruments.append(progress)
     if options.verify_after_each:
-        stage_instruments.append(VerifyInstrument(atol=options.atol, rtol=options.rtol,
-                                                  seed=options.seed,
-                                                  input_shapes=dict(options.frontend.input_shapes) or None,
-                                                  distribution=input_distribution(options)))
+        stage_instruments.append(VerifyInstrument(
+            atol=options.atol, rtol=options.rtol, seed=options.seed,
+            input_shapes=dict(options.frontend.input_shapes) or None,
+            distribution=input_distribution(options),
+            shape_sets=[shapes for shapes, _ in onnx_parity_shape_sets(plan)]
+            if plan is not None else None))
     if dump_dir is not None:
         stage_instruments.append(DumpInstrument(dump_dir))
     ctx = PassContext(model_dir=loaded.model_dir, seed=options.seed, resources=dict(resources or {}),
@@ -914,7 +918,7 @@ def compile_model(source: str | Path | None, output_dir: str | Path,
         t0 = time.perf_counter()
         dump_dir = staging / PASS_DUMPS if options.dump_after_each else None
         optimized, pipeline_report = optimize(loaded, pipeline, registry, options, dump_dir,
-                                              resources)
+                                              resources, plan=plan)
         seconds["optimize"] = time.perf_counter() - t0
         files: dict[str, str] = {}
         ir.save(optimized, staging / OPTIMIZED_ONNX)

@@ -735,19 +735,23 @@ class VerifyInstrument(Instrument):
     Runtime parity of the pass output against the pass input, on seeded inputs drawn from
     ``distribution`` (floating point: standard normal by default; see :mod:`trtcompile.verify`)
     at every size in ``verify.DYNAMIC_SIZES`` of the unknown dimensions ``input_shapes`` leaves
-    open. A failure stops the pipeline with :class:`~trtcompile.errors.PassFailed` naming the pass
+    open (or at ``shape_sets``, a compile's optimization-profile shapes). A failure stops the pipeline with :class:`~trtcompile.errors.PassFailed` naming the pass
     and the passes before it and saying what broke: the checker's message, an output whose shape
     or element type changed, values that differ, or the pass output not running on ONNX Runtime.
     """
 
     def __init__(self, atol: float = 1e-4, rtol: float = 1e-3, seed: int = 0,
                  input_shapes: dict[str, Sequence[int]] | None = None,
-                 distribution: Any = None):
+                 distribution: Any = None,
+                 shape_sets: Sequence[dict[str, Sequence[int]]] | None = None):
         self.atol = atol
         self.rtol = rtol
         self.seed = seed
         self.input_shapes = input_shapes
         self.distribution = distribution
+        #: Input shape sets to check at (e.g. a compile's optimization profiles); None: every
+        #: unknown dimension at each size of ``verify.DYNAMIC_SIZES``.
+        self.shape_sets = [dict(s) for s in shape_sets] if shape_sets else None
         self._before = None
 
     def before_pass(self, pass_: Pass, graph: gs.Graph, ctx: PassContext, index: int) -> None:
@@ -773,7 +777,7 @@ class VerifyInstrument(Instrument):
             onnx.checker.check_model(after, full_check=False)
         except onnx.checker.ValidationError as exc:
             raise VerificationFailed(f"onnx checker: {str(exc).splitlines()[0]}") from None
-        shape_sets = verify.dynamic_shape_sets(self._before, self.input_shapes)
+        shape_sets = self.shape_sets or verify.dynamic_shape_sets(self._before, self.input_shapes)
         for position, shapes in enumerate(shape_sets):
             try:
                 result = verify.compare_models(
