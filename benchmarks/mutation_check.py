@@ -196,7 +196,7 @@ MUTATIONS: tuple[Mutation, ...] = (
 
 
 #: Examples per property test in a mutant's run (the ``ci`` profile's derandomized examples, fewer).
-PROPERTY_EXAMPLES = 30
+PROPERTY_EXAMPLES = 60
 
 
 def tests_for(module: str | None) -> list[list[str]]:
@@ -204,10 +204,14 @@ def tests_for(module: str | None) -> list[list[str]]:
     those of every pass (the baseline run on the unmutated tree)."""
     if module is None:
         return [["tests/test_golden_cases.py", "tests/passes",
-                 "tests/property/test_pass_semantics.py"]]
+                 "tests/property/test_pass_semantics.py", "tests/property/test_differential.py",
+                 "-k", "not every_rule"]]
     pass_name = module.replace("_", "-")
     own = [str(p.relative_to(REPO)) for p in (REPO / "tests" / "passes" / module).glob("test_*.py")]
-    runs = [["tests/test_golden_cases.py", "-k", module]]
+    # The differential tests first: they catch most mutants, and a caught mutant stops the run.
+    runs = [["tests/property/test_differential.py", "-k",
+             f"{pass_name} or default or fp16 or int8"],
+            ["tests/test_golden_cases.py", "-k", module]]
     if own:
         runs.append(own)
     runs.append(["tests/property/test_pass_semantics.py", "-k",
@@ -263,6 +267,9 @@ def main() -> int:
     parser.add_argument("--list", action="store_true", help="list the mutations and exit")
     parser.add_argument("--timeout", type=float, default=900, help="seconds per test run")
     parser.add_argument("--no-write", action="store_true", help="do not update docs/testing.md")
+    parser.add_argument("--jobs", type=int, default=1, help="mutants tested at once")
+    parser.add_argument("--no-baseline", action="store_true",
+                        help="skip the run of the unmutated tree (when it is known to pass)")
     args = parser.parse_args()
     wanted = [part for part in args.only.split(",") if part] or [""]
     chosen = [m for m in MUTATIONS if any(part in m.id for part in wanted)]
@@ -278,18 +285,24 @@ def main() -> int:
             apply_check = (pristine / "passes" / f"{m.module}.py").read_text().count(m.old)
             if apply_check != 1:
                 raise SystemExit(f"mutation {m.id}: text found {apply_check} times: update the list")
-        passed, detail = run_tests(pristine, None, args.timeout)
-        if not passed:
-            raise SystemExit(f"the unmutated tree fails its tests: {detail}")
-        rows = []
-        for m in chosen:
+        if not args.no_baseline:
+            passed, detail = run_tests(pristine, None, args.timeout)
+            if not passed:
+                raise SystemExit(f"the unmutated tree fails its tests: {detail}")
+
+        def test_mutant(m: Mutation) -> tuple[Mutation, bool, str]:
             tree = Path(scratch) / m.id
             shutil.copytree(pristine, tree)
             apply(tree, m)
             passed, detail = run_tests(tree, m.module, args.timeout)
-            rows.append((m, not passed, detail))
             print(f"{'caught  ' if not passed else 'SURVIVED'} {m.id:24} {detail[:110]}", flush=True)
             shutil.rmtree(tree, ignore_errors=True)
+            return m, not passed, detail
+
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
+            rows = list(pool.map(test_mutant, chosen))
     caught = sum(1 for _, killed, _ in rows if killed)
     minutes = (time.perf_counter() - start) / 60
     print(f"{caught} of {len(rows)} mutations caught ({100 * caught / max(1, len(rows)):.0f}%), "
