@@ -112,6 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="golden-zoo-") as folder:
         folder = Path(folder)
         manifest, added = zoo_manifest(folder, light)
+        load_before = os.getloadavg()[0]
         runs = {}
         for label, flags in (("serial", ()), (f"--workers {args.workers}", ("--workers", str(args.workers))),
                              ("--ray local", ("--ray", "local", "--workers", str(args.workers)))):
@@ -122,6 +123,7 @@ def main(argv: list[str] | None = None) -> int:
                     continue
             runs[label] = run(manifest, folder / f"{label.split()[0].strip('-')}.xml", *flags)
             print(f"{label}: {runs[label][0]:.1f} s (exit {runs[label][2]})", file=sys.stderr)
+        load_after = os.getloadavg()[0]
         cluster = ray_cluster_seconds(args.workers) if "--ray local" in runs else None
 
     serial_wall, serial_times, _ = runs["serial"]
@@ -135,7 +137,8 @@ def main(argv: list[str] | None = None) -> int:
         f"networks shipped with the onnx package ({', '.join(added) or 'none available'}), every "
         "one with its engine. Each run is the command in a fresh process; wall time includes "
         "start-up and, for Ray, starting and stopping the local cluster. "
-        f"{machine_line()}",
+        f"{machine_line()} Load average (1 min) {load_before:.1f} before the runs, "
+        f"{load_after:.1f} after: the cores were shared with other work.",
         "",
         "| run | wall | speed-up | best schedule of the serial times | scheduling overhead | verdicts |",
         "| --- | ---: | ---: | ---: | ---: | --- |",
@@ -165,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
         "worker processes start from a forkserver that has the first ones imported, Ray workers "
         "start bare): " + ", ".join(f"{label} {seconds:+.2f} s per model" for label, seconds in
                                     per_model_start.items()) + " over the serial run, which "
-        "imports once." + (f" Starting and stopping the local Ray cluster alone takes "
+        "imports once (Ray reuses its workers, so it pays them once per worker)." + (f" Starting and stopping the local Ray cluster alone takes "
                            f"{cluster:.1f} s." if cluster is not None else ""))
     lines += [
         "",
