@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 from collections import Counter
+from importlib.metadata import version
 from pathlib import Path
 
 import numpy as np
@@ -189,7 +190,9 @@ def test_cache_is_exported_once_and_reused(tmp_path, monkeypatch) -> None:
     assert path.parent == tmp_path / "examples" and len(calls) == 1
     assert (path / keras_example.CACHE_COMPLETE_MARKER).is_file()
     assert keras_example.cached_example_savedmodel() == path and len(calls) == 1
-    assert [p.name for p in (tmp_path / "examples").iterdir()] == [path.name]  # no staging left
+    # No staging folder left; the lock file that serialises exports across processes stays.
+    assert sorted(p.name for p in (tmp_path / "examples").iterdir()) == [path.name,
+                                                                      path.name + ".lock"]
 
 
 def test_an_interrupted_export_leaves_nothing_that_is_used(tmp_path, monkeypatch) -> None:
@@ -198,7 +201,8 @@ def test_an_interrupted_export_leaves_nothing_that_is_used(tmp_path, monkeypatch
     monkeypatch.setattr(keras_example, "example_savedmodel", _fake_export(calls, fail=True))
     with pytest.raises(KeyboardInterrupt):
         keras_example.cached_example_savedmodel()
-    assert list((tmp_path / "examples").iterdir()) == []
+    assert [p.name for p in (tmp_path / "examples").iterdir()] == [  # only the lock file
+        f"googlenet_example-seed{keras_example.EXAMPLE_SEED}-keras{version('keras')}.lock"]
     monkeypatch.setattr(keras_example, "example_savedmodel", _fake_export(calls))
     path = keras_example.cached_example_savedmodel()
     assert len(calls) == 2 and (path / "variables" / "variables.index").is_file()
@@ -223,7 +227,7 @@ def test_a_partial_cache_folder_is_rebuilt_not_used(tmp_path, monkeypatch) -> No
     assert (rebuilt / "variables" / "variables.index").is_file()
     assert (rebuilt / keras_example.CACHE_COMPLETE_MARKER).is_file()
     assert sorted(p.name for p in (tmp_path / "examples").iterdir()) == [
-        ".googlenet_example.killed", path.name]
+        ".googlenet_example.killed", path.name, path.name + ".lock"]
 
 
 def test_a_cache_hit_does_not_import_tensorflow(tmp_path, monkeypatch) -> None:

@@ -18,8 +18,10 @@ what it needs, and how its result comes back:
   below) and, for an entry with ``target_gpu = "X"``, one unit of the custom resource
   ``gpu_type:X``, which the nodes holding that GPU declare (``ray start --resources
   '{"gpu_type:X": 1}'``); the engine is then built on such a node. Tasks run with
-  ``max_retries=0`` (a crash is reported, not retried) and ``max_calls=1`` (a fresh worker
-  process per model, as locally).
+  ``max_retries=0``: a worker that dies is reported (Ray attributes the death to its task), not
+  retried. Ray reuses its worker processes across tasks, as it does by default, so a worker pays
+  the imports (ONNX Runtime, Polygraphy, TensorRT, TensorFlow) once rather than once per model;
+  a worker that ran a TensorFlow model keeps that memory while it runs the next ones.
 
 Results are the same as the serial run's, in manifest order; only the engine plan bytes and the
 builder's log stay in the worker (the golden verdicts need the engine's layer list, which comes
@@ -436,7 +438,7 @@ def _run_ray(ray, entries: Sequence[GoldenEntry], address: str, *, workers: int 
     refs: list = []
     try:
         _check_feasible(ray, entries)
-        task = ray.remote(max_calls=1, max_retries=0)(ray_task)
+        task = ray.remote(max_retries=0)(ray_task)
         refs = [task.options(**task_resources(entry), name=f"golden:{entry.name}")
                 .remote(entry, ray.put(archive)) for entry, archive in zip(entries, archives)]
         outcomes: dict[int, GoldenOutcome] = {}
