@@ -92,6 +92,10 @@ class Partition(Pass):
     """
 
     name: ClassVar[str] = "partition"
+    #: Counts of the classification (rules 1-3), reported whether or not a segment is outlined:
+    #: under a rewrite limit (``ctx.may_rewrite``) only rule 4 asks, once per segment.
+    classification_counts: ClassVar[tuple[str, ...]] = (
+        "fallback_nodes", "small_segment_nodes", "dead_nodes", "cycle_splits")
 
     #: Segments with fewer compute nodes fall back (TF-TRT's minimum_segment_size).
     min_segment_size: int = 3
@@ -138,6 +142,8 @@ class Partition(Pass):
             if not _results(graph, member_nodes):  # dead nodes: dead-layer-elimination's work
                 result.reject(member_nodes, "nothing reads what these nodes compute")
                 result.count("dead_nodes", len(member_nodes))
+                continue
+            if not ctx.may_rewrite("outline-segment", member_nodes, result):
                 continue
             segments.append(member_nodes)
         scope = ir.NameScope(graph)
