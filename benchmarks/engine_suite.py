@@ -178,8 +178,10 @@ def markdown(rows: list[Row], pipelines: dict[str, str]) -> str:
         "  remaining rewrites that remove layers cost more arithmetic than that budget",
         "  (`fewest-layers` reaches 100 on InceptionV3 at +44.5% MACs).",
         "- Behind the simplifiers: VGG19 (the size threshold above) and the light GoogLeNet and",
-        "  Inception v2, where onnxslim's graph builds 2 and 5 layers fewer than ours; those",
-        "  differences are not yet traced to a rewrite.",
+        "  Inception v2 (2 and 5 layers). The light models fill their weights with ConstantOfShape,",
+        "  so sibling convolutions on one input get bit-identical weights and onnxslim's common",
+        "  subexpression elimination drops the duplicates (GoogLeNet: 57 -> 55 Conv nodes): an",
+        "  artifact of constant-filled weights that trained weights do not have.",
     ]
     return "\n".join(lines)
 
