@@ -64,6 +64,8 @@ class ConvSplitFission(Pass):
             if sizes is None:
                 result.reject([node, split], "the Split's sizes are not constant")
                 continue
+            if not ctx.may_rewrite("split-conv", [node, split], result):
+                continue
             if scope is None:
                 scope = ir.NameScope(graph)
             pieces = []

@@ -104,7 +104,7 @@ class FoldConstants(Pass):
 
     def run(self, graph: gs.Graph, ctx: PassContext) -> PassResult:
         result = PassResult()
-        _constant_castlikes_to_casts(graph, result)
+        _constant_castlikes_to_casts(graph, result, ctx)
         scan = _Scan()
         self._scan(graph, set(), set(), scan)
         if scan.unknown_shapes and _infer_shapes(graph, ctx):
@@ -394,7 +394,7 @@ def _lower_constant(node: gs.Node) -> None:
     tensor.inputs.clear()
 
 
-def _constant_castlikes_to_casts(graph: gs.Graph, result: PassResult) -> None:
+def _constant_castlikes_to_casts(graph: gs.Graph, result: PassResult, ctx: PassContext) -> None:
     """Rule 4: ``CastLike(constant, t)`` with a known element type of ``t`` becomes a Cast."""
     for node in graph.nodes:
         if node.op != "CastLike" or not ir.is_onnx_op(node) or len(node.inputs) != 2:
@@ -406,6 +406,8 @@ def _constant_castlikes_to_casts(graph: gs.Graph, result: PassResult) -> None:
         try:
             to = onnx.helper.np_dtype_to_tensor_dtype(np.dtype(dtype))
         except (TypeError, KeyError, ValueError):
+            continue
+        if not ctx.may_rewrite("castlike-of-constant", node, result):
             continue
         node.op = "Cast"
         node.attrs = {"to": int(to)}
