@@ -1,8 +1,12 @@
 """Numerical parity with Polygraphy: runners, seeded data loading, comparison and tolerances.
 
 Every check compares a *reference* against a *candidate* on the same inputs, output by output, with
-``|candidate - reference| <= atol + rtol * |reference|`` elementwise (Polygraphy's ``simple``
-comparison in ``elemwise`` mode), and reports the maximum absolute and relative error per output.
+``|candidate - reference| <= atol + atol_range * max|reference| + rtol * |reference|`` elementwise
+(Polygraphy's ``simple`` comparison in ``elemwise`` mode, with a per-output ``atol``), and reports the
+maximum absolute and relative error per output. ``atol_range`` (0 by default) scales the absolute
+bound with each output's range: reduced-precision errors grow with the magnitude of the values that
+flow through the network, so a fixed ``atol`` is either too tight for logits in the hundreds or too
+loose for logits near 1e-3.
 """
 
 from __future__ import annotations
@@ -43,6 +47,8 @@ class ParityResult:
     outputs: dict[str, OutputParity] = field(default_factory=dict)
     input_shapes: dict[str, list[int]] = field(default_factory=dict)
     note: str = ""
+    #: Fraction of each output's largest magnitude added to ``atol`` (see the module docstring).
+    atol_range: float = 0.0
 
     @property
     def passed(self) -> bool:
@@ -65,6 +71,7 @@ class ParityResult:
             "candidate": self.candidate,
             "atol": self.atol,
             "rtol": self.rtol,
+            "atol_range": self.atol_range,
             "input_shapes": self.input_shapes,
             "outputs": {name: o.to_dict() for name, o in self.outputs.items()},
             "note": self.note,
@@ -128,7 +135,8 @@ def compare_models(reference: onnx.ModelProto, candidate: onnx.ModelProto, *,
                    atol: float = DEFAULT_ATOL, rtol: float = DEFAULT_RTOL, seed: int = 0,
                    input_shapes: Mapping[str, Sequence[int]] | None = None,
                    data: Sequence[Mapping[str, np.ndarray]] | None = None,
-                   reference_name: str = "input", candidate_name: str = "optimized") -> ParityResult:
+                   reference_name: str = "input", candidate_name: str = "optimized",
+                   atol_range: float = 0.0) -> ParityResult:
     """Run both models on ONNX Runtime with the same inputs and compare every output.
 
     ``data`` is a list of feed dicts; without it, one seeded random batch is generated from the
@@ -146,23 +154,42 @@ def compare_models(reference: onnx.ModelProto, candidate: onnx.ModelProto, *,
         else:
             loader = list(data)
         results = Comparator.run(runners, data_loader=loader)
-        return _parity_from_results(results, atol, rtol, reference_name, candidate_name)
+        return _parity_from_results(results, atol, rtol, reference_name, candidate_name, atol_range)
 
 
 def compare_run_results(results, *, atol: float, rtol: float, reference_name: str,
-                        candidate_name: str) -> ParityResult:
+                        candidate_name: str, atol_range: float = 0.0) -> ParityResult:
     """Compare two runners' outputs already collected in a Polygraphy ``RunResults``."""
     with quiet_polygraphy():
-        return _parity_from_results(results, atol, rtol, reference_name, candidate_name)
+        return _parity_from_results(results, atol, rtol, reference_name, candidate_name, atol_range)
+
+
+def output_atols(results, reference_name: str, atol: float, atol_range: float) -> dict[str, float]:
+    """Per-output absolute tolerance ``atol + atol_range * max|reference output|`` over every
+    iteration of the reference runner (outputs that are not finite floats keep ``atol``)."""
+    peaks: dict[str, float] = {}
+    for runner_name, iterations in results:
+        if runner_name != reference_name:
+            continue
+        for iteration in iterations:
+            for name, value in iteration.items():
+                array = np.asarray(value)
+                if array.size and array.dtype.kind == "f" and np.isfinite(array).all():
+                    peaks[name] = max(peaks.get(name, 0.0), float(np.abs(array).max()))
+    return {name: atol + atol_range * peak for name, peak in peaks.items()}
 
 
 def _parity_from_results(results, atol: float, rtol: float, reference_name: str,
-                         candidate_name: str) -> ParityResult:
+                         candidate_name: str, atol_range: float = 0.0) -> ParityResult:
     from polygraphy.comparator import Comparator, CompareFunc
 
+    per_output = atol
+    if atol_range:
+        per_output = {"": atol, **output_atols(results, reference_name, atol, atol_range)}
     accuracy = Comparator.compare_accuracy(
-        results, compare_func=CompareFunc.simple(atol=atol, rtol=rtol, check_shapes=True))
-    parity = ParityResult(reference=reference_name, candidate=candidate_name, atol=atol, rtol=rtol)
+        results, compare_func=CompareFunc.simple(atol=per_output, rtol=rtol, check_shapes=True))
+    parity = ParityResult(reference=reference_name, candidate=candidate_name, atol=atol, rtol=rtol,
+                          atol_range=atol_range)
     # Polygraphy >= 0.53 returns one AccuracyResult per comparison function; older ones return it.
     per_function = [accuracy] if hasattr(accuracy, "values") else list(accuracy)
     per_pair = [iterations for result in per_function for iterations in result.values()]
