@@ -415,3 +415,30 @@ def test_int8_parity_is_finite_and_judged_by_held_out_top1(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "atol=inf" not in out
     assert "top-1 agreement of 'logits' with the input model: " in out
+
+
+def test_large_npy_calibration_is_memory_mapped_and_streams_in_batches(tmp_path):
+    """600 samples in an .npy: mapped from disk, calibrated batch by batch, held-out split intact."""
+    model = conv_model_for_streaming()
+    samples = np.random.default_rng(3).normal(0, 1, (600, 3, 8, 8)).astype(np.float32)
+    np.save(tmp_path / "calib.npy", samples)
+    data = load_calibration_data(tmp_path / "calib.npy", model)
+    assert isinstance(data.arrays["x"], np.memmap)
+    batches = list(data.batches(32))
+    assert len(batches) == 600 // 32 and all(b["x"].shape == (32, 3, 8, 8) for b in batches)
+    assert not isinstance(batches[0]["x"], np.memmap)  # one batch copied at a time
+    calibration_part, held_out = calibration.holdout_split(data)
+    assert (calibration_part.num_samples, held_out.num_samples) == (480, 120)
+    np.testing.assert_array_equal(held_out.arrays["x"][0], samples[480])
+    ranges = collect_ranges(model, ["x"], calibration_part, method="minmax", batch_size=32,
+                            progress=False)
+    assert ranges["x"] == pytest.approx(float(np.abs(samples[:480 // 32 * 32]).max()))
+
+
+def conv_model_for_streaming() -> onnx.ModelProto:
+    weights = onnx.numpy_helper.from_array(np.ones((4, 3, 1, 1), np.float32), "w")
+    graph = oh.make_graph([oh.make_node("Conv", ["x", "w"], ["y"])], "g",
+                          [oh.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["N", 3, 8, 8])],
+                          [oh.make_tensor_value_info("y", onnx.TensorProto.FLOAT, ["N", 4, 8, 8])],
+                          [weights])
+    return oh.make_model(graph, opset_imports=[oh.make_opsetid("", 17)])

@@ -256,7 +256,10 @@ def _read_arrays(path: Path, single_input: str | None) -> dict[str, np.ndarray]:
     if path.stat().st_size == 0:
         raise InputError(f"calibration data {path} is empty")
     try:
-        loaded = np.load(path, allow_pickle=False)
+        # .npy files are memory-mapped: calibration copies one batch at a time, so a large sample
+        # set is streamed from disk instead of being held in memory (.npz members cannot be mapped).
+        loaded = np.load(path, allow_pickle=False,
+                         mmap_mode="r" if path.suffix.lower() == ".npy" else None)
     except (ValueError, OSError, EOFError) as exc:
         raise InputError(f"calibration data {path} is not a NumPy .npz/.npy file "
                          f"({str(exc).splitlines()[0]})") from None
