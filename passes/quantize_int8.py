@@ -51,8 +51,9 @@ class QuantizeInt8(Pass):
          the Add (and a following activation) into the convolution. The skip input is not given a
          pair of its own: it is quantized where a quantized layer reads it (the block input read
          by the next block's convolutions), and TensorRT reads the sum at the precision its
-         epilogue writes. Measured on TensorRT-RTX 1.7: Conv+Add fuses with the skip quantized
-         or not, at the same layer count; a separate pair on the skip adds a quantizing kernel.
+         epilogue writes. Measured on TensorRT-RTX 1.7: the Add fuses into the convolution's
+         epilogue with the skip unquantized, sharing the block input's pair, or with a pair of
+         its own, at the same layer count, so the pass adds none.
       7. Pooling gets no pair of its own: it runs quantized only next to quantized neighbours,
          where TensorRT moves the DequantizeLinear of the next layer's input across the MaxPool /
          AveragePool (commutes Q/DQ) and runs the pooling in Int8 (``maxpool`` Int8 in the
