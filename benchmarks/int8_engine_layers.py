@@ -152,10 +152,11 @@ def render(results: list[dict]) -> str:
         "SM75 has no INT8 convolution and runs them in FP16), with or without bias, activation, "
         "or a Q/DQ pair on the skip input of a residual Add. No Q/DQ placement that keeps the "
         "next convolution in INT8 removes these kernels, so the target *INT8 compute layers <= "
-        "FP32* is not reachable with this builder. *INT8 - FP32 - quantizing* counts the layers "
-        "the INT8 engine has beyond those kernels: epilogue kernels that write Float (before a "
-        "float layer such as pooling heads, SiLU gates or the classifier) and layers split by "
-        "the INT8 lowering.",
+        "FP32* is not reachable with this builder: the INT8 engine is the FP32 engine plus one "
+        "epilogue kernel per INT8 convolution, less the epilogues TensorRT shares (negative "
+        "*INT8 - FP32 - quantizing*: the two convolutions of a projection block end in one "
+        "Add kernel; EfficientNet-B0's SiLU and squeeze-excitation kernels of the FP32 engine "
+        "are absorbed by the epilogues).",
     ]
     return "\n".join(lines) + "\n"
 
