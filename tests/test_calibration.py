@@ -376,18 +376,24 @@ def test_fp16_parity_scales_with_the_output_range(tmp_path, capsys):
 
     model_path = _scaled_classifier(tmp_path, 3000.0)
     argv = ["compile", str(model_path), "-o", str(tmp_path / "out"), "--precision", "fp16",
-            "--no-engine", "--no-progress"]
+            "--no-progress"]
     assert main(argv) == 0
     report = json.loads((tmp_path / "out" / "report.json").read_text())
+    # The engine report reads every layer of the FP16 engine and counts them by precision.
+    engine = report["engine"]
+    assert engine["layer_report_problems"] == []
+    assert engine["compute_layer_precisions"]["FP16"] >= 2  # both convolutions
+    assert sum(engine["compute_layer_precisions"].values()) == engine["compute_layers"]
     tolerances = report["parity"]["tolerances"]
     assert (tolerances["atol"], tolerances["rtol"], tolerances["atol_range"]) == (1e-2, 1e-2, 1e-2)
     worst = report["parity"]["comparisons"][0]["outputs"]["logits"]["max_abs"]
     assert worst > 1e-2  # beyond the fixed part of the bound: the range term carries it
     out = capsys.readouterr().out
     assert "parity: passed (seed 0, atol=0.01, rtol=0.01, atol_range=0.01)" in out
+    assert "  compute layers by precision: INT8=0 FP16=" in out
     assert "tolerances: fp16: elementwise, atol=1e-2 + 1e-2 x output range" in out
     # The user's tolerances win and are said to be the user's.
-    user = [*argv[:3], str(tmp_path / "user"), *argv[4:], "--atol", "5", "--rtol", "0.5"]
+    user = [*argv[:3], str(tmp_path / "user"), *argv[4:], "--no-engine", "--atol", "5", "--rtol", "0.5"]
     assert main(user) == 0
     tolerances = json.loads((tmp_path / "user" / "report.json").read_text())["parity"]["tolerances"]
     assert (tolerances["atol"], tolerances["rtol"]) == (5, 0.5) and "atol_range" not in tolerances
@@ -401,9 +407,13 @@ def test_int8_parity_is_finite_and_judged_by_held_out_top1(tmp_path, capsys):
     np.savez(tmp_path / "calib.npz",
              x=np.random.default_rng(0).normal(0, 1, (40, 3, 12, 12)).astype(np.float32))
     argv = ["compile", str(model_path), "-o", str(tmp_path / "out"), "--precision", "int8",
-            "--calib-data", str(tmp_path / "calib.npz"), "--no-engine", "--no-progress"]
+            "--calib-data", str(tmp_path / "calib.npz"), "--no-progress"]
     assert main(argv) == 0
     report = json.loads((tmp_path / "out" / "report.json").read_text())
+    # Both convolutions run in INT8; the classifier head stays float (quantize-int8 rule 8).
+    layers = [layer for layer in report["engine"]["layers"] if layer["compute"]]
+    assert [layer["precision"] for layer in layers if layer["type"] == "correlation"] == ["INT8"] * 2
+    assert report["engine"]["compute_layer_precisions"]["INT8"] >= 2
     tolerances = report["parity"]["tolerances"]
     assert all(math.isfinite(tolerances[k]) for k in ("atol", "rtol", "atol_range"))
     top1 = tolerances["top1_agreement"]
