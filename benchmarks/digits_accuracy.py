@@ -1,11 +1,12 @@
-"""Top-1 accuracy of a small CNN on scikit-learn's digits at FP32, FP16 and INT8.
+"""Top-1 accuracy of two networks trained on scikit-learn's digits at FP32, FP16 and INT8.
 
-Trains a Keras CNN on the bundled 8x8 digits (fixed seed, stratified held-out test split), exports
+Trains Keras networks on the bundled 8x8 digits (fixed seed, stratified held-out test split): a
+small CNN and a deeper residual network (BatchNorm, residual adds, a strided projection block), exports
 it to ONNX with tf2onnx, compiles it with ``trtcompile compile --precision fp32|fp16|int8`` (INT8
 calibrated on training samples only), evaluates each ``optimized.onnx`` with ONNX Runtime on the
 test split and writes the table into docs/benchmarks.md (section ``precision-accuracy``).
 
-Run: ``python benchmarks/digits_accuracy.py [--method entropy] [--epochs 40]``.
+Run: ``python benchmarks/digits_accuracy.py [--method entropy] [--epochs 40] [--networks cnn,resnet]``.
 """
 
 from __future__ import annotations
@@ -56,6 +57,51 @@ def train(x_train: np.ndarray, y_train: np.ndarray, epochs: int, seed: int = SEE
     return model
 
 
+def train_resnet(x_train: np.ndarray, y_train: np.ndarray, epochs: int, seed: int = SEED):
+    """A small ResNet: stem Conv-BN-ReLU, two identity blocks and one strided projection block
+    (Conv-BN-ReLU-Conv-BN + skip, Add, ReLU), global average pooling, Dense 10."""
+    import keras
+    from keras import layers
+
+    keras.utils.set_random_seed(seed)
+
+    def conv_bn(x, filters, strides=1, relu=True):
+        x = layers.Conv2D(filters, 3, strides=strides, padding="same", use_bias=False)(x)
+        x = layers.BatchNormalization()(x)
+        return layers.ReLU()(x) if relu else x
+
+    def block(x, filters, strides=1):
+        skip = x
+        if strides != 1 or x.shape[-1] != filters:
+            skip = layers.Conv2D(filters, 1, strides=strides, use_bias=False)(x)
+            skip = layers.BatchNormalization()(skip)
+        y = conv_bn(conv_bn(x, filters, strides), filters, relu=False)
+        return layers.ReLU()(layers.Add()([y, skip]))
+
+    inputs = keras.Input((8, 8, 1), name=INPUT_NAME)
+    x = conv_bn(inputs, 32)
+    x = block(x, 32)
+    x = block(x, 32)
+    x = block(x, 64, strides=2)
+    x = layers.GlobalAveragePooling2D()(x)
+    outputs = layers.Dense(10, name="logits")(x)
+    model = keras.Model(inputs, outputs)
+    model.compile(optimizer=keras.optimizers.Adam(1e-3),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                  metrics=["accuracy"])
+    model.fit(x_train, y_train, batch_size=32, epochs=epochs, verbose=0, shuffle=True)
+    return model
+
+
+#: key -> (title, trainer, description for the table).
+NETWORKS = {
+    "cnn": ("digits CNN", train, "Conv 16, Conv 32, MaxPool, Dense 64, Dense 10"),
+    "resnet": ("digits ResNet", train_resnet,
+               "stem Conv-BN-ReLU 32, two identity residual blocks, a strided projection block to "
+               "64 channels (Conv-BN with residual Add + ReLU), global average pooling, Dense 10"),
+}
+
+
 def export_onnx(model, path: Path) -> None:
     """Lower the Keras model to ONNX with tf2onnx (through trtcompile's IR writer)."""
     import tensorflow as tf
@@ -96,18 +142,14 @@ def compile_precision(onnx_path: Path, output: Path, precision: str, calib: Path
     return seconds, str(report["parity"]["tolerances"].get("note", ""))
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Measure and print the figures; write the docs section unless ``--no-write``."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--method", default="entropy", choices=("entropy", "minmax", "percentile"))
-    parser.add_argument("--epochs", type=int, default=40)
-    parser.add_argument("--no-write", action="store_true", help="print the table only")
-    args = parser.parse_args(argv)
-
-    x_train, x_test, y_train, y_test = load_digits_split()
-    model = train(x_train, y_train, args.epochs)
+def measure_network(key: str, data, epochs: int, method: str) -> dict:
+    """Train one network, compile it at each precision, evaluate each on the test split."""
+    x_train, x_test, y_train, y_test = data
+    title, trainer, _ = NETWORKS[key]
+    start = time.perf_counter()
+    model = trainer(x_train, y_train, epochs)
+    train_seconds = time.perf_counter() - start
     keras_top1 = float(np.mean(model.predict(x_test, verbose=0).argmax(axis=1) == y_test) * 100)
-
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
@@ -115,38 +157,58 @@ def main(argv: list[str] | None = None) -> int:
         export_onnx(model, onnx_path)
         calib = work / "calib.npz"
         np.savez(calib, **{INPUT_NAME: x_train})  # training samples only
-        fp32_top1 = top1(onnx_path, x_test, y_test)
+        onnx_top1 = top1(onnx_path, x_test, y_test)
         for precision in ("fp32", "fp16", "int8"):
             output = work / precision
-            seconds, _ = compile_precision(onnx_path, output, precision,
-                                           calib if precision == "int8" else None, args.method)
-            accuracy = top1(output / "optimized.onnx", x_test, y_test)
-            rows.append((precision, accuracy, seconds))
+            seconds, note = compile_precision(onnx_path, output, precision,
+                                              calib if precision == "int8" else None, method)
+            rows.append((precision, top1(output / "optimized.onnx", x_test, y_test), seconds))
+    return {"key": key, "title": title, "keras_top1": keras_top1, "onnx_top1": onnx_top1,
+            "train_seconds": train_seconds, "rows": rows}
 
-    reference = rows[0][1]
+
+def main(argv: list[str] | None = None) -> int:
+    """Measure and print the figures; write the docs section unless ``--no-write``."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--method", default="entropy", choices=("entropy", "minmax", "percentile"))
+    parser.add_argument("--epochs", type=int, default=40)
+    parser.add_argument("--networks", default=",".join(NETWORKS))
+    parser.add_argument("--no-write", action="store_true", help="print the table only")
+    args = parser.parse_args(argv)
+
+    data = load_digits_split()
+    x_train, x_test = data[0], data[1]
+    results = [measure_network(key, data, args.epochs, args.method)
+               for key in args.networks.split(",")]
     targets = {"fp32": None, "fp16": 0.5, "int8": 1.0}
     lines = [
-        "## Precision and accuracy (digits CNN)",
+        "## Precision and accuracy (digits CNN and ResNet)",
         "",
-        "A Keras CNN (Conv 16, Conv 32, MaxPool, Dense 64, Dense 10) trained on scikit-learn's "
-        f"bundled 8x8 digits ({len(x_train)} training images, {args.epochs} epochs, seed {SEED}), "
-        f"evaluated on a stratified held-out split of {len(x_test)} images. Each row is "
-        "`trtcompile compile --precision P` on the tf2onnx export, its `optimized.onnx` run with "
-        f"ONNX Runtime (CPU). INT8 is calibrated on the training images only (`--calib-method "
-        f"{args.method}`). Keras top-1: {keras_top1:.2f}%; exported ONNX top-1: {fp32_top1:.2f}%.",
+        f"Keras networks trained on scikit-learn's bundled 8x8 digits ({len(x_train)} training "
+        f"images, {args.epochs} epochs, seed {SEED}), evaluated on a stratified held-out split of "
+        f"{len(x_test)} images. Each row is `trtcompile compile --precision P` on the tf2onnx "
+        "export, its `optimized.onnx` run with ONNX Runtime (CPU). INT8 is calibrated on the "
+        f"training images only (`--calib-method {args.method}`; the compile holds out the last "
+        "20% of them for its top-1 agreement check and calibrates on the rest).",
         "",
-        "| precision | top-1 (%) | change vs FP32 (points) | target | compile (s) |",
-        "|---|---:|---:|---|---:|",
     ]
+    for result in results:
+        lines.append(f"- **{result['title']}** ({NETWORKS[result['key']][2]}): trained in "
+                     f"{result['train_seconds']:.0f} s; Keras top-1 {result['keras_top1']:.2f}%, "
+                     f"exported ONNX top-1 {result['onnx_top1']:.2f}%.")
+    lines += ["", "| network | precision | top-1 (%) | change vs FP32 (points) | target | compile (s) |",
+              "|---|---|---:|---:|---|---:|"]
     failures = []
-    for precision, accuracy, seconds in rows:
-        change = accuracy - reference
-        target = targets[precision]
-        target_text = "reference" if target is None else f"within {target:g}"
-        if target is not None and abs(change) > target:
-            failures.append(f"{precision}: {change:+.2f} points")
-        lines.append(f"| {precision.upper()} | {accuracy:.2f} | {change:+.2f} | {target_text} | "
-                     f"{seconds:.1f} |")
+    for result in results:
+        reference = result["rows"][0][1]
+        for precision, accuracy, seconds in result["rows"]:
+            change = accuracy - reference
+            target = targets[precision]
+            target_text = "reference" if target is None else f"within {target:g}"
+            if target is not None and abs(change) > target:
+                failures.append(f"{result['title']} {precision}: {change:+.2f} points")
+            lines.append(f"| {result['title']} | {precision.upper()} | {accuracy:.2f} | "
+                         f"{change:+.2f} | {target_text} | {seconds:.1f} |")
     from benchmarks.markdown_section import machine_line, write_section
 
     lines += ["", machine_line(), "Rerun: `python benchmarks/digits_accuracy.py`."]

@@ -23,7 +23,9 @@ class QuantizeInt8(Pass):
     """Quantize the layers TensorRT runs in INT8 with calibrated QuantizeLinear/DequantizeLinear.
 
     TensorRT 11 and TensorRT-RTX have no INT8 calibrator: the ranges must be in the graph. This
-    pass calibrates on user data with ONNX Runtime and writes them as explicit quantization.
+    pass calibrates on user data with ONNX Runtime and writes them as explicit quantization, placed
+    the way TensorRT's explicit-quantization guide and NVIDIA Model Optimizer's ONNX quantizer
+    place them, so that TensorRT fuses each Q/DQ pair into the layer that reads it.
 
     Rules:
       1. Quantizable layers are top-level ``Conv``, ``MatMul`` and ``Gemm`` nodes and fused conv
@@ -39,17 +41,37 @@ class QuantizeInt8(Pass):
       3. Weights: stored as int8 constants with one scale per output channel (``Conv``/fused conv:
          axis 0; ``MatMul``: the last axis; ``Gemm``: axis 0 with ``transB=1``, else 1), read
          through ``DequantizeLinear``; ``scale = max|W_channel| / 127`` (1 for all-zero channels).
-         Biases stay float: TensorRT fuses them into the INT8 kernel.
-      4. A fused conv layer quantizes as one layer: the Q/DQ pairs go on the call's ``X`` and
+      4. Q/DQ only on the *inputs* of quantized layers, never on their outputs: nothing is placed
+         between a convolution and its bias, BatchNormalization or activation, so TensorRT keeps
+         Conv + bias + BN + activation one INT8 layer. Biases stay float (TensorRT folds them into
+         the INT8 kernel).
+      5. A fused conv layer quantizes as one layer: the Q/DQ pairs go on the call's ``X`` and
          ``W`` inputs, the function body is unchanged, and TensorRT runs the convolution in Int8.
+      6. Residual ``Add``: the conv-side input of an Add gets no Q/DQ (rule 4), so TensorRT fuses
+         the Add (and a following activation) into the convolution. The skip input is not given a
+         pair of its own: it is quantized where a quantized layer reads it (the block input read
+         by the next block's convolutions), and TensorRT reads the sum at the precision its
+         epilogue writes. Measured on TensorRT-RTX 1.7: the Add fuses into the convolution's
+         epilogue with the skip unquantized, sharing the block input's pair, or with a pair of
+         its own, at the same layer count, so the pass adds none.
+      7. Pooling gets no pair of its own: it runs quantized only next to quantized neighbours,
+         where TensorRT moves the DequantizeLinear of the next layer's input across the MaxPool /
+         AveragePool (commutes Q/DQ) and runs the pooling in Int8 (``maxpool`` Int8 in the
+         engine report of ResNet50).
+      8. Network output layers stay in higher precision (``keep_output_layers``): a quantizable
+         layer whose result reaches a graph output only through layers that do no matrix work
+         (Softmax, Sigmoid, Flatten, Reshape, ...) is the classifier head, where quantization
+         error shows directly in the scores; it is rejected with "network output layer stays in
+         higher precision". Softmax, LayerNormalization and every other op are never quantized
+         (rule 1): their inputs get no Q/DQ.
 
     Calibration data and the cache path come from ``ctx.resources["quantize-int8"]``
     (:class:`trtcompile.calibration.Calibration`); a cache computed for another model or method is
     refused. Requires: opset >= 13 (per-axis DequantizeLinear). Preserves: graph inputs and outputs;
     outputs change by quantization error (judge by task accuracy, not elementwise).
     Options: ``method``, ``percentile``, ``ops`` (which plain op types to quantize), ``fused_conv``,
-    ``exclude`` (node names kept float), ``batch_size`` (for dynamic batch), ``max_batches``
-    (0 = all calibration data), ``num_bins``.
+    ``exclude`` (node names kept float), ``keep_output_layers`` (rule 8), ``batch_size`` (for
+    dynamic batch), ``max_batches`` (0 = all calibration data), ``num_bins``.
     """
 
     name: ClassVar[str] = "quantize-int8"
@@ -59,6 +81,7 @@ class QuantizeInt8(Pass):
     ops: tuple[str, ...] = ("Conv", "MatMul", "Gemm")
     fused_conv: bool = True
     exclude: tuple[str, ...] = ()
+    keep_output_layers: bool = True
     batch_size: int = calibration.DEFAULT_BATCH_SIZE
     max_batches: int = 0
     num_bins: int = calibration.DEFAULT_NUM_BINS
@@ -101,6 +124,7 @@ class QuantizeInt8(Pass):
     def _find_layers(self, graph: gs.Graph, result: PassResult) -> list[_Layer]:
         excluded = set(self.exclude)
         functions = ir.functions_by_key(graph)
+        graph_outputs = ir.output_names(graph)
         layers = []
         for node in graph.nodes:
             if node.op in self.ops and ir.is_onnx_op(node):
@@ -116,8 +140,12 @@ class QuantizeInt8(Pass):
                 result.reject(node, "excluded by option")
                 continue
             layer = self._check(node, kind, positions, result)
-            if layer is not None:
-                layers.append(layer)
+            if layer is None:
+                continue
+            if self.keep_output_layers and _is_output_layer(node, graph_outputs):
+                result.reject(node, "network output layer stays in higher precision")
+                continue
+            layers.append(layer)
         return layers
 
     @staticmethod
@@ -218,6 +246,34 @@ class _Layer:
     weight_index: int
     weight_values: np.ndarray
     axis: int  # output-channel axis of the weight
+
+
+#: Ops that do no matrix work: a quantizable layer reaching a graph output only through them is
+#: a network output layer (rule 8).
+OUTPUT_PASSTHROUGH_OPS = frozenset({
+    "Softmax", "LogSoftmax", "Sigmoid", "Tanh", "Relu", "Identity", "Flatten", "Reshape",
+    "Squeeze", "Unsqueeze", "Transpose", "Cast", "Add", "Mul", "ArgMax", "TopK",
+})
+
+
+def _is_output_layer(node: gs.Node, graph_outputs: set[str]) -> bool:
+    """Whether every path from ``node``'s outputs ends at a graph output through
+    :data:`OUTPUT_PASSTHROUGH_OPS` only (and at least one path exists)."""
+    frontier = list(node.outputs)
+    seen: set[int] = set()
+    reaches_output = False
+    while frontier:
+        tensor = frontier.pop()
+        if id(tensor) in seen:
+            continue
+        seen.add(id(tensor))
+        if tensor.name in graph_outputs:
+            reaches_output = True
+        for consumer in ir.consumers(tensor):
+            if consumer.op not in OUTPUT_PASSTHROUGH_OPS or not ir.is_onnx_op(consumer):
+                return False
+            frontier.extend(consumer.outputs)
+    return reaches_output
 
 
 def _plain_positions(node: gs.Node) -> tuple[int, int, int] | None:

@@ -15,6 +15,7 @@ from trtcompile import calibration, ir
 from trtcompile.calibration import (AbsHistogram, Calibration, CalibrationCache, CalibrationData,
                                     collect_ranges, entropy_amax, load_calibration_data,
                                     model_fingerprint, parity_tolerances, percentile_amax,
+                                    precision_tolerances,
                                     resolve_ranges)
 from trtcompile.errors import EXIT_BAD_INPUT, InputError
 
@@ -310,7 +311,14 @@ def test_parity_tolerances_follow_the_precision():
     atol, rtol, note = parity_tolerances("fp16")
     assert (atol, rtol) == (1e-2, 1e-2) and "half precision" in note
     atol, rtol, note = parity_tolerances("INT8")
-    assert math.isinf(atol) and math.isinf(rtol) and "task accuracy" in note
+    assert (atol, rtol) == (1e-3, 0.1) and "top-1 agreement" in note
+    assert precision_tolerances("fp16").atol_range == 1e-2
+    assert precision_tolerances("int8").atol_range == 0.1
+    assert precision_tolerances("fp32").atol_range == 0.0
+    # No precision switches the elementwise check off.
+    for precision in ("fp32", "fp16", "int8"):
+        fitting = precision_tolerances(precision)
+        assert all(math.isfinite(v) for v in (fitting.atol, fitting.rtol, fitting.atol_range))
     with pytest.raises(InputError, match="unknown precision 'fp8'"):
         parity_tolerances("fp8")
 
@@ -327,7 +335,9 @@ def test_cli_bad_calibration_input_exits_2_and_writes_nothing(tmp_path, capsys, 
     from trtcompile.cli import main
 
     weights = onnx.numpy_helper.from_array(np.eye(4, dtype=np.float32), "w")
-    graph = oh.make_graph([oh.make_node("MatMul", ["a", "w"], ["m"]), oh.make_node("Add", ["m", "b"], ["y"])],
+    # The first MatMul feeds further matrix work, so it is quantized (the second is the head).
+    graph = oh.make_graph([oh.make_node("MatMul", ["a", "w"], ["m"]), oh.make_node("Add", ["m", "b"], ["h"]),
+                           oh.make_node("MatMul", ["h", "w"], ["y"])],
                           "g", [oh.make_tensor_value_info(n, onnx.TensorProto.FLOAT, [1, 4]) for n in "ab"],
                           [oh.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, 4])], [weights])
     model = oh.make_model(graph, opset_imports=[oh.make_opsetid("", 17)])
@@ -343,3 +353,102 @@ def test_cli_bad_calibration_input_exits_2_and_writes_nothing(tmp_path, capsys, 
     assert message in error and len(error.splitlines()) == 1
     assert not (tmp_path / "out").exists()
     assert (tmp_path / "stale.json").read_text().count('"ranges": {}') == 1
+
+
+# Precision-aware parity through the command line ------------------------------------------------
+
+
+def _scaled_classifier(tmp_path, scale: float):
+    """The conv classifier of the quantize-int8 tests with logits scaled by ``scale``."""
+    from tests.passes.quantize_int8.test_quantize_int8 import conv_classifier
+
+    model = conv_classifier(batch=1)
+    for initializer in model.graph.initializer:
+        if initializer.name in ("fc", "fc_bias"):
+            initializer.CopyFrom(onnx.numpy_helper.from_array(
+                onnx.numpy_helper.to_array(initializer) * np.float32(scale), initializer.name))
+    return ir.save(model, tmp_path / "model.onnx")
+
+
+def test_fp16_parity_scales_with_the_output_range(tmp_path, capsys):
+    """Logits in the thousands: FP16 rounding exceeds a fixed atol but not the range-scaled one."""
+    from trtcompile.cli import main
+
+    model_path = _scaled_classifier(tmp_path, 3000.0)
+    argv = ["compile", str(model_path), "-o", str(tmp_path / "out"), "--precision", "fp16",
+            "--no-progress"]
+    assert main(argv) == 0
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    # The engine report reads every layer of the FP16 engine and counts them by precision.
+    engine = report["engine"]
+    assert engine["layer_report_problems"] == []
+    assert engine["compute_layer_precisions"]["FP16"] >= 2  # both convolutions
+    assert sum(engine["compute_layer_precisions"].values()) == engine["compute_layers"]
+    tolerances = report["parity"]["tolerances"]
+    assert (tolerances["atol"], tolerances["rtol"], tolerances["atol_range"]) == (1e-2, 1e-2, 1e-2)
+    worst = report["parity"]["comparisons"][0]["outputs"]["logits"]["max_abs"]
+    assert worst > 1e-2  # beyond the fixed part of the bound: the range term carries it
+    out = capsys.readouterr().out
+    assert "parity: passed (seed 0, atol=0.01, rtol=0.01, atol_range=0.01)" in out
+    assert "  compute layers by precision: INT8=0 FP16=" in out
+    assert "tolerances: fp16: elementwise, atol=1e-2 + 1e-2 x output range" in out
+    # The user's tolerances win and are said to be the user's.
+    user = [*argv[:3], str(tmp_path / "user"), *argv[4:], "--no-engine", "--atol", "5", "--rtol", "0.5"]
+    assert main(user) == 0
+    tolerances = json.loads((tmp_path / "user" / "report.json").read_text())["parity"]["tolerances"]
+    assert (tolerances["atol"], tolerances["rtol"]) == (5, 0.5) and "atol_range" not in tolerances
+    assert tolerances["note"] == "fp16: user tolerances atol=5 rtol=0.5"
+
+
+def test_int8_parity_is_finite_and_judged_by_held_out_top1(tmp_path, capsys):
+    from trtcompile.cli import main
+
+    model_path = _scaled_classifier(tmp_path, 1.0)
+    np.savez(tmp_path / "calib.npz",
+             x=np.random.default_rng(0).normal(0, 1, (40, 3, 12, 12)).astype(np.float32))
+    argv = ["compile", str(model_path), "-o", str(tmp_path / "out"), "--precision", "int8",
+            "--calib-data", str(tmp_path / "calib.npz"), "--no-progress"]
+    assert main(argv) == 0
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    # Both convolutions run in INT8; the classifier head stays float (quantize-int8 rule 8).
+    layers = [layer for layer in report["engine"]["layers"] if layer["compute"]]
+    assert [layer["precision"] for layer in layers if layer["type"] == "correlation"] == ["INT8"] * 2
+    assert report["engine"]["compute_layer_precisions"]["INT8"] >= 2
+    tolerances = report["parity"]["tolerances"]
+    assert all(math.isfinite(tolerances[k]) for k in ("atol", "rtol", "atol_range"))
+    top1 = tolerances["top1_agreement"]
+    assert top1["checked"] and top1["threshold"] == 0.9
+    # 40 samples: 32 calibrate, the last 8 are held out and judge.
+    assert top1["outputs"]["logits"]["samples"] == 8 and top1["outputs"]["logits"]["passed"]
+    record = next(r for r in report["passes"] if r["name"] == "quantize-int8")
+    assert record["stats"]["calibration_samples"] == 32
+    out = capsys.readouterr().out
+    assert "atol=inf" not in out
+    assert "top-1 agreement of 'logits' with the input model: " in out
+
+
+def test_large_npy_calibration_is_memory_mapped_and_streams_in_batches(tmp_path):
+    """600 samples in an .npy: mapped from disk, calibrated batch by batch, held-out split intact."""
+    model = conv_model_for_streaming()
+    samples = np.random.default_rng(3).normal(0, 1, (600, 3, 8, 8)).astype(np.float32)
+    np.save(tmp_path / "calib.npy", samples)
+    data = load_calibration_data(tmp_path / "calib.npy", model)
+    assert isinstance(data.arrays["x"], np.memmap)
+    batches = list(data.batches(32))
+    assert len(batches) == 600 // 32 and all(b["x"].shape == (32, 3, 8, 8) for b in batches)
+    assert not isinstance(batches[0]["x"], np.memmap)  # one batch copied at a time
+    calibration_part, held_out = calibration.holdout_split(data)
+    assert (calibration_part.num_samples, held_out.num_samples) == (480, 120)
+    np.testing.assert_array_equal(held_out.arrays["x"][0], samples[480])
+    ranges = collect_ranges(model, ["x"], calibration_part, method="minmax", batch_size=32,
+                            progress=False)
+    assert ranges["x"] == pytest.approx(float(np.abs(samples[:480 // 32 * 32]).max()))
+
+
+def conv_model_for_streaming() -> onnx.ModelProto:
+    weights = onnx.numpy_helper.from_array(np.ones((4, 3, 1, 1), np.float32), "w")
+    graph = oh.make_graph([oh.make_node("Conv", ["x", "w"], ["y"])], "g",
+                          [oh.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["N", 3, 8, 8])],
+                          [oh.make_tensor_value_info("y", onnx.TensorProto.FLOAT, ["N", 4, 8, 8])],
+                          [weights])
+    return oh.make_model(graph, opset_imports=[oh.make_opsetid("", 17)])

@@ -312,7 +312,7 @@ def test_tolerances_follow_the_graph_precision() -> None:
     fp16 = compiler.engine_parity_tolerances(CompileOptions(precision="fp16"), user_tolerances=False)
     assert fp16[:2] == (1e-2, 1e-2) and fp16[2].startswith("fp16:")
     int8 = compiler.engine_parity_tolerances(CompileOptions(precision="int8"), user_tolerances=False)
-    assert int8[:2] == (float("inf"), float("inf")) and "not enforced" in int8[2]
+    assert int8[:2] == (1e-3, 0.1) and int8[2].startswith("int8:")
     user = compiler.engine_parity_tolerances(CompileOptions(atol=3e-3, rtol=0), user_tolerances=True)
     assert user == (3e-3, 0, "user tolerances atol=0.003 rtol=0")
 

@@ -88,6 +88,9 @@ class CompileOptions:
     pass_modules: Sequence[str | Path] = ()
     atol: float = verify.DEFAULT_ATOL
     rtol: float = verify.DEFAULT_RTOL
+    #: Fraction of each output's range added to ``atol`` (set by ``precision`` unless the user
+    #: gives tolerances; see :func:`trtcompile.calibration.precision_tolerances`).
+    atol_range: float = 0.0
     #: Seed of the parity inputs and of anything random a pass does.
     seed: int = 0
     #: Known range ``(low, high)`` of the model's floating-point inputs: parity draws them
@@ -177,7 +180,7 @@ class ParityVerdict:
         first = verdicts[0].primary
         primary = verify.ParityResult(
             reference=first.reference, candidate=first.candidate, atol=first.atol, rtol=first.rtol,
-            note=f"worst over {len(verdicts)} input shape sets")
+            note=f"worst over {len(verdicts)} input shape sets", atol_range=first.atol_range)
         for verdict in verdicts:
             for name, stats in verdict.primary.outputs.items():
                 seen = primary.outputs.get(name)
@@ -223,6 +226,8 @@ class ParityVerdict:
                          f"(max_abs={stats.max_abs:.3g}, max_rel={stats.max_rel:.3g})"
                          + (f" [{comparison.note}]" if comparison.note else ""))
         tolerances = f"atol={self.primary.atol:g}, rtol={self.primary.rtol:g}"
+        if self.primary.atol_range:
+            tolerances += f", atol_range={self.primary.atol_range:g}"
         return f"{check} failed ({tolerances}): " + "; ".join(parts)
 
 
@@ -428,12 +433,49 @@ def precision_resources(loaded: LoadedModel, options: CompileOptions) -> dict[st
 
     if options.precision.lower() != "int8":
         return {}
-    data = None
+    data = held_out = None
     if options.calib_data is not None:
         data = calibration.load_calibration_data(options.calib_data, loaded.model)
+        data, held_out = calibration.holdout_split(data)
     cache = Path(options.calib_cache) if options.calib_cache else None
     return {"quantize-int8": calibration.Calibration(data=data, cache_path=cache,
-                                                     progress=options.progress)}
+                                                     progress=options.progress, held_out=held_out)}
+
+
+def check_top1_agreement(loaded: LoadedModel, optimized: onnx.ModelProto,
+                         held_out: Any, options: CompileOptions) -> dict[str, Any]:
+    """Top-1 agreement of the optimized model with the input model on held-out samples.
+
+    For every output shaped ``[batch, classes]`` (classes > 1), the share of samples whose arg-max
+    class is the same in both models; the check passes at
+    :data:`trtcompile.calibration.MIN_TOP1_AGREEMENT` or more. Models without such an output get
+    ``{"checked": False, "reason": ...}``.
+    """
+    import onnxruntime as ort
+
+    from trtcompile import calibration
+
+    specs = calibration.model_input_specs(loaded.model)
+    batch = held_out.batch_size(specs)
+    sessions = [ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+                for model in (loaded.model, optimized)]
+    names = [output.name for output in sessions[0].get_outputs()]
+    predictions: dict[str, list[np.ndarray]] = {}
+    for feeds in held_out.batches(batch):
+        reference, candidate = (session.run(names, feeds) for session in sessions)
+        for name, ref, cand in zip(names, reference, candidate):
+            if ref.ndim == 2 and ref.shape[1] > 1:
+                predictions.setdefault(name, []).append(ref.argmax(1) == cand.argmax(1))
+    if not predictions:
+        return {"checked": False, "reason": "no output is shaped [batch, classes]"}
+    outputs = {}
+    for name, matches in predictions.items():
+        agreement = float(np.concatenate(matches).mean())
+        outputs[name] = {"agreement": round(agreement, 4), "samples": int(sum(m.size for m in matches)),
+                         "passed": agreement >= calibration.MIN_TOP1_AGREEMENT}
+    return {"checked": True, "threshold": calibration.MIN_TOP1_AGREEMENT,
+            "source": held_out.source, "outputs": outputs,
+            "passed": all(o["passed"] for o in outputs.values())}
 
 
 def optimize(loaded: LoadedModel, pipeline: Sequence, registry: PassRegistry,
@@ -491,7 +533,7 @@ def check_parity(loaded: LoadedModel, optimized: onnx.ModelProto,
     if feeds is None:
         feeds = verify.feed_data(loaded.model, seed=options.seed, input_shapes=shapes,
                                  distribution=input_distribution(options))
-    tolerance = {"atol": options.atol, "rtol": options.rtol}
+    tolerance = {"atol": options.atol, "rtol": options.rtol, "atol_range": options.atol_range}
     input_name = "lowered" if loaded.lowering is not None else "input"
 
     onnx_results = RunResults([*verify.run_model(loaded.model, feeds, input_name),
@@ -673,8 +715,15 @@ def check_engine_parity(plan_bytes: bytes, loaded: LoadedModel, optimized: onnx.
 
     from trtcompile.errors import BackendError
 
+    from trtcompile.calibration import precision_tolerances
+
     atol, rtol, note = tolerances or engine_parity_tolerances(options, user_tolerances=False)
     settings = {"atol": atol, "rtol": rtol, "note": note}
+    # FP16/INT8 graphs: the engine's rounding differs from ONNX Runtime's by amounts that grow with
+    # the outputs' range, as in ONNX parity; tolerances the user gave apply as given.
+    atol_range = 0.0
+    if options.precision.lower() != "fp32" and not note.startswith("user tolerances"):
+        atol_range = precision_tolerances(options.precision).atol_range
     shape_sets = list(plan.parity_shapes) or [dict(options.frontend.input_shapes) or None]
     session = SessionFromOnnx(optimized.SerializeToString(), providers=["CPUExecutionProvider"])
     expected_outputs = [value.name for value in optimized.graph.output]
@@ -701,7 +750,7 @@ def check_engine_parity(plan_bytes: bytes, loaded: LoadedModel, optimized: onnx.
                 runner_name=ENGINE_RUNNER)])
             comparison = verify.compare_run_results(
                 RunResults([*reference, engine_result]), reference_name=ENGINE_REFERENCE,
-                candidate_name=ENGINE_RUNNER, atol=atol, rtol=rtol)
+                candidate_name=ENGINE_RUNNER, atol=atol, rtol=rtol, atol_range=atol_range)
         else:  # nothing in common to compare (Polygraphy refuses that)
             comparison = verify.ParityResult(reference=ENGINE_REFERENCE, candidate=ENGINE_RUNNER,
                                              atol=atol, rtol=rtol)
@@ -890,10 +939,11 @@ def compile_model(source: str | Path | None, output_dir: str | Path,
     if precision_text:
         pipeline = (*pipeline, *parse_pipeline(precision_text, registry))
         if not user_tolerances:
-            from trtcompile.calibration import parity_tolerances
+            from trtcompile.calibration import precision_tolerances
 
-            atol, rtol, _ = parity_tolerances(options.precision)
-            options = dataclasses.replace(options, atol=atol, rtol=rtol)
+            fitting = precision_tolerances(options.precision)
+            options = dataclasses.replace(options, atol=fitting.atol, rtol=fitting.rtol,
+                                          atol_range=fitting.atol_range)
 
     # 2. Load.
     if source_path is None:
@@ -932,13 +982,25 @@ def compile_model(source: str | Path | None, output_dir: str | Path,
         # 4. Parity.
         error: TrtcompileError | None = None
         parity = None
+        top1: dict[str, Any] | None = None
         if options.parity:
             log("checking parity on ONNX Runtime")
             t0 = time.perf_counter()
             parity = check_parity_at_shapes(loaded, optimized, options, plan)
-            seconds["parity"] = time.perf_counter() - t0
             if not parity.passed:
                 error = CheckFailed(parity.error_message())
+            calibration_setup = resources.get("quantize-int8")
+            held_out = getattr(calibration_setup, "held_out", None)
+            if held_out is not None:
+                log(f"checking top-1 agreement on {held_out.num_samples} held-out samples")
+                top1 = check_top1_agreement(loaded, optimized, held_out, options)
+                if top1["checked"] and not top1["passed"] and error is None:
+                    worst = min(top1["outputs"].items(), key=lambda item: item[1]["agreement"])
+                    error = CheckFailed(
+                        f"parity failed: top-1 agreement of output '{worst[0]}' with the input "
+                        f"model is {worst[1]['agreement']:.1%} on {worst[1]['samples']} held-out "
+                        f"samples, below {top1['threshold']:.0%}")
+            seconds["parity"] = time.perf_counter() - t0
 
         # 4b. Partition, when TensorRT rejects nodes (or when asked to).
         partition = None
@@ -987,8 +1049,10 @@ def compile_model(source: str | Path | None, output_dir: str | Path,
         seconds["total"] = time.perf_counter() - started
         report = report_module.build_report(
             loaded=loaded, pipeline_report=pipeline_report, optimized=optimized, parity=parity,
-            parity_options={"atol": options.atol, "rtol": options.rtol, "seed": options.seed,
-                            "inputs": parity_inputs(options), **_precision_parity(options)},
+            parity_options={"atol": options.atol, "rtol": options.rtol,
+                            **({"atol_range": options.atol_range} if options.atol_range else {}),
+                            "seed": options.seed, "inputs": parity_inputs(options),
+                            **_precision_parity(options), **_top1_record(top1)},
             engine=engine_status, files=files, seconds=seconds, error=error,
             shapes=plan.to_dict(), engine_parity=engine_parity.to_dict())
         report["partition"] = None
@@ -1040,11 +1104,18 @@ __all__ = ["CompileOptions", "CompileResult", "EngineParity", "ParityVerdict", "
 
 def _precision_parity(options: CompileOptions) -> dict[str, str]:
     """For FP16/INT8 builds: the precision and which tolerances were used and why."""
-    from trtcompile.calibration import parity_tolerances
+    from trtcompile.calibration import precision_tolerances
 
     if options.precision.lower() == "fp32":
         return {}
-    atol, rtol, note = parity_tolerances(options.precision)
-    if (options.atol, options.rtol) != (atol, rtol):
+    fitting = precision_tolerances(options.precision)
+    note = fitting.note
+    if (options.atol, options.rtol, options.atol_range) != (fitting.atol, fitting.rtol,
+                                                            fitting.atol_range):
         note = f"{options.precision}: user tolerances atol={options.atol:g} rtol={options.rtol:g}"
     return {"precision": options.precision, "note": note}
+
+
+def _top1_record(top1: dict[str, Any] | None) -> dict[str, Any]:
+    """``{"top1_agreement": ...}`` for the parity tolerances record when the check ran."""
+    return {"top1_agreement": top1} if top1 is not None else {}

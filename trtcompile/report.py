@@ -321,6 +321,8 @@ def format_parity(report: Mapping[str, Any]) -> list[str]:
     tolerances = parity["tolerances"]
     settings = (f"seed {tolerances.get('seed', 0)}, atol={tolerances['atol']:g}, "
                 f"rtol={tolerances['rtol']:g}")
+    if tolerances.get("atol_range"):
+        settings += f", atol_range={tolerances['atol_range']:g}"
     if not parity["checked"]:
         return ["parity: not checked (--no-parity)"]
     verdict = "passed" if parity["passed"] else "FAILED"
@@ -329,6 +331,17 @@ def format_parity(report: Mapping[str, Any]) -> list[str]:
     if inputs:
         lines.append(f"  inputs: floating point {inputs['floating_point']}, integer "
                      f"{inputs['integer']}")
+    if tolerances.get("note"):
+        lines.append(f"  tolerances: {tolerances['note']}")
+    top1 = tolerances.get("top1_agreement")
+    if top1 and top1.get("checked"):
+        for name, outcome in top1["outputs"].items():
+            lines.append(f"  top-1 agreement of '{name}' with the input model: "
+                         f"{outcome['agreement']:.1%} on {outcome['samples']} held-out samples "
+                         f"(needs {top1['threshold']:.0%}): "
+                         f"{'ok' if outcome['passed'] else 'FAILED'}")
+    elif top1:
+        lines.append(f"  top-1 agreement: not checked ({top1['reason']})")
     checked = parity.get("input_shapes") or []
     if checked:
         lines.append(f"  input shapes checked: {'; '.join(shape_set_text(s) for s in checked)}")

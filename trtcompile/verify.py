@@ -1,8 +1,9 @@
 """Numerical parity with Polygraphy: runners, seeded data loading, comparison and tolerances.
 
 Every check compares a *reference* against a *candidate* on the same inputs, output by output, with
-``|candidate - reference| <= atol + rtol * |reference|`` elementwise (Polygraphy's ``simple``
-comparison in ``elemwise`` mode), and reports the maximum absolute and relative error per output.
+``|candidate - reference| <= atol + atol_range * max|reference| + rtol * |reference|`` elementwise
+(Polygraphy's ``simple`` comparison in ``elemwise`` mode, with a per-output ``atol``), and reports the
+maximum absolute and relative error per output.
 An output whose shape or element type changed, or that the candidate does not produce, fails
 with those words instead of error figures.
 
@@ -12,6 +13,10 @@ sign error), or uniformly from a known range (:class:`InputDistribution`, the CL
 ``--data-range``); integer and boolean inputs keep Polygraphy's data loader (values 0 and 1, valid
 indices and masks). Unknown dimensions are checked at two sizes (:data:`DYNAMIC_SIZES`), so a size
 baked into the graph shows.
+
+``atol_range`` (0 by default) scales the absolute bound with each output's range: reduced-precision
+errors grow with the magnitude of the values that flow through the network, so a fixed ``atol`` is
+either too tight for logits in the hundreds or too loose for logits near 1e-3.
 """
 
 from __future__ import annotations
@@ -146,6 +151,8 @@ class ParityResult:
     note: str = ""
     #: How the inputs were drawn (:meth:`InputDistribution.describe`; empty: given by the caller).
     inputs: str = ""
+    #: Fraction of each output's largest magnitude added to ``atol`` (see the module docstring).
+    atol_range: float = 0.0
 
     @property
     def passed(self) -> bool:
@@ -173,6 +180,7 @@ class ParityResult:
             "candidate": self.candidate,
             "atol": self.atol,
             "rtol": self.rtol,
+            "atol_range": self.atol_range,
             "input_shapes": self.input_shapes,
             "inputs": self.inputs,
             "outputs": {name: o.to_dict() for name, o in self.outputs.items()},
@@ -289,7 +297,8 @@ def compare_models(reference: onnx.ModelProto, candidate: onnx.ModelProto, *,
                    input_shapes: Mapping[str, Sequence[int]] | None = None,
                    data: Sequence[Mapping[str, np.ndarray]] | None = None,
                    reference_name: str = "input", candidate_name: str = "optimized",
-                   distribution: InputDistribution | None = None) -> ParityResult:
+                   distribution: InputDistribution | None = None,
+                   atol_range: float = 0.0) -> ParityResult:
     """Run both models on ONNX Runtime with the same inputs and compare every output.
 
     ``data`` is a list of feed dicts; without it, one seeded batch is drawn for the reference
@@ -307,7 +316,7 @@ def compare_models(reference: onnx.ModelProto, candidate: onnx.ModelProto, *,
             iterations.extend(run_model(model, feeds, name)[0][1])
         results.append((name, iterations))
     parity = compare_run_results(results, atol=atol, rtol=rtol, reference_name=reference_name,
-                                 candidate_name=candidate_name)
+                                 candidate_name=candidate_name, atol_range=atol_range)
     parity.input_shapes = {k: list(np.shape(v)) for k, v in feeds_list[0].items()} if feeds_list else {}
     if data is None:
         parity.inputs = f"{(distribution or DEFAULT_DISTRIBUTION).describe()}, seed {seed}"
@@ -315,20 +324,39 @@ def compare_models(reference: onnx.ModelProto, candidate: onnx.ModelProto, *,
 
 
 def compare_run_results(results, *, atol: float, rtol: float, reference_name: str,
-                        candidate_name: str) -> ParityResult:
+                        candidate_name: str, atol_range: float = 0.0) -> ParityResult:
     """Compare two runners' outputs already collected in a Polygraphy ``RunResults``."""
     with quiet_polygraphy():
-        return _parity_from_results(results, atol, rtol, reference_name, candidate_name)
+        return _parity_from_results(results, atol, rtol, reference_name, candidate_name, atol_range)
+
+
+def output_atols(results, reference_name: str, atol: float, atol_range: float) -> dict[str, float]:
+    """Per-output absolute tolerance ``atol + atol_range * max|reference output|`` over every
+    iteration of the reference runner (outputs that are not finite floats keep ``atol``)."""
+    peaks: dict[str, float] = {}
+    for runner_name, iterations in results:
+        if runner_name != reference_name:
+            continue
+        for iteration in iterations:
+            for name, value in iteration.items():
+                array = np.asarray(value)
+                if array.size and array.dtype.kind == "f" and np.isfinite(array).all():
+                    peaks[name] = max(peaks.get(name, 0.0), float(np.abs(array).max()))
+    return {name: atol + atol_range * peak for name, peak in peaks.items()}
 
 
 def _parity_from_results(results, atol: float, rtol: float, reference_name: str,
-                         candidate_name: str) -> ParityResult:
+                         candidate_name: str, atol_range: float = 0.0) -> ParityResult:
     from polygraphy.comparator import Comparator, CompareFunc
 
-    parity = ParityResult(reference=reference_name, candidate=candidate_name, atol=atol, rtol=rtol)
+    per_output = atol
+    if atol_range:
+        per_output = {"": atol, **output_atols(results, reference_name, atol, atol_range)}
+    parity = ParityResult(reference=reference_name, candidate=candidate_name, atol=atol, rtol=rtol,
+                          atol_range=atol_range)
     changes = _changed_outputs(results, reference_name, candidate_name)
     accuracy = Comparator.compare_accuracy(
-        results, compare_func=CompareFunc.simple(atol=atol, rtol=rtol, check_shapes=True))
+        results, compare_func=CompareFunc.simple(atol=per_output, rtol=rtol, check_shapes=True))
     # Polygraphy >= 0.53 returns one AccuracyResult per comparison function; older ones return it.
     per_function = [accuracy] if hasattr(accuracy, "values") else list(accuracy)
     per_pair = [iterations for result in per_function for iterations in result.values()]

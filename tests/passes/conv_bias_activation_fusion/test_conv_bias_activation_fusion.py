@@ -353,8 +353,16 @@ def test_quantize_int8_puts_qdq_on_x_and_w_and_keeps_the_residual_float() -> Non
     graph = ir.import_model(model)
     data = np.random.default_rng(1).normal(0, 1, (32, 8, 6, 6)).astype(np.float32)
     setup = Calibration(data=CalibrationData({"x": data}), progress=False)
-    report = PassManager("conv-bias-activation-fusion,quantize-int8{method=minmax}",
-                         ctx=PassContext(resources={"quantize-int8": setup})).run(graph)
+    # The block's last call writes the graph output: by default quantize-int8 keeps it float
+    # (rule 8); this test is about where Q/DQ go on a quantized residual call.
+    default = PassManager("conv-bias-activation-fusion,quantize-int8{method=minmax}",
+                          ctx=PassContext(resources={"quantize-int8": setup})).run(graph.copy())
+    assert default.records[-1].stats["quantized_fused_conv"] == 1
+    assert [r.reason for r in default.records[-1].rejections] == [
+        "network output layer stays in higher precision"]
+    report = PassManager(
+        "conv-bias-activation-fusion,quantize-int8{method=minmax keep-output-layers=false}",
+        ctx=PassContext(resources={"quantize-int8": setup})).run(graph)
     assert report.records[-1].stats["quantized_fused_conv"] == 2
     call = graph.nodes[-1]
     assert call.op == "ConvBiasAddRelu_k3x3_s1x1_p1x1x1x1_d1x1_g1"

@@ -13,6 +13,7 @@ import numpy as np
 import onnx
 import onnx.helper as oh
 import onnx.numpy_helper as onh
+import onnx_graphsurgeon as gs
 import onnxruntime as ort
 import pytest
 
@@ -107,8 +108,9 @@ def nodes_by_op(model: onnx.ModelProto, op: str) -> list[onnx.NodeProto]:
 @pytest.mark.parametrize("method", ["minmax", "entropy", "percentile"])
 def test_conv_classifier_structure_and_accuracy(method):
     model = conv_classifier()
-    quantized, report, setup = quantize(model, {"x": samples((3, 12, 12), 64, seed=1)},
-                                        pipeline=f"quantize-int8{{method={method}}}")
+    quantized, report, setup = quantize(
+        model, {"x": samples((3, 12, 12), 64, seed=1)},
+        pipeline=f"quantize-int8{{method={method} keep-output-layers=false}}")
     stats = report.records[0].stats
     assert stats["quantized_conv"] == 2 and stats["quantized_gemm"] == 1
     assert stats["qdq_activations"] == 3 and stats["qdq_weights"] == 3
@@ -148,9 +150,42 @@ def test_minmax_scale_is_max_abs_over_calibration_data():
     assert scale == pytest.approx(np.abs(data).max() / 127, rel=1e-6)
 
 
+def test_network_output_layer_stays_in_higher_precision():
+    """Rule 8: the classifier head (Gemm -> graph output, also through Softmax/Flatten) stays float."""
+    model = conv_classifier()
+    quantized, report, _ = quantize(model, {"x": samples((3, 12, 12), 32, seed=2)})
+    record = report.records[0]
+    assert record.stats["quantized_conv"] == 2 and "quantized_gemm" not in record.stats
+    assert [(r.nodes, r.reason) for r in record.rejections] == [
+        (("fc",), "network output layer stays in higher precision")]
+    fc = next(n for n in quantized.graph.node if n.name == "fc")
+    producers = {o: n for n in quantized.graph.node for o in n.output}
+    assert all(name not in producers or producers[name].op_type != "DequantizeLinear"
+               for name in fc.input)
+    # Through a Softmax the head is still the output layer.
+    graph = ir.import_model(conv_classifier())
+    logits = graph.outputs[0]
+    probabilities = gs.Variable("probabilities", np.float32, logits.shape)
+    graph.nodes.append(gs.Node("Softmax", "softmax", attrs={"axis": 1}, inputs=[logits],
+                               outputs=[probabilities]))
+    graph.outputs = [probabilities]
+    _, report, _ = quantize(ir.export_model(graph), {"x": samples((3, 12, 12), 32, seed=2)})
+    assert ("fc",) in [r.nodes for r in report.records[0].rejections]
+
+
+def test_a_layer_feeding_further_matrix_work_is_not_an_output_layer():
+    """Negative of rule 8: fc1 of the MLP feeds fc2, so it is quantized; fc2 is the head."""
+    quantized, report, _ = quantize(mlp(), {"x": samples((32,), 64, seed=4)})
+    record = report.records[0]
+    assert record.stats["quantized_matmul"] == 1
+    assert [(r.nodes, r.reason) for r in record.rejections] == [
+        (("fc2",), "network output layer stays in higher precision")]
+
+
 def test_matmul_weights_quantize_per_output_column():
     model = mlp()
-    quantized, report, _ = quantize(model, {"x": samples((32,), 512, seed=4)})
+    quantized, report, _ = quantize(model, {"x": samples((32,), 512, seed=4)},
+                                    pipeline="quantize-int8{keep-output-layers=false}")
     assert report.records[0].stats["quantized_matmul"] == 2
     initializers = {i.name: onh.to_array(i) for i in quantized.graph.initializer}
     for dq in nodes_by_op(quantized, "DequantizeLinear"):
@@ -175,7 +210,8 @@ def test_shared_activation_gets_one_qdq_pair_and_float_readers_keep_float():
                    [oh.make_tensor_value_info("y", onnx.TensorProto.FLOAT, ["N", 4, 4, 4]),
                     oh.make_tensor_value_info("s", onnx.TensorProto.FLOAT, ["N", 3, 4, 4])],
                    [onh.from_array(w1, "w1"), onh.from_array(w2, "w2")])
-    quantized, report, _ = quantize(model, {"x": samples((3, 4, 4), 32, seed=6)})
+    quantized, report, _ = quantize(model, {"x": samples((3, 4, 4), 32, seed=6)},
+                                    pipeline="quantize-int8{keep-output-layers=false}")
     assert report.records[0].stats["qdq_activations"] == 1
     assert len(nodes_by_op(quantized, "QuantizeLinear")) == 1
     assert next(n for n in quantized.graph.node if n.name == "gate").input[0] == "x"
@@ -211,7 +247,8 @@ def test_opset_below_13_is_rejected():
     model.opset_import[0].version = 12
     quantized, report, _ = quantize(model, {"x": samples((3, 12, 12), 16, seed=8)})
     reasons = {r.reason for r in report.rejections("quantize-int8")}
-    assert reasons == {"opset 12 < 13 has no per-axis DequantizeLinear"}
+    assert reasons == {"opset 12 < 13 has no per-axis DequantizeLinear",
+                       "network output layer stays in higher precision"}
     assert not nodes_by_op(quantized, "QuantizeLinear")
 
 
@@ -222,10 +259,11 @@ def test_cache_is_written_then_reused_without_data(tmp_path):
                                pipeline="quantize-int8{method=percentile percentile=99.9}")
     payload = json.loads(cache.read_text())
     assert payload["method"] == "percentile" and payload["percentile"] == 99.9
-    assert set(payload["ranges"]) == {"x", "r1", "flat"} and payload["num_samples"] == 32
+    # The Gemm head stays float (rule 8): its input "flat" is not calibrated.
+    assert set(payload["ranges"]) == {"x", "r1"} and payload["num_samples"] == 32
     second, report, setup = quantize(model, None, cache_path=cache,
                                      pipeline="quantize-int8{method=percentile percentile=99.9}")
-    assert report.records[0].stats["ranges_from_cache"] == 3
+    assert report.records[0].stats["ranges_from_cache"] == 2
     assert setup.info["source"] == "cache"
     assert {i.name: onh.to_array(i).tobytes() for i in first.graph.initializer} == \
            {i.name: onh.to_array(i).tobytes() for i in second.graph.initializer}
@@ -255,7 +293,7 @@ def test_fused_conv_call_quantizes_as_one_layer():
     quantized, report, _ = quantize(model, {"x": samples((3, 12, 12), 32, seed=11)},
                                     pipeline="conv-bias-activation-fusion,quantize-int8")
     stats = report.records[-1].stats
-    assert stats["quantized_fused_conv"] == 2 and stats["quantized_gemm"] == 1
+    assert stats["quantized_fused_conv"] == 2 and "quantized_gemm" not in stats
     calls = [n for n in quantized.graph.node if n.domain == ir.TRTCOMPILE_DOMAIN]
     assert [n.name for n in calls] == ["conv1", "conv2"]
     producers = {o: n for n in quantized.graph.node for o in n.output}
