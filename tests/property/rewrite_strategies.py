@@ -311,9 +311,8 @@ def motif_pool_conv(b: Builder, x: Value) -> Value:
 def motif_split_concat(b: Builder, x: Value) -> Value:
     n, c, h, w = x.shape
     kind = b.choose(["adjacent", "all", "pair", "nested", "single"])
-    if c < 3:  # room for three pieces
-        x = conv(b, x, 4) if b.dtype != TensorProto.DOUBLE else b.op(
-            "Concat", [x.name] * 4, (n, 4 * c, h, w), axis=1)
+    if c < 3:  # room for three pieces (no Conv here: this motif may share a graph with an If)
+        x = b.op("Concat", [x.name] * 3, (n, 3 * c, h, w), axis=1)
         n, c, h, w = x.shape
     spell = -3 if b.draw(st.booleans()) else 1
     if kind == "pair":
