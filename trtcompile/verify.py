@@ -15,9 +15,8 @@ from typing import Any
 import numpy as np
 import onnx
 
-#: Default tolerances, suited to FP32 rewrites that reorder arithmetic (BatchNorm folding, fusion).
-DEFAULT_ATOL = 1e-4
-DEFAULT_RTOL = 1e-3
+#: Default tolerances (defined in trtcompile.checks, which the command reads without numpy).
+from trtcompile.checks import DEFAULT_ATOL, DEFAULT_RTOL  # noqa: F401 - re-exported
 
 
 @dataclass
