@@ -293,9 +293,10 @@ def pass_options(cls) -> list[tuple[str, str, str]]:
 
 
 def _doc_body(cls) -> str:
-    """The docstring after its first line (the summary)."""
+    """The docstring after its first paragraph (the summary)."""
     doc = inspect.getdoc(cls) or ""
-    return "\n".join(doc.splitlines()[1:]).strip("\n")
+    parts = doc.split("\n\n", 1)
+    return parts[1].strip("\n") if len(parts) > 1 else ""
 
 
 def passes_text(registry) -> str:
