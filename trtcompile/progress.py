@@ -65,8 +65,9 @@ def stage(label: str, requested: bool | str, stream: TextIO | None = None,
     try:  # created inside the try: an interrupt right after the first draw still cleans up
         bar = tqdm(total=None, desc=label, file=stream, leave=False,
                    bar_format="{desc} [{elapsed}]", dynamic_ncols=True)
-        thread = threading.Thread(target=redraw, name="trtcompile-progress", daemon=True)
-        thread.start()
+        worker = threading.Thread(target=redraw, name="trtcompile-progress", daemon=True)
+        worker.start()
+        thread = worker  # only a started thread is joined (an interrupt may land in between)
         yield bar
     finally:
         stop.set()
