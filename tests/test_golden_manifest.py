@@ -212,7 +212,12 @@ BAD_MANIFESTS = [
     ('name = "m"', "path", "missing (required)"),
     ('name = "m"\npath = "models/absent.onnx"', "path", "'models/absent.onnx' not found"),
     ('name = "m"\npath = "conv_branches.onnx"\natol = "tight"', "atol",
-     "expected a non-negative number, got string 'tight'"),
+     "expected a finite non-negative number (nan or inf would switch the check off), got "
+     "string 'tight'"),
+    ('name = "m"\npath = "conv_branches.onnx"\natol = inf', "atol", "got number inf"),
+    ('name = "m"\npath = "conv_branches.onnx"\nrtol = nan', "rtol", "got number nan"),
+    ('name = "m"\npath = "conv_branches.onnx"\nseed = 4294967296', "seed",
+     "expected an integer from 0 to 4294967295, got integer 4294967296"),
     ('name = "m"\npath = "conv_branches.onnx"\nengine = "yes"', "engine", "expected true or false"),
     ('name = "m"\npath = "conv_branches.onnx"\ninput_shapes = { input = [1, 0, 8] }', "input_shapes",
      "input 'input': expected a list of positive integers"),
@@ -257,8 +262,8 @@ def test_bad_entry_line_points_at_the_key(suite: Path) -> None:
         path = "conv_branches.onnx"   # fine
         rtol = -1
         """)
-    with pytest.raises(InputError, match=rf"^{path}:4: model 'm', key 'rtol': expected a "
-                                         r"non-negative number, got integer -1$"):
+    with pytest.raises(InputError, match=rf"^{path}:4: model 'm', key 'rtol': expected a finite "
+                                         r"non-negative number .*, got integer -1$"):
         golden.load_manifest(path)
 
 

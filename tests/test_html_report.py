@@ -151,3 +151,24 @@ def test_rendered_page_screenshot(compiled, tmp_path: Path) -> None:
     width, height = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
     assert (width, height) == (1280, 1600)
     assert len(data) > 50_000  # a rendered page, not a blank one
+
+
+@needs_chromium
+def test_the_engine_table_fits_a_narrow_page(compiled, tmp_path: Path) -> None:
+    """Long layer and node names wrap: no column is clipped at the page's right edge."""
+    _, report = compiled
+    report = json.loads(json.dumps(report))
+    long_nodes = [f"model/block_{i}/branch_{i}/conv2d_with_a_very_long_name_{i}" for i in range(12)]
+    report["engine"]["layers"][1]["onnx_nodes"] = long_nodes
+    report["engine"]["layers"][1]["name"] = "+".join(long_nodes[:4])
+    probe = ("<script>addEventListener('load', () => { const table = document.getElementById("
+             "'engine-layers'); const right = Math.max(...[...table.querySelectorAll('th, td')]"
+             ".map(c => c.getBoundingClientRect().right)); document.body.setAttribute('data-fit',"
+             " right <= document.documentElement.clientWidth + 1 ? 'yes' : 'no ' + right); });"
+             "</script>")
+    page = tmp_path / "narrow.html"
+    page.write_text(html_report.render_html(report).replace("</body>", probe + "</body>"))
+    result = run_chromium("--window-size=700,900", "--dump-dom", page.as_uri(),
+                          profile=tmp_path / "profile")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert 'data-fit="yes"' in result.stdout, re.findall(r'data-fit="[^"]*"', result.stdout)

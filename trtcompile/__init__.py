@@ -10,25 +10,23 @@ The public Python API:
 * :func:`load` - a compiled output folder, ready to run (:mod:`trtcompile.runtime`).
 """
 
-from trtcompile.pass_manager import (
-    DumpInstrument,
-    EngineGuided,
-    FixedPoint,
-    Instrument,
-    Pass,
-    PassContext,
-    PassManager,
-    PassRegistry,
-    PassResult,
-    PipelineReport,
-    VerifyInstrument,
-    default_registry,
-    parse_pipeline,
-    print_pipeline,
-    run_pipeline,
-)
+import importlib
 
 __version__ = "0.1.0"
+
+#: Public names and the module each comes from. They are imported on first use (PEP 562) so that
+#: ``trtcompile --help`` and ``--version`` import neither onnx nor numpy.
+_EXPORTS = {
+    **dict.fromkeys(
+        ("DumpInstrument", "EngineGuided", "FixedPoint", "Instrument", "Pass", "PassContext", "PassManager",
+         "PassRegistry", "PassResult", "PipelineReport", "VerifyInstrument", "default_registry",
+         "parse_pipeline", "print_pipeline", "run_pipeline"), "trtcompile.pass_manager"),
+    "Converter": "trtcompile.converter",
+    "CompileOptions": "trtcompile.compiler",
+    "compile_model": "trtcompile.compiler",
+}
+
+__all__ = [*_EXPORTS, "__version__", "load"]
 
 
 def load(folder, *, device: str = "auto"):
@@ -38,8 +36,15 @@ def load(folder, *, device: str = "auto"):
 
     return load_compiled(folder, device=device)
 
-__all__ = [
-    "DumpInstrument", "EngineGuided", "FixedPoint", "Instrument", "Pass", "PassContext", "PassManager",
-    "PassRegistry", "PassResult", "PipelineReport", "VerifyInstrument", "default_registry",
-    "parse_pipeline", "print_pipeline", "run_pipeline", "__version__", "load",
-]
+
+def __getattr__(name: str):
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'trtcompile' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_EXPORTS])

@@ -22,7 +22,7 @@ import hashlib
 import json
 import math
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,6 +31,7 @@ import numpy as np
 import onnx
 
 from trtcompile import ir
+from trtcompile import progress as progress_display
 from trtcompile.errors import InputError
 from trtcompile.shapes import format_dims
 
@@ -272,6 +273,55 @@ def _read_arrays(path: Path, single_input: str | None) -> dict[str, np.ndarray]:
         return {name: loaded[name] for name in loaded.files}
 
 
+def calibration_data(samples: Any, model: onnx.ModelProto, *,
+                     aliases: Mapping[str, str] | None = None,
+                     min_samples: int = MIN_SAMPLES) -> CalibrationData:
+    """Calibration samples from memory rather than files: an array (single-input model), a dict
+    of arrays by input name, or batches from an iterable, a generator or a function returning one
+    (TF-TRT's ``calibration_input_fn``), each batch an array, a tuple/list of arrays in the model's
+    input order, or a dict. Batches are concatenated along the sample axis and validated against
+    the model's inputs. ``aliases`` maps other names of the inputs (TensorFlow signature keys) to
+    the model's."""
+    specs = model_input_specs(model)
+    names = [spec.name for spec in specs]
+    aliases = dict(aliases or {})
+
+    def named(batch: Any, index: int) -> dict[str, np.ndarray]:
+        if isinstance(batch, Mapping):
+            unknown = [key for key in batch if key not in names and key not in aliases]
+            if unknown:
+                raise InputError(f"calibration batch {index} names {', '.join(map(repr, unknown))}"
+                                 f", not an input of the model (inputs: {', '.join(names)})")
+            return {aliases.get(key, key): np.asarray(value) for key, value in batch.items()}
+        values = list(batch) if isinstance(batch, (tuple, list)) else [batch]
+        if len(values) != len(names):
+            raise InputError(f"calibration batch {index} has {len(values)} array(s); the model has "
+                             f"{len(names)} input(s) ({', '.join(names)})")
+        return {name: np.asarray(value) for name, value in zip(names, values)}
+
+    if callable(samples):
+        samples = samples()
+    if isinstance(samples, (np.ndarray, Mapping)) or hasattr(samples, "__array__"):
+        batches = [named(samples, 0)]
+    else:
+        try:
+            batches = [named(batch, index) for index, batch in enumerate(samples)]
+        except TypeError:
+            raise InputError(f"calibration samples: expected arrays, a dict of arrays or an "
+                             f"iterable of batches, got {type(samples).__name__}") from None
+    if not batches:
+        raise InputError("calibration samples: the input function yielded no batch")
+    arrays = {}
+    for name in batches[0]:
+        try:
+            arrays[name] = np.concatenate([batch[name] for batch in batches], axis=0)
+        except (KeyError, ValueError) as exc:
+            raise InputError(f"calibration samples of '{name}': batches disagree ({exc})") from None
+    data = CalibrationData(arrays, source="calibration_input_fn")
+    data.validate(specs, min_samples=min_samples)
+    return data
+
+
 def load_calibration_data(path: str | Path, model: onnx.ModelProto,
                           min_samples: int = MIN_SAMPLES) -> CalibrationData:
     """Read calibration samples for ``model`` from an .npz, an .npy or a folder of them.
@@ -502,7 +552,7 @@ def collect_ranges(model: onnx.ModelProto, tensor_names: Sequence[str], data: Ca
     total = data.num_batches(size, max_batches)
     names = list(tensor_names)
     with tqdm(total=total, desc="calibrating", unit="batch", file=sys.stderr,
-              disable=None if progress else True, leave=False) as bar:
+              disable=progress_display.tqdm_disable(progress), leave=False) as bar:
         for feed in data.batches(size, max_batches):
             for name, values in zip(names, session.run(names, feed)):
                 statistics[name].add(values)

@@ -9,9 +9,14 @@
     trtcompile run OUT --inputs X.npz [-o Y.npz]  run a compiled model
     trtcompile --version
 
-Errors the user can act on (:class:`trtcompile.errors.TrtcompileError`) print one line,
-``trtcompile: error: ...``, and exit with their code (2 bad input, 1 check failed, 3 backend,
-4 pass failed, 5 bisect found nothing failing); any other exception is a bug and keeps its traceback.
+Exit codes mean one thing each (:mod:`trtcompile.errors`): 0 ok, 1 a check failed, 2 unusable
+input (a flag, the model, a file), 3 TensorRT could not build, 4 a pass failed, 5 bisect found
+nothing failing, 130 interrupted (SIGINT or SIGTERM; nothing is written), 70 an internal error.
+Errors the user can act on print one line, ``trtcompile: error: ...``; an internal error (a bug) prints one line saying where its
+traceback was written.
+
+Only the standard library is imported at module level: ``--help`` and ``--version`` must be
+instant, so every stage imports what it needs when it runs.
 """
 
 from __future__ import annotations
@@ -20,11 +25,13 @@ import argparse
 import dataclasses
 import inspect
 import sys
+import tempfile
+import traceback
 import typing
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
-from trtcompile import __version__, verify
-from trtcompile.errors import InputError, TrtcompileError
+from trtcompile import __version__, checks, interrupts
+from trtcompile.errors import EXIT_BAD_INPUT, EXIT_INTERNAL, InputError, Interrupted, TrtcompileError
 
 
 # --------------------------------------------------------------------------------------------
@@ -32,30 +39,33 @@ from trtcompile.errors import InputError, TrtcompileError
 # --------------------------------------------------------------------------------------------
 
 
-def parse_input_shapes(values: Sequence[str]) -> dict[str, list[int]]:
-    """``--input-shape`` values (``name:1x224x224x3``, repeatable or comma-separated) to a dict.
+def parse_input_shapes(values: Sequence[str], flag: str = "--input-shape") -> dict[str, list[int]]:
+    """``--input-shape``/``--shapes`` values (``name:1x224x224x3`` or ``name:[1,224,224,3]``,
+    repeatable or comma-separated) to a dict.
 
     The name is everything before the last colon, so TensorFlow names (``input_1:0``) work.
     """
+    from trtcompile.shapes import parse_shape_spec
+
     shapes: dict[str, list[int]] = {}
     for value in values:
-        for item in (part.strip() for part in value.split(",")):
-            if not item:
-                continue
-            name, sep, dims = item.rpartition(":")
-            if not sep or not name or not dims:
-                raise InputError(f"--input-shape '{item}': expected NAME:DIMS such as input:1x224x224x3")
-            try:
-                shape = [int(d) for d in dims.lower().split("x")]
-            except ValueError:
-                raise InputError(f"--input-shape '{item}': dimensions must be integers separated "
-                                 "by 'x', such as 1x224x224x3") from None
-            if any(d <= 0 for d in shape):
-                raise InputError(f"--input-shape '{item}': dimensions must be positive")
+        if not value.strip():
+            continue
+        for name, shape in parse_shape_spec(value, flag).items():
             if name in shapes:
-                raise InputError(f"--input-shape gives '{name}' twice")
-            shapes[name] = shape
+                raise InputError(f"{flag} gives '{name}' twice")
+            shapes[name] = list(shape)
     return shapes
+
+
+def parse_memory_pool(text: str) -> int:
+    """trtexec's ``--memPoolSize workspace:1024M`` (MiB without a suffix) to bytes; only the
+    workspace pool is a builder option here."""
+    pool, sep, size = text.rpartition(":")
+    if sep and pool.strip().lower() != "workspace":
+        raise InputError(f"--memPoolSize {text}: only the workspace pool can be limited "
+                         "(workspace:SIZE)")
+    return checks.parse_size("--memPoolSize", size, default_unit=2**20)
 
 
 def parse_names(values: Sequence[str]) -> tuple[str, ...]:
@@ -69,7 +79,8 @@ def parse_names(values: Sequence[str]) -> tuple[str, ...]:
 
 
 def _stderr(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
+    sys.stderr.write(message + "\n")  # one write: an interrupt cannot split the line
+    sys.stderr.flush()
 
 
 def shape_options(args: argparse.Namespace):
@@ -92,17 +103,15 @@ def compile_options(args: argparse.Namespace):
     from trtcompile.compiler import CompileOptions
     from trtcompile.frontend import FrontendOptions
 
-    if args.atol < 0 or args.rtol < 0:
-        raise InputError("--atol and --rtol must not be negative")
     data_range = None
     if args.data_range is not None:
+        from trtcompile import verify
+
         distribution = verify.InputDistribution.parse(args.data_range)
         data_range = (distribution.low, distribution.high)
-    if args.opset is not None and args.opset < 1:
-        raise InputError(f"--opset {args.opset}: expected a positive opset version")
     frontend = FrontendOptions(
         signature=args.signature,
-        input_shapes=parse_input_shapes(args.input_shape),
+        input_shapes=parse_input_shapes(args.input_shape, "--input-shape/--shapes"),
         inputs_as_nchw=parse_names(args.inputs_as_nchw),
         opset=args.opset,
         outputs=parse_names(args.outputs),
@@ -115,14 +124,40 @@ def compile_options(args: argparse.Namespace):
         engine=not args.no_engine,
         engine_parity=args.engine_parity,
         dump_after_each=args.dump_after_each, verify_after_each=args.verify_after_each,
-        frontend=frontend, progress=not (args.no_progress or args.quiet),
+        frontend=frontend, progress=progress_request(args),
         shapes=shape_options(args),
         report_json=args.report_json, example=args.example,
         log=None if args.quiet else _stderr, report_html=args.report_html,
         precision=args.precision, calib_data=args.calib_data, calib_method=args.calib_method,
         calib_cache=args.calib_cache, calib_batches=args.calib_batches,
         **partition_options(args),
+        workspace_bytes=args.workspace_bytes, verbose=args.verbose, save_engine=args.save_engine,
     )
+
+
+def progress_request(args: argparse.Namespace) -> bool | str:
+    """``progress`` of the options: off under -q/--no-progress, ``"always"`` with --progress, else
+    on terminals only (see :mod:`trtcompile.progress`)."""
+    from trtcompile.progress import ALWAYS
+
+    if args.quiet or args.no_progress:
+        return False
+    return ALWAYS if getattr(args, "progress", False) else True
+
+
+def model_argument(args: argparse.Namespace) -> str | None:
+    """MODEL, given as the positional argument or as trtexec's --onnx (not both)."""
+    if args.model is not None and args.onnx is not None and args.model != args.onnx:
+        raise InputError(f"two models given: {args.model} and --onnx {args.onnx}; give one")
+    return args.model if args.model is not None else args.onnx
+
+
+def quiet_libraries() -> None:
+    """Under -q, only errors: Polygraphy's own log lines (it prints to stdout) are turned off for
+    the rest of the run."""
+    from polygraphy.logger import G_LOGGER
+
+    G_LOGGER.module_severity = G_LOGGER.ERROR
 
 
 def partition_options(args: argparse.Namespace) -> dict:
@@ -134,16 +169,13 @@ def partition_options(args: argparse.Namespace) -> dict:
 
 def check_why_not(names: Sequence[str], options) -> None:
     """Refuse ``--why-not`` names that are not passes of the pipeline, before compiling."""
-    from trtcompile.compiler import build_registry, precision_pipeline
+    from trtcompile.compiler import build_registry, with_precision_pass
     from trtcompile.pass_manager import iter_passes, parse_pipeline
 
     if not names:
         return
     registry = build_registry(options.pass_modules)
-    pipeline = parse_pipeline(options.pipeline, registry)
-    precision_text = precision_pipeline(options)
-    if precision_text:
-        pipeline = (*pipeline, *parse_pipeline(precision_text, registry))
+    pipeline = with_precision_pass(parse_pipeline(options.pipeline, registry), options, registry)
     running = {p.name for p in iter_passes(pipeline)}
     for name in names:
         if name not in registry:
@@ -159,10 +191,13 @@ def run_compile(args: argparse.Namespace) -> int:
     from trtcompile import report
     from trtcompile.compiler import compile_model
 
+    model = model_argument(args)
     options = compile_options(args)
     why_not = parse_names(args.why_not)
     check_why_not(why_not, options)
-    result = compile_model(args.model, args.output, options)
+    if args.quiet:
+        quiet_libraries()
+    result = compile_model(model, args.output, options)
     if not args.quiet:
         sys.stdout.write(report.render(result.report, str(args.output)))
         sys.stdout.flush()
@@ -327,9 +362,10 @@ def pass_options(cls) -> list[tuple[str, str, str]]:
 
 
 def _doc_body(cls) -> str:
-    """The docstring after its first line (the summary)."""
+    """The docstring after its first paragraph (the summary)."""
     doc = inspect.getdoc(cls) or ""
-    return "\n".join(doc.splitlines()[1:]).strip("\n")
+    parts = doc.split("\n\n", 1)
+    return parts[1].strip("\n") if len(parts) > 1 else ""
 
 
 def passes_text(registry) -> str:
@@ -439,11 +475,42 @@ def run_bisect(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------------------------
 
 
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse with one-line errors: what is wrong, and where the usage is (``--help``), rather
+    than the whole usage block."""
+
+    def error(self, message: str) -> typing.NoReturn:
+        self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+
+def flag_value(parse: Callable[[str], typing.Any], check: Callable[[str, typing.Any], typing.Any],
+               flag: str, kind: str) -> Callable[[str], typing.Any]:
+    """An argparse ``type``: ``parse`` the text, then validate it with a :mod:`trtcompile.checks`
+    function, so a value out of range is refused as a flag error before any work."""
+
+    def convert(text: str):
+        try:
+            value = parse(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {kind}") from None
+        except InputError as exc:
+            raise argparse.ArgumentTypeError(str(exc).removeprefix(f"{flag} ")) from None
+        try:
+            return check(flag, value)
+        except InputError as exc:  # argparse names the flag already
+            raise argparse.ArgumentTypeError(str(exc).removeprefix(f"{flag} ")) from None
+
+    convert.__name__ = kind  # argparse names the type in some messages
+    return convert
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``trtcompile`` command and its subcommands."""
     from trtcompile.examples import DEFAULT_EXAMPLE, EXAMPLES
 
-    parser = argparse.ArgumentParser(
+    tolerance = {flag: flag_value(float, checks.tolerance, flag, "a number")
+                 for flag in ("--atol", "--rtol")}
+    parser = ArgumentParser(
         prog="trtcompile",
         description="Compile TensorFlow and ONNX models to TensorRT engines through explicit, "
                     "inspectable graph passes.")
@@ -457,8 +524,12 @@ def build_parser() -> argparse.ArgumentParser:
     compile_.add_argument("model", nargs="?", metavar="MODEL",
                           help=".onnx file, TensorFlow SavedModel folder, .keras/.h5 file or "
                                "frozen .pb graph (default: the built-in example)")
+    compile_.add_argument("--onnx", metavar="MODEL", default=None,
+                          help="MODEL given as a flag (trtexec's spelling)")
     compile_.add_argument("-o", "--output", default="out", metavar="OUT",
                           help="output folder (default: out)")
+    compile_.add_argument("--save-engine", "--saveEngine", metavar="PATH", default=None,
+                          help="also write the engine plan to PATH (trtexec's --saveEngine)")
     compile_.add_argument("--pipeline", default="default", metavar="TEXT",
                           help="pass pipeline text (default: the default pipeline; see "
                                "'trtcompile passes')")
@@ -468,11 +539,15 @@ def build_parser() -> argparse.ArgumentParser:
                                "(or as many, at no more MACs) compute layers")
     compile_.add_argument("--pass-module", action="append", default=[], metavar="FILE",
                           help="Python file defining passes to register (repeatable)")
-    compile_.add_argument("--atol", type=float, default=verify.DEFAULT_ATOL,
-                          help=f"parity absolute tolerance (default {verify.DEFAULT_ATOL:g})")
-    compile_.add_argument("--rtol", type=float, default=verify.DEFAULT_RTOL,
-                          help=f"parity relative tolerance (default {verify.DEFAULT_RTOL:g})")
-    compile_.add_argument("--seed", type=int, default=0, help="seed of the parity inputs (default 0)")
+    compile_.add_argument("--atol", type=tolerance["--atol"], default=checks.DEFAULT_ATOL,
+                          help=f"parity absolute tolerance, finite and >= 0 "
+                               f"(default {checks.DEFAULT_ATOL:g})")
+    compile_.add_argument("--rtol", type=tolerance["--rtol"], default=checks.DEFAULT_RTOL,
+                          help=f"parity relative tolerance, finite and >= 0 "
+                               f"(default {checks.DEFAULT_RTOL:g})")
+    compile_.add_argument("--seed", type=flag_value(int, checks.seed, "--seed", "an integer"),
+                          default=0, help=f"seed of the parity inputs, 0 to {checks.MAX_SEED} "
+                                          "(default 0)")
     compile_.add_argument("--data-range", metavar="LO,HI", default=None,
                           help="known range of the model's floating-point inputs: parity draws "
                                "them uniformly in [LO, HI) (default: standard normal); integer "
@@ -499,17 +574,27 @@ def build_parser() -> argparse.ArgumentParser:
                           help=f"built-in example to compile when MODEL is not given "
                                f"(default {DEFAULT_EXAMPLE})")
     compile_.add_argument("-q", "--quiet", action="store_true",
-                          help="print errors only (no progress, no tables)")
-    compile_.add_argument("--no-progress", action="store_true", help="no progress bars")
+                          help="print errors only (no progress, no tables, no log lines)")
+    compile_.add_argument("--progress", action="store_true",
+                          help="show progress even when stderr is not a terminal (by default it "
+                               "shows on terminals only)")
+    compile_.add_argument("--no-progress", action="store_true", help="no progress on stderr")
+    compile_.add_argument("--verbose", action="store_true",
+                          help="also show TensorRT's whole log (every severity) while building")
     frontend = compile_.add_argument_group("TensorFlow lowering")
     frontend.add_argument("--signature", default="serving_default",
                           help="SavedModel signature to lower (default serving_default)")
-    frontend.add_argument("--input-shape", action="append", default=[], metavar="NAME:DIMS",
-                          help="fix an input's shape, e.g. input:1x224x224x3 (repeatable or "
-                               "comma-separated); also applies to ONNX models")
+    frontend.add_argument("--input-shape", "--shapes", dest="input_shape", action="append",
+                          default=[], metavar="NAME:DIMS",
+                          help="fix an input's shape, e.g. input:1x224x224x3 or Polygraphy's "
+                               "input:[1,224,224,3] (repeatable or comma-separated); also applies "
+                               "to ONNX models. --shapes is trtexec's spelling")
     frontend.add_argument("--inputs-as-nchw", action="append", default=[], metavar="NAMES",
                           help="inputs to take as NCHW (comma-separated)")
-    frontend.add_argument("--opset", type=int, default=None, help="ONNX opset to lower to")
+    frontend.add_argument("--opset", default=None,
+                          type=flag_value(int, checks.opset, "--opset", "an integer"),
+                          help=f"ONNX opset to lower to ({checks.MIN_OPSET} to "
+                               f"{checks.MAX_OPSET})")
     frontend.add_argument("--outputs", action="append", default=[], metavar="NAMES",
                           help="output tensor names of a frozen graph (comma-separated)")
     frontend.add_argument("--lowering", choices=("faithful", "tf2onnx-optimized"),
@@ -520,10 +605,12 @@ def build_parser() -> argparse.ArgumentParser:
         "dynamic shapes", "optimization profiles for inputs with unknown dimensions (see "
         "docs/shapes.md); without them an unknown batch dimension defaults to 1")
     for bound, meaning in (("min", "smallest"), ("opt", "tuned-for"), ("max", "largest")):
-        dynamic.add_argument(f"--{bound}-shapes", action="append", default=[], metavar="SPEC",
+        dynamic.add_argument(f"--{bound}-shapes", f"--{bound}Shapes", action="append", default=[],
+                             dest=f"{bound}_shapes", metavar="SPEC",
                              help=f"{meaning} input shapes of a profile, trtexec's spelling "
-                                  "name:1x3x224x224,other:1x16; the k-th occurrence of each of "
-                                  "--min/opt/max-shapes forms profile k")
+                                  "name:1x3x224x224,other:1x16 (or Polygraphy's name:[1,3,224,224]); "
+                                  "the k-th occurrence of each of --min/opt/max-shapes forms "
+                                  f"profile k. --{bound}Shapes is trtexec's spelling")
     dynamic.add_argument("--profiles", metavar="FILE",
                          help="TOML or JSON file of optimization profiles")
     dynamic.add_argument("--profile-strategy", choices=("range", "optimal", "range+optimal"),
@@ -535,9 +622,14 @@ def build_parser() -> argparse.ArgumentParser:
                               "('input:1x224x224x3;input:8x224x224x3'), or @FILE")
     precision = compile_.add_argument_group("precision")
     precision.add_argument("--precision", choices=("fp32", "fp16", "int8"), default="fp32",
-                           help="precision written into the graph: fp16 appends precision-fp16, "
-                                "int8 appends quantize-int8 (default fp32); parity tolerances "
-                                "follow unless --atol/--rtol are given")
+                           help="precision written into the graph: fp16 runs precision-fp16, "
+                                "int8 runs quantize-int8 (default fp32); when --pipeline already "
+                                "has that pass, its options are kept. Parity tolerances follow "
+                                "unless --atol/--rtol are given")
+    precision.add_argument("--fp16", dest="precision", action="store_const", const="fp16",
+                           help="--precision fp16 (trtexec's spelling)")
+    precision.add_argument("--int8", dest="precision", action="store_const", const="int8",
+                           help="--precision int8 (trtexec's spelling)")
     precision.add_argument("--calib-data", metavar="PATH",
                            help="INT8 calibration samples: .npz mapping input names to arrays "
                                 "whose first axis is the sample axis, .npy for a single-input "
@@ -548,9 +640,26 @@ def build_parser() -> argparse.ArgumentParser:
     precision.add_argument("--calib-cache", metavar="FILE",
                            help="JSON of computed ranges: reused if it matches the model, written "
                                 "after calibrating")
-    precision.add_argument("--calib-batches", type=int, default=0, metavar="N",
+    precision.add_argument("--calib-batches", default=0, metavar="N",
+                           type=flag_value(int, checks.count, "--calib-batches", "an integer"),
                            help="calibrate on at most N batches (default 0: all samples)")
     add_partition_flags(compile_)
+    builder = compile_.add_argument_group("TensorRT builder")
+    builder.add_argument("--workspace-size", dest="workspace_bytes", default=None, metavar="SIZE",
+                         type=flag_value(lambda text: checks.parse_size("--workspace-size", text),
+                                         checks.workspace_bytes, "--workspace-size", "a size"),
+                         help="limit of the builder's workspace memory pool: bytes, or with a "
+                              "K, M or G suffix (1G, 512M); default TensorRT's")
+    builder.add_argument("--workspace", dest="workspace_bytes", metavar="MIB",
+                         type=flag_value(lambda text: checks.parse_size("--workspace", text,
+                                                                        default_unit=2**20),
+                                         checks.workspace_bytes, "--workspace", "a size"),
+                         help="--workspace-size in MiB (trtexec's older spelling)")
+    builder.add_argument("--memPoolSize", dest="workspace_bytes", metavar="workspace:SIZE",
+                         type=flag_value(parse_memory_pool, checks.workspace_bytes,
+                                         "--memPoolSize", "a pool size"),
+                         help="trtexec's spelling: workspace:SIZE, SIZE in MiB or with a K, M or "
+                              "G suffix (workspace:1024M)")
     compile_.set_defaults(handler=run_compile)
 
     golden_ = commands.add_parser(
@@ -601,11 +710,15 @@ def build_parser() -> argparse.ArgumentParser:
                          help="bisect the graph segment that makes the TensorRT build fail")
     bisect_.add_argument("--no-engine", action="store_true",
                          help="judge on parity only (no TensorRT build per step)")
-    bisect_.add_argument("--atol", type=float, default=verify.DEFAULT_ATOL,
-                         help=f"parity absolute tolerance (default {verify.DEFAULT_ATOL:g})")
-    bisect_.add_argument("--rtol", type=float, default=verify.DEFAULT_RTOL,
-                         help=f"parity relative tolerance (default {verify.DEFAULT_RTOL:g})")
-    bisect_.add_argument("--seed", type=int, default=0, help="seed of the parity inputs (default 0)")
+    bisect_.add_argument("--atol", type=tolerance["--atol"], default=checks.DEFAULT_ATOL,
+                         help=f"parity absolute tolerance, finite and >= 0 "
+                              f"(default {checks.DEFAULT_ATOL:g})")
+    bisect_.add_argument("--rtol", type=tolerance["--rtol"], default=checks.DEFAULT_RTOL,
+                         help=f"parity relative tolerance, finite and >= 0 "
+                              f"(default {checks.DEFAULT_RTOL:g})")
+    bisect_.add_argument("--seed", type=flag_value(int, checks.seed, "--seed", "an integer"),
+                         default=0, help=f"seed of the parity inputs, 0 to {checks.MAX_SEED} "
+                                         "(default 0)")
     bisect_.add_argument("--input-shape", action="append", default=[], metavar="NAME:DIMS",
                          help="fix an input's shape, e.g. input:1x3x224x224 (repeatable)")
     bisect_.add_argument("-q", "--quiet", action="store_true", help="print the verdict only")
@@ -661,8 +774,8 @@ def run_run(args: argparse.Namespace) -> int:
 
 def add_run_command(commands) -> None:
     """The ``trtcompile run`` subcommand."""
-    from trtcompile.runtime import DEVICES
-
+    # trtcompile.runtime.DEVICES, spelled here so that building the parser imports no numpy
+    devices = ("auto", "tensorrt", "onnxruntime")
     run = commands.add_parser(
         "run", help="run a compiled model on inputs from an .npz file",
         description="Run the output folder of 'trtcompile compile': engines on TensorRT where a "
@@ -672,7 +785,7 @@ def add_run_command(commands) -> None:
                      help=".npz file mapping input names to arrays")
     run.add_argument("-o", "--output", metavar="NPZ", default=None,
                      help="write the outputs to this .npz file")
-    run.add_argument("--device", choices=DEVICES, default="auto",
+    run.add_argument("--device", choices=devices, default="auto",
                      help="auto (default): TensorRT when the engines can run here, else ONNX "
                           "Runtime; tensorrt: fail when they cannot; onnxruntime")
     run.set_defaults(handler=run_run)
@@ -694,17 +807,41 @@ def add_partition_flags(compile_: argparse.ArgumentParser) -> None:
                        help="dry run: plan the partition and write the report, build no engine")
 
 
+def write_traceback(exc: BaseException) -> str | None:
+    """Write the traceback of an internal error to a new file in the system's temporary folder
+    (never into the output folder, which must not hold partial results); its path, or None."""
+    try:
+        with tempfile.NamedTemporaryFile("w", prefix="trtcompile-traceback-", suffix=".txt",
+                                         delete=False, encoding="utf-8") as file:
+            file.write(f"trtcompile {__version__}\nargv: {sys.argv!r}\n\n")
+            file.write("".join(traceback.format_exception(exc)))
+            return file.name
+    except OSError:
+        return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``trtcompile`` console script; returns the exit code."""
     args = build_parser().parse_args(argv)
-    try:
-        return args.handler(args)
-    except TrtcompileError as exc:
-        _stderr(f"trtcompile: error: {exc}")
-        return exc.exit_code
-    except KeyboardInterrupt:
-        _stderr("trtcompile: interrupted")
-        return 130
+    with interrupts.handled():
+        try:
+            return args.handler(args)
+        except TrtcompileError as exc:
+            _stderr(f"trtcompile: error: {exc}")
+            return exc.exit_code
+        except KeyboardInterrupt:
+            error = Interrupted(interrupts.received() or "SIGINT")
+            _stderr(f"trtcompile: {error}")
+            return error.exit_code
+        except Exception as exc:  # noqa: BLE001 - a bug: one line here, the traceback in a file
+            where = write_traceback(exc)
+            summary = " ".join(f"{type(exc).__name__}: {exc}".split())[:300]
+            if where is None:
+                traceback.print_exception(exc, file=sys.stderr)
+                where = "stderr (no temporary file could be written)"
+            _stderr(f"trtcompile: internal error (a bug, please report it): {summary}; "
+                    f"traceback written to {where}")
+            return EXIT_INTERNAL
 
 
 if __name__ == "__main__":

@@ -43,12 +43,14 @@ import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 
-from trtcompile import ir, verify
+from trtcompile import checks, ir, verify
+from trtcompile import progress as progress_display
 from trtcompile.errors import CheckFailed, InputError, TrtcompileError
 from trtcompile.frontend import FrontendOptions, LoadedModel
 from trtcompile.shapes import ProfilePlan, ShapeOptions, format_shape_set
 from trtcompile.pass_manager import (
     DumpInstrument,
+    FixedPoint,
     Instrument,
     Pass,
     PassContext,
@@ -58,6 +60,7 @@ from trtcompile.pass_manager import (
     PipelineReport,
     VerifyInstrument,
     default_registry,
+    iter_passes,
     parse_pipeline,
 )
 
@@ -111,8 +114,9 @@ class CompileOptions:
     frontend: FrontendOptions = field(default_factory=FrontendOptions)
     #: Optimization profiles: explicit, from a file, or by a strategy (see docs/shapes.md).
     shapes: ShapeOptions = field(default_factory=ShapeOptions)
-    #: Progress bars on stderr (passes, engine build).
-    progress: bool = True
+    #: Progress on stderr (lowering, passes, parity, calibration, engine build): True when stderr is
+    #: a terminal, ``"always"`` also when it is not, False never (see :mod:`trtcompile.progress`).
+    progress: bool | str = True
     #: Also write the report here (besides ``<output>/report.json``).
     report_json: str | Path | None = None
     #: Also write the report as one self-contained HTML page here.
@@ -121,11 +125,13 @@ class CompileOptions:
     example: str | None = None
     #: Receives one line per stage ("loading ...", "building engine ..."); None: silent.
     log: Callable[[str], None] | None = None
-    #: Precision written into the graph: ``fp32`` (as is), ``fp16`` (appends ``precision-fp16``),
-    #: ``int8`` (appends ``quantize-int8``, calibrated on ``calib_data``).
+    #: Precision written into the graph: ``fp32`` (as is), ``fp16`` (``precision-fp16``), ``int8``
+    #: (``quantize-int8``, calibrated on ``calib_data``). The pass is appended to the pipeline
+    #: unless the pipeline already runs it, whose options are then kept (see with_precision_pass).
     precision: str = "fp32"
-    #: INT8 calibration samples: .npz (input name -> samples), .npy (single input) or a folder.
-    calib_data: str | Path | None = None
+    #: INT8 calibration samples: .npz (input name -> samples), .npy (single input) or a folder;
+    #: or samples in memory (:func:`trtcompile.calibration.calibration_data`).
+    calib_data: Any = None
     #: INT8 calibration method: entropy, minmax or percentile.
     calib_method: str = "entropy"
     #: File of computed ranges: reused when it matches the model, written after calibrating.
@@ -139,6 +145,12 @@ class CompileOptions:
     exclude_ops: tuple[str, ...] = ()
     #: Dry run of partitioning: the plan and the report, no engines.
     partition_only: bool = False
+    #: Limit of TensorRT's builder workspace memory pool in bytes (None: TensorRT's default).
+    workspace_bytes: int | None = None
+    #: Show TensorRT's whole log (every severity) on stderr while building.
+    verbose: bool = False
+    #: Also write the engine plan here (trtexec's ``--saveEngine``), besides ``<output>``.
+    save_engine: str | Path | None = None
 
 
 def input_distribution(options: CompileOptions) -> verify.InputDistribution:
@@ -349,6 +361,11 @@ def check_output_location(output_dir: Path, source: Path | None,
         raise InputError(f"cannot create output folder {output_dir}: {ancestor} is not a folder")
     if not os.access(ancestor, os.W_OK | os.X_OK):
         raise InputError(f"cannot write to {ancestor} (permission denied); choose another -o folder")
+    try:  # access() says yes to root everywhere; /proc, read-only mounts: try for real
+        os.rmdir(tempfile.mkdtemp(prefix=".trtcompile-probe.", dir=ancestor))
+    except OSError as exc:
+        raise InputError(f"cannot write to {ancestor} ({exc.strerror or exc}); choose another "
+                         "output folder") from None
     if source is None or not source.exists():
         return
     source_real = source.resolve()
@@ -361,6 +378,19 @@ def check_output_location(output_dir: Path, source: Path | None,
         if target.resolve() == source_real:
             raise InputError(f"writing {target} would overwrite the input model; choose another "
                              "output folder")
+
+
+def check_numbers(options: CompileOptions) -> None:
+    """Refuse numeric options out of range (InputError naming the flag) before any work: a nan or
+    infinite tolerance would switch parity off while it reports "passed"."""
+    checks.tolerance("--atol", options.atol)
+    checks.tolerance("--rtol", options.rtol)
+    checks.seed("--seed", options.seed)
+    checks.count("--calib-batches", options.calib_batches)
+    checks.workspace_bytes("--workspace-size", options.workspace_bytes)
+    checks.count("min_segment_size", options.min_segment_size, minimum=1)
+    if options.frontend.opset is not None:
+        checks.opset("--opset", options.frontend.opset)
 
 
 def check_engine_parity_mode(options: CompileOptions) -> None:
@@ -378,6 +408,9 @@ def load_source(source: str | Path | None, options: CompileOptions) -> LoadedMod
     """Load the model (or build the built-in example)."""
     from trtcompile import frontend
 
+    if options.progress != options.frontend.progress:  # the frontend shows lowering's progress
+        options = dataclasses.replace(
+            options, frontend=dataclasses.replace(options.frontend, progress=options.progress))
     if source is None:
         from trtcompile import examples
 
@@ -388,12 +421,14 @@ def load_source(source: str | Path | None, options: CompileOptions) -> LoadedMod
 class ProgressInstrument(Instrument):
     """A progress bar on stderr advancing once per pass run, showing the pass running."""
 
-    def __init__(self, total: int):
+    def __init__(self, total: int, requested: bool | str = True):
         from tqdm import tqdm
 
-        # disable=None: no bar when stderr is not a terminal (logs, CI), where it is only noise.
+        from trtcompile import progress
+
+        # No bar when stderr is not a terminal (logs, CI), where it is only noise, unless asked.
         self.bar = tqdm(total=total, desc="passes", unit="pass", leave=False, dynamic_ncols=True,
-                        disable=None)
+                        disable=progress.tqdm_disable(requested))
 
     def before_pass(self, pass_: Pass, graph: gs.Graph, ctx: PassContext, index: int) -> None:
         if index > self.bar.total:  # fixed-point groups run more passes than the pipeline lists
@@ -427,6 +462,49 @@ def precision_pipeline(options: CompileOptions) -> str:
     return ""
 
 
+#: The flag that sets each option of a precision pass (for conflict messages).
+_PRECISION_FLAGS = {"method": "--calib-method", "max_batches": "--calib-batches"}
+
+
+def with_precision_pass(pipeline: Sequence, options: CompileOptions,
+                        registry: PassRegistry) -> tuple:
+    """``pipeline`` with the pass that writes ``options.precision`` into the graph.
+
+    When the pipeline already runs that pass (``quantize-int8{exclude=head}``), the user's pass is
+    the one that runs, with its options: the precision flags fill in only options it leaves at
+    their defaults, and a flag that contradicts an option it sets is refused (InputError naming
+    both). Otherwise the pass is appended after the pipeline.
+    """
+    text = precision_pipeline(options)
+    if not text:
+        return tuple(pipeline)
+    (wanted,) = parse_pipeline(text, registry)
+    own = [p for p in iter_passes(pipeline) if p.name == wanted.name]
+    if not own:
+        return (*pipeline, wanted)
+    defaults = type(wanted)()
+    flagged = {f.name: getattr(wanted, f.name) for f in dataclasses.fields(wanted)
+               if getattr(wanted, f.name) != getattr(defaults, f.name)}
+    for user_pass in own:
+        for name, value in flagged.items():
+            given = getattr(user_pass, name)
+            if given != getattr(defaults, name) and given != value:
+                flag = _PRECISION_FLAGS.get(name, name.replace("_", "-"))
+                raise InputError(f"{flag} {value} contradicts {user_pass.to_text()} in --pipeline "
+                                 f"({name.replace('_', '-')}={given}); give it in one place")
+
+    def fill(element):
+        if isinstance(element, FixedPoint):
+            return dataclasses.replace(element, elements=tuple(fill(e) for e in element.elements))
+        if element.name != wanted.name:
+            return element
+        unset = {name: value for name, value in flagged.items()
+                 if getattr(element, name) == getattr(defaults, name)}
+        return dataclasses.replace(element, **unset) if unset else element
+
+    return tuple(fill(element) for element in pipeline)
+
+
 def precision_resources(loaded: LoadedModel, options: CompileOptions) -> dict[str, Any]:
     """``PassContext.resources`` for the precision pass: validated calibration data (INT8)."""
     from trtcompile import calibration
@@ -434,8 +512,12 @@ def precision_resources(loaded: LoadedModel, options: CompileOptions) -> dict[st
     if options.precision.lower() != "int8":
         return {}
     data = held_out = None
-    if options.calib_data is not None:
+    if isinstance(options.calib_data, calibration.CalibrationData):  # samples given in memory
+        data = options.calib_data
+        data.validate(calibration.model_input_specs(loaded.model))
+    elif options.calib_data is not None:
         data = calibration.load_calibration_data(options.calib_data, loaded.model)
+    if data is not None:
         data, held_out = calibration.holdout_split(data)
     cache = Path(options.calib_cache) if options.calib_cache else None
     return {"quantize-int8": calibration.Calibration(data=data, cache_path=cache,
@@ -494,7 +576,8 @@ def optimize(loaded: LoadedModel, pipeline: Sequence, registry: PassRegistry,
     stage_instruments: list[Instrument] = []
     progress = None
     if options.progress:
-        progress = ProgressInstrument(total=sum(1 for _ in iter_passes(pipeline)))
+        progress = ProgressInstrument(total=sum(1 for _ in iter_passes(pipeline)),
+                                      requested=options.progress)
         stage_instruments.append(progress)
     if options.verify_after_each:
         stage_instruments.append(VerifyInstrument(
@@ -572,7 +655,9 @@ def build_engine(optimized: onnx.ModelProto, loaded: LoadedModel, options: Compi
     from trtcompile import backend
 
     return backend.build_engine(optimized, model_dir=loaded.model_dir, progress=options.progress,
-                                profiles=plan.backend_profiles() if plan is not None else None)
+                                profiles=plan.backend_profiles() if plan is not None else None,
+                                workspace_bytes=options.workspace_bytes,
+                                echo_log="all" if options.verbose else False)
 
 
 def engine_judge(loaded: LoadedModel, plan: ProfilePlan | None):
@@ -690,6 +775,21 @@ def engine_parity_tolerances(options: CompileOptions, user_tolerances: bool) -> 
         return atol, rtol, (f"fp32 graph: TensorRT may run convolutions and matrix multiplies in "
                             f"TF32 (11-bit significand, as fp16): atol={atol:g} rtol={rtol:g}")
     return parity_tolerances(precision)
+
+
+def with_precision_tolerances(options: CompileOptions) -> tuple[CompileOptions,
+                                                                tuple[float, float, str]]:
+    """The options with the parity tolerances of their precision (unless the user gave some),
+    and the engine parity tolerances."""
+    user_tolerances = (options.atol, options.rtol) != (verify.DEFAULT_ATOL, verify.DEFAULT_RTOL)
+    engine_tolerances = engine_parity_tolerances(options, user_tolerances)
+    if options.precision.lower() != "fp32" and not user_tolerances:
+        from trtcompile.calibration import precision_tolerances
+
+        fitting = precision_tolerances(options.precision)
+        options = dataclasses.replace(options, atol=fitting.atol, rtol=fitting.rtol,
+                                      atol_range=fitting.atol_range)
+    return options, engine_tolerances
 
 
 def profile_index(plan: ProfilePlan, shapes: dict[str, Sequence[int]]) -> int:
@@ -904,7 +1004,6 @@ def compile_model(source: str | Path | None, output_dir: str | Path,
     :class:`~trtcompile.errors.PassFailed` when a pass breaks. Parity and backend failures
     return a result with ``error`` set after writing everything, so the user can inspect it.
     """
-    from trtcompile import report as report_module
 
     options = options or CompileOptions()
     log = options.log or (lambda message: None)
@@ -916,11 +1015,22 @@ def compile_model(source: str | Path | None, output_dir: str | Path,
     seconds: dict[str, float] = {}
 
     # 1. Validate before creating anything.
+    check_numbers(options)
     check_output_location(output_dir, source_path, report_json)
     if report_json is not None:
         check_output_location(report_json.parent, source_path, None)
         if report_json.is_dir():
             raise InputError(f"--report-json {report_json} is a folder; give a file path")
+    save_engine = Path(options.save_engine) if options.save_engine else None
+    if save_engine is not None:
+        check_output_location(save_engine.parent, source_path, None)
+        if save_engine.is_dir():
+            raise InputError(f"--save-engine {save_engine} is a folder; give a file path")
+        if source_path is not None and source_path.exists() \
+                and save_engine.resolve() == source_path.resolve():
+            raise InputError(f"--save-engine {save_engine} would overwrite the input model")
+        if not options.engine:
+            raise InputError("--save-engine needs the engine: drop --no-engine")
     if report_html is not None:
         check_output_location(report_html.parent, source_path, None)
         if report_html.is_dir():
@@ -933,17 +1043,8 @@ def compile_model(source: str | Path | None, output_dir: str | Path,
     input_distribution(options)
     registry = build_registry(options.pass_modules)
     pipeline = parse_pipeline(options.pipeline, registry)
-    precision_text = precision_pipeline(options)
-    user_tolerances = (options.atol, options.rtol) != (verify.DEFAULT_ATOL, verify.DEFAULT_RTOL)
-    engine_tolerances = engine_parity_tolerances(options, user_tolerances)
-    if precision_text:
-        pipeline = (*pipeline, *parse_pipeline(precision_text, registry))
-        if not user_tolerances:
-            from trtcompile.calibration import precision_tolerances
-
-            fitting = precision_tolerances(options.precision)
-            options = dataclasses.replace(options, atol=fitting.atol, rtol=fitting.rtol,
-                                          atol_range=fitting.atol_range)
+    pipeline = with_precision_pass(pipeline, options, registry)
+    options, engine_tolerances = with_precision_tolerances(options)
 
     # 2. Load.
     if source_path is None:
@@ -961,21 +1062,17 @@ def compile_model(source: str | Path | None, output_dir: str | Path,
         log(f"optimization profiles: {plan.description}")
     resources.setdefault("engine-guided", engine_judge(loaded, plan))
 
-    output_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.", suffix=".tmp", dir=output_dir.parent))
+    staging = make_staging(output_dir)
     try:
         # 3. Optimize.
         t0 = time.perf_counter()
+        log(f"running the pass pipeline ({sum(1 for _ in iter_passes(pipeline))} passes)")
         dump_dir = staging / PASS_DUMPS if options.dump_after_each else None
         optimized, pipeline_report = optimize(loaded, pipeline, registry, options, dump_dir,
                                               resources, plan=plan)
         seconds["optimize"] = time.perf_counter() - t0
         files: dict[str, str] = {}
-        ir.save(optimized, staging / OPTIMIZED_ONNX)
-        files["optimized"] = OPTIMIZED_ONNX
-        if loaded.lowering is not None:
-            ir.save(loaded.model, staging / LOWERED_ONNX)
-            files["lowered"] = LOWERED_ONNX
+        stage_models(staging, loaded, optimized, files)
         if dump_dir is not None:
             files["passes"] = PASS_DUMPS
 
@@ -986,7 +1083,8 @@ def compile_model(source: str | Path | None, output_dir: str | Path,
         if options.parity:
             log("checking parity on ONNX Runtime")
             t0 = time.perf_counter()
-            parity = check_parity_at_shapes(loaded, optimized, options, plan)
+            with progress_display.stage("checking parity", options.progress):
+                parity = check_parity_at_shapes(loaded, optimized, options, plan)
             if not parity.passed:
                 error = CheckFailed(parity.error_message())
             calibration_setup = resources.get("quantize-int8")
@@ -1045,33 +1143,13 @@ def compile_model(source: str | Path | None, output_dir: str | Path,
             seconds["engine_parity"] = time.perf_counter() - t0
         error = error or engine_parity_error
 
-        files["report"] = REPORT_JSON
         seconds["total"] = time.perf_counter() - started
-        report = report_module.build_report(
-            loaded=loaded, pipeline_report=pipeline_report, optimized=optimized, parity=parity,
-            parity_options={"atol": options.atol, "rtol": options.rtol,
-                            **({"atol_range": options.atol_range} if options.atol_range else {}),
-                            "seed": options.seed, "inputs": parity_inputs(options),
-                            **_precision_parity(options), **_top1_record(top1)},
-            engine=engine_status, files=files, seconds=seconds, error=error,
-            shapes=plan.to_dict(), engine_parity=engine_parity.to_dict())
-        report["partition"] = None
-        if partition is not None:
-            from trtcompile.partitioning import partition_section
-
-            report["partition"] = partition_section(partition)
-        report_bytes = report_module.dumps(report).encode()
-        (staging / REPORT_JSON).write_bytes(report_bytes)
-
-        # 7. Move into place (the report last: its presence means the folder is complete).
-        _publish(staging, output_dir, [name for name in files.values() if name != REPORT_JSON])
-        _publish(staging, output_dir, [REPORT_JSON])
-        if report_json is not None:
-            ir.atomic_write_bytes(report_json, report_bytes)
-        if report_html is not None:
-            from trtcompile import html_report
-
-            ir.atomic_write_bytes(report_html, html_report.render_html(report).encode("utf-8"))
+        # 7. Report, then move into place.
+        report = write_outputs(
+            staging, output_dir, options, loaded=loaded, pipeline_report=pipeline_report,
+            optimized=optimized, parity=parity, engine=engine, engine_status=engine_status,
+            engine_parity=engine_parity, plan=plan, files=files, seconds=seconds, error=error,
+            top1=top1, partition=partition)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 
@@ -1079,6 +1157,86 @@ def compile_model(source: str | Path | None, output_dir: str | Path,
         output_dir=output_dir, files={k: output_dir / v for k, v in files.items()}, report=report,
         loaded=loaded, pipeline_report=pipeline_report, optimized=optimized, parity=parity,
         engine=engine, engine_parity=engine_parity, error=error, partition=partition)
+
+
+def make_staging(output_dir: Path) -> Path:
+    """A new staging folder next to ``output_dir`` (same file system: moves are renames)."""
+    try:
+        output_dir.parent.mkdir(parents=True, exist_ok=True)
+        return Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.", suffix=".tmp",
+                                     dir=output_dir.parent))
+    except OSError as exc:
+        raise InputError(f"cannot write to {output_dir.parent} ({exc.strerror or exc}); choose "
+                         "another output folder") from None
+
+
+def compile_report(options: CompileOptions, *, loaded: LoadedModel,
+                   pipeline_report: PipelineReport, optimized: onnx.ModelProto,
+                   parity: ParityVerdict | None, engine_status: dict[str, Any],
+                   engine_parity: EngineParity, plan: ProfilePlan, files: dict[str, str],
+                   seconds: dict[str, float], error: TrtcompileError | None,
+                   top1: dict[str, Any] | None = None, partition: Any = None) -> dict[str, Any]:
+    """The report (``report.json``) of a compile's stages (``top1``: the held-out top-1 check of
+    an INT8 compile; ``partition``: the partition stage's outcome, when it partitioned)."""
+    from trtcompile import report as report_module
+
+    report = report_module.build_report(
+        loaded=loaded, pipeline_report=pipeline_report, optimized=optimized, parity=parity,
+        parity_options={"atol": options.atol, "rtol": options.rtol,
+                        **({"atol_range": options.atol_range} if options.atol_range else {}),
+                        "seed": options.seed, "inputs": parity_inputs(options),
+                        **_precision_parity(options), **_top1_record(top1)},
+        engine=engine_status, files=files, seconds=seconds, error=error,
+        shapes=plan.to_dict(), engine_parity=engine_parity.to_dict())
+    report["partition"] = None
+    if partition is not None:
+        from trtcompile.partitioning import partition_section
+
+        report["partition"] = partition_section(partition)
+    return report
+
+
+def write_outputs(staging: Path, output_dir: Path, options: CompileOptions, *,
+                  loaded: LoadedModel, pipeline_report: PipelineReport,
+                  optimized: onnx.ModelProto, parity: ParityVerdict | None, engine: Any,
+                  engine_status: dict[str, Any], engine_parity: EngineParity, plan: ProfilePlan,
+                  files: dict[str, str], seconds: dict[str, float],
+                  error: TrtcompileError | None, top1: dict[str, Any] | None = None,
+                  partition: Any = None) -> dict[str, Any]:
+    """The write stage: build the report, write it into ``staging`` (which already holds the
+    files of ``files``), move everything into ``output_dir`` (the report last: its presence
+    means the folder is complete), then the copies asked for (``report_json``, ``report_html``,
+    ``save_engine``). Returns the report."""
+    from trtcompile import report as report_module
+
+    files["report"] = REPORT_JSON
+    report = compile_report(options, loaded=loaded, pipeline_report=pipeline_report,
+                            optimized=optimized, parity=parity, engine_status=engine_status,
+                            engine_parity=engine_parity, plan=plan, files=files, seconds=seconds,
+                            error=error, top1=top1, partition=partition)
+    report_bytes = report_module.dumps(report).encode()
+    (staging / REPORT_JSON).write_bytes(report_bytes)
+    _publish(staging, output_dir, [name for name in files.values() if name != REPORT_JSON])
+    _publish(staging, output_dir, [REPORT_JSON])
+    if options.report_json is not None:
+        ir.atomic_write_bytes(options.report_json, report_bytes)
+    if options.save_engine is not None and engine is not None:
+        ir.atomic_write_bytes(options.save_engine, engine.plan)
+    if options.report_html is not None:
+        from trtcompile import html_report
+
+        ir.atomic_write_bytes(options.report_html, html_report.render_html(report).encode("utf-8"))
+    return report
+
+
+def stage_models(staging: Path, loaded: LoadedModel, optimized: onnx.ModelProto,
+                 files: dict[str, str]) -> None:
+    """Write the optimized model (and the lowered one, for TensorFlow input) into ``staging``."""
+    ir.save(optimized, staging / OPTIMIZED_ONNX)
+    files["optimized"] = OPTIMIZED_ONNX
+    if loaded.lowering is not None:
+        ir.save(loaded.model, staging / LOWERED_ONNX)
+        files["lowered"] = LOWERED_ONNX
 
 
 def _publish(staging: Path, output_dir: Path, names: Sequence[str]) -> None:

@@ -1,7 +1,8 @@
 """Errors a user can act on, and the exit codes the CLI maps them to.
 
-Every error here prints as one line (``trtcompile: error: <message>``) without a traceback; any other
-exception is a bug and keeps its traceback.
+Every error here prints as one line (``trtcompile: error: <message>``) without a traceback. Any other
+exception is a bug: the command writes its traceback to a file and prints one line saying where
+(exit code 70).
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ EXIT_BAD_INPUT = 2  # the model, a flag, a manifest or calibration data is unusa
 EXIT_BACKEND = 3  # TensorRT rejected the optimized model or failed to build it
 EXIT_PASS_FAILED = 4  # a pass raised or produced an invalid graph (a compiler bug)
 EXIT_NOTHING_FAILS = 5  # trtcompile bisect: the model passes every check, there is nothing to find
+EXIT_INTERNAL = 70  # a bug outside the passes: the traceback is written to a file (sysexits' EX_SOFTWARE)
+EXIT_INTERRUPTED = 130  # SIGINT or SIGTERM stopped the command; nothing was written
 
 
 class TrtcompileError(Exception):
@@ -65,3 +68,13 @@ class WorkerCrashed(TrtcompileError):
     native code). Reported as that model's error; the other models of the run go on."""
 
     exit_code = EXIT_CHECK_FAILED
+
+
+class Interrupted(TrtcompileError):
+    """SIGINT or SIGTERM arrived; the command stopped and left no output behind."""
+
+    exit_code = EXIT_INTERRUPTED
+
+    def __init__(self, signal_name: str = "SIGINT"):
+        self.signal_name = signal_name
+        super().__init__(f"interrupted ({signal_name}); nothing was written")

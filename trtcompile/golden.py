@@ -47,6 +47,7 @@ import numpy as np
 import onnx
 
 from trtcompile import ir, verify
+from trtcompile.checks import MAX_SEED
 from trtcompile.errors import CheckFailed, InputError, TrtcompileError
 
 #: ``path`` prefix naming a built-in example (:data:`trtcompile.examples.EXAMPLES`).
@@ -224,8 +225,9 @@ class _EntryChecker:
             return None
         value = self.raw[key]
         if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0 \
-                or math.isnan(value):
-            raise self.error(key, f"expected a non-negative number, got {_describe(value)}")
+                or not math.isfinite(value):
+            raise self.error(key, f"expected a finite non-negative number (nan or inf would "
+                                  f"switch the check off), got {_describe(value)}")
         return float(value)
 
     def count(self, key: str, value: Any) -> int:
@@ -331,8 +333,9 @@ def load_manifest(path: str | Path) -> Manifest:
             input_shapes[input_name] = tuple(dims)
 
         seed = raw.get("seed", 0)
-        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-            raise check.error("seed", f"expected a non-negative integer, got {_describe(seed)}")
+        if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
+            raise check.error("seed", f"expected an integer from 0 to {MAX_SEED}, got "
+                                      f"{_describe(seed)}")
         data_range = raw.get("data_range")
         if data_range is not None:
             if (not isinstance(data_range, list) or len(data_range) != 2 or not all(
@@ -588,10 +591,8 @@ def run_entry(entry: GoldenEntry) -> GoldenOutcome:
     try:
         options = compile_options(entry)
         registry = compiler.build_registry(options.pass_modules)
-        pipeline = parse_pipeline(options.pipeline, registry)
-        precision_text = compiler.precision_pipeline(options)
-        if precision_text:
-            pipeline = (*pipeline, *parse_pipeline(precision_text, registry))
+        pipeline = compiler.with_precision_pass(parse_pipeline(options.pipeline, registry),
+                                                options, registry)
         loaded = compiler.load_source(entry.path, options)
         resources = compiler.precision_resources(loaded, options)
         optimized, pipeline_report = compiler.optimize(loaded, pipeline, registry, options, None,

@@ -57,6 +57,10 @@ tr.noncompute td { color: var(--muted); }
 .bar.before { background: #b7c2d6; } .bar.after { background: var(--accent); }
 .legend span { display: inline-block; margin-right: 16px; color: var(--muted); font-size: 12px; }
 .legend i { display: inline-block; width: 12px; height: 7px; border-radius: 2px; margin-right: 5px; }
+/* Wide tables scroll inside their section rather than being clipped by the page; cells holding
+   names (engine layers, fused ONNX nodes) wrap anywhere so the table fits the page first. */
+.table-scroll { overflow-x: auto; max-width: 100%; }
+td.mono { overflow-wrap: anywhere; word-break: break-word; }
 .chart { overflow-x: auto; border: 1px solid var(--line); border-radius: 8px; padding: 6px; }
 details { margin: 4px 0; } summary { cursor: pointer; }
 .note { color: var(--muted); font-size: 12.5px; }
@@ -309,10 +313,11 @@ def _engine(report: Mapping[str, Any]) -> str:
                     f'<td>{_e(layer.get("precision", "-"))}</td>'
                     f'<td>{_e(", ".join(layer.get("datatypes", [])))}</td>'
                     f'<td>{"yes" if layer.get("compute") else "no"}</td></tr>')
-    parts.append('<table id="engine-layers"><thead><tr><th class="num">#</th><th>engine layer</th>'
-                 '<th>type</th><th class="num">fused nodes</th><th>ONNX nodes</th><th>precision</th>'
+    parts.append('<div class="table-scroll"><table id="engine-layers"><thead><tr>'
+                 '<th class="num">#</th><th>engine layer</th><th>type</th>'
+                 '<th class="num">fused nodes</th><th>ONNX nodes</th><th>precision</th>'
                  '<th>output datatypes</th><th>compute</th></tr></thead><tbody>'
-                 + "".join(rows) + "</tbody></table>")
+                 + "".join(rows) + "</tbody></table></div>")
     return "".join(parts)
 
 

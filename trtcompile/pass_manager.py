@@ -227,9 +227,9 @@ class Pass:
 
     @classmethod
     def summary(cls) -> str:
-        """First line of the docstring."""
+        """The docstring's first paragraph (its summary sentence, which may wrap), on one line."""
         doc = inspect.getdoc(cls) or ""
-        return doc.splitlines()[0] if doc else ""
+        return " ".join(doc.split("\n\n", 1)[0].split())
 
     @classmethod
     def reference(cls) -> str:

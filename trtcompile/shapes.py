@@ -133,25 +133,45 @@ def format_shape_set(shapes: Mapping[str, Sequence[int]]) -> str:
 
 
 def parse_dims(text: str, where: str) -> Shape:
-    """``1x3x224x224`` -> ``(1, 3, 224, 224)``; positive integers only."""
+    """``1x3x224x224`` (trtexec) or ``[1,3,224,224]`` (Polygraphy) -> ``(1, 3, 224, 224)``;
+    positive integers only."""
+    text = text.strip()
+    bracketed = text.startswith("[") and text.endswith("]")
+    parts = text[1:-1].split(",") if bracketed else text.lower().split("x")
     try:
-        shape = tuple(int(d) for d in text.strip().lower().split("x"))
+        shape = tuple(int(d) for d in parts)
     except ValueError:
         raise InputError(f"{where}: dimensions must be integers separated by 'x', such as "
-                         "1x3x224x224") from None
+                         "1x3x224x224, or a list such as [1,3,224,224]") from None
     if any(d <= 0 for d in shape):
         raise InputError(f"{where}: dimensions must be positive")
     return shape
 
 
+def split_shape_items(value: str) -> list[str]:
+    """The ``NAME:DIMS`` items of a spec: separated by commas outside brackets (trtexec's
+    ``a:1x3,b:1x8``), or by spaces between Polygraphy items (``a:[1,3] b:[1,8]``)."""
+    items, depth, current = [], 0, []
+    for char in value:
+        depth += {"[": 1, "]": -1}.get(char, 0)
+        if depth == 0 and (char == "," or (char.isspace() and "".join(current).endswith("]"))):
+            items.append("".join(current))
+            current = []
+            continue
+        current.append(char)
+    items.append("".join(current))
+    return [item.strip() for item in items if item.strip()]
+
+
 def parse_shape_spec(value: str, flag: str) -> ShapeSet:
-    """One trtexec shape spec, ``name:1x3x224x224,other:1x16``, to ``{name: shape}``.
+    """One shape spec to ``{name: shape}``: trtexec's ``name:1x3x224x224,other:1x16`` or
+    Polygraphy's ``name:[1,3,224,224] other:[1,16]`` (commas between items work too).
 
     The name is everything before the last colon, so TensorFlow tensor names (``input_1:0:1x8``)
     work; it may be quoted (``'input_1:0':1x8``) as trtexec allows.
     """
     shapes: ShapeSet = {}
-    for item in (part.strip() for part in value.split(",")):
+    for item in split_shape_items(value):
         if not item:
             continue
         name, sep, dims = item.rpartition(":")

@@ -32,9 +32,8 @@ import onnx
 
 from trtcompile.errors import CheckFailed
 
-#: Default tolerances, suited to FP32 rewrites that reorder arithmetic (BatchNorm folding, fusion).
-DEFAULT_ATOL = 1e-4
-DEFAULT_RTOL = 1e-3
+#: Default tolerances (defined in trtcompile.checks, which the command reads without numpy).
+from trtcompile.checks import DEFAULT_ATOL, DEFAULT_RTOL  # noqa: F401 - re-exported
 
 #: Sizes unknown input dimensions take, one shape set per size (every unknown dimension at once).
 DYNAMIC_SIZES = (1, 3)

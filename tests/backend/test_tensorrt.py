@@ -195,7 +195,7 @@ def test_a_build_draws_its_phases(monkeypatch):
     terminal = FakeTerminal()
     monkeypatch.setattr(backend, "progress_enabled", lambda requested: requested)
     monkeypatch.setattr(backend, "make_progress_monitor",
-                        lambda module: make_progress_monitor(module, terminal))
+                        lambda module, **kw: make_progress_monitor(module, terminal, **kw))
     build_engine(models.conv_relu_model(), progress=True)
     assert "Building engine: 100%" in terminal.getvalue()
     assert "  Building engine from subgraph:" in terminal.getvalue()  # a nested phase
@@ -205,12 +205,31 @@ def test_exceptions_in_the_progress_display_do_not_stop_the_build(monkeypatch):
     trt = load_tensorrt()
     monkeypatch.setattr(backend, "progress_enabled", lambda requested: requested)
     monkeypatch.setattr(backend, "make_progress_monitor",
-                        lambda module: make_progress_monitor(module, BrokenTerminal()))
+                        lambda module, **kw: make_progress_monitor(module, BrokenTerminal(), **kw))
     build = build_engine(models.conv_relu_model(), progress=True)
     assert build.compute_layers == 3
     assert any("progress display stopped: RuntimeError('terminal went away')" in line
                for line in build.log_lines)
     assert trt is load_tensorrt()
+
+
+def test_a_pending_signal_cancels_the_build_and_raises_interrupted(monkeypatch):
+    """TensorRT swallows exceptions raised in its callbacks; a signal recorded during the build is
+    seen by the progress monitor (which cancels) and raised as Interrupted once the build ends."""
+    from trtcompile import interrupts
+    from trtcompile.errors import Interrupted
+
+    monitors = []
+
+    def recording_monitor(module, **kw):
+        monitors.append(make_progress_monitor(module, **kw))
+        return monitors[-1]
+
+    monkeypatch.setattr(backend, "make_progress_monitor", recording_monitor)
+    monkeypatch.setattr(interrupts, "_received", ["SIGTERM"])
+    with pytest.raises(Interrupted, match="SIGTERM"):
+        build_engine(models.conv_relu_model(), progress=False)
+    assert monitors and monitors[0].cancelled
 
 
 def test_warnings_are_echoed_only_when_asked(capsys):

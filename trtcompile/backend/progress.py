@@ -4,9 +4,13 @@ TensorRT reports its optimizer as a tree of phases ("Building engine" > "Buildin
 subgraph" > "Computing profile costs" > ...), each with a number of steps. Every phase gets its own
 bar, indented by its depth; inner bars disappear when their phase finishes.
 
-TensorRT calls the monitor from its own threads and cannot handle Python exceptions from it, so every
+TensorRT calls the monitor from native code and cannot handle Python exceptions from it, so every
 callback is guarded: the first exception disables the display (the build goes on) and is kept in
 :attr:`BuildProgress.error` for the caller to report.
+
+The monitor is also how a build is interrupted: ``step_complete`` returning False cancels it, so the
+monitor is installed on every build (with the display off when there is no terminal) and asks
+``cancelled`` at every step (:func:`trtcompile.interrupts.pending`: SIGINT or SIGTERM arrived).
 """
 
 from __future__ import annotations
@@ -15,20 +19,23 @@ import shutil
 import sys
 import threading
 import types
+from collections.abc import Callable
 from typing import Any, TextIO
 
 
-def progress_enabled(requested: bool, stream: TextIO | None = None) -> bool:
-    """Whether to draw bars: only when asked and when ``stream`` (stderr) is a terminal."""
-    stream = stream if stream is not None else sys.stderr
-    try:
-        return requested and stream.isatty()
-    except (AttributeError, ValueError):  # closed or replaced streams
-        return False
+def progress_enabled(requested: bool | str, stream: TextIO | None = None) -> bool:
+    """Whether to draw bars (see :func:`trtcompile.progress.enabled`: ``True`` when ``stream``,
+    stderr, is a terminal; ``"always"`` also when it is not)."""
+    from trtcompile import progress
+
+    return progress.enabled(requested, stream)
 
 
-def make_progress_monitor(trt: types.ModuleType, stream: TextIO | None = None) -> Any:
-    """An ``IProgressMonitor`` of module ``trt`` drawing tqdm bars on ``stream`` (stderr)."""
+def make_progress_monitor(trt: types.ModuleType, stream: TextIO | None = None, *,
+                          display: bool = True,
+                          cancelled: Callable[[], bool] = lambda: False) -> Any:
+    """An ``IProgressMonitor`` of module ``trt`` drawing tqdm bars on ``stream`` (stderr) when
+    ``display`` is on, and cancelling the build as soon as ``cancelled()`` is true."""
 
     class BuildProgress(trt.IProgressMonitor):
         """Nested tqdm bars, one per active builder phase."""
@@ -39,15 +46,22 @@ def make_progress_monitor(trt: types.ModuleType, stream: TextIO | None = None) -
             self._lock = threading.Lock()
             self._bars: dict[str, Any] = {}
             self._depth: dict[str, int] = {}
-            self.enabled = True
+            self.enabled = display
             self.error: BaseException | None = None
+            #: True once the monitor has told TensorRT to cancel the build.
+            self.cancelled = False
 
         def phase_start(self, phase_name: str, parent_phase: str | None, num_steps: int) -> None:
             self._guard(self._start, phase_name, parent_phase, num_steps)
 
         def step_complete(self, phase_name: str, step: int) -> bool:
             self._guard(self._step, phase_name, step)
-            return True  # never cancel the build from the display
+            try:
+                if cancelled():
+                    self.cancelled = True
+            except Exception:  # noqa: BLE001 - must not reach TensorRT
+                pass
+            return not self.cancelled
 
         def phase_finish(self, phase_name: str) -> None:
             self._guard(self._finish, phase_name)

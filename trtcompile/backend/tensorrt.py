@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 import onnx
 
-from trtcompile import ir
+from trtcompile import interrupts, ir
 from trtcompile.backend.engine_report import (
     EngineBuild,
     LayerReport,
@@ -83,6 +83,7 @@ def load_tensorrt() -> types.ModuleType:
             return importlib.import_module(name)
         except (ImportError, OSError) as error:  # OSError: the package is there, its libraries not
             reasons.append(f"{name}: {error}")
+    interrupts.check()  # a signal during the import is not a missing package
     raise BackendError("no TensorRT Python module can be imported (" + "; ".join(reasons)
                        + "); install tensorrt or tensorrt-rtx")
 
@@ -102,11 +103,13 @@ class LogCapture:
     """The messages TensorRT logged while a capture was active, as ``(tag, text)`` pairs.
 
     Tags: ``F`` internal error, ``E`` error, ``W`` warning, ``I`` info, ``V`` verbose. With ``echo``,
-    warnings and errors are also written to stderr as they arrive.
+    warnings and errors are also written to stderr as they arrive; with ``echo="all"``, every
+    message (``--verbose``).
     """
 
-    def __init__(self, echo: bool = False):
+    def __init__(self, echo: bool | str = False):
         self.echo = echo
+        self._echo_tags = "FEWIV" if echo == "all" else "FEW" if echo else ""
         self.messages: list[tuple[str, str]] = []
         self.foreign_logger = False
 
@@ -114,10 +117,11 @@ class LogCapture:
         self.messages.append((tag, text))
         if _FOREIGN_LOGGER in text:
             self.foreign_logger = True
-        if self.echo and tag in "FEW":
+        if tag in self._echo_tags:
             from tqdm import tqdm
 
-            label = {"F": "internal error", "E": "error", "W": "warning"}[tag]
+            label = {"F": "internal error", "E": "error", "W": "warning", "I": "info",
+                     "V": "verbose"}[tag]
             tqdm.write(f"TensorRT {label}: {text}", file=sys.stderr)
 
     def texts(self) -> list[str]:
@@ -173,7 +177,7 @@ def _make_router(trt: types.ModuleType) -> Any:
 
 
 @contextlib.contextmanager
-def capture_log(trt: types.ModuleType, *, echo: bool = False) -> Iterator[LogCapture]:
+def capture_log(trt: types.ModuleType, *, echo: bool | str = False) -> Iterator[LogCapture]:
     """Record TensorRT's messages for the duration of a block (one block at a time per process)."""
     router = log_router(trt)
     with _CAPTURE_LOCK:
@@ -192,7 +196,7 @@ def capture_log(trt: types.ModuleType, *, echo: bool = False) -> Iterator[LogCap
 
 def build_engine(model: onnx.ModelProto, *, model_dir: Path | None = None, progress: bool = True,
                  profiles: Sequence[Profile] | None = None, workspace_bytes: int | None = None,
-                 echo_log: bool = False) -> EngineBuild:
+                 echo_log: bool | str = False) -> EngineBuild:
     """Parse ``model`` with TensorRT's ONNX parser and build a serialized engine.
 
     Args:
@@ -202,14 +206,34 @@ def build_engine(model: onnx.ModelProto, *, model_dir: Path | None = None, progr
         profiles: optimization profiles, one dict ``{input: (min, opt, max)}`` each; required when
             the network has dynamic inputs.
         workspace_bytes: limit of the builder's workspace memory pool (TensorRT's default if None).
-        echo_log: also write TensorRT's warnings and errors to stderr as they arrive.
+        echo_log: also write TensorRT's warnings and errors to stderr as they arrive (``"all"``:
+            every message, as ``--verbose`` asks).
 
     Raises BackendError if the parser rejects the model or the build fails, InputError if a profile
     does not fit the network's inputs.
     """
-    trt = load_tensorrt()
-    router = log_router(trt)
+    # Signals are recorded, not raised, while TensorRT runs: it would swallow the exception (see
+    # trtcompile.interrupts); the monitor cancels the build and the block raises Interrupted.
+    with interrupts.deferred():
+        trt = load_tensorrt()
+        plan, capture, build_seconds, profile_records = _build(
+            trt, model, model_dir, progress, profiles, workspace_bytes, echo_log)
     known_nodes = {node.name for node in model.graph.node if node.name}
+    report, note = _engine_layers(capture, known_nodes)
+    log_lines = capture.lines()
+    if note:
+        log_lines.append(f"[W] {note}")
+    return EngineBuild(plan=plan, backend=trt.__name__, version=str(trt.__version__),
+                       layers=report.layers, build_seconds=build_seconds, profiles=profile_records,
+                       log_lines=log_lines, layer_report_problems=report.problems)
+
+
+def _build(trt: types.ModuleType, model: onnx.ModelProto, model_dir: Path | None, progress: bool,
+           profiles: Sequence[Profile] | None, workspace_bytes: int | None,
+           echo_log: bool | str) -> tuple[bytes, LogCapture, float, list[dict]]:
+    """Parse and build under a log capture: (plan, the capture, build seconds, profiles). The
+    TensorRT objects are released when it returns, before the logger they use."""
+    router = log_router(trt)
     with capture_log(trt, echo=echo_log) as capture:
         builder = trt.Builder(router)
         network = builder.create_network(_network_flags(trt))
@@ -222,32 +246,23 @@ def build_engine(model: onnx.ModelProto, *, model_dir: Path | None = None, progr
             if workspace_bytes <= 0:
                 raise InputError(f"workspace size must be positive, got {workspace_bytes} bytes")
             config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_bytes))
-        monitor = None
-        if progress_enabled(progress):
-            monitor = make_progress_monitor(trt)
-            config.progress_monitor = monitor
+        monitor = make_progress_monitor(trt, display=progress_enabled(progress),
+                                        cancelled=interrupts.pending)
+        config.progress_monitor = monitor
         start = time.perf_counter()
         try:
             serialized = builder.build_serialized_network(network, config)
         except Exception as error:  # the bindings raise for some invalid networks
             raise BackendError(_build_failure(capture, str(error))) from error
         finally:
-            if monitor is not None:
-                monitor.close()
+            monitor.close()
         build_seconds = time.perf_counter() - start
-        if monitor is not None and monitor.error is not None:
+        if monitor.error is not None:
             capture.record("W", f"progress display stopped: {monitor.error!r}")
+        interrupts.check()  # a cancelled build returns None: say why, not "could not build"
     if serialized is None:
         raise BackendError(_build_failure(capture, ""))
-    plan = bytes(memoryview(serialized))
-    del serialized, config, parser, network, builder  # release TensorRT objects before the logger
-    report, note = _engine_layers(capture, known_nodes)
-    log_lines = capture.lines()
-    if note:
-        log_lines.append(f"[W] {note}")
-    return EngineBuild(plan=plan, backend=trt.__name__, version=str(trt.__version__),
-                       layers=report.layers, build_seconds=build_seconds, profiles=profile_records,
-                       log_lines=log_lines, layer_report_problems=report.problems)
+    return bytes(memoryview(serialized)), capture, build_seconds, profile_records
 
 
 def save_plan(build: EngineBuild, path: str | os.PathLike) -> Path:

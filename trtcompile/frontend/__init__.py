@@ -40,6 +40,9 @@ class FrontendOptions:
     lowering: str = "faithful"
     #: Keras safe mode (refuse arbitrary code in .keras files).
     safe_mode: bool = True
+    #: Elapsed-time lines on stderr while lowering and importing TensorFlow (see
+    #: :mod:`trtcompile.progress`); changes nothing in the lowered model.
+    progress: bool | str = False
 
 
 @dataclass

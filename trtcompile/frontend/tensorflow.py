@@ -28,6 +28,7 @@ from pathlib import Path
 
 import onnx
 
+from trtcompile import progress
 from trtcompile.errors import InputError
 from trtcompile.frontend import FrontendOptions, LoadedModel, LoweringRecord
 
@@ -92,6 +93,7 @@ def load(path: str | Path, options: FrontendOptions | None = None, *, isolate: b
 
 def _options_json(options: FrontendOptions) -> dict:
     data = asdict(options)
+    data.pop("progress")  # the worker draws nothing; the parent shows the elapsed time
     data["input_shapes"] = {k: [int(d) for d in v] for k, v in options.input_shapes.items()}
     data["inputs_as_nchw"] = list(options.inputs_as_nchw)
     data["outputs"] = list(options.outputs)
@@ -112,7 +114,9 @@ def _lower_in_worker(path: Path, kind: str, options: FrontendOptions):
         env = dict(os.environ)
         env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
         log_path = work_dir / "worker.log"
-        with open(log_path, "wb") as log:
+        # subprocess.run kills the worker if an interrupt (SIGINT, SIGTERM) unwinds the wait.
+        with open(log_path, "wb") as log, \
+                progress.stage(f"lowering {path.name} with tf2onnx", options.progress):
             completed = subprocess.run(
                 [sys.executable, "-m", "trtcompile.frontend.tf_lowering", str(request)],
                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env, check=False)

@@ -51,6 +51,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 import onnx  # noqa: E402
 
+from trtcompile import checks  # noqa: E402
 from trtcompile.errors import InputError  # noqa: E402
 from trtcompile.shapes import format_dims  # noqa: E402
 
@@ -68,7 +69,7 @@ WEIGHT_CONSUMERS = frozenset({
 PLUMBING_OPS = frozenset({"Const", "Identity", "IdentityN", "NoOp", "Placeholder"})
 
 #: Opsets tf2onnx 1.17 lowers to that the passes and TensorRT support.
-SUPPORTED_OPSETS = range(13, 19)
+SUPPORTED_OPSETS = range(checks.MIN_OPSET, checks.MAX_OPSET + 1)
 
 DEFAULT_OPSET = 17
 
@@ -635,8 +636,12 @@ class TensorFlowReference:
         return {b.onnx_name: np.asarray(results[b.feed_key]) for b in self.outputs}
 
     def _build(self):
-        import_tensorflow_quietly()
-        import tensorflow as tf
+        from trtcompile import progress
+
+        with progress.stage("importing TensorFlow for the reference run",
+                            getattr(self.options, "progress", False)):
+            import_tensorflow_quietly()
+            import tensorflow as tf
 
         if self.kind == "savedmodel":
             loaded, function = load_signature(self.path, self.options.signature)

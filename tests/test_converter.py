@@ -1,0 +1,94 @@
+"""trtcompile.Converter, the TF-TRT-shaped face of the compile flow: convert, build (profiles from
+the shapes input_fn yields), summary, save; INT8 calibration from arrays, dicts and generators."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import trtcompile
+from tests.helpers import CONV_BRANCHES, REPO
+from trtcompile.errors import InputError
+
+
+def test_an_onnx_model_through_convert_build_summary_and_save(tmp_path: Path) -> None:
+    converter = trtcompile.Converter(input_saved_model_dir=CONV_BRANCHES, precision_mode="FP16",
+                                     minimum_segment_size=5, max_workspace_size_bytes=1 << 26)
+    assert converter.options.min_segment_size == 5 and converter.options.workspace_bytes == 1 << 26
+    converter.convert()
+    converter.build(input_fn=lambda: iter([(np.zeros((1, 4, 8, 8), np.float32),)]))
+    summary = converter.summary()
+    assert "precision-fp16" in summary and "engine layers:" in summary
+    out = converter.save(tmp_path / "saved")
+    assert sorted(p.name for p in out.iterdir()) == ["model.engine", "optimized.onnx", "report.json"]
+    report = json.loads((out / "report.json").read_text())
+    assert report["engine"]["built"] is True and report["parity"]["passed"] is True
+    assert report["parity"]["tolerances"]["precision"] == "fp16"
+
+
+def test_int8_calibrates_from_a_generator_a_dict_or_an_array(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    samples = rng.standard_normal((16, 4, 8, 8)).astype(np.float32)
+
+    def batches():
+        for start in range(0, 16, 4):
+            yield (samples[start:start + 4],)
+
+    for given in (batches, batches(), {"input": samples}, samples):
+        converter = trtcompile.Converter(input_saved_model_dir=CONV_BRANCHES,
+                                         precision_mode="INT8", engine=False)
+        converter.convert(calibration_input_fn=given)
+        records = converter._converted["pipeline_report"].records
+        (quantize,) = [r for r in records if r.name == "quantize-int8"]
+        assert quantize.stats["calibration_samples"] == 16, quantize.stats
+        assert quantize.stats["qdq_weights"] > 0, quantize.stats
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"precision_mode": "FP8"}, "precision_mode 'FP8': expected one of FP32, FP16, INT8"),
+    ({"minimum_segment_size": 0}, "minimum_segment_size 0: expected an integer >= 1"),
+    ({"max_workspace_size_bytes": -1}, "max_workspace_size_bytes -1: expected an integer >= 1"),
+    ({"atoll": 1.0}, "unknown option(s) atoll"),
+])
+def test_bad_converter_arguments_are_one_line_input_errors(kwargs, message) -> None:
+    with pytest.raises(InputError) as caught:
+        trtcompile.Converter(input_saved_model_dir=CONV_BRANCHES, **kwargs)
+    assert str(caught.value).endswith(message) or message in str(caught.value)
+
+
+def test_int8_without_calibration_and_save_before_convert_are_refused(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="needs calibration_input_fn"):
+        trtcompile.Converter(input_saved_model_dir=CONV_BRANCHES, precision_mode="INT8").convert()
+    with pytest.raises(InputError, match=r"save\(\) needs convert\(\) first"):
+        trtcompile.Converter(input_saved_model_dir=CONV_BRANCHES).save(tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.slow
+def test_a_savedmodel_through_convert_build_and_save(tmp_path: Path) -> None:
+    subprocess.run([sys.executable, str(REPO / "fixtures" / "make_keras_fixtures.py"),
+                    str(tmp_path / "fixtures"), "--only", "conv_bn_relu"], check=True,
+                   capture_output=True)
+    saved_model = tmp_path / "fixtures" / "conv_bn_relu" / "savedmodel"
+    converter = trtcompile.Converter(input_saved_model_dir=str(saved_model),
+                                     precision_mode="FP16", minimum_segment_size=3,
+                                     max_workspace_size_bytes=1 << 28)
+    converter.convert()
+
+    def input_fn():  # TF-TRT's input_fn: NHWC batches of two sizes -> one profile spanning both
+        for batch in (1, 4):
+            yield (np.zeros((batch, 16, 16, 3), np.float32),)
+
+    converter.build(input_fn=input_fn)
+    out = converter.save(tmp_path / "converted")
+    report = json.loads((out / "report.json").read_text())
+    assert report["engine"]["built"] is True and (out / "model.engine").stat().st_size > 0
+    assert (out / "lowered.onnx").is_file() and report["parity"]["passed"] is True
+    (profile,) = report["engine"]["profiles"]
+    (shapes,) = profile.values()
+    assert shapes["min"][0] == 1 and shapes["max"][0] == 4

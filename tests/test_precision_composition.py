@@ -1,0 +1,60 @@
+"""``--precision`` composes with the user's own precision pass in ``--pipeline``: that pass runs
+once, with the user's options; flags fill in what it leaves at defaults and a contradiction is
+refused."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import CONV_BRANCHES
+from trtcompile.compiler import CompileOptions, build_registry, compile_model, with_precision_pass
+from trtcompile.errors import InputError
+from trtcompile.pass_manager import iter_passes, parse_pipeline, print_pipeline
+
+
+def composed(pipeline: str, **options) -> str:
+    registry = build_registry(())
+    compile_options = CompileOptions(pipeline=pipeline, **options)
+    return print_pipeline(with_precision_pass(parse_pipeline(pipeline, registry), compile_options,
+                                              registry))
+
+
+def test_the_precision_pass_is_appended_when_the_pipeline_has_none() -> None:
+    assert composed("fold-constants", precision="fp16") == "fold-constants,precision-fp16"
+
+
+def test_the_users_fp16_pass_keeps_its_options_and_runs_once() -> None:
+    assert composed("fold-constants,precision-fp16{keep-ops=Softmax}", precision="fp16") == \
+        "fold-constants,precision-fp16{keep-ops=Softmax}"
+
+
+def test_int8_flags_fill_in_what_the_users_pass_leaves_at_defaults() -> None:
+    text = composed("quantize-int8{exclude=head_conv}", precision="int8", calib_data="d.npz",
+                    calib_method="minmax", calib_batches=4)
+    assert text.count("quantize-int8") == 1
+    (only,) = iter_passes(parse_pipeline(text, build_registry(())))
+    assert (only.exclude, only.method, only.max_batches) == (("head_conv",), "minmax", 4)
+
+
+def test_a_flag_contradicting_the_users_pass_is_refused() -> None:
+    with pytest.raises(InputError, match=r"^--calib-method percentile contradicts "
+                                         r"quantize-int8\{method=minmax\} in --pipeline"):
+        composed("quantize-int8{method=minmax}", precision="int8", calib_data="d.npz",
+                 calib_method="percentile")
+
+
+def test_inside_a_fixed_point_group_the_users_pass_is_the_one_filled_in() -> None:
+    text = composed("fixed-point(fold-constants,quantize-int8{exclude=a})", precision="int8",
+                    calib_data="d.npz", calib_batches=2)
+    assert text.count("quantize-int8") == 1 and "max-batches=2" in text and "exclude=a" in text
+
+
+def test_a_compile_runs_the_users_fp16_pass_once_with_its_options(tmp_path: Path) -> None:
+    result = compile_model(CONV_BRANCHES, tmp_path / "out", CompileOptions(
+        pipeline="fold-constants,precision-fp16{keep-ops=Conv}", precision="fp16", engine=False,
+        progress=False))
+    runs = [r for r in result.report["passes"] if r["name"] == "precision-fp16"]
+    assert [r["pipeline_text"] for r in runs] == ["precision-fp16{keep-ops=Conv}"]
+    assert result.error is None
