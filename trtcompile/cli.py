@@ -504,12 +504,22 @@ def flag_value(parse: Callable[[str], typing.Any], check: Callable[[str, typing.
     return convert
 
 
+def add_parity_flags(command: argparse.ArgumentParser) -> None:
+    """``--atol``, ``--rtol`` and ``--seed``, checked as they are parsed (compile and bisect)."""
+    for flag, what in (("--atol", "absolute"), ("--rtol", "relative")):
+        default = checks.DEFAULT_ATOL if flag == "--atol" else checks.DEFAULT_RTOL
+        command.add_argument(flag, type=flag_value(float, checks.tolerance, flag, "a number"),
+                             default=default, help=f"parity {what} tolerance, finite and >= 0 "
+                                                   f"(default {default:g})")
+    command.add_argument("--seed", type=flag_value(int, checks.seed, "--seed", "an integer"),
+                         default=0, help=f"seed of the parity inputs, 0 to {checks.MAX_SEED} "
+                                         "(default 0)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``trtcompile`` command and its subcommands."""
     from trtcompile.examples import DEFAULT_EXAMPLE, EXAMPLES
 
-    tolerance = {flag: flag_value(float, checks.tolerance, flag, "a number")
-                 for flag in ("--atol", "--rtol")}
     parser = ArgumentParser(
         prog="trtcompile",
         description="Compile TensorFlow and ONNX models to TensorRT engines through explicit, "
@@ -539,15 +549,7 @@ def build_parser() -> argparse.ArgumentParser:
                                "(or as many, at no more MACs) compute layers")
     compile_.add_argument("--pass-module", action="append", default=[], metavar="FILE",
                           help="Python file defining passes to register (repeatable)")
-    compile_.add_argument("--atol", type=tolerance["--atol"], default=checks.DEFAULT_ATOL,
-                          help=f"parity absolute tolerance, finite and >= 0 "
-                               f"(default {checks.DEFAULT_ATOL:g})")
-    compile_.add_argument("--rtol", type=tolerance["--rtol"], default=checks.DEFAULT_RTOL,
-                          help=f"parity relative tolerance, finite and >= 0 "
-                               f"(default {checks.DEFAULT_RTOL:g})")
-    compile_.add_argument("--seed", type=flag_value(int, checks.seed, "--seed", "an integer"),
-                          default=0, help=f"seed of the parity inputs, 0 to {checks.MAX_SEED} "
-                                          "(default 0)")
+    add_parity_flags(compile_)
     compile_.add_argument("--data-range", metavar="LO,HI", default=None,
                           help="known range of the model's floating-point inputs: parity draws "
                                "them uniformly in [LO, HI) (default: standard normal); integer "
@@ -710,15 +712,7 @@ def build_parser() -> argparse.ArgumentParser:
                          help="bisect the graph segment that makes the TensorRT build fail")
     bisect_.add_argument("--no-engine", action="store_true",
                          help="judge on parity only (no TensorRT build per step)")
-    bisect_.add_argument("--atol", type=tolerance["--atol"], default=checks.DEFAULT_ATOL,
-                         help=f"parity absolute tolerance, finite and >= 0 "
-                              f"(default {checks.DEFAULT_ATOL:g})")
-    bisect_.add_argument("--rtol", type=tolerance["--rtol"], default=checks.DEFAULT_RTOL,
-                         help=f"parity relative tolerance, finite and >= 0 "
-                              f"(default {checks.DEFAULT_RTOL:g})")
-    bisect_.add_argument("--seed", type=flag_value(int, checks.seed, "--seed", "an integer"),
-                         default=0, help=f"seed of the parity inputs, 0 to {checks.MAX_SEED} "
-                                         "(default 0)")
+    add_parity_flags(bisect_)
     bisect_.add_argument("--input-shape", action="append", default=[], metavar="NAME:DIMS",
                          help="fix an input's shape, e.g. input:1x3x224x224 (repeatable)")
     bisect_.add_argument("-q", "--quiet", action="store_true", help="print the verdict only")
