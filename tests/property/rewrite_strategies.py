@@ -291,6 +291,14 @@ def motif_parallel_convs(b: Builder, x: Value) -> Value:
                     for _ in range(b.draw(st.integers(2, 3)))]
         if act is not None:  # the same activation on every branch: fused, they merge again
             branches = [activation(b, v, act) for v in branches]
+        if b.draw(st.booleans()):
+            # One Conv read only by a Split along the channels (conv-split-fission), each
+            # piece read by the Concat: the merge horizontal-fusion would make, undone.
+            sizes = [b.draw(st.integers(1, 3)) for _ in range(b.draw(st.integers(2, 3)))]
+            merged = conv(b, x, sum(sizes), kernel, pads)
+            if act is not None:
+                merged = activation(b, merged, act)
+            branches = b.split(merged, 1, sizes, -3 if b.draw(st.booleans()) else 1)
     total = sum(v.shape[1] for v in branches)
     return b.op("Concat", [v.name for v in branches], (n, total, h, w), axis=1)
 
