@@ -126,7 +126,7 @@ class AveragePoolConvFusion(Pass):
             result.count("added_macs", candidate.added_macs)
         if result.counts:
             graph.cleanup(remove_unused_node_outputs=False, remove_unused_graph_inputs=False)
-            graph.toposort()
+            ir.toposort(graph)
         return result
 
     # Matching ----------------------------------------------------------------------------------

@@ -178,7 +178,7 @@ class HorizontalFusion(Pass):
             if padding is not None:
                 result.count("padded_kernel_merges")
         graph.cleanup(remove_unused_node_outputs=False, remove_unused_graph_inputs=False)
-        graph.toposort()
+        ir.toposort(graph)
         return result
 
     # Candidates --------------------------------------------------------------------------------

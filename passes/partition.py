@@ -106,7 +106,7 @@ class Partition(Pass):
         if self.min_segment_size < 1:
             raise ValueError(f"min-segment-size must be >= 1, got {self.min_segment_size}")
         result = PassResult()
-        graph.toposort()
+        ir.toposort(graph)
         rejected = unsupported_nodes(graph, ctx.resources.get(self.name))
         excluded = set(self.exclude_ops)
         nodes = list(graph.nodes)
@@ -151,7 +151,7 @@ class Partition(Pass):
             _outline(graph, member_nodes, scope.fresh(_segment_name(graph)), scope)
             result.count("segments")
             result.count("segment_nodes", len(member_nodes))
-        graph.toposort()
+        ir.toposort(graph)
         return result
 
 

@@ -91,7 +91,7 @@ class PrecisionFp16(Pass):
             if merged:
                 result.count("merged_casts", merged)
         graph.cleanup(remove_unused_graph_inputs=False)
-        graph.toposort()
+        ir.toposort(graph)
         return result
 
 
@@ -200,9 +200,18 @@ class _Converter:
         float32 = {name for name, elem in types.items() if elem == FLOAT}
         plans: dict[int, _Plan] = {}
         integer_bound = _integer_bound_nodes(body, float32)
+        # Tensors a subgraph reads from this body: its nodes are typed for float32 (no Cast can
+        # be put between), so their producers stay float32.
+        outer_reads = {name for node in body.nodes for name in ir.outer_scope_reads(node)}
         constant_nodes = []
         for node in body.nodes:
             if not any(t.name in float32 for t in [*node.inputs, *node.outputs]):
+                continue
+            if any(t.name in float32 and t.name in outer_reads for t in node.outputs):
+                if top_level:
+                    self.result.reject(node, "a subgraph reads its output (the body stays "
+                                       "float32)")
+                plans[id(node)] = _Plan()
                 continue
             if node.op == "Constant" and not node.inputs:
                 constant_nodes.append(node)
@@ -350,7 +359,7 @@ class _Converter:
                                    output_fp16=output_fp16, top_level=False)
             _merge_cast_chains(body, body_types, body.outputs, self.ctx, self.result)
             body.cleanup()
-            body.toposort()
+            ir.toposort(body)
             if changed:
                 body.name = self.scope.fresh(f"{function.name}_fp16")
                 body = ir.add_local_function(self.graph, body)

@@ -116,7 +116,7 @@ class QuantizeInt8(Pass):
             result.count("calibration_samples", setup.data.num_samples)
 
         self._rewrite(graph, layers, ranges, result, ctx)
-        graph.toposort()
+        ir.toposort(graph)
         return result
 
     # Candidates ------------------------------------------------------------------------------

@@ -493,6 +493,49 @@ def functions_by_key(graph: gs.Graph) -> dict[tuple[str, str], gs.Function]:
     return {function_key(function): function for function in graph.functions}
 
 
+def outer_scope_reads(node: gs.Node) -> set[str]:
+    """Names of the tensors the subgraphs of ``node`` (If/Loop/Scan bodies, nested ones
+    included) read from outside themselves, constants excepted."""
+    reads: set[str] = set()
+    for subgraph in subgraphs(node):
+        defined = {t.name for t in subgraph.inputs}
+        for inner in iter_nodes(subgraph):
+            defined.update(t.name for t in inner.outputs)
+        for inner in iter_nodes(subgraph):
+            reads.update(t.name for t in inner.inputs
+                         if t.name and not isinstance(t, gs.Constant) and t.name not in defined)
+    return reads
+
+
+def toposort(graph: gs.Graph) -> gs.Graph:
+    """Sort the nodes of ``graph`` (and of its subgraphs and functions) topologically, and its
+    local functions so that each comes after the functions it calls.
+
+    onnx-graphsurgeon's own function ordering (``toposort(mode="full")``) recurses without end
+    once the graph holds both a node with subgraphs (If, Loop, Scan) and a local function: the
+    helper that collects a function's callees walks the *outer graph's* subgraphs at every level
+    instead of the function's. Node order is left to onnx-graphsurgeon (``mode="nodes"``); the
+    functions are ordered here on their call graph (networkx), ties kept in their current order.
+    """
+    graph.toposort(mode="nodes")
+    keys = [function_key(function) for function in graph.functions]
+    if len(keys) > 1:
+        index = {key: i for i, key in enumerate(keys)}
+        calls = nx.DiGraph()
+        calls.add_nodes_from(range(len(keys)))
+        for i, function in enumerate(graph.functions):
+            for node in iter_nodes(function):
+                callee = index.get(call_key(node))
+                if callee is not None and callee != i:
+                    calls.add_edge(callee, i)
+        try:
+            order = list(nx.lexicographical_topological_sort(calls))
+        except nx.NetworkXUnfeasible:  # recursive calls: ONNX forbids them, keep the order
+            order = list(range(len(keys)))
+        graph.functions = [graph.functions[i] for i in order]
+    return graph
+
+
 def add_local_function(graph: gs.Graph, function: gs.Function) -> gs.Function:
     """Add ``function`` to the graph unless one with the same domain and name exists.
 

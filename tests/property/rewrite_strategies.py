@@ -28,8 +28,8 @@ a batch dimension that is static or symbolic (``N``, run at two sizes), and then
 Every model is valid by construction (the strategy's own test runs the full checker and ONNX
 Runtime on each) and the test of the strategy counts the rewrites the passes apply, not the ops.
 
-``KNOWN_DEFECT_FORMS`` lists forms a pass still gets wrong (see tests/property/test_differential.py,
-which keeps a strict xfail reproducer of each); they are drawn only when enabled.
+``KNOWN_DEFECT_FORMS`` lists forms a pass still gets wrong (each with a strict xfail reproducer
+in tests/property/test_differential.py); they are drawn only when enabled. None are known today.
 """
 
 from __future__ import annotations
@@ -52,14 +52,7 @@ NEEDS_CONV = {"conv_chain", "parallel_convs", "pool_conv"}
 INT64_MAX = 2**63 - 1
 
 #: Forms a built-in pass is known to get wrong; the strategy draws them only when enabled.
-KNOWN_DEFECT_FORMS = {
-    "zero_size_split_piece",  # concat-elimination narrows by position, not by element range
-    "constant_value_float",   # fold-constants lowers value_float(s) to float64
-    "batchnorm_training_outputs",  # BatchNormalization with 5 outputs in opsets 9-13
-    # horizontal-fusion and precision-fp16 crash (RecursionError in onnx-graphsurgeon's
-    # get_used_funcs) on a graph holding both an If/Loop and a fused conv's local function
-    "subgraph_with_fused_layers",
-}
+KNOWN_DEFECT_FORMS: set[str] = set()
 
 
 @dataclass(frozen=True)
@@ -291,6 +284,14 @@ def motif_parallel_convs(b: Builder, x: Value) -> Value:
                     for _ in range(b.draw(st.integers(2, 3)))]
         if act is not None:  # the same activation on every branch: fused, they merge again
             branches = [activation(b, v, act) for v in branches]
+        if b.draw(st.booleans()):
+            # One Conv read only by a Split along the channels (conv-split-fission), each
+            # piece read by the Concat: the merge horizontal-fusion would make, undone.
+            sizes = [b.draw(st.integers(1, 3)) for _ in range(b.draw(st.integers(2, 3)))]
+            merged = conv(b, x, sum(sizes), kernel, pads)
+            if act is not None:
+                merged = activation(b, merged, act)
+            branches = b.split(merged, 1, sizes, -3 if b.draw(st.booleans()) else 1)
     total = sum(v.shape[1] for v in branches)
     return b.op("Concat", [v.name for v in branches], (n, total, h, w), axis=1)
 
@@ -333,7 +334,7 @@ def motif_split_concat(b: Builder, x: Value) -> Value:
         cuts = sorted(b.draw(st.lists(st.integers(1, c - 1), min_size=count - 1,
                                       max_size=count - 1, unique=True)))
         sizes = [hi - lo for lo, hi in zip([0, *cuts], [*cuts, c])]
-    if "zero_size_split_piece" in b.enabled_defects and b.opset >= 13 and b.draw(st.booleans()):
+    if b.opset >= 13 and b.draw(st.booleans()):  # a zero-size piece (Split-13 takes sizes)
         sizes.insert(1, 0)
     pieces = b.split(x, 1, sizes, spell)
     if kind == "all":
@@ -487,7 +488,7 @@ def motif_cleanup(b: Builder, x: Value) -> Value:
         back = b.op("Reshape", [flat.name, shape], x.shape)
     else:
         back = b.op("Reshape", [flat.name, b.ints([0, c, h, w])], x.shape)
-    if "constant_value_float" in b.enabled_defects and b.opset >= 12:
+    if b.opset >= 12 and b.dtype == TensorProto.FLOAT and b.draw(st.booleans()):  # value_float
         (scale,) = b.node("Constant", [], value_float=0.5)
         return b.op("Mul", [back.name, scale], x.shape)
     return back
@@ -567,8 +568,6 @@ def rewrite_models(draw, max_motifs: int = 4, enabled_defects: frozenset = froze
     allowed = [m for m in MOTIFS if dtype_name != "float64" or m not in NEEDS_CONV]
     count = draw(st.integers(min(2, max_motifs), min(max_motifs, len(allowed))))
     motifs = draw(st.permutations(allowed))[:count]
-    if "subgraph_with_fused_layers" not in b.enabled_defects and NEEDS_CONV & set(motifs):
-        motifs = [m if m != "subgraph" else "cleanup" for m in motifs]
     current = x
     for motif in motifs:
         current = MOTIF_FUNCTIONS[motif](b, current)
