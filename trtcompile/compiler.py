@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -725,6 +726,46 @@ def check_parity_at_shapes(loaded: LoadedModel, optimized: onnx.ModelProto,
     return ParityVerdict.combine(verdicts)
 
 
+# Operator domains some runtime here implements: ONNX's own, ONNX Runtime's contrib ops (which the
+# TensorRT parser also takes in part) and the compiler's local functions.
+_KNOWN_DOMAINS = {"", "ai.onnx", "ai.onnx.ml", "ai.onnx.preview.training", "com.microsoft",
+                  "com.microsoft.nchwc", "ai.onnx.contrib"}
+_ORT_MIN_OPSET = 7  # ONNX Runtime's documented minimum for the ai.onnx domain
+
+
+def _proto_nodes(graph: onnx.GraphProto):
+    for node in graph.node:
+        yield node
+        for attr in node.attribute:
+            for sub in ([attr.g] if attr.HasField("g") else []) + list(attr.graphs):
+                yield from _proto_nodes(sub)
+
+
+def unrunnable_model_reason(model: onnx.ModelProto, error: str = "") -> str | None:
+    """Why ONNX Runtime cannot run ``model`` at any shape, if the model itself says so: an ai.onnx
+    opset outside what ONNX Runtime and onnx support, or an operator of a domain no runtime here
+    implements (neither a model-local function nor a known domain). None when neither holds."""
+    import onnx.defs
+
+    newest = onnx.defs.onnx_opset_version()
+    match = re.search(r"support for domain ai\.onnx is till opset (\d+)", error)
+    if match:
+        newest = min(newest, int(match.group(1)))
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
+    if opset is not None and not _ORT_MIN_OPSET <= opset <= newest:
+        return (f"it uses ai.onnx opset {opset}, outside the opsets ONNX Runtime and onnx support "
+                f"({_ORT_MIN_OPSET} to {newest}); convert it to a supported opset "
+                f"(e.g. onnx.version_converter.convert_version)")
+    local = {(f.domain, f.name) for f in model.functions}
+    for node in _proto_nodes(model.graph):
+        if node.domain in _KNOWN_DOMAINS or (node.domain, node.op_type) in local:
+            continue
+        return (f"no runtime implements op {node.op_type} of domain {node.domain} (node "
+                f"'{node.name or node.output[0]}'): ONNX Runtime has no kernel for it and TensorRT "
+                f"would need a plugin; replace it with standard ONNX ops")
+    return None
+
+
 def _failed_run_verdict(loaded: LoadedModel, optimized: onnx.ModelProto, options: CompileOptions,
                         feeds: dict[str, np.ndarray], shapes: dict, exc: Exception) -> ParityVerdict:
     """A model did not run at a profile's shapes. If the input model itself fails, its dynamic
@@ -734,7 +775,10 @@ def _failed_run_verdict(loaded: LoadedModel, optimized: onnx.ModelProto, options
     at = format_shape_set(shapes)
     try:
         verify.compare_models(loaded.model, loaded.model, data=[feeds])
-    except Exception:  # noqa: BLE001
+    except Exception as own:  # noqa: BLE001
+        cause = unrunnable_model_reason(loaded.model, str(own))
+        if cause is not None:
+            raise InputError(f"the input model does not run on ONNX Runtime: {cause}") from None
         raise InputError(f"the input model does not run on ONNX Runtime at {at} ({reason}); its "
                          "dynamic dimensions do not take these sizes: give profile shapes it runs "
                          "at") from None

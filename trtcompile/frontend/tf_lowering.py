@@ -202,6 +202,10 @@ def load_signature(path: Path, signature: str):
     except Exception as error:  # TensorFlow raises many types for unreadable SavedModels
         raise InputError(f"cannot load SavedModel {path}: {_first_line(error)}") from None
     signatures = dict(getattr(loaded, "signatures", {}) or {})
+    if not signatures:
+        raise InputError(f"SavedModel {path} has no serving signatures; export one with "
+                         f"tf.saved_model.save(obj, path, signatures=obj.__call__.get_concrete_function("
+                         f"tf.TensorSpec(...))) or Keras model.export(path)")
     if signature not in signatures:
         available = ", ".join(sorted(signatures)) or "none"
         raise InputError(f"SavedModel {path} has no signature '{signature}' (available: {available}); "
@@ -230,6 +234,11 @@ def _source_from_savedmodel(path: Path, signature: str) -> SourceGraph:
 
 def load_keras_model(path: Path, safe_mode: bool):
     """Load a ``.keras``/``.h5`` model for inference; every failure is an InputError."""
+    import zipfile
+
+    if path.suffix.lower() == ".keras" and path.is_file() and not zipfile.is_zipfile(path):
+        raise InputError(f"cannot load Keras model {path}: not a Keras archive (.keras is a zip file "
+                         f"written by model.save); a truncated or corrupted file?")
     import keras
 
     try:
