@@ -111,7 +111,7 @@ class AddZeroConv(Pass):
         graph.nodes += [gs.Node("Conv", "zero_conv", dict(conv.attrs), [conv.inputs[0], zero],
                                 [extra]),
                         gs.Node("Add", "sum", inputs=[output, extra], outputs=[total])]
-        graph.toposort()
+        ir.toposort(graph)
         result.count("added_convs")
         return result
 

@@ -101,7 +101,6 @@ STAGES = [
 
 @pytest.mark.parametrize("marker, signum", STAGES,
                          ids=[f"{m.split()[-1]}-{signal.Signals(s).name}" for m, s in STAGES])
-@pytest.mark.xfail(reason="open: with the engine layer report reader merged, a signal during the TensorRT build is not yet turned into exit 130", strict=False)
 def test_a_signal_during_a_stage_exits_130_and_writes_nothing(tmp_path: Path, chain: Path,
                                                               marker: str, signum: int) -> None:
     code, stderr, _ = interrupt_at(marker, ["compile", str(chain), "-o", "out"], tmp_path, signum)
@@ -110,7 +109,6 @@ def test_a_signal_during_a_stage_exits_130_and_writes_nothing(tmp_path: Path, ch
     # tests/backend/test_tensorrt.py; timing it here would only measure the machine's load.
 
 
-@pytest.mark.xfail(reason="open: with the engine layer report reader merged, a signal during the TensorRT build is not yet turned into exit 130", strict=False)
 def test_a_signal_at_the_very_start_of_the_engine_build(tmp_path: Path, chain: Path) -> None:
     """Sent with the marker (the TensorRT module may still be importing): not a missing module."""
     code, stderr, _ = interrupt_at("building the TensorRT engine",

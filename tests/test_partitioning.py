@@ -196,9 +196,7 @@ def test_exclude_ops_partitions_a_supported_model(bitshift_model, tmp_path, caps
 
 
 @pytest.mark.parametrize(("flags", "message"), [
-    pytest.param(["--min-segment-size", "0"], "--min-segment-size 0: expected an integer >= 1",
-                 marks=pytest.mark.xfail(reason="open: the flag is now checked by the compiler, "
-                                                "whose wording differs", strict=False)),
+    (["--min-segment-size", "0"], "--min-segment-size 0: expected an integer >= 1"),
     (["--exclude-ops", "NoSuchOp"], "--exclude-ops NoSuchOp: not an ONNX op nor an op of the model"),
     (["--exclude-ops", "Top K"], "--exclude-ops 'Top K': expected op types"),
     (["--partition-only", "--engine-parity", "require"], "--partition-only builds no engine"),

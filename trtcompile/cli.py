@@ -820,6 +820,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     with interrupts.handled():
         try:
             return args.handler(args)
+        except Interrupted as exc:  # not an error of the user's or ours: said as what happened
+            _stderr(f"trtcompile: {exc}")
+            return exc.exit_code
         except TrtcompileError as exc:
             _stderr(f"trtcompile: error: {exc}")
             return exc.exit_code

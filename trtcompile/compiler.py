@@ -389,7 +389,7 @@ def check_numbers(options: CompileOptions) -> None:
     checks.seed("--seed", options.seed)
     checks.count("--calib-batches", options.calib_batches)
     checks.workspace_bytes("--workspace-size", options.workspace_bytes)
-    checks.count("min_segment_size", options.min_segment_size, minimum=1)
+    checks.count("--min-segment-size", options.min_segment_size, minimum=1)
     if options.frontend.opset is not None:
         checks.opset("--opset", options.frontend.opset)
 
@@ -945,9 +945,6 @@ def engine_parity_stage(engine: Any, engine_status: dict[str, Any], loaded: Load
 
 def check_partition_options(options: CompileOptions) -> None:
     """Refuse partitioning values that cannot work, before anything is loaded."""
-    if isinstance(options.min_segment_size, bool) or not isinstance(options.min_segment_size, int) \
-            or options.min_segment_size < 1:
-        raise InputError(f"--min-segment-size {options.min_segment_size}: expected an integer >= 1")
     for op in options.exclude_ops:
         if not op or not op.replace("_", "").replace(".", "").isalnum():
             raise InputError(f"--exclude-ops {op!r}: expected op types such as TopK,"

@@ -456,6 +456,12 @@ def motif_head(b: Builder, x: Value) -> Value:
             branches.append(b.op("Gemm", [flat.name, b.const(b.uniform((features, units)) * scale,
                                                               "fc_W"),
                                           b.const(b.uniform((units,)), "fc_B")], (n, units)))
+    if len(branches) >= 2 and b.draw(st.booleans()):
+        # The heads side by side in one Concat on the last axis (spelled 1 or -1): the form
+        # horizontal-fusion merges into one MatMul/Gemm whose Split concat-elimination removes.
+        total = sum(v.shape[1] for v in branches)
+        branches = [b.op("Concat", [v.name for v in branches], (n, total),
+                         axis=b.choose([1, -1]))]
     for branch in branches:
         b.outputs.append(branch)
     return x
