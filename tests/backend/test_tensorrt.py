@@ -107,6 +107,20 @@ def test_unsupported_op_names_the_node():
     assert "Plugin not found" in message and "Assertion failed" not in message
 
 
+def test_a_bare_false_from_the_parser_becomes_words():
+    """The parser's checker for Unique answers only ``false``: the line names the op and checker."""
+    graph = onnx.helper.make_graph(
+        [onnx.helper.make_node("Unique", ["x"], ["y"], name="dedupe", sorted=1)], "unique",
+        [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [4])],
+        [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, ["u"])])
+    model = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 17)],
+                                   ir_version=10)
+    with pytest.raises(BackendError) as caught:
+        build_engine(model, progress=False)
+    assert str(caught.value) == ("TensorRT's ONNX parser rejected the model: node 'dedupe' "
+                                 "(Unique): the parser does not support Unique here (checkUnique)")
+
+
 def test_invalid_model_names_the_node_and_reason():
     with pytest.raises(BackendError, match=r"node 'stem/conv' \(Conv\): Kernel weight dimension "
                                            r"failed to broadcast to input\.$"):

@@ -41,11 +41,12 @@ from trtcompile.backend.tensorrt import (
     clean_parser_description,
     load_tensorrt,
     log_router,
+    rejection_reason,
+    UNHELPFUL_DESCRIPTIONS,
     uses_external_data,
 )
 
 _INITIALIZER_ERROR = re.compile(r"Failed to import initializer: (\S+)$")
-_UNHELPFUL = {"", "false", "0"}
 
 
 @dataclass(frozen=True)
@@ -227,14 +228,7 @@ def _attribute(errors: Sequence[dict[str, Any]], probe_nodes: Sequence[int],
 
 
 def _node_reason(error: Mapping[str, Any], description: str, node: onnx.NodeProto) -> str:
-    if description.lower() in _UNHELPFUL:
-        checker = error.get("func") or ""
-        if not checker or checker.lower() == f"check{node.op_type}".lower():
-            return (f"TensorRT's ONNX parser does not support {node.op_type} here"
-                    + (f" ({checker})" if checker else ""))
-        # The check of an op inside this node's subgraphs or function body failed.
-        return f"TensorRT's ONNX parser rejects this {node.op_type} node ({checker} failed inside it)"
-    return description
+    return rejection_reason(description, error.get("func") or "", node.op_type)
 
 
 def _type_words(description: str) -> str:
@@ -250,7 +244,7 @@ def _fallback_reason(errors: Sequence[dict[str, Any]], node: onnx.NodeProto) -> 
 
 def _error_text(errors: Sequence[dict[str, Any]]) -> str:
     texts = [clean_parser_description(e["desc"]) for e in errors]
-    texts = [t for t in dict.fromkeys(texts) if t.lower() not in _UNHELPFUL]
+    texts = [t for t in dict.fromkeys(texts) if t.lower() not in UNHELPFUL_DESCRIPTIONS]
     return "; ".join(texts[:2]) or "no reason given"
 
 

@@ -342,7 +342,8 @@ def parser_error_line(parser: Any, capture: LogCapture | None = None) -> str:
         stack = list(error.local_function_stack()) if hasattr(error, "local_function_stack") else []
         if stack:
             where += " inside function call " + " > ".join(f"'{name}'" for name in stack)
-        description = clean_parser_description(error.desc())
+        description = rejection_reason(clean_parser_description(error.desc()), error.func(),
+                                       operator, parser="the parser")
         part = f"{where}: {description}" if where else description
         if part not in parts:
             parts.append(part)
@@ -350,6 +351,23 @@ def parser_error_line(parser: Any, capture: LogCapture | None = None) -> str:
         parts = capture.errors()[-3:]
     detail = "; ".join(parts) if parts else "no reason given"
     return f"TensorRT's ONNX parser rejected the model: {detail}"
+
+
+#: Descriptions TensorRT's parser gives when an op checker simply returned false.
+UNHELPFUL_DESCRIPTIONS = frozenset({"", "false", "0"})
+
+
+def rejection_reason(description: str, checker: str, op_type: str,
+                     parser: str = "TensorRT's ONNX parser") -> str:
+    """``description`` in words when the parser's own is an unhelpful ``false``: the op is not
+    supported, or (when the failing checker is another op's) something inside this node."""
+    if description.lower() not in UNHELPFUL_DESCRIPTIONS:
+        return description
+    checker = checker or ""
+    if not op_type or not checker or checker.lower() == f"check{op_type}".lower():
+        return (f"{parser} does not support {op_type or 'this op'} here"
+                + (f" ({checker})" if checker else ""))
+    return f"{parser} rejects this {op_type} node ({checker} failed inside it)"
 
 
 def clean_parser_description(description: str) -> str:
