@@ -1,0 +1,27 @@
+"""The mutation check's list stays in step with the passes it breaks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from benchmarks.mutation_check import MUTATIONS
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.parametrize("mutation", MUTATIONS, ids=[m.id for m in MUTATIONS])
+def test_each_mutation_breaks_code_that_exists(mutation) -> None:
+    """Each edit's text occurs exactly once in its pass module, and the edit changes it (a stale
+    entry would stop the hour-long check at its start)."""
+    source = (REPO / "passes" / f"{mutation.module}.py").read_text()
+    assert source.count(mutation.old) == 1, f"{mutation.id}: update the list"
+    assert mutation.new != mutation.old
+
+
+def test_every_pass_with_rules_has_mutations() -> None:
+    """Every pass module has mutations."""
+    mutated = {m.module for m in MUTATIONS}
+    modules = {p.stem for p in (REPO / "passes").glob("*.py") if p.stem != "__init__"}
+    assert modules <= mutated, sorted(modules - mutated)
