@@ -105,6 +105,10 @@ class ConvSplitFission(Pass):
             return None
         output = node.outputs[0]
         if not ir.has_single_use(output, graph_outputs):
+            splits = [r for r in output.outputs if r.op == "Split"]
+            if splits:
+                result.reject([node, splits[0]], "the conv's output is read besides the Split "
+                                                 "(or is a graph output): its readers need it whole")
             return None
         reader = output.outputs[0]
         if reader.op != "Split" or not ir.is_onnx_op(reader) or reader.inputs[0] is not output:
