@@ -230,38 +230,11 @@ def golden_workers(value: str) -> int:
     return workers
 
 
-class Terminated(KeyboardInterrupt):
-    """SIGTERM during a golden run, raised where the run is, so it stops as on Ctrl-C."""
-
-    def __init__(self, signum: int):
-        super().__init__(signum)
-        self.signum = signum
-
-
 def run_golden(args: argparse.Namespace) -> int:
     """``trtcompile golden``: run a manifest, print one row per model, return the exit code.
 
-    Ctrl-C or SIGTERM stops the run, ends its workers, writes nothing and exits 130 (SIGINT) or
-    143 (SIGTERM, 128 + the signal number as shells report it)."""
-    import signal
-
-    def terminate(signum, frame):
-        raise Terminated(signum)
-
-    previous = signal.signal(signal.SIGTERM, terminate)
-    try:
-        return _run_golden(args)
-    except Terminated as stop:
-        _stderr("trtcompile: terminated; nothing written")
-        return 128 + stop.signum
-    except KeyboardInterrupt:
-        _stderr("trtcompile: interrupted; nothing written")
-        return 130
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
-def _run_golden(args: argparse.Namespace) -> int:
+    Ctrl-C or SIGTERM stops the run like a compile (:mod:`trtcompile.interrupts`): its workers are
+    ended, nothing is written, and the command exits 130."""
     from trtcompile import golden, ir
 
     manifest = golden.load_manifest(args.manifest)
