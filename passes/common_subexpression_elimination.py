@@ -55,10 +55,12 @@ class _Constants:
         cached = self.tokens.get(id(tensor))
         if cached is not None:
             return cached
-        values = np.asarray(tensor.values)
-        group = self.groups.setdefault((values.dtype.str, values.shape), [])
+        # dtype and shape without loading the values (an initializer in external data stays on
+        # disk unless another constant has its dtype and shape).
+        group = self.groups.setdefault((_dtype_key(tensor.dtype), tuple(tensor.shape)), [])
         token = None
         if group:
+            values = np.asarray(tensor.values)
             digest = _digest(values)
             for entry in group:
                 if entry.digest is None:
@@ -75,6 +77,14 @@ class _Constants:
         self.tokens[id(tensor)] = token
         self.kept.append(tensor)
         return token
+
+
+def _dtype_key(dtype) -> str:
+    """A dtype's identity: numpy's, or onnx-graphsurgeon's ONNX type for those numpy lacks."""
+    try:
+        return np.dtype(dtype).str
+    except TypeError:
+        return repr(dtype)
 
 
 def _digest(values: np.ndarray) -> bytes:
