@@ -38,14 +38,30 @@ class _Unkeyable(Exception):
 class _ConstantEntry:
     tensor: gs.Constant
     token: tuple
+    prefix: bytes | None = None
     digest: bytes | None = None
+
+    def values(self) -> np.ndarray:
+        return np.asarray(self.tensor.values)
+
+    def get_prefix(self) -> bytes:
+        if self.prefix is None:
+            self.prefix = _prefix(self.values())
+        return self.prefix
+
+    def get_digest(self) -> bytes:
+        if self.digest is None:
+            self.digest = _digest(self.values())
+        return self.digest
 
 
 @dataclass
 class _Constants:
     """Constants identified by value: two constants with the same dtype, shape and bytes get the
-    same token. Bytes are hashed only once a second constant of the same dtype and shape appears,
-    and compared in full when hashes agree."""
+    same token. Values are read only once a second constant of the same dtype and shape appears;
+    then their first bytes are compared, all bytes are hashed only when those agree, and compared
+    in full when the hashes agree (weights of one shape seldom share their first bytes, so most
+    are never hashed)."""
 
     groups: dict[tuple, list[_ConstantEntry]] = field(default_factory=dict)
     tokens: dict[int, tuple] = field(default_factory=dict)
@@ -58,25 +74,26 @@ class _Constants:
         # dtype and shape without loading the values (an initializer in external data stays on
         # disk unless another constant has its dtype and shape).
         group = self.groups.setdefault((_dtype_key(tensor.dtype), tuple(tensor.shape)), [])
-        token = None
-        if group:
-            values = np.asarray(tensor.values)
-            digest = _digest(values)
-            for entry in group:
-                if entry.digest is None:
-                    entry.digest = _digest(np.asarray(entry.tensor.values))
-                if entry.digest == digest and _same_bytes(values, np.asarray(entry.tensor.values)):
-                    token = entry.token
-                    break
-            if token is None:
-                token = ("c", len(self.tokens))
-                group.append(_ConstantEntry(tensor, token, digest))
+        token = ("c", len(self.tokens))
+        entry = _ConstantEntry(tensor, token)
+        for other in group:
+            if (other.get_prefix() == entry.get_prefix()
+                    and other.get_digest() == entry.get_digest()
+                    and _same_bytes(entry.values(), other.values())):
+                token = other.token
+                break
         else:
-            token = ("c", len(self.tokens))
-            group.append(_ConstantEntry(tensor, token))
+            group.append(entry)
         self.tokens[id(tensor)] = token
         self.kept.append(tensor)
         return token
+
+
+def _prefix(values: np.ndarray) -> bytes:
+    """The first 64 bytes of the values (of their text for string tensors)."""
+    if values.dtype.kind == "O":
+        return repr(values.reshape(-1)[:8].tolist()).encode()
+    return bytes(memoryview(np.ascontiguousarray(values.reshape(-1)[:64])).cast("B")[:64])
 
 
 def _dtype_key(dtype) -> str:

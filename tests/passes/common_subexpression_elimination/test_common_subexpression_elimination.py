@@ -64,12 +64,27 @@ def test_nan_with_one_payload_is_one_value() -> None:
 
 
 def test_hash_collision_compares_bytes(monkeypatch) -> None:
-    """With every digest equal, constants of other values still get other tokens."""
+    """With every digest equal, constants that differ past their first bytes still get other
+    tokens."""
     monkeypatch.setattr(cse, "_digest", lambda values: b"same")
-    graph, _ = _run(_two_adds(np.array([1.0, 2.0], np.float32), np.array([1.0, 3.0], np.float32)))
+    first = np.linspace(-1, 1, 100).astype(np.float32)
+    other = first.copy()
+    other[-1] = 5.0  # past the 64 bytes compared first
+    graph, _ = _run(_two_adds(first, other))
     assert [n.op for n in graph.nodes] == ["Add", "Add", "Mul"]
-    graph, _ = _run(_two_adds(np.array([1.0, 2.0], np.float32), np.array([1.0, 2.0], np.float32)))
+    graph, _ = _run(_two_adds(first, first.copy()))
     assert [n.op for n in graph.nodes] == ["Add", "Mul"]
+
+
+def test_constants_differing_in_their_first_bytes_are_not_hashed(monkeypatch) -> None:
+    hashed: list[tuple] = []
+    digest = cse._digest
+    monkeypatch.setattr(cse, "_digest", lambda values: hashed.append(values.shape) or digest(values))
+    table = cse._Constants()
+    rng = np.random.default_rng(0)
+    tokens = {table.token(gs.Constant(f"w{i}", rng.standard_normal((32, 32)).astype(np.float32)))
+              for i in range(5)}
+    assert len(tokens) == 5 and hashed == []
 
 
 def test_constants_hashed_only_when_a_second_one_has_their_shape(monkeypatch) -> None:
