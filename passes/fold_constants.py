@@ -30,6 +30,14 @@ _LOWERABLE_CONSTANT_ATTRS = frozenset(_CONSTANT_ATTR_DTYPES)
 #: Ops whose outputs only depend on their input's shape.
 _SHAPE_OPS = frozenset({"Shape", "Size"})
 
+#: Weight operands: input positions TensorRT reads as layer weights (a convolution's kernel and
+#: bias, a Gemm's B and C, a MatMul's second operand). A tensor computed at run time there costs
+#: TensorRT a layer of its own (and its full size in activation memory) that a constant does not.
+_WEIGHT_INPUTS: dict[str, frozenset[int]] = {
+    "Conv": frozenset({1, 2}), "ConvTranspose": frozenset({1, 2}), "Gemm": frozenset({1, 2}),
+    "MatMul": frozenset({1}),
+}
+
 
 @dataclass
 class _Island:
@@ -77,7 +85,19 @@ class FoldConstants(Pass):
          tensor, the convolution's weights and bias are not all constants, and neither the
          BatchNorm nor the activation fuses (ResNet50: 53 BatchNormalization layers left).
       5. A result larger than ``size_threshold`` bytes stays computed at run time (rejected with
-         its size); so does one ONNX Runtime cannot evaluate.
+         its size), unless it only ever becomes weights: every reader takes it as a weight
+         operand (a Conv/ConvTranspose kernel or bias, a Gemm's B or C, a MatMul's second input),
+         directly or through other constant nodes whose results are read that way, and it is
+         not a graph output. Such a result folds whatever its size, with the constant nodes
+         that lead to it (``folded_large_weights`` counts them; they count in ``folded_nodes``
+         too): weights are what TensorRT keeps constant in a layer,
+         while computed they are a layer of their own that fills them on every run (VGG19 light
+         model: the 411 MB ``fc6`` weight, a ``ConstantOfShape``, was one engine layer of 28;
+         the peers fold it too). The price is the weight's size in the model and the engine
+         (VGG19 light: 164 -> 575 MB ONNX, 103 -> 514 MB engine), as for any model whose weights
+         are stored. A large broadcast read by an activation op (``Expand`` or ``Tile`` of a
+         constant added to a tensor), the case the threshold exists for, stays guarded by it. A
+         result ONNX Runtime cannot evaluate stays.
       6. An If with a constant condition is replaced by the nodes of the branch it takes
          (``flattened_if``) when ``flatten_conditionals`` is on.
       7. If/Loop/Scan bodies are folded the same way; model-local function bodies are left alone
@@ -92,7 +112,7 @@ class FoldConstants(Pass):
     condition folds makes onnx-graphsurgeon run on the whole graph, which flattens it.)
 
     Requires: topologically sorted nodes. Preserves: topological order, graph inputs and outputs,
-    every output value. Options: ``fold_shapes``, ``size_threshold`` (bytes),
+    every output value. Options: ``fold_shapes``, ``size_threshold`` (bytes, rule 5),
     ``flatten_conditionals``.
     """
 
@@ -124,8 +144,78 @@ class FoldConstants(Pass):
             self._fold_whole_graph(graph, created, result)
         else:
             self._fold_islands(graph, scan.islands, result, ctx)
+        self._fold_large_weights(graph, result, ctx)
         self._reject(graph, result)
         return result
+
+    def _fold_large_weights(self, graph: gs.Graph, result: PassResult, ctx: PassContext) -> None:
+        """Rule 5's exception: fold what the threshold kept computed when it only becomes weights.
+
+        The constant part left after folding (nodes whose inputs are constants or results of other
+        such nodes) is walked backwards: a tensor is *weight-bound* when it is not a graph output,
+        has readers, and each reader reads it as a weight operand or is a node of the constant part
+        whose outputs are all weight-bound. The nodes whose outputs are all weight-bound (and whose
+        constant-part producers are too, so nothing outside is folded past the threshold) are
+        folded without a threshold.
+        """
+        for subgraph in list(_graphs(graph)):
+            graph_outputs = ir.output_names(subgraph)
+            derived: set[int] = set()  # the constant part, in node order
+            part: list[gs.Node] = []
+            for node in subgraph.nodes:
+                if (node.op in _NEVER_FOLDED or node.op == "Constant" or _subgraphs(node)
+                        or not node.inputs or not ir.is_onnx_op(node)):
+                    continue
+                if all(t.is_empty() or isinstance(t, gs.Constant) or id(ir.producer(t)) in derived
+                       for t in node.inputs):
+                    derived.add(id(node))
+                    part.append(node)
+            if not part:
+                continue
+            bound: set[int] = set()  # ids of the weight-bound tensors
+            whole: set[int] = set()  # ids of the nodes whose outputs are all weight-bound
+            for node in reversed(part):
+                for tensor in node.outputs:
+                    if tensor.name in graph_outputs or not tensor.outputs:
+                        continue
+                    if all(id(reader) in whole or any(
+                            t is tensor and i in _WEIGHT_INPUTS.get(reader.op, ())
+                            for i, t in enumerate(reader.inputs)) and ir.is_onnx_op(reader)
+                           for reader in tensor.outputs):
+                        bound.add(id(tensor))
+                if node.outputs and all(id(t) in bound for t in node.outputs):
+                    whole.add(id(node))
+            chosen = [node for node in part if id(node) in whole and all(
+                id(ir.producer(t)) in whole for t in node.inputs
+                if not t.is_empty() and id(ir.producer(t)) in derived)]
+            large = [node for node in chosen if any(
+                (n := _result_bytes(node, t)) is not None and n > self.size_threshold
+                for t in node.outputs)]
+            if not large or not ctx.may_rewrite("fold-large-weights", chosen, result):
+                continue
+            island = _Island(subgraph, chosen, evaluates=True)
+            folded_counts = PassResult()
+            with _quiet_graphsurgeon():
+                gs.Graph(nodes=list(chosen), inputs=[], outputs=_island_outputs(island),
+                         opset=subgraph.opset or graph.opset,
+                         import_domains=subgraph.import_domains or graph.import_domains,
+                         ir_version=ir.IR_VERSION).fold_constants(
+                    fold_shapes=self.fold_shapes, recurse_subgraphs=False, partitioning=None,
+                    error_ok=True, flatten_subgraphs=False, size_threshold=None,
+                    recurse_functions=False)
+            dead: set[int] = set()
+            for node in reversed(chosen):
+                if any(t.outputs or t.name in graph_outputs for t in node.outputs):
+                    continue
+                dead.add(id(node))
+                self._count_removed(node, folded_counts)
+                result.count("folded_large_weights")
+                node.inputs.clear()
+                node.outputs.clear()
+            for key, n in folded_counts.counts.items():
+                result.count(key, n)
+            if dead:
+                subgraph.nodes = [n for n in subgraph.nodes if id(n) not in dead]
 
     def _fold_islands(self, graph: gs.Graph, islands: list[_Island], result: PassResult,
                       ctx: PassContext) -> None:

@@ -23,7 +23,10 @@ a batch dimension that is static or symbolic (``N``, run at two sizes), and then
 * ``head``: Flatten or Reshape (constant, ``0``-batch or computed from ``Shape``) after a layout
   change, then parallel MatMuls or Gemms sharing the flattened input;
 * ``cleanup``: Identity, inference Dropout, dead branches, constant expressions;
-* ``subgraph``: If with a constant condition, If on a computed condition, Loop with two iterations.
+* ``subgraph``: If with a constant condition, If on a computed condition, Loop with two iterations;
+* ``duplicates``: equal subexpressions of the running tensor: two equal unary chains, a scale by
+  two constants of equal bytes (initializers or ``Constant`` nodes), an ``Add`` with its operands
+  commuted, and an equal pair whose later node writes a graph output.
 
 Every model is valid by construction (the strategy's own test runs the full checker and ONNX
 Runtime on each) and the test of the strategy counts the rewrites the passes apply, not the ops.
@@ -46,7 +49,7 @@ OPSETS = (9, 10, 11, 12, 13, 14, 15, 17, 18, 19, 21, 23)
 DTYPES = {"float32": TensorProto.FLOAT, "float16": TensorProto.FLOAT16,
           "float64": TensorProto.DOUBLE}
 MOTIFS = ("conv_chain", "parallel_convs", "pool_conv", "split_concat", "slice_concat", "layout",
-          "head", "cleanup", "subgraph")
+          "head", "cleanup", "subgraph", "duplicates")
 #: Motifs with Conv or pooling (not run in float64 on ONNX Runtime's CPU provider).
 NEEDS_CONV = {"conv_chain", "parallel_convs", "pool_conv"}
 INT64_MAX = 2**63 - 1
@@ -536,6 +539,25 @@ def motif_subgraph(b: Builder, x: Value) -> Value:
          helper.make_tensor_value_info(carried_out, elem, shape)], [increment])
     (out,) = b.node("Loop", [b.ints(2, "trip"), "", x.name], body=loop_body)
     return Value(out, x.shape)
+
+
+def motif_duplicates(b: Builder, x: Value) -> Value:
+    """Equal subexpressions of ``x`` (common-subexpression-elimination), joined by an Add."""
+    kind = b.choose(["chains", "equal_constants", "commuted", "graph_output"])
+    if kind == "chains":  # merging the first ops makes the second ones equal
+        op = b.choose(["Sigmoid", "Tanh", "Neg"])
+        ends = [b.op("Abs", [b.op(op, [x.name], x.shape).name], x.shape) for _ in range(2)]
+    elif kind == "equal_constants":
+        values = b.uniform((x.shape[1], 1, 1), 0.5, 1.5)
+        ends = [b.op("Mul", [x.name, b.const(values, "scale")], x.shape) for _ in range(2)]
+    elif kind == "commuted":
+        values = b.uniform((x.shape[1], 1, 1))
+        ends = [b.op("Add", [x.name, b.const(values, "shift", False)], x.shape),
+                b.op("Add", [b.const(values, "shift", False), x.name], x.shape)]
+    else:  # the later of two equal nodes writes a graph output, which keeps its name
+        ends = [b.op("Relu", [x.name], x.shape) for _ in range(2)]
+        b.outputs.append(ends[1])
+    return b.op("Add", [ends[0].name, ends[1].name], x.shape)
 
 
 MOTIF_FUNCTIONS = {name: globals()[f"motif_{name}"] for name in MOTIFS}

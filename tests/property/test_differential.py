@@ -71,6 +71,7 @@ RULES = {
         "pushed_through_unsqueeze", "permuted_constants", "absorbed_operand_transposes",
         "folded_into_matmul_weights"],
     "conv-split-fission": ["split_convs", "conv_pieces"],
+    "common-subexpression-elimination": ["merged_nodes", "merged_into_graph_output"],
     "partition": ["segments", "segment_nodes"],
     "precision-fp16": ["converted_layers", "converted_weights", "inserted_casts"],
     "quantize-int8": ["quantized_conv", "qdq_activations", "qdq_weights", "calibrated_tensors"],

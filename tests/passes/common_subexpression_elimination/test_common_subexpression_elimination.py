@@ -1,0 +1,206 @@
+"""common-subexpression-elimination beyond its golden cases: constants compared by bytes (hash
+collisions, NaN payloads, signed zeros), ops of unknown domains, local functions, fixed point on
+chains, and the default pipeline on sibling convolutions with equal weights."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnx.parser
+import onnx_graphsurgeon as gs
+import pytest
+
+import passes.common_subexpression_elimination as cse
+from trtcompile import ir, verify
+from trtcompile.pass_manager import PassManager
+
+PASS = "common-subexpression-elimination"
+
+
+def _run(model: onnx.ModelProto, pipeline: str = PASS):
+    graph = ir.import_model(model)
+    report = PassManager(pipeline).run(graph)
+    return graph, report
+
+
+def _two_adds(first: np.ndarray, second: np.ndarray) -> onnx.ModelProto:
+    """y = Add(x, c1) * Add(x, c2) with the given constants."""
+    x = gs.Variable("x", np.float32, list(first.shape))
+    p, q, y = (gs.Variable(n, np.float32, list(first.shape)) for n in ("p", "q", "y"))
+    nodes = [gs.Node("Add", "add_1", inputs=[x, gs.Constant("c1", first)], outputs=[p]),
+             gs.Node("Add", "add_2", inputs=[x, gs.Constant("c2", second)], outputs=[q]),
+             gs.Node("Mul", "mul", inputs=[p, q], outputs=[y])]
+    return ir.export_model(gs.Graph(nodes=nodes, inputs=[x], outputs=[y], opset=17))
+
+
+def test_equal_bytes_merge_and_parity() -> None:
+    values = np.array([1.5, -2.0, 0.25], np.float32)
+    model = _two_adds(values, values.copy())
+    graph, report = _run(model)
+    assert [n.op for n in graph.nodes] == ["Add", "Mul"]
+    assert report.records[0].stats == {"merged_nodes": 1}
+    assert verify.compare_models(model, ir.export_model(graph), seed=0).passed
+
+
+@pytest.mark.parametrize("first, second", [
+    (np.array([0.0, 1.0], np.float32), np.array([-0.0, 1.0], np.float32)),  # equal as numbers
+    (np.array([1.0, 2.0], np.float32), np.array([1.0, 2.0], np.float16)),  # another dtype
+])
+def test_constants_equal_as_numbers_but_not_in_bytes_stay(first, second) -> None:
+    if first.dtype != second.dtype:
+        # An Add of float32 and float16 is not valid ONNX; compare the constants directly.
+        table = cse._Constants()
+        assert table.token(gs.Constant("a", first)) != table.token(gs.Constant("b", second))
+        return
+    graph, report = _run(_two_adds(first, second))
+    assert [n.op for n in graph.nodes] == ["Add", "Add", "Mul"]
+    assert report.rejections(PASS)[0].reason == "constant input 1 differs ('c1' and 'c2')"
+
+
+def test_nan_with_one_payload_is_one_value() -> None:
+    values = np.array([np.nan, 1.0], np.float32)
+    graph, _ = _run(_two_adds(values, values.copy()))
+    assert [n.op for n in graph.nodes] == ["Add", "Mul"]
+
+
+def test_hash_collision_compares_bytes(monkeypatch) -> None:
+    """With every digest equal, constants that differ past their first bytes still get other
+    tokens."""
+    monkeypatch.setattr(cse, "_digest", lambda values: b"same")
+    first = np.linspace(-1, 1, 100).astype(np.float32)
+    other = first.copy()
+    other[-1] = 5.0  # past the 64 bytes compared first
+    graph, _ = _run(_two_adds(first, other))
+    assert [n.op for n in graph.nodes] == ["Add", "Add", "Mul"]
+    graph, _ = _run(_two_adds(first, first.copy()))
+    assert [n.op for n in graph.nodes] == ["Add", "Mul"]
+
+
+def test_constants_differing_in_their_first_bytes_are_not_hashed(monkeypatch) -> None:
+    hashed: list[tuple] = []
+    digest = cse._digest
+    monkeypatch.setattr(cse, "_digest", lambda values: hashed.append(values.shape) or digest(values))
+    table = cse._Constants()
+    rng = np.random.default_rng(0)
+    tokens = {table.token(gs.Constant(f"w{i}", rng.standard_normal((32, 32)).astype(np.float32)))
+              for i in range(5)}
+    assert len(tokens) == 5 and hashed == []
+
+
+def test_constants_hashed_only_when_a_second_one_has_their_shape(monkeypatch) -> None:
+    hashed: list[tuple] = []
+    digest = cse._digest
+    monkeypatch.setattr(cse, "_digest", lambda values: hashed.append(values.shape) or digest(values))
+    table = cse._Constants()
+    table.token(gs.Constant("big", np.zeros((64, 64), np.float32)))
+    table.token(gs.Constant("other", np.zeros((3,), np.float32)))
+    assert hashed == []
+    table.token(gs.Constant("big_twin", np.zeros((64, 64), np.float32)))
+    assert hashed == [(64, 64), (64, 64)]
+
+
+def test_unknown_domain_op_is_never_merged() -> None:
+    model = onnx.parser.parse_model("""
+        <ir_version: 10, opset_import: ["" : 17, "com.microsoft" : 1]>
+        g (float[2,3] x) => (float[2,3] y) {
+          a = com.microsoft.Gelu(x)
+          b = com.microsoft.Gelu(x)
+          y = Add(a, b)
+        }""")
+    graph, report = _run(model)
+    assert len(graph.nodes) == 3
+    assert report.rejections(PASS)[0].reason == (
+        "op 'com.microsoft.Gelu' has unknown semantics (it may not be deterministic)")
+
+
+def _function_model(body_op: str) -> onnx.ModelProto:
+    return onnx.parser.parse_model(f"""
+        <ir_version: 10, opset_import: ["" : 17, "local" : 1]>
+        g (float[2,3] x) => (float[2,3] y) {{
+          a = local.F(x)
+          b = local.F(x)
+          y = Add(a, b)
+        }}
+        <domain: "local", opset_import: ["" : 17]>
+        F (v) => (w) {{
+          w = {body_op}
+        }}""")
+
+
+def test_local_function_calls_merge_when_their_body_is_deterministic() -> None:
+    model = _function_model("Sigmoid(v)")
+    graph, report = _run(model)
+    assert [n.op for n in graph.nodes] == ["F", "Add"]
+    assert verify.compare_models(model, ir.export_model(graph), seed=0).passed
+
+
+def test_local_function_drawing_random_values_is_never_merged() -> None:
+    graph, report = _run(_function_model("RandomUniformLike<seed = 2.0>(v)"))
+    assert [n.op for n in graph.nodes] == ["F", "F", "Add"]
+    assert report.rejections(PASS)[0].reason == "local function 'local.F' draws random values"
+
+
+def test_inference_dropout_merges() -> None:
+    model = onnx.parser.parse_model("""
+        <ir_version: 10, opset_import: ["" : 17]>
+        g (float[2,3] x) => (float[2,3] y) <float ratio = {0.5}, bool training = {0}> {
+          a = Dropout(x, ratio, training)
+          b = Dropout(x, ratio, training)
+          y = Add(a, b)
+        }""")
+    graph, _ = _run(model)
+    assert [n.op for n in graph.nodes] == ["Dropout", "Add"]
+
+
+def test_long_chains_merge_in_one_run() -> None:
+    """Two equal chains of 30 nodes become one: each merge makes the next nodes equal."""
+    x = gs.Variable("x", np.float32, [4])
+    nodes, ends = [], []
+    for chain in range(2):
+        current = x
+        for step in range(30):
+            out = gs.Variable(f"t{chain}_{step}", np.float32, [4])
+            op = ("Sin", "Cos", "Tanh")[step % 3]
+            nodes.append(gs.Node(op, f"n{chain}_{step}", inputs=[current], outputs=[out]))
+            current = out
+        ends.append(current)
+    y = gs.Variable("y", np.float32, [4])
+    nodes.append(gs.Node("Sub", "sub", inputs=ends, outputs=[y]))
+    model = ir.export_model(gs.Graph(nodes=nodes, inputs=[x], outputs=[y], opset=17))
+    graph, report = _run(model)
+    assert len(graph.nodes) == 31
+    assert report.records[0].stats == {"merged_nodes": 30}
+    assert verify.compare_models(model, ir.export_model(graph), seed=0).passed
+
+
+def test_default_pipeline_merges_fused_convs_with_equal_weights_and_bias() -> None:
+    """After vertical fusion, two fused convolutions with equal weights and bias on one input are
+    one layer; a third with its own BatchNorm keeps its fusion and stays."""
+    weights = onnx.numpy_helper.from_array(np.full((4, 3, 1, 1), 0.25, np.float32), "W")
+    twin = onnx.numpy_helper.from_array(np.full((4, 3, 1, 1), 0.25, np.float32), "W_twin")
+    third = onnx.numpy_helper.from_array(np.full((4, 3, 1, 1), 0.25, np.float32), "W_third")
+    bias = onnx.numpy_helper.from_array(np.linspace(-1, 1, 4).astype(np.float32), "B")
+    rng = np.random.default_rng(0)
+    bn = [onnx.numpy_helper.from_array(rng.uniform(0.5, 1.5, 4).astype(np.float32), f"bn_{k}")
+          for k in ("scale", "bias", "mean", "var")]
+    h = onnx.helper
+    nodes = [h.make_node("Conv", ["x", "W", "B"], ["c1"], name="conv_1"),
+             h.make_node("Relu", ["c1"], ["r1"], name="relu_1"),
+             h.make_node("Conv", ["x", "W_twin", "B"], ["c2"], name="conv_2"),
+             h.make_node("Relu", ["c2"], ["r2"], name="relu_2"),
+             h.make_node("Conv", ["x", "W_third", "B"], ["c3"], name="conv_3"),
+             h.make_node("BatchNormalization", ["c3", *[t.name for t in bn]], ["b3"], name="bn_3"),
+             h.make_node("Relu", ["b3"], ["r3"], name="relu_3"),
+             h.make_node("Mul", ["r1", "r2"], ["m"], name="mul"),
+             h.make_node("Concat", ["m", "r3"], ["y"], name="concat", axis=1)]
+    graph_proto = h.make_graph(
+        nodes, "g", [h.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 3, 4, 4])],
+        [h.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, 8, 4, 4])],
+        [weights, twin, third, bias, *bn])
+    model = h.make_model(graph_proto, opset_imports=[h.make_opsetid("", 17)], ir_version=10)
+    graph, report = _run(model, "default")
+    merged = sum(r.stats.get("merged_nodes", 0) for r in report.records if r.name == PASS)
+    assert merged == 1
+    assert [ir.op_key(n).split("_")[0] for n in graph.nodes] == [
+        "trtcompile.ConvBiasRelu", "trtcompile.ConvBiasRelu", "Mul", "Concat"]
+    assert verify.compare_models(model, ir.export_model(graph), seed=0).passed
