@@ -106,6 +106,16 @@ def test_entropy_keeps_the_range_of_discrete_data():
     assert entropy_amax(histogram.counts, histogram.bin_width) == pytest.approx(1.0, rel=1e-3)
 
 
+def test_entropy_keeps_the_range_of_data_bounded_away_from_zero():
+    # A pooled positive feature: no mass near zero. A threshold just above the smallest value
+    # would fold every sample into one bin, which the search must not mistake for a perfect match.
+    values = np.random.default_rng(4).normal(1.1, 0.25, 512).clip(0.4, None)
+    histogram = AbsHistogram()
+    histogram.add(values)
+    threshold = entropy_amax(histogram.counts, histogram.bin_width)
+    assert threshold > np.percentile(values, 99)
+
+
 def test_entropy_of_a_narrow_histogram_is_its_extent():
     counts = np.zeros(2048)
     counts[:100] = 5

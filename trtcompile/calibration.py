@@ -429,7 +429,10 @@ def entropy_amax(counts: np.ndarray, bin_width: float,
 
     Discrete data (fewer occupied bins than quantized levels, e.g. images with a few intensity
     levels) keeps its full range: there the search is degenerate, since folding all the mass into
-    the first level's bin makes P a single spike that Q matches exactly (KL = 0).
+    the first level's bin makes P a single spike that Q matches exactly (KL = 0). For the same
+    reason a candidate whose kept bins hold mass in one quantized level only is skipped: data
+    bounded away from zero (a global average pool of positive features, ``|x| >= 0.4``) would
+    otherwise get the threshold just above its smallest value, everything folded into one spike.
     """
     counts = np.asarray(counts, dtype=np.float64)
     num_bins = len(counts)
@@ -447,6 +450,10 @@ def entropy_amax(counts: np.ndarray, bin_width: float,
         is_nonzero = reference != 0
         level = (np.arange(i) * quantized_levels) // i
         level_sum = np.bincount(level, weights=counts[:i], minlength=quantized_levels)
+        if np.count_nonzero(level_sum) < 2:
+            # All kept mass in one level: Q is a flat block there and matches the spike of
+            # folded outliers exactly (KL = 0) however much is clipped.
+            continue
         level_nonzero = np.bincount(level, weights=is_nonzero, minlength=quantized_levels)
         spread = np.divide(level_sum, level_nonzero, out=np.zeros_like(level_sum),
                            where=level_nonzero > 0)
