@@ -31,8 +31,10 @@ class QuantizeInt8(Pass):
       1. Quantizable layers are top-level ``Conv``, ``MatMul`` and ``Gemm`` nodes and fused conv
          layers (calls of a local function whose body convolves the call's inputs), whose
          activation input is a float32 tensor computed at run time and whose weight is a float32
-         constant. Other candidates are rejected with the reason (weights computed at run time,
-         two activations, excluded by option, already quantized, ...). Everything else stays float.
+         constant (``Gemm``: any ``transA``, the activation is quantized per-tensor). Other
+         candidates are rejected with the reason (weights computed at run time, two activations,
+         excluded by option, already quantized: an input written by a DequantizeLinear, ...).
+         Everything else stays float.
       2. Activations: each distinct activation input gets one shared pair
          ``QuantizeLinear -> DequantizeLinear`` (per-tensor, symmetric: int8 zero point 0,
          ``scale = amax / 127``) read only by the quantized layers; other readers keep the float
@@ -57,13 +59,15 @@ class QuantizeInt8(Pass):
       7. Pooling gets no pair of its own: it runs quantized only next to quantized neighbours,
          where TensorRT moves the DequantizeLinear of the next layer's input across the MaxPool /
          AveragePool (commutes Q/DQ) and runs the pooling in Int8 (``maxpool`` Int8 in the
-         engine report of ResNet50).
+         engine report of ResNet50). A pooling whose output no quantized layer reads stays in
+         higher precision, with the reason "pooling output is not read by a quantized layer".
       8. Network output layers stay in higher precision (``keep_output_layers``): a quantizable
          layer whose result reaches a graph output only through layers that do no matrix work
          (Softmax, Sigmoid, Flatten, Reshape, ...) is the classifier head, where quantization
          error shows directly in the scores; it is rejected with "network output layer stays in
          higher precision". Softmax, LayerNormalization and every other op are never quantized
-         (rule 1): their inputs get no Q/DQ.
+         (rule 1): their inputs get no Q/DQ; Softmax, LogSoftmax and LayerNormalization are
+         listed with the reason "<op> stays in higher precision (never quantized)".
 
     Calibration data and the cache path come from ``ctx.resources["quantize-int8"]``
     (:class:`trtcompile.calibration.Calibration`); a cache computed for another model or method is
@@ -75,6 +79,9 @@ class QuantizeInt8(Pass):
     """
 
     name: ClassVar[str] = "quantize-int8"
+    #: Counts of calibration, reported whether or not a layer may be rewritten (rewrite limit).
+    classification_counts: ClassVar[tuple[str, ...]] = (
+        "calibrated_tensors", "ranges_from_cache", "calibration_samples")
 
     method: str = "entropy"
     percentile: float = calibration.DEFAULT_PERCENTILE
@@ -91,6 +98,7 @@ class QuantizeInt8(Pass):
         calibration.check_method(self.method, self.percentile)
         layers = self._find_layers(graph, result)
         if not layers:
+            _report_higher_precision(graph, result)
             return result
         if ir.opset(graph) < PER_AXIS_OPSET:
             result.reject([layer.node for layer in layers],
@@ -117,6 +125,7 @@ class QuantizeInt8(Pass):
 
         self._rewrite(graph, layers, ranges, result, ctx)
         ir.toposort(graph)
+        _report_higher_precision(graph, result)
         return result
 
     # Candidates ------------------------------------------------------------------------------
@@ -159,6 +168,9 @@ class QuantizeInt8(Pass):
             result.reject(node, f"{node.op} has too few inputs")
             return None
         activation, weight = node.inputs[x_index], node.inputs[w_index]
+        if any(_is_dequantized(tensor) for tensor in (activation, weight)):
+            result.reject(node, "already quantized")
+            return None
         weight_values = ir.constant_value(weight)
         if weight_values is None:
             if ir.constant_value(activation) is not None and kind in ("matmul", "gemm"):
@@ -170,10 +182,6 @@ class QuantizeInt8(Pass):
             return None
         if ir.constant_value(activation) is not None:
             result.reject(node, "activation input is a constant")
-            return None
-        producer = ir.producer(activation)
-        if producer is not None and producer.op == "DequantizeLinear":
-            result.reject(node, "already quantized")
             return None
         if activation.dtype is not None and np.dtype(activation.dtype) != np.float32:
             result.reject(node, f"activation is {np.dtype(activation.dtype)}, not float32")
@@ -238,6 +246,29 @@ class QuantizeInt8(Pass):
             result.count(f"quantized_{layer.kind}")
 
 
+#: Ops that always stay in higher precision (rule 8): exponentials and normalizations, whose
+#: inputs are never quantized. Their ``--why-not`` reason says so.
+HIGHER_PRECISION_OPS = frozenset({"Softmax", "LogSoftmax", "LayerNormalization"})
+
+#: Pooling ops (rule 7): Int8 only where a quantized layer reads their output.
+POOLING_OPS = frozenset({"MaxPool", "AveragePool", "GlobalMaxPool", "GlobalAveragePool"})
+
+
+def _report_higher_precision(graph: gs.Graph, result: PassResult) -> None:
+    """Record why Softmax/LayerNorm (rule 8) and pooling without a quantized reader (rule 7)
+    stay in higher precision, so ``--why-not quantize-int8`` lists them."""
+    for node in graph.nodes:
+        if not ir.is_onnx_op(node):
+            continue
+        if node.op in HIGHER_PRECISION_OPS:
+            result.reject(node, f"{node.op} stays in higher precision (never quantized)")
+        elif node.op in POOLING_OPS and not any(
+                consumer.op == "QuantizeLinear" for output in node.outputs
+                for consumer in ir.consumers(output)):
+            result.reject(node, "pooling output is not read by a quantized layer (runs in "
+                          "higher precision)")
+
+
 @dataclass
 class _Layer:
     node: gs.Node
@@ -276,6 +307,12 @@ def _is_output_layer(node: gs.Node, graph_outputs: set[str]) -> bool:
     return reaches_output
 
 
+def _is_dequantized(tensor: gs.Tensor) -> bool:
+    """Whether ``tensor`` is written by a DequantizeLinear (the layer is quantized already)."""
+    producer = ir.producer(tensor)
+    return producer is not None and producer.op == "DequantizeLinear"
+
+
 def _plain_positions(node: gs.Node) -> tuple[int, int, int] | None:
     """(activation input, weight input, weight output-channel axis) of a plain op."""
     if len(node.inputs) < 2:
@@ -285,8 +322,8 @@ def _plain_positions(node: gs.Node) -> tuple[int, int, int] | None:
     if node.op == "MatMul":
         return 0, 1, -1
     if node.op == "Gemm":
-        if node.attrs.get("transA", 0):
-            return None
+        # transA only transposes the activation, which is quantized per-tensor: the weight's
+        # output-channel axis depends on transB alone.
         return 0, 1, 0 if node.attrs.get("transB", 0) else 1
     return None
 

@@ -123,11 +123,11 @@ def test_every_builtin_rewrite_asks_the_limit(case: golden.GoldenCase) -> None:
     model = case.model()
     graph = ir.import_model(model)
     before = _structure(graph)
-    ctx = PassContext(rewrite_limit=0)
+    ctx = case.context(model, rewrite_limit=0)
     report = PassManager(case.pipeline, ctx=ctx).run(graph)
     assert _structure(graph) == before
     assert not any(_rewrite_stats(report)), _rewrite_stats(report)
-    full = PassManager(case.pipeline).run(ir.import_model(model))
+    full = PassManager(case.pipeline, ctx=case.context(model)).run(ir.import_model(model))
     if any(_rewrite_stats(full)):
         assert full.rewrites and ctx.refused
 

@@ -106,6 +106,16 @@ def test_entropy_keeps_the_range_of_discrete_data():
     assert entropy_amax(histogram.counts, histogram.bin_width) == pytest.approx(1.0, rel=1e-3)
 
 
+def test_entropy_keeps_the_range_of_data_bounded_away_from_zero():
+    # A pooled positive feature: no mass near zero. A threshold just above the smallest value
+    # would fold every sample into one bin, which the search must not mistake for a perfect match.
+    values = np.random.default_rng(4).normal(1.1, 0.25, 512).clip(0.4, None)
+    histogram = AbsHistogram()
+    histogram.add(values)
+    threshold = entropy_amax(histogram.counts, histogram.bin_width)
+    assert threshold > np.percentile(values, 99)
+
+
 def test_entropy_of_a_narrow_histogram_is_its_extent():
     counts = np.zeros(2048)
     counts[:100] = 5
@@ -452,3 +462,42 @@ def conv_model_for_streaming() -> onnx.ModelProto:
                           [oh.make_tensor_value_info("y", onnx.TensorProto.FLOAT, ["N", 4, 8, 8])],
                           [weights])
     return oh.make_model(graph, opset_imports=[oh.make_opsetid("", 17)])
+
+
+def test_npz_members_stored_uncompressed_are_memory_mapped_and_stream(tmp_path):
+    """np.savez stores members uncompressed: they are mapped from the archive like an .npy and
+    read back batch by batch unchanged; compressed members are read whole, to the same values."""
+    model = conv_model_for_streaming()
+    samples = np.random.default_rng(5).normal(0, 1, (100, 3, 8, 8)).astype(np.float32)
+    np.savez(tmp_path / "plain.npz", x=samples)
+    np.savez_compressed(tmp_path / "packed.npz", x=samples)
+    plain = load_calibration_data(tmp_path / "plain.npz", model)
+    packed = load_calibration_data(tmp_path / "packed.npz", model)
+    assert isinstance(plain.arrays["x"], np.memmap)
+    assert not isinstance(packed.arrays["x"], np.memmap)
+    for data in (plain, packed):
+        batches = list(data.batches(32, drop_last=False))
+        assert [b["x"].shape[0] for b in batches] == [32, 32, 32, 4]
+        assert not any(isinstance(b["x"], np.memmap) for b in batches)
+        np.testing.assert_array_equal(np.concatenate([b["x"] for b in batches]), samples)
+    # Pages released after a batch are read again from the file: the data is still there.
+    np.testing.assert_array_equal(plain.arrays["x"][-1], samples[-1])
+
+
+def test_npz_with_a_nan_in_a_late_sample_is_refused(tmp_path):
+    """The finiteness check runs a chunk of samples at a time and still sees the last one."""
+    samples = np.zeros((200, 3, 8, 8), np.float32)
+    samples[199, 2, 7, 7] = np.nan
+    np.savez(tmp_path / "calib.npz", x=samples)
+    with pytest.raises(InputError, match="'x' contains NaN or infinite values"):
+        load_calibration_data(tmp_path / "calib.npz", conv_model_for_streaming())
+
+
+def test_dynamic_batch_calibration_uses_every_sample():
+    """With a dynamic batch dimension the short last batch runs too: minmax sees the largest
+    value even when it is in the last, partial batch."""
+    samples = np.random.default_rng(6).uniform(-1, 1, (70, 3, 8, 8)).astype(np.float32)
+    samples[69, 0, 0, 0] = 9.0
+    ranges = collect_ranges(conv_model_for_streaming(), ["x"], CalibrationData({"x": samples}),
+                            method="minmax", batch_size=32, progress=False)
+    assert ranges["x"] == pytest.approx(9.0)

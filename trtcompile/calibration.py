@@ -217,7 +217,7 @@ class CalibrationData:
                     raise InputError(
                         f"{where}: '{spec.name}' has shape {list(array.shape)} but the model input "
                         f"is {format_dims(spec.shape)} (axis {axis}: {have} != {want})")
-            if array.dtype.kind == "f" and not np.isfinite(array).all():
+            if array.dtype.kind == "f" and not _all_finite(array):
                 raise InputError(f"{where}: '{spec.name}' contains NaN or infinite values")
             counts.add(array.shape[0])
         if len(counts) > 1:
@@ -239,18 +239,44 @@ class CalibrationData:
             return fixed.pop()
         return max(1, min(requested, self.num_samples))
 
-    def batches(self, batch_size: int, max_batches: int = 0) -> Iterator[dict[str, np.ndarray]]:
-        """Feed dicts of ``batch_size`` samples; a short last batch is dropped (fixed shapes)."""
-        count = self.num_samples // batch_size
-        if max_batches:
-            count = min(count, max_batches)
-        for index in range(count):
-            lo, hi = index * batch_size, (index + 1) * batch_size
-            yield {name: np.ascontiguousarray(array[lo:hi]) for name, array in self.arrays.items()}
+    def batches(self, batch_size: int, max_batches: int = 0,
+                drop_last: bool = True) -> Iterator[dict[str, np.ndarray]]:
+        """Feed dicts of ``batch_size`` samples; a short last batch is dropped (fixed shapes)
+        unless ``drop_last`` is false (a dynamic batch dimension takes it).
 
-    def num_batches(self, batch_size: int, max_batches: int = 0) -> int:
-        count = self.num_samples // batch_size
+        Each batch is a copy; the pages of memory-mapped files it was read from are released,
+        so a sample set larger than memory streams with one batch resident."""
+        count = self.num_batches(batch_size, max_batches, drop_last)
+        for index in range(count):
+            lo, hi = index * batch_size, min((index + 1) * batch_size, self.num_samples)
+            feed = {name: np.array(array[lo:hi], order="C") for name, array in self.arrays.items()}
+            for array in self.arrays.values():
+                _release_pages(array)
+            yield feed
+
+    def num_batches(self, batch_size: int, max_batches: int = 0, drop_last: bool = True) -> int:
+        """How many batches :meth:`batches` yields."""
+        count = self.num_samples // batch_size if drop_last else -(-self.num_samples // batch_size)
         return min(count, max_batches) if max_batches else count
+
+
+def has_fixed_batch(specs: Sequence[InputSpec]) -> bool:
+    """Whether some input fixes the batch size (then a short last batch cannot run)."""
+    return any(spec.batch is not None for spec in specs)
+
+
+#: Samples checked at a time for NaN and infinity (bounds the check's memory on large sets).
+_FINITE_CHUNK = 64
+
+
+def _all_finite(array: np.ndarray) -> bool:
+    """Whether every value is finite, checked a chunk of samples at a time (memory-mapped pages
+    are released after each chunk)."""
+    for lo in range(0, max(array.shape[0], 1), _FINITE_CHUNK):
+        if not np.isfinite(array[lo:lo + _FINITE_CHUNK]).all():
+            return False
+        _release_pages(array)
+    return True
 
 
 def _read_arrays(path: Path, single_input: str | None) -> dict[str, np.ndarray]:
@@ -270,7 +296,58 @@ def _read_arrays(path: Path, single_input: str | None) -> dict[str, np.ndarray]:
                              "several inputs; use an .npz mapping input names to arrays")
         return {single_input: loaded}
     with loaded:
-        return {name: loaded[name] for name in loaded.files}
+        mapped = _map_npz_members(path, loaded.files)
+        return {name: mapped[name] if name in mapped else loaded[name] for name in loaded.files}
+
+
+def _map_npz_members(path: Path, names: Sequence[str]) -> dict[str, np.ndarray]:
+    """Memory-map the members of an .npz that are stored uncompressed (``np.savez``), so they
+    stream from disk like an .npy; compressed members (``np.savez_compressed``) and object arrays
+    are left out (read whole)."""
+    import zipfile
+
+    mapped: dict[str, np.ndarray] = {}
+    try:
+        with zipfile.ZipFile(path) as archive, open(path, "rb") as handle:
+            for name in names:
+                try:
+                    info = archive.getinfo(name + ".npy")
+                except KeyError:
+                    continue
+                if info.compress_type != zipfile.ZIP_STORED:
+                    continue
+                # Local file header: 30 bytes, then the file name and the extra field.
+                handle.seek(info.header_offset + 26)
+                name_length, extra_length = np.frombuffer(handle.read(4), dtype="<u2")
+                handle.seek(info.header_offset + 30 + int(name_length) + int(extra_length))
+                version = np.lib.format.read_magic(handle)
+                if version == (1, 0):
+                    shape, fortran, dtype = np.lib.format.read_array_header_1_0(handle)
+                elif version == (2, 0):
+                    shape, fortran, dtype = np.lib.format.read_array_header_2_0(handle)
+                else:
+                    continue
+                if dtype.hasobject or not shape or 0 in shape:
+                    continue
+                mapped[name] = np.memmap(path, dtype=dtype, mode="r", offset=handle.tell(),
+                                         shape=shape, order="F" if fortran else "C")
+    except (OSError, ValueError, zipfile.BadZipFile):
+        return {}
+    return mapped
+
+
+def _release_pages(array: np.ndarray) -> None:
+    """Drop the resident pages of a memory-mapped array after a batch was copied out of it, so
+    streaming a large file keeps one batch in memory (pages are read again from the file when
+    touched; a no-op for arrays in memory and where ``madvise`` is unavailable)."""
+    import mmap
+
+    mapping = getattr(array, "_mmap", None)
+    if mapping is not None and hasattr(mapping, "madvise") and hasattr(mmap, "MADV_DONTNEED"):
+        try:
+            mapping.madvise(mmap.MADV_DONTNEED)
+        except (OSError, ValueError):
+            pass
 
 
 def calibration_data(samples: Any, model: onnx.ModelProto, *,
@@ -429,7 +506,10 @@ def entropy_amax(counts: np.ndarray, bin_width: float,
 
     Discrete data (fewer occupied bins than quantized levels, e.g. images with a few intensity
     levels) keeps its full range: there the search is degenerate, since folding all the mass into
-    the first level's bin makes P a single spike that Q matches exactly (KL = 0).
+    the first level's bin makes P a single spike that Q matches exactly (KL = 0). For the same
+    reason a candidate whose kept bins hold mass in one quantized level only is skipped: data
+    bounded away from zero (a global average pool of positive features, ``|x| >= 0.4``) would
+    otherwise get the threshold just above its smallest value, everything folded into one spike.
     """
     counts = np.asarray(counts, dtype=np.float64)
     num_bins = len(counts)
@@ -447,6 +527,10 @@ def entropy_amax(counts: np.ndarray, bin_width: float,
         is_nonzero = reference != 0
         level = (np.arange(i) * quantized_levels) // i
         level_sum = np.bincount(level, weights=counts[:i], minlength=quantized_levels)
+        if np.count_nonzero(level_sum) < 2:
+            # All kept mass in one level: Q is a flat block there and matches the spike of
+            # folded outliers exactly (KL = 0) however much is clipped.
+            continue
         level_nonzero = np.bincount(level, weights=is_nonzero, minlength=quantized_levels)
         spread = np.divide(level_sum, level_nonzero, out=np.zeros_like(level_sum),
                            where=level_nonzero > 0)
@@ -549,11 +633,12 @@ def collect_ranges(model: onnx.ModelProto, tensor_names: Sequence[str], data: Ca
                                          else AbsHistogram(num_bins))
                   for name in tensor_names}
     size = data.batch_size(specs, batch_size)
-    total = data.num_batches(size, max_batches)
+    drop_last = has_fixed_batch(specs)
+    total = data.num_batches(size, max_batches, drop_last)
     names = list(tensor_names)
     with tqdm(total=total, desc="calibrating", unit="batch", file=sys.stderr,
               disable=progress_display.tqdm_disable(progress), leave=False) as bar:
-        for feed in data.batches(size, max_batches):
+        for feed in data.batches(size, max_batches, drop_last):
             for name, values in zip(names, session.run(names, feed)):
                 statistics[name].add(values)
             bar.update(1)
@@ -716,7 +801,7 @@ __all__ = [
     "CACHE_FORMAT", "DEFAULT_NUM_BINS", "DEFAULT_PERCENTILE", "METHODS", "MIN_SAMPLES",
     "AbsHistogram", "Calibration", "CalibrationCache", "CalibrationData", "InputSpec",
     "TensorStatistics", "check_method", "collect_ranges", "entropy_amax", "load_calibration_data",
-    "model_fingerprint", "model_input_specs", "parity_tolerances", "percentile_amax",
+    "has_fixed_batch", "model_fingerprint", "model_input_specs", "parity_tolerances", "percentile_amax",
     "PrecisionTolerances", "precision_tolerances", "holdout_split",
     "resolve_ranges",
 ]

@@ -544,7 +544,7 @@ def check_top1_agreement(loaded: LoadedModel, optimized: onnx.ModelProto,
                 for model in (loaded.model, optimized)]
     names = [output.name for output in sessions[0].get_outputs()]
     predictions: dict[str, list[np.ndarray]] = {}
-    for feeds in held_out.batches(batch):
+    for feeds in held_out.batches(batch, drop_last=calibration.has_fixed_batch(specs)):
         reference, candidate = (session.run(names, feeds) for session in sessions)
         for name, ref, cand in zip(names, reference, candidate):
             if ref.ndim == 2 and ref.shape[1] > 1:
