@@ -126,7 +126,11 @@ def test_rendered_page_shows_the_report(compiled, tmp_path: Path) -> None:
         cells = dom_texts(row, r"<td[^>]*>(.*?)</td>")
         assert layer_type == layer["type"] and cells[1] == layer["name"]
         assert cells[4] == (", ".join(layer["onnx_nodes"]) or "-")
-        assert cells[5:7] == [layer["precision"], ", ".join(layer["datatypes"])]
+        assert cells[5] == (", ".join(layer["original_nodes"]) or "-")
+        assert cells[6:8] == [layer["precision"], ", ".join(layer["datatypes"])]
+    # The fused stem convolution traces back to the three input nodes it absorbed.
+    assert any(cells[4] == "stem_conv" and cells[5] == "stem_conv, stem_bn, stem_relu"
+               for cells in (dom_texts(row, r"<td[^>]*>(.*?)</td>") for _, row in engine_rows))
     assert f"<b>{report['engine']['compute_layers']} compute</b>" in dom
     precisions = report["engine"]["compute_layer_precisions"]
     assert sum(precisions.values()) == report["engine"]["compute_layers"]
