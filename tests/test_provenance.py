@@ -131,8 +131,9 @@ def test_fusion_then_horizontal_fusion_compose() -> None:
 def test_trace_provenance_keeps_untouched_graphs_as_they_are() -> None:
     graph = ir.load(CONV_BRANCHES)
     structure = ir.Structure(graph)
-    traced = ir.trace_provenance(structure, ir.Structure(graph), {})
-    assert traced == {node.name: (node.name,) for node in graph.nodes}
+    assert ir.trace_provenance(structure, ir.Structure(graph), {}) == {}
+    earlier = {"stem_conv": ("conv_a", "conv_b")}
+    assert ir.trace_provenance(structure, ir.Structure(graph), earlier) == earlier
 
 
 def test_engine_layers_trace_back_to_the_original_nodes(tmp_path: Path) -> None:

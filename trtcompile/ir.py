@@ -617,26 +617,28 @@ class Structure:
         self.nodes: dict[str, tuple[tuple[str, str], tuple[str, ...], tuple[str, ...]]] = {}
         self.producer: dict[str, str] = {}
         self.consumers: dict[str, list[str]] = {}
-        self.tensors: set[str] = {t.name for t in [*graph.inputs, *graph.outputs] if t.name}
+        tensors = {t.name for t in [*graph.inputs, *graph.outputs] if t.name}
+        nodes, producer, consumers = self.nodes, self.producer, self.consumers
         for node in graph.nodes:
-            inputs = tuple(t.name for t in node.inputs)
-            outputs = tuple(t.name for t in node.outputs)
-            self.nodes[node.name] = (call_key(node), inputs, outputs)
-            for name in inputs:
-                if name:
-                    self.consumers.setdefault(name, []).append(node.name)
-                    self.tensors.add(name)
-            for name in outputs:
-                if name:
-                    self.producer[name] = node.name
-                    self.tensors.add(name)
+            name = node.name
+            inputs = tuple([t.name for t in node.inputs])
+            outputs = tuple([t.name for t in node.outputs])
+            nodes[name] = ((node.domain or "", node.op), inputs, outputs)
+            for tensor in inputs:
+                consumers.setdefault(tensor, []).append(name)
+            for tensor in outputs:
+                producer[tensor] = name
+            tensors.update(inputs)
+            tensors.update(outputs)
+        tensors.discard("")  # an omitted optional input
+        self.tensors: set[str] = tensors
 
 
 def trace_provenance(before: Structure, after: Structure,
                      provenance: dict[str, tuple[str, ...]]) -> dict[str, tuple[str, ...]]:
-    """The provenance of every node of ``after``: the names of the input model's nodes it stands
+    """The provenance of the nodes of ``after``: the names of the input model's nodes each stands
     for, given ``provenance`` of the nodes of ``before`` (a name missing from it stands for
-    itself). Returned for every node of ``after``.
+    itself).
 
     Works for any rewrite, without the pass's help, from the tensors both graphs share (the
     *surviving* tensors: a rewrite keeps the names of the tensors at its boundary, so the rest of
@@ -654,19 +656,23 @@ def trace_provenance(before: Structure, after: Structure,
        layer) stands for no input node.
 
     Composed over a pipeline, pass by pass, a node that is rewritten again keeps the chain: its
-    provenance is the union of what the nodes it replaced stood for.
+    provenance is the union of what the nodes it replaced stood for. Like ``provenance``, the
+    result leaves out the nodes that stand for themselves alone.
     """
+    before_nodes, after_nodes = before.nodes, after.nodes
 
     def kept(name: str) -> bool:
-        old, new = before.nodes.get(name), after.nodes.get(name)
+        old, new = before_nodes.get(name), after_nodes.get(name)
         return old is not None and new is not None and old[0] == new[0] and old[2] == new[2]
 
     surviving = before.tensors & after.tensors
-    order = {name: i for i, name in enumerate(before.nodes)}
+    order: dict[str, int] | None = None
     result: dict[str, tuple[str, ...]] = {}
-    for name, (_, _, outputs) in after.nodes.items():
-        if kept(name):
-            result[name] = provenance.get(name, (name,))
+    for name, (key, _, outputs) in after_nodes.items():
+        old = before_nodes.get(name)
+        if old is not None and old[0] == key and old[2] == outputs:  # rule 1
+            if name in provenance:
+                result[name] = provenance[name]
             continue
         # Rule 2: the surviving tensors this node's rewrite produces.
         boundary: set[str] = set()
@@ -694,8 +700,11 @@ def trace_provenance(before: Structure, after: Structure,
             for tensor in before.nodes[old][1]:
                 if tensor and tensor not in surviving and tensor in before.producer:
                     stack.append(before.producer[tensor])
+        if order is None:
+            order = {node: i for i, node in enumerate(before_nodes)}
         origins: dict[str, None] = {}
         for old in sorted(replaced, key=order.__getitem__):
             origins.update(dict.fromkeys(provenance.get(old, (old,))))
-        result[name] = tuple(origins)
+        if tuple(origins) != (name,):
+            result[name] = tuple(origins)
     return result

@@ -878,8 +878,7 @@ class PassManager:
         try:
             state = _RunState(fingerprint=ir.fingerprint(graph), structure=ir.Structure(graph))
             self._run_elements(self.pipeline, graph, report, state, iteration=None)
-            report.provenance = {name: list(origins) for name, origins in state.provenance.items()
-                                 if origins != (name,)}
+            report.provenance = {name: list(origins) for name, origins in state.provenance.items()}
         finally:
             if gc_was_enabled:
                 gc.enable()
