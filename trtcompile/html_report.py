@@ -2,12 +2,14 @@
 
 The page is drawn from the same dict as ``report.json`` and the terminal table
 (:func:`trtcompile.report.build_report`), so the three cannot disagree. It needs no network: the CSS
-is inline, the chart is inline SVG, there is no script and no external font or image, so it can be
-attached to a CI run or mailed and read anywhere.
+is inline, the chart and the graph pictures are inline SVG, there is no script and no external font
+or image, so it can be attached to a CI run or mailed and read anywhere.
 
 Sections: summary (verdict, layers, engine, parity, time), a chart of the layers after each pass,
-the per-pass table, the candidates each pass left alone and why, the op histogram before and after,
-the engine layers with the ONNX nodes fused into each, the parity table, tool versions.
+the graph before and after (both drawn as SVG by :func:`graph_svg`, fused layers marked), the
+per-pass table, the candidates each pass left alone and why, the op histogram before and after,
+the engine layers with the ONNX nodes fused into each and the original nodes those stand for,
+the parity table, tool versions.
 """
 
 from __future__ import annotations
