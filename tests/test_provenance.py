@@ -160,3 +160,17 @@ def test_engine_layers_trace_back_to_the_original_nodes(tmp_path: Path) -> None:
     optimized = {node["name"]: node for node in report["graphs"]["optimized"]["nodes"]}
     assert optimized["stem_conv"]["fused"] == ["Conv", "Relu"]
     assert "fused" not in optimized["head_conv"]
+
+
+def test_a_group_engine_guided_undoes_leaves_no_provenance() -> None:
+    """engine-guided undoes a group that does not pay: the provenance it traced is undone too."""
+    from trtcompile.pass_manager import PassContext
+
+    def judge(layers_pay: bool):
+        return lambda graph: len(graph.nodes) if layers_pay else 10 - len(graph.nodes)
+
+    for pays, expected in ((False, {}), (True, {"merged": 2})):
+        graph = graph_of(CHAIN)
+        report = PassManager("engine-guided(merge-sigmoid-neg)", registry=REGISTRY,
+                             ctx=PassContext(resources={"engine-guided": judge(pays)})).run(graph)
+        assert {name: len(origins) for name, origins in report.provenance.items()} == expected
