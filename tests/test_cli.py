@@ -165,6 +165,35 @@ def test_no_engine_and_no_parity(tmp_path: Path) -> None:
     assert report["engine"] == {"built": False, "reason": "--no-engine"}
 
 
+def test_quiet_silences_the_libraries(tmp_path: Path) -> None:
+    """-q prints nothing on success, not even ONNX Runtime's or Polygraphy's own lines: this
+    model (an initializer listed among the graph inputs, as IR < 4 exporters wrote them, and an
+    initializer no node reads) makes every ONNX Runtime session warn on stderr, and the compile
+    loads it in several (parity, fold-constants)."""
+    weights = onnx.numpy_helper.from_array(
+        np.random.default_rng(0).standard_normal((4, 3, 3, 3)).astype(np.float32), "W")
+    unused = onnx.numpy_helper.from_array(np.ones(7, np.float32), "unused")
+    graph = onnx.helper.make_graph(
+        [onnx.helper.make_node("Conv", ["x", "W"], ["c"], name="conv", pads=[1, 1, 1, 1]),
+         onnx.helper.make_node("Relu", ["c"], ["y"], name="relu")], "warns",
+        [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 3, 8, 8]),
+         onnx.helper.make_tensor_value_info("W", onnx.TensorProto.FLOAT, [4, 3, 3, 3])],
+        [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, 4, 8, 8])],
+        [weights, unused])
+    model = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    onnx.save(model, tmp_path / "warns.onnx")
+
+    loud = run_trtcompile("compile", "warns.onnx", "-o", "loud", "--no-engine", cwd=tmp_path)
+    assert loud.returncode == 0, loud.stderr
+    assert "onnxruntime" in loud.stderr  # the model does make ONNX Runtime speak
+
+    quiet = run_trtcompile("compile", "warns.onnx", "-o", "out", "-q", cwd=tmp_path)
+    assert quiet.returncode == 0, quiet.stderr
+    assert (quiet.stdout, quiet.stderr) == ("", "")
+    assert json.loads((tmp_path / "out" / "report.json").read_text())["engine"]["built"]
+
+
 def _bad_models(tmp_path: Path) -> dict[str, tuple[list[str], str]]:
     """Case name -> (arguments, expected text of the error line)."""
     good = examples.googlenet_onnx()

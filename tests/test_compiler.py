@@ -125,6 +125,50 @@ def test_outputs_of_an_earlier_run_that_this_run_does_not_produce_are_removed(tm
     assert (out / "notes.txt").read_text() == "mine"
 
 
+def test_a_report_page_in_out_from_an_earlier_run_is_removed(tmp_path: Path) -> None:
+    """--report-html OUT/report.html is recorded in report.json's files; a later compile into OUT
+    that writes no page removes it (it describes the earlier run), and leaves other files."""
+    out = tmp_path / "out"
+    first = compile_model(None, out, options(parity=False, pipeline="none",
+                                             report_html=out / "report.html",
+                                             report_json=out / "copy.json"))
+    assert first.report["files"] == {"optimized": "optimized.onnx", "report": "report.json",
+                                     "report_html": "report.html", "report_json": "copy.json"}
+    assert first.files["report_html"] == out / "report.html" and (out / "report.html").is_file()
+    (out / "summary.html").write_text("mine")
+
+    compile_model(None, out, options(parity=False, pipeline="dead-layer-elimination",
+                                     report_html=tmp_path / "elsewhere.html"))
+    assert sorted(p.name for p in out.iterdir()) == ["optimized.onnx", "report.json",
+                                                     "summary.html"]
+    assert (out / "summary.html").read_text() == "mine" and (tmp_path / "elsewhere.html").is_file()
+    # A page of another name, then none: only what a report recorded is ever removed.
+    compile_model(None, out, options(parity=False, pipeline="none",
+                                     report_html=out / "summary.html"))
+    assert "trtcompile report" in (out / "summary.html").read_text()
+    compile_model(None, out, options(parity=False, pipeline="none"))
+    assert sorted(p.name for p in out.iterdir()) == ["optimized.onnx", "report.json"]
+
+
+def test_a_report_listing_files_outside_out_removes_nothing_there(tmp_path: Path) -> None:
+    """A report.json whose files name paths outside OUT (edited by hand) or folders removes none
+    of them: only plain file names in OUT count."""
+    out = tmp_path / "out"
+    out.mkdir()
+    (tmp_path / "keep.txt").write_text("mine")
+    (out / "data").mkdir()
+    (out / "report.json").write_text(json.dumps(
+        {"files": {"a": "../keep.txt", "b": str(tmp_path / "keep.txt"), "c": "data"}}))
+    compile_model(None, out, options(parity=False, pipeline="none"))
+    assert (tmp_path / "keep.txt").read_text() == "mine" and (out / "data").is_dir()
+
+
+def test_a_report_copy_may_not_take_an_output_name(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="would overwrite the compile's own optimized.onnx"):
+        compile_model(None, tmp_path / "out", options(report_html=tmp_path / "out" / "optimized.onnx"))
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_bad_input_creates_nothing(tmp_path: Path) -> None:
     out = tmp_path / "deep" / "out"
     with pytest.raises(InputError, match="model not found"):

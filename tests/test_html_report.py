@@ -126,7 +126,11 @@ def test_rendered_page_shows_the_report(compiled, tmp_path: Path) -> None:
         cells = dom_texts(row, r"<td[^>]*>(.*?)</td>")
         assert layer_type == layer["type"] and cells[1] == layer["name"]
         assert cells[4] == (", ".join(layer["onnx_nodes"]) or "-")
-        assert cells[5:7] == [layer["precision"], ", ".join(layer["datatypes"])]
+        assert cells[5] == (", ".join(layer["original_nodes"]) or "-")
+        assert cells[6:8] == [layer["precision"], ", ".join(layer["datatypes"])]
+    # The fused stem convolution traces back to the three input nodes it absorbed.
+    assert any(cells[4] == "stem_conv" and cells[5] == "stem_conv, stem_bn, stem_relu"
+               for cells in (dom_texts(row, r"<td[^>]*>(.*?)</td>") for _, row in engine_rows))
     assert f"<b>{report['engine']['compute_layers']} compute</b>" in dom
     precisions = report["engine"]["compute_layer_precisions"]
     assert sum(precisions.values()) == report["engine"]["compute_layers"]
@@ -172,3 +176,59 @@ def test_the_engine_table_fits_a_narrow_page(compiled, tmp_path: Path) -> None:
                           profile=tmp_path / "profile")
     assert result.returncode == 0, result.stderr[-2000:]
     assert 'data-fit="yes"' in result.stdout, re.findall(r'data-fit="[^"]*"', result.stdout)
+
+
+def test_graph_pictures_mark_the_fused_layers(compiled) -> None:
+    """Both graphs are drawn node by node; the optimized graph's fused layers (calls into
+    trtcompile local functions) carry the class the legend explains, and their tooltip lists the
+    function body's ops and the input nodes they stand for."""
+    _, report = compiled
+    page = html_report.render_html(report)
+    for which in ("input", "optimized"):
+        svg = re.search(rf'<svg[^>]*id="graph-{which}".*?</svg>', page, re.S).group(0)
+        nodes = re.findall(r'<g class="graph-node ([\w-]+)" data-name="([^"]*)"', svg)
+        assert [html.unescape(name) for _, name in nodes] == \
+            [node["name"] for node in report["graphs"][which]["nodes"]]
+        assert svg.count('class="graph-edge"') == len(report["graphs"][which]["edges"])
+    optimized = re.search(r'<svg[^>]*id="graph-optimized".*?</svg>', page, re.S).group(0)
+    fused = re.findall(r'<g class="graph-node fused" data-name="([^"]*)"[^>]*><title>([^<]*)</title>',
+                       optimized)
+    assert [html.unescape(name) for name, _ in fused] == \
+        ["stem_conv", "branch0_conv+branch1_conv+branch2_conv"]
+    stem_title = html.unescape(fused[0][1])
+    assert "fused layer: Conv \u2192 Relu" in stem_title
+    assert "stands for: stem_conv, stem_bn, stem_relu" in stem_title
+    assert 'class="swatch fused"' in page  # the legend
+    before = re.search(r'<svg[^>]*id="graph-input".*?</svg>', page, re.S).group(0)
+    classes = dict((html.unescape(n), c) for c, n in
+                   re.findall(r'<g class="graph-node ([\w-]+)" data-name="([^"]*)"', before))
+    assert classes["stem_bn"] == "into-fused" and classes["branches_concat"] == "removed"
+    assert classes["head_conv"] == "kept"
+    rows = re.findall(r'<tr class="fused-row">(.*?)</tr>', page, re.S)
+    assert [dom_texts(row, r"<td[^>]*>(.*?)</td>")[2] for row in rows][0] == \
+        "stem_conv, stem_bn, stem_relu"
+
+
+def test_graph_layout_puts_every_producer_above_its_consumers() -> None:
+    """Layers by dataflow depth; a node nothing feeds sits right above its first consumer."""
+    edges = [(0, 1), (1, 2), (2, 3), (0, 3), (4, 3), (5, 6)]
+    layout = html_report.graph_layout(7, edges)
+    assert all(layout[a][1] < layout[b][1] for a, b in edges)
+    assert layout[4][1] == layout[3][1] - 1  # a Constant feeding the last node
+    assert len({layout[v] for v in layout}) == 7  # no two boxes in one place
+    assert html_report.graph_layout(2, [(0, 1), (1, 0)]) == {0: (0.0, 0), 1: (0.0, 1)}
+
+
+def test_large_graphs_start_folded_and_huge_ones_are_not_drawn(compiled) -> None:
+    _, report = compiled
+    report = json.loads(json.dumps(report))
+    chain = html_report.GRAPH_OPEN_NODES + 1
+    report["graphs"]["input"] = {
+        "node_count": chain, "nodes": [{"name": f"n{i}", "op": "Relu"} for i in range(chain)],
+        "edges": [[i, i + 1] for i in range(chain - 1)]}
+    page = html_report.render_html(report)
+    assert '<details class="graph-fold"><summary>' in page  # folded: not open
+    assert page.count('<g class="graph-node') == chain + len(report["graphs"]["optimized"]["nodes"])
+    report["graphs"]["input"] = {"node_count": 5000, "nodes": None, "edges": None}
+    page = html_report.render_html(report)
+    assert "Not drawn: 5000 nodes" in page and 'id="graph-input"' not in page

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import onnx
+
 from trtcompile import report
 
 
@@ -154,3 +156,18 @@ def test_many_rejection_reasons_are_capped_in_the_terminal() -> None:
     shown = [line for line in lines if line.startswith("  horizontal-fusion: 1 x reason")]
     assert len(shown) == report.REJECTION_REASONS_SHOWN
     assert lines[-1] == "  horizontal-fusion: 3 more, for 3 other reasons (all are in report.json)"
+
+
+def test_graphs_above_the_recorded_limit_keep_only_their_counts(monkeypatch) -> None:
+    from tests.helpers import CONV_BRANCHES
+
+    report_module = report
+    model = onnx.load(CONV_BRANCHES)
+    monkeypatch.setattr(report_module, "GRAPH_RECORDED_NODES", len(model.graph.node) - 1)
+    section = report_module.graph_section(model, model, {})
+    assert section["input"] == {"node_count": len(model.graph.node), "nodes": None, "edges": None}
+    monkeypatch.setattr(report_module, "GRAPH_RECORDED_NODES", len(model.graph.node))
+    section = report_module.graph_section(model, model, {})
+    assert [node["name"] for node in section["input"]["nodes"]] == \
+        [node.name for node in model.graph.node]
+    assert [0, 1] in section["input"]["edges"]  # stem_conv -> stem_bn

@@ -1079,6 +1079,10 @@ def compile_model(source: str | Path | None, output_dir: str | Path,
         if source_path is not None and source_path.exists() \
                 and report_html.resolve() == source_path.resolve():
             raise InputError(f"--report-html {report_html} would overwrite the input model")
+    for key, name in copies_in_output(output_dir, options).items():
+        if name in OUTPUT_NAMES and name != REPORT_JSON:
+            raise InputError(f"--{key.replace('_', '-')} {output_dir / name} would overwrite the "
+                             f"compile's own {name}; choose another name")
     check_engine_parity_mode(options)
     check_partition_options(options)
     input_distribution(options)
@@ -1251,13 +1255,16 @@ def write_outputs(staging: Path, output_dir: Path, options: CompileOptions, *,
     from trtcompile import report as report_module
 
     files["report"] = REPORT_JSON
+    copies = copies_in_output(output_dir, options)
+    published = [name for name in files.values() if name != REPORT_JSON]
+    files.update((key, name) for key, name in copies.items() if name not in files.values())
     report = compile_report(options, loaded=loaded, pipeline_report=pipeline_report,
                             optimized=optimized, parity=parity, engine_status=engine_status,
                             engine_parity=engine_parity, plan=plan, files=files, seconds=seconds,
                             error=error, top1=top1, partition=partition)
     report_bytes = report_module.dumps(report).encode()
     (staging / REPORT_JSON).write_bytes(report_bytes)
-    _publish(staging, output_dir, [name for name in files.values() if name != REPORT_JSON])
+    _publish(staging, output_dir, published, keep=set(files.values()))
     _publish(staging, output_dir, [REPORT_JSON])
     if options.report_json is not None:
         ir.atomic_write_bytes(options.report_json, report_bytes)
@@ -1280,16 +1287,54 @@ def stage_models(staging: Path, loaded: LoadedModel, optimized: onnx.ModelProto,
         files["lowered"] = LOWERED_ONNX
 
 
-def _publish(staging: Path, output_dir: Path, names: Sequence[str]) -> None:
+#: The options whose reports may be written into OUT next to the compile's own (``--report-html
+#: OUT/report.html``): ``files`` records them under these keys, so a later compile that does not
+#: write them removes them, as a report of an earlier run would now be wrong. ``--save-engine``
+#: is not one: an engine saved where the user asked is theirs to keep.
+COPY_OPTIONS = ("report_html", "report_json")
+
+
+def copies_in_output(output_dir: Path, options: CompileOptions) -> dict[str, str]:
+    """The files the ``COPY_OPTIONS`` write directly into ``output_dir``, by option, as names."""
+    copies = {}
+    for key in COPY_OPTIONS:
+        path = getattr(options, key)
+        if path is not None and Path(path).parent.resolve() == output_dir.resolve():
+            copies[key] = Path(path).name
+    return copies
+
+
+def earlier_outputs(output_dir: Path) -> set[str]:
+    """The names an earlier compile into ``output_dir`` wrote there: the built-in output names and
+    those its ``report.json`` lists under ``files`` (plain names in OUT only: a report edited by
+    hand cannot point elsewhere). A missing or unreadable report lists nothing."""
+    import json
+
+    names = set(OUTPUT_NAMES)
+    try:
+        listed = json.loads((output_dir / REPORT_JSON).read_text()).get("files", {})
+    except (OSError, ValueError, AttributeError):
+        return names
+    if isinstance(listed, dict):
+        names.update(name for name in listed.values() if isinstance(name, str) and name
+                     and name == Path(name).name and name not in (".", ".."))
+    return names
+
+
+def _publish(staging: Path, output_dir: Path, names: Sequence[str],
+             keep: set[str] | None = None) -> None:
     """Move ``names`` from the staging folder into ``output_dir``; remove outputs of earlier runs
-    that this run did not produce (once, with the first batch)."""
+    (:func:`earlier_outputs`) that this run does not write (not in ``names`` or ``keep``), once,
+    with the first batch. Files of other names are the user's and stay."""
     output_dir.mkdir(exist_ok=True)
     graveyard = staging / ".replaced"
     graveyard.mkdir(exist_ok=True)
     if REPORT_JSON not in names:
-        for stale in OUTPUT_NAMES:
-            if stale not in names and stale != REPORT_JSON and (output_dir / stale).exists():
-                os.replace(output_dir / stale, graveyard / stale)
+        written = set(names) | (keep or set())
+        for stale in sorted(earlier_outputs(output_dir) - written - {REPORT_JSON}):
+            path = output_dir / stale
+            if path.is_file() if stale not in OUTPUT_NAMES else path.exists():
+                os.replace(path, graveyard / stale)
     for name in names:
         target = output_dir / name
         if target.is_dir():  # a folder cannot be replaced by os.replace: move the old one aside

@@ -670,6 +670,18 @@ class PipelineReport:
     seconds: float = 0.0
     #: The rewrites passes were granted during the run (:meth:`PassContext.may_rewrite`), in order.
     rewrites: list[Rewrite] = field(default_factory=list)
+    #: For each node of the rewritten graph that is not an input node left as it was: the names
+    #: of the input graph's nodes it stands for (a fused layer: the nodes it absorbed, over every
+    #: pass that rewrote it; a node a pass added next to unchanged ones: none). Traced by the
+    #: manager from each pass's before and after graphs (:func:`trtcompile.ir.trace_provenance`),
+    #: so every pass, a user's included, is covered without recording anything itself.
+    provenance: dict[str, list[str]] = field(default_factory=dict)
+    #: The input graph's top-level node names as the passes saw them (unnamed nodes named).
+    input_node_names: list[str] = field(default_factory=list)
+
+    def origins(self, node_name: str) -> list[str]:
+        """The input graph's nodes the rewritten graph's node ``node_name`` stands for."""
+        return self.provenance.get(node_name, [node_name])
 
     def rejections(self, pass_name: str) -> list[Rejection]:
         """All rejections recorded by runs of ``pass_name``, without duplicates, in order."""
@@ -693,6 +705,7 @@ class PipelineReport:
             "fixed_points": self.fixed_points,
             "engine_guided": self.engine_guided,
             "seconds": round(self.seconds, 6),
+            "provenance": self.provenance,
         }
 
 
@@ -847,6 +860,7 @@ class PassManager:
         report = PipelineReport(pipeline=self.text)
         report.layers_before = ir.layer_count(graph)
         report.histogram_before = ir.op_histogram(graph)
+        report.input_node_names = [node.name for node in graph.nodes]
         for instrument in self.instruments:
             try:
                 instrument.before_pipeline(graph, self.ctx)
@@ -862,8 +876,9 @@ class PassManager:
         gc_was_enabled = gc.isenabled()
         gc.disable()
         try:
-            state = _RunState(fingerprint=ir.fingerprint(graph))
+            state = _RunState(fingerprint=ir.fingerprint(graph), structure=ir.Structure(graph))
             self._run_elements(self.pipeline, graph, report, state, iteration=None)
+            report.provenance = {name: list(origins) for name, origins in state.provenance.items()}
         finally:
             if gc_was_enabled:
                 gc.enable()
@@ -954,6 +969,7 @@ class PassManager:
                 result.count("groups_skipped")
                 continue
             backup = graph.copy()
+            traced_before = (state.structure, state.provenance)
             ledger = cost.mac_ledger(graph, self.ctx.resources)
             ledger_before = (ledger.spent, list(ledger.entries))
             records_before = len(report.records)
@@ -993,6 +1009,7 @@ class PassManager:
                 baseline_macs, current_macs = references
                 ledger.spent, ledger.entries = ledger_before  # the undone rewrites spent nothing
                 state.fingerprint = fingerprint_before
+                state.structure, state.provenance = traced_before
                 del report.records[records_before:]
                 result.reject(text, reason)
                 result.count("groups_rejected")
@@ -1044,6 +1061,10 @@ class PassManager:
                                                         f"{type(exc).__name__}: {exc}") from exc
         changed = new_fingerprint != state.fingerprint
         state.fingerprint = new_fingerprint
+        if changed:
+            structure = ir.Structure(graph)
+            state.provenance = ir.trace_provenance(state.structure, structure, state.provenance)
+            state.structure = structure
         record = PassRecord(
             index=index, name=pass_.name, text=pass_.to_text(), options=pass_.options(),
             iteration=iteration, layers_before=layers_before, layers_after=layers_after,
@@ -1076,6 +1097,10 @@ class PassManager:
 @dataclass
 class _RunState:
     fingerprint: int
+    #: The graph's structure after the last pass that changed it, and the provenance of its
+    #: nodes (see :attr:`PipelineReport.provenance`; names missing stand for themselves).
+    structure: ir.Structure
+    provenance: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
 
 def _replace_graph(graph: gs.Graph, other: gs.Graph) -> None:

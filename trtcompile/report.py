@@ -40,6 +40,10 @@ ENGINE_EXCERPT_LAYERS = 12
 #: Distinct rejection reasons shown per pass in the terminal (report.json has every rejection).
 REJECTION_REASONS_SHOWN = 5
 
+#: Graphs up to this many nodes are recorded node by node under ``graphs`` (for the HTML report's
+#: before/after picture); larger ones by their counts only.
+GRAPH_RECORDED_NODES = 3000
+
 
 # --------------------------------------------------------------------------------------------
 # Building
@@ -113,6 +117,88 @@ def parity_section(parity, tolerances: Mapping[str, Any],
     }
 
 
+def graph_edges(graph: onnx.GraphProto) -> list[list[int]]:
+    """Producer -> consumer edges between the graph's top-level nodes, by index, each once."""
+    producer = {name: i for i, node in enumerate(graph.node) for name in node.output if name}
+    edges: dict[tuple[int, int], None] = {}
+    for j, node in enumerate(graph.node):
+        for name in node.input:
+            i = producer.get(name)
+            if i is not None and i != j:
+                edges.setdefault((i, j), None)
+    return [list(edge) for edge in edges]
+
+
+def graph_section(model: onnx.ModelProto, optimized: onnx.ModelProto,
+                  provenance: Mapping[str, Sequence[str]],
+                  input_names: Sequence[str] = ()) -> dict[str, Any]:
+    """The ``graphs`` section: the input and optimized graphs node by node (name, op, and for the
+    optimized graph's fused layers the ops of their function body; for every optimized node that
+    is not an input node left as it was, ``origins``: the input nodes it stands for; for every
+    input node that is not in the optimized graph as it was, ``became``: the optimized nodes that
+    stand for it, empty when a pass removed it), with the edges between them by index. A graph
+    above :data:`GRAPH_RECORDED_NODES` nodes is recorded by its counts only (``nodes`` null).
+    ``input_names``: the input nodes' names as the passes saw them (unnamed nodes get names on
+    import, :func:`trtcompile.ir.import_model`)."""
+    from trtcompile.ir import TRTCOMPILE_DOMAIN, is_onnx_domain
+
+    functions = {(f.domain, f.name): f for f in optimized.functions}
+    became: dict[str, list[str]] = {}
+    for name, origins in provenance.items():
+        for origin in origins:
+            became.setdefault(origin, []).append(name)
+    optimized_names = {node.name for node in optimized.graph.node}
+
+    def body_ops(function) -> list[str]:
+        return [node.op_type if is_onnx_domain(node.domain) else f"{node.domain}.{node.op_type}"
+                for node in function.node]
+
+    def describe(graph: onnx.GraphProto, which: str) -> dict[str, Any]:
+        record: dict[str, Any] = {"node_count": len(graph.node), "nodes": None, "edges": None}
+        if len(graph.node) > GRAPH_RECORDED_NODES:
+            return record
+        nodes = []
+        names = [node.name for node in graph.node]
+        if which == "input" and len(input_names) == len(names):
+            names = list(input_names)
+        for node, node_name in zip(graph.node, names):
+            op = node.op_type if is_onnx_domain(node.domain) else f"{node.domain}.{node.op_type}"
+            entry: dict[str, Any] = {"name": node_name, "op": op}
+            if which == "input":
+                if node_name not in optimized_names or node_name in provenance:
+                    entry["became"] = became.get(node_name, [])
+            else:
+                function = functions.get((node.domain, node.op_type))
+                if node.domain == TRTCOMPILE_DOMAIN and function is not None:
+                    entry["fused"] = body_ops(function)
+                if node.name in provenance:
+                    entry["origins"] = list(provenance[node.name])
+            nodes.append(entry)
+        record["nodes"] = nodes
+        record["edges"] = graph_edges(graph)
+        return record
+
+    return {"recorded_nodes": GRAPH_RECORDED_NODES, "input": describe(model.graph, "input"),
+            "optimized": describe(optimized.graph, "optimized")}
+
+
+def engine_origins(engine: Mapping[str, Any],
+                   provenance: Mapping[str, Sequence[str]]) -> dict[str, Any]:
+    """The ``engine`` section with each engine layer's ``original_nodes``: the input model's nodes
+    its ONNX nodes stand for (a fused call node: the nodes it absorbed, see
+    :attr:`trtcompile.pass_manager.PipelineReport.provenance`)."""
+    engine = dict(engine)
+    if engine.get("layers"):
+        layers = []
+        for layer in engine["layers"]:
+            origins: dict[str, None] = {}
+            for node in layer.get("onnx_nodes", []):
+                origins.update(dict.fromkeys(provenance.get(node, [node])))
+            layers.append({**layer, "original_nodes": list(origins)})
+        engine["layers"] = layers
+    return engine
+
+
 def build_report(*, loaded, pipeline_report, optimized: onnx.ModelProto, parity,
                  parity_options: Mapping[str, Any], engine: Mapping[str, Any],
                  files: Mapping[str, str], seconds: Mapping[str, float],
@@ -120,6 +206,7 @@ def build_report(*, loaded, pipeline_report, optimized: onnx.ModelProto, parity,
                  engine_parity: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Assemble report.json from the stages' results (see docs/cli.md for every key)."""
     pipeline = pipeline_report.to_dict()
+    provenance = pipeline.get("provenance", {})
     report = {
         "trtcompile_report": 1,
         "status": {
@@ -138,7 +225,10 @@ def build_report(*, loaded, pipeline_report, optimized: onnx.ModelProto, parity,
         "passes_seconds": pipeline["seconds"],
         "shapes": dict(shapes) if shapes is not None else None,
         "parity": parity_section(parity, parity_options, engine_parity),
-        "engine": dict(engine),
+        "engine": engine_origins(engine, provenance),
+        "provenance": provenance,
+        "graphs": graph_section(loaded.model, optimized, provenance,
+                                getattr(pipeline_report, "input_node_names", ())),
         "files": dict(files),
         "seconds": {k: round(v, 6) for k, v in seconds.items()},
         "tools": tool_versions(),
