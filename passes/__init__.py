@@ -5,6 +5,7 @@ Each pass lives in its own module named like the pass (``conv-bias-activation-fu
 itself on import: a pass is built in when it is listed in ``BUILTIN_PASSES`` below.
 """
 
+from passes.attention_head_layout import AttentionHeadLayout
 from passes.average_pool_conv_fusion import AveragePoolConvFusion
 from passes.concat_elimination import ConcatElimination
 from passes.conv_bias_activation_fusion import ConvBiasActivationFusion
@@ -27,6 +28,7 @@ BUILTIN_PASSES = (
     AveragePoolConvFusion,
     ConcatElimination,
     TransposeCancellation,
+    AttentionHeadLayout,
     PrecisionFp16,
     QuantizeInt8,
     Partition,
