@@ -101,10 +101,8 @@ class AttentionHeadLayout(Pass):
         softmaxes = [node for node in graph.nodes if node.op == "Softmax" and ir.is_onnx_op(node)]
         if not softmaxes:
             return result
-        if ir.opset(graph) < 13:
-            result.reject(softmaxes, f"opset {ir.opset(graph)} < 13: Softmax flattens trailing axes, "
-                                     "so it cannot run over the key axis of transposed scores")
-            return result
+        precision = str((ctx.resources.get(self.name) or {}).get("precision", "fp32")).lower()
+        opset = ir.opset(graph)
         try:
             dims = ir.inferred_dims(graph)
         except ValueError:
@@ -120,6 +118,16 @@ class AttentionHeadLayout(Pass):
                 continue
             all_nodes = [*block.query.nodes, *block.key.nodes, *block.value.nodes, block.scores,
                          *block.pointwise, softmax, *block.casts, block.context]
+            if precision != "fp32":
+                result.reject([block.scores, softmax, block.context],
+                              f"the engine is built in {precision.upper()}: TensorRT fuses standard "
+                              "attention into one kernel there, which transposed scores prevent")
+                continue
+            if opset < 13:
+                result.reject([block.scores, softmax, block.context],
+                              f"opset {opset} < 13: Softmax flattens trailing axes, so it cannot "
+                              "run over the key axis of transposed scores")
+                continue
             if not ctx.may_rewrite("attention-head-layout", all_nodes, result):
                 continue
             if scope is None:
@@ -231,6 +239,10 @@ def _match(softmax: gs.Node, dims: dict, graph_outputs: set[str],
             result.reject([scores, softmax, context], f"the {role} is not a head split of a constant "
                                                       f"projection: {found}")
             return None
+    if any(p.weights.dtype != np.float32 for p in (query, key, value)):
+        result.reject([scores, softmax, context], "the projections are not float32: TensorRT "
+                                                  "fuses FP16 attention into one kernel")
+        return None
     if not (query.heads == key.heads == value.heads and query.head_size == key.head_size):
         result.reject([scores, softmax, context], "query, key and value head counts differ")
         return None
