@@ -328,7 +328,7 @@ def _projection(tensor: gs.Tensor, perm: tuple[int, ...], dims: dict,
     if weights is None or weights.ndim != 2:
         return "the projection weights are not a constant matrix"
     nodes.insert(0, node)
-    for inner in nodes[:-1]:
+    for inner in nodes:  # the head split feeds this attention only (decoders also output K, V)
         if not ir.has_single_use(inner.outputs[0], graph_outputs):
             return f"'{inner.name}' has other readers"
     width = weights.shape[1]

@@ -71,6 +71,8 @@ RULES = {
         "pushed_through_unsqueeze", "permuted_constants", "absorbed_operand_transposes",
         "folded_into_matmul_weights"],
     "conv-split-fission": ["split_convs", "conv_pieces"],
+    "attention-head-layout": ["attention_blocks", "key_biases_dropped", "value_biases_folded",
+                              "masks_transposed"],
     "partition": ["segments", "segment_nodes"],
     "precision-fp16": ["converted_layers", "converted_weights", "inserted_casts"],
     "quantize-int8": ["quantized_conv", "qdq_activations", "qdq_weights", "calibrated_tensors"],
