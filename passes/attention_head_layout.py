@@ -62,7 +62,10 @@ class AttentionHeadLayout(Pass):
     """Rewrite ``softmax(Q K^T * s + M) V`` with projected, head-split Q, K, V so that TensorRT
     reads the query, key and value heads straight from their (merged) projection GEMM.
 
-    Rules (one block rewrites only when all apply; each one alone does not pay, see below):
+    Rules (a block whose query has a bias rewrites only when all apply, each one alone does not
+    pay, see below; a block whose query has no bias gets rules 2 and 3 only, which then leave no
+    bias between the merged GEMM and the attention; a block without any of the three biases is
+    left alone):
       1. Per-head weights: a head split ``Transpose(Reshape(MatMul(x, W) + b, [B, S, H, D]))`` with
          constant ``W [E, H*D]`` and bias becomes ``MatMul(Unsqueeze(x, 1), W') + b'`` with
          ``W' = W`` laid out ``[H, E, D]`` and ``b' [H, 1, D]``: the same products, written
@@ -89,7 +92,10 @@ class AttentionHeadLayout(Pass):
     ``Q^T``, the key and value GEMM outputs are read in place (the score GEMM reads ``K`` and the
     context GEMM reads ``P^T`` transposed, without copies). Each rule alone builds 9 to 11 layers
     (a key or value without its bias Add is copied out of the merged GEMM by a layer of its own),
-    so the pass applies them together. On transformers exports (docs/benchmarks.md, default
+    so the pass applies them together. Without biases TensorRT reads the heads in place from the
+    exported layout (6 layers), fewer than rule 4's form builds (7): a query without bias keeps
+    the layout and loses only the key and value biases (9 -> 6), and a block with no bias is left
+    alone. On transformers exports (docs/benchmarks.md, default
     pipeline, FP32): BERT-base 159 -> 136, DistilBERT 79 -> 68, ViT-B/16 209 -> 185 engine compute
     layers; BERT and DistilBERT compute their mask in the graph, and its transpose costs one layer
     for the model. Not for FP16 engines: TensorRT fuses the standard form into one attention
@@ -100,7 +106,8 @@ class AttentionHeadLayout(Pass):
     only without a mask (7 layers, as many as the primitives) and in FP16 with one layer more
     than the primitives TensorRT fuses itself. Adds no MACs. Requires: constant projection weights and
     biases (``fold-constants``). Preserves: graph inputs and outputs. Counts: ``attention_blocks``,
-    ``key_biases_dropped``, ``value_biases_folded``, ``masks_transposed``.
+    ``unbiased_blocks`` (rules 2 and 3 only), ``key_biases_dropped``, ``value_biases_folded``,
+    ``masks_transposed``.
     """
 
     name: ClassVar[str] = "attention-head-layout"
@@ -121,6 +128,7 @@ class AttentionHeadLayout(Pass):
         unsqueezed: dict[str, gs.Tensor] = {}
         transposed_masks: dict[str, gs.Tensor] = {}
         new_nodes: list[gs.Node] = []
+        rewritten = False
         for softmax in softmaxes:
             block = _match(softmax, dims, graph_outputs, result)
             if block is None:
@@ -132,7 +140,13 @@ class AttentionHeadLayout(Pass):
                               f"the engine is built in {precision.upper()}: TensorRT fuses standard "
                               "attention into one kernel there, which transposed scores prevent")
                 continue
-            if opset < 13:
+            biases = [p.bias is not None for p in (block.query, block.key, block.value)]
+            if not any(biases):
+                result.reject([block.scores, softmax, block.context],
+                              "no query, key or value bias: TensorRT reads the heads from the "
+                              "merged GEMM in place already")
+                continue
+            if biases[0] and opset < 13:
                 result.reject([block.scores, softmax, block.context],
                               f"opset {opset} < 13: Softmax flattens trailing axes, so it cannot "
                               "run over the key axis of transposed scores")
@@ -141,8 +155,12 @@ class AttentionHeadLayout(Pass):
                 continue
             if scope is None:
                 scope = ir.NameScope(graph)
-            new_nodes += _rewrite(block, scope, unsqueezed, transposed_masks, dims, result)
-        if new_nodes:
+            rewritten = True
+            if biases[0]:
+                new_nodes += _rewrite(block, scope, unsqueezed, transposed_masks, dims, result)
+            else:
+                new_nodes += _drop_biases(block, scope, result)
+        if rewritten:
             graph.nodes.extend(new_nodes)
             graph.cleanup(remove_unused_node_outputs=False, remove_unused_graph_inputs=False)
             ir.toposort(graph)
@@ -455,27 +473,49 @@ def _rewrite(block: _Block, scope: ir.NameScope, unsqueezed: dict[str, gs.Tensor
     block.softmax.attrs["axis"] = 2
     probabilities = block.casts[-1].outputs[0] if block.casts else block.softmax.outputs[0]
     block.context.inputs = [transpose_last(probabilities, f"{base}_probabilities_transpose"), value]
-    # Rule 3: b_v W_o joins the output bias.
     if block.value.bias is not None:
-        matmul = block.output_matmul
-        weights = ir.constant_value(matmul.inputs[1])
-        folded = block.value.bias.astype(np.float64) @ weights.astype(np.float64)
-        if block.output_bias is not None:
-            add = block.output_bias
-            index = 1 if add.inputs[0] is matmul.outputs[0] else 0
-            old = ir.constant_value(add.inputs[index])
-            add.inputs[index] = gs.Constant(scope.fresh(f"{add.name}_bias"), (
-                old.astype(np.float64) + folded.reshape(old.shape)).astype(old.dtype))
-        else:
-            output = matmul.outputs[0]
-            product = gs.Variable(scope.fresh(f"{output.name}_unbiased"), dtype=output.dtype,
-                                  shape=output.shape)
-            matmul.outputs = [product]
-            bias = gs.Constant(scope.fresh(f"{matmul.name}_bias"), folded.astype(weights.dtype))
-            new.append(gs.Node("Add", name=scope.fresh(f"{matmul.name}_bias_add"),
-                               inputs=[product, bias], outputs=[output]))
-        result.count("value_biases_folded")
+        new += _fold_value_bias(block, scope, result)
     result.count("attention_blocks")
+    return new
+
+
+def _fold_value_bias(block: _Block, scope: ir.NameScope, result: PassResult) -> list[gs.Node]:
+    """Rule 3: ``b_v W_o`` joins the output projection's bias (a new Add when it has none)."""
+    new: list[gs.Node] = []
+    matmul = block.output_matmul
+    weights = ir.constant_value(matmul.inputs[1])
+    folded = block.value.bias.astype(np.float64) @ weights.astype(np.float64)
+    if block.output_bias is not None:
+        add = block.output_bias
+        index = 1 if add.inputs[0] is matmul.outputs[0] else 0
+        old = ir.constant_value(add.inputs[index])
+        add.inputs[index] = gs.Constant(scope.fresh(f"{add.name}_bias"), (
+            old.astype(np.float64) + folded.reshape(old.shape)).astype(old.dtype))
+    else:
+        output = matmul.outputs[0]
+        product = gs.Variable(scope.fresh(f"{output.name}_unbiased"), dtype=output.dtype,
+                              shape=output.shape)
+        matmul.outputs = [product]
+        bias = gs.Constant(scope.fresh(f"{matmul.name}_bias"), folded.astype(weights.dtype))
+        new.append(gs.Node("Add", name=scope.fresh(f"{matmul.name}_bias_add"),
+                           inputs=[product, bias], outputs=[output]))
+    result.count("value_biases_folded")
+    return new
+
+
+def _drop_biases(block: _Block, scope: ir.NameScope, result: PassResult) -> list[gs.Node]:
+    """Rules 2 and 3 alone, for a block whose query has no bias: without Adds on the key and value
+    TensorRT reads every head from the merged GEMM, in the layout as exported."""
+    for role, projection in (("key", block.key), ("value", block.value)):
+        if projection.bias is None:
+            continue
+        add, reshape = projection.nodes[1], projection.nodes[2]
+        reshape.inputs[0] = projection.nodes[0].outputs[0]
+        add.outputs.clear()
+        if role == "key":
+            result.count("key_biases_dropped")
+    new = _fold_value_bias(block, scope, result) if block.value.bias is not None else []
+    result.count("unbiased_blocks")
     return new
 
 

@@ -21,8 +21,9 @@ CASES = Path(__file__).parent / "cases"
 
 
 def attention_block(seq: int = 64, width: int = 256, heads: int = 4, mask: bool = True,
-                    seed: int = 0) -> onnx.ModelProto:
-    """One BERT-style self-attention block with random weights, as transformers exports it."""
+                    biases: str = "qkv", seed: int = 0) -> onnx.ModelProto:
+    """One BERT-style self-attention block with random weights, as transformers exports it; the
+    projections named in ``biases`` (of q, k, v) have a bias."""
     rng = np.random.default_rng(seed)
     size = width // heads
     inits, nodes = [], []
@@ -41,8 +42,10 @@ def attention_block(seq: int = 64, width: int = 256, heads: int = 4, mask: bool 
     heads_of = {}
     for role, perm in (("q", [0, 2, 1, 3]), ("k", [0, 2, 3, 1]), ("v", [0, 2, 1, 3])):
         w = const(f"W{role}", (rng.standard_normal((width, width)) * 0.05).astype(np.float32))
-        b = const(f"b{role}", (rng.standard_normal(width) * 0.1).astype(np.float32))
-        t = node("Add", [b, node("MatMul", ["x", w], f"{role}m")], f"{role}a")
+        t = node("MatMul", ["x", w], f"{role}m")
+        if role in biases:
+            b = const(f"b{role}", (rng.standard_normal(width) * 0.1).astype(np.float32))
+            t = node("Add", [b, t], f"{role}a")
         heads_of[role] = node("Transpose", [node("Reshape", [t, "split"], f"{role}r")], f"{role}t",
                               perm=perm)
     s = node("Mul", [node("MatMul", [heads_of["q"], heads_of["k"]], "s"), "scale"], "ss")
@@ -84,6 +87,24 @@ def test_engine_has_two_fewer_layers_per_block(mask: bool) -> None:
     copies = [layer for layer in after.layers if layer.compute and layer.type == "kgen"
               and any(n.endswith(("_query_transpose", "_heads_bias_add")) for n in layer.onnx_nodes)]
     assert len(copies) == 1  # one layer carries the query bias and writes Q^T
+    assert verify.compare_models(model, rewritten, seed=0).passed
+
+
+@pytest.mark.parametrize("biases, stats, layers", [
+    ("kv", {"unbiased_blocks": 1, "key_biases_dropped": 1, "value_biases_folded": 1}, (9, 6)),
+    ("", {}, (6, 6)),
+], ids=["query-without-bias", "no-biases"])
+def test_blocks_without_query_bias_keep_their_layout(biases: str, stats: dict, layers: tuple) -> None:
+    """Without any bias TensorRT reads the heads in place as exported (6 layers; the transposed
+    form would build 7): a query without bias only loses the key and value biases."""
+    model = attention_block(biases=biases)
+    rewritten, record = optimized(model)
+    assert record.stats == stats
+    ops = [n.op_type for n in rewritten.graph.node]
+    assert "Unsqueeze" not in ops and ops.count("Transpose") == 4
+    built = (build_engine(model, progress=False).compute_layers,
+             build_engine(rewritten, progress=False).compute_layers)
+    assert built == layers
     assert verify.compare_models(model, rewritten, seed=0).passed
 
 
