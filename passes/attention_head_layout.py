@@ -130,7 +130,7 @@ class AttentionHeadLayout(Pass):
         new_nodes: list[gs.Node] = []
         rewritten = False
         for softmax in softmaxes:
-            block = _match(softmax, dims, graph_outputs, result)
+            block = _match(softmax, opset, dims, graph_outputs, result)
             if block is None:
                 continue
             all_nodes = [*block.query.nodes, *block.key.nodes, *block.value.nodes, block.scores,
@@ -203,7 +203,7 @@ def _known_dims(tensor: gs.Tensor, dims: dict) -> list | None:
     return [a if isinstance(a, int) else b for a, b in zip(own, inferred)]
 
 
-def _match(softmax: gs.Node, dims: dict, graph_outputs: set[str],
+def _match(softmax: gs.Node, opset: int, dims: dict, graph_outputs: set[str],
            result: PassResult) -> _Block | None:
     """The attention block around ``softmax``, or None (with the reason recorded when the Softmax
     does sit in an attention-shaped chain)."""
@@ -240,7 +240,7 @@ def _match(softmax: gs.Node, dims: dict, graph_outputs: set[str],
     if not ir.has_single_use(scores.outputs[0], graph_outputs):
         return None
     # Down from the Softmax: float Casts, then the value MatMul.
-    axis = int(softmax.attrs.get("axis", -1))
+    axis = int(softmax.attrs.get("axis", -1 if opset >= 13 else 1))  # opset 13 changed the default
     casts: list[gs.Node] = []
     tensor = softmax.outputs[0]
     while True:
