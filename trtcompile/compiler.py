@@ -507,10 +507,15 @@ def with_precision_pass(pipeline: Sequence, options: CompileOptions,
 
 
 def precision_resources(loaded: LoadedModel, options: CompileOptions) -> dict[str, Any]:
-    """``PassContext.resources`` for the precision pass: validated calibration data (INT8)."""
+    """``PassContext.resources`` for the precision pass: validated calibration data (INT8); and,
+    below FP32, the engine precision for ``attention-head-layout`` (which leaves attention to
+    TensorRT's fused FP16 kernel then)."""
     from trtcompile import calibration
 
-    if options.precision.lower() != "int8":
+    precision = options.precision.lower()
+    if precision == "fp16":
+        return {"attention-head-layout": {"precision": precision}}
+    if precision != "int8":
         return {}
     data = held_out = None
     if isinstance(options.calib_data, calibration.CalibrationData):  # samples given in memory
@@ -522,7 +527,8 @@ def precision_resources(loaded: LoadedModel, options: CompileOptions) -> dict[st
         data, held_out = calibration.holdout_split(data)
     cache = Path(options.calib_cache) if options.calib_cache else None
     return {"quantize-int8": calibration.Calibration(data=data, cache_path=cache,
-                                                     progress=options.progress, held_out=held_out)}
+                                                     progress=options.progress, held_out=held_out),
+            "attention-head-layout": {"precision": precision}}
 
 
 def check_top1_agreement(loaded: LoadedModel, optimized: onnx.ModelProto,

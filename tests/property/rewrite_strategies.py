@@ -49,7 +49,7 @@ OPSETS = (9, 10, 11, 12, 13, 14, 15, 17, 18, 19, 21, 23)
 DTYPES = {"float32": TensorProto.FLOAT, "float16": TensorProto.FLOAT16,
           "float64": TensorProto.DOUBLE}
 MOTIFS = ("conv_chain", "parallel_convs", "pool_conv", "split_concat", "slice_concat", "layout",
-          "head", "cleanup", "subgraph", "duplicates")
+          "head", "cleanup", "subgraph", "duplicates", "attention")
 #: Motifs with Conv or pooling (not run in float64 on ONNX Runtime's CPU provider).
 NEEDS_CONV = {"conv_chain", "parallel_convs", "pool_conv"}
 INT64_MAX = 2**63 - 1
@@ -558,6 +558,59 @@ def motif_duplicates(b: Builder, x: Value) -> Value:
         ends = [b.op("Relu", [x.name], x.shape) for _ in range(2)]
         b.outputs.append(ends[1])
     return b.op("Add", [ends[0].name, ends[1].name], x.shape)
+
+
+def motif_attention(b: Builder, x: Value) -> Value:
+    """Scaled dot-product self-attention over the channels as tokens (features: the pixels), as
+    transformers exports it: projected Q/K/V with or without biases split into heads, the key
+    transposed in one or two steps, a scalar scale, an optional additive mask, float Casts of the
+    probabilities, the heads merged and projected (with or without bias). Ends the running tensor:
+    its result is a graph output."""
+    n, c, h, w = x.shape
+    features = h * w
+    heads, size = b.draw(st.integers(1, 3)), b.draw(st.integers(2, 4))
+    width = heads * size
+    tokens = b.op("Reshape", [x.name, b.ints([0, c, features])], (n, c, features))
+    spellings = [(0, 0, heads, size), (0, 0, -1, size)]
+    if isinstance(n, int):
+        spellings.append((n, c, -1, size))
+    split = b.ints(list(b.choose(spellings)), "split")
+    scale = 1.0 / np.sqrt(features)
+
+    def head_split(perm_steps):
+        y = b.op("MatMul", [tokens.name, b.const(b.uniform((features, width)) * scale, "W")],
+                 (n, c, width))
+        if b.draw(st.integers(0, 3)):
+            bias = b.const(b.uniform((width,)), "b")
+            y = b.op("Add", [y.name, bias] if b.draw(st.booleans()) else [bias, y.name], y.shape)
+        y = b.op("Reshape", [y.name, split], (n, c, heads, size))
+        for perm in perm_steps:
+            y = b.op("Transpose", [y.name], _t(y.shape, list(perm)), perm=list(perm))
+        return y
+
+    query = head_split([(0, 2, 1, 3)])
+    key = head_split(b.choose([((0, 2, 3, 1),), ((0, 2, 1, 3), (0, 1, 3, 2))]))
+    value = head_split([(0, 2, 1, 3)])
+    scores = b.op("MatMul", [query.name, key.name], (n, heads, c, c))
+    factor = b.const(np.array(b.draw(st.sampled_from([0.5, 2.0]))), "scale")
+    scores = b.op(b.choose(["Mul", "Div"]), [scores.name, factor], scores.shape)
+    mask_kind = b.choose(["none", "full", "rows", "matrix"])
+    if mask_kind != "none":
+        shape = {"full": (1, 1, c, c), "rows": (1, 1, 1, c), "matrix": (c, c)}[mask_kind]
+        mask = b.const(np.where(b.uniform(shape) < -0.6, -1e4, b.uniform(shape)), "mask")
+        scores = b.op("Add", [scores.name, mask], scores.shape)
+    probabilities = b.op("Softmax", [scores.name], scores.shape, axis=b.choose([-1, 3]))
+    for _ in range(b.draw(st.integers(0, 2))):
+        probabilities = b.op("Cast", [probabilities.name], probabilities.shape, to=b.dtype)
+    context = b.op("MatMul", [probabilities.name, value.name], (n, heads, c, size))
+    merged = b.op("Transpose", [context.name], (n, c, heads, size), perm=[0, 2, 1, 3])
+    merged = b.op("Reshape", [merged.name, b.ints([0, 0, width])], (n, c, width))
+    units = b.draw(st.integers(1, 5))
+    out = b.op("MatMul", [merged.name, b.const(b.uniform((width, units)), "Wo")], (n, c, units))
+    if b.draw(st.booleans()):
+        out = b.op("Add", [b.const(b.uniform((units,)), "bo"), out.name], out.shape)
+    b.outputs.append(out)
+    return x
 
 
 MOTIF_FUNCTIONS = {name: globals()[f"motif_{name}"] for name in MOTIFS}

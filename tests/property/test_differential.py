@@ -72,6 +72,8 @@ RULES = {
         "folded_into_matmul_weights"],
     "conv-split-fission": ["split_convs", "conv_pieces"],
     "common-subexpression-elimination": ["merged_nodes", "merged_into_graph_output"],
+    "attention-head-layout": ["attention_blocks", "unbiased_blocks", "key_biases_dropped",
+                              "value_biases_folded", "masks_transposed"],
     "partition": ["segments", "segment_nodes"],
     "precision-fp16": ["converted_layers", "converted_weights", "inserted_casts"],
     "quantize-int8": ["quantized_conv", "qdq_activations", "qdq_weights", "calibrated_tensors"],
