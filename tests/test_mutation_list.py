@@ -25,3 +25,9 @@ def test_every_pass_with_rules_has_mutations() -> None:
     mutated = {m.module for m in MUTATIONS}
     modules = {p.stem for p in (REPO / "passes").glob("*.py") if p.stem != "__init__"}
     assert modules <= mutated, sorted(modules - mutated)
+
+
+def test_mutation_ids_are_unique() -> None:
+    """Each mutant gets a scratch folder named by its id."""
+    ids = [m.id for m in MUTATIONS]
+    assert len(ids) == len(set(ids)), sorted({i for i in ids if ids.count(i) > 1})
