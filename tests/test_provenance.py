@@ -47,7 +47,7 @@ class MergeSigmoidNeg(Pass):
         sigmoid.outputs.clear()
         neg.outputs.clear()
         graph.nodes = [n for n in graph.nodes if n not in (sigmoid, neg)] + [merged]
-        graph.toposort()
+        ir.toposort(graph)
         result.count("merged")
         return result
 
@@ -66,7 +66,7 @@ class RewriteMerged(Pass):
                         outputs=list(merged.outputs))
         merged.outputs.clear()
         graph.nodes = [n for n in graph.nodes if n is not merged] + [again]
-        graph.toposort()
+        ir.toposort(graph)
         result.count("wrapped")
         return result
 
@@ -84,7 +84,7 @@ class AddIdentity(Pass):
         identity = gs.Node("Identity", name="inserted", inputs=[last.inputs[0]], outputs=[fresh])
         last.inputs[0] = fresh
         graph.nodes.append(identity)
-        graph.toposort()
+        ir.toposort(graph)
         result.count("inserted")
         return result
 
