@@ -245,10 +245,11 @@ def conv(b: Builder, x: Value, c_out: int, kernel=(1, 1), pads=(0, 0, 0, 0), bia
 
 
 def motif_conv_chain(b: Builder, x: Value) -> Value:
-    """One or two Conv chains in a row, each ending with an activation."""
+    """One or two Conv chains in a row, each ending with an activation, sometimes then a global
+    mean (:func:`global_pool_block`)."""
     for _ in range(b.draw(st.integers(1, 3))):
         x = _conv_chain(b, x)
-    return x
+    return global_pool_block(b, x) if b.rng.random() < 0.3 else x
 
 
 def _conv_chain(b: Builder, x: Value) -> Value:
@@ -287,9 +288,10 @@ def motif_parallel_convs(b: Builder, x: Value) -> Value:
                     for _ in range(b.draw(st.integers(2, 3)))]
         if act is not None:  # the same activation on every branch: fused, they merge again
             branches = [activation(b, v, act) for v in branches]
-        if b.draw(st.booleans()):
+        if b.draw(st.booleans()) or b.rng.random() < 0.3:
             # One Conv read only by a Split along the channels (conv-split-fission), each
-            # piece read by the Concat: the merge horizontal-fusion would make, undone.
+            # piece read by the Concat: the merge horizontal-fusion would make, undone. (The
+            # weight generator's share adds these without changing the draws.)
             sizes = [b.draw(st.integers(1, 3)) for _ in range(b.draw(st.integers(2, 3)))]
             merged = conv(b, x, sum(sizes), kernel, pads)
             if act is not None:
@@ -309,7 +311,57 @@ def motif_pool_conv(b: Builder, x: Value) -> Value:
     if b.draw(st.booleans()):
         attrs["count_include_pad"] = int(b.draw(st.booleans()))
     pooled = b.op("AveragePool", [x.name], (n, c, h + 2 * pad - k + 1, w + 2 * pad - k + 1), **attrs)
-    return conv(b, pooled, b.draw(st.integers(1, 6)))
+    y = conv(b, pooled, b.draw(st.integers(1, 6)))
+    return global_pool_block(b, y) if b.rng.random() < 0.75 else y
+
+
+def global_pool_block(b: Builder, y: Value) -> Value:
+    """A global mean of the conv ``y`` (GlobalAveragePool, or ReduceMean over the spatial axes as
+    the opset spells it, with or without keepdims) feeding a squeeze-excitation gate that scales
+    ``y``, or a classifier head (a graph output: Gemm/MatMul, ReLU, then MatMul or Softmax) on the
+    mean or on ``y``'s whole map. Every choice comes from the weight generator, not from draws, so
+    the models the other motifs build stay as they were."""
+    n, c, h, w = y.shape
+    rng = b.rng
+
+    def weights(shape, base):
+        return b.const(rng.uniform(-1, 1, size=shape) / np.sqrt(np.prod(shape[1:])), base, False)
+
+    if rng.random() < 0.5:
+        y = b.op(("Relu", "Sigmoid")[int(rng.integers(2))], [y.name], y.shape)
+    form = ("global", "mean", "mean_keepdims")[int(rng.integers(3))]
+    keepdims = form != "mean"
+    if form == "global":
+        pooled = b.op("GlobalAveragePool", [y.name], (n, c, 1, 1))
+    else:
+        axes = [(2, 3), (-1, -2), (2, -1)][int(rng.integers(3))]
+        shape = (n, c, 1, 1) if keepdims else (n, c)
+        if b.opset >= 18:
+            pooled = b.op("ReduceMean", [y.name, b.ints(list(axes), "axes")], shape,
+                          keepdims=int(keepdims))
+        else:
+            pooled = b.op("ReduceMean", [y.name], shape, axes=list(axes), keepdims=int(keepdims))
+    if keepdims and rng.random() < 0.5:  # squeeze-excitation
+        squeezed = b.op("Relu", [b.op("Conv", [pooled.name, weights((2, c, 1, 1), "se_W")],
+                                      (n, 2, 1, 1)).name], (n, 2, 1, 1))
+        expanded = b.op("Conv", [squeezed.name, weights((c, 2, 1, 1), "se_W")], (n, c, 1, 1))
+        gate = b.op("Sigmoid", [expanded.name], (n, c, 1, 1))
+        return b.op("Mul", [y.name, gate.name], y.shape)
+    if keepdims and h * w > 1 and rng.random() < 0.5:  # flatten-gemm-conv
+        features = c * h * w
+        flat = b.op("Flatten", [y.name], (n, features), axis=1)
+    else:
+        features = c
+        flat = pooled if not keepdims else b.op("Flatten", [pooled.name], (n, c), axis=1)
+    units = int(rng.integers(1, 5))
+    kind = "Gemm" if b.opset >= 11 and rng.random() < 0.5 else "MatMul"  # Gemm's C optional from 11
+    hidden = b.op("Relu", [b.op(kind, [flat.name, weights((features, units), "fc_W")],
+                                (n, units)).name], (n, units))
+    if rng.random() < 0.5:
+        b.outputs.append(b.op("Softmax", [hidden.name], hidden.shape, axis=1))
+    else:
+        b.outputs.append(b.op("MatMul", [hidden.name, weights((units, 2), "fc2_W")], (n, 2)))
+    return y
 
 
 def motif_split_concat(b: Builder, x: Value) -> Value:
