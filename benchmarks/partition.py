@@ -8,7 +8,7 @@ For each network (the built-in ``googlenet-onnx`` example, and Keras ResNet50 an
    initializer) -> Cast(float)``: the BitShift-on-uint32 pattern TensorRT's parser rejects (ReLU
    outputs are non-negative, so the uint32 cast is defined; the shift by 0 keeps integers);
 2. compiles the original model (one whole-model engine) and the modified one (partitioned) with
-   the compile flow's Python face (:func:`trtcompile.compiler.compile_model`, default pipeline,
+   the compile flow's Python face (:func:`trtcompile.flow.compile_model`, default pipeline,
    default profiles), with ``--min-segment-size`` 3 (the default);
 3. reads from the results: coverage (compute nodes in engines), segments, fallback nodes, the
    parser queries the support classification took, parity of ``partitioned.onnx``, each
@@ -83,7 +83,7 @@ def source_model(key: str, cache_dir: Path) -> onnx.ModelProto:
 
 
 def compile_once(path: Path, out: Path) -> tuple[dict, float]:
-    from trtcompile.compiler import CompileOptions, compile_model
+    from trtcompile.flow import CompileOptions, compile_model
 
     start = time.perf_counter()
     result = compile_model(path, out, CompileOptions(progress=False))

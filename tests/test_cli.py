@@ -12,7 +12,7 @@ import pytest
 
 from tests.helpers import BREAKING_PASS, REPO, run_trtcompile
 from trtcompile import __version__, cli, examples, ir
-from trtcompile.compiler import build_registry
+from trtcompile.flow.registry import build_registry
 
 COUNTING_PASS = '''
 from dataclasses import dataclass

@@ -10,8 +10,10 @@ import onnx
 import onnxruntime as ort
 import pytest
 
-from trtcompile import compiler, examples, ir
-from trtcompile.compiler import CompileOptions, compile_model
+from trtcompile import examples, flow, ir
+from trtcompile.flow import CompileOptions, compile_model
+from trtcompile.flow import compilation as flow_compilation
+from trtcompile.flow import engine as flow_engine
 from trtcompile.errors import CheckFailed, InputError, PassFailed, PipelineError
 from trtcompile.frontend import LoadedModel, LoweringRecord
 
@@ -43,12 +45,12 @@ def options(**kwargs) -> CompileOptions:
 
 
 @pytest.fixture(scope="module")
-def example_run(tmp_path_factory) -> compiler.CompileResult:
+def example_run(tmp_path_factory) -> flow.CompileResult:
     out = tmp_path_factory.mktemp("example") / "out"
     return compile_model(None, out, options(dump_after_each=True))
 
 
-def test_example_compiles_and_writes_its_outputs(example_run: compiler.CompileResult) -> None:
+def test_example_compiles_and_writes_its_outputs(example_run: flow.CompileResult) -> None:
     out = example_run.output_dir
     assert example_run.error is None and example_run.exit_code == 0
     assert sorted(p.name for p in out.iterdir()) == ["optimized.onnx", "passes", "report.json"]
@@ -60,7 +62,7 @@ def test_example_compiles_and_writes_its_outputs(example_run: compiler.CompileRe
     assert [p.name for p in out.parent.iterdir()] == ["out"]
 
 
-def test_report_json_matches_the_pipeline_report(example_run: compiler.CompileResult) -> None:
+def test_report_json_matches_the_pipeline_report(example_run: flow.CompileResult) -> None:
     report = json.loads((example_run.output_dir / "report.json").read_text())
     assert report == json.loads(json.dumps(example_run.report))
     pipeline = example_run.pipeline_report
@@ -87,14 +89,14 @@ def test_report_json_matches_the_pipeline_report(example_run: compiler.CompileRe
     assert report["tools"]["onnxruntime"]
 
 
-def test_dump_after_each_writes_one_model_per_pass(example_run: compiler.CompileResult) -> None:
+def test_dump_after_each_writes_one_model_per_pass(example_run: flow.CompileResult) -> None:
     dumps = sorted(p.name for p in (example_run.output_dir / "passes").iterdir())
     expected = ["000_input.onnx"] + [f"{r.index:03d}_{r.name}.onnx"
                                      for r in example_run.pipeline_report.records]
     assert dumps == expected
 
 
-def test_optimized_model_matches_the_example_numerically(example_run: compiler.CompileResult) -> None:
+def test_optimized_model_matches_the_example_numerically(example_run: flow.CompileResult) -> None:
     data = np.random.default_rng(3).uniform(0, 1, (1, 3, 64, 64)).astype(np.float32)
     outputs = []
     for model in (examples.googlenet_onnx(), onnx.load(example_run.output_dir / "optimized.onnx")):
@@ -232,7 +234,7 @@ def fake_lowered(perturb: float = 0.0) -> LoadedModel:
 
 
 def test_reference_is_compared_with_the_lowered_and_optimized_models(tmp_path, monkeypatch) -> None:
-    monkeypatch.setattr(compiler, "load_source", lambda source, opts: fake_lowered())
+    monkeypatch.setattr(flow_compilation, "load_source", lambda source, opts: fake_lowered())
     result = compile_model(None, tmp_path / "out", options())
     parity = result.report["parity"]
     assert [(c["reference"], c["candidate"]) for c in parity["comparisons"]] == [
@@ -245,7 +247,7 @@ def test_reference_is_compared_with_the_lowered_and_optimized_models(tmp_path, m
 
 
 def test_a_reference_mismatch_fails_parity_and_names_the_comparisons(tmp_path, monkeypatch) -> None:
-    monkeypatch.setattr(compiler, "load_source", lambda source, opts: fake_lowered(perturb=0.5))
+    monkeypatch.setattr(flow_compilation, "load_source", lambda source, opts: fake_lowered(perturb=0.5))
     result = compile_model(None, tmp_path / "out", options(engine=True))
     assert isinstance(result.error, CheckFailed) and result.exit_code == 1
     assert result.report["parity"]["failed"] == [
@@ -267,7 +269,7 @@ def test_a_backend_failure_writes_the_outputs_and_exits_3(tmp_path, monkeypatch)
     def refuse(optimized, loaded, opts, plan=None):
         raise BackendError("TensorRT could not parse node 'stem_conv': unsupported")
 
-    monkeypatch.setattr(compiler, "build_engine", refuse)
+    monkeypatch.setattr(flow_engine, "build_engine", refuse)
     result = compile_model(None, tmp_path / "out", options(engine=True))
     assert isinstance(result.error, BackendError) and result.exit_code == 3
     assert result.report["engine"] == {

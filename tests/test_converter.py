@@ -43,7 +43,7 @@ def test_int8_calibrates_from_a_generator_a_dict_or_an_array(tmp_path: Path) -> 
         converter = trtcompile.Converter(input_saved_model_dir=CONV_BRANCHES,
                                          precision_mode="INT8", engine=False)
         converter.convert(calibration_input_fn=given)
-        records = converter._converted["pipeline_report"].records
+        records = converter.compilation.pipeline_report.records
         (quantize,) = [r for r in records if r.name == "quantize-int8"]
         assert quantize.stats["calibration_samples"] == 16, quantize.stats
         assert quantize.stats["qdq_weights"] > 0, quantize.stats

@@ -13,7 +13,7 @@ import pytest
 
 from tests.helpers import run_main, run_trtcompile
 from trtcompile import examples, ir
-from trtcompile.compiler import CompileOptions, compile_model
+from trtcompile.flow import CompileOptions, compile_model
 from trtcompile.shapes import ShapeOptions
 
 #: Every built-in pass, so the test shows none of them bakes a batch size.

@@ -2,7 +2,7 @@
 ONNX Runtime; "not run" (and why) where no GPU can execute it; --engine-parity auto/require/off.
 
 This machine has no GPU an engine can run on, so the paths where the engine runs replace
-``compiler.run_engine`` by a simulated GPU: ONNX Runtime on the very model the engine was built from.
+``trtcompile.flow.parity.run_engine`` by a simulated GPU: ONNX Runtime on the very model the engine was built from.
 """
 
 from __future__ import annotations
@@ -18,9 +18,12 @@ import onnxruntime as ort
 import pytest
 
 from tests.helpers import run_main, run_trtcompile
-from trtcompile import compiler, examples, html_report, ir, report, verify
+from trtcompile import examples, html_report, ir, report, verify
+from trtcompile.flow import engine as flow_engine
+from trtcompile.flow import parity as flow_parity
+from trtcompile.flow import precision as flow_precision
 from trtcompile.backend import NO_GPU_MESSAGE
-from trtcompile.compiler import CompileOptions, compile_model
+from trtcompile.flow import CompileOptions, compile_model
 from trtcompile.errors import BackendError, CheckFailed, InputError
 from trtcompile.shapes import ShapeOptions
 
@@ -44,14 +47,14 @@ class SimulatedGpu:
         self.perturb = perturb
         self.drop = drop
         self.built_from: onnx.ModelProto | None = None
-        real_build = compiler.build_engine
+        real_build = flow_engine.build_engine
 
         def recording_build(optimized, loaded, opts, plan=None):
             self.built_from = optimized
             return real_build(optimized, loaded, opts, plan)
 
-        monkeypatch.setattr(compiler, "build_engine", recording_build)
-        monkeypatch.setattr(compiler, "run_engine", self.run)
+        monkeypatch.setattr(flow_engine, "build_engine", recording_build)
+        monkeypatch.setattr(flow_parity, "run_engine", self.run)
 
     def run(self, plan: bytes, feeds: dict[str, np.ndarray], profile: int = 0) -> dict[str, np.ndarray]:
         assert isinstance(plan, bytes) and plan
@@ -241,7 +244,7 @@ def test_a_backend_failure_while_running_is_not_run_under_auto_and_exit_3_under_
     def refuse(plan, feeds, profile=0):
         raise BackendError("TensorRT could not load the engine plan: unsupported SM 9.0")
 
-    monkeypatch.setattr(compiler, "run_engine", refuse)
+    monkeypatch.setattr(flow_parity, "run_engine", refuse)
     result = compile_model(None, tmp_path / "auto", options())
     assert result.exit_code == 0
     assert result.engine_parity.status == "not run"
@@ -307,13 +310,13 @@ def test_cli_refuses_require_with_no_engine(tmp_path: Path, capsys) -> None:
 
 
 def test_tolerances_follow_the_graph_precision() -> None:
-    fp32 = compiler.engine_parity_tolerances(CompileOptions(), user_tolerances=False)
+    fp32 = flow_precision.engine_parity_tolerances(CompileOptions(), user_tolerances=False)
     assert fp32[:2] == (1e-2, 1e-2) and "TF32" in fp32[2]
-    fp16 = compiler.engine_parity_tolerances(CompileOptions(precision="fp16"), user_tolerances=False)
+    fp16 = flow_precision.engine_parity_tolerances(CompileOptions(precision="fp16"), user_tolerances=False)
     assert fp16[:2] == (1e-2, 1e-2) and fp16[2].startswith("fp16:")
-    int8 = compiler.engine_parity_tolerances(CompileOptions(precision="int8"), user_tolerances=False)
+    int8 = flow_precision.engine_parity_tolerances(CompileOptions(precision="int8"), user_tolerances=False)
     assert int8[:2] == (1e-3, 0.1) and int8[2].startswith("int8:")
-    user = compiler.engine_parity_tolerances(CompileOptions(atol=3e-3, rtol=0), user_tolerances=True)
+    user = flow_precision.engine_parity_tolerances(CompileOptions(atol=3e-3, rtol=0), user_tolerances=True)
     assert user == (3e-3, 0, "user tolerances atol=0.003 rtol=0")
 
 
@@ -326,7 +329,7 @@ def test_html_report_says_why_engine_parity_did_not_run(tmp_path: Path, monkeypa
     def no_gpu(plan, feeds, profile=0):
         raise BackendError(f"{NO_GPU_MESSAGE} (CUDA driver version is insufficient)")
 
-    monkeypatch.setattr(compiler, "run_engine", no_gpu)
+    monkeypatch.setattr(flow_parity, "run_engine", no_gpu)
     result = compile_model(None, tmp_path / "out", options())
     page = html_report.render_html(result.report)
     assert (f'<p id="engine-parity-status">Engine parity: not run &mdash; {NO_GPU_MESSAGE} '

@@ -11,7 +11,7 @@ import pytest
 
 from tests.helpers import CONV_BRANCHES, run_trtcompile
 from trtcompile import cli
-from trtcompile.compiler import CompileOptions, compile_model
+from trtcompile.flow import CompileOptions, compile_model
 from trtcompile.errors import EXIT_BAD_INPUT, EXIT_INTERNAL, InputError
 
 BAD_NUMBERS = [

@@ -15,7 +15,7 @@ import trtcompile
 from tests.backend import models
 from tests.helpers import run_main
 from trtcompile import ir
-from trtcompile.partitioning import EPCONTEXT_SOURCES, segment_calls
+from trtcompile.flow.partitioning import EPCONTEXT_SOURCES, segment_calls
 from trtcompile.runtime import StagedExecutor
 
 
@@ -89,7 +89,7 @@ def test_staged_executor_stitches_segments_and_fallback_runs(compiled, bitshift_
     out, _ = compiled
     partitioned = onnx.load(str(out / "partitioned.onnx"))
     from trtcompile.backend.support import value_types
-    from trtcompile.partitioning import segment_model
+    from trtcompile.flow.partitioning import segment_model
 
     types = value_types(partitioned)
     sessions = {call.name: ort.InferenceSession(segment_model(partitioned, call, function, types)

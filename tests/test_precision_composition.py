@@ -9,7 +9,9 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import CONV_BRANCHES
-from trtcompile.compiler import CompileOptions, build_registry, compile_model, with_precision_pass
+from trtcompile.flow import CompileOptions, compile_model
+from trtcompile.flow.precision import with_precision_pass
+from trtcompile.flow.registry import build_registry
 from trtcompile.errors import InputError
 from trtcompile.pass_manager import iter_passes, parse_pipeline, print_pipeline
 

@@ -10,7 +10,7 @@ import pytest
 
 from tests.helpers import CONV_BRANCHES, CONV_PIPELINE, GOLDEN, measured_layers
 from trtcompile import testing
-from trtcompile.compiler import build_registry
+from trtcompile.flow.registry import build_registry
 
 NEGATE_FIRST_BIAS = '''
 from dataclasses import dataclass

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from trtcompile import cli, report
-from trtcompile.compiler import CompileOptions, compile_model
+from trtcompile.flow import CompileOptions, compile_model
 from trtcompile.errors import InputError
 
 MODEL = Path(__file__).resolve().parent / "golden" / "nhwc_transposes.onnx"

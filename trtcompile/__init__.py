@@ -22,8 +22,9 @@ _EXPORTS = {
          "PassRegistry", "PassResult", "PipelineReport", "VerifyInstrument", "default_registry",
          "parse_pipeline", "print_pipeline", "run_pipeline"), "trtcompile.pass_manager"),
     "Converter": "trtcompile.converter",
-    "CompileOptions": "trtcompile.compiler",
-    "compile_model": "trtcompile.compiler",
+    "Compilation": "trtcompile.flow",
+    "CompileOptions": "trtcompile.flow",
+    "compile_model": "trtcompile.flow",
 }
 
 __all__ = [*_EXPORTS, "__version__", "load"]

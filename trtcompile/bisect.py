@@ -4,7 +4,8 @@ graph TensorRT cannot build.
 Rewrites. Every built-in rewrite site asks :meth:`PassContext.may_rewrite` before it touches the
 graph, and the context grants at most ``rewrite_limit`` rewrites (LLVM's ``-opt-bisect-limit``).
 :func:`bisect_rewrites` compiles the model through the compile flow's stages
-(:func:`compiler.optimize`, :func:`compiler.check_parity`, :func:`compiler.build_engine`) and:
+(:class:`~trtcompile.flow.Compilation`: its pipeline with the precision pass, its parity and its
+engine builds) and:
 
 1. runs the whole pipeline, keeping the model after every pass run and the rewrites each run was
    granted; when the result passes parity (and builds) there is nothing to find;
@@ -27,18 +28,16 @@ A failure is a parity failure, an error running either model on ONNX Runtime, a 
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import onnx
 
-from trtcompile import compiler, ir
+from trtcompile import ir
 from trtcompile.errors import BackendError, CheckFailed, InputError, PassFailed, TrtcompileError
-from trtcompile.frontend import LoadedModel
-from trtcompile.pass_manager import Instrument, Rewrite, parse_pipeline
+from trtcompile.flow import Compilation, CompileOptions
+from trtcompile.pass_manager import Instrument, Rewrite
 
 #: Files ``trtcompile bisect`` writes into its output folder.
 BEFORE_ONNX = "before.onnx"
@@ -113,11 +112,7 @@ class _Snapshots(Instrument):
 class _Checker:
     """Compiles and judges: None when the model passes, else the failure in one line."""
 
-    loaded: LoadedModel
-    options: compiler.CompileOptions
-    pipeline: Sequence
-    registry: Any
-    resources: dict[str, Any] = field(default_factory=dict)
+    compilation: Compilation
     checks: int = 0
 
     def optimized(self, limit: int | None, instruments: Sequence[Instrument] = ()
@@ -125,9 +120,7 @@ class _Checker:
         """The pipeline's output under ``limit`` (None and the failure when a pass raises)."""
         self.checks += 1
         try:
-            model, report = compiler.optimize(self.loaded, self.pipeline, self.registry,
-                                              self.options, None, self.resources,
-                                              rewrite_limit=limit, instruments=instruments)
+            model, report = self.compilation.optimize(rewrite_limit=limit, instruments=instruments)
         except PassFailed as exc:
             return None, str(exc), []
         return model, self.judge(model), report.rewrites
@@ -144,16 +137,16 @@ class _Checker:
 
     def _judge(self, model: onnx.ModelProto) -> str | None:
         try:
-            verdict = compiler.check_parity(self.loaded, model, self.options)
+            verdict = self.compilation.parity_of(model)
         except TrtcompileError:
             raise
         except Exception as exc:  # noqa: BLE001 - ONNX Runtime rejecting the model is the finding
             return f"ONNX Runtime cannot run it: {type(exc).__name__}: {str(exc).splitlines()[0]}"
         if not verdict.passed:
             return verdict.error_message()
-        if self.options.engine:
+        if self.compilation.options.engine:
             try:
-                compiler.build_engine(model, self.loaded, self.options)
+                self.compilation.build(model)
             except BackendError as exc:
                 return f"TensorRT: {exc}"
         return None
@@ -170,19 +163,14 @@ def _first(lo: int, hi: int, fails: Callable[[int], bool]) -> int:
     return hi
 
 
-def bisect_rewrites(source: str | Path, options: compiler.CompileOptions) -> RewriteVerdict | None:
+def bisect_rewrites(source: str | Path, options: CompileOptions) -> RewriteVerdict | None:
     """The first pass run and rewrite after which ``source`` fails; None when nothing fails.
 
     Raises CheckFailed when the model fails with no pass run at all (the input itself).
     """
-    loaded = compiler.load_source(source, options)
-    registry = compiler.build_registry(options.pass_modules)
-    pipeline = parse_pipeline(options.pipeline, registry)
-    precision_text = compiler.precision_pipeline(options)
-    if precision_text:
-        pipeline = (*pipeline, *parse_pipeline(precision_text, registry))
-    checker = _Checker(loaded, options, pipeline, registry,
-                       compiler.precision_resources(loaded, options))
+    compilation = Compilation(source, options)
+    loaded = compilation.load()
+    checker = _Checker(compilation)
 
     snapshots = _Snapshots()
     final, failure, _ = checker.optimized(None, [snapshots])
@@ -284,14 +272,12 @@ def _reads(node: onnx.NodeProto) -> list[str]:
     return names
 
 
-def bisect_engine(source: str | Path, options: compiler.CompileOptions) -> SegmentVerdict | None:
+def bisect_engine(source: str | Path, options: CompileOptions) -> SegmentVerdict | None:
     """The shortest contiguous node range of the optimized model TensorRT rejects; None when the
     whole model builds."""
-    loaded = compiler.load_source(source, options)
-    registry = compiler.build_registry(options.pass_modules)
-    pipeline = parse_pipeline(options.pipeline, registry)
-    optimized, _ = compiler.optimize(loaded, pipeline, registry, options, None,
-                                     compiler.precision_resources(loaded, options))
+    compilation = Compilation(source, options)
+    compilation.load()
+    optimized, _ = compilation.optimize()
     model = onnx.shape_inference.infer_shapes(optimized, data_prop=True)
     size = len(model.graph.node)
     checks = 0
@@ -303,7 +289,7 @@ def bisect_engine(source: str | Path, options: compiler.CompileOptions) -> Segme
             checks += 1
             try:
                 part = model if (start, stop) == (0, size) else segment_model(model, start, stop)
-                compiler.build_engine(part, loaded, dataclasses.replace(options, progress=False))
+                compilation.build(part, progress=False)
                 errors[start, stop] = None
             except BackendError as exc:
                 errors[start, stop] = str(exc)

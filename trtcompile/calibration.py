@@ -84,7 +84,7 @@ def precision_tolerances(precision: str) -> PrecisionTolerances:
     * ``int8``: 127 levels per tensor; the error is a few percent of the output's range (ResNet50:
       1.5-2%), bounded by ``1e-3 + 0.1 * max|ref| + 0.1 * |ref|``. Never infinite: a check that
       cannot fail is no check. Where calibration data is given, the held-out samples also decide
-      by top-1 agreement (see :func:`holdout_split` and ``trtcompile.compiler``).
+      by top-1 agreement (see :func:`holdout_split` and ``trtcompile.flow``).
     """
     precision = precision.lower()
     if precision == "fp32":

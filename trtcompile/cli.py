@@ -99,8 +99,8 @@ def shape_options(args: argparse.Namespace):
 
 
 def compile_options(args: argparse.Namespace):
-    """The :class:`~trtcompile.compiler.CompileOptions` the flags describe."""
-    from trtcompile.compiler import CompileOptions
+    """The :class:`~trtcompile.flow.CompileOptions` the flags describe."""
+    from trtcompile.flow import CompileOptions
     from trtcompile.frontend import FrontendOptions
 
     data_range = None
@@ -132,6 +132,7 @@ def compile_options(args: argparse.Namespace):
         calib_cache=args.calib_cache, calib_batches=args.calib_batches,
         **partition_options(args),
         workspace_bytes=args.workspace_bytes, verbose=args.verbose, save_engine=args.save_engine,
+        why_not=parse_names(args.why_not),
     )
 
 
@@ -176,43 +177,23 @@ def partition_options(args: argparse.Namespace) -> dict:
             "partition_only": args.partition_only}
 
 
-def check_why_not(names: Sequence[str], options) -> None:
-    """Refuse ``--why-not`` names that are not passes of the pipeline, before compiling."""
-    from trtcompile.compiler import build_registry, with_precision_pass
-    from trtcompile.pass_manager import iter_passes, parse_pipeline
-
-    if not names:
-        return
-    registry = build_registry(options.pass_modules)
-    pipeline = with_precision_pass(parse_pipeline(options.pipeline, registry), options, registry)
-    running = {p.name for p in iter_passes(pipeline)}
-    for name in names:
-        if name not in registry:
-            raise InputError(f"--why-not {name}: no such pass (passes: "
-                             f"{', '.join(sorted(registry.names()))})")
-        if name not in running:
-            raise InputError(f"--why-not {name}: the pass does not run in this pipeline "
-                             f"({', '.join(sorted(running)) or 'no pass'}); add it with --pipeline")
-
-
 def run_compile(args: argparse.Namespace) -> int:
     """``trtcompile compile``: compile, print the report, return the exit code."""
     from trtcompile import report
-    from trtcompile.compiler import compile_model
+    from trtcompile.flow import Compilation
 
     model = model_argument(args)
     options = compile_options(args)
-    why_not = parse_names(args.why_not)
-    check_why_not(why_not, options)
+    compilation = Compilation(model, options)  # every flag is checked here, before any work
     if args.quiet:
         quiet_libraries()
-    result = compile_model(model, args.output, options)
+    result = compilation.run(args.output)
     if not args.quiet:
         sys.stdout.write(report.render(result.report, str(args.output)))
         sys.stdout.flush()
-    if why_not:
+    if options.why_not:
         ops = {node.name: node.op_type for node in result.loaded.model.graph.node}
-        for name in why_not:
+        for name in options.why_not:
             sys.stdout.write("\n" + "\n".join(report.format_why_not(result.report, name, ops)) + "\n")
         sys.stdout.flush()
     if result.error is not None:
@@ -261,7 +242,7 @@ def run_golden(args: argparse.Namespace) -> int:
     if args.junit:
         from pathlib import Path
 
-        from trtcompile.compiler import check_output_location
+        from trtcompile.flow.outputs import check_output_location
 
         junit = Path(args.junit)
         if junit.is_dir():
@@ -402,7 +383,7 @@ def passes_markdown(registry) -> str:
 
 def run_passes(args: argparse.Namespace) -> int:
     """``trtcompile passes``: print the named pipelines and every pass (text or Markdown)."""
-    from trtcompile.compiler import build_registry
+    from trtcompile.flow.registry import build_registry
 
     registry = build_registry(args.pass_module)
     sys.stdout.write(passes_markdown(registry) if args.markdown else passes_text(registry))
@@ -415,7 +396,8 @@ def run_bisect(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from trtcompile import bisect
-    from trtcompile.compiler import CompileOptions, check_output_location
+    from trtcompile.flow import CompileOptions
+    from trtcompile.flow.outputs import check_output_location
     from trtcompile.errors import EXIT_NOTHING_FAILS
     from trtcompile.frontend import FrontendOptions
 
@@ -731,7 +713,7 @@ def run_run(args: argparse.Namespace) -> int:
     except (OSError, ValueError) as exc:
         raise InputError(f"--inputs {inputs}: not a readable .npz file ({exc})") from None
     if args.output is not None:
-        from trtcompile.compiler import check_output_location
+        from trtcompile.flow.outputs import check_output_location
 
         check_output_location(Path(args.output).parent, None, None)
     compiled = load(args.folder, device=args.device)

@@ -55,7 +55,12 @@ BUILTIN_PREFIX = "builtin:"
 
 #: Keys of a ``[[model]]`` table.
 ENTRY_KEYS = ("name", "path", "pipeline", "precision", "input_shapes", "atol", "rtol", "seed",
-              "data_range", "engine", "data", "calib_data", "pass_modules", "target_gpu", "expect")
+              "data_range", "engine", "data", "calib_data", "calib_method", "pass_modules",
+              "target_gpu", "min_shapes", "opt_shapes", "max_shapes", "expect")
+
+#: Keys of an entry giving one optimization profile (as ``--min-shapes``/``--opt-shapes``/
+#: ``--max-shapes``): each a table of input name -> dimensions.
+PROFILE_KEYS = ("min_shapes", "opt_shapes", "max_shapes")
 
 #: Keys of a ``[model.expect]`` table.
 EXPECT_KEYS = ("layers", "engine_compute_layers", "passes")
@@ -65,6 +70,8 @@ TARGET_GPU = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 #: Precisions a manifest may name (see :func:`trtcompile.calibration.parity_tolerances`).
 PRECISIONS = ("fp32", "fp16", "int8")
+#: ``calib_method`` values (as ``--calib-method``).
+CALIB_METHODS = ("entropy", "minmax", "percentile")
 
 
 # --------------------------------------------------------------------------------------------
@@ -112,8 +119,12 @@ class GoldenEntry:
     engine: bool = False
     #: ``.npz`` of parity inputs by input name (None: seeded random inputs).
     data: Path | None = None
-    #: INT8 calibration samples (``precision = "int8"``).
+    #: INT8 calibration samples (``precision = "int8"``) and the calibration method.
     calib_data: Path | None = None
+    calib_method: str = "entropy"
+    #: One optimization profile: ``min_shapes``/``opt_shapes``/``max_shapes`` -> {input: dims}
+    #: (empty: the profiles a compile chooses by default).
+    profile: Mapping[str, Mapping[str, tuple[int, ...]]] = field(default_factory=dict)
     pass_modules: tuple[Path, ...] = ()
     #: GPU type the engine must be built on (``target_gpu``); honoured by Ray runs, which send the
     #: entry to a node offering the resource ``gpu_type:<target_gpu>``.
@@ -220,6 +231,21 @@ class _EntryChecker:
             raise self.error(key, f"expected a non-empty string, got {_describe(value)}")
         return value
 
+    def shape_table(self, key: str) -> dict[str, tuple[int, ...]]:
+        """A table of input name -> list of positive dimensions (empty when absent)."""
+        raw = self.raw.get(key, {})
+        if not isinstance(raw, dict):
+            raise self.error(key, "expected a table of input name -> list of dimensions, got "
+                                  f"{_describe(raw)}")
+        shapes: dict[str, tuple[int, ...]] = {}
+        for input_name, dims in raw.items():
+            if not isinstance(dims, list) or not dims or not all(
+                    isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in dims):
+                raise self.error(key, f"input '{input_name}': expected a list of positive "
+                                      f"integers, got {_describe(dims)}")
+            shapes[input_name] = tuple(dims)
+        return shapes
+
     def number(self, key: str) -> float | None:
         if key not in self.raw:
             return None
@@ -265,7 +291,8 @@ def _manifest_error(manifest: Path, problem: str, line: int = 0) -> InputError:
 
 def load_manifest(path: str | Path) -> Manifest:
     """Read and validate a manifest. Raises InputError (one line: file, line, entry, key)."""
-    from trtcompile import compiler, examples
+    from trtcompile import examples
+    from trtcompile.flow.registry import build_registry
     from trtcompile.pass_manager import iter_passes, parse_pipeline
 
     path = Path(path)
@@ -320,17 +347,11 @@ def load_manifest(path: str | Path) -> Manifest:
             raise check.error("precision", f"unknown precision '{precision}' (use "
                                            f"{', '.join(PRECISIONS)})")
 
-        shapes_raw = raw.get("input_shapes", {})
-        if not isinstance(shapes_raw, dict):
-            raise check.error("input_shapes", "expected a table of input name -> list of "
-                                              f"dimensions, got {_describe(shapes_raw)}")
-        input_shapes: dict[str, tuple[int, ...]] = {}
-        for input_name, dims in shapes_raw.items():
-            if not isinstance(dims, list) or not dims or not all(
-                    isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in dims):
-                raise check.error("input_shapes", f"input '{input_name}': expected a list of "
-                                                  f"positive integers, got {_describe(dims)}")
-            input_shapes[input_name] = tuple(dims)
+        input_shapes = check.shape_table("input_shapes")
+        profile = {key: check.shape_table(key) for key in PROFILE_KEYS if key in raw}
+        if profile and len(profile) != len(PROFILE_KEYS):
+            missing = [key for key in PROFILE_KEYS if key not in profile]
+            raise check.error(missing[0], "a profile needs min_shapes, opt_shapes and max_shapes")
 
         seed = raw.get("seed", 0)
         if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
@@ -365,6 +386,10 @@ def load_manifest(path: str | Path) -> Manifest:
             pass_modules.append(module_path)
 
         calib_data = check.file("calib_data")
+        calib_method = check.string("calib_method", default="entropy")
+        if calib_method not in CALIB_METHODS:
+            raise check.error("calib_method", f"unknown method '{calib_method}' (use "
+                                              f"{', '.join(CALIB_METHODS)})")
         if calib_data is not None and precision != "int8":
             raise check.error("calib_data", "applies to precision = \"int8\" only")
         if precision == "int8" and calib_data is None:
@@ -373,7 +398,7 @@ def load_manifest(path: str | Path) -> Manifest:
 
         pipeline = check.string("pipeline", default="default")
         try:
-            registry = compiler.build_registry(pass_modules)
+            registry = build_registry(pass_modules)
             pass_names = {p.name for p in iter_passes(parse_pipeline(pipeline, registry))}
         except InputError as exc:
             raise check.error("pipeline", str(exc)) from None
@@ -397,6 +422,7 @@ def load_manifest(path: str | Path) -> Manifest:
             precision=precision, input_shapes=input_shapes, atol=check.number("atol"),
             rtol=check.number("rtol"), seed=seed, data_range=data_range, engine=engine,
             data=check.file("data", suffixes=(".npz",)), calib_data=calib_data,
+            calib_method=calib_method, profile=profile,
             pass_modules=tuple(pass_modules), target_gpu=target_gpu, expect=expect, index=index,
             line=locator.entry_line(index)))
     if not entries:
@@ -494,9 +520,14 @@ class GoldenOutcome:
     #: Layers after the last run of each pass that ran, by pass name.
     passes: dict[str, int] = field(default_factory=dict)
     engine_compute_layers: int | None = None
-    parity: Any = None  # trtcompile.compiler.ParityVerdict
+    parity: Any = None  # trtcompile.flow.ParityVerdict
     pipeline_report: Any = None  # trtcompile.pass_manager.PipelineReport
     engine: Any = None  # trtcompile.backend.EngineBuild
+    #: Digest of the optimized model's graph and functions (:func:`trtcompile.ir.model_digest`).
+    digest: str | None = None
+    #: The partition stage's outcome when TensorRT's parser rejected nodes (one engine per
+    #: segment; ``engine_compute_layers`` is then their sum).
+    partition: Any = None
     histogram: dict[str, int] = field(default_factory=dict)
     mismatches: list[Mismatch] = field(default_factory=list)
     #: The error that stopped the entry (unusable input, a failing pass, a failed engine build).
@@ -567,57 +598,56 @@ class GoldenOutcome:
 
 
 def compile_options(entry: GoldenEntry):
-    """The :class:`~trtcompile.compiler.CompileOptions` an entry describes (no files written)."""
-    from trtcompile.compiler import CompileOptions
+    """The :class:`~trtcompile.flow.CompileOptions` an entry describes (no files written)."""
+    from trtcompile.flow import CompileOptions
     from trtcompile.frontend import FrontendOptions
 
+    from trtcompile.shapes import ShapeOptions
+
     atol, rtol = entry.tolerances()
+    shapes = ShapeOptions(**{key: [dict(entry.profile[key])] for key in entry.profile})
     return CompileOptions(
         pipeline=entry.pipeline, pass_modules=entry.pass_modules, atol=atol, rtol=rtol,
         seed=entry.seed, data_range=entry.data_range, engine=entry.engine,
         frontend=FrontendOptions(input_shapes={k: list(v) for k, v in entry.input_shapes.items()}),
         progress=False, example=entry.example, precision=entry.precision,
-        calib_data=entry.calib_data)
+        calib_data=entry.calib_data, calib_method=entry.calib_method, shapes=shapes)
 
 
 def run_entry(entry: GoldenEntry) -> GoldenOutcome:
-    """Compile ``entry`` in memory (load, passes, parity, engine when asked) and compare what it
-    produced with what it expects. Errors of the entry are recorded in the outcome, not raised."""
-    from trtcompile import compiler
-    from trtcompile.pass_manager import parse_pipeline
+    """Compile ``entry`` in memory through the compile flow's stages (load, passes, parity, the
+    partition stage, the engine when asked), exactly as ``trtcompile compile`` would, and compare
+    what it produced with what it expects. Errors of the entry are recorded in the outcome, not
+    raised."""
+    from trtcompile.flow import Compilation
 
     outcome = GoldenOutcome(entry=entry)
     started = time.perf_counter()
     try:
-        options = compile_options(entry)
-        registry = compiler.build_registry(options.pass_modules)
-        pipeline = compiler.with_precision_pass(parse_pipeline(options.pipeline, registry),
-                                                options, registry)
-        loaded = compiler.load_source(entry.path, options)
-        resources = compiler.precision_resources(loaded, options)
-        optimized, pipeline_report = compiler.optimize(loaded, pipeline, registry, options, None,
-                                                       resources)
+        compilation = Compilation(entry.path, compile_options(entry))
+        loaded = compilation.load()
+        optimized, pipeline_report = compilation.optimize()
+        outcome.digest = ir.model_digest(optimized)
         outcome.pipeline_report = pipeline_report
         outcome.layers_input = pipeline_report.layers_before
         outcome.layers = pipeline_report.layers_after
         outcome.passes = pipeline_report.layers_after_pass()
         outcome.histogram = dict(pipeline_report.histogram_after)
-        # The optimization profiles (and the shapes parity runs at) exactly as a compile would
-        # choose them, so a golden entry checks what `trtcompile compile` builds.
-        from trtcompile.shapes import resolve_profiles
-
-        plan = resolve_profiles(loaded.model, options.shapes)
-        if entry.data is not None:
-            feeds = load_parity_data(entry.data, loaded.model, entry.name)
-            outcome.parity = compiler.check_parity(loaded, optimized, options, feeds=feeds)
-        else:
-            outcome.parity = compiler.check_parity_at_shapes(loaded, optimized, options, plan)
-        if entry.engine and outcome.parity.passed:
-            outcome.engine = compiler.build_engine(optimized, loaded, options, plan)
-            if not outcome.engine.layer_report_available:
-                raise CheckFailed("the engine was built but the builder reported no layers, so "
-                                  "its compute layers cannot be counted")
-            outcome.engine_compute_layers = outcome.engine.compute_layers
+        feeds = load_parity_data(entry.data, loaded.model, entry.name) if entry.data else None
+        outcome.parity = compilation.check_parity(feeds)
+        if compilation.error is None and entry.engine:
+            outcome.partition = compilation.partition()
+            outcome.engine = compilation.build_engine()
+            if compilation.error is not None:
+                raise compilation.error
+            if outcome.partition is not None:
+                outcome.engine_compute_layers = sum(
+                    s.engine.compute_layers for s in outcome.partition.segments if s.engine)
+            else:
+                if not outcome.engine.layer_report_available:
+                    raise CheckFailed("the engine was built but the builder reported no layers, "
+                                      "so its compute layers cannot be counted")
+                outcome.engine_compute_layers = outcome.engine.compute_layers
     except TrtcompileError as exc:
         outcome.error = exc
     outcome.seconds = time.perf_counter() - started

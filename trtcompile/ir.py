@@ -251,6 +251,18 @@ def subgraphs(node: gs.Node) -> list[gs.Graph]:
     return found
 
 
+def model_digest(model: onnx.ModelProto) -> str:
+    """SHA-256 of a model's program: its graph (nodes, initializers, inputs, outputs) and its local
+    functions, not its metadata. Equal across processes and across a save and load, so faces and
+    runs can be compared (:func:`fingerprint` is the cheap in-process form)."""
+    import hashlib
+
+    digest = hashlib.sha256(model.graph.SerializeToString(deterministic=True))
+    for function in model.functions:
+        digest.update(function.SerializeToString(deterministic=True))
+    return digest.hexdigest()
+
+
 def fingerprint(graph: gs.Graph) -> int:
     """A digest of the graph's structure: nodes, their ops, attributes and edges, and constants.
 

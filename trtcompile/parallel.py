@@ -142,6 +142,12 @@ def portable(outcome: GoldenOutcome) -> GoldenOutcome:
     verdict needs its layers only)."""
     if outcome.engine is not None:
         outcome.engine = replace(outcome.engine, plan=b"", log_lines=[])
+    if outcome.partition is not None:  # the segments' verdicts travel, their models and plans not
+        for segment in outcome.partition.segments:
+            if segment.engine is not None:
+                segment.engine = replace(segment.engine, plan=b"", log_lines=[])
+            segment.model = None
+        outcome.partition.model = outcome.partition.epcontext = None
     return outcome
 
 
@@ -183,7 +189,7 @@ def _context() -> multiprocessing.context.BaseContext:
         import importlib.util
 
         context = multiprocessing.get_context("forkserver")
-        preload = ["trtcompile.golden", "trtcompile.compiler", "trtcompile.parallel",
+        preload = ["trtcompile.golden", "trtcompile.flow", "trtcompile.parallel",
                    "onnxruntime", "polygraphy.backend.onnxrt"]
         # Polygraphy imports torch, when it is installed, on its first array check (seconds):
         # once in the server instead of once per model.

@@ -96,7 +96,7 @@ def parity_section(parity, tolerances: Mapping[str, Any],
                    engine: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """The ``parity`` section: verdict, per-output errors of the end-to-end comparison, all
     comparisons, which outputs failed, and the engine parity stage (``engine``, see
-    :class:`trtcompile.compiler.EngineParity`)."""
+    :class:`trtcompile.flow.EngineParity`)."""
     engine = dict(engine) if engine is not None else dict(ENGINE_PARITY_NOT_RECORDED)
     if parity is None:
         return {"checked": False, "passed": None, "outputs": {}, "tolerances": dict(tolerances),

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import onnx
 
-from trtcompile import ir, verify
+from trtcompile import verify
 from trtcompile.golden import Expectations, GoldenEntry, Mismatch, load_manifest, run_entry
 
 
@@ -41,18 +41,12 @@ class ParityCheck:
     optimized: onnx.ModelProto
     pipeline_report: Any  # trtcompile.pass_manager.PipelineReport
     parity: verify.ParityResult
+    #: The compile flow that produced it (its engine builds are the compile's).
+    compilation: Any = None  # trtcompile.flow.Compilation
 
     @property
     def layers(self) -> int:
         return self.pipeline_report.layers_after
-
-
-def _as_model(model: onnx.ModelProto | str | Path) -> onnx.ModelProto:
-    if isinstance(model, onnx.ModelProto):
-        return model
-    from trtcompile.frontend import onnx_loader
-
-    return onnx_loader.load(Path(model)).model
 
 
 def _layer_trail(pipeline_report) -> str:
@@ -68,12 +62,12 @@ def assert_parity(model: onnx.ModelProto | str | Path, pipeline: str = "default"
                   data: Sequence[Mapping[str, np.ndarray]] | None = None,
                   data_range: tuple[float, float] | None = None,
                   registry=None) -> ParityCheck:
-    """Run ``pipeline`` on ``model`` (an ONNX model or a path; not modified) and assert the
-    optimized model computes what the input computes on ONNX Runtime, within ``atol + rtol *
-    |reference|`` elementwise, on ``data`` (feed dicts) or seeded random batches: floating-point
-    inputs standard normal (uniform in ``data_range`` when given), integer inputs from
-    Polygraphy, one batch per size of :data:`trtcompile.verify.DYNAMIC_SIZES` of the unknown
-    dimensions ``input_shapes`` leaves open.
+    """Run ``pipeline`` on ``model`` (an ONNX model or a path; not modified) through the compile
+    flow and assert the optimized model computes what the input computes on ONNX Runtime, within
+    the parity rule of :mod:`trtcompile.verify`, on ``data`` (feed dicts) or seeded random
+    batches: floating-point inputs standard normal (uniform in ``data_range`` when given),
+    integer inputs from Polygraphy, one batch per size of :data:`trtcompile.verify.DYNAMIC_SIZES`
+    of the unknown dimensions ``input_shapes`` leaves open.
 
     Returns the :class:`ParityCheck` (hand it to :func:`assert_layer_counts`); its ``parity`` is
     the worst result. The failure message names every failing output with its errors (or its
@@ -81,22 +75,26 @@ def assert_parity(model: onnx.ModelProto | str | Path, pipeline: str = "default"
     :class:`~trtcompile.errors.PassFailed` / :class:`~trtcompile.errors.PipelineError`; a model
     ONNX Runtime cannot run fails the assertion with ONNX Runtime's reason.
     """
-    from trtcompile.pass_manager import PassManager
+    from trtcompile.flow import Compilation, CompileOptions
 
-    source = _as_model(model)
-    graph = ir.import_model(copy.deepcopy(source))
-    report = PassManager(pipeline, registry=registry).run(graph)
-    optimized = ir.export_model(graph)
+    source = copy.deepcopy(model) if isinstance(model, onnx.ModelProto) else model
+    options = CompileOptions(pipeline=pipeline, atol=atol, rtol=rtol, seed=seed,
+                             data_range=data_range, engine=False, engine_parity="off",
+                             progress=False)
+    compilation = Compilation(source, options, registry=registry)
+    loaded = compilation.load()
+    optimized, report = compilation.optimize()
     distribution = (verify.InputDistribution(*data_range) if data_range is not None
                     else verify.DEFAULT_DISTRIBUTION)
-    shape_sets = [input_shapes] if data is not None else verify.dynamic_shape_sets(
-        source, input_shapes)
+    if data is not None:
+        batches = [dict(feeds) for feeds in data]
+    else:
+        batches = [verify.feed_data(loaded.model, seed, shapes, distribution)
+                   for shapes in verify.dynamic_shape_sets(loaded.model, input_shapes)]
     worst = None
-    for shapes in shape_sets:
+    for feeds in batches:
         try:
-            parity = verify.compare_models(source, optimized, atol=atol, rtol=rtol, seed=seed,
-                                           input_shapes=shapes, data=data,
-                                           distribution=distribution)
+            parity = compilation.parity_of(optimized, feeds).primary
         except verify.ModelRunError as exc:
             raise AssertionError(
                 f"parity could not run after pipeline '{report.pipeline}': {exc}; layers after "
@@ -104,15 +102,17 @@ def assert_parity(model: onnx.ModelProto | str | Path, pipeline: str = "default"
         if not parity.passed:
             failing = [o.describe(name) for name, o in parity.outputs.items() if not o.passed]
             at = ", ".join(f"{k}:{'x'.join(map(str, v))}" for k, v in parity.input_shapes.items())
+            inputs = "given" if data is not None else f"{distribution.describe()}, seed {seed}"
             raise AssertionError(
                 f"parity failed after pipeline '{report.pipeline}' (atol={atol:g}, rtol={rtol:g}, "
-                f"inputs {parity.inputs or 'given'}, at {at}): "
+                f"inputs {inputs}, at {at}): "
                 f"{'; '.join(failing) or 'no outputs compared'}; "
                 f"layers after each pass: {_layer_trail(report)}")
         if worst is None or max((o.max_abs for o in parity.outputs.values()), default=0) > max(
                 (o.max_abs for o in worst.outputs.values()), default=0):
             worst = parity
-    return ParityCheck(model=source, optimized=optimized, pipeline_report=report, parity=worst)
+    return ParityCheck(model=loaded.model, optimized=optimized, pipeline_report=report,
+                       parity=worst, compilation=compilation)
 
 
 def assert_layer_counts(check: ParityCheck | onnx.ModelProto | str | Path, *,
@@ -137,9 +137,12 @@ def assert_layer_counts(check: ParityCheck | onnx.ModelProto | str | Path, *,
         if after.get(name) != expected:
             mismatches.append(Mismatch(f"passes.{name}", expected, after.get(name)))
     if engine_compute_layers is not None:
-        from trtcompile import backend
+        from trtcompile.flow import Compilation, CompileOptions
 
-        build = backend.build_engine(check.optimized, progress=False)
+        compilation = check.compilation or Compilation(check.model, CompileOptions(progress=False))
+        if compilation.loaded is None:
+            compilation.load()
+        build = compilation.build(check.optimized, progress=False)
         if not build.layer_report_available:
             raise AssertionError("the engine was built but the builder reported no layers")
         if build.compute_layers != engine_compute_layers:

@@ -46,7 +46,7 @@ class StagedExecutor:
     Runtime session over just those nodes."""
 
     def __init__(self, model: onnx.ModelProto, segment_runner: SegmentRunner):
-        from trtcompile.partitioning import segment_calls
+        from trtcompile.flow.partitioning import segment_calls
 
         self.model = model
         self.segment_runner = segment_runner
@@ -216,7 +216,7 @@ def _with_onnxruntime_fallback(model: onnx.ModelProto, engines: Mapping[str, Any
                                run_segment: SegmentRunner) -> SegmentRunner:
     """Segments without an engine (their build failed) run their body on ONNX Runtime."""
     from trtcompile.backend.support import value_types
-    from trtcompile.partitioning import segment_calls, segment_model
+    from trtcompile.flow.partitioning import segment_calls, segment_model
 
     types = value_types(model)
     sessions = {call.name: _session(segment_model(model, call, function, types))

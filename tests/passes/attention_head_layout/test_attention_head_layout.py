@@ -14,7 +14,7 @@ from onnx import TensorProto, helper, numpy_helper
 from tests import golden
 from trtcompile import cli, ir, verify
 from trtcompile.backend import build_engine
-from trtcompile.compiler import CompileOptions, compile_model
+from trtcompile.flow import CompileOptions, compile_model
 from trtcompile.pass_manager import PassContext, PassManager
 
 CASES = Path(__file__).parent / "cases"

@@ -105,7 +105,7 @@ class PartitionOutcome:
     #: Why the stage ran ("TensorRT rejects 3 nodes", "--exclude-ops", "--partition-only").
     trigger: str
     support: Any = None  # trtcompile.backend.SupportReport
-    parity: Any = None  # trtcompile.compiler.ParityVerdict
+    parity: Any = None  # trtcompile.flow.ParityVerdict
     total_compute_nodes: int = 0
     seconds: dict[str, float] = field(default_factory=dict)
     epcontext: onnx.ModelProto | None = None

@@ -1,0 +1,48 @@
+"""The engine stage: TensorRT builds the optimized model with the compile's profiles and builder
+options; the same build judges ``engine-guided`` groups."""
+
+from __future__ import annotations
+
+import onnx
+
+from trtcompile import ir
+from trtcompile.flow.options import CompileOptions
+from trtcompile.frontend import LoadedModel
+from trtcompile.shapes import ProfilePlan
+
+
+def builder_settings(options: CompileOptions, plan: ProfilePlan | None,
+                     loaded: LoadedModel) -> dict:
+    """The builder arguments every engine of a compile is built with (the engine itself, the
+    engine-guided judge's candidates, bisect's builds), so all of them are built alike."""
+    return {"model_dir": loaded.model_dir,
+            "profiles": plan.backend_profiles() if plan is not None else None,
+            "workspace_bytes": options.workspace_bytes}
+
+
+def build_engine(optimized: onnx.ModelProto, loaded: LoadedModel, options: CompileOptions,
+                 plan: ProfilePlan | None = None):
+    """Build the TensorRT engine of the optimized model with ``plan``'s optimization profiles
+    (raises BackendError)."""
+    from trtcompile import backend
+
+    return backend.build_engine(optimized, progress=options.progress,
+                                echo_log="all" if options.verbose else False,
+                                **builder_settings(options, plan, loaded))
+
+
+def engine_judge(loaded: LoadedModel, plan: ProfilePlan | None, options: CompileOptions):
+    """The judge ``engine-guided`` uses in a compile: a graph's engine compute layers, built as
+    the compile builds its engine (raises BackendError when TensorRT cannot build it)."""
+
+    def compute_layers(graph) -> int:
+        from trtcompile import backend
+        from trtcompile.errors import BackendError
+
+        build = backend.build_engine(ir.export_model(graph.copy()), progress=False,
+                                     **builder_settings(options, plan, loaded))
+        if not build.layer_report_available:
+            raise BackendError("the builder reported no engine layers, so engines cannot be compared")
+        return build.compute_layers
+
+    return compute_layers
