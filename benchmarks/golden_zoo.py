@@ -179,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
         "for Ray, the cluster connection (seconds, paid once); a zoo of many models of minutes "
         "each (ViT-B/16 compiles in about 3 minutes) scales with the cores until the longest "
         "model bounds it. Each task declares 1 CPU and its memory estimate "
-        "(trtcompile/parallel.py), so Ray packs a node by memory as well as cores.",
+        "(trtcompile/golden/scheduling.py), so Ray packs a node by memory as well as cores.",
     ]
     markdown = "\n".join(lines)
     print(markdown)

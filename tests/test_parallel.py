@@ -1,4 +1,4 @@
-"""Parallel golden runs (trtcompile/parallel.py): worker processes, a worker that dies, Ctrl-C and
+"""Parallel golden runs (trtcompile/golden/scheduling.py): worker processes, a worker that dies, Ctrl-C and
 SIGTERM, Ray (a local cluster, target_gpu placement, Ray missing), the memory estimate, and the
 caches several processes share (the Keras example export, INT8 calibration caches)."""
 
@@ -19,7 +19,8 @@ import onnx
 import pytest
 
 from tests.helpers import CONV_PIPELINE, GOLDEN, REPO, run_main, run_trtcompile
-from trtcompile import golden, parallel
+from trtcompile import golden
+from trtcompile.golden import scheduling as parallel
 from trtcompile.errors import InputError, WorkerCrashed
 
 #: A pass that kills the process it runs in (a worker dying in native code, or OOM-killed).

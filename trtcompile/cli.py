@@ -232,7 +232,7 @@ def run_golden(args: argparse.Namespace) -> int:
     if args.quiet:
         quiet_libraries()
     if args.ray is not None:
-        from trtcompile import parallel
+        from trtcompile.golden import scheduling as parallel
 
         parallel.import_ray()  # before any work: say how to install it
     elif any(entry.target_gpu for entry in entries) and not args.quiet:

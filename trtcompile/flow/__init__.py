@@ -9,7 +9,12 @@ the built-in pass registry (:mod:`trtcompile.flow.registry`).
 
 from trtcompile.flow.compilation import Compilation, CompileResult, compile_model
 from trtcompile.flow.options import CompileOptions
-from trtcompile.flow.parity import EngineParity, ParityVerdict, check_engine_parity, check_parity
+from trtcompile.flow.parity import (
+           EngineParity,
+           ParityVerdict,
+           check_engine_parity,
+           check_parity,
+)
 
 __all__ = ["Compilation", "CompileOptions", "CompileResult", "EngineParity", "ParityVerdict",
            "check_engine_parity", "check_parity", "compile_model"]

@@ -45,7 +45,13 @@ from trtcompile.flow.options import CompileOptions, check_exclude_ops, validate
 from trtcompile.flow.partition import partition_stage
 from trtcompile.flow.registry import build_registry
 from trtcompile.frontend import LoadedModel
-from trtcompile.pass_manager import Instrument, PassRegistry, PipelineReport, iter_passes, parse_pipeline
+from trtcompile.pass_manager import (
+    Instrument,
+    PassRegistry,
+    PipelineReport,
+    iter_passes,
+    parse_pipeline,
+)
 
 
 @dataclass

@@ -15,9 +15,18 @@ from trtcompile import ir
 from trtcompile.flow.options import CompileOptions, input_distribution
 from trtcompile.flow.parity import onnx_parity_shape_sets
 from trtcompile.frontend import LoadedModel
-from trtcompile.pass_manager import (DumpInstrument, Instrument, Pass, PassContext, PassManager,
-                                     PassRecord, PassRegistry, PipelineReport, VerifyInstrument,
-                                     iter_passes)
+from trtcompile.pass_manager import (
+    DumpInstrument,
+    Instrument,
+    Pass,
+    PassContext,
+    PassManager,
+    PassRecord,
+    PassRegistry,
+    PipelineReport,
+    VerifyInstrument,
+    iter_passes,
+)
 from trtcompile.shapes import ProfilePlan
 
 

@@ -19,6 +19,7 @@ from trtcompile import checks, verify
 from trtcompile.errors import InputError
 from trtcompile.frontend import FrontendOptions, LoadedModel
 from trtcompile.shapes import ShapeOptions
+
 #: ``--engine-parity`` values: try and carry on when the engine cannot run, insist, or skip.
 ENGINE_PARITY_MODES = ("auto", "require", "off")
 

@@ -20,7 +20,6 @@ from trtcompile.flow.precision import engine_parity_tolerances
 from trtcompile.frontend import LoadedModel
 from trtcompile.shapes import ProfilePlan, format_shape_set
 
-
 #: Runner names of the engine parity comparison.
 ENGINE_RUNNER = "engine"
 ENGINE_REFERENCE = "optimized"
@@ -376,9 +375,8 @@ def check_engine_parity(plan_bytes: bytes, loaded: LoadedModel, optimized: onnx.
     from polygraphy.backend.onnxrt import OnnxrtRunner, SessionFromOnnx
     from polygraphy.comparator import Comparator, IterationResult, RunResults
 
-    from trtcompile.errors import BackendError
-
     from trtcompile.calibration import precision_tolerances
+    from trtcompile.errors import BackendError
 
     atol, rtol, note = tolerances or engine_parity_tolerances(options, user_tolerances=False)
     settings = {"atol": atol, "rtol": rtol, "note": note}

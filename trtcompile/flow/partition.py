@@ -28,8 +28,8 @@ def partition_stage(loaded: LoadedModel, optimized: onnx.ModelProto, options: Co
     partitioned model is checked against the input model on ONNX Runtime. Returns the outcome and
     the error the compile fails with (parity of the partitioned model, no engine at all)."""
     from trtcompile import backend
-    from trtcompile.flow import partitioning
     from trtcompile.errors import BackendError
+    from trtcompile.flow import partitioning
 
     log = options.log or (lambda message: None)
     asked = bool(options.partition_only or options.exclude_ops)

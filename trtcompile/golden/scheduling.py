@@ -51,14 +51,20 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, ThreadPoolExecutor, wait
+from concurrent.futures import (
+    FIRST_COMPLETED,
+    ProcessPoolExecutor,
+    ThreadPoolExecutor,
+    wait,
+)
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from trtcompile.errors import InputError, WorkerCrashed
-from trtcompile.golden import GoldenEntry, GoldenOutcome, progress_bar, run_entry
+from trtcompile.golden.manifest import GoldenEntry
+from trtcompile.golden.runner import GoldenOutcome, progress_bar, run_entry, run_serial
 
 MiB = 1 << 20
 
@@ -189,7 +195,7 @@ def _context() -> multiprocessing.context.BaseContext:
         import importlib.util
 
         context = multiprocessing.get_context("forkserver")
-        preload = ["trtcompile.golden", "trtcompile.flow", "trtcompile.parallel",
+        preload = ["trtcompile.golden", "trtcompile.flow",
                    "onnxruntime", "polygraphy.backend.onnxrt"]
         # Polygraphy imports torch, when it is installed, on its first array check (seconds):
         # once in the server instead of once per model.
@@ -487,3 +493,22 @@ __all__ = ["GPU_TYPE_RESOURCE", "MODEL_SIZE_FACTOR", "RAY_INSTALL_HINT", "RAY_LO
            "TENSORFLOW_BYTES", "WORKER_BASE_BYTES", "available_memory", "compile_entry",
            "cpu_count", "crashed", "default_workers", "entry_memory", "import_ray", "pack_entry",
            "portable", "ray_task", "run_local", "run_ray", "task_resources", "unpack_entry"]
+
+
+def run_manifest(entries: Sequence[GoldenEntry], *, progress: bool = True,
+                 on_outcome: Callable[[GoldenOutcome], None] | None = None,
+                 workers: int | None = None, ray: str | None = None) -> list[GoldenOutcome]:
+    """Run ``entries`` with a progress bar on stderr (off when stderr is not a terminal) and
+    return their outcomes in manifest order; ``on_outcome`` sees each outcome as it is ready.
+
+    By default the entries run one after the other in this process. ``workers=N`` runs them in
+    N worker processes, ``ray=ADDRESS`` (or ``"local"``) as tasks of a Ray cluster (see
+    this module); the verdicts are the same, but outcomes that come back from
+    another process carry the engine's layers without its plan bytes or builder log.
+    """
+    if ray is not None:
+        return run_ray(entries, ray, workers=workers, progress=progress,
+                                on_outcome=on_outcome)
+    if workers is not None:
+        return run_local(entries, workers, progress=progress, on_outcome=on_outcome)
+    return run_serial(entries, progress=progress, on_outcome=on_outcome)
