@@ -160,8 +160,6 @@ def check_exclude_ops(options: CompileOptions, loaded: LoadedModel) -> None:
             raise InputError(f"--exclude-ops {op}: not an ONNX op nor an op of the model")
 
 
-
-
 def validate(options: CompileOptions) -> None:
     """Every check of the options that needs no model: numbers, modes, partitioning, the parity
     input distribution (InputError naming the flag). The precision options are checked when the

@@ -149,7 +149,6 @@ class EngineParity:
         }
 
 
-
 def check_top1_agreement(loaded: LoadedModel, optimized: onnx.ModelProto,
                          held_out: Any, options: CompileOptions) -> dict[str, Any]:
     """Top-1 agreement of the optimized model with the input model on held-out samples.

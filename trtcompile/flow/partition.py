@@ -84,4 +84,3 @@ def partition_stage(loaded: LoadedModel, optimized: onnx.ModelProto, options: Co
     return outcome, error
 
 
-

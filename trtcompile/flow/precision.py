@@ -81,7 +81,6 @@ def with_precision_pass(pipeline: Sequence, options: CompileOptions,
     return map_passes(pipeline, fill)
 
 
-
 def precision_resources(loaded: LoadedModel, options: CompileOptions) -> dict[str, Any]:
     """``PassContext.resources`` for the precision pass: validated calibration data (INT8); and,
     below FP32, the engine precision for ``attention-head-layout`` (which leaves attention to

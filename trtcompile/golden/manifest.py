@@ -30,7 +30,6 @@ random inputs or on the arrays of ``data = "file.npz"``) and meet every expectat
 """
 
 
-
 import difflib
 import fnmatch
 import math
