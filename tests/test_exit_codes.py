@@ -73,7 +73,7 @@ def test_an_internal_error_exits_70_and_says_where_the_traceback_is(tmp_path: Pa
     def broken(args):
         raise ZeroDivisionError("the stage divided by zero")
 
-    monkeypatch.setattr(cli, "run_compile", broken)
+    monkeypatch.setattr(cli.parser, "run_compile", broken)  # the handler the parser binds
     monkeypatch.setattr("tempfile.tempdir", str(tmp_path))
     code = cli.main(["compile", str(CONV_BRANCHES), "-o", str(tmp_path / "out")])
     assert code == EXIT_INTERNAL == 70
