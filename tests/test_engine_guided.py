@@ -12,7 +12,12 @@ import pytest
 
 from tests.helpers import registry_with
 from tests.test_pass_manager import REGISTRY as TEST_PASSES
-from tests.test_pass_manager import CountRelus, RemoveOneIdentity, conv_model, identity_chain_model
+from tests.test_pass_manager import (
+    CountRelus,
+    RemoveOneIdentity,
+    conv_model,
+    identity_chain_model,
+)
 from trtcompile import ir
 from trtcompile.errors import BackendError, PassFailed, PipelineError
 from trtcompile.flow.engine_guided import EngineGuided
@@ -87,7 +92,7 @@ def test_groups_that_lower_the_engine_are_kept_and_the_others_undone() -> None:
 
 def test_a_group_that_raises_the_engine_count_is_undone_with_the_reason() -> None:
     # An inverted judge: fewer nodes, more engine layers.
-    judge = lambda graph: 10 - len(graph.nodes)  # noqa: E731
+    judge = lambda graph: 10 - len(graph.nodes)
     graph, report = run("engine-guided(remove-one-identity)", judge)
     assert [n.op for n in graph.nodes] == ["Identity", "Relu", "Identity", "Identity", "Relu"]
     record = report.records[-1]
@@ -124,7 +129,7 @@ class AddZeroConv(Pass):
 @pytest.mark.parametrize("budget, kept", [(0.0, False), (1.5, True)])
 def test_macs_beyond_the_budget_are_refused(budget: float, kept: bool) -> None:
     # A judge that finds the second Conv saves a layer: only the MAC budget decides.
-    judge = lambda graph: 10 - sum(1 for n in graph.nodes if n.op == "Conv")  # noqa: E731
+    judge = lambda graph: 10 - sum(1 for n in graph.nodes if n.op == "Conv")
     graph = ir.import_model(conv_model())
     registry = registry_with([AddZeroConv])
     report = PassManager(f"engine-guided{{max-extra-macs={budget}}}(add-zero-conv)",

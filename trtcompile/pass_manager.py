@@ -29,7 +29,7 @@ it must not import them while it loads.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import onnx_graphsurgeon as gs
 
@@ -61,11 +61,15 @@ from trtcompile.pm import (
     print_pipeline,
 )
 
+if TYPE_CHECKING:  # at run time fetched on first use, see __getattr__ below
+    from trtcompile.flow.engine_guided import EngineGuided
+
 
 def default_registry() -> PassRegistry:
     """A fresh registry of the built-in passes, combinators (``fixed-point``, ``engine-guided``)
     and named pipelines (:func:`trtcompile.flow.registry.builtin_registry`)."""
-    from trtcompile.flow.registry import builtin_registry  # at call time: passes import this module
+    # Imported at call time: the pass modules import this module.
+    from trtcompile.flow.registry import builtin_registry
 
     return builtin_registry()
 
@@ -73,7 +77,8 @@ def default_registry() -> PassRegistry:
 def build_registry(pass_modules: Sequence[Any]) -> PassRegistry:
     """The built-in registry plus the passes of the user's modules
     (:func:`trtcompile.flow.registry.build_registry`)."""
-    from trtcompile.flow.registry import build_registry as build  # at call time, as above
+    # Imported at call time, as above.
+    from trtcompile.flow.registry import build_registry as build
 
     return build(pass_modules)
 
@@ -127,11 +132,36 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
-    "Checkpoint", "Combinator", "DumpInstrument", "EngineGuided", "FixedPoint", "Instrument",
-    "OptionFields", "Pass", "PassContext", "PassManager", "PassRecord", "PassRegistry",
-    "PassResult", "Pipeline", "PipelineElement", "PipelineReport", "PipelineRun",
-    "REWRITE_LIMIT_REASON", "Rejection", "Rewrite", "VerificationFailed", "VerifyInstrument",
-    "build_registry", "default_pipeline_text", "default_registry", "iter_combinators",
-    "iter_passes", "map_passes", "named_pipelines", "parse_pipeline", "print_pipeline",
+    "REWRITE_LIMIT_REASON",
+    "Checkpoint",
+    "Combinator",
+    "DumpInstrument",
+    "EngineGuided",
+    "FixedPoint",
+    "Instrument",
+    "OptionFields",
+    "Pass",
+    "PassContext",
+    "PassManager",
+    "PassRecord",
+    "PassRegistry",
+    "PassResult",
+    "Pipeline",
+    "PipelineElement",
+    "PipelineReport",
+    "PipelineRun",
+    "Rejection",
+    "Rewrite",
+    "VerificationFailed",
+    "VerifyInstrument",
+    "build_registry",
+    "default_pipeline_text",
+    "default_registry",
+    "iter_combinators",
+    "iter_passes",
+    "map_passes",
+    "named_pipelines",
+    "parse_pipeline",
+    "print_pipeline",
     "run_pipeline",
 ]

@@ -192,7 +192,8 @@ class _GuidedRun:
 def engine_compute_layers(graph: gs.Graph) -> int:
     """Compute layers of the engine TensorRT builds from ``graph`` (no optimization profiles): the
     judge of ``engine-guided`` when neither the element nor the context gives one."""
-    from trtcompile.backend import build_engine  # TensorRT loads only when a build is judged
+    # Imported here: TensorRT loads only when a build is judged.
+    from trtcompile.backend import build_engine
 
     build = build_engine(ir.export_model(graph.copy()), progress=False)
     if not build.layer_report_available:

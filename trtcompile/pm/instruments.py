@@ -81,7 +81,7 @@ class VerifyInstrument(Instrument):
     def before_pass(self, pass_: Pass, graph: gs.Graph, ctx: PassContext, index: int) -> None:
         try:
             self._before = ir.export_model(graph.copy())
-        except Exception as exc:  # noqa: BLE001 - onnx-graphsurgeon's export errors vary
+        except Exception as exc:
             raise VerificationFailed(f"the pass input cannot be exported as ONNX: "
                                      f"{type(exc).__name__}: {exc}") from exc
 
@@ -90,7 +90,7 @@ class VerifyInstrument(Instrument):
             return
         try:
             after = ir.export_model(graph.copy())
-        except Exception as exc:  # noqa: BLE001 - onnx-graphsurgeon's export errors vary
+        except Exception as exc:
             raise VerificationFailed(f"the pass output cannot be exported as ONNX: "
                                      f"{type(exc).__name__}: {exc}") from exc
         try:

@@ -78,7 +78,7 @@ class PassManager:
                 instrument.before_pipeline(graph, self.ctx)
             except TrtcompileError:
                 raise
-            except Exception as exc:  # noqa: BLE001 - third-party errors become the project's
+            except Exception as exc:
                 raise InputError(f"{type(instrument).__name__} could not start: "
                                  f"{type(exc).__name__}: {exc}") from exc
         start = time.perf_counter()
@@ -244,7 +244,7 @@ def _instrument_hook(hook: Callable[..., None], pass_: Pass, previous: list[str]
         raise PassFailed(pass_.to_text(), previous, str(exc)) from None
     except TrtcompileError:
         raise
-    except Exception as exc:  # noqa: BLE001 - third-party errors become the project's
+    except Exception as exc:
         owner = type(getattr(hook, "__self__", hook)).__name__
         raise PassFailed(pass_.to_text(), previous,
                          f"{owner} raised {type(exc).__name__}: {exc}") from exc

@@ -23,7 +23,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, ClassVar, Union
+from typing import TYPE_CHECKING, ClassVar
 
 import onnx_graphsurgeon as gs
 
@@ -78,7 +78,7 @@ class Combinator(OptionFields):
         raise NotImplementedError(f"{type(self).__name__} does not implement run()")
 
 
-PipelineElement = Union[Pass, Combinator]
+PipelineElement = Pass | Combinator
 Pipeline = tuple[PipelineElement, ...]
 
 

@@ -112,7 +112,7 @@ class PipelineReport:
             "layers": {"input": self.layers_before, "optimized": self.layers_after},
             "histogram": {"input": self.histogram_before, "optimized": self.histogram_after},
             "passes": [record.to_dict() for record in self.records],
-            **{"fixed_points": [], **self.sections},
+            "fixed_points": [], **self.sections,
             "seconds": round(self.seconds, 6),
             "provenance": self.provenance,
         }
