@@ -2,7 +2,9 @@
 
 Each pass lives in its own module named like the pass (``conv-bias-activation-fusion`` is
 ``passes/conv_bias_activation_fusion.py``, class ``ConvBiasActivationFusion``). Nothing registers
-itself on import: a pass is built in when it is listed in ``BUILTIN_PASSES`` below.
+itself on import: a pass is built in when it is listed in ``BUILTIN_PASSES`` below. This module is
+data: ``BUILTIN_PASSES`` and the named pipelines ``PIPELINES``, which
+:func:`trtcompile.flow.registry.builtin_registry` puts in a registry with the combinators.
 """
 
 from passes.attention_head_layout import AttentionHeadLayout
@@ -82,7 +84,7 @@ PIPELINES = {
         "average-pool-conv-fusion{max-extra-macs=0.5},"),
     # The default pipeline, then the rewrites that add arithmetic to remove layers, each group kept
     # only where TensorRT builds an engine with fewer compute layers within 10% more MACs (see
-    # trtcompile.pass_manager.EngineGuided). Costs one engine build per group that changes the graph.
+    # trtcompile.flow.engine_guided.EngineGuided). Costs one engine build per group that changes the graph.
     "tuned": (
         "engine-guided{max-extra-macs=0.1}(" + DEFAULT_PIPELINE + ","
         "fixed-point(horizontal-fusion{pad-kernels=true},concat-elimination,dead-layer-elimination),"

@@ -11,17 +11,27 @@ import onnx_graphsurgeon as gs
 import pytest
 
 from tests.helpers import registry_with
-from tests.test_pass_manager import REGISTRY, conv_model, identity_chain_model
+from tests.test_pass_manager import REGISTRY as TEST_PASSES
+from tests.test_pass_manager import (
+    CountRelus,
+    RemoveOneIdentity,
+    conv_model,
+    identity_chain_model,
+)
 from trtcompile import ir
 from trtcompile.errors import BackendError, PassFailed, PipelineError
+from trtcompile.flow.engine_guided import EngineGuided
 from trtcompile.pass_manager import (
-    EngineGuided,
     Pass,
     PassContext,
     PassManager,
     PassResult,
     parse_pipeline,
 )
+
+#: The test passes with engine-guided, registered as the compile flow registers it.
+REGISTRY = TEST_PASSES.copy()
+REGISTRY.register_combinator(EngineGuided)
 
 
 class CountingJudge:
@@ -56,7 +66,7 @@ def test_engine_guided_text_round_trips(text: str) -> None:
 
 @pytest.mark.parametrize("text, message", [
     ("engine-guided{budget=3}(count-relus)", "engine-guided has options"),
-    ("engine-guided{max-builds=0}(count-relus)", "max-builds >= 1"),
+    ("engine-guided{max-builds=0}(count-relus)", "engine-guided: max-builds must be >= 1"),
     ("engine-guided(count-relus", "expected ','"),
     ("engine-guided()", "at least one pass"),
     ("engine-guided", "nested pipeline"),
@@ -77,12 +87,12 @@ def test_groups_that_lower_the_engine_are_kept_and_the_others_undone() -> None:
     assert record.stats["groups_unchanged"] == 1
     assert record.stats["engine_layers_before"] == 5 and record.stats["engine_layers_after"] == 3
     assert judge.calls == record.stats["engine_builds"] == 3
-    assert [e["kept"] for e in report.engine_guided] == [True, True]
+    assert [e["kept"] for e in report.section("engine_guided")] == [True, True]
 
 
 def test_a_group_that_raises_the_engine_count_is_undone_with_the_reason() -> None:
     # An inverted judge: fewer nodes, more engine layers.
-    judge = lambda graph: 10 - len(graph.nodes)  # noqa: E731
+    judge = lambda graph: 10 - len(graph.nodes)
     graph, report = run("engine-guided(remove-one-identity)", judge)
     assert [n.op for n in graph.nodes] == ["Identity", "Relu", "Identity", "Identity", "Relu"]
     record = report.records[-1]
@@ -90,7 +100,7 @@ def test_a_group_that_raises_the_engine_count_is_undone_with_the_reason() -> Non
     assert [r.reason for r in record.rejections] == ["engine 5 -> 6 compute layers"]
     # The undone group's own record is gone: the report lists what shaped the graph.
     assert [r.name for r in report.records] == ["engine-guided"]
-    assert report.engine_guided[0]["kept"] is False
+    assert report.section("engine_guided")[0]["kept"] is False
 
 
 @dataclass(frozen=True)
@@ -119,15 +129,16 @@ class AddZeroConv(Pass):
 @pytest.mark.parametrize("budget, kept", [(0.0, False), (1.5, True)])
 def test_macs_beyond_the_budget_are_refused(budget: float, kept: bool) -> None:
     # A judge that finds the second Conv saves a layer: only the MAC budget decides.
-    judge = lambda graph: 10 - sum(1 for n in graph.nodes if n.op == "Conv")  # noqa: E731
+    judge = lambda graph: 10 - sum(1 for n in graph.nodes if n.op == "Conv")
     graph = ir.import_model(conv_model())
     registry = registry_with([AddZeroConv])
     report = PassManager(f"engine-guided{{max-extra-macs={budget}}}(add-zero-conv)",
                          registry=registry,
                          ctx=PassContext(resources={"engine-guided": judge})).run(graph)
     assert (sum(1 for n in graph.nodes if n.op == "Conv") == 2) is kept
-    assert report.engine_guided[0]["kept"] is kept
-    assert report.engine_guided[0]["macs_after"] == 2 * report.engine_guided[0]["macs_before"]
+    (entry,) = report.section("engine_guided")
+    assert entry["kept"] is kept
+    assert entry["macs_after"] == 2 * entry["macs_before"]
     if not kept:
         assert "exceed max-extra-macs=0" in report.records[-1].rejections[0].reason
 
@@ -199,3 +210,69 @@ def test_tune_with_engine_wraps_the_pipeline_and_reports_the_groups(tmp_path, ca
     kept = [entry for entry in report["engine_guided"] if entry["kept"]]
     assert kept and kept[-1]["engine_after"] == report["engine"]["compute_layers"]
     assert "engine-guided: fixed-point(" in stdout
+
+
+def test_a_judge_given_to_the_element_wins_over_the_contexts() -> None:
+    own, contexts = CountingJudge(), CountingJudge()
+    element = EngineGuided((RemoveOneIdentity(),), max_builds=4, judge=own)
+    assert element.to_text() == "engine-guided{max-builds=4}(remove-one-identity)"
+    assert element == EngineGuided((RemoveOneIdentity(),), max_builds=4)  # the judge is no option
+    assert element.replace_elements((CountRelus(),)).judge is own
+    graph = ir.import_model(identity_chain_model())
+    report = PassManager([element], registry=REGISTRY,
+                         ctx=PassContext(resources={"engine-guided": contexts})).run(graph)
+    assert (own.calls, contexts.calls) == (2, 0)
+    assert report.records[-1].stats["groups_kept"] == 1
+    assert report.records[-1].options == {"max-builds": 4, "max-seconds": 600.0,
+                                          "max-extra-macs": 0.0}
+
+
+@dataclass(frozen=True)
+class SpendingZeroConv(AddZeroConv):
+    """:class:`AddZeroConv` that spends the MACs it adds from the compile's MAC budget."""
+
+    name: ClassVar[str] = "spending-zero-conv"
+
+    def run(self, graph: gs.Graph, ctx: PassContext) -> PassResult:
+        from trtcompile import cost
+
+        ledger = cost.mac_ledger(graph, ctx.resources)
+        before = cost.graph_macs(graph).macs
+        result = super().run(graph, ctx)
+        ledger.spend(self.name, "zero conv", cost.graph_macs(graph).macs - before)
+        return result
+
+
+@pytest.mark.parametrize("pays", [False, True])
+def test_an_undone_group_gives_back_the_macs_it_spent(pays: bool) -> None:
+    from trtcompile import cost
+
+    # Only the judge decides (the MAC budget allows doubling).
+    judge = (lambda graph: 10 - len(graph.nodes)) if pays else (lambda graph: len(graph.nodes))
+    resources = {"engine-guided": judge}
+    graph = ir.import_model(conv_model())
+    registry = registry_with([SpendingZeroConv])
+    report = PassManager("engine-guided{max-extra-macs=1.5}(spending-zero-conv)",
+                         registry=registry, ctx=PassContext(resources=resources)).run(graph)
+    (entry,) = report.section("engine_guided")
+    assert entry["kept"] is pays
+    spent = [(name, extra) for name, _, extra in cost.ledger_entries(resources)]
+    assert spent == ([("spending-zero-conv", entry["macs_after"] - entry["macs_before"])]
+                     if pays else [])
+    assert cost.mac_ledger(graph, resources).spent == (spent[0][1] if pays else 0)
+
+
+def test_map_passes_fills_a_pass_inside_engine_guided_and_fixed_point() -> None:
+    from trtcompile.pass_manager import map_passes, print_pipeline
+
+    pipeline = parse_pipeline("count-relus,engine-guided{max-builds=3}(scale-weights,"
+                              "fixed-point{max-iterations=2}(count-relus,scale-weights))", REGISTRY)
+
+    def fill(pass_: Pass) -> Pass:
+        return type(pass_)(factor=0.5) if pass_.name == "scale-weights" else pass_
+
+    mapped = map_passes(pipeline, fill)
+    assert print_pipeline(mapped) == (
+        "count-relus,engine-guided{max-builds=3}(scale-weights{factor=0.5},"
+        "fixed-point{max-iterations=2}(count-relus,scale-weights{factor=0.5}))")
+    assert isinstance(mapped[1], EngineGuided) and mapped[1].max_builds == 3

@@ -1,4 +1,5 @@
-"""The pass manager: pipeline text, records, fixed points, instruments and their errors."""
+"""The pass manager: pipeline text, records, fixed points, instruments and their errors; the
+combinator protocol, registries, and the layering of the pass infrastructure."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from tests.helpers import registry_with
 from trtcompile import ir
 from trtcompile.errors import EXIT_PASS_FAILED, PassFailed, PipelineError
 from trtcompile.pass_manager import (
+    Combinator,
     DumpInstrument,
     FixedPoint,
     Pass,
@@ -23,8 +25,11 @@ from trtcompile.pass_manager import (
     PassManager,
     PassRegistry,
     PassResult,
+    PipelineRun,
     VerifyInstrument,
     default_pipeline_text,
+    iter_passes,
+    map_passes,
     parse_pipeline,
     print_pipeline,
 )
@@ -589,3 +594,261 @@ def test_compare_models_raises_the_projects_error_when_a_model_does_not_run() ->
     with pytest.raises(CheckFailed) as info:
         verify.compare_models(relu_model(), broken)
     assert isinstance(info.value, verify.ModelRunError) and info.value.which == "optimized"
+
+
+# --------------------------------------------------------------------------------------------
+# Combinators, registries, layering
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Repeat(Combinator):
+    """Runs its nested pipeline ``times`` times, changed or not (a user's combinator)."""
+
+    times: int = 2
+    name: ClassVar[str] = "repeat"
+    report_section: ClassVar[str] = "repeats"
+
+    def __post_init__(self) -> None:
+        if self.times < 1:
+            raise ValueError("times must be at least 1")
+
+    def run(self, graph: gs.Graph, run: PipelineRun, iteration: int | None) -> bool:
+        changed = [run.run_elements(self.elements, graph, number)
+                   for number in range(1, self.times + 1)]
+        run.section(self).append({"pipeline": self.to_text(), "changed": changed})
+        return any(changed)
+
+
+WITH_REPEAT = REGISTRY.copy()
+WITH_REPEAT.register_combinator(Repeat)
+
+
+def test_a_users_combinator_parses_prints_and_runs_through_the_protocol() -> None:
+    text = "count-relus,repeat{times=3}(remove-one-identity,fixed-point(count-relus))"
+    pipeline = parse_pipeline(text, WITH_REPEAT)
+    assert print_pipeline(pipeline) == text
+    assert pipeline[1] == Repeat((RemoveOneIdentity(), FixedPoint((CountRelus(),))), times=3)
+    assert [p.name for p in iter_passes(pipeline)] == ["count-relus", "remove-one-identity",
+                                                       "count-relus"]
+    graph = ir.import_model(identity_chain_model())
+    report = PassManager(text, registry=WITH_REPEAT).run(graph)
+    assert [(r.name, r.iteration, r.changed) for r in report.records] == [
+        ("count-relus", None, False),
+        ("remove-one-identity", 1, True), ("count-relus", 1, False),
+        ("remove-one-identity", 2, True), ("count-relus", 1, False),
+        ("remove-one-identity", 3, True), ("count-relus", 1, False)]
+    assert report.section("repeats") == [{"pipeline": "repeat{times=3}(remove-one-identity,"
+                                                      "fixed-point(count-relus))",
+                                          "changed": [True, True, True]}]
+    assert len(report.fixed_points) == 3
+    as_dict = report.to_dict()
+    assert as_dict["repeats"] == report.section("repeats")
+    assert list(as_dict)[4:6] == ["fixed_points", "repeats"]
+    assert report.layers_after == 2
+
+
+@pytest.mark.parametrize("text, message", [
+    ("repeat(count-relus)", ("unknown pass 'repeat' in pipeline (known passes: count-relus, "
+                             "dead-layer-elimination, raises, remove-one-identity, returns-nothing, "
+                             "scale-weights, with-list-option; combinators: fixed-point)")),
+])
+def test_an_unregistered_combinator_is_an_unknown_name(text: str, message: str) -> None:
+    with pytest.raises(PipelineError) as info:
+        parse_pipeline(text, REGISTRY)
+    assert str(info.value) == message
+
+
+@pytest.mark.parametrize("text, message", [
+    ("repeat{times=0}(count-relus)", "repeat: times must be at least 1"),
+    ("repeat{count=2}(count-relus)", "repeat has one option, times; got 'count'"),
+    ("repeat{times=two}(count-relus)", "option 'times' of pass 'repeat' expects int, got 'two'"),
+    ("repeat", "repeat needs a nested pipeline in parentheses"),
+    ("repeat()", "repeat needs at least one pass"),
+])
+def test_a_users_combinator_gets_the_same_errors_as_built_in_ones(text: str, message: str) -> None:
+    with pytest.raises(PipelineError) as info:
+        parse_pipeline(text, WITH_REPEAT)
+    assert message in str(info.value)
+
+
+def test_map_passes_reaches_passes_inside_every_combinator_and_keeps_their_options() -> None:
+    pipeline = parse_pipeline("scale-weights,fixed-point{max-iterations=3}(count-relus,"
+                              "repeat{times=4}(scale-weights{factor=5.0}))", WITH_REPEAT)
+
+    def triple(pass_: Pass) -> Pass:
+        return ScaleWeights(factor=3.0) if pass_.name == "scale-weights" else pass_
+
+    mapped = map_passes(pipeline, triple)
+    assert print_pipeline(mapped) == ("scale-weights{factor=3.0},fixed-point{max-iterations=3}("
+                                      "count-relus,repeat{times=4}(scale-weights{factor=3.0}))")
+    assert isinstance(mapped[1], FixedPoint) and isinstance(mapped[1].elements[1], Repeat)
+    assert map_passes(pipeline, lambda pass_: pass_) == pipeline
+    assert print_pipeline(pipeline).startswith("scale-weights,")  # the input is left alone
+
+
+def test_named_pipelines_come_from_the_registry() -> None:
+    registry = REGISTRY.copy()
+    registry.register_pipeline("tidy", "fixed-point(remove-one-identity),count-relus")
+    pipeline = parse_pipeline("count-relus,tidy", registry)
+    assert print_pipeline(pipeline) == "count-relus,fixed-point(remove-one-identity),count-relus"
+    assert registry.copy().pipelines() == {"tidy": "fixed-point(remove-one-identity),count-relus"}
+    with pytest.raises(PipelineError, match="unknown pass 'tidy'"):
+        parse_pipeline("tidy", REGISTRY)  # the copy's pipeline is not the original's
+    with pytest.raises(PipelineError, match="named pipeline 'tidy' takes no options"):
+        parse_pipeline("tidy{x=1}", registry)
+    registry.register_pipeline("loop", "count-relus,loop")
+    with pytest.raises(PipelineError, match="named pipeline 'loop' refers to itself"):
+        parse_pipeline("loop", registry)
+
+
+def test_passes_combinators_and_named_pipelines_share_one_namespace() -> None:
+    @dataclass(frozen=True)
+    class FixedPointPass(Pass):
+        """A pass taking a combinator's name."""
+
+        name: ClassVar[str] = "fixed-point"
+
+    registry = REGISTRY.copy()
+    registry.register_pipeline("tidy", "count-relus")
+    with pytest.raises(ValueError, match="combinator name 'fixed-point' is already registered by "
+                                         "trtcompile.pm.pipeline.FixedPoint"):
+        registry.register(FixedPointPass)
+    with pytest.raises(ValueError, match="pass name 'count-relus' is already registered"):
+        registry.register_pipeline("count-relus", "dead-layer-elimination")
+    with pytest.raises(ValueError, match="name 'tidy' is already a named pipeline"):
+        registry.register_pipeline("tidy", "dead-layer-elimination")
+    registry.register_combinator(FixedPoint)  # the same class again is no clash
+    assert [cls.name for cls in registry.combinators()] == ["fixed-point"]
+
+
+USER_COMBINATOR_MODULE = '''
+from dataclasses import dataclass
+from typing import ClassVar
+
+from trtcompile.pm import Combinator, Pass, PassResult
+
+
+@dataclass(frozen=True)
+class Once(Combinator):
+    """Runs its nested pipeline once."""
+
+    name: ClassVar[str] = "once"
+
+    def run(self, graph, run, iteration):
+        return run.run_elements(self.elements, graph, iteration)
+
+
+@dataclass(frozen=True)
+class Nothing(Pass):
+    """Does nothing."""
+
+    name: ClassVar[str] = "nothing"
+
+    def run(self, graph, ctx):
+        return PassResult({"nothing": 1})
+'''
+
+
+def test_a_users_module_brings_passes_and_combinators_and_clashes_name_the_module(tmp_path) -> None:
+    from trtcompile.errors import InputError
+    from trtcompile.flow.registry import build_registry, builtin_registry
+
+    module = tmp_path / "user_passes.py"
+    module.write_text(USER_COMBINATOR_MODULE)
+    registry = build_registry([module])
+    assert "nothing" in registry and registry.combinator("once").__name__ == "Once"
+    graph = ir.import_model(identity_chain_model())
+    report = PassManager("once(nothing),default", registry=registry).run(graph)
+    assert report.records[0].stats == {"nothing": 1}
+    assert "once" not in [cls.name for cls in builtin_registry().combinators()]
+    clash = tmp_path / "clash.py"
+    clash.write_text(USER_COMBINATOR_MODULE.replace('"once"', '"engine-guided"'))
+    with pytest.raises(InputError) as info:
+        build_registry([clash])
+    assert str(info.value) == (f"pass module {clash}: combinator name 'engine-guided' is already "
+                               "registered by trtcompile.flow.engine_guided.EngineGuided")
+
+
+def test_the_builtin_registry_holds_passes_combinators_and_named_pipelines() -> None:
+    import passes
+    from trtcompile.flow.engine_guided import EngineGuided
+    from trtcompile.flow.registry import builtin_registry
+    from trtcompile.pass_manager import default_registry, named_pipelines
+
+    registry = builtin_registry()
+    assert list(registry) == list(passes.BUILTIN_PASSES)
+    assert registry.combinators() == [FixedPoint, EngineGuided]
+    assert registry.pipelines() == passes.PIPELINES == named_pipelines()
+    assert default_pipeline_text() == passes.DEFAULT_PIPELINE
+    assert registry is not builtin_registry()
+    assert default_registry().pipelines() == registry.pipelines()
+
+
+def test_the_api_face_runs_the_default_pipeline_with_the_builtin_registry() -> None:
+    graph = ir.import_model(conv_model())
+    report = PassManager("default", instruments=[VerifyInstrument()]).run(graph)
+    assert report.pipeline == print_pipeline(parse_pipeline(default_pipeline_text()))
+    assert report.pipeline.startswith("dead-layer-elimination,fold-constants,")
+    assert report.layers_after == 1  # Identity gone, Conv+bias+Relu fused into one layer
+    assert set(report.to_dict()) >= {"fixed_points", "engine_guided"}
+
+
+def test_the_infrastructures_manager_needs_a_registry_for_text() -> None:
+    from trtcompile import pm
+
+    with pytest.raises(PipelineError, match="pipeline text needs a registry to look its names up "
+                                            "in: 'default'"):
+        pm.PassManager("default")
+    graph = ir.import_model(identity_chain_model())
+    report = pm.PassManager((FixedPoint((RemoveOneIdentity(),)),)).run(graph)
+    assert report.layers_after == 2
+    assert list(report.to_dict())[4:6] == ["fixed_points", "seconds"]
+
+
+#: Modules the pass infrastructure must never import: built-in passes, the frontend, the backend,
+#: the arithmetic of engine-guided, the compile flow and the faces above it.
+ABOVE_PM = ("passes", "trtcompile.backend", "trtcompile.frontend", "trtcompile.flow",
+            "trtcompile.cost", "trtcompile.compiler", "trtcompile.pass_manager")
+
+
+def test_the_pass_infrastructure_imports_nothing_above_it() -> None:
+    import subprocess
+    import sys
+
+    from tests.helpers import REPO
+
+    probe = ("import sys, trtcompile.pm; "
+             f"print(sorted(m for m in {ABOVE_PM!r} if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True,
+                            text=True, timeout=300, check=False, env={**__import__("os").environ,
+                                                         "PYTHONPATH": str(REPO)})
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
+
+
+def test_the_pass_infrastructure_does_not_import_them_lazily_either() -> None:
+    """Every import statement of trtcompile/pm, inside functions too, names an allowed module."""
+    import ast
+
+    from tests.helpers import REPO
+
+    allowed_own = {"trtcompile.ir", "trtcompile.errors", "trtcompile.verify", "trtcompile.progress",
+                   "trtcompile.interrupts"}
+    seen = set()
+    for path in sorted((REPO / "trtcompile" / "pm").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                names = ([f"{node.module}.{alias.name}" for alias in node.names]
+                         if node.module == "trtcompile" else [node.module])
+            else:
+                continue
+            for name in names:
+                seen.add(name)
+                if name.startswith(("trtcompile.", "passes")) or name == "trtcompile":
+                    assert any(name == own or name.startswith(own + ".")
+                               for own in ("trtcompile.pm", *allowed_own)), \
+                        f"{path.name} imports {name}"
+    assert {"trtcompile.ir", "trtcompile.errors", "trtcompile.pm.base"} <= seen

@@ -37,7 +37,7 @@ import onnx
 from trtcompile import ir
 from trtcompile.errors import BackendError, CheckFailed, InputError, PassFailed, TrtcompileError
 from trtcompile.flow import Compilation, CompileOptions
-from trtcompile.pass_manager import Instrument, Rewrite
+from trtcompile.pm import Instrument, Rewrite
 
 #: Files ``trtcompile bisect`` writes into its output folder.
 BEFORE_ONNX = "before.onnx"

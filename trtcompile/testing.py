@@ -39,7 +39,7 @@ class ParityCheck:
 
     model: onnx.ModelProto
     optimized: onnx.ModelProto
-    pipeline_report: Any  # trtcompile.pass_manager.PipelineReport
+    pipeline_report: Any  # trtcompile.pm.PipelineReport
     parity: verify.ParityResult
     #: The compile flow that produced it (its engine builds are the compile's).
     compilation: Any = None  # trtcompile.flow.Compilation

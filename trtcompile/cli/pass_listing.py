@@ -54,9 +54,7 @@ def _doc_body(cls) -> str:
 
 def passes_text(registry) -> str:
     """The pass list for the terminal."""
-    from trtcompile.pass_manager import named_pipelines
-
-    lines = [f"pipeline '{name}': {text}" for name, text in named_pipelines().items()] + [""]
+    lines = [f"pipeline '{name}': {text}" for name, text in registry.pipelines().items()] + [""]
     for cls in registry:
         lines.append(f"{cls.name}: {cls.summary()}")
         options = pass_options(cls)
@@ -73,8 +71,6 @@ def passes_text(registry) -> str:
 
 def passes_markdown(registry) -> str:
     """The pass reference in Markdown (committed as docs/passes.md)."""
-    from trtcompile.pass_manager import named_pipelines
-
     lines = [
         "# Pass reference",
         "",
@@ -84,7 +80,7 @@ def passes_markdown(registry) -> str:
         "Named pipelines (a name stands for its text anywhere in `--pipeline`):",
         "",
     ]
-    for name, text in named_pipelines().items():
+    for name, text in registry.pipelines().items():
         lines += [f"- `{name}`:", "", "  ```text", f"  {text}", "  ```", ""]
     for cls in registry:
         lines += [f"## {cls.name}", "", f"`{cls.__module__}.{cls.__qualname__}`", "",

@@ -45,7 +45,7 @@ from trtcompile.flow.options import CompileOptions, check_exclude_ops, validate
 from trtcompile.flow.partition import partition_stage
 from trtcompile.flow.registry import build_registry
 from trtcompile.frontend import LoadedModel
-from trtcompile.pass_manager import (
+from trtcompile.pm import (
     Instrument,
     PassRegistry,
     PipelineReport,
@@ -85,7 +85,7 @@ class CompileResult:
 
     def why_not(self, pass_name: str) -> list:
         """Every candidate ``pass_name`` considered and left alone, once each, in order: a list of
-        :class:`~trtcompile.pass_manager.Rejection` (``nodes``, ``reason``). Raises InputError when
+        :class:`~trtcompile.pm.Rejection` (``nodes``, ``reason``). Raises InputError when
         the pass did not run."""
         if not any(record.name == pass_name for record in self.pipeline_report.records):
             raise InputError(f"pass '{pass_name}' did not run (pipeline: "

@@ -15,7 +15,7 @@ from trtcompile import ir
 from trtcompile.flow.options import CompileOptions, input_distribution
 from trtcompile.flow.parity import onnx_parity_shape_sets
 from trtcompile.frontend import LoadedModel
-from trtcompile.pass_manager import (
+from trtcompile.pm import (
     DumpInstrument,
     Instrument,
     Pass,

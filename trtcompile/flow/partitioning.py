@@ -96,7 +96,7 @@ class PartitionOutcome:
     """What the partition stage produced."""
 
     model: onnx.ModelProto
-    record: Any  # trtcompile.pass_manager.PassRecord of the partition pass
+    record: Any  # trtcompile.pm.PassRecord of the partition pass
     segments: list[Segment]
     fallback: list[dict[str, str]]
     min_segment_size: int
@@ -319,7 +319,7 @@ def run_partition(optimized: onnx.ModelProto, *, support: Any, min_segment_size:
     from trtcompile import backend
     from trtcompile.backend.support import value_types
     from trtcompile.errors import BackendError, InputError
-    from trtcompile.pass_manager import PassContext, PassManager
+    from trtcompile.pm import PassContext, PassManager
 
     seconds: dict[str, float] = {}
     t0 = time.perf_counter()

@@ -13,9 +13,9 @@ from typing import Any
 from trtcompile import verify
 from trtcompile.errors import InputError
 from trtcompile.flow.options import CompileOptions
-from trtcompile.flow.registry import map_passes
+from trtcompile.pm import map_passes
 from trtcompile.frontend import LoadedModel
-from trtcompile.pass_manager import PassRegistry, iter_passes, parse_pipeline
+from trtcompile.pm import PassRegistry, iter_passes, parse_pipeline
 
 
 def precision_pipeline(options: CompileOptions) -> str:

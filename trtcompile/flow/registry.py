@@ -1,18 +1,35 @@
-"""The registry a compile uses: the built-in passes and the passes of the user's modules."""
+"""The built-in registry: where the compile flow hands the pass manager the built-in passes.
+
+The pass infrastructure (:mod:`trtcompile.pm`) imports no pass; this module is where the built-in
+passes (``passes.BUILTIN_PASSES``), the combinators (``fixed-point``, ``engine-guided``) and the
+named pipelines (``passes.PIPELINES``: ``default``, ``fewest-layers``, ``tuned``) meet in one
+:class:`~trtcompile.pm.PassRegistry`, to which a user's pass modules add theirs.
+"""
 
 from __future__ import annotations
 
-import dataclasses
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
+import passes
 from trtcompile.errors import InputError
-from trtcompile.pass_manager import PassRegistry, default_registry
+from trtcompile.flow.engine_guided import EngineGuided
+from trtcompile.pm import FixedPoint, PassRegistry
+
+#: The combinators every built-in registry parses, in the order reports list their sections.
+BUILTIN_COMBINATORS = (FixedPoint, EngineGuided)
+
+
+def builtin_registry() -> PassRegistry:
+    """A fresh registry of the built-in passes, combinators and named pipelines."""
+    return PassRegistry(passes.BUILTIN_PASSES, combinators=BUILTIN_COMBINATORS,
+                        pipelines=passes.PIPELINES)
 
 
 def build_registry(pass_modules: Sequence[str | Path]) -> PassRegistry:
-    """The built-in passes plus the passes of the user's modules."""
-    registry = default_registry().copy()
+    """The built-in registry plus the passes (and combinators) of the user's modules; a name a
+    module takes twice or takes from the registry is an InputError naming the module."""
+    registry = builtin_registry()
     for module in pass_modules:
         try:
             registry.load_module(module)
@@ -21,12 +38,4 @@ def build_registry(pass_modules: Sequence[str | Path]) -> PassRegistry:
     return registry
 
 
-def map_passes(pipeline: Sequence, fn: Callable) -> tuple:
-    """``pipeline`` with ``fn`` applied to every pass, through every group (a group is any element
-    with ``elements``)."""
-    def visit(element):
-        if hasattr(element, "elements"):
-            return dataclasses.replace(element, elements=tuple(visit(e) for e in element.elements))
-        return fn(element)
-
-    return tuple(visit(element) for element in pipeline)
+__all__ = ["BUILTIN_COMBINATORS", "build_registry", "builtin_registry"]

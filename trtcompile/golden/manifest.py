@@ -290,7 +290,7 @@ def load_manifest(path: str | Path) -> Manifest:
     """Read and validate a manifest. Raises InputError (one line: file, line, entry, key)."""
     from trtcompile import examples
     from trtcompile.flow.registry import build_registry
-    from trtcompile.pass_manager import iter_passes, parse_pipeline
+    from trtcompile.pm import iter_passes, parse_pipeline
 
     path = Path(path)
     if not path.exists():

@@ -52,7 +52,7 @@ class GoldenOutcome:
     passes: dict[str, int] = field(default_factory=dict)
     engine_compute_layers: int | None = None
     parity: Any = None  # trtcompile.flow.ParityVerdict
-    pipeline_report: Any = None  # trtcompile.pass_manager.PipelineReport
+    pipeline_report: Any = None  # trtcompile.pm.PipelineReport
     engine: Any = None  # trtcompile.backend.EngineBuild
     #: Digest of the optimized model's graph and functions (:func:`trtcompile.ir.model_digest`).
     digest: str | None = None

@@ -1,0 +1,250 @@
+"""The pass manager: runs a pipeline on a graph, records what each pass did, calls instruments.
+
+:class:`PassManager` is handed its registry (it imports no pass); :class:`PipelineRun` is the state
+of one run, through which combinators run their nested pipelines, so the manager itself tells apart
+only passes and combinators, never one combinator from another.
+"""
+
+from __future__ import annotations
+
+import gc
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import onnx_graphsurgeon as gs
+
+from trtcompile import ir
+from trtcompile.errors import InputError, PassFailed, PipelineError, TrtcompileError
+from trtcompile.pm.base import Pass, PassContext, PassResult
+from trtcompile.pm.instruments import Instrument, VerificationFailed
+from trtcompile.pm.pipeline import (
+    Combinator,
+    Pipeline,
+    PipelineElement,
+    iter_combinators,
+    parse_pipeline,
+    print_pipeline,
+)
+from trtcompile.pm.records import PassRecord, PipelineReport
+from trtcompile.pm.registry import PassRegistry
+
+
+class PassManager:
+    """Runs a pipeline on a graph and records what each pass did.
+
+    >>> pm = PassManager("fold-constants,dead-layer-elimination", registry=registry)
+    >>> report = pm.run(graph)            # graph is rewritten in place
+    >>> [(r.name, r.layers_before, r.layers_after) for r in report.records]
+
+    ``pipeline`` is text (parsed with ``registry``) or elements. Without a ``registry`` only
+    element sequences (and the empty text) are accepted: this layer knows no built-in pass
+    (:class:`trtcompile.pass_manager.PassManager` defaults to the built-in registry).
+    """
+
+    def __init__(self, pipeline: str | Sequence[PipelineElement] = (), *,
+                 registry: PassRegistry | None = None,
+                 instruments: Sequence[Instrument] = (),
+                 ctx: PassContext | None = None):
+        if isinstance(pipeline, str):
+            if registry is None and pipeline.strip() not in ("", "none"):
+                raise PipelineError(f"pipeline text needs a registry to look its names up in: "
+                                    f"'{pipeline}'")
+            pipeline = parse_pipeline(pipeline, registry or PassRegistry())
+        self.registry = registry or PassRegistry()
+        self.pipeline: Pipeline = tuple(pipeline)
+        self.instruments = list(instruments)
+        self.ctx = ctx or PassContext()
+        #: What combinators keep across runs of this manager, by key (see :meth:`PipelineRun.cache`).
+        self.caches: dict[str, dict[Any, Any]] = {}
+
+    @property
+    def text(self) -> str:
+        """The pipeline as canonical text."""
+        return print_pipeline(self.pipeline)
+
+    def run(self, graph: gs.Graph) -> PipelineReport:
+        """Run the pipeline on ``graph`` (in place) and return the report."""
+        report = PipelineReport(pipeline=self.text)
+        for cls in [*self.registry.combinators(), *map(type, iter_combinators(self.pipeline))]:
+            if cls.report_section:
+                report.sections.setdefault(cls.report_section, [])
+        report.layers_before = ir.layer_count(graph)
+        report.histogram_before = ir.op_histogram(graph)
+        report.input_node_names = [node.name for node in graph.nodes]
+        for instrument in self.instruments:
+            try:
+                instrument.before_pipeline(graph, self.ctx)
+            except TrtcompileError:
+                raise
+            except Exception as exc:
+                raise InputError(f"{type(instrument).__name__} could not start: "
+                                 f"{type(exc).__name__}: {exc}") from exc
+        start = time.perf_counter()
+        first_rewrite = len(self.ctx.rewrites)
+        # Rewrites allocate many small objects; on 100k-node graphs Python's cyclic collector then
+        # runs often and costs several times the rewrites themselves. Collect once at the end.
+        gc_was_enabled = gc.isenabled()
+        gc.disable()
+        try:
+            run = PipelineRun(self, report, fingerprint=ir.fingerprint(graph),
+                              structure=ir.Structure(graph))
+            run.run_elements(self.pipeline, graph, iteration=None)
+            report.provenance = {name: list(origins) for name, origins in run.provenance.items()}
+        finally:
+            if gc_was_enabled:
+                gc.enable()
+        report.seconds = time.perf_counter() - start
+        report.rewrites = self.ctx.rewrites[first_rewrite:]
+        report.layers_after = ir.layer_count(graph)
+        report.histogram_after = ir.op_histogram(graph)
+        return report
+
+
+@dataclass
+class Checkpoint:
+    """What :meth:`PipelineRun.restore` puts back: a copy of the graph, the run's trace of it and
+    the number of records then."""
+
+    graph: gs.Graph
+    fingerprint: int
+    structure: ir.Structure
+    provenance: dict[str, tuple[str, ...]]
+    records: int
+
+
+class PipelineRun:
+    """The state of one pipeline run: the report being written, the fingerprint of the graph as
+    the last element left it, and the provenance traced so far. Combinators run their nested
+    elements with :meth:`run_elements` and may :meth:`checkpoint` and :meth:`restore` the graph."""
+
+    def __init__(self, manager: PassManager, report: PipelineReport, fingerprint: int,
+                 structure: ir.Structure):
+        self.manager = manager
+        self.report = report
+        self.ctx = manager.ctx
+        #: The graph's fingerprint after the last element run (changes tell ``changed``).
+        self.fingerprint = fingerprint
+        #: The graph's structure after the last pass that changed it, and the provenance of its
+        #: nodes (see :attr:`PipelineReport.provenance`; names missing stand for themselves).
+        self.structure = structure
+        self.provenance: dict[str, tuple[str, ...]] = {}
+
+    # For combinators --------------------------------------------------------------------------
+
+    def run_elements(self, elements: Sequence[PipelineElement], graph: gs.Graph,
+                     iteration: int | None) -> bool:
+        """Run ``elements`` in order on ``graph``; whether any changed it. Passes are recorded with
+        ``iteration``; combinators run themselves."""
+        changed_any = False
+        for element in elements:
+            if isinstance(element, Combinator):
+                changed_any |= bool(element.run(graph, self, iteration))
+            else:
+                changed_any |= self._run_pass(element, graph, iteration)
+        return changed_any
+
+    def previous(self) -> list[str]:
+        """Text of the passes recorded so far (what a failure names as run before it)."""
+        return [record.text for record in self.report.records]
+
+    def section(self, combinator: Combinator) -> list[dict[str, Any]]:
+        """The report's list ``combinator`` appends its entries to (its ``report_section``)."""
+        return self.report.sections.setdefault(combinator.report_section or combinator.name, [])
+
+    def cache(self, key: str) -> dict[Any, Any]:
+        """A dict the manager keeps across its runs (one manager, one process: graph fingerprints
+        are not stable across processes), e.g. engine builds by graph fingerprint."""
+        return self.manager.caches.setdefault(key, {})
+
+    def checkpoint(self, graph: gs.Graph) -> Checkpoint:
+        """Remember ``graph`` as it is now, with the run's trace of it."""
+        return Checkpoint(graph.copy(), self.fingerprint, self.structure, dict(self.provenance),
+                          len(self.report.records))
+
+    def restore(self, graph: gs.Graph, checkpoint: Checkpoint) -> None:
+        """Make ``graph`` (in place: callers hold it) what it was at ``checkpoint``, with the run's
+        trace, and drop the records of the elements run since (they no longer shaped it)."""
+        graph.__dict__.clear()
+        graph.__dict__.update(checkpoint.graph.__dict__)
+        self.fingerprint = checkpoint.fingerprint
+        self.structure, self.provenance = checkpoint.structure, dict(checkpoint.provenance)
+        del self.report.records[checkpoint.records:]
+
+    def add_record(self, element: Combinator, result: PassResult, *, iteration: int | None,
+                   layers_before: int, histogram_before: dict[str, int], seconds: float,
+                   changed: bool, graph: gs.Graph) -> PassRecord:
+        """Record one run of ``element`` (a combinator accounting for itself like a pass): its
+        counts and rejections in ``result``, the layers and histogram before it."""
+        record = PassRecord(
+            index=len(self.report.records) + 1, name=element.name, text=element.to_text(),
+            options=element.options(), iteration=iteration, layers_before=layers_before,
+            layers_after=ir.layer_count(graph), seconds=seconds, changed=changed,
+            histogram_delta=ir.histogram_delta(histogram_before, ir.op_histogram(graph)),
+            stats=dict(result.counts), rejections=list(result.rejections))
+        self.report.records.append(record)
+        return record
+
+    # Passes ----------------------------------------------------------------------------------
+
+    def _run_pass(self, pass_: Pass, graph: gs.Graph, iteration: int | None) -> bool:
+        report, ctx = self.report, self.ctx
+        index = len(report.records) + 1
+        previous = self.previous()
+        layers_before = ir.layer_count(graph)
+        histogram_before = ir.op_histogram(graph)
+        for instrument in self.manager.instruments:
+            _instrument_hook(instrument.before_pass, pass_, previous, graph, ctx, index)
+        start = time.perf_counter()
+        ctx.current_pass = pass_.name
+        try:
+            result = pass_.run(graph, ctx)
+        except TrtcompileError:
+            raise  # a pass reporting unusable input (e.g. stale calibration data): the user's to fix
+        except Exception as exc:  # a pass that raises is a compiler bug: name it, keep the cause
+            raise PassFailed(pass_.to_text(), previous, f"{type(exc).__name__}: {exc}") from exc
+        seconds = time.perf_counter() - start
+        if not isinstance(result, PassResult):
+            raise PassFailed(pass_.to_text(), previous,
+                             f"run() returned {type(result).__name__}, expected PassResult")
+        try:
+            new_fingerprint = ir.fingerprint(graph)
+            layers_after = ir.layer_count(graph)
+            histogram_after = ir.op_histogram(graph)
+        except Exception as exc:  # a graph the manager cannot even read is the pass's bug
+            raise PassFailed(pass_.to_text(), previous, f"left a graph that cannot be read: "
+                                                        f"{type(exc).__name__}: {exc}") from exc
+        changed = new_fingerprint != self.fingerprint
+        self.fingerprint = new_fingerprint
+        if changed:
+            structure = ir.Structure(graph)
+            self.provenance = ir.trace_provenance(self.structure, structure, self.provenance)
+            self.structure = structure
+        record = PassRecord(
+            index=index, name=pass_.name, text=pass_.to_text(), options=pass_.options(),
+            iteration=iteration, layers_before=layers_before, layers_after=layers_after,
+            seconds=seconds, changed=changed,
+            histogram_delta=ir.histogram_delta(histogram_before, histogram_after),
+            stats=dict(result.counts), rejections=list(result.rejections),
+        )
+        report.records.append(record)
+        for instrument in self.manager.instruments:
+            _instrument_hook(instrument.after_pass, pass_, previous, graph, ctx, record)
+        return changed
+
+
+def _instrument_hook(hook: Callable[..., None], pass_: Pass, previous: list[str],
+                     *args: Any) -> None:
+    """Call an instrument hook; what it raises becomes PassFailed naming the pass (a
+    verification's finding, or an instrument that broke on the pass's graph)."""
+    try:
+        hook(pass_, *args)
+    except VerificationFailed as exc:
+        raise PassFailed(pass_.to_text(), previous, str(exc)) from None
+    except TrtcompileError:
+        raise
+    except Exception as exc:
+        owner = type(getattr(hook, "__self__", hook)).__name__
+        raise PassFailed(pass_.to_text(), previous,
+                         f"{owner} raised {type(exc).__name__}: {exc}") from exc
