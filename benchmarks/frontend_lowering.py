@@ -103,7 +103,7 @@ def markdown(rows: list[dict], lowering: str) -> str:
         "function from the frozen graph after freezing (about 25 s and 5 GB of extra copies of the "
         "weights on VGG19), and grappler copies the whole frozen graph many times (9.5 GB peak on "
         "VGG19). The frontend freezes without the rebuild and keeps large MatMul/convolution weights "
-        "out of grappler (see `trtcompile/frontend/tf_lowering.py`).",
+        "out of grappler (see `trtcompile/frontend/tf_lowering/`).",
     ]
     return "\n".join(lines)
 

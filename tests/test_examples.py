@@ -45,6 +45,23 @@ def test_example_is_valid_and_runs(model: onnx.ModelProto) -> None:
     assert 0.1 < np.abs(logits).max() < 100
 
 
+def test_the_generator_builds_the_shape_and_classes_the_catalog_gives() -> None:
+    """The catalog owns the example's input shape and class count and hands them to the generator,
+    which needs nothing from the catalog (``--help`` reads the catalog without numpy)."""
+    from trtcompile.frontend import onnx_example
+
+    def dims(value: onnx.ValueInfoProto) -> list[int]:
+        return [d.dim_value for d in value.type.tensor_type.shape.dim]
+
+    catalog = examples.googlenet_onnx()
+    assert dims(catalog.graph.input[0]) == list(examples.GOOGLENET_INPUT_SHAPE)
+    assert dims(catalog.graph.output[0]) == [examples.GOOGLENET_INPUT_SHAPE[0], examples.GOOGLENET_CLASSES]
+    other = onnx_example.googlenet_onnx(examples.EXAMPLE_SEED, input_shape=(2, 3, 32, 32), classes=5)
+    assert (dims(other.graph.input[0]), dims(other.graph.output[0])) == ([2, 3, 32, 32], [2, 5])
+    session = ort.InferenceSession(other.SerializeToString(), providers=["CPUExecutionProvider"])
+    data = np.random.default_rng(0).uniform(0, 1, (2, 3, 32, 32)).astype(np.float32)
+    assert session.run(None, {"input": data})[0].shape == (2, 5)
+
 def test_example_has_the_googlenet_structure(model: onnx.ModelProto) -> None:
     ops = Counter(node.op_type for node in model.graph.node)
     assert ops == {"Conv": 17, "BatchNormalization": 17, "Relu": 17, "MaxPool": 4, "Concat": 2,

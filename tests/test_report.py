@@ -161,7 +161,8 @@ def test_many_rejection_reasons_are_capped_in_the_terminal() -> None:
 def test_graphs_above_the_recorded_limit_keep_only_their_counts(monkeypatch) -> None:
     from tests.helpers import CONV_BRANCHES
 
-    report_module = report
+    from trtcompile.report import document as report_module  # graph_section reads the limit there
+
     model = onnx.load(CONV_BRANCHES)
     monkeypatch.setattr(report_module, "GRAPH_RECORDED_NODES", len(model.graph.node) - 1)
     section = report_module.graph_section(model, model, {})

@@ -4,9 +4,9 @@ The default example, ``googlenet-keras``, is the Keras model of
 :mod:`trtcompile.frontend.keras_example`, exported once into the cache and lowered through the
 TensorFlow frontend, so a compile with no model shows the whole path from TensorFlow to engine.
 
-``googlenet-onnx`` is a GoogLeNet-style network generated in code, deterministically (fixed seed),
-with onnx-graphsurgeon and numpy, so it needs no download, no file in the repository and no
-TensorFlow:
+``googlenet-onnx`` is a GoogLeNet-style network generated in code
+(:mod:`trtcompile.frontend.onnx_example`), deterministically (fixed seed), with onnx-graphsurgeon
+and numpy, so it needs no download, no file in the repository and no TensorFlow:
 
 * stem: Conv(3x3, stride 2)-BatchNormalization-Relu, MaxPool(3x3, stride 2);
 * two inception blocks: three 1x1 convolutions sharing the block input (the branch heads), a
@@ -47,16 +47,18 @@ GOOGLENET_CLASSES = 10
 
 def googlenet_graph(seed: int = EXAMPLE_SEED) -> gs.Graph:
     """The GoogLeNet-style example as an onnx-graphsurgeon graph (deterministic for a seed)."""
-    from trtcompile import googlenet_example
+    from trtcompile.frontend import onnx_example
 
-    return googlenet_example.googlenet_graph(seed)
+    return onnx_example.googlenet_graph(seed, input_shape=GOOGLENET_INPUT_SHAPE,
+                                        classes=GOOGLENET_CLASSES)
 
 
 def googlenet_onnx(seed: int = EXAMPLE_SEED) -> onnx.ModelProto:
     """The GoogLeNet-style example as an ONNX model (deterministic for a given seed)."""
-    from trtcompile import googlenet_example
+    from trtcompile.frontend import onnx_example
 
-    return googlenet_example.googlenet_onnx(seed)
+    return onnx_example.googlenet_onnx(seed, input_shape=GOOGLENET_INPUT_SHAPE,
+                                       classes=GOOGLENET_CLASSES)
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,7 @@ from trtcompile.backend import (
     run_engine,
     save_plan,
 )
+from trtcompile.backend import build as backend_build
 from trtcompile.backend import tensorrt as backend
 from trtcompile.backend.progress import make_progress_monitor, progress_enabled
 from trtcompile.errors import BackendError, InputError
@@ -207,8 +208,8 @@ def test_progress_monitor_draws_nested_bars():
 
 def test_a_build_draws_its_phases(monkeypatch):
     terminal = FakeTerminal()
-    monkeypatch.setattr(backend, "progress_enabled", lambda requested: requested)
-    monkeypatch.setattr(backend, "make_progress_monitor",
+    monkeypatch.setattr(backend_build, "progress_enabled", lambda requested: requested)
+    monkeypatch.setattr(backend_build, "make_progress_monitor",
                         lambda module, **kw: make_progress_monitor(module, terminal, **kw))
     build_engine(models.conv_relu_model(), progress=True)
     assert "Building engine: 100%" in terminal.getvalue()
@@ -217,8 +218,8 @@ def test_a_build_draws_its_phases(monkeypatch):
 
 def test_exceptions_in_the_progress_display_do_not_stop_the_build(monkeypatch):
     trt = load_tensorrt()
-    monkeypatch.setattr(backend, "progress_enabled", lambda requested: requested)
-    monkeypatch.setattr(backend, "make_progress_monitor",
+    monkeypatch.setattr(backend_build, "progress_enabled", lambda requested: requested)
+    monkeypatch.setattr(backend_build, "make_progress_monitor",
                         lambda module, **kw: make_progress_monitor(module, BrokenTerminal(), **kw))
     build = build_engine(models.conv_relu_model(), progress=True)
     assert build.compute_layers == 3
@@ -239,7 +240,7 @@ def test_a_pending_signal_cancels_the_build_and_raises_interrupted(monkeypatch):
         monitors.append(make_progress_monitor(module, **kw))
         return monitors[-1]
 
-    monkeypatch.setattr(backend, "make_progress_monitor", recording_monitor)
+    monkeypatch.setattr(backend_build, "make_progress_monitor", recording_monitor)
     monkeypatch.setattr(interrupts, "_received", ["SIGTERM"])
     with pytest.raises(Interrupted, match="SIGTERM"):
         build_engine(models.conv_relu_model(), progress=False)
@@ -291,14 +292,14 @@ def test_missing_layer_report_is_explained():
     capture = backend.LogCapture()
     capture.record("W", "The logger passed into createInferBuilder differs from one already "
                         "registered for an existing builder, runtime, or refitter.")
-    report, note = backend._engine_layers(capture, set())
+    report, note = backend_build._engine_layers(capture, set())
     assert report.layers == [] and note.startswith("no engine layer report: another TensorRT logger")
     capture = backend.LogCapture()
     capture.record("I", "Engine built")
-    report, note = backend._engine_layers(capture, set())
+    report, note = backend_build._engine_layers(capture, set())
     assert report.layers == [] and note == "no engine layer report: the builder did not log its layers"
     capture.record("V", "Layers:\nName: broken")
-    report, note = backend._engine_layers(capture, set())
+    report, note = backend_build._engine_layers(capture, set())
     assert report.layers == [] and report.problems == [
         "layer line 1 (skipped): not an engine layer line: 'Name: broken'"]
     assert note.startswith("the engine layer report was not fully read: layer line 1 (skipped)")

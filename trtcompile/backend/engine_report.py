@@ -166,7 +166,7 @@ class EngineBuild:
     @property
     def layer_report_available(self) -> bool:
         """Whether the builder logged its layers (it does not when another logger owns TensorRT's
-        process-wide logging, see :mod:`trtcompile.backend.tensorrt`)."""
+        process-wide logging, see :mod:`trtcompile.backend.log`)."""
         return bool(self.layers)
 
     def to_dict(self, path: str | None) -> dict[str, Any]:

@@ -16,7 +16,7 @@ A node the parser leaves out of every subgraph without naming it, or a round tha
 is probed alone to get its own error. Each round removes at least one node, so the loop ends.
 
 Reasons are the parser's error descriptions made readable
-(:func:`~trtcompile.backend.tensorrt.clean_parser_description`); where the parser says no more
+(:func:`~trtcompile.backend.parser_errors.clean_parser_description`); where the parser says no more
 than ``false`` (its op checkers for Unique and BitShift do), the reason names the op and the
 parser's checker instead.
 """
@@ -35,15 +35,13 @@ from typing import Any
 import numpy as np
 import onnx
 
-from trtcompile.backend.tensorrt import (
-    _network_flags,
-    capture_log,
-    clean_parser_description,
-    load_tensorrt,
-    log_router,
-    rejection_reason,
+from trtcompile.backend.build import network_flags, uses_external_data
+from trtcompile.backend.loader import load_tensorrt
+from trtcompile.backend.log import capture_log, log_router
+from trtcompile.backend.parser_errors import (
     UNHELPFUL_DESCRIPTIONS,
-    uses_external_data,
+    clean_parser_description,
+    rejection_reason,
 )
 
 _INITIALIZER_ERROR = re.compile(r"Failed to import initializer: (\S+)$")
@@ -175,7 +173,7 @@ def _ask(trt: Any, model: onnx.ModelProto, model_dir: Path | None) -> _Answer:
     router = log_router(trt)
     with capture_log(trt), _native_output_silenced():
         builder = trt.Builder(router)
-        network = builder.create_network(_network_flags(trt))
+        network = builder.create_network(network_flags(trt))
         parser = trt.OnnxParser(network, router)
         data = model.SerializeToString()
         if uses_external_data(model) and model_dir is not None:

@@ -22,7 +22,7 @@ from onnx import external_data_helper
 
 from trtcompile import ir
 from trtcompile.errors import InputError
-from trtcompile.frontend import FrontendOptions, LoadedModel
+from trtcompile.frontend.model import FrontendOptions, LoadedModel
 
 
 def load(path: str | Path, options: FrontendOptions | None = None) -> LoadedModel:

@@ -30,7 +30,7 @@ import onnx
 
 from trtcompile import progress
 from trtcompile.errors import InputError
-from trtcompile.frontend import FrontendOptions, LoadedModel, LoweringRecord
+from trtcompile.frontend.model import FrontendOptions, LoadedModel, LoweringRecord
 
 #: Source kinds by file suffix (folders are SavedModels).
 KIND_BY_SUFFIX = {".keras": "keras", ".h5": "h5", ".hdf5": "h5", ".pb": "frozen-pb"}

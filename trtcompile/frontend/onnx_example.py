@@ -1,15 +1,20 @@
 """The GoogLeNet-style ONNX example, generated deterministically with onnx-graphsurgeon and numpy
-(see :mod:`trtcompile.examples` for what it contains and why)."""
+(see :mod:`trtcompile.examples` for what it contains and why).
+
+The catalog in :mod:`trtcompile.examples` owns the example's seed, input shape and class count and
+passes them in: the catalog is read by ``trtcompile --help``, which must not import numpy, and this
+module must not import the catalog back.
+"""
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 
 from trtcompile import ir
-
-from trtcompile.examples import EXAMPLE_SEED, GOOGLENET_CLASSES, GOOGLENET_INPUT_SHAPE
 
 
 class _Builder:
@@ -106,9 +111,10 @@ class _Builder:
         return self.relu(total, f"{name}_relu")
 
 
-def googlenet_graph(seed: int = EXAMPLE_SEED) -> gs.Graph:
-    """The GoogLeNet-style example as an IR graph (input ``input`` NCHW, output ``logits``)."""
-    batch, channels, height, width = GOOGLENET_INPUT_SHAPE
+def googlenet_graph(seed: int, *, input_shape: Sequence[int], classes: int) -> gs.Graph:
+    """The GoogLeNet-style example as an IR graph (input ``input`` NCHW of ``input_shape``, square,
+    output ``logits`` of ``classes``); deterministic for a seed."""
+    batch, channels, height, width = input_shape
     image = gs.Variable("input", np.float32, [batch, channels, height, width])
     graph = gs.Graph(inputs=[image], name="googlenet_example", opset=ir.DEFAULT_OPSET)
     build = _Builder(graph, seed)
@@ -125,9 +131,9 @@ def googlenet_graph(seed: int = EXAMPLE_SEED) -> gs.Graph:
     flat = gs.Variable("flatten_out", np.float32, [batch, x.shape[1]])
     graph.nodes.append(gs.Node("Flatten", "flatten", attrs={"axis": 1}, inputs=[pooled], outputs=[flat]))
     fan_in = x.shape[1]
-    weight = build.rng.normal(0.0, np.sqrt(1.0 / fan_in), (GOOGLENET_CLASSES, fan_in))
-    bias = build.rng.uniform(-0.1, 0.1, GOOGLENET_CLASSES)
-    logits = gs.Variable("logits", np.float32, [batch, GOOGLENET_CLASSES])
+    weight = build.rng.normal(0.0, np.sqrt(1.0 / fan_in), (classes, fan_in))
+    bias = build.rng.uniform(-0.1, 0.1, classes)
+    logits = gs.Variable("logits", np.float32, [batch, classes])
     graph.nodes.append(gs.Node(
         "Gemm", "classifier", attrs={"transB": 1},
         inputs=[flat, build._constant("classifier.weight", weight),
@@ -137,9 +143,9 @@ def googlenet_graph(seed: int = EXAMPLE_SEED) -> gs.Graph:
     return graph
 
 
-def googlenet_onnx(seed: int = EXAMPLE_SEED) -> onnx.ModelProto:
-    """The GoogLeNet-style example as an ONNX model (deterministic for a given seed)."""
-    model = ir.export_model(googlenet_graph(seed))
+def googlenet_onnx(seed: int, *, input_shape: Sequence[int], classes: int) -> onnx.ModelProto:
+    """The GoogLeNet-style example as an ONNX model (see :func:`googlenet_graph`), checked."""
+    model = ir.export_model(googlenet_graph(seed, input_shape=input_shape, classes=classes))
     model.producer_name = "trtcompile.examples"
     onnx.checker.check_model(model)
     return model

@@ -1,0 +1,144 @@
+"""The backend sections of the HTML report: the engine's layers, the partition into TensorRT
+segments and fallback nodes, and parity (the optimized model's and the engine's)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from trtcompile import report as text_report
+from trtcompile.html_report.markup import error_text, esc, num_cell
+
+
+def engine_section(report: Mapping[str, Any]) -> str:
+    """The engine: backend, layer counts, precisions, and every layer with the ONNX nodes fused
+    into it and the original nodes those stand for."""
+    engine = report["engine"]
+    if not engine.get("built"):
+        detail = f': {esc(engine["error"])}' if engine.get("error") else ""
+        return f'<p id="engine-status">Not built ({esc(engine.get("reason", "not built"))}){detail}.</p>'
+    layers = [layer for layer in engine.get("layers", []) if layer.get("profile", 0) == 0]
+    types = text_report.format_counts(engine.get("compute_layer_types", {}))
+    profiles = len(engine.get("profiles") or []) or 1
+    parts = [f'<p id="engine-status">{esc(engine["backend"])} {esc(engine["version"])}; '
+             f'{len(layers)} engine layers, <b>{engine["compute_layers"]} compute</b>'
+             f' ({esc(types)}); graph layers {report["layers"]["input"]} &rarr; '
+             f'{report["layers"]["optimized"]}; build {text_report.format_seconds(engine["build_seconds"])}; '
+             f'plan {engine.get("plan_bytes", 0):,} bytes.</p>']
+    precisions = engine.get("compute_layer_precisions")
+    if layers and precisions:
+        parts.append(f'<p id="engine-precisions">Compute layers by precision: '
+                     f'{esc(text_report.format_counts(precisions))}.</p>')
+    for problem in engine.get("layer_report_problems", []):
+        parts.append(f'<p class="note engine-problem">Not fully read: {esc(problem)}</p>')
+    if profiles > 1:
+        parts.append(f'<p class="note">The engine holds one copy of the network per optimization '
+                     f'profile ({profiles}); the first profile\'s layers are listed.</p>')
+    if not layers:
+        parts.append('<p class="note">The builder did not report its layers.</p>')
+        return "".join(parts)
+    rows = []
+    for i, layer in enumerate(layers, 1):
+        nodes = layer.get("onnx_nodes", [])
+        node_text = ", ".join(nodes) if nodes else "-"
+        css = "engine-row" + ("" if layer.get("compute") else " noncompute")
+        rows.append(f'<tr class="{css}" data-type="{esc(layer["type"])}">{num_cell(i)}'
+                    f'<td class="mono">{esc(layer["name"])}</td><td>{esc(layer["type"])}</td>'
+                    f'{num_cell(len(nodes))}<td class="mono">{esc(node_text)}</td>'
+                    f'<td class="mono">{esc(", ".join(layer.get("original_nodes", nodes)) or "-")}</td>'
+                    f'<td>{esc(layer.get("precision", "-"))}</td>'
+                    f'<td>{esc(", ".join(layer.get("datatypes", [])))}</td>'
+                    f'<td>{"yes" if layer.get("compute") else "no"}</td></tr>')
+    parts.append('<div class="table-scroll"><table id="engine-layers"><thead><tr>'
+                 '<th class="num">#</th><th>engine layer</th><th>type</th>'
+                 '<th class="num">fused nodes</th><th>ONNX nodes</th><th>original nodes</th>'
+                 '<th>precision</th>'
+                 '<th>output datatypes</th><th>compute</th></tr></thead><tbody>'
+                 + "".join(rows) + "</tbody></table></div>")
+    return "".join(parts)
+
+
+def engine_parity_status(report: Mapping[str, Any]) -> str:
+    """One paragraph: the engine parity verdict, or why it did not run."""
+    engine = report["parity"].get("engine") or text_report.ENGINE_PARITY_NOT_RECORDED
+    if engine["status"] == "not run":
+        return f'<p id="engine-parity-status">Engine parity: not run &mdash; {esc(engine["reason"])}</p>'
+    verdict = ('<span class="ok">passed</span>' if engine["status"] == "passed"
+               else '<span class="fail">FAILED</span>')
+    note = f' <span class="note">{esc(engine["note"])}</span>' if engine.get("note") else ""
+    return (f'<p id="engine-parity-status">Engine parity {verdict}: the engine against the optimized '
+            f'model on ONNX Runtime (atol={engine["atol"]:g}, rtol={engine["rtol"]:g}).{note}</p>')
+
+
+def parity_section(report: Mapping[str, Any]) -> str:
+    """The parity verdict and one row per compared output of every comparison (engine parity
+    included)."""
+    parity = report["parity"]
+    tolerances = parity["tolerances"]
+    if not parity["checked"]:
+        return '<p id="parity-status">Not checked (--no-parity).</p>' + engine_parity_status(report)
+    verdict = '<span class="ok">passed</span>' if parity["passed"] else '<span class="fail">FAILED</span>'
+    settings = (f'seed {esc(tolerances.get("seed", 0))}, atol={tolerances["atol"]:g}, '
+                f'rtol={tolerances["rtol"]:g}')
+    parts = [f'<p id="parity-status">Parity {verdict} ({settings}): '
+             '<code>|candidate - reference| &le; atol + rtol &middot; |reference|</code> elementwise.</p>']
+    if tolerances.get("note"):
+        parts.append(f'<p class="note">{esc(tolerances["note"])}</p>')
+    checked = parity.get("input_shapes") or []
+    if checked:
+        parts.append('<p class="note">Input shapes checked: <code>'
+                     + esc("; ".join(text_report.shape_set_text(s) for s in checked)) + "</code></p>")
+    rows = []
+    engine_comparisons = (parity.get("engine") or {}).get("comparisons", [])
+    for comparison in [*parity["comparisons"], *engine_comparisons]:
+        label = f'{comparison["candidate"]} vs {comparison["reference"]}'
+        if len(checked) > 1:  # several profile shape sets: say which one each comparison ran at
+            label += f' at {text_report.shape_set_text(comparison.get("input_shapes", {}))}'
+        css = "parity-row" + (" engine-parity-row" if comparison in engine_comparisons else "")
+        if not comparison["outputs"]:
+            rows.append(f'<tr class="{css}"><td>{esc(label)}</td><td>(no outputs)</td><td></td><td></td>'
+                        '<td class="fail">FAILED</td></tr>')
+        for name, output in comparison["outputs"].items():
+            result = '<td class="ok">ok</td>' if output["passed"] else '<td class="fail">FAILED</td>'
+            rows.append(f'<tr class="{css}"><td>{esc(label)}</td><td class="mono">{esc(name)}</td>'
+                        f'{num_cell(error_text(output["max_abs"]))}{num_cell(error_text(output["max_rel"]))}'
+                        f'{result}</tr>')
+    parts.append(engine_parity_status(report))
+    parts.append('<table id="parity-table"><thead><tr><th>comparison</th><th>output</th>'
+                 '<th class="num">max abs error</th><th class="num">max rel error</th><th>result</th>'
+                 '</tr></thead><tbody>' + "".join(rows) + "</tbody></table>")
+    return "".join(parts)
+
+
+def partition_section(report: Mapping[str, Any]) -> str:
+    """The partition: coverage, the segments with their engines, every fallback node and why."""
+    partition = report.get("partition")
+    if not partition:
+        return ""
+    covered = "planned in segments (dry run)" if partition.get("dry_run") else "in engines"
+    parity = partition.get("parity")
+    verdict = "" if parity is None else (
+        ' Partitioned model vs input on ONNX Runtime: '
+        + ('<span class="ok">passed</span>.' if parity["passed"] else '<span class="fail">FAILED</span>.'))
+    parts = [f'<p id="partition-status">{esc(partition["trigger"])}: '
+             f'<b>{partition["coverage"]:.1%}</b> of {partition["compute_nodes"]} compute nodes '
+             f'{covered}; {len(partition["segments"])} segments, {len(partition["fallback"])} '
+             f'fallback nodes (min-segment-size {partition["min_segment_size"]}).{verdict}</p>']
+    rows = []
+    for segment in partition["segments"]:
+        engine = (f'{esc(segment["engine"])} ({segment["compute_layers"]} compute layers)'
+                  if segment["engine"] else esc(segment["why_not_engine"] or "not built (dry run)"))
+        rows.append(f'<tr class="segment-row"><td class="mono">{esc(segment["name"])}</td>'
+                    f'{num_cell(len(segment["nodes"]))}{num_cell(segment["compute_nodes"])}'
+                    f'<td class="mono">{esc(", ".join(segment["nodes"]))}</td><td>{engine}</td></tr>')
+    if rows:
+        parts.append('<table id="partition-segments"><thead><tr><th>segment</th>'
+                     '<th class="num">nodes</th><th class="num">compute</th><th>ONNX nodes</th>'
+                     '<th>engine</th></tr></thead><tbody>' + "".join(rows) + "</tbody></table>")
+    rows = [f'<tr class="fallback-row"><td class="mono">{esc(entry["node"])}</td>'
+            f'<td>{esc(entry["op"])}</td><td>{esc(entry["reason"])}</td></tr>'
+            for entry in partition["fallback"]]
+    if rows:
+        parts.append('<table id="partition-fallback"><thead><tr><th>fallback node</th><th>op</th>'
+                     '<th>reason</th></tr></thead><tbody>' + "".join(rows) + "</tbody></table>")
+    return "".join(parts)

@@ -1,0 +1,155 @@
+"""Plain-text tables of the terminal report: cell formats (seconds, counts), the table layout, the
+per-pass table with its rejection summary, and ``--why-not PASS``."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+#: Distinct rejection reasons shown per pass in the terminal (report.json has every rejection).
+REJECTION_REASONS_SHOWN = 5
+
+
+def format_seconds(seconds: float) -> str:
+    """``0.4 ms``, ``41.0 ms``, ``1.23 s``."""
+    if seconds < 1.0:
+        return f"{seconds * 1000:.1f} ms"
+    return f"{seconds:.2f} s"
+
+
+def format_counts(counts: Mapping[str, Any]) -> str:
+    """``fused_conv_relu=53 removed_dead=4``."""
+    return " ".join(f"{key}={value}" for key, value in counts.items())
+
+
+def format_table(header: Sequence[str], rows: Sequence[Sequence[str]],
+                 right: Sequence[bool]) -> list[str]:
+    """Plain-text table: columns padded to their widest cell, numbers right-aligned; the last
+    column is not padded (no trailing spaces)."""
+    widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(len(header))]
+    lines = []
+    for row in [header, *rows]:
+        cells = []
+        for i, cell in enumerate(row):
+            cell = str(cell)
+            last = i == len(row) - 1
+            if right[i]:
+                cells.append(cell.rjust(widths[i]))
+            else:
+                cells.append(cell if last else cell.ljust(widths[i]))
+        lines.append("  ".join(cells).rstrip())
+    return lines
+
+
+def pass_label(record: Mapping[str, Any]) -> str:
+    """The table's pass column: the pass as pipeline text (with its non-default options), and the
+    fixed-point iteration when inside one."""
+    label = record.get("pipeline_text") or record["name"]
+    if record.get("iteration"):
+        label += f" #{record['iteration']}"
+    return label
+
+
+def format_pass_table(report: Mapping[str, Any]) -> list[str]:
+    """The per-pass table (lowering first when there is one) and the rejection summary."""
+    header = ("pass", "layers before", "layers after", "delta", "time", "counts")
+    right = (False, True, True, True, True, False)
+    rows = []
+    lowering = report.get("lowering")
+    if lowering:
+        rows.append((
+            f"lowering ({lowering['tool']}, {lowering['mode']})",
+            f"{lowering['source_ops']} TF ops", f"{lowering['onnx_nodes']} nodes", "",
+            format_seconds(lowering["seconds"]),
+            format_counts({"tensorflow_ops": lowering["source_ops"],
+                           "onnx_nodes": lowering["onnx_nodes"]}),
+        ))
+    for record in report["passes"]:
+        rows.append((pass_label(record), str(record["layers_before"]), str(record["layers_after"]),
+                     f"{record['delta']:+d}" if record["delta"] else "0",
+                     format_seconds(record["seconds"]), format_counts(record["stats"])))
+    layers = report["layers"]
+    total_delta = layers["optimized"] - layers["input"]
+    rows.append(("total", str(layers["input"]), str(layers["optimized"]),
+                 f"{total_delta:+d}" if total_delta else "0",
+                 format_seconds(report.get("passes_seconds", 0.0)), ""))
+    lines = format_table(header, rows, right)
+    lines.insert(len(lines) - 1, "-" * max(len(line) for line in lines))
+
+    for fixed_point in report.get("fixed_points", []):
+        state = "converged" if fixed_point["converged"] else "did NOT converge"
+        lines.append(f"{fixed_point['pipeline']}: {state} after {fixed_point['iterations']} "
+                     f"iteration{'s' if fixed_point['iterations'] != 1 else ''}")
+    for tried in report.get("engine_guided", []):
+        after = tried["engine_after"] if tried["engine_after"] is not None else "no engine"
+        lines.append(f"engine-guided: {tried['group']}: engine {tried['engine_before']} -> {after} "
+                     f"compute layers: {'kept' if tried['kept'] else tried['reason']}")
+    rejections = rejection_summary(report["passes"])
+    if rejections:
+        lines.append("skipped candidates:")
+        for pass_name, reasons in rejections.items():
+            for reason, count in list(reasons.items())[:REJECTION_REASONS_SHOWN]:
+                lines.append(f"  {pass_name}: {count} x {reason}")
+            if len(reasons) > REJECTION_REASONS_SHOWN:
+                hidden = sum(list(reasons.values())[REJECTION_REASONS_SHOWN:])
+                lines.append(f"  {pass_name}: {hidden} more, for {len(reasons) - REJECTION_REASONS_SHOWN} "
+                             "other reasons (all are in report.json)")
+    return lines
+
+
+def rejection_summary(records: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, int]]:
+    """Per pass, the number of distinct rejected candidates by reason (repeated fixed-point runs
+    rejecting the same candidate count once)."""
+    seen: dict[str, set] = {}
+    summary: dict[str, dict[str, int]] = {}
+    for record in records:
+        for rejection in record.get("rejections", []):
+            key = (tuple(rejection["nodes"]), rejection["reason"])
+            if key in seen.setdefault(record["name"], set()):
+                continue
+            seen[record["name"]].add(key)
+            reasons = summary.setdefault(record["name"], {})
+            reasons[rejection["reason"]] = reasons.get(rejection["reason"], 0) + 1
+    return summary
+
+
+def rejections_of(records: Sequence[Mapping[str, Any]], pass_name: str) -> list[dict[str, Any]]:
+    """Every distinct candidate ``pass_name`` rejected (``{"nodes": [...], "reason": ...}``), in
+    the order first rejected; repeated fixed-point runs rejecting the same candidate count once."""
+    seen: dict[tuple, dict[str, Any]] = {}
+    for record in records:
+        if record["name"] != pass_name:
+            continue
+        for rejection in record.get("rejections", []):
+            seen.setdefault((tuple(rejection["nodes"]), rejection["reason"]), rejection)
+    return list(seen.values())
+
+
+def format_why_not(report: Mapping[str, Any], pass_name: str,
+                   ops: Mapping[str, str] | None = None) -> list[str]:
+    """``--why-not PASS``: each candidate the pass considered and left alone, its nodes (with their
+    op types when ``ops`` knows them) and the reason."""
+    records = [r for r in report["passes"] if r["name"] == pass_name]
+    if not records:
+        return [f"why not {pass_name}: the pass did not run (pipeline: "
+                f"{report['pipeline'] or 'no passes'})"]
+    runs = f"{len(records)} run{'s' if len(records) != 1 else ''}"
+    counts: dict[str, int] = {}
+    for record in records:
+        for key, value in record["stats"].items():
+            counts[key] = counts.get(key, 0) + value
+    rewrote = f"; it rewrote: {format_counts(counts)}" if counts else "; it rewrote nothing"
+    rejections = rejections_of(records, pass_name)
+    if not rejections:
+        return [f"why not {pass_name}: no candidate was left alone ({runs}{rewrote})"]
+    ops = ops or {}
+
+    def node(name: str) -> str:
+        return f"{name} ({ops[name]})" if name in ops else name
+
+    reasons = {r["reason"] for r in rejections}
+    lines = [f"why not {pass_name}: {len(rejections)} candidate{'s' if len(rejections) != 1 else ''}"
+             f" left alone, {len(reasons)} reason{'s' if len(reasons) != 1 else ''} ({runs}{rewrote})"]
+    rows = [(", ".join(node(n) for n in r["nodes"]) or "-", r["reason"]) for r in rejections]
+    lines += ["  " + line for line in format_table(("nodes", "reason"), rows, (False, False))]
+    return lines

@@ -1,0 +1,226 @@
+"""The terminal report: :func:`render` draws the model line, the pass table, parity, the engine,
+the partition and engine parity from a ``report.json`` dict, so what the terminal shows and what
+the file holds cannot disagree."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from trtcompile.report.document import ENGINE_PARITY_NOT_RECORDED
+from trtcompile.report.tables import (
+    format_counts,
+    format_pass_table,
+    format_seconds,
+    format_table,
+)
+
+#: Engine layers shown in the terminal excerpt (report.json lists them all).
+ENGINE_EXCERPT_LAYERS = 12
+
+
+def _error(value: Any) -> str:
+    return value if isinstance(value, str) else f"{value:.3g}"
+
+
+def format_parity(report: Mapping[str, Any]) -> list[str]:
+    """Verdict line, then one line per compared output of every comparison."""
+    parity = report["parity"]
+    tolerances = parity["tolerances"]
+    settings = (f"seed {tolerances.get('seed', 0)}, atol={tolerances['atol']:g}, "
+                f"rtol={tolerances['rtol']:g}")
+    if tolerances.get("atol_range"):
+        settings += f", atol_range={tolerances['atol_range']:g}"
+    if not parity["checked"]:
+        return ["parity: not checked (--no-parity)"]
+    verdict = "passed" if parity["passed"] else "FAILED"
+    lines = [f"parity: {verdict} ({settings})"]
+    inputs = tolerances.get("inputs")
+    if inputs:
+        lines.append(f"  inputs: floating point {inputs['floating_point']}, integer "
+                     f"{inputs['integer']}")
+    if tolerances.get("note"):
+        lines.append(f"  tolerances: {tolerances['note']}")
+    top1 = tolerances.get("top1_agreement")
+    if top1 and top1.get("checked"):
+        for name, outcome in top1["outputs"].items():
+            lines.append(f"  top-1 agreement of '{name}' with the input model: "
+                         f"{outcome['agreement']:.1%} on {outcome['samples']} held-out samples "
+                         f"(needs {top1['threshold']:.0%}): "
+                         f"{'ok' if outcome['passed'] else 'FAILED'}")
+    elif top1:
+        lines.append(f"  top-1 agreement: not checked ({top1['reason']})")
+    checked = parity.get("input_shapes") or []
+    if checked:
+        lines.append(f"  input shapes checked: {'; '.join(shape_set_text(s) for s in checked)}")
+    lines += comparison_table(parity["comparisons"], several_shapes=len(checked) > 1)
+    return lines
+
+
+def comparison_table(comparisons: Sequence[Mapping[str, Any]], several_shapes: bool) -> list[str]:
+    """One indented row per compared output of every comparison (labelled with its input shapes
+    when several shape sets were checked)."""
+    rows = []
+    for comparison in comparisons:
+        label = f"{comparison['candidate']} vs {comparison['reference']}"
+        if several_shapes:
+            label += f" at {shape_set_text(comparison.get('input_shapes', {}))}"
+        if not comparison["outputs"]:
+            rows.append((label, "(no outputs)", "", "", "FAILED"))
+        for name, output in comparison["outputs"].items():
+            rows.append((label, name, f"max_abs={_error(output['max_abs'])}",
+                         f"max_rel={_error(output['max_rel'])}",
+                         "ok" if output["passed"] else "FAILED"))
+    return ["  " + line for line in format_table(
+        ("comparison", "output", "max abs error", "max rel error", "result"), rows,
+        (False, False, True, True, False))]
+
+
+def format_engine_parity(report: Mapping[str, Any]) -> list[str]:
+    """``engine parity: not run — <reason>`` in one line, or the verdict and one row per output
+    of the engine against the optimized model on ONNX Runtime."""
+    engine = report["parity"].get("engine") or ENGINE_PARITY_NOT_RECORDED
+    if engine["status"] == "not run":
+        return [f"engine parity: not run — {engine['reason']}"]
+    verdict = "passed" if engine["status"] == "passed" else "FAILED"
+    seed = report["parity"]["tolerances"].get("seed", 0)
+    lines = [f"engine parity: {verdict} ({engine['candidate']} vs {engine['reference']} on ONNX "
+             f"Runtime, seed {seed}, atol={engine['atol']:g}, rtol={engine['rtol']:g})"]
+    if engine.get("note"):
+        lines.append(f"  tolerances: {engine['note']}")
+    lines += comparison_table(engine["comparisons"],
+                              several_shapes=len(engine.get("input_shapes", [])) > 1)
+    return lines
+
+
+def shape_set_text(shapes: Mapping[str, Sequence[int]]) -> str:
+    """``input:1x3x224x224,mask:1x16``."""
+    return ",".join(f"{name}:{'x'.join(map(str, shape))}" for name, shape in shapes.items())
+
+
+def format_profiles(report: Mapping[str, Any]) -> list[str]:
+    """Which optimization profiles the compile used, one line each (nothing for static models)."""
+    shapes = report.get("shapes")
+    if not shapes or not shapes.get("profiles"):
+        return []
+    lines = [f"optimization profiles ({shapes['source']}):"]
+    for index, profile in enumerate(shapes["profiles"]):
+        parts = []
+        for name, dims in profile.items():
+            low, opt, high = ("x".join(map(str, dims[key])) for key in ("min", "opt", "max"))
+            parts.append(f"{name} {low}" if low == opt == high
+                         else f"{name} min {low} opt {opt} max {high}")
+        lines.append(f"  {index}: {', '.join(parts)}")
+    return lines
+
+
+def format_engine(report: Mapping[str, Any], output_dir: str | None = None) -> list[str]:
+    """Backend and version, engine layers (compute layers), build time, and an excerpt of the
+    engine layers with the ONNX nodes fused into each."""
+    engine = report["engine"]
+    if not engine.get("built"):
+        reason = engine.get("reason", "not built")
+        detail = f": {engine['error']}" if engine.get("error") else ""
+        return [f"engine: not built ({reason}){detail}"]
+    path = engine.get("path", "")
+    if output_dir and path and not str(path).startswith(str(output_dir)):
+        path = f"{output_dir.rstrip('/')}/{path}"
+    # With several optimization profiles the engine holds one copy of the network per profile;
+    # the first profile's layers are the network.
+    layers = [layer for layer in engine.get("layers", []) if layer.get("profile", 0) == 0]
+    counted = (f"{len(layers)} ({engine['compute_layers']} compute)" if layers
+               else "not reported by the builder")
+    lines = [
+        f"engine: {engine['backend']} {engine['version']}, {path}",
+        f"  engine layers: {counted}; graph layers {report['layers']['input']} -> "
+        f"{report['layers']['optimized']}; build time {format_seconds(engine['build_seconds'])}",
+    ]
+    precisions = engine.get("compute_layer_precisions")
+    if layers and precisions:
+        lines.append(f"  compute layers by precision: {format_counts(precisions)}")
+    for problem in engine.get("layer_report_problems", [])[:3]:
+        lines.append(f"  not fully read: {problem[:200]}")
+    excerpt = [layer for layer in layers if layer.get("compute")][:ENGINE_EXCERPT_LAYERS]
+    if excerpt:
+        rows = [(layer["name"], layer["type"], layer.get("precision", "-"),
+                 ",".join(layer.get("datatypes", [])) or "-",
+                 ", ".join(layer.get("onnx_nodes", [])) or "-")
+                for layer in excerpt]
+        lines += ["  " + line for line in format_table(
+            ("engine layer", "type", "precision", "output datatypes", "ONNX nodes"), rows,
+            (False,) * 5)]
+        if len(excerpt) < len(layers):
+            lines.append(f"  ({len(excerpt)} of {len(layers)} engine layers shown; all are in "
+                         "report.json)")
+    return lines
+
+
+#: Fallback nodes listed in the terminal (all are in report.json).
+PARTITION_EXCERPT_NODES = 20
+
+
+def format_partition(report: Mapping[str, Any]) -> list[str]:
+    """The partition: coverage, one row per segment, one row per fallback node with its reason
+    (by node, not by op type: TF-TRT printed "Total nonconverted OPs" per type)."""
+    partition = report.get("partition")
+    if not partition:
+        return []
+    covered = "planned in segments" if partition.get("dry_run") else "in engines"
+    lines = [f"partition: {partition['trigger']}; {partition['coverage']:.1%} of "
+             f"{partition['compute_nodes']} compute nodes {covered}, "
+             f"{len(partition['segments'])} segment{'s' if len(partition['segments']) != 1 else ''}"
+             f", {len(partition['fallback'])} fallback node"
+             f"{'s' if len(partition['fallback']) != 1 else ''} "
+             f"(min-segment-size {partition['min_segment_size']})"]
+    parity = partition.get("parity")
+    if parity is not None:
+        lines.append(f"  partitioned vs input on ONNX Runtime: "
+                     f"{'passed' if parity['passed'] else 'FAILED'}")
+    if partition["segments"]:
+        rows = []
+        for segment in partition["segments"]:
+            if segment["engine"]:
+                status = f"{segment['engine']} ({segment['compute_layers']} compute layers)"
+            elif partition.get("dry_run") and not segment["why_not_engine"]:
+                status = "not built (dry run)"
+            else:
+                status = f"not built: {segment['why_not_engine']}"
+            rows.append((segment["name"], str(len(segment["nodes"])), str(segment["compute_nodes"]),
+                         status))
+        lines += ["  " + line for line in format_table(
+            ("segment", "nodes", "compute", "engine"), rows, (False, True, True, False))]
+    fallback = partition["fallback"]
+    if fallback:
+        rows = [(entry["node"], entry["op"], entry["reason"])
+                for entry in fallback[:PARTITION_EXCERPT_NODES]]
+        lines += ["  " + line for line in format_table(
+            ("fallback node", "op", "reason"), rows, (False, False, False))]
+        if len(fallback) > PARTITION_EXCERPT_NODES:
+            lines.append(f"  ({PARTITION_EXCERPT_NODES} of {len(fallback)} fallback nodes shown; "
+                         "all are in report.json)")
+    return lines
+
+
+def render(report: Mapping[str, Any], output_dir: str | None = None) -> str:
+    """The whole terminal report: model line, pass table, parity, engine, engine parity, files."""
+    lines = []
+    model = report["model"]
+    lines.append(f"model: {model['description'] or model['source']}")
+    lines.append(f"pipeline: {report['pipeline'] or '(no passes)'}")
+    lines += format_profiles(report)
+    lines.append("")
+    lines += format_pass_table(report)
+    lines.append("")
+    lines += format_parity(report)
+    lines.append("")
+    lines += format_engine(report, output_dir)
+    partition = format_partition(report)
+    if partition:
+        lines += ["", *partition]
+    lines.append("")
+    lines += format_engine_parity(report)
+    if output_dir:
+        lines.append("")
+        names = ", ".join(report["files"].values())
+        lines.append(f"wrote {output_dir.rstrip('/')}/: {names}")
+    return "\n".join(lines) + "\n"
