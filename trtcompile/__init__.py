@@ -12,7 +12,7 @@ The public Python API:
 
 import importlib
 
-__version__ = "0.1.0"
+from trtcompile.version import __version__
 
 #: Public names and the module each comes from. They are imported on first use (PEP 562) so that
 #: ``trtcompile --help`` and ``--version`` import neither onnx nor numpy.

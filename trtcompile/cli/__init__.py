@@ -26,7 +26,8 @@ import tempfile
 import traceback
 from collections.abc import Sequence
 
-from trtcompile import __version__, interrupts
+from trtcompile import interrupts
+from trtcompile.version import __version__
 from trtcompile.cli.commands import (
     _stderr,
     compile_options,

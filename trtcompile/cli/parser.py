@@ -6,7 +6,8 @@ import argparse
 import typing
 from collections.abc import Callable
 
-from trtcompile import __version__, checks
+from trtcompile import checks
+from trtcompile.version import __version__
 from trtcompile.cli.commands import (
     golden_workers,
     parse_memory_pool,

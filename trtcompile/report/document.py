@@ -24,7 +24,7 @@ GRAPH_RECORDED_NODES = 3000
 
 def tool_versions() -> dict[str, str]:
     """Versions of trtcompile, Python and the installed tools the compile depends on."""
-    from trtcompile import __version__
+    from trtcompile.version import __version__
 
     versions = {"trtcompile": __version__, "python": platform.python_version()}
     for name in TOOL_DISTRIBUTIONS:

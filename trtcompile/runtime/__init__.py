@@ -152,7 +152,8 @@ def load(folder: str | Path, *, device: str = "auto") -> CompiledModel:
     ``device``: ``auto`` (TensorRT where the engines can run, else ONNX Runtime), ``tensorrt``
     (BackendError when they cannot) or ``onnxruntime``.
     """
-    from trtcompile import backend, partitioning
+    from trtcompile import backend
+    from trtcompile.flow import partitioning
 
     if device not in DEVICES:
         raise InputError(f"device {device!r}: expected one of {', '.join(DEVICES)}")
