@@ -92,3 +92,9 @@ class ScaleFirstWeight(Pass):
         result.reject(conv, "weights <b>too</b> small & odd")
         return result
 '''
+
+
+def output_names(folder: Path) -> list[str]:
+    """The names in a compile's output folder, sorted, without the hidden manifest in which the
+    compile records what it wrote (tests/test_compiler.py checks that one)."""
+    return sorted(p.name for p in folder.iterdir() if p.name != ".trtcompile-outputs.json")

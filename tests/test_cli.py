@@ -10,7 +10,7 @@ import numpy as np
 import onnx
 import pytest
 
-from tests.helpers import BREAKING_PASS, REPO, run_trtcompile
+from tests.helpers import BREAKING_PASS, REPO, output_names, run_trtcompile
 from trtcompile import __version__, cli, examples, ir
 from trtcompile.flow.registry import build_registry
 
@@ -92,8 +92,7 @@ def test_compile_example_end_to_end(example_compile) -> None:
     assert examples.DEFAULT_EXAMPLE == "googlenet-keras"
     assert f"model: {examples.EXAMPLES['googlenet-keras'].description}" in result.stdout
     out = cwd / "out"
-    assert sorted(p.name for p in out.iterdir()) == [
-        "lowered.onnx", "model.engine", "optimized.onnx", "report.json"]
+    assert output_names(out) == ["lowered.onnx", "model.engine", "optimized.onnx", "report.json"]
     report = json.loads((out / "report.json").read_text())
     for key in ("passes", "layers", "parity", "engine", "histogram", "pipeline", "model", "tools",
                 "lowering"):
@@ -159,7 +158,7 @@ def test_no_engine_and_no_parity(tmp_path: Path) -> None:
                         "--no-parity", "--quiet", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert result.stdout == "" and result.stderr == ""
-    assert sorted(p.name for p in (tmp_path / "build").iterdir()) == ["optimized.onnx", "report.json"]
+    assert output_names(tmp_path / "build") == ["optimized.onnx", "report.json"]
     report = json.loads((tmp_path / "build" / "report.json").read_text())
     assert report["parity"]["checked"] is False and report["parity"]["passed"] is None
     assert report["engine"] == {"built": False, "reason": "--no-engine"}
@@ -283,7 +282,7 @@ def test_parity_failure_exits_1_and_reports_the_output(tmp_path: Path) -> None:
     assert report["parity"]["outputs"]["logits"]["passed"] is False
     assert report["status"]["exit_code"] == 1
     assert report["engine"] == {"built": False, "reason": "parity failed"}
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["optimized.onnx", "report.json"]
+    assert output_names(tmp_path / "out") == ["optimized.onnx", "report.json"]
 
 
 RELU_TO_ABS_PASS = """

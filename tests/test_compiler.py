@@ -10,11 +10,12 @@ import onnx
 import onnxruntime as ort
 import pytest
 
+from tests.helpers import output_names
 from trtcompile import examples, flow, ir
+from trtcompile.errors import CheckFailed, InputError, PassFailed, PipelineError
 from trtcompile.flow import CompileOptions, compile_model
 from trtcompile.flow import compilation as flow_compilation
 from trtcompile.flow import engine as flow_engine
-from trtcompile.errors import CheckFailed, InputError, PassFailed, PipelineError
 from trtcompile.frontend import LoadedModel, LoweringRecord
 
 PASS_MODULE = '''
@@ -53,7 +54,10 @@ def example_run(tmp_path_factory) -> flow.CompileResult:
 def test_example_compiles_and_writes_its_outputs(example_run: flow.CompileResult) -> None:
     out = example_run.output_dir
     assert example_run.error is None and example_run.exit_code == 0
-    assert sorted(p.name for p in out.iterdir()) == ["optimized.onnx", "passes", "report.json"]
+    # The hidden manifest records what this compile wrote (size, SHA-256), so a later compile
+    # removes only that.
+    assert sorted(p.name for p in out.iterdir()) == [
+        ".trtcompile-outputs.json", "optimized.onnx", "passes", "report.json"]
     optimized = onnx.load(out / "optimized.onnx")
     assert optimized.ir_version == ir.IR_VERSION
     onnx.checker.check_model(optimized)
@@ -117,14 +121,25 @@ def test_an_onnx_file_compiles_and_report_json_copy_is_written(tmp_path: Path) -
 
 
 def test_outputs_of_an_earlier_run_that_this_run_does_not_produce_are_removed(tmp_path: Path) -> None:
+    """Only what an earlier compile recorded writing (and that is unchanged) is removed: files of
+    the same names that no compile wrote are the user's and stay."""
     out = tmp_path / "out"
     (out / "passes").mkdir(parents=True)
     (out / "passes" / "001_old-pass.onnx").write_bytes(b"old")
     (out / "model.engine").write_bytes(b"old engine")
     (out / "notes.txt").write_text("mine")
     compile_model(None, out, options(parity=False, pipeline="none"))
-    assert sorted(p.name for p in out.iterdir()) == ["notes.txt", "optimized.onnx", "report.json"]
+    assert output_names(out) == ["model.engine", "notes.txt", "optimized.onnx", "passes",
+                                 "report.json"]
+    assert (out / "model.engine").read_bytes() == b"old engine"
     assert (out / "notes.txt").read_text() == "mine"
+
+    mine = tmp_path / "mine"
+    compile_model(None, mine, options(parity=False, pipeline="dead-layer-elimination",
+                                      dump_after_each=True))
+    assert (mine / "passes").is_dir()
+    compile_model(None, mine, options(parity=False, pipeline="none"))
+    assert output_names(mine) == ["optimized.onnx", "report.json"]
 
 
 def test_a_report_page_in_out_from_an_earlier_run_is_removed(tmp_path: Path) -> None:
@@ -141,15 +156,17 @@ def test_a_report_page_in_out_from_an_earlier_run_is_removed(tmp_path: Path) -> 
 
     compile_model(None, out, options(parity=False, pipeline="dead-layer-elimination",
                                      report_html=tmp_path / "elsewhere.html"))
-    assert sorted(p.name for p in out.iterdir()) == ["optimized.onnx", "report.json",
+    assert output_names(out) == ["optimized.onnx", "report.json",
                                                      "summary.html"]
     assert (out / "summary.html").read_text() == "mine" and (tmp_path / "elsewhere.html").is_file()
     # A page of another name, then none: only what a report recorded is ever removed.
+    # The user's summary.html is moved aside, never overwritten.
     compile_model(None, out, options(parity=False, pipeline="none",
                                      report_html=out / "summary.html"))
     assert "trtcompile report" in (out / "summary.html").read_text()
+    assert (out / "summary.html.orig").read_text() == "mine"
     compile_model(None, out, options(parity=False, pipeline="none"))
-    assert sorted(p.name for p in out.iterdir()) == ["optimized.onnx", "report.json"]
+    assert output_names(out) == ["optimized.onnx", "report.json", "summary.html.orig"]
 
 
 def test_a_report_listing_files_outside_out_removes_nothing_there(tmp_path: Path) -> None:
@@ -197,7 +214,7 @@ def test_the_input_model_is_never_overwritten(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="would overwrite the input model"):
         compile_model(source, tmp_path / "elsewhere", options(report_json=source))
     assert source.read_bytes() == before
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["optimized.onnx"]
+    assert output_names(tmp_path) == ["optimized.onnx"]
 
 
 def test_a_failing_pass_writes_nothing(tmp_path: Path) -> None:
@@ -208,7 +225,7 @@ def test_a_failing_pass_writes_nothing(tmp_path: Path) -> None:
                                          "\\(passes run before it: dead-layer-elimination\\)"):
         compile_model(None, out, options(pipeline="dead-layer-elimination,explode",
                                          pass_modules=[module]))
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["user_passes.py"]
+    assert output_names(tmp_path) == ["user_passes.py"]
 
 
 # --------------------------------------------------------------------------------------------
@@ -258,7 +275,7 @@ def test_a_reference_mismatch_fails_parity_and_names_the_comparisons(tmp_path, m
     assert "optimized vs tensorflow: output 'logits'" in message
     # The outputs are still written for inspection; no engine is built for a model that fails parity.
     assert result.report["engine"] == {"built": False, "reason": "parity failed"}
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+    assert output_names(tmp_path / "out") == [
         "lowered.onnx", "optimized.onnx", "report.json"]
     assert json.loads((tmp_path / "out" / "report.json").read_text())["status"]["exit_code"] == 1
 
@@ -276,7 +293,7 @@ def test_a_backend_failure_writes_the_outputs_and_exits_3(tmp_path, monkeypatch)
         "built": False, "reason": "build failed",
         "error": "TensorRT could not parse node 'stem_conv': unsupported"}
     assert result.report["status"]["exit_code"] == 3
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["optimized.onnx", "report.json"]
+    assert output_names(tmp_path / "out") == ["optimized.onnx", "report.json"]
     with pytest.raises(BackendError):
         result.check()
 

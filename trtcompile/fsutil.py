@@ -199,8 +199,8 @@ def check_no_collisions(targets: Mapping[str, str | os.PathLike],
         real = _real(target)
         for output in compile_outputs:
             if _within(real, _real(output)) and allowed.get(flag) != _real(output):
-                raise InputError(f"{flag} {target} would overwrite the compile's own {output}; "
-                                 "choose another name")
+                raise InputError(f"{flag} {target} would overwrite the compile's own "
+                                 f"{Path(output).name}; choose another name")
         if real in seen:
             other_flag, other = seen[real]
             raise InputError(f"{other_flag} {other} and {flag} {target} name the same file; "

@@ -25,8 +25,8 @@ on it. Unusable input raises :class:`~trtcompile.errors.InputError`, a failing p
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-import shutil
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -288,23 +288,21 @@ class Compilation:
         self.seconds["total"] = time.perf_counter() - self.started
         return outputs.compile_report(self, dict(files or {}))
 
-    def write(self, output_dir: str | Path, staging: Path | None = None) -> CompileResult:
-        """Write the outputs into ``output_dir``: staged, then moved in, the report last."""
+    def write(self, output_dir: str | Path, folder=None) -> CompileResult:
+        """Write the outputs into ``output_dir``: staged, then published, the report last
+        (``folder``: the :func:`~trtcompile.flow.outputs.output_folder` a run already opened)."""
         self._require("write", self.optimized)
         output_dir = Path(output_dir)
-        own_staging = staging is None
-        if own_staging:
-            outputs.check_outputs(output_dir, self._source_path(), self.options)
-            staging = outputs.make_staging(output_dir)
-        try:
+        with contextlib.ExitStack() as stack:
+            if folder is None:
+                outputs.check_outputs(output_dir, self._source_path(), self.options)
+                folder = stack.enter_context(outputs.output_folder(output_dir,
+                                                                   self._source_path()))
             files: dict[str, str] = {}
-            if (staging / outputs.PASS_DUMPS).exists():
+            if (folder.staging / outputs.PASS_DUMPS).exists():
                 files["passes"] = outputs.PASS_DUMPS
             self.seconds["total"] = time.perf_counter() - self.started
-            report = outputs.write_outputs(self, staging, output_dir, files)
-        finally:
-            if own_staging:
-                shutil.rmtree(staging, ignore_errors=True)
+            report = outputs.write_outputs(self, folder, files)
         return CompileResult(
             output_dir=output_dir, files={k: output_dir / v for k, v in files.items()},
             report=report, loaded=self.loaded, pipeline_report=self.pipeline_report,
@@ -313,22 +311,20 @@ class Compilation:
 
     def run(self, output_dir: str | Path) -> CompileResult:
         """Every stage in order, then the write stage (``trtcompile compile``). The output
-        locations are checked before anything is loaded."""
+        locations are checked before anything is loaded; OUT is created only once the model
+        loaded, and removed again if the compile writes nothing."""
         output_dir = Path(output_dir)
         outputs.check_outputs(output_dir, self._source_path(), self.options)
         self.load()
-        staging = outputs.make_staging(output_dir)
-        try:
-            dump_dir = staging / outputs.PASS_DUMPS if self.options.dump_after_each else None
+        with outputs.output_folder(output_dir, self._source_path()) as folder:
+            dump_dir = folder.staging / outputs.PASS_DUMPS if self.options.dump_after_each else None
             self.optimize(dump_dir=dump_dir)
             if self.options.parity:
                 self.check_parity()
             self.partition()
             self.build_engine()
             self.check_engine_parity()
-            return self.write(output_dir, staging)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
+            return self.write(output_dir, folder)
 
     # ----------------------------------------------------------------------------------------
     # Judgements of other models (bisect, engine-guided): the compile's checks, no state

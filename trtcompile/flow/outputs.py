@@ -1,15 +1,15 @@
 """The write stage: the report, the output folder and the copies the user asked for.
 
-Every file goes to a staging folder first, then is moved in, so an interrupted or failed run never
-leaves a half-written output behind; the report goes last (its presence means the folder is
-complete).
+Every file goes to a staging folder inside OUT first, then is published (:mod:`trtcompile.fsutil`):
+moved in under a lock on OUT, all or nothing, the report last (its presence means the folder is
+complete). A compile removes only outputs an earlier compile recorded writing and that are
+unchanged; never a user's file, never the input model.
 """
 
 from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -91,21 +91,40 @@ def check_outputs(output_dir: Path, source: Path | None, options: CompileOptions
             raise InputError(f"--report-html {report_html} is a folder; give a file path")
         if source is not None and source.exists() and report_html.resolve() == source.resolve():
             raise InputError(f"--report-html {report_html} would overwrite the input model")
-    for key, name in copies_in_output(output_dir, options).items():
-        if name in OUTPUT_NAMES and name != REPORT_JSON:
-            raise InputError(f"--{key.replace('_', '-')} {output_dir / name} would overwrite the "
-                             f"compile's own {name}; choose another name")
+    from trtcompile import fsutil
+
+    targets = {f"--{key.replace('_', '-')}": getattr(options, key) for key in COPY_FLAGS
+               if getattr(options, key) is not None}
+    fsutil.check_no_collisions(
+        targets, [output_dir / name for name in compile_output_names(options)],
+        inputs=[source] if source is not None and source.exists() else [],
+        may_equal={"--report-json": output_dir / REPORT_JSON})
 
 
-def make_staging(output_dir: Path) -> Path:
-    """A new staging folder next to ``output_dir`` (same file system: moves are renames)."""
-    try:
-        output_dir.parent.mkdir(parents=True, exist_ok=True)
-        return Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.", suffix=".tmp",
-                                     dir=output_dir.parent))
-    except OSError as exc:
-        raise InputError(f"cannot write to {output_dir.parent} ({exc.strerror or exc}); choose "
-                         "another output folder") from None
+#: The options that copy an output somewhere the user names (trtexec's ``--saveEngine``, the
+#: report as JSON and as a page).
+COPY_FLAGS = ("save_engine", "report_json", "report_html")
+
+
+def compile_output_names(options: CompileOptions) -> list[str]:
+    """The names this compile may write into OUT (so no copy the user asks for may take one)."""
+    names = [OPTIMIZED_ONNX, LOWERED_ONNX, REPORT_JSON, "partitioned.onnx", "segments",
+             "partitioned_ctx.onnx"]
+    if options.engine:
+        names.append(ENGINE_PLAN)
+    if options.dump_after_each:
+        names.append(PASS_DUMPS)
+    return names
+
+
+def output_folder(output_dir: Path, source: Path | None):
+    """The compile's :class:`~trtcompile.fsutil.OutputFolder` (a context manager): staged inside
+    OUT, published atomically under a lock, removing only what an earlier compile recorded
+    writing, never the input model."""
+    from trtcompile import fsutil
+
+    return fsutil.OutputFolder(output_dir, protected=[source] if source is not None else [],
+                               report=REPORT_JSON)
 
 
 def compile_report(compilation: Compilation, files: dict[str, str]) -> dict[str, Any]:
@@ -129,16 +148,18 @@ def compile_report(compilation: Compilation, files: dict[str, str]) -> dict[str,
     return report
 
 
-def write_outputs(compilation: Compilation, staging: Path, output_dir: Path,
-                  files: dict[str, str]) -> dict[str, Any]:
-    """The write stage: stage the models, the engine and the partition's files next to what
-    ``files`` already lists in ``staging`` (pass dumps), build the report, move everything into
-    ``output_dir`` (the report last: its presence means the folder is complete), then the copies
-    asked for (``report_json``, ``report_html``, ``save_engine``). Returns the report."""
-    from trtcompile import backend
+def write_outputs(compilation: Compilation, folder, files: dict[str, str]) -> dict[str, Any]:
+    """The write stage: stage the models, the engine and the partition's files into ``folder``'s
+    staging folder (next to what ``files`` already lists there: pass dumps), build the report,
+    publish everything into OUT (:meth:`trtcompile.fsutil.OutputFolder.publish`: the report last,
+    all or nothing), then write the copies asked for outside OUT (``report_json``,
+    ``report_html``, ``save_engine``; a device or FIFO is written into, not replaced). Returns the
+    report."""
+    from trtcompile import backend, fsutil
     from trtcompile import report as report_module
 
     c, options = compilation, compilation.options
+    staging, output_dir = folder.staging, folder.path
     stage_models(staging, c.loaded, c.optimized, files)
     if c.partition_outcome is not None:
         from trtcompile.flow import partitioning
@@ -148,22 +169,28 @@ def write_outputs(compilation: Compilation, staging: Path, output_dir: Path,
         backend.save_plan(c.engine, staging / ENGINE_PLAN)
         files["engine"] = ENGINE_PLAN
     files["report"] = REPORT_JSON
-    copies = copies_in_output(output_dir, options)
-    published = [name for name in files.values() if name != REPORT_JSON]
-    files.update((key, name) for key, name in copies.items() if name not in files.values())
+    inside = copies_in_output(output_dir, options)
+    files.update((key, name) for key, name in inside.items() if name not in files.values())
     report = compile_report(c, files)
     report_bytes = report_module.dumps(report).encode()
     (staging / REPORT_JSON).write_bytes(report_bytes)
-    _publish(staging, output_dir, published, keep=set(files.values()))
-    _publish(staging, output_dir, [REPORT_JSON])
-    if options.report_json is not None:
-        ir.atomic_write_bytes(options.report_json, report_bytes)
-    if options.save_engine is not None and c.engine is not None:
-        ir.atomic_write_bytes(options.save_engine, c.engine.plan)
+    copies = {"report_json": report_bytes,
+              "save_engine": c.engine.plan if c.engine is not None else None}
     if options.report_html is not None:
         from trtcompile import html_report
 
-        ir.atomic_write_bytes(options.report_html, html_report.render_html(report).encode("utf-8"))
+        copies["report_html"] = html_report.render_html(report).encode("utf-8")
+    for key, name in inside.items():
+        if name != REPORT_JSON:
+            (staging / name).write_bytes(copies[key])
+    published = folder.publish(list(dict.fromkeys(files.values())))
+    for line in published.messages():
+        c.log(line)
+    for key in COPY_FLAGS:
+        path = getattr(options, key)
+        if path is None or key in inside or copies.get(key) is None:
+            continue
+        fsutil.write_user_file(path, copies[key], flag=f"--{key.replace('_', '-')}")
     return report
 
 
@@ -178,9 +205,10 @@ def stage_models(staging: Path, loaded: LoadedModel, optimized: onnx.ModelProto,
 
 
 #: The options whose reports may be written into OUT next to the compile's own (``--report-html
-#: OUT/report.html``): ``files`` records them under these keys, so a later compile that does not
-#: write them removes them, as a report of an earlier run would now be wrong. ``--save-engine``
-#: is not one: an engine saved where the user asked is theirs to keep.
+#: OUT/report.html``): they are published with the compile's outputs and recorded like them, so a
+#: later compile that does not write them removes them (unchanged), as a report of an earlier run
+#: would now be wrong. ``--save-engine`` is not one: an engine saved where the user asked is
+#: theirs to keep.
 COPY_OPTIONS = ("report_html", "report_json")
 
 
@@ -192,44 +220,6 @@ def copies_in_output(output_dir: Path, options: CompileOptions) -> dict[str, str
         if path is not None and Path(path).parent.resolve() == output_dir.resolve():
             copies[key] = Path(path).name
     return copies
-
-
-def earlier_outputs(output_dir: Path) -> set[str]:
-    """The names an earlier compile into ``output_dir`` wrote there: the built-in output names and
-    those its ``report.json`` lists under ``files`` (plain names in OUT only: a report edited by
-    hand cannot point elsewhere). A missing or unreadable report lists nothing."""
-    import json
-
-    names = set(OUTPUT_NAMES)
-    try:
-        listed = json.loads((output_dir / REPORT_JSON).read_text()).get("files", {})
-    except (OSError, ValueError, AttributeError):
-        return names
-    if isinstance(listed, dict):
-        names.update(name for name in listed.values() if isinstance(name, str) and name
-                     and name == Path(name).name and name not in (".", ".."))
-    return names
-
-
-def _publish(staging: Path, output_dir: Path, names: Sequence[str],
-             keep: set[str] | None = None) -> None:
-    """Move ``names`` from the staging folder into ``output_dir``; remove outputs of earlier runs
-    (:func:`earlier_outputs`) that this run does not write (not in ``names`` or ``keep``), once,
-    with the first batch. Files of other names are the user's and stay."""
-    output_dir.mkdir(exist_ok=True)
-    graveyard = staging / ".replaced"
-    graveyard.mkdir(exist_ok=True)
-    if REPORT_JSON not in names:
-        written = set(names) | (keep or set())
-        for stale in sorted(earlier_outputs(output_dir) - written - {REPORT_JSON}):
-            path = output_dir / stale
-            if path.is_file() if stale not in OUTPUT_NAMES else path.exists():
-                os.replace(path, graveyard / stale)
-    for name in names:
-        target = output_dir / name
-        if target.is_dir():  # a folder cannot be replaced by os.replace: move the old one aside
-            os.replace(target, graveyard / name)
-        os.replace(staging / name, target)
 
 
 def _top1_record(top1: dict[str, Any] | None) -> dict[str, Any]:
