@@ -28,6 +28,7 @@ from pathlib import Path
 import pytest
 
 from trtcompile import fsutil
+from trtcompile.fsutil import output_folder
 from trtcompile.errors import InputError
 
 REPO = Path(__file__).resolve().parent.parent
@@ -456,7 +457,7 @@ def test_an_interrupted_copy_across_file_systems_is_undone(tmp_path, monkeypatch
     earlier_state(out)
     before = snapshot(out)
     exdev_between_folders(monkeypatch)
-    real_remove = fsutil._remove
+    real_remove = output_folder._remove
     calls = []
 
     def remove(path):  # passes/ cannot be removed after its copy is in place
@@ -465,7 +466,7 @@ def test_an_interrupted_copy_across_file_systems_is_undone(tmp_path, monkeypatch
             raise OSError(errno.EIO, "Input/output error")
         return real_remove(path)
 
-    monkeypatch.setattr(fsutil, "_remove", remove)
+    monkeypatch.setattr(output_folder, "_remove", remove)
     with pytest.raises(OSError, match="Input/output error"):
         compile_into(out, NEXT)
     assert calls[0] == out / "model.engine" and calls[1] == out / "passes"
@@ -650,7 +651,7 @@ def test_collisions_are_refused_naming_both(tmp_path):
     with pytest.raises(InputError) as raised:
         check({"--save-engine": out / "optimized.onnx"}, outputs, [model])
     assert str(raised.value) == (f"--save-engine {out / 'optimized.onnx'} would overwrite the "
-                                 f"compile's own {out / 'optimized.onnx'}; choose another name")
+                                 "compile's own optimized.onnx; choose another name")
     with pytest.raises(InputError, match=r"--report-html .*report.json would overwrite the "
                                          r"compile's own .*report.json"):
         check({"--report-html": out / "report.json"}, outputs, [model],
