@@ -36,13 +36,21 @@ from benchmarks.markdown_section import write_section as write_markdown_section 
 
 @dataclass(frozen=True)
 class Mutation:
-    """One edit of ``module`` breaking ``rule``: ``old`` (found exactly once) becomes ``new``."""
+    """One edit breaking ``rule`` of the pass ``module``: ``old`` (found exactly once in
+    :attr:`file`) becomes ``new``."""
 
     id: str
-    module: str  # passes/<module>.py
+    module: str  # the pass whose tests judge the mutant: passes/<module>.py or passes/<module>/
     rule: str
     old: str
     new: str
+    #: The file edited, relative to the repository, where the rule's code is not in
+    #: passes/<module>.py (a module of a pass package, or the IR the pass builds on).
+    path: str = ""
+
+    @property
+    def file(self) -> str:
+        return self.path or f"passes/{self.module}.py"
 
 
 M = Mutation
@@ -75,10 +83,10 @@ MUTATIONS: tuple[Mutation, ...] = (
       '                if False:\n                    if source.shape is None:'),
     # conv-bias-activation-fusion --------------------------------------------------------------
     M("conv-leaky-default", "conv_bias_activation_fusion", "5: LeakyRelu's default alpha is 0.01",
-      '(("alpha", "a", 0.01),)', '(("alpha", "a", 0.1),)'),
+      '(("alpha", "a", 0.01),)', '(("alpha", "a", 0.1),)', "trtcompile/ir/fused_layer.py"),
     M("conv-elu-default", "conv_bias_activation_fusion", "5: Elu's default alpha is 1",
-      '_Activation("Elu", "elu", "Elu", (("alpha", "a", 1.0),))',
-      '_Activation("Elu", "elu", "Elu", (("alpha", "a", 0.5),))'),
+      'Activation("Elu", "elu", "Elu", (("alpha", "a", 1.0),))',
+      'Activation("Elu", "elu", "Elu", (("alpha", "a", 0.5),))', "trtcompile/ir/fused_layer.py"),
     M("conv-clip-attr-bounds", "conv_bias_activation_fusion",
       "5: an opset-6 Clip with attribute bounds is not fused",
       '            if "min" in node.attrs or "max" in node.attrs:\n                raise _Stop("Clip with',
@@ -98,16 +106,17 @@ MUTATIONS: tuple[Mutation, ...] = (
       "affine.shift = ((affine.shift - payload[\"mean\"].astype(np.float64)) * factor",
       "affine.shift = ((affine.shift + payload[\"mean\"].astype(np.float64)) * factor"),
     M("conv-bn-training", "conv_bias_activation_fusion", "3: a training-mode BatchNorm stays",
-      '        training = _batchnorm_training_form(node, ir.opset(facts.graph))\n        if training:',
-      '        training = _batchnorm_training_form(node, ir.opset(facts.graph))\n        if False:'),
+      '        training = _batchnorm_training_form(node, ir.opset(scope.graph))\n        if training:',
+      '        training = _batchnorm_training_form(node, ir.opset(scope.graph))\n        if False:'),
     M("conv-per-channel", "conv_bias_activation_fusion",
       "1: a bias that varies along another axis stays",
       "    if any(d != 1 for i, d in enumerate(shape) if i != 1) or shape[1] not in (1, channels):",
       "    if shape[1] not in (1, channels):"),
     M("conv-residual-shape", "conv_bias_activation_fusion",
       "4: only a residual of the chain's exact shape fuses",
-      "def _known_dims(shape: Any) -> tuple[int | str, ...] | None:",
-      "def _known_dims(shape: Any) -> tuple[int | str, ...] | None:\n    return ('same',)"),
+      "def known_dims(shape: Any) -> tuple[int | str, ...] | None:",
+      "def known_dims(shape: Any) -> tuple[int | str, ...] | None:\n    return ('same',)",
+      "trtcompile/ir/analysis.py"),
     # horizontal-fusion ------------------------------------------------------------------------
     M("hf-grouped", "horizontal_fusion", "3: grouped convolutions are not merged",
       '        if family == "conv" and members[0].described.get("group", 1) != 1:',
@@ -172,27 +181,27 @@ MUTATIONS: tuple[Mutation, ...] = (
       "            outputs = ()"),
     # conv-split-fission -----------------------------------------------------------------------
     M("csf-axis", "conv_split_fission", "1: only a Split on the channel axis is fissioned",
-      "        if axis != 1:\n            result.reject([node, reader]",
-      "        if False:\n            result.reject([node, reader]"),
+      "        if axis != 1:\n            return Reject([node, reader]",
+      "        if False:\n            return Reject([node, reader]"),
     M("csf-single-reader", "conv_split_fission", "1: the Split must be the conv's only reader",
       "        if not ir.has_single_use(output, graph_outputs):\n            splits",
       "        if not output.outputs:\n            splits"),
     M("csf-group", "conv_split_fission", "3: grouped convolutions stay whole",
-      "        if group != 1:\n            result.reject([node, split], f\"grouped convolution",
-      "        if False:\n            result.reject([node, split], f\"grouped convolution"),
+      "        if group != 1:\n            return Reject([node, split], f\"grouped convolution",
+      "        if False:\n            return Reject([node, split], f\"grouped convolution"),
     M("csf-residual", "conv_split_fission", "1: a fused conv with a residual input stays whole",
       "            if info.residual is not None:", "            if False:"),
     # global-pool-window -----------------------------------------------------------------------
     M("gpw-axes", "global_pool_window", "1: only a mean over exactly the spatial axes is a pool",
       "        if rank < 3 or axes != list(range(2, rank)):", "        if rank < 3 or not axes:"),
     M("gpw-keepdims", "global_pool_window", "1: keepdims=0 gets a Flatten to [N, C]",
-      "            if not keepdims:\n                if scope is None:",
-      "            if False:\n                if scope is None:"),
+      "        if match.keepdims:\n            return [pool]",
+      "        if True:\n            return [pool]"),
     M("gpw-window-limit", "global_pool_window", "2: windows above TensorRT's limit stay global",
-      "            if math.prod(spatial) > MAX_WINDOW_ELEMENTS:", "            if False:"),
+      "        if math.prod(spatial) > MAX_WINDOW_ELEMENTS:", "        if False:"),
     M("gpw-producer", "global_pool_window", "3: only a convolution's output is pooled by window",
-      "            if source is None or not (source.op == \"Conv\" and ir.is_onnx_op(source)",
-      "            if source is None and not (source.op == \"Conv\" and ir.is_onnx_op(source)"),
+      "        if source is None or not (source.op == \"Conv\" and ir.is_onnx_op(source)",
+      "        if source is None and not (source.op == \"Conv\" and ir.is_onnx_op(source)"),
     M("gpw-graph-output", "global_pool_window", "4: a pool that is a graph output stays",
       "    if pooled.name in graph_outputs:\n        return \"the pooled result is a graph output",
       "    if False:\n        return \"the pooled result is a graph output"),
@@ -208,8 +217,8 @@ MUTATIONS: tuple[Mutation, ...] = (
     M("fgc-transposed-map", "flatten_gemm_conv", "3: a Gemm with transA=1 stays",
       "        if int(reader.attrs.get(\"transA\", 0)):", "        if False:"),
     M("fgc-feeds-kernel", "flatten_gemm_conv", "4: a Gemm whose result is a graph output stays",
-      "                if not _feeds_kernel(reader.outputs[0], graph_outputs):",
-      "                if False:"),
+      "        if not _feeds_kernel(reader.outputs[0], scope.outputs):",
+      "        if False:"),
     M("fgc-alpha", "flatten_gemm_conv", "3: alpha scales the kernel",
       "        matrix = matrix * matrix.dtype.type(reader.attrs.get(\"alpha\", 1.0))",
       "        matrix = matrix * 1"),
@@ -335,12 +344,12 @@ def run_tests(tree: Path, module: str | None, timeout: float) -> tuple[bool, str
 
 
 def apply(tree: Path, mutation: Mutation) -> None:
-    path = tree / "passes" / f"{mutation.module}.py"
+    path = tree / mutation.file
     text = path.read_text()
     found = text.count(mutation.old)
     if found != 1:
         raise SystemExit(f"mutation {mutation.id}: its text occurs {found} times in "
-                         f"passes/{mutation.module}.py (expected once): update the list")
+                         f"{mutation.file} (expected once): update the list")
     path.write_text(text.replace(mutation.old, mutation.new))
 
 
@@ -359,14 +368,14 @@ def main() -> int:
     chosen = [m for m in MUTATIONS if any(part in m.id for part in wanted)]
     if args.list:
         for m in chosen:
-            print(f"{m.id:24} passes/{m.module}.py  rule {m.rule}")
+            print(f"{m.id:24} {m.file}  rule {m.rule}")
         return 0
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="mutation-") as scratch:
         pristine = Path(scratch) / "pristine"
         tracked_copy(pristine)
         for m in chosen:  # every text must match before an hour is spent on the rest
-            apply_check = (pristine / "passes" / f"{m.module}.py").read_text().count(m.old)
+            apply_check = (pristine / m.file).read_text().count(m.old)
             if apply_check != 1:
                 raise SystemExit(f"mutation {m.id}: text found {apply_check} times: update the list")
         if not args.no_baseline:

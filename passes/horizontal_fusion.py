@@ -16,9 +16,10 @@ from typing import Any, ClassVar
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from passes.conv_bias_activation_fusion import conv_call_info, conv_function
-from trtcompile import cost, ir
+from trtcompile import ir
 from trtcompile.errors import InputError
+from trtcompile.ir import cost
+from trtcompile.ir.fused_layer import conv_call_info, conv_function
 from trtcompile.pass_manager import Pass, PassContext, PassResult
 
 #: Values of the ``ops`` option and the layers each covers.
@@ -101,7 +102,7 @@ class HorizontalFusion(Pass):
          the same offset too (equal trailing reach). The 1x3 and 3x1 convolutions of an Inception
          module reading one tensor become one 3x3 convolution writing both halves of their Concat.
          Exact for finite inputs (a padded tap multiplies a zero weight), but the zeros are
-         arithmetic: each merge is priced with :mod:`trtcompile.cost` and accepted, cheapest
+         arithmetic: each merge is priced with :mod:`trtcompile.ir.cost` and accepted, cheapest
          first, while the MACs added in this compilation stay within ``max_extra_macs`` times the
          model's MACs (the budget is shared with the other arithmetic-increasing passes).
          ``added_macs`` counts what was spent; merges over budget are rejected with their price.
