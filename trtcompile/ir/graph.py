@@ -287,6 +287,47 @@ def constant_shape(tensor: gs.Tensor) -> list[int] | None:
     return None if shape is None else list(shape)
 
 
+#: Attributes a ``Constant`` node may carry and still become an initializer, with the element type
+#: ONNX gives each (``value`` carries its own; ``sparse_value`` stays a node).
+_CONSTANT_ATTR_DTYPES: dict[str, type | None] = {
+    "value": None, "value_float": np.float32, "value_floats": np.float32,
+    "value_int": np.int64, "value_ints": np.int64, "value_string": np.str_,
+    "value_strings": np.str_,
+}
+
+
+def is_lowerable_constant(node: gs.Node) -> bool:
+    """True if the ``Constant`` node ``node`` can become an initializer (:func:`lower_constant`):
+    its one attribute holds a dense value, not a sparse one nor a reference to a function
+    attribute."""
+    if len(node.attrs) != 1:
+        return False
+    key, value = next(iter(node.attrs.items()))
+    return key in _CONSTANT_ATTR_DTYPES and not isinstance(value, gs.Node.AttributeRef)
+
+
+def constant_attr_array(key: str, value) -> np.ndarray:
+    """The tensor a ``Constant`` node's attribute ``key`` holds, in the element type ONNX defines
+    for it: ``value_float(s)`` float32, ``value_int(s)`` int64, ``value_string(s)`` strings;
+    ``value_float(s)`` and ``value_int(s)`` are scalars or 1-D."""
+    if isinstance(value, gs.Constant):
+        return value.values
+    return np.array(value, dtype=_CONSTANT_ATTR_DTYPES[key])
+
+
+def lower_constant(node: gs.Node) -> None:
+    """Turn a ``Constant`` node's output into an initializer (the node is left without outputs).
+
+    Done here, not left to onnx-graphsurgeon: its lowering is ``np.array(value)``, which makes
+    ``value_float(s)`` float64, and a float64 initializer read by a float op is a model neither the
+    checker nor ONNX Runtime accepts."""
+    key, value = next(iter(node.attrs.items()))
+    array = constant_attr_array(key, value)
+    tensor = node.outputs[0]
+    tensor.to_constant(array)
+    tensor.inputs.clear()
+
+
 def opset(graph: gs.Graph, domain: str = "") -> int:
     """The graph's opset for ``domain`` (the default domain unless given)."""
     if is_onnx_domain(domain):
