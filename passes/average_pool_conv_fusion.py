@@ -99,8 +99,7 @@ class AveragePoolConvFusion(Pass, RewriteRule):
     match_all_first: ClassVar[bool] = True
 
     def run(self, graph: gs.Graph, ctx: PassContext) -> PassResult:
-        result = PassResult()
-        apply_rule(self, graph, ctx, result, who=self.name)
+        result = apply_rule(self, graph, ctx, PassResult(), who=self.name)
         if result.counts:
             graph.cleanup(remove_unused_node_outputs=False, remove_unused_graph_inputs=False)
             ir.toposort(graph)

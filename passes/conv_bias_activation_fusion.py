@@ -169,10 +169,8 @@ class ConvBiasActivationFusion(Pass, RewriteRule):
                              f"choose from {', '.join(ACTIVATION_NAMES)}")
 
     def run(self, graph: gs.Graph, ctx: PassContext) -> PassResult:
-        result = PassResult()
         with _collector_paused():
-            apply_rule(self, graph, ctx, result, who=self.name)
-        return result
+            return apply_rule(self, graph, ctx, PassResult(), who=self.name)
 
     def match(self, node: gs.Node, scope: Scope) -> list[_Fusion | Reject]:
         chain, stop = self._match(node, scope)

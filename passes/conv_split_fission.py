@@ -62,9 +62,7 @@ class ConvSplitFission(Pass, RewriteRule):
     rule: ClassVar[str] = "split-conv"
 
     def run(self, graph: gs.Graph, ctx: PassContext) -> PassResult:
-        result = PassResult()
-        apply_rule(self, graph, ctx, result, who=self.name)
-        return result
+        return apply_rule(self, graph, ctx, PassResult(), who=self.name)
 
     def match(self, node: gs.Node, scope: Scope) -> _SplitConv | Reject | None:
         split = self._sole_split(node, scope.outputs)

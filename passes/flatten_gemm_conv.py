@@ -71,9 +71,7 @@ class FlattenGemmConv(Pass, RewriteRule):
     rule: ClassVar[str] = "gemm-to-conv"
 
     def run(self, graph: gs.Graph, ctx: PassContext) -> PassResult:
-        result = PassResult()
-        apply_rule(self, graph, ctx, result, who=self.name)
-        return result
+        return apply_rule(self, graph, ctx, PassResult(), who=self.name)
 
     def match(self, flat: gs.Node, scope: Scope) -> list[_GemmConv] | Reject | None:
         """One candidate per Gemm/MatMul reading the flatten of a map (rules 1-2); the flatten

@@ -83,9 +83,7 @@ class GlobalPoolWindow(Pass, RewriteRule):
     rule: ClassVar[str] = "window-pool"
 
     def run(self, graph: gs.Graph, ctx: PassContext) -> PassResult:
-        result = PassResult()
-        apply_rule(self, graph, ctx, result, who=self.name)
-        return result
+        return apply_rule(self, graph, ctx, PassResult(), who=self.name)
 
     def match(self, pool: gs.Node, scope: Scope) -> _WindowPool | Reject | None:
         if len(pool.outputs) != 1:

@@ -14,7 +14,8 @@ epilogue with one fused layer, a global mean with a pooling window). It is writt
 * the **rewrite** (:meth:`RewriteRule.rewrite`): builds the replacement and returns the nodes that
   take the anchor's place in the node list (matched nodes that survive are listed among them).
 
-:func:`apply_rule` drives a rule over one scope. For each candidate, in node order, it records the
+:func:`apply_rule` drives a rule over one scope (a pass's ``run`` is
+``return apply_rule(self, graph, ctx, PassResult(), who=self.name)``). For each candidate, in node order, it records the
 rejection or asks ``ctx.may_rewrite(rule, nodes, result)`` (a granted rewrite is numbered; a refused
 one is a rejection), then rewrites. Afterwards it rebuilds the node list once: the replacement
 where its anchor was, without the matched nodes that nothing reads any more and without the
@@ -47,6 +48,7 @@ from trtcompile.ir.graph import (
 )
 
 T = TypeVar("T")
+R = TypeVar("R", bound="Result")
 
 #: The rejection reason of a candidate whose nodes lie in more than one scope.
 SCOPE_REASON = "the candidate reaches into an If/Loop/Scan body, a graph scope of its own"
@@ -191,19 +193,16 @@ class _Edits:
         return bool(self.placed or self.removed)
 
 
-def apply_rule(rule: RewriteRule, graph: gs.Graph, ctx: Any, result: Result, *,
-               who: str = "", bodies: bool = False) -> Scope:
+def apply_rule(rule: RewriteRule, graph: gs.Graph, ctx: Any, result: R, *, who: str = "",
+               bodies: bool = False) -> R:
     """Apply ``rule`` to the main scope of ``graph`` (with ``bodies``, to every If/Loop/Scan body
-    too, each as a scope of its own); return the main scope (what the rule computed of it).
+    too, each as a scope of its own), recording into ``result``; return ``result``.
 
     ``who`` names the pass in log lines (a failed shape inference).
     """
-    main: Scope | None = None
     for graph_scope in (scopes(graph) if bodies else [graph]):
-        scope = Scope(graph_scope, ctx, result, who)
-        main = main or scope
-        _apply(rule, scope)
-    return main
+        _apply(rule, Scope(graph_scope, ctx, result, who))
+    return result
 
 
 def _apply(rule: RewriteRule, scope: Scope) -> None:
