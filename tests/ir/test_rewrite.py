@@ -253,6 +253,40 @@ def test_matching_everything_first_rewrites_in_the_rule_order() -> None:
     assert [node.name for node in graph.nodes] == ["Relu_0_1", "Relu_0_3"]
 
 
+class FreshDoubleRelu(DoubleRelu):
+    """Replaces the pair by a new Relu node (the matched nodes both go); matches all first."""
+
+    match_all_first: ClassVar[bool] = True
+
+    def rewrite(self, match: Match, scope: Scope) -> list[gs.Node]:
+        inner, outer = match.nodes
+        fresh = gs.Node("Relu", name=scope.names.fresh(f"{outer.name}_fresh"),
+                        inputs=[inner.inputs[0]], outputs=[outer.outputs[0]])
+        outer.inputs.clear()
+        outer.outputs.clear()
+        scope.count("double_relus")
+        return [fresh]
+
+
+def test_a_candidate_whose_node_an_earlier_rewrite_took_is_skipped() -> None:
+    model = onnx.parser.parse_model("""
+        <ir_version: 8, opset_import: ["" : 17]>
+        g (float[1, 4] x) => (float[1, 4] y) {
+            a = Relu (x)
+            b = Relu (a)
+            y = Relu (b)
+        }""")
+    graph = ir.import_model(model)
+    result, ctx = run(FreshDoubleRelu(), graph)
+    # Both pairs match on the untouched graph; rewriting the first removes Relu_0_1, the second
+    # pair's inner node, so the second candidate no longer exists.
+    assert [r.nodes for r in ctx.rewrites] == [("Relu_0", "Relu_0_1")]
+    assert result.counts == {"double_relus": 1} and result.rejections == []
+    assert [(node.name, node.inputs[0].name) for node in graph.nodes] == [
+        ("Relu_0_1_fresh", "x"), ("Relu_0_2", "b")]
+    assert verify.compare_models(model, ir.export_model(graph), seed=0).passed
+
+
 class SameAnchor(DoubleRelu):
     """A faulty rule whose two candidates put their replacement at the same node."""
 

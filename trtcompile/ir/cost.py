@@ -46,11 +46,7 @@ def tensor_shapes(graph: gs.Graph) -> dict[str, Shape]:
     """Static shapes of the main graph's tensors: the ones the graph knows, completed by ONNX shape
     inference when a priced layer's operand has none. Inference runs on an exported copy, so the
     graph is not changed; in that copy an unknown batch (first) dimension of the graph inputs is 1
-    (:func:`_per_sample`). Cached for the graph's fingerprint: the caller gets its own dict."""
-    return dict(cached(graph, "tensor_shapes", _tensor_shapes))
-
-
-def _tensor_shapes(graph: gs.Graph) -> dict[str, Shape]:
+    (:func:`_per_sample`). It runs once per graph fingerprint; the caller gets its own dict."""
     shapes: dict[str, Shape] = {}
     for name, tensor in graph.tensors().items():
         shape = static_shape(tensor)
@@ -59,13 +55,22 @@ def _tensor_shapes(graph: gs.Graph) -> dict[str, Shape]:
     if all(t.name in shapes for node in graph.nodes if _priced(graph, node)
            for t in [*node.inputs, *node.outputs] if not t.is_empty()):
         return shapes
+    for name, shape in cached(graph, "per_sample_shapes", _inferred_static_shapes).items():
+        shapes.setdefault(name, shape)
+    return shapes
+
+
+def _inferred_static_shapes(graph: gs.Graph) -> dict[str, Shape]:
+    """The fully static shapes ONNX shape inference gives the per-sample copy of ``graph``; empty
+    when inference fails (best effort: layers whose shapes stay unknown are reported as unknown)."""
     try:
         # data_prop: shapes computed in the graph (Shape -> Gather -> Concat -> Reshape, as every
         # PyTorch export of attention writes them) propagate, so MatMuls after a Reshape are priced.
         inferred = onnx.shape_inference.infer_shapes(_per_sample(export_model(graph.copy())),
                                                      strict_mode=False, data_prop=True)
     except (onnx.shape_inference.InferenceError, onnx.checker.ValidationError, ValueError):
-        return shapes  # best effort: layers whose shapes stay unknown are reported as unknown
+        return {}
+    shapes: dict[str, Shape] = {}
     for value in [*inferred.graph.input, *inferred.graph.value_info, *inferred.graph.output]:
         if value.name in shapes or not value.type.HasField("tensor_type"):
             continue

@@ -94,8 +94,12 @@ class Scope:
     what rules ask of the graph, each computed once, on first need (fresh names, node positions,
     tensor shapes)."""
 
-    def __init__(self, graph: gs.Graph, ctx: Any, result: Result, who: str = ""):
+    def __init__(self, graph: gs.Graph, ctx: Any, result: Result, who: str = "",
+                 root: gs.Graph | None = None):
+        """``root`` is the model's main graph when ``graph`` is one of its bodies: fresh names are
+        unique across the model, not only the body."""
         self.graph = graph
+        self._root = root if root is not None else graph
         self.ctx = ctx
         self.result = result
         #: Names of the scope's outputs: a tensor among them keeps its name through any rewrite.
@@ -109,14 +113,15 @@ class Scope:
 
     @property
     def names(self) -> NameScope:
-        """Fresh node and tensor names (collected on first use: O(graph) once)."""
+        """Fresh node and tensor names (collected on first use: O(model) once)."""
         if self._names is None:
-            self._names = NameScope(self.graph)
+            self._names = NameScope(self._root)
         return self._names
 
     @property
     def shapes(self) -> ShapeFacts:
-        """Tensor shapes, from the graph or ONNX shape inference (a failure is logged once)."""
+        """Tensor shapes, from the graph or ONNX shape inference (a failure is logged once; a
+        body, which reads outer tensors, has only the shapes it carries)."""
         if self._shapes is None:
             self._shapes = ShapeFacts(self.graph, getattr(self.ctx, "log", None), self._who)
         return self._shapes
@@ -200,8 +205,8 @@ def apply_rule(rule: RewriteRule, graph: gs.Graph, ctx: Any, result: R, *, who: 
 
     ``who`` names the pass in log lines (a failed shape inference).
     """
-    for graph_scope in (scopes(graph) if bodies else [graph]):
-        _apply(rule, Scope(graph_scope, ctx, result, who))
+    for graph_scope in (list(scopes(graph)) if bodies else [graph]):
+        _apply(rule, Scope(graph_scope, ctx, result, who, root=graph))
     return result
 
 
@@ -236,6 +241,8 @@ def _candidates(found) -> list:
 
 def _attempt(rule: RewriteRule, match: Match, scope: Scope, edits: _Edits) -> None:
     """Check, ask and rewrite one candidate; record what happened."""
+    if any(id(node) in edits.removed for node in match.nodes):
+        return  # an earlier rewrite took one of its nodes: the candidate is gone
     if not all(scope.contains(node) for node in match.nodes):
         scope.result.reject(match.nodes, SCOPE_REASON)
         return
@@ -257,8 +264,7 @@ def _attempt(rule: RewriteRule, match: Match, scope: Scope, edits: _Edits) -> No
     for node in match.nodes:
         if id(node) not in kept and not any(scope.is_read(t) for t in node.outputs):
             remove_node(node, edits.removed)
-    edits.removed.update(id(node) for node in drop_unread_constants(read, scope.outputs,
-                                                                     edits.removed))
+    drop_unread_constants(read, scope.outputs, edits.removed)
 
 
 # --------------------------------------------------------------------------------------------
