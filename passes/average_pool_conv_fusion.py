@@ -18,7 +18,6 @@ import numpy as np
 import onnx_graphsurgeon as gs
 
 from trtcompile import ir
-from trtcompile.errors import InputError
 from trtcompile.ir import cost
 from trtcompile.ir.fused_layer import conv_call_info, conv_function, function_name
 from trtcompile.ir.rewrite import Match, Reject, RewriteRule, Scope, apply_rule
@@ -85,18 +84,15 @@ class AveragePoolConvFusion(Pass, RewriteRule):
     """
 
     name: ClassVar[str] = "average-pool-conv-fusion"
-
-    max_extra_macs: float = 0.1
-
-    def __post_init__(self) -> None:
-        if not self.max_extra_macs >= 0:
-            raise InputError(f"{self.name}: max-extra-macs must be a fraction >= 0 of the model's "
-                             f"MACs, got {self.max_extra_macs}")
-
     anchor_ops: ClassVar[frozenset[str]] = frozenset({"AveragePool"})
     rule: ClassVar[str] = "fuse-pool-into-conv"
     # Every candidate is priced before any is accepted: the cheapest go first (see ``order``).
     match_all_first: ClassVar[bool] = True
+
+    max_extra_macs: float = 0.1
+
+    def __post_init__(self) -> None:
+        cost.check_budget(self.name, self.max_extra_macs)
 
     def run(self, graph: gs.Graph, ctx: PassContext) -> PassResult:
         result = apply_rule(self, graph, ctx, PassResult(), who=self.name)

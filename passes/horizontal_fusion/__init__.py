@@ -30,6 +30,7 @@ from passes.horizontal_fusion.branches import (
 from passes.horizontal_fusion.padded_kernels import PaddedKernels, _pad_kernel, _Padding
 from trtcompile import ir
 from trtcompile.errors import InputError
+from trtcompile.ir import cost
 from trtcompile.ir.fused_layer import conv_call_info, conv_function
 from trtcompile.pass_manager import Pass, PassContext, PassResult
 
@@ -106,9 +107,7 @@ class HorizontalFusion(Pass, PaddedKernels):
     max_extra_macs: float = 0.1
 
     def __post_init__(self) -> None:
-        if not self.max_extra_macs >= 0:
-            raise InputError(f"{self.name}: max-extra-macs must be a fraction >= 0 of the model's "
-                             f"MACs, got {self.max_extra_macs}")
+        cost.check_budget(self.name, self.max_extra_macs)
         unknown = [op for op in self.ops if op not in OP_FAMILIES]
         if unknown:
             raise InputError(f"{self.name}: unknown op family {', '.join(unknown)}; "

@@ -27,6 +27,7 @@ from typing import Any
 import onnx
 import onnx_graphsurgeon as gs
 
+from trtcompile.errors import InputError
 from trtcompile.ir.analysis import cached
 from trtcompile.ir.graph import function_of, is_onnx_op, op_key, static_shape
 from trtcompile.ir.io import export_model, import_model
@@ -324,6 +325,14 @@ class _Ledgers:
         self._by_graph.append((weakref.ref(graph), ledger))
 
 
+def check_budget(pass_name: str, fraction: float) -> None:
+    """Raise InputError unless ``fraction`` (a pass's ``max-extra-macs`` option) is a fraction >= 0
+    of the model's MACs (NaN is not)."""
+    if not fraction >= 0:
+        raise InputError(f"{pass_name}: max-extra-macs must be a fraction >= 0 of the model's MACs, "
+                         f"got {fraction}")
+
+
 def mac_ledger(graph: gs.Graph, resources: dict[str, Any],
                shapes: Mapping[str, Shape] | None = None) -> MacLedger:
     """The :class:`MacLedger` of ``graph`` in this compilation (``resources`` is the pass context's),
@@ -356,7 +365,8 @@ def ledger_entries(resources: dict[str, Any]) -> Iterable[tuple[str, str, int]]:
     return [entry for _, ledger in ledgers._by_graph for entry in ledger.entries]
 
 
-__all__ = ["COUNTED_OPS", "LEDGER_RESOURCE", "CostSummary", "MacLedger", "Shape", "conv_macs",
+__all__ = ["COUNTED_OPS", "LEDGER_RESOURCE", "CostSummary", "MacLedger", "Shape", "check_budget",
+           "conv_macs",
            "conv_output_spatial", "conv_transpose_macs", "format_macs", "gemm_macs", "graph_macs",
            "ledger_entries", "mac_ledger", "matmul_macs", "model_macs", "node_macs", "op_macs",
            "tensor_shapes"]
