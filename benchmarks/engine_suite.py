@@ -4,7 +4,7 @@ engine-guided tuning.
 For each model of :mod:`benchmarks.model_suite`: ONNX nodes and layers, the engine compute layers
 TensorRT builds from the model as given, after onnxslim, after onnxsim (each when installed), after
 the default pipeline and after ``engine-guided(default)``; MACs of the input and of each of ours
-(:mod:`trtcompile.cost`); ONNX Runtime parity of ours against the input.
+(:mod:`trtcompile.ir.cost`); ONNX Runtime parity of ours against the input.
 
 Run: ``python -m benchmarks.engine_suite [--cache-dir DIR] [--models a,b,...] [--no-write]``.
 Writes the ``engine-suite`` section of docs/benchmarks.md.
@@ -80,7 +80,8 @@ def peers() -> list[str]:
 
 def measure(key: str, cache_dir, pipelines: dict[str, str]) -> Row:
     """Build every column of one model."""
-    from trtcompile import cost, ir, verify
+    from trtcompile import ir, verify
+    from trtcompile.ir import cost
     from trtcompile.pass_manager import PassManager
 
     model = model_suite.load(key, cache_dir)
@@ -111,7 +112,7 @@ def _cell(value: int | None) -> str:
 
 def markdown(rows: list[Row], pipelines: dict[str, str]) -> str:
     """The ``engine-suite`` section."""
-    from trtcompile.cost import format_macs
+    from trtcompile.ir.cost import format_macs
 
     columns = ["TensorRT", *peers(), *pipelines]
     lines = [
@@ -124,7 +125,7 @@ def markdown(rows: list[Row], pipelines: dict[str, str]) -> str:
         "tf2onnx with its optimizers on; all weights random. Engine columns are the compute layers",
         "TensorRT builds from the model as given (*TensorRT*), after each peer simplifier with its",
         "defaults, after the `default` pipeline and after the named pipeline `tuned` (engine-guided). MACs are",
-        "`trtcompile.cost`'s multiply-accumulates.",
+        "`trtcompile.ir.cost`'s multiply-accumulates.",
         "",
         machine_line(),
         "",

@@ -2,7 +2,7 @@
 
 For each network: the ONNX layer count after every pass of the fusion pipeline, the engine compute
 layers TensorRT builds from the input model and from each optimized variant, build times, ONNX
-Runtime parity and the model's arithmetic (MACs, :mod:`trtcompile.cost`). Variants:
+Runtime parity and the model's arithmetic (MACs, :mod:`trtcompile.ir.cost`). Variants:
 
 * ``default``: the fusion pipeline as shipped (no rewrite adds arithmetic);
 * ``all merges``: ``horizontal-fusion{free-split-only=false}`` (every legal merge, Split outputs
@@ -98,8 +98,9 @@ def lowered_model(key: str, cache_dir: Path) -> onnx.ModelProto:
 
 def measure(key: str, cache_dir: Path) -> Measurement:
     """Optimize one network with every variant and build engines from input and outputs."""
-    from trtcompile import cost, ir, verify
+    from trtcompile import ir, verify
     from trtcompile.backend import build_engine, layer_type_histogram
+    from trtcompile.ir import cost
     from trtcompile.pass_manager import PassManager
 
     model = lowered_model(key, cache_dir)
@@ -135,7 +136,7 @@ def _parity(variant: Variant) -> str:
 
 
 def _macs_change(m: Measurement, variant: Variant) -> str:
-    from trtcompile.cost import format_macs
+    from trtcompile.ir.cost import format_macs
 
     if variant.macs == m.macs:
         return "±0"
@@ -144,7 +145,7 @@ def _macs_change(m: Measurement, variant: Variant) -> str:
 
 def markdown(results: list[Measurement]) -> str:
     """The ``fusion-layers`` section."""
-    from trtcompile.cost import format_macs
+    from trtcompile.ir.cost import format_macs
 
     labels = [label for label, _ in VARIANTS]
     lines = [
@@ -154,7 +155,7 @@ def markdown(results: list[Measurement]) -> str:
         "lowered by tf2onnx 1.17 with its optimizers on, and the built-in `googlenet-onnx` example.",
         "ONNX layers are top-level nodes (a fused-layer call counts as one); engine layers are the",
         "compute layers the TensorRT builder reports for the plan it built (`EngineBuild.compute_layers`);",
-        "MACs are the multiply-accumulates of Conv/Gemm/MatMul (`trtcompile.cost`, FLOPs ≈ 2 × MACs).",
+        "MACs are the multiply-accumulates of Conv/Gemm/MatMul (`trtcompile.ir.cost`, FLOPs ≈ 2 × MACs).",
         "",
         f"- default: the named pipeline `default`, `{PIPELINE}`",
         "- all merges: the same with `horizontal-fusion{free-split-only=false}`",

@@ -36,13 +36,21 @@ from benchmarks.markdown_section import write_section as write_markdown_section 
 
 @dataclass(frozen=True)
 class Mutation:
-    """One edit of ``module`` breaking ``rule``: ``old`` (found exactly once) becomes ``new``."""
+    """One edit breaking ``rule`` of the pass ``module``: ``old`` (found exactly once in
+    :attr:`file`) becomes ``new``."""
 
     id: str
-    module: str  # passes/<module>.py
+    module: str  # the pass whose tests judge the mutant: passes/<module>.py or passes/<module>/
     rule: str
     old: str
     new: str
+    #: The file edited, relative to the repository, where the rule's code is not in
+    #: passes/<module>.py (a module of a pass package, or the IR the pass builds on).
+    path: str = ""
+
+    @property
+    def file(self) -> str:
+        return self.path or f"passes/{self.module}.py"
 
 
 M = Mutation
@@ -55,8 +63,8 @@ MUTATIONS: tuple[Mutation, ...] = (
       "        if False and (node.outputs[1].outputs or"),
     M("dle-output-rename", "dead_layer_elimination",
       "1: an Identity between two graph outputs stays",
-      "                    or source.name in graph_outputs):\n                result.reject(node, f\"{node.op} output",
-      "                    ):\n                result.reject(node, f\"{node.op} output"),
+      "    return producer(source) is not None and source.name not in outputs",
+      "    return producer(source) is not None", "trtcompile/ir/rewrite.py"),
     M("dle-subgraph-dead", "dead_layer_elimination", "3: dead nodes in If/Loop bodies go too",
       "graph.cleanup(remove_unused_node_outputs=False, recurse_subgraphs=True,",
       "graph.cleanup(remove_unused_node_outputs=False, recurse_subgraphs=False,"),
@@ -69,16 +77,16 @@ MUTATIONS: tuple[Mutation, ...] = (
       "    return all(d is not None for d in shape)"),
     M("fold-constant-dtype", "fold_constants", "1: a Constant keeps its dtype as an initializer",
       "    return np.array(value, dtype=_CONSTANT_ATTR_DTYPES[key])",
-      "    return np.array(value)"),
+      "    return np.array(value)", "trtcompile/ir/graph.py"),
     M("fold-ranged-shape", "fold_constants", "3: Shape start/end is respected",
       '                if "start" in node.attrs or "end" in node.attrs:\n                    if source.shape is None:',
       '                if False:\n                    if source.shape is None:'),
     # conv-bias-activation-fusion --------------------------------------------------------------
     M("conv-leaky-default", "conv_bias_activation_fusion", "5: LeakyRelu's default alpha is 0.01",
-      '(("alpha", "a", 0.01),)', '(("alpha", "a", 0.1),)'),
+      '(("alpha", "a", 0.01),)', '(("alpha", "a", 0.1),)', "trtcompile/ir/fused_layer.py"),
     M("conv-elu-default", "conv_bias_activation_fusion", "5: Elu's default alpha is 1",
-      '_Activation("Elu", "elu", "Elu", (("alpha", "a", 1.0),))',
-      '_Activation("Elu", "elu", "Elu", (("alpha", "a", 0.5),))'),
+      'Activation("Elu", "elu", "Elu", (("alpha", "a", 1.0),))',
+      'Activation("Elu", "elu", "Elu", (("alpha", "a", 0.5),))', "trtcompile/ir/fused_layer.py"),
     M("conv-clip-attr-bounds", "conv_bias_activation_fusion",
       "5: an opset-6 Clip with attribute bounds is not fused",
       '            if "min" in node.attrs or "max" in node.attrs:\n                raise _Stop("Clip with',
@@ -98,30 +106,33 @@ MUTATIONS: tuple[Mutation, ...] = (
       "affine.shift = ((affine.shift - payload[\"mean\"].astype(np.float64)) * factor",
       "affine.shift = ((affine.shift + payload[\"mean\"].astype(np.float64)) * factor"),
     M("conv-bn-training", "conv_bias_activation_fusion", "3: a training-mode BatchNorm stays",
-      '        training = _batchnorm_training_form(node, ir.opset(facts.graph))\n        if training:',
-      '        training = _batchnorm_training_form(node, ir.opset(facts.graph))\n        if False:'),
+      '        training = _batchnorm_training_form(node, ir.opset(scope.graph))\n        if training:',
+      '        training = _batchnorm_training_form(node, ir.opset(scope.graph))\n        if False:'),
     M("conv-per-channel", "conv_bias_activation_fusion",
       "1: a bias that varies along another axis stays",
       "    if any(d != 1 for i, d in enumerate(shape) if i != 1) or shape[1] not in (1, channels):",
       "    if shape[1] not in (1, channels):"),
     M("conv-residual-shape", "conv_bias_activation_fusion",
       "4: only a residual of the chain's exact shape fuses",
-      "def _known_dims(shape: Any) -> tuple[int | str, ...] | None:",
-      "def _known_dims(shape: Any) -> tuple[int | str, ...] | None:\n    return ('same',)"),
+      "def known_dims(shape: Any) -> tuple[int | str, ...] | None:",
+      "def known_dims(shape: Any) -> tuple[int | str, ...] | None:\n    return ('same',)",
+      "trtcompile/ir/analysis.py"),
     # horizontal-fusion ------------------------------------------------------------------------
     M("hf-grouped", "horizontal_fusion", "3: grouped convolutions are not merged",
       '        if family == "conv" and members[0].described.get("group", 1) != 1:',
-      '        if False:'),
+      '        if False:', "passes/horizontal_fusion/__init__.py"),
     M("hf-cycle", "horizontal_fusion", "4: a layer reading another candidate's result stays",
       "            if self._index.get(id(other)) in ancestors:\n                return other",
-      "            if False:\n                return other"),
+      "            if False:\n                return other", "passes/horizontal_fusion/branches.py"),
     M("hf-key-strides", "horizontal_fusion", "2: convs with different strides do not merge",
-      '            "strides": tuple(int(s) for s in node.attrs.get("strides", [1] * rank)),',
-      '            "strides": (),'),
+      '        "strides": tuple(int(s) for s in node.attrs.get("strides", [1] * rank)),',
+      '        "strides": (),', "passes/horizontal_fusion/branches.py"),
     M("hf-gemm-alpha", "horizontal_fusion", "2: Gemms with different alpha do not merge",
-      '            "alpha": float(node.attrs.get("alpha", 1.0)),', '            "alpha": 1.0,'),
+      '        "alpha": float(node.attrs.get("alpha", 1.0)),', '        "alpha": 1.0,',
+      "passes/horizontal_fusion/branches.py"),
     M("hf-min-branches", "horizontal_fusion", "8: at least min-branches layers",
-      "            if len(subset) >= self.min_branches:", "            if len(subset) >= 1:"),
+      "            if len(subset) >= self.min_branches:", "            if len(subset) >= 1:",
+      "passes/horizontal_fusion/__init__.py"),
     # average-pool-conv-fusion -----------------------------------------------------------------
     M("apc-ceil-mode", "average_pool_conv_fusion", "2: ceil_mode=1 pools stay",
       '        if int(pool.attrs.get("ceil_mode", 0)):', '        if False:'),
@@ -172,27 +183,27 @@ MUTATIONS: tuple[Mutation, ...] = (
       "            outputs = ()"),
     # conv-split-fission -----------------------------------------------------------------------
     M("csf-axis", "conv_split_fission", "1: only a Split on the channel axis is fissioned",
-      "        if axis != 1:\n            result.reject([node, reader]",
-      "        if False:\n            result.reject([node, reader]"),
+      "        if axis != 1:\n            return Reject([node, reader]",
+      "        if False:\n            return Reject([node, reader]"),
     M("csf-single-reader", "conv_split_fission", "1: the Split must be the conv's only reader",
       "        if not ir.has_single_use(output, graph_outputs):\n            splits",
       "        if not output.outputs:\n            splits"),
     M("csf-group", "conv_split_fission", "3: grouped convolutions stay whole",
-      "        if group != 1:\n            result.reject([node, split], f\"grouped convolution",
-      "        if False:\n            result.reject([node, split], f\"grouped convolution"),
+      "        if group != 1:\n            return Reject([node, split], f\"grouped convolution",
+      "        if False:\n            return Reject([node, split], f\"grouped convolution"),
     M("csf-residual", "conv_split_fission", "1: a fused conv with a residual input stays whole",
       "            if info.residual is not None:", "            if False:"),
     # global-pool-window -----------------------------------------------------------------------
     M("gpw-axes", "global_pool_window", "1: only a mean over exactly the spatial axes is a pool",
       "        if rank < 3 or axes != list(range(2, rank)):", "        if rank < 3 or not axes:"),
     M("gpw-keepdims", "global_pool_window", "1: keepdims=0 gets a Flatten to [N, C]",
-      "            if not keepdims:\n                if scope is None:",
-      "            if False:\n                if scope is None:"),
+      "        if match.keepdims:\n            return [pool]",
+      "        if True:\n            return [pool]"),
     M("gpw-window-limit", "global_pool_window", "2: windows above TensorRT's limit stay global",
-      "            if math.prod(spatial) > MAX_WINDOW_ELEMENTS:", "            if False:"),
+      "        if math.prod(spatial) > MAX_WINDOW_ELEMENTS:", "        if False:"),
     M("gpw-producer", "global_pool_window", "3: only a convolution's output is pooled by window",
-      "            if source is None or not (source.op == \"Conv\" and ir.is_onnx_op(source)",
-      "            if source is None and not (source.op == \"Conv\" and ir.is_onnx_op(source)"),
+      "        if source is None or not (source.op == \"Conv\" and ir.is_onnx_op(source)",
+      "        if source is None and not (source.op == \"Conv\" and ir.is_onnx_op(source)"),
     M("gpw-graph-output", "global_pool_window", "4: a pool that is a graph output stays",
       "    if pooled.name in graph_outputs:\n        return \"the pooled result is a graph output",
       "    if False:\n        return \"the pooled result is a graph output"),
@@ -208,8 +219,8 @@ MUTATIONS: tuple[Mutation, ...] = (
     M("fgc-transposed-map", "flatten_gemm_conv", "3: a Gemm with transA=1 stays",
       "        if int(reader.attrs.get(\"transA\", 0)):", "        if False:"),
     M("fgc-feeds-kernel", "flatten_gemm_conv", "4: a Gemm whose result is a graph output stays",
-      "                if not _feeds_kernel(reader.outputs[0], graph_outputs):",
-      "                if False:"),
+      "        if not _feeds_kernel(reader.outputs[0], scope.outputs):",
+      "        if False:"),
     M("fgc-alpha", "flatten_gemm_conv", "3: alpha scales the kernel",
       "        matrix = matrix * matrix.dtype.type(reader.attrs.get(\"alpha\", 1.0))",
       "        matrix = matrix * 1"),
@@ -238,33 +249,43 @@ MUTATIONS: tuple[Mutation, ...] = (
       "\n"),
     # transpose-cancellation -------------------------------------------------------------------
     M("tc-softmax-opset", "transpose_cancellation", "2 softmax: not below opset 13",
-      "        if self.opset < 13:", "        if self.opset < 1:"),
+      "        if self.opset < 13:", "        if self.opset < 1:",
+      "passes/transpose_cancellation/push_through.py"),
     M("tc-reshape-zero", "transpose_cancellation", "2 reshape: a target holding 0 stays",
       "            return target is not None and (0 not in target.tolist()",
-      "            return target is not None and (True"),
+      "            return target is not None and (True",
+      "passes/transpose_cancellation/push_through.py"),
     M("tc-squeeze-axes", "transpose_cancellation", "2 squeeze: axes are permuted",
       "        new_axes = sorted(perm[a] for a in axes)\n        plan.update = self._set_axes(consumer, new_axes)",
-      "        new_axes = sorted(axes)\n        plan.update = self._set_axes(consumer, new_axes)"),
+      "        new_axes = sorted(axes)\n        plan.update = self._set_axes(consumer, new_axes)",
+      "passes/transpose_cancellation/push_through.py"),
     M("tc-flatten-outer", "transpose_cancellation", "2 reshape: a Flatten's outer dims must match",
       "        return int(np.prod(shape[:axis])) == int(np.prod(transposed[:axis]))",
-      "        return True"),
+      "        return True",
+      "passes/transpose_cancellation/push_through.py"),
     M("tc-pair-compose", "transpose_cancellation", "1: a pair composes to p∘q",
       "        combined = compose(perm, self.perm_of(consumer))",
-      "        combined = compose(self.perm_of(consumer), perm)"),
+      "        combined = compose(self.perm_of(consumer), perm)",
+      "passes/transpose_cancellation/canceller.py"),
     M("tc-concat-axis", "transpose_cancellation", "2 concat: the axis is permuted",
       "        axis = perm[_axis(consumer.attrs.get(\"axis\", 0), rank)]\n        plan.update = lambda: consumer.attrs.__setitem__(\"axis\", axis)\n        plan.output_perms = [perm]\n\n    def _first_input_only",
-      "        axis = _axis(consumer.attrs.get(\"axis\", 0), rank)\n        plan.update = lambda: consumer.attrs.__setitem__(\"axis\", axis)\n        plan.output_perms = [perm]\n\n    def _first_input_only"),
+      "        axis = _axis(consumer.attrs.get(\"axis\", 0), rank)\n        plan.update = lambda: consumer.attrs.__setitem__(\"axis\", axis)\n        plan.output_perms = [perm]\n\n    def _first_input_only",
+      "passes/transpose_cancellation/push_through.py"),
     M("tc-norm-channel", "transpose_cancellation", "2 normalization: the channel axis stays",
-      "        if rank < 2 or perm[1] != 1:", "        if rank < 2:"),
+      "        if rank < 2 or perm[1] != 1:", "        if rank < 2:",
+      "passes/transpose_cancellation/push_through.py"),
     M("tc-reduce-axes", "transpose_cancellation", "2 reduce: axes are permuted",
       "                new_axes = sorted(perm[a] for a in axes)\n                plan.update = lambda: consumer.attrs.__setitem__(\"axes\", new_axes)",
-      "                new_axes = sorted(axes)\n                plan.update = lambda: consumer.attrs.__setitem__(\"axes\", new_axes)"),
+      "                new_axes = sorted(axes)\n                plan.update = lambda: consumer.attrs.__setitem__(\"axes\", new_axes)",
+      "passes/transpose_cancellation/push_through.py"),
     M("tc-constant-fold", "transpose_cancellation", "3: a constant is permuted by perm",
       "        values = np.transpose(ir.constant_value(transpose.inputs[0]), perm)",
-      "        values = np.transpose(ir.constant_value(transpose.inputs[0]), inverse(perm))"),
+      "        values = np.transpose(ir.constant_value(transpose.inputs[0]), inverse(perm))",
+      "passes/transpose_cancellation/canceller.py"),
     M("tc-pad-perm", "transpose_cancellation", "2 pad: pads are permuted",
       "            plan.update = self._set_input(consumer, 1, _permute_pads(pads, perm), \"pads\")",
-      "            plan.update = self._set_input(consumer, 1, pads, \"pads\")"),
+      "            plan.update = self._set_input(consumer, 1, pads, \"pads\")",
+      "passes/transpose_cancellation/push_through.py"),
     # precision-fp16 ---------------------------------------------------------------------------
     M("fp16-widening", "precision_fp16", "casts: only exact widenings merge",
       "        if source is None or (source != middle and (source, middle) not in _EXACT_WIDENINGS):",
@@ -335,12 +356,12 @@ def run_tests(tree: Path, module: str | None, timeout: float) -> tuple[bool, str
 
 
 def apply(tree: Path, mutation: Mutation) -> None:
-    path = tree / "passes" / f"{mutation.module}.py"
+    path = tree / mutation.file
     text = path.read_text()
     found = text.count(mutation.old)
     if found != 1:
         raise SystemExit(f"mutation {mutation.id}: its text occurs {found} times in "
-                         f"passes/{mutation.module}.py (expected once): update the list")
+                         f"{mutation.file} (expected once): update the list")
     path.write_text(text.replace(mutation.old, mutation.new))
 
 
@@ -359,14 +380,14 @@ def main() -> int:
     chosen = [m for m in MUTATIONS if any(part in m.id for part in wanted)]
     if args.list:
         for m in chosen:
-            print(f"{m.id:24} passes/{m.module}.py  rule {m.rule}")
+            print(f"{m.id:24} {m.file}  rule {m.rule}")
         return 0
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="mutation-") as scratch:
         pristine = Path(scratch) / "pristine"
         tracked_copy(pristine)
         for m in chosen:  # every text must match before an hour is spent on the rest
-            apply_check = (pristine / "passes" / f"{m.module}.py").read_text().count(m.old)
+            apply_check = (pristine / m.file).read_text().count(m.old)
             if apply_check != 1:
                 raise SystemExit(f"mutation {m.id}: text found {apply_check} times: update the list")
         if not args.no_baseline:

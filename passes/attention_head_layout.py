@@ -119,10 +119,7 @@ class AttentionHeadLayout(Pass):
             return result
         precision = str((ctx.resources.get(self.name) or {}).get("precision", "fp32")).lower()
         opset = ir.opset(graph)
-        try:
-            dims = ir.inferred_dims(graph)
-        except ValueError:
-            dims = {}
+        dims = ir.ShapeFacts(graph, ctx.log, self.name).inferred
         graph_outputs = ir.output_names(graph)
         scope: ir.NameScope | None = None
         unsqueezed: dict[str, gs.Tensor] = {}

@@ -5,7 +5,7 @@ A 1x1 convolution is linear per position and an average pool is a weighted sum o
 weights are the 1x1 weights tiled over the window and divided by the window's element count. The
 pool branch of an Inception module (3x3 average pool, stride 1, then a 1x1 convolution) becomes one
 3x3 convolution: one layer fewer, at the price of the convolution's arithmetic times the window
-size. Every fusion is therefore priced (:mod:`trtcompile.cost`) and kept within a MAC budget.
+size. Every fusion is therefore priced (:mod:`trtcompile.ir.cost`) and kept within a MAC budget.
 """
 
 from __future__ import annotations
@@ -17,31 +17,39 @@ from typing import Any, ClassVar
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from passes.conv_bias_activation_fusion import conv_call_info, conv_function, function_name
-from trtcompile import cost, ir
-from trtcompile.errors import InputError
+from trtcompile import ir
+from trtcompile.ir import cost
+from trtcompile.ir.fused_layer import conv_call_info, conv_function, function_name
+from trtcompile.ir.rewrite import Match, Reject, RewriteRule, Scope, apply_rule
 from trtcompile.pass_manager import Pass, PassContext, PassResult
 
 
 @dataclass
-class _Candidate:
-    """A pool and the 1x1 convolution that is its only reader, with what the fused layer needs."""
+class _Candidate(Match):
+    """A pool and the 1x1 convolution that is its only reader (the anchor), with what the fused
+    layer needs."""
 
-    pool: gs.Node
-    conv: gs.Node
-    kernel: tuple[int, ...]
-    strides: tuple[int, ...]
-    pads: tuple[int, ...]
-    weights: np.ndarray  # [O, C, 1, ..., 1]
-    bias: np.ndarray | None
+    kernel: tuple[int, ...] = ()
+    strides: tuple[int, ...] = ()
+    pads: tuple[int, ...] = ()
+    weights: np.ndarray | None = None  # [O, C, 1, ..., 1]
+    bias: np.ndarray | None = None
     activation: str | None = None
     activation_params: dict[str, float] | None = None
     border_scale: np.ndarray | None = None  # [1, 1, *out_spatial] when pads are not averaged over
     added_macs: int = 0
 
+    @property
+    def pool(self) -> gs.Node:
+        return self.nodes[0]
+
+    @property
+    def conv(self) -> gs.Node:
+        return self.nodes[1]
+
 
 @dataclass(frozen=True)
-class AveragePoolConvFusion(Pass):
+class AveragePoolConvFusion(Pass, RewriteRule):
     """Fold an ``AveragePool`` into the 1x1 convolution that reads it.
 
     Rules:
@@ -64,7 +72,7 @@ class AveragePoolConvFusion(Pass):
          activation. TensorRT(-RTX) builds it as one layer (measured on TensorRT-RTX 1.7: the
          Inception pool branches become one fused convolution each).
       5. A fusion multiplies the convolution's MACs by ``n``. Candidates are priced with
-         :mod:`trtcompile.cost` and accepted, cheapest first, while the MACs added in this
+         :mod:`trtcompile.ir.cost` and accepted, cheapest first, while the MACs added in this
          compilation stay within ``max_extra_macs`` times the model's MACs (a budget shared with
          the other arithmetic-increasing passes); the others are rejected with their price.
          ``added_macs`` counts what was spent.
@@ -76,71 +84,67 @@ class AveragePoolConvFusion(Pass):
     """
 
     name: ClassVar[str] = "average-pool-conv-fusion"
+    anchor_ops: ClassVar[frozenset[str]] = frozenset({"AveragePool"})
+    rule: ClassVar[str] = "fuse-pool-into-conv"
+    # Every candidate is priced before any is accepted: the cheapest go first (see ``order``).
+    match_all_first: ClassVar[bool] = True
 
     max_extra_macs: float = 0.1
 
     def __post_init__(self) -> None:
-        if not self.max_extra_macs >= 0:
-            raise InputError(f"{self.name}: max-extra-macs must be a fraction >= 0 of the model's "
-                             f"MACs, got {self.max_extra_macs}")
+        cost.check_budget(self.name, self.max_extra_macs)
 
     def run(self, graph: gs.Graph, ctx: PassContext) -> PassResult:
-        result = PassResult()
-        graph_outputs = ir.output_names(graph)
-        pools = [node for node in graph.nodes
-                 if node.op == "AveragePool" and ir.is_onnx_op(node)]
-        if not pools:
-            return result
-        shapes: dict[str, cost.Shape] | None = None
-        candidates: list[_Candidate] = []
-        for pool in pools:
-            conv = self._reader(graph, pool, graph_outputs, result)
-            if conv is None:
-                continue
-            if shapes is None:
-                shapes = cost.tensor_shapes(graph)
-            candidate = self._candidate(graph, pool, conv, shapes, result)
-            if candidate is not None:
-                candidates.append(candidate)
-        if not candidates:
-            return result
-
-        ledger = cost.mac_ledger(graph, ctx.resources, shapes)
-        scope = ir.NameScope(graph)
-        for candidate in sorted(candidates, key=lambda c: (c.added_macs, c.conv.name)):
-            if not ledger.allows(candidate.added_macs, self.max_extra_macs):
-                result.reject([candidate.pool, candidate.conv], (
-                    f"fusing would add {cost.format_macs(candidate.added_macs)} "
-                    f"({ledger.share(candidate.added_macs)} of the model's "
-                    f"{cost.format_macs(ledger.baseline)}); "
-                    f"{cost.format_macs(ledger.remaining(self.max_extra_macs))} of "
-                    f"max-extra-macs={self.max_extra_macs:g} remain"))
-                continue
-            if not ctx.may_rewrite("fuse-pool-into-conv", [candidate.pool, candidate.conv], result):
-                continue
-            ledger.spend(self.name, f"{candidate.pool.name} into {candidate.conv.name}",
-                         candidate.added_macs)
-            self._fuse(graph, candidate, scope)
-            result.count("fused_pools")
-            result.count("border_scaled" if candidate.border_scale is not None else "plain_windows")
-            result.count("added_macs", candidate.added_macs)
+        result = apply_rule(self, graph, ctx, PassResult(), who=self.name)
         if result.counts:
             graph.cleanup(remove_unused_node_outputs=False, remove_unused_graph_inputs=False)
             ir.toposort(graph)
         return result
 
+    def match(self, pool: gs.Node, scope: Scope) -> _Candidate | Reject | None:
+        found = self._reader(scope.graph, pool, scope.outputs)
+        if not isinstance(found, gs.Node):
+            return found
+        return self._candidate(scope.graph, pool, found, _shapes(scope))
+
+    def order(self, matches: list[_Candidate], scope: Scope) -> list[_Candidate]:
+        return sorted(matches, key=lambda c: (c.added_macs, c.conv.name))
+
+    def check(self, candidate: _Candidate, scope: Scope) -> str | None:
+        ledger = self._ledger(scope)
+        if ledger.allows(candidate.added_macs, self.max_extra_macs):
+            return None
+        return (f"fusing would add {cost.format_macs(candidate.added_macs)} "
+                f"({ledger.share(candidate.added_macs)} of the model's "
+                f"{cost.format_macs(ledger.baseline)}); "
+                f"{cost.format_macs(ledger.remaining(self.max_extra_macs))} of "
+                f"max-extra-macs={self.max_extra_macs:g} remain")
+
+    def rewrite(self, candidate: _Candidate, scope: Scope) -> list[gs.Node]:
+        self._ledger(scope).spend(self.name, f"{candidate.pool.name} into {candidate.conv.name}",
+                                  candidate.added_macs)
+        fused = self._fuse(scope.graph, candidate, scope.names)
+        scope.count("fused_pools")
+        scope.count("border_scaled" if candidate.border_scale is not None else "plain_windows")
+        scope.count("added_macs", candidate.added_macs)
+        return [fused]
+
+    @staticmethod
+    def _ledger(scope: Scope) -> cost.MacLedger:
+        return scope.once("ledger", lambda: cost.mac_ledger(scope.graph, scope.ctx.resources,
+                                                            _shapes(scope)))
+
     # Matching ----------------------------------------------------------------------------------
 
     @staticmethod
-    def _reader(graph: gs.Graph, pool: gs.Node, graph_outputs: set[str],
-                result: PassResult) -> gs.Node | None:
-        """The convolution that is the pool's only reader (rule 1), or None with the reason."""
+    def _reader(graph: gs.Graph, pool: gs.Node, graph_outputs: set[str]) -> gs.Node | Reject | None:
+        """The convolution that is the pool's only reader (rule 1), why there is none, or None."""
         output = pool.outputs[0]
         if not ir.has_single_use(output, graph_outputs):
             readers = len(output.outputs) + (output.name in graph_outputs)
             if readers > 1:
-                result.reject(pool, f"the pooled tensor has {readers} readers: the pool would stay "
-                                    "and the fused convolution would only add arithmetic")
+                return Reject([pool], f"the pooled tensor has {readers} readers: the pool would "
+                                      "stay and the fused convolution would only add arithmetic")
             return None
         conv = output.outputs[0]
         if conv.inputs[0] is not output:
@@ -150,10 +154,9 @@ class AveragePoolConvFusion(Pass):
             if info is None:
                 return None
             if info.residual is not None:
-                result.reject([pool, conv], f"the convolution adds a residual input "
+                return Reject([pool, conv], f"the convolution adds a residual input "
                                             f"'{info.residual.name}', which the pooled layer's "
                                             "functions do not take")
-                return None
             attrs = info.attrs
         elif conv.op == "Conv" and ir.is_onnx_op(conv):
             attrs = conv.attrs
@@ -163,8 +166,7 @@ class AveragePoolConvFusion(Pass):
         bias = conv.inputs[2] if len(conv.inputs) > 2 else None
         if not isinstance(weights, gs.Constant) or (
                 bias is not None and not bias.is_empty() and not isinstance(bias, gs.Constant)):
-            result.reject([pool, conv], "the convolution's weights or bias are not constants")
-            return None
+            return Reject([pool, conv], "the convolution's weights or bias are not constants")
         rank = weights.values.ndim - 2
         one = [1] * rank
         expected = {"kernel_shape": one, "strides": one, "pads": [0] * (2 * rank), "dilations": one}
@@ -181,65 +183,58 @@ class AveragePoolConvFusion(Pass):
                                                                                          "VALID"):
             differs.append(f"auto_pad {auto_pad}")
         if differs:
-            result.reject([pool, conv], "the convolution after the pool is not a plain 1x1 "
+            return Reject([pool, conv], "the convolution after the pool is not a plain 1x1 "
                                         f"convolution ({', '.join(differs)})")
-            return None
         return conv
 
     def _candidate(self, graph: gs.Graph, pool: gs.Node, conv: gs.Node,
-                   shapes: dict[str, cost.Shape], result: PassResult) -> _Candidate | None:
-        """The fusion of ``pool`` into ``conv`` (rules 2-4) with its price, or None with the reason."""
+                   shapes: dict[str, cost.Shape]) -> _Candidate | Reject:
+        """The fusion of ``pool`` into ``conv`` (rules 2-4) with its price, or why there is none."""
         x = pool.inputs[0]
         x_shape = shapes.get(x.name) or ir.static_shape(x)
         kernel = tuple(int(k) for k in pool.attrs.get("kernel_shape", ()))
         rank = len(kernel)
         strides = tuple(int(s) for s in pool.attrs.get("strides", [1] * rank))
         if int(pool.attrs.get("ceil_mode", 0)):
-            result.reject([pool, conv], "ceil_mode=1: the last windows are clipped, so their "
+            return Reject([pool, conv], "ceil_mode=1: the last windows are clipped, so their "
                                         "divisor is not the convolution's")
-            return None
         if any(int(d) != 1 for d in pool.attrs.get("dilations", [1] * rank)):
-            result.reject([pool, conv], "dilated pooling window")
-            return None
+            return Reject([pool, conv], "dilated pooling window")
         pads = _pool_pads(pool, kernel, strides, x_shape)
         if pads is None:
-            result.reject([pool, conv], "auto_pad SAME needs a static input shape to place the pads")
-            return None
+            return Reject([pool, conv], "auto_pad SAME needs a static input shape to place the pads")
         weights = conv.inputs[1].values
         if weights.ndim - 2 != rank:
-            result.reject([pool, conv], f"pool window rank {rank} differs from the convolution's "
+            return Reject([pool, conv], f"pool window rank {rank} differs from the convolution's "
                                         f"{weights.ndim - 2}")
-            return None
         window = math.prod(kernel)
         tiled = np.broadcast_to(weights, (*weights.shape[:2], *kernel)) / np.asarray(window,
                                                                                       weights.dtype)
         info = conv_call_info(graph, conv) if ir.is_fused_layer(conv) else None
         bias_tensor = info.bias if info is not None else (
             conv.inputs[2] if len(conv.inputs) > 2 and not conv.inputs[2].is_empty() else None)
-        candidate = _Candidate(pool, conv, kernel, strides, pads,
+        candidate = _Candidate([pool, conv], conv, "", kernel, strides, pads,
                                np.ascontiguousarray(tiled, dtype=weights.dtype),
                                None if bias_tensor is None else bias_tensor.values.reshape(-1),
                                info.activation if info else None,
                                info.activation_params if info else None)
         if any(pads) and not int(pool.attrs.get("count_include_pad", 0)):
             if x_shape is None:
-                result.reject([pool, conv], "count_include_pad=0 with pads needs a static input "
+                return Reject([pool, conv], "count_include_pad=0 with pads needs a static input "
                                             "shape to build the border divisor map")
-                return None
             candidate.border_scale = _border_scale(x_shape[2:], kernel, strides, pads,
                                                    weights.dtype)
         conv_out = shapes.get(conv.outputs[0].name) or ir.static_shape(conv.outputs[0])
         if x_shape is None or conv_out is None:
-            result.reject([pool, conv], "input or output shapes are not static, so the MACs the "
+            return Reject([pool, conv], "input or output shapes are not static, so the MACs the "
                                         "fusion adds cannot be priced")
-            return None
         macs = cost.conv_macs(x_shape, weights.shape, {}, conv_out)
         candidate.added_macs = macs * (window - 1)
         return candidate
 
     # Rewrite -----------------------------------------------------------------------------------
 
-    def _fuse(self, graph: gs.Graph, candidate: _Candidate, scope: ir.NameScope) -> None:
+    def _fuse(self, graph: gs.Graph, candidate: _Candidate, scope: ir.NameScope) -> gs.Node:
         pool, conv = candidate.pool, candidate.conv
         x, y = pool.inputs[0], conv.outputs[0]
         rank = len(candidate.kernel)
@@ -272,7 +267,12 @@ class AveragePoolConvFusion(Pass):
             if candidate.bias is not None:
                 inputs.append(gs.Constant(scope.fresh(f"{name}_B"), bias))
             fused = gs.Node("Conv", name=name, attrs=attrs, inputs=inputs, outputs=[y])
-        graph.nodes.append(fused)
+        return fused
+
+
+def _shapes(scope: Scope) -> dict[str, cost.Shape]:
+    """The static shapes of the scope's tensors as the run started (for pricing)."""
+    return scope.once("shapes", lambda: cost.tensor_shapes(scope.graph))
 
 
 def _pool_pads(pool: gs.Node, kernel: tuple[int, ...], strides: tuple[int, ...],

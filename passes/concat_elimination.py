@@ -95,7 +95,8 @@ class ConcatElimination(Pass):
             if len(node.inputs) == 1:
                 if not ctx.may_rewrite("remove-single-input-concat", node, result):
                     continue
-                if _forward(node, graph_outputs):
+                if ir.rewrite.can_bypass(node, graph_outputs):
+                    ir.rewrite.bypass(node, graph_outputs)
                     result.count("removed_single_input_concat")
                     removed_any = True
                 else:
@@ -395,22 +396,6 @@ def _adjacent(left: _Piece, right: _Piece) -> bool:
     if left.node.op == "Split":
         return right.node is left.node
     return right.node.op == "Slice"
-
-
-def _forward(node: gs.Node, graph_outputs: set[str]) -> bool:
-    """Remove a node that passes its only input through: readers of its output read the input."""
-    source, target = node.inputs[0], node.outputs[0]
-    if target.name in graph_outputs:
-        source_producer = ir.producer(source)
-        if source_producer is None or source.name in graph_outputs:
-            return False
-        ir.replace_uses(source, target)
-        source_producer.outputs[source_producer.outputs.index(source)] = target
-    else:
-        ir.replace_uses(target, source)
-    node.inputs.clear()
-    node.outputs.clear()
-    return True
 
 
 def _why_kept(concat: gs.Node) -> str:

@@ -1,20 +1,13 @@
 """conv-bias-activation-fusion: a Conv, its affine epilogue and its activation become one fused layer.
 
-Besides the pass, this module owns the fused-convolution convention the other passes build on
-(horizontal fusion merges calls of the same function, int8 quantization rewrites their weights):
-
-* :func:`conv_function` builds (or reuses) the model-local function ``trtcompile.ConvBias<Act>_<key>``
-  whose body is ``Conv(x, w, b)`` with every attribute explicit, followed by the activation; with a
-  residual input it is ``trtcompile.ConvBiasAdd<Act>_<key>``: ``Conv(x, w, b) -> Add(conv, z) ->
-  activation``, called with (X, W, B, Z);
-* :func:`conv_call_info` reads a call of such a function back into a :class:`ConvCallInfo`.
+The fused layer is the form :mod:`trtcompile.ir.fused_layer` defines (a call of the model-local
+function ``trtcompile.ConvBias<Act>_<key>``); the other passes read and rebuild it from there.
 """
 
 from __future__ import annotations
 
 import contextlib
 import gc
-import math
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -23,253 +16,18 @@ import onnx_graphsurgeon as gs
 
 from trtcompile import ir
 from trtcompile.errors import InputError
+from trtcompile.ir.fused_layer import (
+    ACTIVATION_BY_OPTION,
+    ACTIVATION_NAMES,
+    ACTIVATIONS,
+    RESIDUAL_PARAMETERS,
+    SILU,
+    Activation,
+    conv_function,
+    explicit_conv_attrs,
+)
+from trtcompile.ir.rewrite import Match, Reject, RewriteRule, Scope, apply_rule
 from trtcompile.pass_manager import Pass, PassContext, PassResult
-
-# --------------------------------------------------------------------------------------------
-# Activations
-# --------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class _Activation:
-    """An activation the fused layer can end with: its ONNX op, option name and parameters."""
-
-    op: str  # ONNX op type
-    option: str  # kebab-case name in the ``activations`` option
-    title: str  # CamelCase word in the function name
-    params: tuple[tuple[str, str, float | None], ...] = ()  # (param, name tag, ONNX default)
-
-
-_ACTIVATIONS: dict[str, _Activation] = {a.op: a for a in (
-    _Activation("Relu", "relu", "Relu"),
-    _Activation("Clip", "clip", "Clip", (("min", "lo", None), ("max", "hi", None))),
-    _Activation("LeakyRelu", "leaky-relu", "LeakyRelu", (("alpha", "a", 0.01),)),
-    _Activation("Sigmoid", "sigmoid", "Sigmoid"),
-    _Activation("Tanh", "tanh", "Tanh"),
-    _Activation("HardSigmoid", "hard-sigmoid", "HardSigmoid", (("alpha", "a", 0.2), ("beta", "b", 0.5))),
-    _Activation("HardSwish", "hard-swish", "HardSwish"),
-    _Activation("Elu", "elu", "Elu", (("alpha", "a", 1.0),)),
-)}
-#: SiLU (Swish with beta 1): ``Mul(x, Sigmoid(x))``, two ONNX nodes reading the same tensor (opset
-#: 17 has no single op for it). Exported PyTorch and YOLO models write every SiLU this way.
-_SILU = _Activation("Mul", "silu", "Silu")
-_ACTIVATION_BY_OPTION = {a.option: a for a in (*_ACTIVATIONS.values(), _SILU)}
-
-#: Option names of every activation the pass can fuse (the default of ``activations``).
-ACTIVATION_NAMES: tuple[str, ...] = tuple(_ACTIVATION_BY_OPTION)
-
-#: The attributes every fused conv body states explicitly, in name order.
-CONV_ATTRS = ("kernel_shape", "strides", "pads", "dilations", "group")
-
-#: Parameter names (X, W, B, Z) of the functions that add a residual. TensorRT's ONNX parser binds
-#: a call's arguments to the parameters one after the other, by name, in one namespace: an
-#: argument named like an earlier parameter (a residual Z named ``x`` where ``x`` is X's
-#: parameter) reads that parameter's tensor instead (measured on TensorRT-RTX 1.7 with residuals
-#: named ``x``, ``w`` and ``b``: the parse fails on the residual Add's shapes). Residuals are
-#: arbitrary model tensors, so these functions use parameter names in the project's namespace, and
-#: a residual named like one is not fused.
-RESIDUAL_PARAMETERS = ("trtcompile.x", "trtcompile.w", "trtcompile.b", "trtcompile.z")
-
-
-def _number_tag(value: float) -> str:
-    """A float as it may appear in a function name: ``0.1`` -> ``0p1``, ``-1.5`` -> ``m1p5``."""
-    if math.isinf(value):
-        return "minf" if value < 0 else "inf"
-    text = np.format_float_positional(np.float32(value), trim="-")
-    return text.replace("-", "m").replace(".", "p")
-
-
-# --------------------------------------------------------------------------------------------
-# Fused conv functions: build and read back
-# --------------------------------------------------------------------------------------------
-
-
-@dataclass
-class ConvCallInfo:
-    """What a call of a fused conv function computes.
-
-    ``attrs`` holds the explicit conv attributes (:data:`CONV_ATTRS`, lists of ints and ``group``);
-    ``activation`` is the option name of the activation (``relu``, ``clip``, ...) or None;
-    ``activation_params`` its parameters (``{"alpha": 0.1}``, ``{"min": 0.0, "max": 6.0}``);
-    ``weights`` and ``bias`` are the call's W and B initializers; ``residual`` is the call's fourth
-    input Z, a run-time tensor of the conv output's shape added before the activation, or None.
-    A pass that rebuilds the call from this description must carry Z over or leave the call alone.
-    """
-
-    node: gs.Node
-    function: gs.Function
-    attrs: dict[str, Any]
-    activation: str | None
-    activation_params: dict[str, float]
-    weights: gs.Constant
-    bias: gs.Constant
-    residual: gs.Tensor | None = None
-
-    @property
-    def input(self) -> gs.Tensor:
-        """The activation tensor the conv reads (X)."""
-        return self.node.inputs[0]
-
-    @property
-    def output(self) -> gs.Tensor:
-        return self.node.outputs[0]
-
-
-def function_name(attrs: dict[str, Any], activation: str | None = None,
-                  activation_params: dict[str, float] | None = None, dtype: Any = np.float32,
-                  residual: bool = False) -> str:
-    """The specialization key of a fused conv: ``ConvBiasRelu_k3x3_s1x1_p1x1x1x1_d1x1_g1``.
-
-    Two fused convs have the same name if and only if they have the same body. Activation
-    parameters are part of the name (``ConvBiasLeakyRelu_..._a0p1``); a body holding typed
-    constants (Clip bounds) adds the element type when it is not float32; a body that adds a
-    residual input is ``ConvBiasAdd<Act>_...``.
-    """
-    spec = _ACTIVATION_BY_OPTION[activation] if activation else None
-    params = activation_params or {}
-    join = "x".join
-    parts = [
-        "ConvBias" + ("Add" if residual else "") + (spec.title if spec else ""),
-        "k" + join(str(int(v)) for v in attrs["kernel_shape"]),
-        "s" + join(str(int(v)) for v in attrs["strides"]),
-        "p" + join(str(int(v)) for v in attrs["pads"]),
-        "d" + join(str(int(v)) for v in attrs["dilations"]),
-        f"g{int(attrs['group'])}",
-    ]
-    if spec:
-        for param, tag, _ in spec.params:
-            value = params.get(param)
-            if value is not None:
-                parts.append(tag + _number_tag(value))
-        if spec.op == "Clip" and np.dtype(dtype) != np.float32:
-            parts.append(np.dtype(dtype).name)
-    return "_".join(parts)
-
-
-def conv_function(graph: gs.Graph, attrs: dict[str, Any], activation: str | None = None,
-                  activation_params: dict[str, float] | None = None,
-                  dtype: Any = np.float32, residual: bool = False) -> gs.Function:
-    """The fused conv function for ``attrs`` and ``activation``, created in ``graph`` if missing.
-
-    ``attrs`` must hold every entry of :data:`CONV_ATTRS` (no ``auto_pad``). The body is
-    ``Conv(x, w, b)`` with those attributes, then with ``residual`` ``Add(conv_out, z)`` of a fourth
-    input ``z``, then the activation node; ``dtype`` types the Clip bound constants. Returns the
-    function the graph holds under the specialization name.
-    """
-    missing = [key for key in CONV_ATTRS if key not in attrs]
-    if missing:
-        raise ValueError(f"conv attributes missing: {missing}")
-    name = function_name(attrs, activation, activation_params, dtype, residual)
-    existing = ir.find_function(graph, name)
-    if existing is not None:
-        return existing
-
-    params = activation_params or {}
-    x, w, b = (gs.Variable(n) for n in (RESIDUAL_PARAMETERS[:3] if residual else ("x", "w", "b")))
-    inputs_of_body = [x, w, b]
-    conv_out = gs.Variable("conv_out" if activation or residual else "y")
-    body = [gs.Node("Conv", name="conv", inputs=[x, w, b], outputs=[conv_out], attrs={
-        "kernel_shape": [int(v) for v in attrs["kernel_shape"]],
-        "strides": [int(v) for v in attrs["strides"]],
-        "pads": [int(v) for v in attrs["pads"]],
-        "dilations": [int(v) for v in attrs["dilations"]],
-        "group": int(attrs["group"]),
-    })]
-    output = conv_out
-    if residual:
-        z = gs.Variable(RESIDUAL_PARAMETERS[3])
-        inputs_of_body.append(z)
-        output = gs.Variable("sum" if activation else "y")
-        body.append(gs.Node("Add", name="residual", inputs=[conv_out, z], outputs=[output]))
-    if activation:
-        spec = _ACTIVATION_BY_OPTION[activation]
-        inputs: list[gs.Tensor] = [output]
-        output = gs.Variable("y")
-        node_attrs: dict[str, Any] = {}
-        if spec is _SILU:
-            gate = gs.Variable("gate")
-            body.append(gs.Node("Sigmoid", name="gate", inputs=[inputs[0]], outputs=[gate]))
-            inputs.append(gate)
-        elif spec.op == "Clip":
-            # Clip (opset >= 11) takes its bounds as inputs: constants of the body, typed like x.
-            for bound in ("min", "max"):
-                if params.get(bound) is None:
-                    inputs.append(gs.Variable.empty())
-                    continue
-                bound_tensor = gs.Variable(bound)
-                body.append(gs.Node("Constant", name=f"{bound}_value", outputs=[bound_tensor],
-                                    attrs={"value": gs.Constant(f"{bound}_const", np.array(
-                                        params[bound], dtype=np.dtype(dtype)))}))
-                inputs.append(bound_tensor)
-            while inputs and inputs[-1].is_empty():
-                inputs.pop()
-        else:
-            node_attrs = {param: float(params[param]) for param, _, _ in spec.params
-                          if params.get(param) is not None}
-        body.append(gs.Node(spec.op, name="activation", inputs=inputs, outputs=[output],
-                            attrs=node_attrs))
-    function = gs.Function(name, domain=ir.TRTCOMPILE_DOMAIN, nodes=body, inputs=inputs_of_body,
-                           outputs=[output], opset=ir.opset(graph))
-    return ir.add_local_function(graph, function)
-
-
-def _ints(value: Any) -> list[int]:
-    return [int(v) for v in value]
-
-
-def conv_call_info(graph: gs.Graph, node: gs.Node) -> ConvCallInfo | None:
-    """The :class:`ConvCallInfo` of ``node`` if it calls a fused conv function with constant W and B
-    (and, for ``ConvBiasAdd...`` functions, a residual input Z), else None. Reads the function body,
-    not its name."""
-    if not ir.is_fused_layer(node) or len(node.inputs) not in (3, 4) or len(node.outputs) != 1:
-        return None
-    function = ir.function_of(graph, node)
-    if function is None or not function.nodes or len(function.inputs) != len(node.inputs):
-        return None
-    weights, bias = node.inputs[1], node.inputs[2]
-    if not isinstance(weights, gs.Constant) or not isinstance(bias, gs.Constant):
-        return None
-    conv = function.nodes[0]
-    if conv.op != "Conv" or list(conv.inputs) != list(function.inputs[:3]):
-        return None
-    if any(key not in conv.attrs for key in CONV_ATTRS) or "auto_pad" in conv.attrs:
-        return None
-    attrs = {key: _ints(conv.attrs[key]) if key != "group" else int(conv.attrs[key])
-             for key in CONV_ATTRS}
-    rest = [n for n in function.nodes[1:] if n.op != "Constant"]
-    residual = None
-    if len(function.inputs) == 4:
-        # The residual Add reads the conv's result and the fourth input, in either order.
-        add = rest.pop(0) if rest else None
-        if (add is None or add.op != "Add" or len(add.inputs) != 2
-                or {id(t) for t in add.inputs} != {id(conv.outputs[0]), id(function.inputs[3])}):
-            return None
-        residual = node.inputs[3]
-    if not rest:
-        return ConvCallInfo(node, function, attrs, None, {}, weights, bias, residual)
-    if (len(rest) == 2 and rest[0].op == "Sigmoid" and rest[1].op == "Mul"
-            and len(rest[1].inputs) == 2 and len(rest[0].inputs) == 1
-            and {id(t) for t in rest[1].inputs} == {id(rest[0].inputs[0]), id(rest[0].outputs[0])}):
-        return ConvCallInfo(node, function, attrs, _SILU.option, {}, weights, bias, residual)
-    if len(rest) != 1 or rest[0].op not in _ACTIVATIONS:
-        return None
-    activation_node = rest[0]
-    spec = _ACTIVATIONS[activation_node.op]
-    params: dict[str, float] = {}
-    if spec.op == "Clip":
-        for bound, tensor in zip(("min", "max"), activation_node.inputs[1:]):
-            value = ir.constant_value(tensor) if not tensor.is_empty() else None
-            if value is not None:
-                params[bound] = float(np.asarray(value).reshape(-1)[0])
-    else:
-        for param, _, default in spec.params:
-            params[param] = float(activation_node.attrs.get(param, default))
-    return ConvCallInfo(node, function, attrs, spec.option, params, weights, bias, residual)
-
-
-# --------------------------------------------------------------------------------------------
-# The pass
-# --------------------------------------------------------------------------------------------
 
 
 @dataclass
@@ -289,7 +47,7 @@ class _Chain:
     steps: list[tuple[str, gs.Node, Any]] = field(default_factory=list)  # (kind, node, payload)
     residual_node: gs.Node | None = None  # the Add of a run-time tensor Z
     residual: gs.Tensor | None = None  # Z
-    activation: _Activation | None = None
+    activation: Activation | None = None
     activation_node: gs.Node | None = None
     gate_node: gs.Node | None = None  # SiLU's Sigmoid, read by the activation Mul
     activation_params: dict[str, float] = field(default_factory=dict)
@@ -322,63 +80,15 @@ class _Stop(Exception):
         self.node = node
 
 
-class _GraphFacts:
-    """What matching asks of the whole graph, each computed at most once per run, on first need:
-    node positions (which residual operand is computed later) and tensor shapes (whether a
-    residual Add broadcasts)."""
+@dataclass
+class _Fusion(Match):
+    """A chain that fuses, as the rewrite driver's candidate."""
 
-    def __init__(self, graph: gs.Graph):
-        self.graph = graph
-        self.outputs = ir.output_names(graph)
-        self._positions: dict[int, int] | None = None
-        self._inferred: dict[str, tuple[int | str, ...]] | None = None
-
-    def position(self, node: gs.Node) -> int:
-        if self._positions is None:
-            self._positions = {id(n): i for i, n in enumerate(self.graph.nodes)}
-        return self._positions[id(node)]
-
-    def shape(self, tensor: gs.Tensor) -> tuple[int | str, ...] | None:
-        """The tensor's dimensions, each an int or a symbol, if every one is known."""
-        known = _known_dims(tensor.shape)
-        if known is not None:
-            return known
-        if self._inferred is None:
-            self._inferred = _inferred_shapes(self.graph)
-        return self._inferred.get(tensor.name)
-
-
-def _known_dims(shape: Any) -> tuple[int | str, ...] | None:
-    if shape is None:
-        return None
-    dims: list[int | str] = []
-    for dim in shape:
-        if isinstance(dim, (int, np.integer)) and dim >= 0:
-            dims.append(int(dim))
-        elif isinstance(dim, str) and dim:
-            dims.append(dim)  # a symbol: equal symbols are equal sizes
-        else:
-            return None
-    return tuple(dims)
-
-
-def _inferred_shapes(graph: gs.Graph) -> dict[str, tuple[int | str, ...]]:
-    """Fully known shapes (ints or symbols) ONNX shape inference gives the main graph's tensors;
-    empty when inference fails (then no residual shape can be proven)."""
-    try:
-        inferred = ir.inferred_dims(graph)
-    except ValueError:
-        return {}
-    shapes: dict[str, tuple[int | str, ...]] = {}
-    for name, dims in inferred.items():
-        known = _known_dims(dims)
-        if known is not None:
-            shapes[name] = known
-    return shapes
+    chain: _Chain | None = None
 
 
 @dataclass(frozen=True)
-class ConvBiasActivationFusion(Pass):
+class ConvBiasActivationFusion(Pass, RewriteRule):
     """Fuse a Conv with its per-channel affine epilogue, a residual Add and an activation into one
     fused layer.
 
@@ -443,85 +153,74 @@ class ConvBiasActivationFusion(Pass):
     """
 
     name: ClassVar[str] = "conv-bias-activation-fusion"
+    anchor_ops: ClassVar[frozenset[str]] = frozenset({"Conv"})
+    # Every chain is matched on the untouched graph first: a residual decision looks at the chain
+    # on the Add's other side, and shape inference reads the whole graph.
+    match_all_first: ClassVar[bool] = True
 
     activations: tuple[str, ...] = ACTIVATION_NAMES
     fold_batchnorm: bool = True
     residual: bool = True
 
     def __post_init__(self) -> None:
-        unknown = [a for a in self.activations if a not in _ACTIVATION_BY_OPTION]
+        unknown = [a for a in self.activations if a not in ACTIVATION_BY_OPTION]
         if unknown:
             raise InputError(f"{self.name}: unknown activation(s) {', '.join(unknown)}; "
                              f"choose from {', '.join(ACTIVATION_NAMES)}")
 
     def run(self, graph: gs.Graph, ctx: PassContext) -> PassResult:
         with _collector_paused():
-            return self._run(graph, ctx)
+            return apply_rule(self, graph, ctx, PassResult(), who=self.name)
 
-    def _run(self, graph: gs.Graph, ctx: PassContext) -> PassResult:
-        result = PassResult()
-        facts = _GraphFacts(graph)
-        # Match every chain on the untouched graph first: a residual decision looks at the chain
-        # on the Add's other side, and shape inference reads the whole graph.
-        chains = [chain for node in graph.nodes
-                  if node.op == "Conv" and ir.is_onnx_op(node)
-                  and (chain := self._match(node, facts, result)) is not None]
-        replaced: dict[int, gs.Node] = {}  # id(node the call replaces) -> call node
-        removed: set[int] = set()
-        scope: ir.NameScope | None = None  # built on the first fusion: O(graph) once
-        for chain in chains:
-            if not ctx.may_rewrite(chain.rule, chain.nodes, result):
-                continue
-            if scope is None:
-                scope = ir.NameScope(graph)
-            call = self._rewrite(graph, chain, scope, facts.outputs, removed, result)
-            if call is None:
-                continue
+    def match(self, node: gs.Node, scope: Scope) -> list[_Fusion | Reject]:
+        chain, stop = self._match(node, scope)
+        found: list[_Fusion | Reject] = [stop] if stop is not None else []
+        if chain is not None:
             # The call's inputs are available where the Conv was, except a residual Z, which is
-            # available before the Add; only the chain's own nodes (now gone) read the
+            # available before the Add; only the chain's own nodes (then gone) read the
             # intermediates, so either place keeps the order topological.
             anchor = chain.nodes[-1] if chain.residual is not None else chain.conv
-            replaced[id(anchor)] = call
-            removed.update(id(n) for n in chain.nodes)
+            found.append(_Fusion(chain.nodes, anchor, chain.rule, chain))
+        return found
 
-        if replaced:
-            graph.nodes = [replaced.get(id(n), n) for n in graph.nodes
-                           if id(n) not in removed or id(n) in replaced]
-        return result
+    def check(self, match: _Fusion, scope: Scope) -> str | None:
+        return self._conv_problem(match.chain.conv)
 
     # Matching ---------------------------------------------------------------------------------
 
-    def _match(self, conv: gs.Node, facts: _GraphFacts, result: PassResult, *,
-               probe: bool = False) -> _Chain | None:
-        """The chain that fuses from ``conv``, or None if nothing does. A probe only follows the
-        chain to the first Add of a computed tensor and records it in ``reaches``."""
+    def _match(self, conv: gs.Node, scope: Scope, *,
+               probe: bool = False) -> tuple[_Chain | None, Reject | None]:
+        """The chain that fuses from ``conv`` (None if nothing does) and why it ends where it does
+        (None if nothing follows that could fuse). A probe only follows the chain to the first
+        Add of a computed tensor and records it in ``reaches``."""
         chain = _Chain(conv)
         current = conv.outputs[0]
         if len(conv.inputs) < 2 or ir.constant_value(conv.inputs[1]) is None:
-            candidates = [n for n in current.outputs if self._is_candidate(n)]
+            candidates = [n for n in current.outputs if self._is_candidate(n, scope)]
             if candidates:
-                result.reject([conv, candidates[0]], "weights are not constant")
-            return None
+                return None, Reject([conv, candidates[0]], "weights are not constant")
+            return None, None
+        stopped: Reject | None = None
         try:
             while True:
                 readers = current.outputs
-                candidates = [n for n in readers if self._is_candidate(n)]
+                candidates = [n for n in readers if self._is_candidate(n, scope)]
                 if not candidates:
                     break
                 what = "conv output" if current is conv.outputs[0] else f"intermediate '{current.name}'"
-                if current.name in facts.outputs:
+                if current.name in scope.outputs:
                     raise _Stop(f"intermediate '{current.name}' is a graph output", candidates[0])
-                silu = _silu_nodes(current, facts.outputs)
+                silu = _silu_nodes(current, scope.outputs)
                 if silu is not None:
-                    if _SILU.option not in self.activations:
+                    if SILU.option not in self.activations:
                         raise _Stop("activation 'silu' not enabled", silu[1])
-                    chain.activation, chain.activation_params = _SILU, {}
+                    chain.activation, chain.activation_params = SILU, {}
                     chain.gate_node, chain.activation_node = silu
                     break
                 if len(readers) != 1:
                     raise _Stop(f"{what} has {len(readers)} consumers", candidates[0])
                 follower = readers[0]
-                if follower.op in _ACTIVATIONS:
+                if follower.op in ACTIVATIONS:
                     self._match_activation(chain, follower)
                     break
                 if chain.residual_node is not None:
@@ -531,26 +230,27 @@ class ConvBiasActivationFusion(Pass):
                     if probe:
                         chain.reaches = follower
                         break
-                    self._match_residual(chain, follower, current, residual, facts)
+                    self._match_residual(chain, follower, current, residual, scope)
                 elif follower.op == "BatchNormalization":
-                    chain.steps.append(("batchnorm", follower, self._batchnorm(follower, facts)))
+                    chain.steps.append(("batchnorm", follower, self._batchnorm(follower, scope)))
                 else:
                     chain.steps.append(self._match_affine(follower, current, conv))
                 current = follower.outputs[0]
         except _Stop as stop:
             if stop.reason:
-                result.reject([*chain.nodes, *([stop.node] if stop.node is not None else [])],
-                              stop.reason)
+                stopped = Reject([*chain.nodes, *([stop.node] if stop.node is not None else [])],
+                                 stop.reason)
         if probe:
-            return chain
+            return chain, stopped
         if not chain.steps and chain.residual is None and chain.activation is None:
-            return None
-        return chain
+            return None, stopped
+        return chain, stopped
 
-    def _is_candidate(self, node: gs.Node) -> bool:
-        if not ir.is_onnx_op(node):
+    def _is_candidate(self, node: gs.Node, scope: Scope) -> bool:
+        # A node of an If/Loop/Scan body reading the chain's tensor belongs to another scope.
+        if not ir.is_onnx_op(node) or not scope.contains(node):
             return False
-        return node.op in _ACTIVATIONS or node.op in ("Add", "Sub", "Mul", "BatchNormalization")
+        return node.op in ACTIVATIONS or node.op in ("Add", "Sub", "Mul", "BatchNormalization")
 
     def _residual_operand(self, node: gs.Node, current: gs.Tensor) -> gs.Tensor | None:
         """``Z`` if ``node`` is ``Add(current, Z)`` (either order) of a run-time tensor ``Z`` and
@@ -563,8 +263,8 @@ class ConvBiasActivationFusion(Pass):
         return other if ir.constant_value(other) is None else None
 
     def _match_residual(self, chain: _Chain, node: gs.Node, current: gs.Tensor, residual: gs.Tensor,
-                        facts: _GraphFacts) -> None:
-        conv_shape, residual_shape = facts.shape(current), facts.shape(residual)
+                        scope: Scope) -> None:
+        conv_shape, residual_shape = scope.shapes.known(current), scope.shapes.known(residual)
         if conv_shape is None or residual_shape is None:
             unknown = current if conv_shape is None else residual
             raise _Stop(f"residual Add: the shape of '{unknown.name}' is unknown, so the Add may "
@@ -582,14 +282,14 @@ class ConvBiasActivationFusion(Pass):
         if residual.name in RESIDUAL_PARAMETERS[:3]:
             raise _Stop(f"residual '{residual.name}' is named like a parameter of the fused "
                         "function, which TensorRT's parser would bind to the wrong tensor", node)
-        rival = self._rival_conv(node, current, residual, facts)
+        rival = self._rival_conv(node, current, residual, scope)
         if rival is not None:
             raise _Stop(f"the Add's other operand '{residual.name}' (conv '{rival.name}') is computed "
                         "later: its chain takes the Add", node)
         chain.residual_node, chain.residual = node, residual
 
     def _rival_conv(self, add: gs.Node, current: gs.Tensor, residual: gs.Tensor,
-                    facts: _GraphFacts) -> gs.Node | None:
+                    scope: Scope) -> gs.Node | None:
         """The Conv whose chain also reaches ``add`` (through ``residual``) and takes it, being
         computed later (rule 4); None if ``residual`` is not such a chain's result."""
         source = ir.producer(residual)
@@ -605,13 +305,13 @@ class ConvBiasActivationFusion(Pass):
             return None
         if self._conv_problem(conv) is not None:
             return None  # it cannot fuse, so it cannot take the Add
-        probe = self._match(conv, facts, PassResult(), probe=True)
+        probe, _ = self._match(conv, scope, probe=True)
         if probe is None or probe.reaches is not add:
             return None
-        return conv if facts.position(source) > facts.position(ir.producer(current)) else None
+        return conv if scope.position(source) > scope.position(ir.producer(current)) else None
 
     def _match_activation(self, chain: _Chain, node: gs.Node) -> None:
-        spec = _ACTIVATIONS[node.op]
+        spec = ACTIVATIONS[node.op]
         if spec.option not in self.activations:
             raise _Stop(f"activation '{node.op}' not enabled", node)
         params: dict[str, float] = {}
@@ -630,11 +330,11 @@ class ConvBiasActivationFusion(Pass):
                 params[param] = float(node.attrs.get(param, default))
         chain.activation, chain.activation_node, chain.activation_params = spec, node, params
 
-    def _batchnorm(self, node: gs.Node, facts: _GraphFacts) -> dict[str, Any]:
-        graph_outputs = facts.outputs
+    def _batchnorm(self, node: gs.Node, scope: Scope) -> dict[str, Any]:
+        graph_outputs = scope.outputs
         if not self.fold_batchnorm:
             raise _Stop(None)
-        training = _batchnorm_training_form(node, ir.opset(facts.graph))
+        training = _batchnorm_training_form(node, ir.opset(scope.graph))
         if training:
             raise _Stop(f"BatchNormalization in training mode ({training}): it normalizes with "
                         "the batch's statistics, not the running ones", node)
@@ -688,21 +388,18 @@ class ConvBiasActivationFusion(Pass):
         if (len(conv.inputs) > 2 and not conv.inputs[2].is_empty()
                 and ir.constant_value(conv.inputs[2]) is None):
             return "conv bias is not constant"
-        attrs, reason = _explicit_attrs(conv, weights)
+        attrs, reason = explicit_conv_attrs(conv, weights)
         return reason if attrs is None else None
 
-    def _rewrite(self, graph: gs.Graph, chain: _Chain, scope: ir.NameScope, graph_outputs: set[str],
-                 dead: set[int], result: PassResult) -> gs.Node | None:
+    def rewrite(self, match: _Fusion, scope: Scope) -> list[gs.Node]:
+        chain, result = match.chain, scope.result
+        names = scope.names  # collected before this rewrite detaches the chain's tensors
         conv = chain.conv
-        problem = self._conv_problem(conv)
-        if problem is not None:
-            result.reject(chain.nodes, problem)
-            return None
         weights_tensor = conv.inputs[1]
         weights = ir.constant_value(weights_tensor)
         has_bias = len(conv.inputs) > 2 and not conv.inputs[2].is_empty()
         conv_bias = ir.constant_value(conv.inputs[2]) if has_bias else None
-        attrs, _ = _explicit_attrs(conv, weights)
+        attrs, _ = explicit_conv_attrs(conv, weights)
 
         channels = weights.shape[0]
         affine = _Affine(np.ones(channels, np.float64),
@@ -729,40 +426,33 @@ class ConvBiasActivationFusion(Pass):
         prefix = conv.name or "conv"
         if any(kind in ("scale", "batchnorm") for kind, _, _ in chain.steps):
             scaled = weights.astype(np.float64) * affine.scale.reshape((-1,) + (1,) * (weights.ndim - 1))
-            new_weights = gs.Constant(scope.fresh(f"{prefix}_weights"), scaled.astype(weights.dtype))
+            new_weights = gs.Constant(names.fresh(f"{prefix}_weights"),
+                                      scaled.astype(weights.dtype))
         elif isinstance(weights_tensor, gs.Constant):
             new_weights = weights_tensor  # unchanged: the call may share it with other readers
         else:  # a Constant node's output: the call reads an initializer
-            new_weights = gs.Constant(scope.fresh(f"{prefix}_weights"), weights)
+            new_weights = gs.Constant(names.fresh(f"{prefix}_weights"), weights)
         if has_bias and not chain.steps and isinstance(conv.inputs[2], gs.Constant):
             new_bias = conv.inputs[2]
         else:
-            new_bias = gs.Constant(scope.fresh(f"{prefix}_bias"), affine.shift.astype(weights.dtype))
+            new_bias = gs.Constant(names.fresh(f"{prefix}_bias"),
+                                   affine.shift.astype(weights.dtype))
 
         activation = chain.activation.option if chain.activation else None
         residual = chain.residual is not None
-        function = conv_function(graph, attrs, activation, chain.activation_params, weights.dtype,
-                                 residual=residual)
-        output = chain.output
+        function = conv_function(scope.graph, attrs, activation, chain.activation_params,
+                                 weights.dtype, residual=residual)
         inputs = [conv.inputs[0], new_weights, new_bias, *([chain.residual] if residual else [])]
-        call = ir.call(function, conv.name, inputs, [output])
-        read = [tensor for fused in chain.nodes for tensor in fused.inputs]
+        call = ir.call(function, conv.name, inputs, [chain.output])
         for fused in chain.nodes:
             fused.inputs.clear()
             fused.outputs.clear()
-        # Constant nodes that only fed the chain (Clip bounds, BN parameters) go with it.
-        for tensor in read:
-            source = ir.producer(tensor)
-            if (source is not None and source.op == "Constant" and id(source) not in dead
-                    and not any(t.outputs or t.name in graph_outputs for t in source.outputs)):
-                dead.add(id(source))
-                source.outputs.clear()
         if residual:
             result.count("fused_conv_residual")
         if chain.activation:
             result.count(f"fused_conv_{chain.activation.option.replace('-', '_')}")
         result.count("fused_convs")
-        return call
+        return [call]
 
 
 @contextlib.contextmanager
@@ -829,35 +519,4 @@ def _per_channel(value: np.ndarray, rank: int, channels: int) -> np.ndarray | No
     return np.broadcast_to(value.astype(np.float64).reshape(-1), (channels,)).copy()
 
 
-def _explicit_attrs(conv: gs.Node, weights: np.ndarray) -> tuple[dict[str, Any] | None, str]:
-    """Every conv attribute made explicit (``auto_pad`` resolved into pads), or None and why not."""
-    spatial = weights.ndim - 2
-    if spatial < 1:
-        return None, f"weights have rank {weights.ndim}"
-    kernel = _ints(conv.attrs.get("kernel_shape", weights.shape[2:]))
-    if kernel != list(weights.shape[2:]):
-        return None, f"kernel_shape {kernel} differs from the weights' shape {list(weights.shape[2:])}"
-    strides = _ints(conv.attrs.get("strides", [1] * spatial))
-    dilations = _ints(conv.attrs.get("dilations", [1] * spatial))
-    group = int(conv.attrs.get("group", 1))
-    auto_pad = ir.text_attr(conv, "auto_pad", "NOTSET")
-    if auto_pad == "NOTSET":
-        pads = _ints(conv.attrs.get("pads", [0] * (2 * spatial)))
-    elif auto_pad == "VALID":
-        pads = [0] * (2 * spatial)
-    elif auto_pad in ("SAME_UPPER", "SAME_LOWER"):
-        input_shape = conv.inputs[0].shape
-        sizes = (list(input_shape[2:]) if input_shape and len(input_shape) == spatial + 2
-                 else [None] * spatial)
-        pads = ir.same_pads(auto_pad, kernel, strides, dilations, sizes)
-        if pads is None:
-            return None, (f"auto_pad {auto_pad} with strides {strides} needs a static input "
-                          "spatial shape")
-    else:
-        return None, f"unknown auto_pad '{auto_pad}'"
-    return {"kernel_shape": kernel, "strides": strides, "pads": pads, "dilations": dilations,
-            "group": group}, ""
-
-
-__all__ = ["ACTIVATION_NAMES", "CONV_ATTRS", "RESIDUAL_PARAMETERS", "ConvBiasActivationFusion",
-           "ConvCallInfo", "conv_call_info", "conv_function", "function_name"]
+__all__ = ["ACTIVATION_NAMES", "ConvBiasActivationFusion"]

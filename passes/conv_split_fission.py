@@ -9,19 +9,32 @@ buffer) instead of TensorRT copying it out of the merged result.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import ClassVar
 
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from passes.conv_bias_activation_fusion import conv_call_info
 from trtcompile import ir
+from trtcompile.ir.fused_layer import conv_call_info
+from trtcompile.ir.rewrite import Match, Reject, RewriteRule, Scope, apply_rule
 from trtcompile.pass_manager import Pass, PassContext, PassResult
 
 
+@dataclass
+class _SplitConv(Match):
+    """A convolution (the anchor) and the channel Split that is its only reader: the weights and
+    bias to cut, how to make one piece, and (after the check) the pieces' sizes."""
+
+    weights: np.ndarray | None = None
+    bias: np.ndarray | None = None
+    make: Callable[[str, list[gs.Tensor], gs.Tensor], gs.Node] | None = None
+    sizes: list[int] | None = None
+
+
 @dataclass(frozen=True)
-class ConvSplitFission(Pass):
+class ConvSplitFission(Pass, RewriteRule):
     """Replace ``Split(conv, axis=1)`` by one convolution per Split output.
 
     Rules:
@@ -46,68 +59,55 @@ class ConvSplitFission(Pass):
 
     name: ClassVar[str] = "conv-split-fission"
 
+    rule: ClassVar[str] = "split-conv"
+
     def run(self, graph: gs.Graph, ctx: PassContext) -> PassResult:
-        result = PassResult()
-        graph_outputs = ir.output_names(graph)
-        replaced: dict[int, list[gs.Node]] = {}
-        removed: set[int] = set()
-        scope: ir.NameScope | None = None
-        for node in graph.nodes:
-            split = self._sole_split(node, graph_outputs, result)
-            if split is None:
-                continue
-            parts = self._parts(graph, node, split, result)
-            if parts is None:
-                continue
-            weights, bias, make = parts
-            sizes = _split_sizes(split, weights.shape[0])
-            if sizes is None:
-                result.reject([node, split], "the Split's sizes are not constant")
-                continue
-            if not ctx.may_rewrite("split-conv", [node, split], result):
-                continue
-            if scope is None:
-                scope = ir.NameScope(graph)
-            pieces = []
-            offset = 0
-            x = node.inputs[0]
-            for index, (size, output) in enumerate(zip(sizes, list(split.outputs))):
-                w = gs.Constant(scope.fresh(f"{node.name}_weights_{index}"),
-                                np.ascontiguousarray(weights[offset:offset + size]))
-                b = gs.Constant(scope.fresh(f"{node.name}_bias_{index}"),
-                                np.ascontiguousarray(bias[offset:offset + size]))
-                pieces.append(make(scope.fresh(f"{node.name}_part{index}"), [x, w, b], output))
-                offset += size
-            sizes_source = ir.producer(split.inputs[1]) if len(split.inputs) > 1 else None
-            split.inputs.clear()
-            split.outputs.clear()
-            if (sizes_source is not None and sizes_source.op == "Constant"
-                    and not any(t.outputs or t.name in graph_outputs for t in sizes_source.outputs)):
-                removed.add(id(sizes_source))  # the sizes fed only this Split
-            node.inputs.clear()
-            node.outputs.clear()
-            replaced[id(node)] = pieces
-            removed.add(id(split))
-            result.count("split_convs")
-            result.count("conv_pieces", len(pieces))
-        if replaced:
-            nodes: list[gs.Node] = []
-            for node in graph.nodes:
-                if id(node) in removed:
-                    continue
-                nodes.extend(replaced.get(id(node), [node]))
-            graph.nodes = nodes
-        return result
+        return apply_rule(self, graph, ctx, PassResult(), who=self.name)
+
+    def match(self, node: gs.Node, scope: Scope) -> _SplitConv | Reject | None:
+        split = self._sole_split(node, scope.outputs)
+        if not isinstance(split, gs.Node):
+            return split
+        parts = self._parts(scope.graph, node, split)
+        if not isinstance(parts, tuple):
+            return parts
+        weights, bias, make = parts
+        return _SplitConv([node, split], node, "", weights, bias, make)
+
+    def check(self, match: _SplitConv, scope: Scope) -> str | None:
+        match.sizes = _split_sizes(match.nodes[1], match.weights.shape[0])
+        return "the Split's sizes are not constant" if match.sizes is None else None
+
+    def rewrite(self, match: _SplitConv, scope: Scope) -> list[gs.Node]:
+        node, split = match.nodes
+        names = scope.names
+        pieces = []
+        offset = 0
+        x = node.inputs[0]
+        for index, (size, output) in enumerate(zip(match.sizes, list(split.outputs))):
+            w = gs.Constant(names.fresh(f"{node.name}_weights_{index}"),
+                            np.ascontiguousarray(match.weights[offset:offset + size]))
+            b = gs.Constant(names.fresh(f"{node.name}_bias_{index}"),
+                            np.ascontiguousarray(match.bias[offset:offset + size]))
+            pieces.append(match.make(names.fresh(f"{node.name}_part{index}"), [x, w, b], output))
+            offset += size
+        for replaced in (split, node):
+            replaced.inputs.clear()
+            replaced.outputs.clear()
+        scope.count("split_convs")
+        scope.count("conv_pieces", len(pieces))
+        return pieces
 
     @staticmethod
-    def _sole_split(node: gs.Node, graph_outputs: set[str], result: PassResult) -> gs.Node | None:
+    def _sole_split(node: gs.Node, graph_outputs: set[str]) -> gs.Node | Reject | None:
+        """The channel Split that is the conv's only reader (rule 1), why there is none, or None."""
         if len(node.outputs) != 1 or not (node.op == "Conv" or ir.is_fused_layer(node)):
             return None
         output = node.outputs[0]
         if not ir.has_single_use(output, graph_outputs):
             splits = [r for r in output.outputs if r.op == "Split"]
             if splits:
-                result.reject([node, splits[0]], "the conv's output is read besides the Split "
+                return Reject([node, splits[0]], "the conv's output is read besides the Split "
                                                  "(or is a graph output): its readers need it whole")
             return None
         reader = output.outputs[0]
@@ -120,24 +120,21 @@ class ConvSplitFission(Pass):
                     else weights.ndim if weights is not None else None)  # conv output rank
             axis = axis + rank if rank is not None else axis
         if axis != 1:
-            result.reject([node, reader], f"the Split is on axis {axis}, not the channels")
-            return None
+            return Reject([node, reader], f"the Split is on axis {axis}, not the channels")
         return reader
 
     @staticmethod
-    def _parts(graph: gs.Graph, node: gs.Node, split: gs.Node, result: PassResult):
-        """(W, B, make piece) for a splittable conv, or None with the rejection recorded."""
+    def _parts(graph: gs.Graph, node: gs.Node, split: gs.Node):
+        """(W, B, make piece) for a splittable conv, why it is not one, or None."""
         if node.op == "Conv" and ir.is_onnx_op(node):
             weights = ir.constant_value(node.inputs[1]) if len(node.inputs) > 1 else None
             if weights is None:
-                result.reject([node, split], "weights are not constant")
-                return None
+                return Reject([node, split], "weights are not constant")
             has_bias = len(node.inputs) > 2 and not node.inputs[2].is_empty()
             bias = ir.constant_value(node.inputs[2]) if has_bias else np.zeros(
                 weights.shape[0], weights.dtype)
             if bias is None:
-                result.reject([node, split], "conv bias is not constant")
-                return None
+                return Reject([node, split], "conv bias is not constant")
             group = int(node.attrs.get("group", 1))
             attrs = dict(node.attrs)
 
@@ -148,17 +145,15 @@ class ConvSplitFission(Pass):
             if info is None:
                 return None
             if info.residual is not None:
-                result.reject([node, split], "the fused conv adds a residual input, which would "
+                return Reject([node, split], "the fused conv adds a residual input, which would "
                                              "need splitting too")
-                return None
             weights, bias, group = info.weights.values, info.bias.values, info.attrs["group"]
 
             def make(name, inputs, output):
                 return ir.call(info.function, name, inputs, [output])
         if group != 1:
-            result.reject([node, split], f"grouped convolution (group={group}): a block of its "
+            return Reject([node, split], f"grouped convolution (group={group}): a block of its "
                                          "output channels reads only its own input channels")
-            return None
         return weights, np.asarray(bias).reshape(-1), make
 
 

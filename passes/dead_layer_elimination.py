@@ -39,15 +39,14 @@ class DeadLayerElimination(Pass):
     def run(self, graph: gs.Graph, ctx: PassContext) -> PassResult:
         result = PassResult()
         graph_outputs = ir.output_names(graph)
-        graph_inputs = {t.name for t in graph.inputs}
         for node in list(graph.nodes):
             if node.op == "Identity" and self.identity:
-                if self._bypass(node, graph_inputs, graph_outputs, result, ctx):
+                if self._bypass(node, graph_outputs, result, ctx):
                     result.count("removed_identity")
             elif node.op == "Dropout" and self.dropout:
                 if not self._is_inference_dropout(node, graph_outputs, result):
                     continue
-                if self._bypass(node, graph_inputs, graph_outputs, result, ctx):
+                if self._bypass(node, graph_outputs, result, ctx):
                     result.count("removed_dropout")
 
         bypassed = result.counts.get("removed_identity", 0) + result.counts.get("removed_dropout", 0)
@@ -98,29 +97,15 @@ class DeadLayerElimination(Pass):
         return True
 
     @staticmethod
-    def _bypass(node: gs.Node, graph_inputs: set[str], graph_outputs: set[str],
-                result: PassResult, ctx: PassContext) -> bool:
+    def _bypass(node: gs.Node, graph_outputs: set[str], result: PassResult,
+                ctx: PassContext) -> bool:
         """Rewire around a node that passes its first input through to its first output."""
-        source, target = node.inputs[0], node.outputs[0]
-        if target.name in graph_outputs:
-            source_producer = ir.producer(source)
-            if (source_producer is None or source.name in graph_inputs
-                    or source.name in graph_outputs):
-                result.reject(node, f"{node.op} output '{target.name}' is a graph output and its "
-                                    "input cannot take that name")
-                return False
-            if not ctx.may_rewrite(f"bypass-{node.op.lower()}", node, result):
-                return False
-            # The producer writes the graph output directly; other readers of the source follow.
-            ir.replace_uses(source, target)
-            index = source_producer.outputs.index(source)
-            source_producer.outputs[index] = target
-            node.inputs.clear()
-            node.outputs.clear()
-            return True
+        if not ir.rewrite.can_bypass(node, graph_outputs):
+            result.reject(node, f"{node.op} output '{node.outputs[0].name}' is a graph output and "
+                                "its input cannot take that name")
+            return False
         if not ctx.may_rewrite(f"bypass-{node.op.lower()}", node, result):
             return False
-        ir.replace_uses(target, source)
-        node.inputs.clear()
-        node.outputs.clear()
+        # Readers of the output read the input; a graph output is written by the input's producer.
+        ir.rewrite.bypass(node, graph_outputs)
         return True

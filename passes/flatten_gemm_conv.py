@@ -19,11 +19,22 @@ import numpy as np
 import onnx_graphsurgeon as gs
 
 from trtcompile import ir
+from trtcompile.ir.rewrite import Match, Reject, RewriteRule, Scope, apply_rule
 from trtcompile.pass_manager import Pass, PassContext, PassResult
 
 
+@dataclass
+class _GemmConv(Match):
+    """A Gemm/MatMul (the anchor) reading the flatten of a ``[N, C, H, W]`` map: ``map_shape`` is
+    ``(C, H, W)``; the check fills in the kernel ``[M, C*H*W]`` and the bias."""
+
+    map_shape: tuple[int, int, int] = (0, 0, 0)
+    weights: np.ndarray | None = None
+    bias: np.ndarray | None = None
+
+
 @dataclass(frozen=True)
-class FlattenGemmConv(Pass):
+class FlattenGemmConv(Pass, RewriteRule):
     """Replace ``Gemm``/``MatMul`` of a flattened ``[N, C, H, W]`` map by ``Conv`` + ``Flatten``.
 
     Rules:
@@ -56,118 +67,86 @@ class FlattenGemmConv(Pass):
     """
 
     name: ClassVar[str] = "flatten-gemm-conv"
+    anchor_ops: ClassVar[frozenset[str]] = frozenset({"Flatten", "Reshape"})
+    rule: ClassVar[str] = "gemm-to-conv"
 
     def run(self, graph: gs.Graph, ctx: PassContext) -> PassResult:
-        result = PassResult()
-        flats = [node for node in graph.nodes if ir.is_onnx_op(node)
-                 and node.op in ("Flatten", "Reshape") and len(node.outputs) == 1
-                 and any(r.op in ("Gemm", "MatMul") for r in node.outputs[0].outputs)]
-        if not flats:
-            return result
-        graph_outputs = ir.output_names(graph)
-        dims: dict[str, list] | None = None
-        scope: ir.NameScope | None = None
-        added: dict[int, list[gs.Node]] = {}
-        removed: set[int] = set()
-        for flat in flats:
-            x = flat.inputs[0]
-            shape = ir.static_shape(x)
-            if shape is None:
-                if dims is None:
-                    try:
-                        dims = ir.inferred_dims(graph)
-                    except ValueError as exc:
-                        ctx.log(f"flatten-gemm-conv: {exc}; using known shapes")
-                        dims = {}
-                known = dims.get(x.name)
-                shape = tuple(known) if known is not None else None
-            readers = [r for r in flat.outputs[0].outputs if r.op in ("Gemm", "MatMul")]
-            if not self._flattens_map(flat, shape, readers, result):
-                continue
-            channels, height, width = (int(d) for d in shape[1:])
-            features = channels * height * width
-            for reader in readers:
-                kernel = _kernel(reader, flat.outputs[0], features, result)
-                if kernel is None:
-                    continue
-                weights, bias = kernel
-                if not _feeds_kernel(reader.outputs[0], graph_outputs):
-                    result.reject([flat, reader], "the result is not read by a Gemm, MatMul or "
-                                                  "Softmax (through pointwise layers): TensorRT "
-                                                  "would copy the conv's result out of its layout")
-                    continue
-                if not ctx.may_rewrite("gemm-to-conv", [flat, reader], result):
-                    continue
-                if scope is None:
-                    scope = ir.NameScope(graph)
-                units = weights.shape[0]
-                output = reader.outputs[0]
-                conv_out = gs.Variable(scope.fresh(f"{reader.name}_map"), dtype=output.dtype)
-                inputs = [x, gs.Constant(scope.fresh(f"{reader.name}_kernel"), np.ascontiguousarray(
-                    weights.reshape(units, channels, height, width)))]
-                if bias is not None:
-                    inputs.append(gs.Constant(scope.fresh(f"{reader.name}_bias"), bias))
-                conv = gs.Node("Conv", name=scope.fresh(f"{reader.name}_conv"),
-                               attrs={"kernel_shape": [height, width]}, inputs=inputs,
-                               outputs=[conv_out])
-                flatten = gs.Node("Flatten", name=scope.fresh(f"{reader.name}_flatten"),
-                                  attrs={"axis": 1}, inputs=[conv_out], outputs=[output])
-                reader.inputs.clear()
-                reader.outputs.clear()
-                added[id(reader)] = [conv, flatten]
-                removed.add(id(reader))
-                result.count("gemm_convs" if reader.op == "Gemm" else "matmul_convs")
-            if not flat.outputs[0].outputs and flat.outputs[0].name not in graph_outputs:
-                target = ir.producer(flat.inputs[1]) if len(flat.inputs) > 1 else None
-                if (target is not None and target.op == "Constant" and not any(
-                        t.outputs != [flat] or t.name in graph_outputs for t in target.outputs)):
-                    removed.add(id(target))  # the shape fed only this Reshape
-                flat.inputs.clear()
-                flat.outputs.clear()
-                removed.add(id(flat))
-        if added:
-            nodes: list[gs.Node] = []
-            for node in graph.nodes:
-                nodes.extend(added.get(id(node), []))
-                if id(node) not in removed:
-                    nodes.append(node)
-            graph.nodes = nodes
-        return result
+        return apply_rule(self, graph, ctx, PassResult(), who=self.name)
+
+    def match(self, flat: gs.Node, scope: Scope) -> list[_GemmConv] | Reject | None:
+        """One candidate per Gemm/MatMul reading the flatten of a map (rules 1-2); the flatten
+        goes with the last of its readers to become a convolution."""
+        if len(flat.outputs) != 1:
+            return None
+        readers = [r for r in flat.outputs[0].outputs if r.op in ("Gemm", "MatMul")]
+        if not readers:
+            return None
+        shape = scope.shapes.shape(flat.inputs[0])
+        reason = self._flattens_map(flat, shape)
+        if reason is not None:
+            return Reject([flat, readers[0]], reason)
+        return [_GemmConv([flat, reader], reader, map_shape=tuple(int(d) for d in shape[1:]))
+                for reader in readers]
+
+    def check(self, match: _GemmConv, scope: Scope) -> str | Reject | None:
+        flat, reader = match.nodes
+        channels, height, width = match.map_shape
+        kernel = _kernel(reader, flat.outputs[0], channels * height * width)
+        if isinstance(kernel, str):
+            return Reject([reader], kernel)
+        match.weights, match.bias = kernel
+        if not _feeds_kernel(reader.outputs[0], scope.outputs):
+            return ("the result is not read by a Gemm, MatMul or Softmax (through pointwise "
+                    "layers): TensorRT would copy the conv's result out of its layout")
+        return None
+
+    def rewrite(self, match: _GemmConv, scope: Scope) -> list[gs.Node]:
+        flat, reader = match.nodes
+        names = scope.names
+        channels, height, width = match.map_shape
+        units = match.weights.shape[0]
+        output = reader.outputs[0]
+        conv_out = gs.Variable(names.fresh(f"{reader.name}_map"), dtype=output.dtype)
+        inputs = [flat.inputs[0], gs.Constant(names.fresh(f"{reader.name}_kernel"),
+                                              np.ascontiguousarray(match.weights.reshape(
+                                                  units, channels, height, width)))]
+        if match.bias is not None:
+            inputs.append(gs.Constant(names.fresh(f"{reader.name}_bias"), match.bias))
+        conv = gs.Node("Conv", name=names.fresh(f"{reader.name}_conv"),
+                       attrs={"kernel_shape": [height, width]}, inputs=inputs, outputs=[conv_out])
+        flatten = gs.Node("Flatten", name=names.fresh(f"{reader.name}_flatten"),
+                          attrs={"axis": 1}, inputs=[conv_out], outputs=[output])
+        reader.inputs.clear()
+        reader.outputs.clear()
+        scope.count("gemm_convs" if reader.op == "Gemm" else "matmul_convs")
+        return [conv, flatten]
 
     @staticmethod
-    def _flattens_map(flat: gs.Node, shape, readers: list[gs.Node], result: PassResult) -> bool:
-        """Whether ``flat`` flattens a known ``[N, C, H, W]`` map with more than one position."""
-        nodes = [flat, readers[0]]
+    def _flattens_map(flat: gs.Node, shape) -> str | None:
+        """None if ``flat`` flattens a known ``[N, C, H, W]`` map with more than one position, else
+        why not."""
         if shape is None or len(shape) != 4:
-            result.reject(nodes, "the flattened tensor is not of known rank 4")
-            return False
+            return "the flattened tensor is not of known rank 4"
         if not all(isinstance(d, int) and d > 0 for d in shape[1:]):
-            result.reject(nodes, "the channels and spatial dimensions are not all known")
-            return False
+            return "the channels and spatial dimensions are not all known"
         features = math.prod(shape[1:])
         if flat.op == "Flatten":
             if int(flat.attrs.get("axis", 1)) % 4 != 1:
-                result.reject(nodes, "the Flatten is not on axis 1")
-                return False
+                return "the Flatten is not on axis 1"
         else:
             target = ir.constant_value(flat.inputs[1]) if len(flat.inputs) > 1 else None
             if target is None:
-                result.reject(nodes, "the Reshape's shape is not constant")
-                return False
+                return "the Reshape's shape is not constant"
             target = [int(v) for v in np.asarray(target).reshape(-1)]
             lead = {0} if not int(flat.attrs.get("allowzero", 0)) else set()
             if isinstance(shape[0], int):
                 lead.add(shape[0])
             if len(target) != 2 or not (target[1] == features and target[0] in lead | {-1}
                                         or target[1] == -1 and target[0] in lead):
-                result.reject(nodes, f"the Reshape to {target} is not a flatten to "
-                                     f"[N, {features}]")
-                return False
+                return f"the Reshape to {target} is not a flatten to [N, {features}]"
         if shape[2] * shape[3] == 1:
-            result.reject(nodes, "the map is 1x1: TensorRT reads its flatten in place, so a "
-                                 "convolution gains nothing")
-            return False
-        return True
+            return "the map is 1x1: TensorRT reads its flatten in place, so a convolution gains nothing"
+        return None
 
 
 #: Single-input pointwise ops a result may pass through on its way to the next kernel.
@@ -195,43 +174,36 @@ def _feeds_kernel(tensor: gs.Tensor, graph_outputs: set[str]) -> bool:
     return True
 
 
-def _kernel(reader: gs.Node, flat: gs.Tensor, features: int,
-            result: PassResult) -> tuple[np.ndarray, np.ndarray | None] | None:
+def _kernel(reader: gs.Node, flat: gs.Tensor,
+            features: int) -> tuple[np.ndarray, np.ndarray | None] | str:
     """(kernel as ``[M, features]``, bias ``[M]`` or None) of a Gemm/MatMul reading ``flat``, or
-    None with the rejection recorded."""
-    nodes = [reader]
+    why it has none."""
     if not ir.is_onnx_op(reader) or reader.inputs[0] is not flat or len(reader.inputs) < 2:
-        result.reject(nodes, "the flattened map is not the first operand")
-        return None
+        return "the flattened map is not the first operand"
     matrix = ir.constant_value(reader.inputs[1])
     if matrix is None or matrix.ndim != 2:
-        result.reject(nodes, "the weights are not a constant matrix")
-        return None
+        return "the weights are not a constant matrix"
     if matrix.dtype not in (np.float32, np.float16):
-        result.reject(nodes, f"the weights are {matrix.dtype.name}, not float32 or float16: "
-                             "TensorRT has no float64 and ONNX Runtime's CPU provider no double Conv")
-        return None
+        return (f"the weights are {matrix.dtype.name}, not float32 or float16: TensorRT has no "
+                "float64 and ONNX Runtime's CPU provider no double Conv")
     bias = None
     if reader.op == "Gemm":
         if int(reader.attrs.get("transA", 0)):
-            result.reject(nodes, "transA=1: the Gemm reads the map transposed")
-            return None
+            return "transA=1: the Gemm reads the map transposed"
         matrix = matrix if int(reader.attrs.get("transB", 0)) else matrix.T
         matrix = matrix * matrix.dtype.type(reader.attrs.get("alpha", 1.0))
         if len(reader.inputs) > 2 and not reader.inputs[2].is_empty():
             c = ir.constant_value(reader.inputs[2])
             units = matrix.shape[0]
             if c is None or c.shape not in ((), (1,), (units,), (1, units)):
-                result.reject(nodes, "the bias is not a constant per output unit")
-                return None
+                return "the bias is not a constant per output unit"
             bias = np.ascontiguousarray(np.broadcast_to(
                 c.reshape(-1) * c.dtype.type(reader.attrs.get("beta", 1.0)), (units,)),
                 dtype=matrix.dtype)
     else:
         matrix = matrix.T
     if matrix.shape[1] != features:
-        result.reject(nodes, f"the weights have {matrix.shape[1]} inputs, the map {features}")
-        return None
+        return f"the weights have {matrix.shape[1]} inputs, the map {features}"
     return np.ascontiguousarray(matrix), bias
 
 

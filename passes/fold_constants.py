@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import ClassVar
 
@@ -17,15 +15,6 @@ from trtcompile.pass_manager import Pass, PassContext, PassResult
 #: Ops onnx-graphsurgeon never folds: quantization is expressed in the graph and TensorRT reads the
 #: Q/DQ pairs on weights as precision, so they must stay.
 _NEVER_FOLDED = frozenset({"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear"})
-
-#: Attributes a ``Constant`` node may carry and still become an initializer, with the element type
-#: ONNX gives each (``value`` carries its own; ``sparse_value`` stays a node).
-_CONSTANT_ATTR_DTYPES: dict[str, type | None] = {
-    "value": None, "value_float": np.float32, "value_floats": np.float32,
-    "value_int": np.int64, "value_ints": np.int64, "value_string": np.str_,
-    "value_strings": np.str_,
-}
-_LOWERABLE_CONSTANT_ATTRS = frozenset(_CONSTANT_ATTR_DTYPES)
 
 #: Ops whose outputs only depend on their input's shape.
 _SHAPE_OPS = frozenset({"Shape", "Size"})
@@ -158,12 +147,12 @@ class FoldConstants(Pass):
         constant-part producers are too, so nothing outside is folded past the threshold) are
         folded without a threshold.
         """
-        for subgraph in list(_graphs(graph)):
+        for subgraph in list(ir.scopes(graph)):
             graph_outputs = ir.output_names(subgraph)
             derived: set[int] = set()  # the constant part, in node order
             part: list[gs.Node] = []
             for node in subgraph.nodes:
-                if (node.op in _NEVER_FOLDED or node.op == "Constant" or _subgraphs(node)
+                if (node.op in _NEVER_FOLDED or node.op == "Constant" or ir.subgraphs(node)
                         or not node.inputs or not ir.is_onnx_op(node)):
                     continue
                 if all(t.is_empty() or isinstance(t, gs.Constant) or id(ir.producer(t)) in derived
@@ -189,13 +178,13 @@ class FoldConstants(Pass):
                 id(ir.producer(t)) in whole for t in node.inputs
                 if not t.is_empty() and id(ir.producer(t)) in derived)]
             large = [node for node in chosen if any(
-                (n := _result_bytes(node, t)) is not None and n > self.size_threshold
+                (n := ir.analysis.result_bytes(node, t)) is not None and n > self.size_threshold
                 for t in node.outputs)]
             if not large or not ctx.may_rewrite("fold-large-weights", chosen, result):
                 continue
             island = _Island(subgraph, chosen, evaluates=True)
             folded_counts = PassResult()
-            with _quiet_graphsurgeon():
+            with ir.quiet_graphsurgeon():
                 gs.Graph(nodes=list(chosen), inputs=[], outputs=_island_outputs(island),
                          opset=subgraph.opset or graph.opset,
                          import_domains=subgraph.import_domains or graph.import_domains,
@@ -226,11 +215,11 @@ class FoldConstants(Pass):
             if not island.evaluates:
                 # Only Constant nodes: lowering them is all onnx-graphsurgeon would do.
                 for node in island.nodes:
-                    _lower_constant(node)
+                    ir.lower_constant(node)
                 continue
             for node in island.nodes:
                 if node.op == "Constant":
-                    _lower_constant(node)  # typed as ONNX says, before onnx-graphsurgeon lowers it
+                    ir.lower_constant(node)  # typed as ONNX says, before onnx-graphsurgeon lowers it
             outputs = _island_outputs(island)
             # The island shares its node and tensor objects with the graph, so the folder's
             # tensor.to_constant() rewrites the graph's own tensors.
@@ -238,7 +227,7 @@ class FoldConstants(Pass):
                             opset=island.graph.opset or graph.opset,
                             import_domains=island.graph.import_domains or graph.import_domains,
                             ir_version=ir.IR_VERSION)
-            with _quiet_graphsurgeon():
+            with ir.quiet_graphsurgeon():
                 part.fold_constants(fold_shapes=self.fold_shapes, recurse_subgraphs=False,
                                     partitioning=None, error_ok=True, flatten_subgraphs=False,
                                     size_threshold=self.size_threshold, recurse_functions=False)
@@ -258,21 +247,21 @@ class FoldConstants(Pass):
     def _fold_whole_graph(self, graph: gs.Graph, created: set[int], result: PassResult) -> None:
         """onnx-graphsurgeon on the whole graph: needed to flatten If nodes, which it does in place in
         the node list, and after splitting ranged Shapes."""
-        before = {id(node): node for node in _nodes(graph)}
+        before = {id(node): node for node in ir.scope_nodes(graph)}
         branch_of = {id(body_node): id(node) for node in before.values() if node.op == "If"
-                     for body in _subgraphs(node) for body_node in _nodes(body)}
-        live_before = _live_nodes(graph)
-        for node in list(_nodes(graph)):
-            if node.op == "Constant" and node.outputs and _lowerable(node):
-                _lower_constant(node)  # typed as ONNX says, before onnx-graphsurgeon lowers them
-        with _quiet_graphsurgeon(), _evaluable_ir_version(graph):
+                     for body in ir.subgraphs(node) for body_node in ir.scope_nodes(body)}
+        live_before = ir.live_nodes(graph)
+        for node in list(ir.scope_nodes(graph)):
+            if node.op == "Constant" and node.outputs and ir.is_lowerable_constant(node):
+                ir.lower_constant(node)  # typed as ONNX says, before onnx-graphsurgeon lowers them
+        with ir.quiet_graphsurgeon(), ir.evaluable_ir_version(graph):
             graph.fold_constants(
                 fold_shapes=self.fold_shapes, recurse_subgraphs=True, partitioning=None,
                 error_ok=True, flatten_subgraphs=self.flatten_conditionals,
                 size_threshold=self.size_threshold, recurse_functions=False)
         graph.cleanup(remove_unused_graph_inputs=False, recurse_subgraphs=True,
                       recurse_functions=False)
-        after = {id(node) for node in _nodes(graph)}
+        after = {id(node) for node in ir.scope_nodes(graph)}
         for key, node in before.items():
             if key in after or key in created:  # kept, or made by this pass (ranged Shape split)
                 continue
@@ -315,11 +304,11 @@ class FoldConstants(Pass):
 
         for node in graph.nodes:
             if node.op == "Constant":
-                if _lowerable(node):
+                if ir.is_lowerable_constant(node):
                     island.nodes.append(node)
                     constants.update(t.name for t in node.outputs)
                 continue
-            subgraphs = _subgraphs(node)
+            subgraphs = ir.subgraphs(node)
             foreign = [t for sub in subgraphs for t in sub._foreign_tensors().values()]
             if node.op not in _NEVER_FOLDED and all(is_constant(t) for t in node.inputs) and all(
                     is_constant(t) for t in foreign):
@@ -362,10 +351,10 @@ class FoldConstants(Pass):
 
     def _reject(self, graph: gs.Graph, result: PassResult) -> None:
         """Record why what still looks constant or shape-derived did not fold."""
-        for subgraph in _graphs(graph):
+        for subgraph in ir.scopes(graph):
             for node in subgraph.nodes:
                 if node.op == "Constant":
-                    if not _lowerable(node):
+                    if not ir.is_lowerable_constant(node):
                         result.reject(node, f"Constant with attribute '{next(iter(node.attrs), '')}' "
                                             "cannot become an initializer")
                     continue
@@ -382,14 +371,14 @@ class FoldConstants(Pass):
                             result.reject(node, f"shape of '{source.name}' has dynamic "
                                                 f"dimension(s) {', '.join(dynamic)}")
                     continue
-                if node.op in _NEVER_FOLDED or not node.inputs or _subgraphs(node):
+                if node.op in _NEVER_FOLDED or not node.inputs or ir.subgraphs(node):
                     continue
                 if all(t.is_empty() or isinstance(t, gs.Constant) for t in node.inputs):
                     result.reject(node, self._unfolded_reason(node))
 
     def _unfolded_reason(self, node: gs.Node) -> str:
         for tensor in node.outputs:
-            nbytes = _result_bytes(node, tensor)
+            nbytes = ir.analysis.result_bytes(node, tensor)
             if nbytes is not None and nbytes > self.size_threshold:
                 return (f"result '{tensor.name}' is {nbytes} bytes, above size-threshold "
                         f"{self.size_threshold}")
@@ -413,75 +402,8 @@ def _island_outputs(island: _Island) -> list[gs.Tensor]:
     return outputs
 
 
-def _graphs(graph: gs.Graph) -> Iterator[gs.Graph]:
-    """The graph and its If/Loop/Scan bodies, recursively (not its functions)."""
-    stack = [graph]
-    while stack:
-        current = stack.pop()
-        yield current
-        for node in current.nodes:
-            stack.extend(_subgraphs(node))
-
-
-def _subgraphs(node: gs.Node) -> list[gs.Graph]:
-    """The node's graph attributes (If/Loop/Scan bodies, or a custom op's), cheaply: only nodes that
-    can hold one are inspected, so a walk over a 100k-node graph stays fast."""
-    if node.op in ("If", "Loop", "Scan") or not ir.is_onnx_op(node):
-        return list(node.subgraphs())
-    return []
-
-
-def _nodes(graph: gs.Graph) -> Iterator[gs.Node]:
-    for subgraph in _graphs(graph):
-        yield from subgraph.nodes
-
-
-def _live_nodes(graph: gs.Graph) -> set[int]:
-    """Ids of the nodes some output of their graph depends on (bodies count their own outputs)."""
-    live: set[int] = set()
-    for subgraph in _graphs(graph):
-        members = {id(node) for node in subgraph.nodes}
-        stack = [t.inputs[0] for t in subgraph.outputs if t.inputs]
-        while stack:
-            node = stack.pop()
-            if id(node) in live or id(node) not in members:
-                continue
-            live.add(id(node))
-            stack.extend(t.inputs[0] for t in node.inputs if t.inputs)
-    return live
-
-
 def _is_static(shape) -> bool:
     return all(isinstance(d, (int, np.integer)) and d >= 0 for d in shape)
-
-
-def _lowerable(node: gs.Node) -> bool:
-    if len(node.attrs) != 1:
-        return False
-    key, value = next(iter(node.attrs.items()))
-    return key in _LOWERABLE_CONSTANT_ATTRS and not isinstance(value, gs.Node.AttributeRef)
-
-
-def constant_attr_array(key: str, value) -> np.ndarray:
-    """The tensor a ``Constant`` node's attribute ``key`` holds, in the element type ONNX defines
-    for it: ``value_float(s)`` float32, ``value_int(s)`` int64, ``value_string(s)`` strings;
-    ``value_float(s)`` and ``value_int(s)`` are scalars or 1-D."""
-    if isinstance(value, gs.Constant):
-        return value.values
-    return np.array(value, dtype=_CONSTANT_ATTR_DTYPES[key])
-
-
-def _lower_constant(node: gs.Node) -> None:
-    """Turn a ``Constant`` node's output into an initializer (what onnx-graphsurgeon does first).
-
-    Done here, not left to onnx-graphsurgeon: its lowering is ``np.array(value)``, which makes
-    ``value_float(s)`` float64, and a float64 initializer read by a float op is a model neither the
-    checker nor ONNX Runtime accepts."""
-    key, value = next(iter(node.attrs.items()))
-    array = constant_attr_array(key, value)
-    tensor = node.outputs[0]
-    tensor.to_constant(array)
-    tensor.inputs.clear()
 
 
 def _constant_castlikes_to_casts(graph: gs.Graph, result: PassResult, ctx: PassContext) -> None:
@@ -514,6 +436,18 @@ def _range_is_static(node: gs.Node) -> bool:
     return _is_static(selected)
 
 
+def _infer_shapes(graph: gs.Graph, ctx: PassContext) -> bool:
+    """Give tensors without a shape the one ONNX shape inference finds (main graph); True if some
+    tensor got a shape."""
+    try:
+        return ir.analysis.infer_missing_shapes(graph)
+    except ir.analysis.GraphTooLarge:
+        ctx.log("fold-constants: model above 2 GiB, shape inference skipped")
+    except ValueError as exc:
+        ctx.log(f"fold-constants: shape inference failed, folding with known shapes: {exc}")
+    return False
+
+
 def _split_ranged_shape(graph: gs.Graph, node: gs.Node, scope: ir.NameScope) -> gs.Node:
     """Rewrite ``Shape(x, start, end)`` as ``Slice(Shape(x), start, end)``.
 
@@ -536,99 +470,6 @@ def _split_ranged_shape(graph: gs.Graph, node: gs.Node, scope: ir.NameScope) -> 
     return range_node
 
 
-def _infer_shapes(graph: gs.Graph, ctx: PassContext) -> bool:
-    """Give tensors without a shape the one ONNX shape inference finds (main graph); True if some
-    tensor got a shape."""
-    try:
-        model = ir.export_model(graph.copy())
-        if model.ByteSize() > onnx.checker.MAXIMUM_PROTOBUF:
-            ctx.log("fold-constants: model above 2 GiB, shape inference skipped")
-            return False
-        inferred = onnx.shape_inference.infer_shapes(model, data_prop=True)
-    except (onnx.shape_inference.InferenceError, onnx.checker.ValidationError, ValueError) as exc:
-        ctx.log(f"fold-constants: shape inference failed, folding with known shapes: {exc}")
-        return False
-    known = {}
-    for value in inferred.graph.value_info:
-        tensor_type = value.type.tensor_type
-        if not tensor_type.HasField("shape"):
-            continue
-        dims = [d.dim_value if d.HasField("dim_value") else (d.dim_param or None)
-                for d in tensor_type.shape.dim]
-        known[value.name] = (onnx.helper.tensor_dtype_to_np_dtype(tensor_type.elem_type)
-                             if tensor_type.elem_type else None, dims)
-    found = False
-    for node in graph.nodes:
-        for tensor in node.outputs:
-            if isinstance(tensor, gs.Variable) and tensor.shape is None and tensor.name in known:
-                dtype, dims = known[tensor.name]
-                tensor.shape = dims
-                found = True
-                if tensor.dtype is None and dtype is not None:
-                    tensor.dtype = dtype
-    return found
-
-
-def _result_bytes(node: gs.Node, tensor: gs.Tensor) -> int | None:
-    """Size in bytes of ``tensor`` (an output of ``node`` whose inputs are constants), if known
-    statically: from the tensor's shape, else from the op's shape inference on the constant inputs."""
-    shape, dtype = tensor.shape, tensor.dtype
-    if shape is None or not _is_static(shape) or dtype is None:
-        inputs = [t for t in node.inputs if not t.is_empty()]
-        try:
-            from onnx_graphsurgeon.exporters.onnx_exporter import OnnxExporter
-
-            proto = OnnxExporter.export_node(node)
-            schema = onnx.defs.get_schema(node.op, onnx.defs.onnx_opset_version(), node.domain or "")
-            types = {t.name: onnx.helper.make_tensor_type_proto(
-                onnx.helper.np_dtype_to_tensor_dtype(t.values.dtype), t.values.shape) for t in inputs}
-            # Shape-like inputs (small) are passed as data so ops like Expand or ConstantOfShape
-            # infer their output shape.
-            data = {t.name: onnx.numpy_helper.from_array(t.values, t.name)
-                    for t in inputs if t.values.size <= 64}
-            outputs = onnx.shape_inference.infer_node_outputs(schema, proto, types, data)
-        except Exception:  # noqa: BLE001 - only words a rejection; "size unknown" is a fine answer
-            return None
-        type_proto = outputs.get(tensor.name)
-        if type_proto is None or not type_proto.tensor_type.HasField("shape"):
-            return None
-        dims = [d.dim_value if d.HasField("dim_value") else None
-                for d in type_proto.tensor_type.shape.dim]
-        if not _is_static(dims):
-            return None
-        shape, dtype = dims, onnx.helper.tensor_dtype_to_np_dtype(type_proto.tensor_type.elem_type)
-    return int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
-
-
-@contextlib.contextmanager
-def _evaluable_ir_version(graph: gs.Graph):
-    """Make every (sub)graph export with an IR version ONNX Runtime loads while folding.
-
-    onnx-graphsurgeon evaluates each If/Loop/Scan body as a model of its own; a body carries no IR
-    version, so it would be written with onnx's newest one, which ONNX Runtime rejects.
-    """
-    previous = [(g, g.ir_version) for g in _graphs(graph)]
-    for g, version in previous:
-        if version is None or version > ir.IR_VERSION:
-            g.ir_version = ir.IR_VERSION
-    try:
-        yield
-    finally:
-        for g, version in previous:
-            g.ir_version = version
-
-
-@contextlib.contextmanager
-def _quiet_graphsurgeon():
-    """onnx-graphsurgeon logs folding failures as warnings; the pass reports them as rejections."""
-    from onnx_graphsurgeon.logger import G_LOGGER
-
-    previous = G_LOGGER.severity
-    G_LOGGER.severity = G_LOGGER.ERROR
-    try:
-        yield
-    finally:
-        G_LOGGER.severity = previous
 
 
 __all__ = ["FoldConstants"]

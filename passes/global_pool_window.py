@@ -18,6 +18,8 @@ import numpy as np
 import onnx_graphsurgeon as gs
 
 from trtcompile import ir
+from trtcompile.ir.fused_layer import is_fused_conv
+from trtcompile.ir.rewrite import Match, Reject, RewriteRule, Scope, apply_rule
 from trtcompile.pass_manager import Pass, PassContext, PassResult
 
 #: Largest pooling window TensorRT builds: the product of the window's dimensions must stay below
@@ -31,8 +33,16 @@ _CONV_READERS = frozenset({"Conv"})
 _MATRIX_READERS = frozenset({"Gemm", "MatMul"})
 
 
+@dataclass
+class _WindowPool(Match):
+    """A global mean over the spatial axes: the window it becomes and whether it keeps the dims."""
+
+    spatial: tuple = ()
+    keepdims: bool = True
+
+
 @dataclass(frozen=True)
-class GlobalPoolWindow(Pass):
+class GlobalPoolWindow(Pass, RewriteRule):
     """Replace ``GlobalAveragePool(conv)`` read by linear layers with ``AveragePool`` over the map.
 
     Rules:
@@ -69,92 +79,58 @@ class GlobalPoolWindow(Pass):
     """
 
     name: ClassVar[str] = "global-pool-window"
+    anchor_ops: ClassVar[frozenset[str]] = frozenset({"GlobalAveragePool", "ReduceMean"})
+    rule: ClassVar[str] = "window-pool"
 
     def run(self, graph: gs.Graph, ctx: PassContext) -> PassResult:
-        result = PassResult()
-        pools = [node for node in graph.nodes if ir.is_onnx_op(node)
-                 and node.op in ("GlobalAveragePool", "ReduceMean") and len(node.outputs) == 1]
-        if not pools:
-            return result
-        graph_outputs = ir.output_names(graph)
-        dims: dict[str, list] | None = None
-        flattens: list[tuple[gs.Node, gs.Node]] = []
-        removed: set[int] = set()
-        scope: ir.NameScope | None = None
-        for pool in pools:
-            x = pool.inputs[0]
-            shape = ir.static_shape(x)
-            if shape is None:
-                if dims is None:
-                    try:
-                        dims = ir.inferred_dims(graph)
-                    except ValueError as exc:
-                        ctx.log(f"global-pool-window: {exc}; using known shapes")
-                        dims = {}
-                known = dims.get(x.name)
-                shape = tuple(known) if known is not None else None
-            keepdims = self._mean_form(graph, pool, shape, result)
-            if keepdims is None:
-                continue
-            spatial = shape[2:]
-            if not spatial or len(spatial) > 3 or not all(isinstance(d, int) and d > 0 for d in spatial):
-                result.reject(pool, "the spatial dimensions of the input are not all known")
-                continue
-            if math.prod(spatial) > MAX_WINDOW_ELEMENTS:
-                result.reject(pool, f"a {'x'.join(map(str, spatial))} window exceeds TensorRT's "
-                                    f"pooling window limit ({MAX_WINDOW_ELEMENTS + 1} elements)")
-                continue
-            if x.dtype is not None and not np.issubdtype(np.dtype(x.dtype), np.floating):
-                result.reject(pool, f"the input is {np.dtype(x.dtype).name}, not floating point")
-                continue
-            source = ir.producer(x)
-            if source is None or not (source.op == "Conv" and ir.is_onnx_op(source)
-                                      or _is_fused_conv(graph, source)):
-                result.reject(pool, "the input is not a convolution's output: TensorRT fuses "
-                                    "the mean into the producing kernel")
-                continue
-            reason = _non_linear_reader(graph, pool.outputs[0], keepdims, graph_outputs)
-            if reason is not None:
-                result.reject(pool, reason)
-                continue
-            if not ctx.may_rewrite("window-pool", pool, result):
-                continue
-            result.count("windowed_pools" if pool.op == "GlobalAveragePool" else "windowed_means")
-            output = pool.outputs[0]
-            axes_source = ir.producer(pool.inputs[1]) if len(pool.inputs) > 1 else None
-            pool.op = "AveragePool"
-            pool.attrs = {"kernel_shape": [int(d) for d in spatial]}
-            while len(pool.inputs) > 1:
-                pool.inputs.pop()
-            if (axes_source is not None and axes_source.op == "Constant"
-                    and not any(t.outputs or t.name in graph_outputs for t in axes_source.outputs)):
-                removed.add(id(axes_source))  # the axes fed only this ReduceMean
-            if not keepdims:
-                if scope is None:
-                    scope = ir.NameScope(graph)
-                pooled = gs.Variable(scope.fresh(f"{output.name}_window"), dtype=output.dtype)
-                pool.outputs = [pooled]
-                flattens.append((pool, gs.Node("Flatten", name=scope.fresh(f"{pool.name}_flatten"),
-                                               attrs={"axis": 1}, inputs=[pooled],
-                                               outputs=[output])))
-        if flattens or removed:
-            after = {id(pool): flatten for pool, flatten in flattens}
-            nodes: list[gs.Node] = []
-            for node in graph.nodes:
-                if id(node) in removed:
-                    continue
-                nodes.append(node)
-                if id(node) in after:
-                    nodes.append(after[id(node)])
-            graph.nodes = nodes
-        return result
+        return apply_rule(self, graph, ctx, PassResult(), who=self.name)
+
+    def match(self, pool: gs.Node, scope: Scope) -> _WindowPool | Reject | None:
+        if len(pool.outputs) != 1:
+            return None
+        shape = scope.shapes.shape(pool.inputs[0])
+        keepdims = self._mean_form(scope.graph, pool, shape)
+        if isinstance(keepdims, str):
+            return Reject([pool], keepdims)
+        return _WindowPool([pool], spatial=shape[2:], keepdims=keepdims)
+
+    def check(self, match: _WindowPool, scope: Scope) -> str | None:
+        pool, spatial = match.anchor, match.spatial
+        x = pool.inputs[0]
+        if not spatial or len(spatial) > 3 or not all(isinstance(d, int) and d > 0 for d in spatial):
+            return "the spatial dimensions of the input are not all known"
+        if math.prod(spatial) > MAX_WINDOW_ELEMENTS:
+            return (f"a {'x'.join(map(str, spatial))} window exceeds TensorRT's pooling window "
+                    f"limit ({MAX_WINDOW_ELEMENTS + 1} elements)")
+        if x.dtype is not None and not np.issubdtype(np.dtype(x.dtype), np.floating):
+            return f"the input is {np.dtype(x.dtype).name}, not floating point"
+        source = ir.producer(x)
+        if source is None or not (source.op == "Conv" and ir.is_onnx_op(source)
+                                  or is_fused_conv(scope.graph, source)):
+            return ("the input is not a convolution's output: TensorRT fuses the mean into the "
+                    "producing kernel")
+        return _non_linear_reader(scope.graph, pool.outputs[0], match.keepdims, scope.outputs)
+
+    def rewrite(self, match: _WindowPool, scope: Scope) -> list[gs.Node]:
+        pool = match.anchor
+        scope.count("windowed_pools" if pool.op == "GlobalAveragePool" else "windowed_means")
+        output = pool.outputs[0]
+        pool.op = "AveragePool"
+        pool.attrs = {"kernel_shape": [int(d) for d in match.spatial]}
+        while len(pool.inputs) > 1:  # a ReduceMean's axes (their Constant goes with them)
+            pool.inputs.pop()
+        if match.keepdims:
+            return [pool]
+        pooled = gs.Variable(scope.names.fresh(f"{output.name}_window"), dtype=output.dtype)
+        pool.outputs = [pooled]
+        return [pool, gs.Node("Flatten", name=scope.names.fresh(f"{pool.name}_flatten"),
+                              attrs={"axis": 1}, inputs=[pooled], outputs=[output])]
 
     @staticmethod
-    def _mean_form(graph: gs.Graph, pool: gs.Node, shape, result: PassResult) -> bool | None:
-        """``keepdims`` of a global mean over the spatial axes, or None (rejected or not one)."""
+    def _mean_form(graph: gs.Graph, pool: gs.Node, shape) -> bool | str:
+        """``keepdims`` of a global mean over the spatial axes, or why the pool is not one."""
         if shape is None:
-            result.reject(pool, "the input's shape is not known")
-            return None
+            return "the input's shape is not known"
         rank = len(shape)
         if pool.op == "GlobalAveragePool":
             return True
@@ -162,31 +138,17 @@ class GlobalPoolWindow(Pass):
             if len(pool.inputs) > 1 and not pool.inputs[1].is_empty():
                 axes = ir.constant_value(pool.inputs[1])
                 if axes is None:
-                    result.reject(pool, "the ReduceMean axes are not constant")
-                    return None
+                    return "the ReduceMean axes are not constant"
             else:
                 axes = None
         else:
             axes = pool.attrs.get("axes")
         if axes is None:
-            result.reject(pool, "the ReduceMean reduces every axis, not only the spatial ones")
-            return None
+            return "the ReduceMean reduces every axis, not only the spatial ones"
         axes = sorted(int(a) % rank for a in np.asarray(axes).reshape(-1))
         if rank < 3 or axes != list(range(2, rank)):
-            result.reject(pool, f"the ReduceMean axes {axes} are not the spatial axes "
-                                f"{list(range(2, rank))}")
-            return None
+            return f"the ReduceMean axes {axes} are not the spatial axes {list(range(2, rank))}"
         return bool(int(pool.attrs.get("keepdims", 1)))
-
-
-def _is_fused_conv(graph: gs.Graph, node: gs.Node) -> bool:
-    """Whether ``node`` calls a fused layer whose body starts with a Conv of the call's input."""
-    if not ir.is_fused_layer(node):
-        return False
-    function = ir.function_of(graph, node)
-    return (function is not None and bool(function.nodes) and function.nodes[0].op == "Conv"
-            and bool(function.inputs) and function.nodes[0].inputs[0] is function.inputs[0])
-
 
 def _matrix_reader(node: gs.Node, tensor: gs.Tensor) -> bool:
     """Whether ``node`` is a Gemm/MatMul reading ``tensor`` as its (untransposed) first operand, or
@@ -208,7 +170,7 @@ def _non_linear_reader(graph: gs.Graph, pooled: gs.Tensor, keepdims: bool,
         return "the pooled result is not read"
     for reader in pooled.outputs:
         if keepdims and reader.inputs[0] is pooled and (
-                reader.op in _CONV_READERS and ir.is_onnx_op(reader) or _is_fused_conv(graph, reader)):
+                reader.op in _CONV_READERS and ir.is_onnx_op(reader) or is_fused_conv(graph, reader)):
             continue
         if _matrix_reader(reader, pooled) and (not keepdims or reader.op == "Softmax"):
             continue

@@ -8,7 +8,7 @@ groups smaller than ``min-segment-size`` compute nodes fall back (TF-TRT's
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -17,20 +17,18 @@ import onnx
 import onnx_graphsurgeon as gs
 
 from trtcompile import ir
+from trtcompile.ir import (
+    NON_COMPUTE_OPS,
+    SEGMENT_PREFIX,
+    compute_node_count,
+    is_segment,
+)
+from trtcompile.ir.fused_layer import PARAMETER_PREFIX
 from trtcompile.pass_manager import Pass, PassContext, PassResult
 
-#: Name prefix of the segment functions (domain ``trtcompile``): ``TensorRTSegment_0``, ...
-SEGMENT_PREFIX = "TensorRTSegment_"
-
-#: Prefix of the segment functions' parameter names. TensorRT's ONNX parser binds a call's
-#: arguments to the parameters by name in one namespace (see conv-bias-activation-fusion's
-#: residual parameters): parameters named like model tensors could read the wrong tensor, so they
-#: live in the project's namespace (``trtcompile.<tensor>``).
-PARAMETER_PREFIX = "trtcompile."
-
-#: Ops that compute nothing (constants, renames, shape metadata): they travel with a segment but
-#: do not count towards ``min-segment-size``, as TF-TRT does not count Const and Identity.
-NON_COMPUTE_OPS = frozenset({"Constant", "Identity", "Shape", "Size"})
+# The segment convention (SEGMENT_PREFIX, is_segment, NON_COMPUTE_OPS and compute_node_count, which
+# reports count segments with) and the parameter namespace of outlined functions (PARAMETER_PREFIX,
+# ``trtcompile.<tensor>``) live in the IR; this module's names for them stay importable.
 
 #: Why a node is not in any segment, by cause.
 EXCLUDED_REASON = "op excluded by exclude-ops"
@@ -41,16 +39,6 @@ SEGMENT_REASON = "already a TensorRT segment"
 #: an object with such an ``unsupported`` mapping (trtcompile.backend.SupportReport), or a callable
 #: computing either from the graph.
 Support = Mapping[str, str] | Any | Callable[[gs.Graph], Any]
-
-
-def is_segment(node: gs.Node) -> bool:
-    """True if ``node`` calls a TensorRT segment function."""
-    return node.domain == ir.TRTCOMPILE_DOMAIN and node.op.startswith(SEGMENT_PREFIX)
-
-
-def compute_node_count(nodes: Iterable[gs.Node]) -> int:
-    """How many of ``nodes`` compute something (everything but :data:`NON_COMPUTE_OPS`)."""
-    return sum(1 for node in nodes if not (ir.is_onnx_op(node) and node.op in NON_COMPUTE_OPS))
 
 
 def unsupported_nodes(graph: gs.Graph, support: Support | None) -> dict[str, str]:

@@ -7,7 +7,8 @@ import onnx
 import onnx.parser
 import pytest
 
-from trtcompile import cost, ir
+from trtcompile import ir
+from trtcompile.ir import cost
 from trtcompile.pass_manager import PassManager
 
 

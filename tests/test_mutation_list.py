@@ -15,16 +15,26 @@ REPO = Path(__file__).resolve().parent.parent
 def test_each_mutation_breaks_code_that_exists(mutation) -> None:
     """Each edit's text occurs exactly once in its pass module, and the edit changes it (a stale
     entry would stop the hour-long check at its start)."""
-    source = (REPO / "passes" / f"{mutation.module}.py").read_text()
+    source = (REPO / mutation.file).read_text()
     assert source.count(mutation.old) == 1, f"{mutation.id}: update the list"
     assert mutation.new != mutation.old
 
 
 def test_every_pass_with_rules_has_mutations() -> None:
-    """Every pass module has mutations."""
+    """Every pass (a module, or a package of modules) has mutations."""
     mutated = {m.module for m in MUTATIONS}
     modules = {p.stem for p in (REPO / "passes").glob("*.py") if p.stem != "__init__"}
+    modules |= {p.parent.name for p in (REPO / "passes").glob("*/__init__.py")}
     assert modules <= mutated, sorted(modules - mutated)
+
+
+def test_each_mutation_names_a_pass_with_tests() -> None:
+    """A mutant is judged by the tests of the pass it names: the pass exists as a module or a
+    package, and the edited file is in the repository."""
+    for mutation in MUTATIONS:
+        package = REPO / "passes" / mutation.module / "__init__.py"
+        assert (REPO / "passes" / f"{mutation.module}.py").exists() or package.exists(), mutation.id
+        assert (REPO / mutation.file).is_file(), mutation.id
 
 
 def test_mutation_ids_are_unique() -> None:

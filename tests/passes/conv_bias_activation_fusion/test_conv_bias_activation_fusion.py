@@ -12,17 +12,18 @@ import onnx.parser
 import onnx_graphsurgeon as gs
 import pytest
 
-from passes.conv_bias_activation_fusion import (
+from passes.conv_bias_activation_fusion import ConvBiasActivationFusion
+from tests import golden
+from trtcompile import calibration, ir, verify
+from trtcompile.calibration import Calibration, CalibrationData
+from trtcompile.errors import InputError
+from trtcompile.ir import cost
+from trtcompile.ir.fused_layer import (
     CONV_ATTRS,
     RESIDUAL_PARAMETERS,
-    ConvBiasActivationFusion,
     conv_call_info,
     conv_function,
 )
-from tests import golden
-from trtcompile import calibration, cost, ir, verify
-from trtcompile.calibration import Calibration, CalibrationData
-from trtcompile.errors import InputError
 from trtcompile.pass_manager import PassContext, PassManager, parse_pipeline
 
 CASES = Path(__file__).parent / "cases"

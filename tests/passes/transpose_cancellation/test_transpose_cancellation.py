@@ -353,12 +353,10 @@ def test_shared_weight_is_permuted_once_and_the_original_kept_for_other_readers(
 def test_shape_inference_runs_only_for_a_flatten_into_constant_weights(monkeypatch) -> None:
     """Rule 6 infers missing shapes once per run, and only when a 2-D flatten of an unknown-shape
     tensor feeds constant weights (a Reshape to 3-D before a MatMul, as in attention, does not)."""
-    import passes.transpose_cancellation as module
-
     calls = []
-    real = module._inferred_dims
-    monkeypatch.setattr(module, "_inferred_dims",
-                        lambda graph, ctx: calls.append(1) or real(graph, ctx))
+    real = ir.analysis.inferred_dims
+    monkeypatch.setattr(ir.analysis, "inferred_dims",
+                        lambda graph: calls.append(1) or real(graph))
     case = golden.load_case(golden.PASSES_DIR / "transpose_cancellation" / "cases"
                             / "fold_dynamic_batch_reshape_matmul.onnxtxt")
     result = TransposeCancellation().run(ir.import_model(case.model()), PassContext())

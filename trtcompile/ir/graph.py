@@ -5,22 +5,18 @@ The IR is onnx-graphsurgeon's: tensors (:class:`gs.Variable`, :class:`gs.Constan
 module adds what passes need on top of it and what the reports count:
 
 * layer counting: a *layer* is a top-level node; a call to a model-local function counts as one;
+* scopes: the main graph and each If/Loop/Scan body are graphs of their own (:func:`scopes`);
+* navigation: producers, consumers, constant values, fresh names;
 * local functions: fused layers are single nodes calling functions in the ``trtcompile`` domain
   whose bodies are plain ONNX (see :func:`add_local_function`);
-* loading and saving with the IR version ONNX Runtime and TensorRT accept;
 * a structural fingerprint the pass manager uses to decide whether a pass changed the graph.
 """
 
 from __future__ import annotations
 
-import contextlib
 import gc
-import math
-import os
-import tempfile
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
-from pathlib import Path
 
 import networkx as nx
 import numpy as np
@@ -37,149 +33,16 @@ IR_VERSION = 10
 #: Opset the passes emit when a graph has none (matches what tf2onnx writes by default).
 DEFAULT_OPSET = 17
 
+#: Name prefix of the TensorRT segment functions the ``partition`` pass outlines (domain
+#: ``trtcompile``): ``TensorRTSegment_0``, ...
+SEGMENT_PREFIX = "TensorRTSegment_"
 
-# --------------------------------------------------------------------------------------------
-# Loading and saving
-# --------------------------------------------------------------------------------------------
+#: Ops that compute nothing (constants, renames, shape metadata): they travel with a segment but
+#: do not count towards its size, as TF-TRT does not count Const and Identity.
+NON_COMPUTE_OPS = frozenset({"Constant", "Identity", "Shape", "Size"})
 
-
-def import_model(model: onnx.ModelProto) -> gs.Graph:
-    """Import an ONNX model into the IR (local functions included).
-
-    Unnamed nodes get names (``<op>_<n>``): reports, rejection reasons and TensorRT's layer metadata
-    all refer to nodes by name.
-    """
-    graph = gs.import_onnx(model)
-    name_nodes(graph)
-    return graph
-
-
-def name_nodes(graph: gs.Graph) -> None:
-    """Give every unnamed node of the graph (and of its subgraphs and functions) a unique name."""
-    unnamed = [node for node in iter_nodes(graph) if not node.name]
-    if not unnamed:
-        return
-    scope = NameScope(graph)
-    for node in unnamed:
-        node.name = scope.fresh(f"{node.op}_0")
-
-
-def export_model(graph: gs.Graph, *, ir_version: int = IR_VERSION) -> onnx.ModelProto:
-    """Export the IR to an ONNX model whose IR version ONNX Runtime and TensorRT accept.
-
-    Local functions that no node calls any more are dropped, so a pass that fused and then
-    un-fused a layer leaves no orphan definition behind.
-    """
-    called = {call_key(node) for node in iter_nodes(graph)}
-    graph.functions = [f for f in graph.functions if function_key(f) in called]
-    model = gs.export_onnx(graph, do_type_check=False)
-    model.ir_version = min(model.ir_version, ir_version) if model.ir_version else ir_version
-    inputs = {value.name for value in model.graph.input}
-    if model.ir_version < 4 and any(t.name not in inputs for t in model.graph.initializer):
-        # IR 3 requires every initializer to be a graph input; a folded weight is not one, and
-        # shape inference and checkers then reject the model (silently, in non-strict inference).
-        model.ir_version = 4
-    if not any(o.domain == TRTCOMPILE_DOMAIN for o in model.opset_import) and graph.functions:
-        model.opset_import.append(onnx.helper.make_opsetid(TRTCOMPILE_DOMAIN, 1))
-    return model
-
-
-def load(path: str | os.PathLike) -> gs.Graph:
-    """Load an ONNX file (with external data resolved against its folder) into the IR; a file
-    that is missing or not an ONNX model raises InputError naming it."""
-    from trtcompile.errors import InputError
-
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"model not found: {path}")
-    try:
-        model = onnx.load(os.fspath(path))
-    except Exception as exc:  # noqa: BLE001 - protobuf's and onnx's errors share no base class
-        raise InputError(f"{path} is not an ONNX model ({type(exc).__name__}: "
-                         f"{str(exc).strip()[:200]})") from None
-    try:
-        return import_model(model)
-    except Exception as exc:  # noqa: BLE001 - onnx-graphsurgeon's import errors vary
-        raise InputError(f"{path}: onnx-graphsurgeon cannot import it ({type(exc).__name__}: "
-                         f"{str(exc).strip()[:200]})") from None
-
-
-def save(model: onnx.ModelProto | gs.Graph, path: str | os.PathLike) -> Path:
-    """Write a model atomically: to a temporary file in the same folder, then rename.
-
-    Models above protobuf's 2 GiB limit are written with their weights in one external-data file
-    next to the model.
-    """
-    if isinstance(model, gs.Graph):
-        model = export_model(model)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        if model.ByteSize() > onnx.checker.MAXIMUM_PROTOBUF:
-            data_name = f"{path.name}.data"
-            onnx.save_model(
-                model, tmp_name, save_as_external_data=True, all_tensors_to_one_file=True,
-                location=data_name,
-            )
-        else:
-            with open(tmp_name, "wb") as f:
-                f.write(model.SerializeToString())
-        _publish(tmp_name, path)
-    finally:
-        if os.path.exists(tmp_name):
-            os.unlink(tmp_name)
-    return path
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def _publish(tmp_name: str, path: Path) -> None:
-    """Give a finished temporary file the usual permissions and move it into place."""
-    os.chmod(tmp_name, 0o666 & ~_umask())
-    os.replace(tmp_name, path)
-
-
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
-    """Write ``data`` to ``path`` through a temporary file and a rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        _publish(tmp_name, path)
-    finally:
-        if os.path.exists(tmp_name):
-            os.unlink(tmp_name)
-    return path
-
-
-@contextlib.contextmanager
-def exclusive_lock(path: str | os.PathLike) -> Iterator[Path]:
-    """Hold an exclusive advisory lock (``fcntl.flock``) on the file ``path`` (created if absent)
-    for the duration of the ``with`` block; other processes taking the same lock wait.
-
-    Guards cache entries several processes may fill at once (the Keras example export, INT8
-    calibration caches): the first one in computes and publishes the entry, the others find it
-    complete when they get the lock. The lock file stays (deleting it would let two processes
-    lock two different files of the same name). The lock is released when the process dies.
-    """
-    import fcntl
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a+b") as handle:
-        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
-        try:
-            yield path
-        finally:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+#: ONNX ops that hold graphs (bodies) in their attributes; any other standard op holds none.
+CONTROL_FLOW_OPS = frozenset({"If", "Loop", "Scan", "SequenceMap"})
 
 
 # --------------------------------------------------------------------------------------------
@@ -200,6 +63,16 @@ def is_onnx_op(node: gs.Node) -> bool:
 def is_fused_layer(node: gs.Node) -> bool:
     """True if ``node`` calls a model-local function in the ``trtcompile`` domain (a fused layer)."""
     return (node.domain or "") == TRTCOMPILE_DOMAIN
+
+
+def is_segment(node: gs.Node) -> bool:
+    """True if ``node`` calls a TensorRT segment function (see :data:`SEGMENT_PREFIX`)."""
+    return node.domain == TRTCOMPILE_DOMAIN and node.op.startswith(SEGMENT_PREFIX)
+
+
+def compute_node_count(nodes: Iterable[gs.Node]) -> int:
+    """How many of ``nodes`` compute something (everything but :data:`NON_COMPUTE_OPS`)."""
+    return sum(1 for node in nodes if not (is_onnx_op(node) and node.op in NON_COMPUTE_OPS))
 
 
 def layer_count(graph: gs.Graph) -> int:
@@ -241,7 +114,12 @@ def iter_nodes(graph: gs.Graph) -> Iterator[gs.Node]:
 
 
 def subgraphs(node: gs.Node) -> list[gs.Graph]:
-    """The graphs held in the node's attributes (If branches, Loop/Scan bodies, graph lists)."""
+    """The graphs held in the node's attributes (If branches, Loop/Scan bodies, graph lists).
+
+    Only control-flow ops (:data:`CONTROL_FLOW_OPS`) and non-standard ops are inspected, so a walk
+    over a 100k-node graph stays fast."""
+    if not node.attrs or (node.op not in CONTROL_FLOW_OPS and is_onnx_op(node)):
+        return []
     found: list[gs.Graph] = []
     for attr in node.attrs.values():
         if isinstance(attr, gs.Graph):
@@ -261,6 +139,38 @@ def model_digest(model: onnx.ModelProto) -> str:
     for function in model.functions:
         digest.update(function.SerializeToString(deterministic=True))
     return digest.hexdigest()
+
+
+def scopes(graph: gs.Graph) -> Iterator[gs.Graph]:
+    """The graph and its If/Loop/Scan bodies, recursively (not its functions): each a scope of its
+    own, whose nodes a local rewrite may rewrite together. Bodies come after their graph."""
+    stack = [graph]
+    while stack:
+        current = stack.pop()
+        yield current
+        for node in current.nodes:
+            stack.extend(subgraphs(node))
+
+
+def scope_nodes(graph: gs.Graph) -> Iterator[gs.Node]:
+    """The nodes of every scope of the graph (:func:`scopes`; not those of its functions)."""
+    for scope in scopes(graph):
+        yield from scope.nodes
+
+
+def live_nodes(graph: gs.Graph) -> set[int]:
+    """Ids of the nodes some output of their scope depends on (a body counts its own outputs)."""
+    live: set[int] = set()
+    for scope in scopes(graph):
+        members = {id(node) for node in scope.nodes}
+        stack = [t.inputs[0] for t in scope.outputs if t.inputs]
+        while stack:
+            node = stack.pop()
+            if id(node) in live or id(node) not in members:
+                continue
+            live.add(id(node))
+            stack.extend(t.inputs[0] for t in node.inputs if t.inputs)
+    return live
 
 
 def fingerprint(graph: gs.Graph) -> int:
@@ -379,6 +289,56 @@ def constant_value(tensor: gs.Tensor) -> np.ndarray | None:
         if isinstance(value, gs.Constant):
             return value.values
     return None
+
+
+def constant_shape(tensor: gs.Tensor) -> list[int] | None:
+    """The shape of a constant's value, or the tensor's static shape (None when not fully known)."""
+    values = constant_value(tensor)
+    if values is not None:
+        return list(values.shape)
+    shape = static_shape(tensor)
+    return None if shape is None else list(shape)
+
+
+#: Attributes a ``Constant`` node may carry and still become an initializer, with the element type
+#: ONNX gives each (``value`` carries its own; ``sparse_value`` stays a node).
+_CONSTANT_ATTR_DTYPES: dict[str, type | None] = {
+    "value": None, "value_float": np.float32, "value_floats": np.float32,
+    "value_int": np.int64, "value_ints": np.int64, "value_string": np.str_,
+    "value_strings": np.str_,
+}
+
+
+def is_lowerable_constant(node: gs.Node) -> bool:
+    """True if the ``Constant`` node ``node`` can become an initializer (:func:`lower_constant`):
+    its one attribute holds a dense value, not a sparse one nor a reference to a function
+    attribute."""
+    if len(node.attrs) != 1:
+        return False
+    key, value = next(iter(node.attrs.items()))
+    return key in _CONSTANT_ATTR_DTYPES and not isinstance(value, gs.Node.AttributeRef)
+
+
+def constant_attr_array(key: str, value) -> np.ndarray:
+    """The tensor a ``Constant`` node's attribute ``key`` holds, in the element type ONNX defines
+    for it: ``value_float(s)`` float32, ``value_int(s)`` int64, ``value_string(s)`` strings;
+    ``value_float(s)`` and ``value_int(s)`` are scalars or 1-D."""
+    if isinstance(value, gs.Constant):
+        return value.values
+    return np.array(value, dtype=_CONSTANT_ATTR_DTYPES[key])
+
+
+def lower_constant(node: gs.Node) -> None:
+    """Turn a ``Constant`` node's output into an initializer (the node is left without outputs).
+
+    Done here, not left to onnx-graphsurgeon: its lowering is ``np.array(value)``, which makes
+    ``value_float(s)`` float64, and a float64 initializer read by a float op is a model neither the
+    checker nor ONNX Runtime accepts."""
+    key, value = next(iter(node.attrs.items()))
+    array = constant_attr_array(key, value)
+    tensor = node.outputs[0]
+    tensor.to_constant(array)
+    tensor.inputs.clear()
 
 
 def opset(graph: gs.Graph, domain: str = "") -> int:
@@ -576,147 +536,3 @@ def replace_uses(old: gs.Tensor, new: gs.Tensor) -> None:
         for i, tensor in enumerate(consumer.inputs):
             if tensor is old:
                 consumer.inputs[i] = new
-
-
-#: Initializers up to this many elements keep their values for shape inference (shape operands).
-SHAPE_VALUE_LIMIT = 64
-
-
-def inferred_dims(graph: gs.Graph) -> dict[str, list[int | str | None]]:
-    """Dims ONNX shape inference gives the main graph's tensors (inputs, intermediates, outputs), by
-    name: ints, symbols, or None where unknown. Raises ValueError with ONNX's message if it fails.
-
-    Inference runs on a copy in which every initializer larger than :data:`SHAPE_VALUE_LIMIT`
-    elements is a typed graph input: shapes need the weights' shapes, not their values (only small
-    integer tensors such as Reshape targets feed shapes), and exporting ResNet50's 100 MB of weights
-    made inference take 0.5 s instead of 20 ms. The graph itself is not changed.
-    """
-    standin_graph = graph.copy()
-    standins: dict[int, gs.Variable] = {}
-    for node in standin_graph.nodes:
-        for index, tensor in enumerate(node.inputs):
-            if not isinstance(tensor, gs.Constant) or math.prod(tensor.shape) <= SHAPE_VALUE_LIMIT:
-                continue
-            if id(tensor) not in standins:
-                standins[id(tensor)] = gs.Variable(tensor.name, tensor.dtype, list(tensor.shape))
-                standin_graph.inputs.append(standins[id(tensor)])
-            node.inputs[index] = standins[id(tensor)]
-    try:
-        inferred = onnx.shape_inference.infer_shapes(export_model(standin_graph), strict_mode=False)
-    except (onnx.shape_inference.InferenceError, onnx.checker.ValidationError, ValueError) as exc:
-        raise ValueError(f"shape inference failed: {exc}") from None
-    dims: dict[str, list[int | str | None]] = {}
-    for value in [*inferred.graph.input, *inferred.graph.value_info, *inferred.graph.output]:
-        tensor_type = value.type.tensor_type
-        if value.type.HasField("tensor_type") and tensor_type.HasField("shape"):
-            dims[value.name] = [d.dim_value if d.HasField("dim_value") else (d.dim_param or None)
-                                for d in tensor_type.shape.dim]
-    return dims
-
-
-# --------------------------------------------------------------------------------------------
-# Provenance: which nodes of the input model each node of the rewritten graph stands for
-# --------------------------------------------------------------------------------------------
-
-
-class Structure:
-    """The top level of a graph by name, frozen at one moment: each node's op (``call_key``),
-    input and output tensor names, each tensor's producer and consumers. What
-    :func:`trace_provenance` compares; a pass may rewrite the graph freely after it is taken."""
-
-    def __init__(self, graph: gs.Graph):
-        #: node name -> (call key, input names, output names), in graph order.
-        self.nodes: dict[str, tuple[tuple[str, str], tuple[str, ...], tuple[str, ...]]] = {}
-        self.producer: dict[str, str] = {}
-        self.consumers: dict[str, list[str]] = {}
-        tensors = {t.name for t in [*graph.inputs, *graph.outputs] if t.name}
-        nodes, producer, consumers = self.nodes, self.producer, self.consumers
-        for node in graph.nodes:
-            name = node.name
-            inputs = tuple([t.name for t in node.inputs])
-            outputs = tuple([t.name for t in node.outputs])
-            nodes[name] = ((node.domain or "", node.op), inputs, outputs)
-            for tensor in inputs:
-                consumers.setdefault(tensor, []).append(name)
-            for tensor in outputs:
-                producer[tensor] = name
-            tensors.update(inputs)
-            tensors.update(outputs)
-        tensors.discard("")  # an omitted optional input
-        self.tensors: set[str] = tensors
-
-
-def trace_provenance(before: Structure, after: Structure,
-                     provenance: dict[str, tuple[str, ...]]) -> dict[str, tuple[str, ...]]:
-    """The provenance of the nodes of ``after``: the names of the input model's nodes each stands
-    for, given ``provenance`` of the nodes of ``before`` (a name missing from it stands for
-    itself).
-
-    Works for any rewrite, without the pass's help, from the tensors both graphs share (the
-    *surviving* tensors: a rewrite keeps the names of the tensors at its boundary, so the rest of
-    the graph still reads them):
-
-    1. A node of ``after`` with the name, op and outputs of a node of ``before`` is that node.
-    2. Any other node (new, or a name given a new op or new outputs) stands for the nodes of
-       ``before`` its rewrite replaced: from the surviving tensors it produces, directly or
-       through other new nodes (a merged convolution's Split), walk back through ``before``'s
-       replaced nodes (those rule 1 does not keep) until reaching surviving tensors again; plus
-       the replaced node of its own name. Conv -> BatchNormalization -> Relu fused into one call
-       named after the Conv thus stands for all three; the Split restoring three merged branches'
-       outputs and the merged convolution both stand for the three convolutions.
-    3. A node added in a place no rewrite removed anything from (a Cast before an unchanged
-       layer) stands for no input node.
-
-    Composed over a pipeline, pass by pass, a node that is rewritten again keeps the chain: its
-    provenance is the union of what the nodes it replaced stood for. Like ``provenance``, the
-    result leaves out the nodes that stand for themselves alone.
-    """
-    before_nodes, after_nodes = before.nodes, after.nodes
-
-    def kept(name: str) -> bool:
-        old, new = before_nodes.get(name), after_nodes.get(name)
-        return old is not None and new is not None and old[0] == new[0] and old[2] == new[2]
-
-    surviving = before.tensors & after.tensors
-    order: dict[str, int] | None = None
-    result: dict[str, tuple[str, ...]] = {}
-    for name, (key, _, outputs) in after_nodes.items():
-        old = before_nodes.get(name)
-        if old is not None and old[0] == key and old[2] == outputs:  # rule 1
-            if name in provenance:
-                result[name] = provenance[name]
-            continue
-        # Rule 2: the surviving tensors this node's rewrite produces.
-        boundary: set[str] = set()
-        pending, seen = list(outputs), set()
-        while pending:
-            tensor = pending.pop()
-            if not tensor or tensor in seen:
-                continue
-            seen.add(tensor)
-            if tensor in surviving:
-                boundary.add(tensor)
-                continue
-            for consumer in after.consumers.get(tensor, ()):
-                if consumer not in before.nodes:  # through new nodes only
-                    pending.extend(after.nodes[consumer][2])
-        replaced: set[str] = {name} if name in before.nodes else set()
-        visited: set[str] = set()
-        stack = [before.producer[t] for t in boundary if t in before.producer]
-        while stack:
-            old = stack.pop()
-            if old in visited or kept(old):
-                continue
-            visited.add(old)
-            replaced.add(old)
-            for tensor in before.nodes[old][1]:
-                if tensor and tensor not in surviving and tensor in before.producer:
-                    stack.append(before.producer[tensor])
-        if order is None:
-            order = {node: i for i, node in enumerate(before_nodes)}
-        origins: dict[str, None] = {}
-        for old in sorted(replaced, key=order.__getitem__):
-            origins.update(dict.fromkeys(provenance.get(old, (old,))))
-        if tuple(origins) != (name,):
-            result[name] = tuple(origins)
-    return result

@@ -5,6 +5,10 @@ an inception module, the Q/K/V projections of attention, several Gemm heads on o
 compute ``op(X, W_i) + B_i`` for one ``X``. Concatenating the ``W_i`` (and ``B_i``) along the output
 channels gives one layer whose output holds every branch's result side by side; a ``Split`` on the
 channel axis gives each branch its tensor back, under its original name.
+
+The pass is a package: :mod:`.branches` finds and keys the candidates (rules 1-2), this module
+decides the merges and rewrites them (rules 3-8), :mod:`.padded_kernels` merges convolutions by
+zero-padding their kernels (rule 9).
 """
 
 from __future__ import annotations
@@ -16,9 +20,18 @@ from typing import Any, ClassVar
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from passes.conv_bias_activation_fusion import conv_call_info, conv_function
-from trtcompile import cost, ir
+from passes.horizontal_fusion.branches import (
+    _Branch,
+    _concat_on_merge_axis,
+    _Reachability,
+    _show,
+    candidate,
+)
+from passes.horizontal_fusion.padded_kernels import PaddedKernels, _pad_kernel, _Padding
+from trtcompile import ir
 from trtcompile.errors import InputError
+from trtcompile.ir import cost
+from trtcompile.ir.fused_layer import conv_call_info, conv_function
 from trtcompile.pass_manager import Pass, PassContext, PassResult
 
 #: Values of the ``ops`` option and the layers each covers.
@@ -28,36 +41,8 @@ OP_FAMILIES = ("conv", "matmul", "gemm")
 _MAX_NAME = 160
 
 
-@dataclass
-class _Branch:
-    """One layer that may merge: what it reads, how it is keyed, its weights."""
-
-    node: gs.Node
-    family: str  # "conv" (Conv or fused conv call), "matmul" or "gemm"
-    key: tuple  # equal keys <=> the layers differ only in their weights
-    described: dict[str, Any]  # attributes as shown in rejection reasons
-    channels: int | None  # output channels (conv) or columns (matmul, gemm) it contributes
-    dynamic_inputs: list[gs.Tensor]  # inputs besides X that are not constants
-    residual: gs.Tensor | None = None  # a fused conv call's residual input Z
-
-    @property
-    def output(self) -> gs.Tensor:
-        return self.node.outputs[0]
-
-
-@dataclass
-class _Padding:
-    """The common kernel of convolutions merged by zero-padding their kernels: its shape, its
-    pads, each member's offset inside it, and the MACs the zeros add."""
-
-    kernel: tuple[int, ...]
-    pads: tuple[int, ...]
-    offsets: list[tuple[int, ...]]
-    added_macs: int = 0
-
-
 @dataclass(frozen=True)
-class HorizontalFusion(Pass):
+class HorizontalFusion(Pass, PaddedKernels):
     """Merge layers that read the same tensor and differ only in their weights into one layer + Split.
 
     Rules:
@@ -101,7 +86,7 @@ class HorizontalFusion(Pass):
          the same offset too (equal trailing reach). The 1x3 and 3x1 convolutions of an Inception
          module reading one tensor become one 3x3 convolution writing both halves of their Concat.
          Exact for finite inputs (a padded tap multiplies a zero weight), but the zeros are
-         arithmetic: each merge is priced with :mod:`trtcompile.cost` and accepted, cheapest
+         arithmetic: each merge is priced with :mod:`trtcompile.ir.cost` and accepted, cheapest
          first, while the MACs added in this compilation stay within ``max_extra_macs`` times the
          model's MACs (the budget is shared with the other arithmetic-increasing passes).
          ``added_macs`` counts what was spent; merges over budget are rejected with their price.
@@ -122,9 +107,7 @@ class HorizontalFusion(Pass):
     max_extra_macs: float = 0.1
 
     def __post_init__(self) -> None:
-        if not self.max_extra_macs >= 0:
-            raise InputError(f"{self.name}: max-extra-macs must be a fraction >= 0 of the model's "
-                             f"MACs, got {self.max_extra_macs}")
+        cost.check_budget(self.name, self.max_extra_macs)
         unknown = [op for op in self.ops if op not in OP_FAMILIES]
         if unknown:
             raise InputError(f"{self.name}: unknown op family {', '.join(unknown)}; "
@@ -136,7 +119,7 @@ class HorizontalFusion(Pass):
         result = PassResult()
         by_input: dict[int, list[_Branch]] = defaultdict(list)
         for node in graph.nodes:
-            branch = self._candidate(graph, node)
+            branch = candidate(graph, node, self.ops)
             if branch is not None:
                 by_input[id(node.inputs[0])].append(branch)
 
@@ -181,88 +164,6 @@ class HorizontalFusion(Pass):
         ir.toposort(graph)
         return result
 
-    # Candidates --------------------------------------------------------------------------------
-
-    def _candidate(self, graph: gs.Graph, node: gs.Node) -> _Branch | None:
-        if len(node.outputs) != 1 or not node.inputs or isinstance(node.inputs[0], gs.Constant):
-            return None
-        if ir.is_fused_layer(node):
-            return self._conv_call(graph, node) if "conv" in self.ops else None
-        if not ir.is_onnx_op(node):
-            return None
-        if node.op == "Conv" and "conv" in self.ops:
-            return self._conv(node)
-        if node.op == "MatMul" and "matmul" in self.ops:
-            return self._matmul(node)
-        if node.op == "Gemm" and "gemm" in self.ops:
-            return self._gemm(node)
-        return None
-
-    @staticmethod
-    def _conv(node: gs.Node) -> _Branch | None:
-        if len(node.inputs) < 2:
-            return None
-        weights = node.inputs[1]
-        shape = weights.shape
-        kernel = node.attrs.get("kernel_shape")
-        if kernel is None and shape is not None and all(isinstance(d, int) for d in shape[2:]):
-            kernel = shape[2:]
-        if kernel is None:
-            return None
-        rank = len(kernel)
-        auto_pad = ir.text_attr(node, "auto_pad", "NOTSET")
-        pads = list(node.attrs.get("pads", [0] * (2 * rank)))
-        if auto_pad == "VALID":  # VALID is zero padding: key it like explicit zero pads
-            auto_pad, pads = "NOTSET", [0] * (2 * rank)
-        described = {
-            "kernel_shape": tuple(int(k) for k in kernel),
-            "strides": tuple(int(s) for s in node.attrs.get("strides", [1] * rank)),
-            "pads": tuple(int(p) for p in pads),
-            "dilations": tuple(int(d) for d in node.attrs.get("dilations", [1] * rank)),
-            "group": int(node.attrs.get("group", 1)),
-            "auto_pad": auto_pad,
-        }
-        channels = shape[0] if shape is not None and isinstance(shape[0], int) else None
-        dynamic = [t for t in node.inputs[1:] if not isinstance(t, gs.Constant) and not t.is_empty()]
-        return _Branch(node, "conv", ("Conv", *described.values()), described, channels, dynamic)
-
-    @staticmethod
-    def _conv_call(graph: gs.Graph, node: gs.Node) -> _Branch | None:
-        info = conv_call_info(graph, node)
-        if info is None:
-            return None
-        described = {key: tuple(v) if isinstance(v, list) else v for key, v in info.attrs.items()}
-        described["activation"] = info.activation or "none"
-        described.update(info.activation_params)
-        return _Branch(node, "conv", ("call", node.domain, node.op), described,
-                       int(info.weights.shape[0]), [], info.residual)
-
-    @staticmethod
-    def _matmul(node: gs.Node) -> _Branch | None:
-        weights = node.inputs[1]
-        if weights.shape is not None and len(weights.shape) != 2:
-            return None  # batched weights: not a projection of X
-        channels = (weights.shape[1] if weights.shape is not None
-                    and isinstance(weights.shape[1], int) else None)
-        dynamic = [] if isinstance(weights, gs.Constant) else [weights]
-        return _Branch(node, "matmul", ("MatMul",), {}, channels, dynamic)
-
-    @staticmethod
-    def _gemm(node: gs.Node) -> _Branch | None:
-        weights = node.inputs[1]
-        if weights.shape is not None and len(weights.shape) != 2:
-            return None
-        trans_b = int(node.attrs.get("transB", 0))
-        channels = None if weights.shape is None else weights.shape[0 if trans_b else 1]
-        described = {
-            "transA": int(node.attrs.get("transA", 0)),
-            "alpha": float(node.attrs.get("alpha", 1.0)),
-            "beta": float(node.attrs.get("beta", 1.0)),
-        }
-        dynamic = [t for t in node.inputs[1:] if not isinstance(t, gs.Constant) and not t.is_empty()]
-        return _Branch(node, "gemm", ("Gemm", *described.values()), described,
-                       channels if isinstance(channels, int) else None, dynamic)
-
     # Legality and profitability -----------------------------------------------------------------
 
     def _reject_unmatched(self, branch: _Branch, siblings: list[_Branch], result: PassResult) -> None:
@@ -288,71 +189,6 @@ class HorizontalFusion(Pass):
             reason += ("; one merged layer has one kernel: pad-kernels=true zero-pads the kernels "
                        "to a common one, at the price of the added multiply-adds")
         result.reject([branch.node, other.node], reason)
-
-    # Rule 9: merges through zero-padded kernels ----------------------------------------------
-
-    def _padding_candidates(self, unmatched: list[_Branch], siblings: list[_Branch],
-                            reachability: _Reachability, graph_outputs: set[str],
-                            padded: list[tuple[list[_Branch], list[_Branch]]],
-                            result: PassResult) -> list[_Branch]:
-        """Queue the subsets of ``unmatched`` that may merge by padding their kernels (to be priced
-        once every input is seen); return the layers that found no partner this way either."""
-        groups: dict[tuple, list[_Branch]] = defaultdict(list)
-        alone: list[_Branch] = []
-        for branch in unmatched:
-            key = _padding_key(branch)
-            if key is None:
-                alone.append(branch)
-            else:
-                groups[key].append(branch)
-        for members in groups.values():
-            if len(members) < 2:
-                alone.extend(members)
-                continue
-            for subset in self._legal_subsets(members, reachability, graph_outputs, result):
-                padded.append((subset, siblings))
-        return alone
-
-    def _priced_padded_merges(self, graph: gs.Graph,
-                              padded: list[tuple[list[_Branch], list[_Branch]]], ctx: PassContext,
-                              result: PassResult) -> list[tuple[list[_Branch], _Padding]]:
-        """The padded merges that fit the MAC budget, cheapest first; the others are rejected."""
-        shapes = cost.tensor_shapes(graph)
-        priced: list[tuple[list[_Branch], _Padding]] = []
-        for subset, _ in padded:
-            padding = _padding(subset)
-            if isinstance(padding, str):
-                result.reject([m.node for m in subset], padding)
-                continue
-            added = _padding_macs(subset, padding, shapes)
-            if added is None:
-                result.reject([m.node for m in subset], "input or output shapes are not static, so "
-                                                        "the MACs the padding adds cannot be priced")
-                continue
-            padding.added_macs = added
-            priced.append((subset, padding))
-        if not priced:
-            return []
-        ledger = cost.mac_ledger(graph, ctx.resources, shapes)
-        accepted = []
-        for subset, padding in sorted(priced, key=lambda item: (item[1].added_macs,
-                                                                 item[0][0].node.name)):
-            names = "+".join(m.node.name for m in subset)
-            kernel = _show(padding.kernel)
-            if not ledger.allows(padding.added_macs, self.max_extra_macs):
-                result.reject([m.node for m in subset], (
-                    f"zero-padding the kernels to {kernel} would add "
-                    f"{cost.format_macs(padding.added_macs)} ({ledger.share(padding.added_macs)} of "
-                    f"the model's {cost.format_macs(ledger.baseline)}); "
-                    f"{cost.format_macs(ledger.remaining(self.max_extra_macs))} of "
-                    f"max-extra-macs={self.max_extra_macs:g} remain"))
-                continue
-            if not ctx.may_rewrite("merge-conv-padded-kernels", [m.node for m in subset], result):
-                continue
-            ledger.spend(self.name, f"pad kernels to {kernel}: {names}", padding.added_macs)
-            result.count("added_macs", padding.added_macs)
-            accepted.append((subset, padding))
-        return accepted
 
     def _legal_subsets(self, members: list[_Branch], reachability: _Reachability,
                        graph_outputs: set[str], result: PassResult) -> list[list[_Branch]]:
@@ -549,108 +385,6 @@ class HorizontalFusion(Pass):
         return merged
 
 
-class _Reachability:
-    """Lazily built dataflow graph answering "does this layer read another one's result?"."""
-
-    def __init__(self, graph: gs.Graph):
-        self._graph = graph
-        self._dag = None
-        self._index: dict[int, int] = {}
-
-    def reached_from(self, member: _Branch, others: list[gs.Node]) -> gs.Node | None:
-        """The first of ``others`` from which ``member``'s node is reachable, or None."""
-        import networkx as nx
-
-        if self._dag is None:
-            self._dag = ir.to_networkx(self._graph)
-            self._index = {id(data["node"]): i for i, data in self._dag.nodes(data=True)}
-        ancestors = nx.ancestors(self._dag, self._index[id(member.node)])
-        for other in others:
-            if self._index.get(id(other)) in ancestors:
-                return other
-        return None
-
-
-def _padding_key(branch: _Branch) -> tuple | None:
-    """What convolutions merged by padding their kernels must share (None: cannot be padded)."""
-    if branch.family != "conv":
-        return None
-    described = branch.described
-    if described["group"] != 1 or any(d != 1 for d in described["dilations"]):
-        return None
-    if described.get("auto_pad", "NOTSET") != "NOTSET":
-        return None
-    shared = tuple((key, value) for key, value in described.items()
-                   if key not in ("kernel_shape", "pads"))
-    # A plain Conv's key starts with its attributes, a call's ends with the function name (which
-    # holds the kernel): keep only what says which kind of layer it is.
-    kind = ("Conv",) if branch.key[0] == "Conv" else branch.key[:2]
-    return (kind, len(described["kernel_shape"]), shared)
-
-
-def _padding(members: list[_Branch]) -> _Padding | str:
-    """The common kernel of ``members`` (rule 9), or why there is none."""
-    kernels = [m.described["kernel_shape"] for m in members]
-    pads = [m.described["pads"] for m in members]
-    rank = len(kernels[0])
-    leading = tuple(max(p[d] for p in pads) for d in range(rank))
-    offsets = [tuple(leading[d] - p[d] for d in range(rank)) for p in pads]
-    kernel = tuple(max(o[d] + k[d] for o, k in zip(offsets, kernels)) for d in range(rank))
-    trailing = {tuple(p[rank + d] + kernel[d] - o[d] - k[d] for d in range(rank))
-                for p, o, k in zip(pads, offsets, kernels)}
-    if len(trailing) != 1:
-        return ("windows do not end at the same offset (kernels "
-                f"{', '.join(_show(k) for k in kernels)} with pads "
-                f"{', '.join(_show(p) for p in pads)}): no common padded kernel computes every output")
-    return _Padding(kernel, leading + trailing.pop(), offsets)
-
-
-def _padding_macs(members: list[_Branch], padding: _Padding,
-                  shapes: dict[str, cost.Shape]) -> int | None:
-    """MACs the zeros of ``padding`` add to ``members`` (None if a shape is not static)."""
-    x = members[0].node.inputs[0]
-    x_shape = shapes.get(x.name) or ir.static_shape(x)
-    if x_shape is None:
-        return None
-    added = 0
-    for member in members:
-        out_shape = shapes.get(member.output.name) or ir.static_shape(member.output)
-        w_shape = tuple(member.node.inputs[1].values.shape)
-        if out_shape is None:
-            return None
-        padded_shape = (*w_shape[:2], *padding.kernel)
-        added += (cost.conv_macs(x_shape, padded_shape, {}, out_shape)
-                  - cost.conv_macs(x_shape, w_shape, {}, out_shape))
-    return added
-
-
-def _pad_kernel(weights: np.ndarray, kernel: tuple[int, ...], offset: tuple[int, ...]) -> np.ndarray:
-    """``weights`` ([O, C, *k]) placed at ``offset`` in a zero kernel of shape ``kernel``."""
-    padded = np.zeros((*weights.shape[:2], *kernel), dtype=weights.dtype)
-    window = tuple(slice(o, o + k) for o, k in zip(offset, weights.shape[2:]))
-    padded[(slice(None), slice(None), *window)] = weights
-    return padded
-
-
-def _concat_on_merge_axis(concat: gs.Node, branch: _Branch) -> bool:
-    """Whether ``concat`` joins along the axis the merged layer's Split would cut (rule 6)."""
-    axis = _concat_axis(concat)
-    if branch.family != "matmul":
-        return axis == 1
-    if int(concat.attrs.get("axis", 0)) == -1:
-        return True
-    shape = concat.outputs[0].shape
-    return shape is not None and axis == len(shape) - 1
-
-
-def _concat_axis(concat: gs.Node) -> int | None:
-    axis = int(concat.attrs.get("axis", 0))
-    if axis >= 0:
-        return axis
-    shape = concat.outputs[0].shape
-    return axis + len(shape) if shape is not None else None
-
-
 def _merged_shape(members: list[_Branch], axis: int, sizes: list[int]) -> list | None:
     shape = members[0].output.shape
     if shape is None:
@@ -660,7 +394,4 @@ def _merged_shape(members: list[_Branch], axis: int, sizes: list[int]) -> list |
     return merged
 
 
-def _show(value: Any) -> str:
-    if isinstance(value, tuple):
-        return "x".join(str(v) for v in value) if value else "()"
-    return str(value)
+__all__ = ["OP_FAMILIES", "HorizontalFusion"]

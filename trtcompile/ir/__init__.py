@@ -1,0 +1,102 @@
+"""The IR every pass reads and rewrites: onnx-graphsurgeon graphs, and what the compiler adds to them.
+
+The bottom layer of trtcompile: it imports nothing of the package but :mod:`trtcompile.errors`.
+
+* :mod:`~trtcompile.ir.graph`: layer counts, scopes, navigation, fresh names, local functions, the
+  structural fingerprint;
+* :mod:`~trtcompile.ir.io`: loading and saving models (IR version, atomic writes);
+* :mod:`~trtcompile.ir.provenance`: which input nodes each rewritten node stands for;
+* :mod:`~trtcompile.ir.fused_layer`: the fused-conv layer form (a call of a local function);
+* :mod:`~trtcompile.ir.rewrite`: local rewrites (pattern, check, rewrite) and their driver;
+* :mod:`~trtcompile.ir.analysis` and :mod:`~trtcompile.ir.cost`: shapes and MACs, cached by
+  graph fingerprint.
+
+``from trtcompile import ir`` gives the helpers of :mod:`~trtcompile.ir.graph`, :mod:`~trtcompile.ir.io`
+and :mod:`~trtcompile.ir.provenance` as ``ir.<name>``, shape inference as ``ir.inferred_dims``, and the
+other modules as ``ir.fused_layer``, ``ir.rewrite``, ``ir.analysis``, ``ir.cost``.
+"""
+
+from trtcompile.ir import analysis, cost, fused_layer, graph, io, provenance, rewrite
+from trtcompile.ir.analysis import (
+    SHAPE_VALUE_LIMIT,
+    ShapeFacts,
+    inferred_dims,
+    known_dims,
+)
+from trtcompile.ir.graph import (
+    CONTROL_FLOW_OPS,
+    DEFAULT_OPSET,
+    IR_VERSION,
+    NON_COMPUTE_OPS,
+    SEGMENT_PREFIX,
+    TRTCOMPILE_DOMAIN,
+    NameScope,
+    add_local_function,
+    call,
+    call_key,
+    compute_node_count,
+    constant_attr_array,
+    constant_shape,
+    constant_value,
+    consumers,
+    find_function,
+    fingerprint,
+    model_digest,
+    function_key,
+    function_of,
+    functions_by_key,
+    has_single_use,
+    histogram_delta,
+    is_fused_layer,
+    is_lowerable_constant,
+    is_onnx_domain,
+    is_onnx_op,
+    is_segment,
+    iter_nodes,
+    layer_count,
+    live_nodes,
+    lower_constant,
+    op_histogram,
+    op_key,
+    opset,
+    outer_scope_reads,
+    output_names,
+    producer,
+    replace_uses,
+    same_pads,
+    scope_nodes,
+    scopes,
+    static_shape,
+    subgraphs,
+    text_attr,
+    to_networkx,
+    toposort,
+)
+from trtcompile.ir.io import (
+    atomic_write_bytes,
+    evaluable_ir_version,
+    exclusive_lock,
+    export_model,
+    import_model,
+    load,
+    name_nodes,
+    quiet_graphsurgeon,
+    save,
+)
+from trtcompile.ir.provenance import Structure, trace_provenance
+
+__all__ = [
+    "CONTROL_FLOW_OPS", "DEFAULT_OPSET", "IR_VERSION", "NON_COMPUTE_OPS", "SEGMENT_PREFIX",
+    "SHAPE_VALUE_LIMIT", "TRTCOMPILE_DOMAIN", "NameScope", "ShapeFacts", "Structure",
+    "add_local_function", "analysis", "atomic_write_bytes", "call", "call_key",
+    "compute_node_count", "constant_attr_array", "constant_shape", "constant_value", "consumers", "cost",
+    "evaluable_ir_version", "exclusive_lock", "export_model", "find_function", "fingerprint",
+    "model_digest",
+    "function_key", "function_of", "functions_by_key", "fused_layer", "graph", "has_single_use",
+    "histogram_delta", "import_model", "inferred_dims", "io", "is_fused_layer", "is_onnx_domain",
+    "is_lowerable_constant", "is_onnx_op", "is_segment", "iter_nodes", "known_dims", "layer_count", "live_nodes", "load", "lower_constant",
+    "name_nodes", "op_histogram", "op_key", "opset", "outer_scope_reads", "output_names",
+    "producer", "provenance", "quiet_graphsurgeon", "replace_uses", "rewrite", "same_pads", "save",
+    "scope_nodes", "scopes", "static_shape", "subgraphs", "text_attr", "to_networkx", "toposort",
+    "trace_provenance",
+]
