@@ -17,7 +17,7 @@ import onnx
 import onnx_graphsurgeon as gs
 
 from trtcompile import ir
-from trtcompile.pass_manager import Pass, PassContext, PassResult
+from trtcompile.pm import Pass, PassContext, PassResult
 
 #: Permutations from the ``[B, S, H, D]`` head split to the operand the attention reads.
 _HEADS_FIRST = (0, 2, 1, 3)  # [B, H, S, D]: query, value

@@ -21,7 +21,7 @@ from trtcompile import ir
 from trtcompile.ir import cost
 from trtcompile.ir.fused_layer import conv_call_info, conv_function, function_name
 from trtcompile.ir.rewrite import Match, Reject, RewriteRule, Scope, apply_rule
-from trtcompile.pass_manager import Pass, PassContext, PassResult
+from trtcompile.pm import Pass, PassContext, PassResult
 
 
 @dataclass

@@ -12,7 +12,7 @@ import numpy as np
 import onnx_graphsurgeon as gs
 
 from trtcompile import ir
-from trtcompile.pass_manager import Pass, PassContext, PassResult
+from trtcompile.pm import Pass, PassContext, PassResult
 
 #: ONNX ops whose result is drawn at random: two of them with the same inputs and attributes still
 #: compute different values, so they are never merged (``Dropout`` is handled by its mode).

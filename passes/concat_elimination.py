@@ -15,7 +15,7 @@ import numpy as np
 import onnx_graphsurgeon as gs
 
 from trtcompile import ir
-from trtcompile.pass_manager import Pass, PassContext, PassResult
+from trtcompile.pm import Pass, PassContext, PassResult
 
 #: Slice ends at or beyond this mean "to the end of the axis" (ONNX uses INT64_MAX, tf2onnx INT32_MAX).
 _TO_END = np.iinfo(np.int32).max

@@ -27,7 +27,7 @@ from trtcompile.ir.fused_layer import (
     explicit_conv_attrs,
 )
 from trtcompile.ir.rewrite import Match, Reject, RewriteRule, Scope, apply_rule
-from trtcompile.pass_manager import Pass, PassContext, PassResult
+from trtcompile.pm import Pass, PassContext, PassResult
 
 
 @dataclass

@@ -8,7 +8,7 @@ from typing import ClassVar
 import onnx_graphsurgeon as gs
 
 from trtcompile import ir
-from trtcompile.pass_manager import Pass, PassContext, PassResult
+from trtcompile.pm import Pass, PassContext, PassResult
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ import onnx_graphsurgeon as gs
 
 from trtcompile import ir
 from trtcompile.ir.rewrite import Match, Reject, RewriteRule, Scope, apply_rule
-from trtcompile.pass_manager import Pass, PassContext, PassResult
+from trtcompile.pm import Pass, PassContext, PassResult
 
 
 @dataclass

@@ -10,7 +10,7 @@ import onnx
 import onnx_graphsurgeon as gs
 
 from trtcompile import ir
-from trtcompile.pass_manager import Pass, PassContext, PassResult
+from trtcompile.pm import Pass, PassContext, PassResult
 
 #: Ops onnx-graphsurgeon never folds: quantization is expressed in the graph and TensorRT reads the
 #: Q/DQ pairs on weights as precision, so they must stay.

@@ -20,7 +20,7 @@ import onnx_graphsurgeon as gs
 from trtcompile import ir
 from trtcompile.ir.fused_layer import is_fused_conv
 from trtcompile.ir.rewrite import Match, Reject, RewriteRule, Scope, apply_rule
-from trtcompile.pass_manager import Pass, PassContext, PassResult
+from trtcompile.pm import Pass, PassContext, PassResult
 
 #: Largest pooling window TensorRT builds: the product of the window's dimensions must stay below
 #: 100,000 (``addPoolingNd`` rejects a 320x320 window, builds 300x300; measured with TensorRT-RTX 1.7).

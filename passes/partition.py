@@ -24,7 +24,7 @@ from trtcompile.ir import (
     is_segment,
 )
 from trtcompile.ir.fused_layer import PARAMETER_PREFIX
-from trtcompile.pass_manager import Pass, PassContext, PassResult
+from trtcompile.pm import Pass, PassContext, PassResult
 
 # The segment convention (SEGMENT_PREFIX, is_segment, NON_COMPUTE_OPS and compute_node_count, which
 # reports count segments with) and the parameter namespace of outlined functions (PARAMETER_PREFIX,

@@ -9,7 +9,7 @@ import numpy as np
 import onnx_graphsurgeon as gs
 
 from trtcompile import calibration, ir
-from trtcompile.pass_manager import Pass, PassContext, PassResult
+from trtcompile.pm import Pass, PassContext, PassResult
 
 #: Largest magnitude of symmetric int8 (TensorRT quantizes to [-127, 127]).
 INT8_MAX = 127

@@ -234,7 +234,7 @@ class SpendingZeroConv(AddZeroConv):
     name: ClassVar[str] = "spending-zero-conv"
 
     def run(self, graph: gs.Graph, ctx: PassContext) -> PassResult:
-        from trtcompile import cost
+        from trtcompile.ir import cost
 
         ledger = cost.mac_ledger(graph, ctx.resources)
         before = cost.graph_macs(graph).macs
@@ -245,7 +245,7 @@ class SpendingZeroConv(AddZeroConv):
 
 @pytest.mark.parametrize("pays", [False, True])
 def test_an_undone_group_gives_back_the_macs_it_spent(pays: bool) -> None:
-    from trtcompile import cost
+    from trtcompile.ir import cost
 
     # Only the judge decides (the MAC budget allows doubling).
     judge = (lambda graph: 10 - len(graph.nodes)) if pays else (lambda graph: len(graph.nodes))

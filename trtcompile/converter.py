@@ -53,7 +53,7 @@ class Converter:
                  max_workspace_size_bytes: int | None = None, *, pipeline: str = "default",
                  **options: Any):
         from trtcompile.flow import CompileOptions
-        from trtcompile.frontend import FrontendOptions
+        from trtcompile.frontend.model import FrontendOptions
 
         if input_saved_model_dir is None:
             raise InputError("Converter needs input_saved_model_dir (a SavedModel folder, a "

@@ -32,7 +32,7 @@ from trtcompile import ir
 from trtcompile.errors import InputError
 from trtcompile.ir import cost
 from trtcompile.ir.fused_layer import conv_call_info, conv_function
-from trtcompile.pass_manager import Pass, PassContext, PassResult
+from trtcompile.pm import Pass, PassContext, PassResult
 
 #: Values of the ``ops`` option and the layers each covers.
 OP_FAMILIES = ("conv", "matmul", "gemm")

@@ -12,7 +12,7 @@ import onnx_graphsurgeon as gs
 from passes.horizontal_fusion.branches import _Branch, _Reachability, _show
 from trtcompile import ir
 from trtcompile.ir import cost
-from trtcompile.pass_manager import PassContext, PassResult
+from trtcompile.pm import PassContext, PassResult
 
 
 @dataclass

@@ -29,7 +29,7 @@ from passes.transpose_cancellation.permutations import (
     unsqueezed_perm,
 )
 from trtcompile.errors import InputError
-from trtcompile.pass_manager import Pass, PassContext, PassResult
+from trtcompile.pm import Pass, PassContext, PassResult
 
 
 @dataclass(frozen=True)

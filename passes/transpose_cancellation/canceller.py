@@ -39,7 +39,7 @@ from passes.transpose_cancellation.push_through import PushThrough
 from passes.transpose_cancellation.shape_reads import ShapeReads
 from passes.transpose_cancellation.weight_fold import WeightFold
 from trtcompile import ir
-from trtcompile.pass_manager import PassContext, PassResult
+from trtcompile.pm import PassContext, PassResult
 
 
 class _Canceller(PushThrough, ShapeReads, WeightFold):

@@ -77,7 +77,7 @@ def shape_options(args: argparse.Namespace):
 def compile_options(args: argparse.Namespace):
     """The :class:`~trtcompile.flow.CompileOptions` the flags describe."""
     from trtcompile.flow import CompileOptions
-    from trtcompile.frontend import FrontendOptions
+    from trtcompile.frontend.model import FrontendOptions
 
     data_range = None
     if args.data_range is not None:
@@ -282,7 +282,7 @@ def run_bisect(args: argparse.Namespace) -> int:
     from trtcompile.errors import EXIT_NOTHING_FAILS
     from trtcompile.flow import CompileOptions
     from trtcompile.flow.outputs import check_output_location
-    from trtcompile.frontend import FrontendOptions
+    from trtcompile.frontend.model import FrontendOptions
 
     if args.atol < 0 or args.rtol < 0:
         raise InputError("--atol and --rtol must not be negative")

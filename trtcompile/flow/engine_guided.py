@@ -2,7 +2,7 @@
 
 A combinator (:class:`trtcompile.pm.Combinator`) of the compile flow, not of the pass
 infrastructure: judging a candidate takes an engine build (:mod:`trtcompile.backend`) and its
-arithmetic (:mod:`trtcompile.cost`), which the pass manager knows nothing of. The flow registers it
+arithmetic (:mod:`trtcompile.ir.cost`), which the pass manager knows nothing of. The flow registers it
 in the built-in registry (:func:`trtcompile.flow.registry.builtin_registry`).
 """
 
@@ -15,7 +15,8 @@ from typing import ClassVar
 
 import onnx_graphsurgeon as gs
 
-from trtcompile import cost, ir
+from trtcompile import ir
+from trtcompile.ir import cost
 from trtcompile.errors import BackendError, PassFailed, TrtcompileError
 from trtcompile.pm import Combinator, PassResult, PipelineRun
 

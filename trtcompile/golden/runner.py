@@ -131,7 +131,7 @@ class GoldenOutcome:
 def compile_options(entry: GoldenEntry):
     """The :class:`~trtcompile.flow.CompileOptions` an entry describes (no files written)."""
     from trtcompile.flow import CompileOptions
-    from trtcompile.frontend import FrontendOptions
+    from trtcompile.frontend.model import FrontendOptions
     from trtcompile.shapes import ShapeOptions
 
     atol, rtol = entry.tolerances()

@@ -304,7 +304,7 @@ class MacLedger:
         return f"{100.0 * macs / self.baseline:.2f}%" if self.baseline else "n/a"
 
 
-#: Key of the ledgers in :attr:`trtcompile.pass_manager.PassContext.resources`.
+#: Key of the ledgers in :attr:`trtcompile.pm.PassContext.resources`.
 LEDGER_RESOURCE = "mac-ledger"
 
 
