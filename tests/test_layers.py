@@ -60,3 +60,18 @@ def test_no_module_is_over_the_size_limit(package: str) -> None:
              for path in (REPO / package).rglob("*.py")}
     over = {path: lines for path, lines in sizes.items() if lines > MAX_MODULE_LINES}
     assert over == {}, f"modules over {MAX_MODULE_LINES} lines: {over}"
+
+
+def test_architecture_md_lists_the_contracts_layers() -> None:
+    """docs/architecture.md's layer table is the contract's layers, top to bottom."""
+    import tomllib
+
+    config = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["importlinter"]
+    (layers,) = [c["layers"] for c in config["contracts"] if c["type"] == "layers"]
+    contract = [sorted(m.strip() for m in line.replace("|", ":").split(":")) for line in layers]
+    doc = (REPO / "docs" / "architecture.md").read_text().split("## Layers", 1)[1]
+    table = [line for line in doc.split("\n## ", 1)[0].splitlines()
+             if line.startswith("| ") and "`" in line.split("|")[2]]
+    documented = [sorted(cell.strip().strip("`") for cell in row.split("|")[2].split(","))
+                  for row in table]
+    assert documented == contract
