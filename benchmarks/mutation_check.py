@@ -1,12 +1,14 @@
 """Mutation check: break each pass's rules one at a time and count how many the test suite catches.
 
 Each mutation is a text edit of one pass module (an operator, constant or condition flipped), naming
-the rule it breaks. For each one the script copies the repository's tracked files into a temporary
-folder, applies the edit there (the working tree is never touched), runs the part of the test suite
-that covers that pass (its golden cases, its own tests and the property tests of that pass alone
-and of the default pipeline, ``ci`` profile with
-``PROPERTY_EXAMPLES`` examples per test) and records whether it failed (caught) or passed
-(survived). A mutation whose text is not found exactly once is an error: the list is stale.
+the rule it breaks; a few break the checks the passes are judged by instead (the parity rule of
+``trtcompile/verify.py``). For each one the script copies the repository's tracked files into a
+temporary folder, applies the edit there (the working tree is never touched), runs the part of the
+test suite that covers that module (for a pass: its golden cases, its own tests and the property
+tests of that pass alone and of the default pipeline, ``ci`` profile with ``PROPERTY_EXAMPLES``
+examples per test; for ``trtcompile/<module>.py``: ``tests/test_<module>*.py``) and records whether
+it failed (caught) or passed (survived). A mutation whose text is not found exactly once is an
+error: the list is stale.
 
     python benchmarks/mutation_check.py                       # every mutation, writes docs/testing.md
     python benchmarks/mutation_check.py --only transpose      # mutations whose id contains it
@@ -39,10 +41,17 @@ class Mutation:
     """One edit of ``module`` breaking ``rule``: ``old`` (found exactly once) becomes ``new``."""
 
     id: str
-    module: str  # passes/<module>.py
+    module: str  # <package>/<module>.py
     rule: str
     old: str
     new: str
+    #: ``passes`` for a pass module; ``trtcompile`` for the checks that judge the passes.
+    package: str = "passes"
+
+    @property
+    def path(self) -> str:
+        """The edited file, relative to the repository."""
+        return f"{self.package}/{self.module}.py"
 
 
 M = Mutation
@@ -70,6 +79,9 @@ MUTATIONS: tuple[Mutation, ...] = (
     M("fold-constant-dtype", "fold_constants", "1: a Constant keeps its dtype as an initializer",
       "    return np.array(value, dtype=_CONSTANT_ATTR_DTYPES[key])",
       "    return np.array(value)"),
+    M("fold-castlike-type", "fold_constants", "4: CastLike takes the type of its second operand",
+      "            to = onnx.helper.np_dtype_to_tensor_dtype(np.dtype(dtype))",
+      "            to = onnx.helper.np_dtype_to_tensor_dtype(ir.constant_value(value).dtype)"),
     M("fold-ranged-shape", "fold_constants", "3: Shape start/end is respected",
       '                if "start" in node.attrs or "end" in node.attrs:\n                    if source.shape is None:',
       '                if False:\n                    if source.shape is None:'),
@@ -122,6 +134,10 @@ MUTATIONS: tuple[Mutation, ...] = (
       '            "alpha": float(node.attrs.get("alpha", 1.0)),', '            "alpha": 1.0,'),
     M("hf-min-branches", "horizontal_fusion", "8: at least min-branches layers",
       "            if len(subset) >= self.min_branches:", "            if len(subset) >= 1:"),
+    M("hf-gemm-member-transb", "horizontal_fusion",
+      "6: each merged Gemm's B is read with its own transB",
+      '            columns.append(b.T if int(member.node.attrs.get("transB", 0)) else b)',
+      "            columns.append(b.T if trans_b else b)"),
     # average-pool-conv-fusion -----------------------------------------------------------------
     M("apc-ceil-mode", "average_pool_conv_fusion", "2: ceil_mode=1 pools stay",
       '        if int(pool.attrs.get("ceil_mode", 0)):', '        if False:'),
@@ -151,6 +167,10 @@ MUTATIONS: tuple[Mutation, ...] = (
     M("ahl-bias-shape", "attention_head_layout", "1: a bias is one value per output feature",
       "        if bias.size != width or any(d != 1 for d in bias.shape[:-1]) or bias.shape[-1] != width:",
       "        if bias.size != width:"),
+    M("ahl-rank1-mask", "attention_head_layout",
+      "4: a rank-1 (per-key) mask becomes a [key, 1] column for the transposed scores",
+      'axes = gs.Constant(scope.fresh(f"{mask.name}_column_axis"), np.array([1], np.int64))',
+      'axes = gs.Constant(scope.fresh(f"{mask.name}_column_axis"), np.array([0], np.int64))'),
     M("ahl-single-use", "attention_head_layout", "1: a head split's inner tensors have one reader",
       "        if not ir.has_single_use(inner.outputs[0], graph_outputs):\n            return f\"'{inner.name}' has other readers\"",
       "        if False:\n            return f\"'{inner.name}' has other readers\""),
@@ -199,6 +219,9 @@ MUTATIONS: tuple[Mutation, ...] = (
     M("gpw-pointwise-reader", "global_pool_window", "4: a pool read by a pointwise layer stays",
       "        return (f\"the pooled result is read by {reader.op}: TensorRT",
       "        continue\n        return (f\"the pooled result is read by {reader.op}: TensorRT"),
+    M("gpw-keepdims-default", "global_pool_window", "1: an omitted keepdims is 1 (no Flatten)",
+      '        return bool(int(pool.attrs.get("keepdims", 1)))',
+      '        return bool(int(pool.attrs.get("keepdims", 0)))'),
     # flatten-gemm-conv ------------------------------------------------------------------------
     M("fgc-reshape-lead", "flatten_gemm_conv", "1: a Reshape to [a, -1] flattens only for a = N",
       "                                        or target[1] == -1 and target[0] in lead):",
@@ -276,6 +299,10 @@ MUTATIONS: tuple[Mutation, ...] = (
     M("int8-weight-axis", "quantize_int8", "per-channel weight scales on the output axis",
       "                values, scales = quantize_per_channel(layer.weight_values, layer.axis)",
       "                values, scales = quantize_per_channel(layer.weight_values, 1 - layer.axis)"),
+    # the parity rule the passes are judged by ----------------------------------------------------
+    M("verify-range-peak", "verify", "atol_range scales the largest |reference|, not their sum",
+      "            peak = max(peak, float(np.abs(finite).max()))",
+      "            peak = max(peak, float(np.abs(finite).sum()))", package="trtcompile"),
 )
 
 
@@ -283,13 +310,23 @@ MUTATIONS: tuple[Mutation, ...] = (
 PROPERTY_EXAMPLES = 60
 
 
-def tests_for(module: str | None) -> list[list[str]]:
-    """The pytest invocations that cover ``module``'s pass (each a list of arguments); with None,
-    those of every pass (the baseline run on the unmutated tree)."""
-    if module is None:
+def _check_tests(module: str) -> list[str]:
+    """The test modules of ``trtcompile/<module>.py``: ``tests/test_<module>*.py``."""
+    return [str(p.relative_to(REPO)) for p in sorted((REPO / "tests").glob(f"test_{module}*.py"))]
+
+
+def tests_for(mutation: Mutation | None) -> list[list[str]]:
+    """The pytest invocations that cover the module ``mutation`` edits (each a list of arguments);
+    with None, those of every pass and check (the baseline run on the unmutated tree)."""
+    if mutation is None:
+        checks = sorted({path for m in MUTATIONS if m.package != "passes"
+                         for path in _check_tests(m.module)})
         return [["tests/test_golden_cases.py", "tests/passes",
                  "tests/property/test_pass_semantics.py", "tests/property/test_differential.py",
-                 "-k", "not every_rule"]]
+                 "-k", "not every_rule"], *([checks] if checks else [])]
+    module = mutation.module
+    if mutation.package != "passes":
+        return [_check_tests(module)]
     pass_name = module.replace("_", "-")
     own = [str(p.relative_to(REPO)) for p in (REPO / "tests" / "passes" / module).glob("test_*.py")]
     # The differential tests first: they catch most mutants, and a caught mutant stops the run.
@@ -315,13 +352,14 @@ def tracked_copy(destination: Path) -> None:
             shutil.copy2(source, target)
 
 
-def run_tests(tree: Path, module: str | None, timeout: float) -> tuple[bool, str]:
-    """(passed, what failed) of the tests covering ``module`` in ``tree``."""
+def run_tests(tree: Path, mutation: Mutation | None, timeout: float) -> tuple[bool, str]:
+    """(passed, what failed) of the tests covering ``mutation``'s module in ``tree`` (every
+    module's with None)."""
     env = dict(os.environ, PYTHONPATH=str(tree), TRTCOMPILE_PROPERTY_PROFILE="ci",
                TRTCOMPILE_PROPERTY_FAILURES=str(tree / "property-failures"),
                TRTCOMPILE_PROPERTY_EXAMPLES=str(PROPERTY_EXAMPLES),
                TF_CPP_MIN_LOG_LEVEL="2")
-    for args in tests_for(module):
+    for args in tests_for(mutation):
         command = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *args]
         try:
             completed = subprocess.run(command, cwd=tree, env=env, capture_output=True, text=True,
@@ -335,12 +373,12 @@ def run_tests(tree: Path, module: str | None, timeout: float) -> tuple[bool, str
 
 
 def apply(tree: Path, mutation: Mutation) -> None:
-    path = tree / "passes" / f"{mutation.module}.py"
+    path = tree / mutation.path
     text = path.read_text()
     found = text.count(mutation.old)
     if found != 1:
         raise SystemExit(f"mutation {mutation.id}: its text occurs {found} times in "
-                         f"passes/{mutation.module}.py (expected once): update the list")
+                         f"{mutation.path} (expected once): update the list")
     path.write_text(text.replace(mutation.old, mutation.new))
 
 
@@ -359,14 +397,14 @@ def main() -> int:
     chosen = [m for m in MUTATIONS if any(part in m.id for part in wanted)]
     if args.list:
         for m in chosen:
-            print(f"{m.id:24} passes/{m.module}.py  rule {m.rule}")
+            print(f"{m.id:24} {m.path}  rule {m.rule}")
         return 0
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="mutation-") as scratch:
         pristine = Path(scratch) / "pristine"
         tracked_copy(pristine)
         for m in chosen:  # every text must match before an hour is spent on the rest
-            apply_check = (pristine / "passes" / f"{m.module}.py").read_text().count(m.old)
+            apply_check = (pristine / m.path).read_text().count(m.old)
             if apply_check != 1:
                 raise SystemExit(f"mutation {m.id}: text found {apply_check} times: update the list")
         if not args.no_baseline:
@@ -378,7 +416,7 @@ def main() -> int:
             tree = Path(scratch) / m.id
             shutil.copytree(pristine, tree)
             apply(tree, m)
-            passed, detail = run_tests(tree, m.module, args.timeout)
+            passed, detail = run_tests(tree, m, args.timeout)
             print(f"{'caught  ' if not passed else 'SURVIVED'} {m.id:24} {detail[:110]}", flush=True)
             shutil.rmtree(tree, ignore_errors=True)
             return m, not passed, detail
@@ -411,7 +449,8 @@ def write_section(rows, minutes: float) -> None:
     ]
     for m, killed, detail in rows:
         verdict = "caught" if killed else "**survived**"
-        lines.append(f"| `{m.id}` | {m.module.replace('_', '-')} | {m.rule} | {verdict} |")
+        where = m.module.replace("_", "-") if m.package == "passes" else f"`{m.path}`"
+        lines.append(f"| `{m.id}` | {where} | {m.rule} | {verdict} |")
     survivors = [m for m, killed, _ in rows if not killed]
     lines += ["", "Survivors: " + (", ".join(f"`{m.id}` ({m.rule})" for m in survivors)
                                     if survivors else "none.")]
