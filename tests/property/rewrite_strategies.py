@@ -340,9 +340,9 @@ def motif_pool_conv(b: Builder, x: Value) -> Value:
 
 def global_pool_block(b: Builder, y: Value) -> Value:
     """A global mean of the conv ``y`` (GlobalAveragePool, or ReduceMean over the spatial axes as
-    the opset spells it, with or without keepdims) feeding a squeeze-excitation gate that scales
-    ``y``, or a classifier head (a graph output: Gemm/MatMul, ReLU, then MatMul or Softmax) on the
-    mean or on ``y``'s whole map. Every choice comes from the weight generator, not from draws, so
+    the opset spells it, with keepdims 0, 1 or omitted) feeding a Softmax over the channels, a
+    squeeze-excitation gate that scales ``y``, or a classifier head (a graph output: Gemm/MatMul,
+    ReLU, then MatMul or Softmax) on the mean or on ``y``'s whole map. Every choice comes from the weight generator, not from draws, so
     the models the other motifs build stay as they were."""
     n, c, h, w = y.shape
     rng = b.rng
@@ -365,6 +365,11 @@ def global_pool_block(b: Builder, y: Value) -> Value:
             pooled = b.op("ReduceMean", [y.name, b.ints(list(axes), "axes")], shape, **attrs)
         else:
             pooled = b.op("ReduceMean", [y.name], shape, axes=list(axes), **attrs)
+    if keepdims and rng.random() < 0.25:
+        # A Softmax over the channels of the [N, C, 1, 1] mean (the SqueezeNet head without its
+        # Flatten): a pool that keeps its dims must not gain a Flatten.
+        b.outputs.append(b.op("Softmax", [pooled.name], pooled.shape, axis=1))
+        return y
     if keepdims and rng.random() < 0.5:  # squeeze-excitation
         squeezed = b.op("Relu", [b.op("Conv", [pooled.name, weights((2, c, 1, 1), "se_W")],
                                       (n, 2, 1, 1)).name], (n, 2, 1, 1))
@@ -747,14 +752,19 @@ class RewriteModel:
 
 
 @st.composite
-def rewrite_models(draw, max_motifs: int = 4, enabled_defects: frozenset = frozenset()
+def rewrite_models(draw, max_motifs: int = 4, enabled_defects: frozenset = frozenset(),
+                   motifs: tuple[str, ...] = MOTIFS, opsets: tuple[int, ...] = OPSETS,
+                   dtypes: tuple[str, ...] = ("float32", "float16", "float32", "float64")
                    ) -> RewriteModel:
-    """A random valid model whose motifs give the passes' rewrite rules something to rewrite."""
+    """A random valid model whose motifs give the passes' rewrite rules something to rewrite.
+
+    ``motifs``, ``opsets`` and ``dtypes`` narrow the draw, for a test that needs one pass's
+    pattern in every example rather than in a few of them."""
     # The model's outline: opset, dtype and distinct motifs in a drawn order (a permutation
     # spreads motifs evenly over a short derandomized run; lists of sampled_from lean towards the
     # first and last choices and leave most motifs unexercised).
-    opset = draw(st.sampled_from(OPSETS))
-    dtype_name = draw(st.sampled_from(["float32", "float16", "float32", "float64"]))
+    opset = draw(st.sampled_from(opsets))
+    dtype_name = draw(st.sampled_from(dtypes))
     b = Builder(draw, opset, DTYPES[dtype_name], draw(st.integers(0, 2**16)),
                 frozenset(enabled_defects))
     dynamic = draw(st.booleans())
@@ -762,11 +772,11 @@ def rewrite_models(draw, max_motifs: int = 4, enabled_defects: frozenset = froze
     channels = draw(st.integers(1, 6))
     height, width = draw(st.integers(3, 7)), draw(st.integers(3, 7))
     x = Value("input", (batch, channels, height, width))
-    allowed = [m for m in MOTIFS if dtype_name != "float64" or m not in NEEDS_CONV]
-    count = draw(st.integers(min(2, max_motifs), min(max_motifs, len(allowed))))
-    motifs = draw(st.permutations(allowed))[:count]
+    allowed = [m for m in motifs if dtype_name != "float64" or m not in NEEDS_CONV]
+    count = draw(st.integers(min(2, max_motifs, len(allowed)), min(max_motifs, len(allowed))))
+    chosen = draw(st.permutations(allowed))[:count]
     current = x
-    for motif in motifs:
+    for motif in chosen:
         current = MOTIF_FUNCTIONS[motif](b, current)
     if current.name != x.name or not b.outputs:
         b.outputs.append(current)
@@ -782,4 +792,4 @@ def rewrite_models(draw, max_motifs: int = 4, enabled_defects: frozenset = froze
                               producer_name="trtcompile-differential-tests")
     if draw(st.booleans()):
         model = onnx.shape_inference.infer_shapes(model, strict_mode=True)
-    return RewriteModel(model, dynamic, motifs)
+    return RewriteModel(model, dynamic, chosen)
