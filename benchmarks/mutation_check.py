@@ -47,10 +47,13 @@ class Mutation:
     #: The file edited, relative to the repository, where the rule's code is not in
     #: passes/<module>.py (a module of a pass package, or the IR the pass builds on).
     path: str = ""
+    #: ``passes`` for a pass's rule; ``trtcompile`` for the checks that judge the passes (then
+    #: ``module`` is ``trtcompile/<module>.py`` and its tests are ``tests/test_<module>*.py``).
+    package: str = "passes"
 
     @property
     def file(self) -> str:
-        return self.path or f"passes/{self.module}.py"
+        return self.path or f"{self.package}/{self.module}.py"
 
 
 M = Mutation
@@ -297,6 +300,25 @@ MUTATIONS: tuple[Mutation, ...] = (
     M("int8-weight-axis", "quantize_int8", "per-channel weight scales on the output axis",
       "                values, scales = quantize_per_channel(layer.weight_values, layer.axis)",
       "                values, scales = quantize_per_channel(layer.weight_values, 1 - layer.axis)"),
+    # values, not accidents ------------------------------------------------------------------------
+    M("fold-castlike-type", "fold_constants", "4: CastLike takes the type of its second operand",
+      "            to = onnx.helper.np_dtype_to_tensor_dtype(np.dtype(dtype))",
+      "            to = onnx.helper.np_dtype_to_tensor_dtype(ir.constant_value(value).dtype)"),
+    M("hf-gemm-member-transb", "horizontal_fusion",
+      "6: each merged Gemm's B is read with its own transB",
+      '            columns.append(b.T if int(member.node.attrs.get("transB", 0)) else b)',
+      "            columns.append(b.T if trans_b else b)", "passes/horizontal_fusion/__init__.py"),
+    M("ahl-rank1-mask", "attention_head_layout",
+      "4: a rank-1 (per-key) mask becomes a [key, 1] column for the transposed scores",
+      'axes = gs.Constant(scope.fresh(f"{mask.name}_column_axis"), np.array([1], np.int64))',
+      'axes = gs.Constant(scope.fresh(f"{mask.name}_column_axis"), np.array([0], np.int64))'),
+    M("gpw-keepdims-default", "global_pool_window", "1: an omitted keepdims is 1 (no Flatten)",
+      '        return bool(int(pool.attrs.get("keepdims", 1)))',
+      '        return bool(int(pool.attrs.get("keepdims", 0)))'),
+    # the parity rule the passes are judged by ----------------------------------------------------
+    M("verify-range-peak", "verify", "atol_range scales the largest |reference|, not their sum",
+      "            peak = max(peak, float(np.abs(finite).max()))",
+      "            peak = max(peak, float(np.abs(finite).sum()))", package="trtcompile"),
 )
 
 
@@ -304,13 +326,23 @@ MUTATIONS: tuple[Mutation, ...] = (
 PROPERTY_EXAMPLES = 60
 
 
-def tests_for(module: str | None) -> list[list[str]]:
-    """The pytest invocations that cover ``module``'s pass (each a list of arguments); with None,
-    those of every pass (the baseline run on the unmutated tree)."""
-    if module is None:
+def _check_tests(module: str) -> list[str]:
+    """The test modules of ``trtcompile/<module>.py``: ``tests/test_<module>*.py``."""
+    return [str(p.relative_to(REPO)) for p in sorted((REPO / "tests").glob(f"test_{module}*.py"))]
+
+
+def tests_for(mutation: Mutation | None) -> list[list[str]]:
+    """The pytest invocations that cover the code ``mutation`` edits (each a list of arguments);
+    with None, those of every pass and check (the baseline run on the unmutated tree)."""
+    if mutation is None:
+        checks = sorted({path for m in MUTATIONS if m.package != "passes"
+                         for path in _check_tests(m.module)})
         return [["tests/test_golden_cases.py", "tests/passes",
                  "tests/property/test_pass_semantics.py", "tests/property/test_differential.py",
-                 "-k", "not every_rule"]]
+                 "-k", "not every_rule"], *([checks] if checks else [])]
+    module = mutation.module
+    if mutation.package != "passes":
+        return [_check_tests(module)]
     pass_name = module.replace("_", "-")
     own = [str(p.relative_to(REPO)) for p in (REPO / "tests" / "passes" / module).glob("test_*.py")]
     # The differential tests first: they catch most mutants, and a caught mutant stops the run.
@@ -336,13 +368,14 @@ def tracked_copy(destination: Path) -> None:
             shutil.copy2(source, target)
 
 
-def run_tests(tree: Path, module: str | None, timeout: float) -> tuple[bool, str]:
-    """(passed, what failed) of the tests covering ``module`` in ``tree``."""
+def run_tests(tree: Path, mutation: Mutation | None, timeout: float) -> tuple[bool, str]:
+    """(passed, what failed) of the tests covering ``mutation``'s code in ``tree`` (every pass's
+    and check's with None)."""
     env = dict(os.environ, PYTHONPATH=str(tree), TRTCOMPILE_PROPERTY_PROFILE="ci",
                TRTCOMPILE_PROPERTY_FAILURES=str(tree / "property-failures"),
                TRTCOMPILE_PROPERTY_EXAMPLES=str(PROPERTY_EXAMPLES),
                TF_CPP_MIN_LOG_LEVEL="2")
-    for args in tests_for(module):
+    for args in tests_for(mutation):
         command = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *args]
         try:
             completed = subprocess.run(command, cwd=tree, env=env, capture_output=True, text=True,
@@ -399,7 +432,7 @@ def main() -> int:
             tree = Path(scratch) / m.id
             shutil.copytree(pristine, tree)
             apply(tree, m)
-            passed, detail = run_tests(tree, m.module, args.timeout)
+            passed, detail = run_tests(tree, m, args.timeout)
             print(f"{'caught  ' if not passed else 'SURVIVED'} {m.id:24} {detail[:110]}", flush=True)
             shutil.rmtree(tree, ignore_errors=True)
             return m, not passed, detail
@@ -432,7 +465,8 @@ def write_section(rows, minutes: float) -> None:
     ]
     for m, killed, detail in rows:
         verdict = "caught" if killed else "**survived**"
-        lines.append(f"| `{m.id}` | {m.module.replace('_', '-')} | {m.rule} | {verdict} |")
+        where = m.module.replace("_", "-") if m.package == "passes" else f"`{m.file}`"
+        lines.append(f"| `{m.id}` | {where} | {m.rule} | {verdict} |")
     survivors = [m for m, killed, _ in rows if not killed]
     lines += ["", "Survivors: " + (", ".join(f"`{m.id}` ({m.rule})" for m in survivors)
                                     if survivors else "none.")]

@@ -65,7 +65,9 @@ CACHE_VERSION = 1
 @dataclass(frozen=True)
 class PrecisionTolerances:
     """How a ``precision`` build is compared with FP32, elementwise:
-    ``|candidate - reference| <= atol + atol_range * max|reference| + rtol * |reference|``."""
+    ``|candidate - reference| <= atol + atol_range * max|reference| + rtol * |reference|``, with
+    ``max|reference|`` the largest magnitude of that output (the rule of
+    :func:`trtcompile.verify.within_tolerance`, which applies it)."""
 
     atol: float
     rtol: float

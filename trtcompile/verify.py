@@ -1,11 +1,17 @@
-"""Numerical parity with Polygraphy: runners, seeded data loading, comparison and tolerances.
+"""Numerical parity: runners (Polygraphy over ONNX Runtime), seeded data loading, the tolerance rule.
 
-Every check compares a *reference* against a *candidate* on the same inputs, output by output, with
-``|candidate - reference| <= atol + atol_range * max|reference| + rtol * |reference|`` elementwise
-(Polygraphy's ``simple`` comparison in ``elemwise`` mode, with a per-output ``atol``), and reports the
-maximum absolute and relative error per output.
-An output whose shape or element type changed, or that the candidate does not produce, fails
-with those words instead of error figures.
+Every check compares a *reference* against a *candidate* on the same inputs, output by output. An
+element passes when
+
+    |candidate - reference| <= atol + atol_range * max|reference| + rtol * |reference|
+
+with ``max|reference|`` the largest finite magnitude of that output of the reference, and the
+relative term taken of the reference (``numpy.isclose``'s form, plus the range term); NaN matches
+NaN at the same position, an infinity only the same infinity. :func:`within_tolerance` is that rule,
+the only place a verdict is decided (Polygraphy runs the models; its own comparison is not used,
+see the note above :func:`output_peak`). Each output reports its largest absolute error and its
+largest error relative to the reference. An output whose shape or element type changed, or that
+the candidate does not produce, fails with those words instead of error figures.
 
 Inputs (:func:`feed_data`): floating-point inputs are drawn from a seeded standard normal
 distribution (negative values decide Relu, Clip and LeakyRelu, and inputs in [0, 1) cannot show a
@@ -23,7 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -324,58 +330,123 @@ def compare_models(reference: onnx.ModelProto, candidate: onnx.ModelProto, *,
 
 def compare_run_results(results, *, atol: float, rtol: float, reference_name: str,
                         candidate_name: str, atol_range: float = 0.0) -> ParityResult:
-    """Compare two runners' outputs already collected in a Polygraphy ``RunResults``."""
-    with quiet_polygraphy():
-        return _parity_from_results(results, atol, rtol, reference_name, candidate_name, atol_range)
+    """Compare two runners' outputs already collected in a Polygraphy ``RunResults`` (or any
+    sequence of ``(runner name, [iteration outputs])`` pairs) by :func:`within_tolerance`.
 
-
-def output_atols(results, reference_name: str, atol: float, atol_range: float) -> dict[str, float]:
-    """Per-output absolute tolerance ``atol + atol_range * max|reference output|`` over every
-    iteration of the reference runner (outputs that are not finite floats keep ``atol``)."""
-    peaks: dict[str, float] = {}
-    for runner_name, iterations in results:
-        if runner_name != reference_name:
-            continue
-        for iteration in iterations:
-            for name, value in iteration.items():
-                array = np.asarray(value)
-                if array.size and array.dtype.kind == "f" and np.isfinite(array).all():
-                    peaks[name] = max(peaks.get(name, 0.0), float(np.abs(array).max()))
-    return {name: atol + atol_range * peak for name, peak in peaks.items()}
-
-
-def _parity_from_results(results, atol: float, rtol: float, reference_name: str,
-                         candidate_name: str, atol_range: float = 0.0) -> ParityResult:
-    from polygraphy.comparator import Comparator, CompareFunc
-
-    per_output = atol
-    if atol_range:
-        per_output = {"": atol, **output_atols(results, reference_name, atol, atol_range)}
+    Every output of the reference is compared, iteration by iteration; one the candidate lacks,
+    or whose shape or element type differs, fails with those words. Outputs only the candidate
+    has are not compared. Raises ValueError when either runner is absent from ``results``."""
+    by_runner = dict(results)
+    for which in (reference_name, candidate_name):
+        if which not in by_runner:
+            raise ValueError(f"no results of the runner '{which}' (have: {sorted(by_runner)})")
+    reference, candidate = by_runner[reference_name], by_runner[candidate_name]
     parity = ParityResult(reference=reference_name, candidate=candidate_name, atol=atol, rtol=rtol,
                           atol_range=atol_range)
     changes = _changed_outputs(results, reference_name, candidate_name)
-    accuracy = Comparator.compare_accuracy(
-        results, compare_func=CompareFunc.simple(atol=per_output, rtol=rtol, check_shapes=True))
-    # Polygraphy >= 0.53 returns one AccuracyResult per comparison function; older ones return it.
-    per_function = [accuracy] if hasattr(accuracy, "values") else list(accuracy)
-    per_pair = [iterations for result in per_function for iterations in result.values()]
-    for per_iteration in per_pair:
-        for iteration in per_iteration:
-            for name, outcome in iteration.items():
-                if name in changes or not hasattr(outcome, "max_absdiff"):
-                    # Polygraphy reports a bare bool for outputs it could not compare.
-                    continue
-                max_abs = float(outcome.max_absdiff) if outcome.max_absdiff is not None else float("inf")
-                max_rel = float(outcome.max_reldiff) if outcome.max_reldiff is not None else float("inf")
-                passed = bool(outcome)
-                previous = parity.outputs.get(name)
-                if previous is not None:
-                    max_abs, max_rel = max(max_abs, previous.max_abs), max(max_rel, previous.max_rel)
-                    passed = passed and previous.passed
-                parity.outputs[name] = OutputParity(max_abs, max_rel, passed)
-    for name, change in changes.items():
-        parity.outputs[name] = OutputParity(float("inf"), float("inf"), False, change)
+    names = list(dict.fromkeys(name for iteration in reference for name in iteration.keys()))
+    for name in names:
+        if name in changes:
+            parity.outputs[name] = OutputParity(float("inf"), float("inf"), False, changes[name])
+            continue
+        pairs = [(np.asarray(ref_iteration[name]), np.asarray(cand_iteration[name]))
+                 for ref_iteration, cand_iteration in zip(reference, candidate)
+                 if name in ref_iteration.keys() and name in cand_iteration.keys()]
+        parity.outputs[name] = compare_output([r for r, _ in pairs], [c for _, c in pairs],
+                                              atol=atol, rtol=rtol, atol_range=atol_range)
     return parity
+
+
+# --------------------------------------------------------------------------------------------
+# The tolerance rule
+# --------------------------------------------------------------------------------------------
+#
+# Polygraphy runs the models and collects their outputs; the verdict is computed here. Polygraphy's
+# ``simple`` comparison in ``elemwise`` mode passes an element when its absolute error is within
+# atol OR its relative error is within rtol, and divides the relative error by the candidate. At
+# atol = rtol = 0.1 it fails reference 1 against candidate 1.15 (error 0.15, relative 0.13), which
+# the stated bound atol + rtol * |reference| = 0.2 passes; at rtol = 0.5 it passes reference 0.1
+# against candidate 0.19 whatever atol is (0.09 / 0.19 = 47%, though the candidate is 90% off the
+# reference). Two criteria joined by OR, one relative to the value under test, are not the bound the
+# documentation, the per-precision tolerances and the reports state, so that bound is applied
+# instead, here and nowhere else.
+
+
+def output_peak(arrays: Iterable[np.ndarray]) -> float:
+    """``max|reference|`` of one output: the largest magnitude among the finite values of
+    ``arrays`` (the output over every iteration); 0 for outputs that are not floating-point or
+    hold no finite value. An infinity must match exactly, so it does not widen the bound."""
+    peak = 0.0
+    for array in arrays:
+        values = np.asarray(array)
+        if values.dtype.kind != "f" or not values.size:
+            continue
+        finite = values[np.isfinite(values)]
+        if finite.size:
+            peak = max(peak, float(np.abs(finite).max()))
+    return peak
+
+
+def within_tolerance(reference: np.ndarray, candidate: np.ndarray, *, atol: float, rtol: float,
+                     atol_range: float = 0.0, peak: float | None = None) -> np.ndarray:
+    """Where ``candidate`` matches ``reference`` (same shape), elementwise: the parity rule.
+
+    An element passes when ``|candidate - reference| <= atol + atol_range * peak + rtol *
+    |reference|``, with ``peak = max|reference|`` of the whole output (:func:`output_peak`; over
+    ``reference`` alone unless given) and the relative term taken of the reference, as
+    ``numpy.isclose`` does. NaN matches NaN (a NaN in one of the two only fails); an infinity
+    matches only the same infinity. Boolean outputs must be equal. Computed in float64, so an
+    error of a float16 output is not rounded before it is judged.
+    """
+    reference, candidate = np.asarray(reference), np.asarray(candidate)
+    if reference.dtype.kind == "b" or candidate.dtype.kind == "b":
+        return np.asarray(reference == candidate)
+    expected, got = reference.astype(np.float64), candidate.astype(np.float64)
+    if peak is None:
+        peak = output_peak([reference])
+    with np.errstate(invalid="ignore"):  # inf - inf and 0 * inf: decided by the lines below
+        bound = atol + atol_range * peak + rtol * np.abs(expected)
+        close = np.abs(got - expected) <= bound
+    both_nan = np.isnan(expected) & np.isnan(got)
+    infinite = np.isinf(expected) | np.isinf(got)
+    # An infinite reference makes the bound infinite: judge infinities by equality alone.
+    return np.where(infinite, expected == got, close | both_nan)
+
+
+def error_statistics(reference: np.ndarray, candidate: np.ndarray) -> tuple[float, float]:
+    """``(max_abs, max_rel)`` of ``candidate`` against ``reference`` (same shape): the largest
+    ``|candidate - reference|`` and the largest ``|candidate - reference| / |reference|`` over the
+    elements with a non-zero reference (a zero reference has no relative error; atol judges it).
+    Matching NaNs and infinities count 0; a NaN or infinity in only one of the two counts inf."""
+    reference, candidate = np.asarray(reference), np.asarray(candidate)
+    if not reference.size:
+        return 0.0, 0.0
+    expected, got = reference.astype(np.float64), candidate.astype(np.float64)
+    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+        error = np.abs(got - expected)
+        matched = (np.isnan(expected) & np.isnan(got)) | (np.isinf(expected) & (expected == got))
+        error = np.where(matched, 0.0, np.where(np.isnan(error), np.inf, error))
+        divisible = np.isfinite(expected) & (expected != 0)
+        relative = np.where(divisible, error / np.where(divisible, np.abs(expected), 1.0), 0.0)
+        # A mismatched NaN or infinity is infinitely wrong in relative terms too.
+        relative = np.where(np.isinf(error), np.inf, relative)
+    return float(error.max()), float(relative.max())
+
+
+def compare_output(references: Sequence[np.ndarray], candidates: Sequence[np.ndarray], *,
+                   atol: float, rtol: float, atol_range: float = 0.0) -> OutputParity:
+    """One output over several iterations (``references[i]`` against ``candidates[i]``, same
+    shapes): passed when every element of every iteration is :func:`within_tolerance`, with
+    ``max|reference|`` taken over all iterations; the worst error statistics."""
+    peak = output_peak(references) if atol_range else 0.0
+    max_abs = max_rel = 0.0
+    passed = True
+    for reference, candidate in zip(references, candidates):
+        passed &= bool(np.all(within_tolerance(reference, candidate, atol=atol, rtol=rtol,
+                                               atol_range=atol_range, peak=peak)))
+        abs_error, rel_error = error_statistics(reference, candidate)
+        max_abs, max_rel = max(max_abs, abs_error), max(max_rel, rel_error)
+    return OutputParity(max_abs, max_rel, passed)
 
 
 def _changed_outputs(results, reference_name: str, candidate_name: str) -> dict[str, str]:

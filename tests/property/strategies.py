@@ -17,7 +17,11 @@ of what it produces, so every generated model is valid by construction:
   MatMul+Add and Softmax;
 * Identity and inference Dropout;
 * dead branches, several outputs, outputs that later layers also read, unused graph inputs;
-* intermediate shapes (``value_info``) present or absent.
+* intermediate shapes (``value_info``) present or absent;
+* attributes the passes read left out (at their ONNX default) or written out: activation
+  ``alpha``/``beta``, BatchNormalization ``epsilon``, Conv defaults, AveragePool ``ceil_mode`` and
+  ``count_include_pad``, the squeeze's ReduceMean ``keepdims``, Flatten and Softmax ``axis``,
+  Gemm ``transA``/``transB``/``alpha``/``beta``.
 
 Every choice is drawn so that hypothesis shrinks it towards the simplest variant (fewer layers, the
 first op of each list, kernel 1, stride 1, no padding, group 1, the most recent tensor), which is
@@ -158,11 +162,18 @@ def _is_4d(value: Value) -> bool:
     return value.rank == 4
 
 
+def _written(**attrs) -> dict:
+    """The attributes given a value; None leaves one out (at its ONNX default), so every pass
+    that reads it sees both forms."""
+    return {name: value for name, value in attrs.items() if value is not None}
+
+
 def layer_activation(b: CnnBuilder, x: Value | None = None, kind: str | None = None) -> Value:
     x = x or b.pick()
     kind = kind or b.draw(st.sampled_from(ACTIVATIONS))
-    if kind == "LeakyRelu":
-        return b.emit("LeakyRelu", [x.name], x.shape, alpha=b.draw(st.sampled_from([0.1, 0.01, 0.3])))
+    if kind == "LeakyRelu":  # alpha omitted (0.01), or written
+        return b.emit("LeakyRelu", [x.name], x.shape,
+                      **_written(alpha=b.draw(st.sampled_from([None, 0.1, 0.01, 0.3]))))
     if kind == "Clip":
         low, high = b.draw(st.sampled_from([(0.0, 6.0), (-1.0, 1.0), (0.0, None), (None, 0.5)]))
         inputs = [x.name,
@@ -171,10 +182,12 @@ def layer_activation(b: CnnBuilder, x: Value | None = None, kind: str | None = N
         while inputs[-1] == "":
             inputs.pop()
         return b.emit("Clip", inputs, x.shape)
-    if kind == "HardSigmoid":
-        return b.emit("HardSigmoid", [x.name], x.shape, alpha=0.2, beta=0.5)
-    if kind == "Elu":
-        return b.emit("Elu", [x.name], x.shape, alpha=b.draw(st.sampled_from([1.0, 0.5])))
+    if kind == "HardSigmoid":  # the defaults (0.2, 0.5) omitted or written, or others
+        alpha, beta = b.draw(st.sampled_from([(None, None), (0.2, 0.5), (0.3, 0.4)]))
+        return b.emit("HardSigmoid", [x.name], x.shape, **_written(alpha=alpha, beta=beta))
+    if kind == "Elu":  # alpha omitted (1.0), or written
+        return b.emit("Elu", [x.name], x.shape,
+                      **_written(alpha=b.draw(st.sampled_from([None, 1.0, 0.5]))))
     if kind == "Swish":
         gate = b.emit("Sigmoid", [x.name], x.shape)
         b.values.pop()  # the gate is internal to the swish
@@ -278,8 +291,8 @@ def layer_batchnorm(b: CnnBuilder) -> Value:
     params = [b.weight(b.uniform((c,), 0.5, 1.5), "gamma"), b.weight(b.uniform((c,)), "beta"),
               b.weight(b.uniform((c,), -0.5, 0.5), "mean"),
               b.weight(b.uniform((c,), 0.5, 1.5), "var")]
-    epsilon = b.draw(st.sampled_from([1e-5, 1e-3]))
-    return b.emit("BatchNormalization", [x.name, *params], x.shape, epsilon=epsilon)
+    epsilon = b.draw(st.sampled_from([None, 1e-5, 1e-3]))  # omitted: 1e-5
+    return b.emit("BatchNormalization", [x.name, *params], x.shape, **_written(epsilon=epsilon))
 
 
 def layer_pool(b: CnnBuilder) -> Value:
@@ -297,7 +310,8 @@ def layer_pool(b: CnnBuilder) -> Value:
            for i, size in enumerate((h, w))]
     attrs = {"kernel_shape": kernel, "strides": strides, "pads": pads}
     if op == "AveragePool":
-        attrs["count_include_pad"] = int(b.draw(st.booleans()))
+        attrs.update(_written(count_include_pad=b.draw(st.sampled_from([None, 0, 1])),
+                              ceil_mode=b.draw(st.sampled_from([None, 0]))))
     return b.emit(op, [x.name], (n, c, *out), **attrs)
 
 
@@ -446,7 +460,13 @@ def layer_squeeze_excitation(b: CnnBuilder) -> Value:
     if x is None:
         return layer_activation(b)
     n, c, _, _ = x.shape
-    pooled = b.emit("GlobalAveragePool", [x.name], (n, c, 1, 1))
+    # The squeeze: a global pool, or a mean over the spatial axes with keepdims omitted (1) or 1.
+    squeeze = b.draw(st.sampled_from(["GlobalAveragePool", "ReduceMean", "ReduceMean_keepdims"]))
+    if squeeze == "GlobalAveragePool":
+        pooled = b.emit("GlobalAveragePool", [x.name], (n, c, 1, 1))
+    else:
+        pooled = b.emit("ReduceMean", [x.name], (n, c, 1, 1), axes=[2, 3],
+                        **({"keepdims": 1} if squeeze.endswith("keepdims") else {}))
     if b.draw(st.booleans()):
         spec = {"c_out": c, "group": 1, "kernel": (1, 1), "strides": (1, 1), "dilations": (1, 1),
                 "auto_pad": "NOTSET", "pads": [0, 0, 0, 0], "bias": True, "spell_defaults": False,
@@ -463,8 +483,9 @@ def layer_head(b: CnnBuilder) -> Value:
         n = x.shape[0]
         features = int(np.prod(x.shape[1:]))
         style = b.draw(st.sampled_from(["flatten", "reshape", "reshape_zero", "shape_computed"]))
-        if style == "flatten":
-            flat = b.emit("Flatten", [x.name], (n, features), axis=1)
+        if style == "flatten":  # axis omitted (1) or written
+            flat = b.emit("Flatten", [x.name], (n, features),
+                          **_written(axis=b.draw(st.sampled_from([None, 1]))))
         elif style in ("reshape", "reshape_zero"):
             spelled = [n, -1] if style == "reshape" else [0, -1]
             flat = b.emit("Reshape", [x.name, b.ints(spelled)], (n, features))
@@ -485,14 +506,20 @@ def layer_head(b: CnnBuilder) -> Value:
         inputs = [x.name, b.weight(weights, "fc_W")]
         if b.draw(st.booleans()):
             inputs.append(b.weight(b.uniform((units,)), "fc_B"))
-        attrs = {"transB": 1} if trans_b else {}
+        # transB 1, or 0 omitted or written; alpha, beta and transA omitted, written at their
+        # defaults, or alpha and beta scaling the product and C.
+        attrs = {"transB": 1} if trans_b else _written(transB=b.draw(st.sampled_from([None, 0])))
+        alpha, beta, trans_a = b.draw(st.sampled_from([(None, None, None), (1.0, 1.0, 0),
+                                                       (0.5, 2.0, None)]))
+        attrs.update(_written(alpha=alpha, beta=beta, transA=trans_a))
         dense = b.emit("Gemm", inputs, (n, units), **attrs)
     else:
         product = b.emit("MatMul", [x.name, b.weight(b.uniform((features, units)) * scale, "fc_W")],
                          (n, units))
         dense = b.emit("Add", [product.name, b.weight(b.uniform((units,)), "fc_B")], (n, units))
-    if b.draw(st.booleans()):
-        return b.emit("Softmax", [dense.name], dense.shape, axis=-1)
+    if b.draw(st.booleans()):  # axis omitted (the last from opset 13) or written
+        return b.emit("Softmax", [dense.name], dense.shape,
+                      **_written(axis=b.draw(st.sampled_from([None, -1]))))
     return dense
 
 

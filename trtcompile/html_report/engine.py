@@ -80,8 +80,14 @@ def parity_section(report: Mapping[str, Any]) -> str:
     verdict = '<span class="ok">passed</span>' if parity["passed"] else '<span class="fail">FAILED</span>'
     settings = (f'seed {esc(tolerances.get("seed", 0))}, atol={tolerances["atol"]:g}, '
                 f'rtol={tolerances["rtol"]:g}')
+    # The rule of trtcompile.verify.within_tolerance, with the range term when it applies.
+    range_term = ""
+    if tolerances.get("atol_range"):
+        settings += f', atol_range={tolerances["atol_range"]:g}'
+        range_term = " + atol_range &middot; max|reference|"
     parts = [f'<p id="parity-status">Parity {verdict} ({settings}): '
-             '<code>|candidate - reference| &le; atol + rtol &middot; |reference|</code> elementwise.</p>']
+             f'<code>|candidate - reference| &le; atol{range_term} + rtol &middot; |reference|</code> '
+             'elementwise (NaN matches NaN, an infinity only itself).</p>']
     if tolerances.get("note"):
         parts.append(f'<p class="note">{esc(tolerances["note"])}</p>')
     checked = parity.get("input_shapes") or []
