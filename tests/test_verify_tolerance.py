@@ -211,7 +211,7 @@ def test_the_html_report_states_the_rule() -> None:
     def paragraph(tolerances: dict) -> str:
         report = {"parity": {"checked": True, "passed": True, "tolerances": tolerances,
                              "comparisons": []}}
-        return html_report._parity(report).split("</p>")[0]
+        return html_report.engine.parity_section(report).split("</p>")[0]
 
     plain = paragraph({"seed": 0, "atol": 1e-4, "rtol": 1e-3})
     assert "|candidate - reference| &le; atol + rtol &middot; |reference|" in plain
