@@ -100,9 +100,11 @@ def apply_constraints(model: onnx.ModelProto, layer_precisions=(), layer_output_
                 if own not in _FLOAT_TYPES or own == target:
                     continue
                 stored = f"{name}__stored_{output_types[index]}"
-                source = node.output[index]
                 if produced is not None:  # already cast back: store in `target` before that
                     after.remove(produced)
+                else:
+                    node.output[index] = f"{name}__computed"
+                source = node.output[index]
                 after += [helper.make_node("Cast", [source], [stored], to=target,
                                            name=f"{node.name}/store_output{index}"),
                           helper.make_node("Cast", [stored], [name], to=own,

@@ -15,8 +15,7 @@ from trtcompile.errors import InputError
 
 def add_build_flags(compile_: argparse.ArgumentParser, flag_value) -> None:
     """The ``TensorRT build options`` group of ``trtcompile compile`` (docs/backend.md)."""
-    from trtcompile.backend import options as build
-
+    build = _LazyOptions()
     group = compile_.add_argument_group(
         "TensorRT build options", "how TensorRT builds the engine; trtexec's spellings work too "
         "(see docs/backend.md)")
@@ -78,6 +77,20 @@ def add_build_flags(compile_: argparse.ArgumentParser, flag_value) -> None:
     group.add_argument("--allowWeightStreaming", dest="weight_streaming_budget",
                        action="store_const", const=-1,
                        help="--weight-streaming-budget -1 (trtexec's spelling)")
+
+
+class _LazyOptions:
+    """The value parsers of :mod:`trtcompile.backend.options`, imported when a flag is given:
+    building the parser (``--help``) imports nothing heavy."""
+
+    def __getattr__(self, name: str):
+        def convert(text: str):
+            from trtcompile.backend import options
+
+            return getattr(options, name)(text)
+
+        convert.__name__ = name
+        return convert
 
 
 def _budget(text: str) -> int:
