@@ -306,3 +306,31 @@ def test_run_checks_the_targets_against_the_gpu(tmp_path: Path, monkeypatch) -> 
     monkeypatch.setattr(backend, "current_compute_capability", lambda: "7.5")
     with pytest.raises(InputError, match="this GPU is 7.5"):
         runtime.load(tmp_path / "out", device="tensorrt")
+
+
+def test_a_manifest_entry_carries_build_options(tmp_path: Path) -> None:
+    from trtcompile.golden import load_manifest
+    from trtcompile.golden.runner import compile_options
+
+    conv_model(tmp_path / "m.onnx")
+    manifest = tmp_path / "golden.toml"
+    manifest.write_text('[[model]]\nname = "m"\npath = "m.onnx"\nengine = true\n'
+                        'build = { optimization_level = 5, compute_capabilities = ["8.9"], '
+                        'timing_cache = "c.cache", layer_precisions = "conv1:fp16" }\n')
+    (entry,) = load_manifest(manifest).entries
+    assert entry.build == BuildOptions(optimization_level=5, compute_capabilities=("8.9",),
+                                       timing_cache=str(tmp_path / "c.cache"),
+                                       layer_precisions=(("conv1", "fp16"),))
+    assert compile_options(entry).build == entry.build
+    manifest.write_text('[[model]]\nname = "m"\npath = "m.onnx"\nengine = true\n'
+                        'build = { optimisation_level = 5 }\n')
+    with pytest.raises(InputError, match="key 'build': build: unknown build option"):
+        load_manifest(manifest)
+
+
+def test_the_converter_takes_build_options_flat(tmp_path: Path) -> None:
+    from trtcompile import Converter
+
+    conv_model(tmp_path / "m.onnx")
+    converter = Converter(str(tmp_path / "m.onnx"), strip_weights=True, optimization_level=2)
+    assert converter.options.build == BuildOptions(strip_weights=True, optimization_level=2)
