@@ -40,6 +40,20 @@ def _check_patterns(flag: str, nodes: Sequence[str], patterns: Sequence[str]) ->
         raise InputError(f"{flag} {pattern}: no node of the model is named so (nodes: {shown})")
 
 
+def _element_types(model: onnx.ModelProto) -> dict[str, int]:
+    """Tensor name -> ONNX element type, from the model and ONNX shape inference."""
+    try:
+        inferred = onnx.shape_inference.infer_shapes(model, strict_mode=False)
+    except Exception:  # noqa: BLE001 - inference is best effort; the model's own types remain
+        inferred = model
+    types = {value.name: value.type.tensor_type.elem_type
+             for graph in (model.graph, inferred.graph)
+             for value in [*graph.value_info, *graph.input, *graph.output]
+             if value.type.HasField("tensor_type")}
+    types.update({tensor.name: tensor.data_type for tensor in model.graph.initializer})
+    return {name: elem_type for name, elem_type in types.items() if elem_type}
+
+
 def constraint_for_any(pattern: str, nodes: Sequence[str]) -> bool:
     """Whether ``pattern`` matches any of ``nodes``."""
     return any(constraint_for(node, [(pattern, True)]) for node in nodes)
@@ -51,18 +65,15 @@ def apply_constraints(model: onnx.ModelProto, layer_precisions=(), layer_output_
     (``{node: {"precision": "fp16", "casts": 3}}``). The model itself is not changed."""
     if not layer_precisions and not layer_output_types:
         return model, {}
-    from trtcompile.backend.support import value_types
-
     names = [node.name for node in model.graph.node]
     _check_patterns("--layerPrecisions", names, [p for p, _ in layer_precisions])
     _check_patterns("--layerOutputTypes", names, [p for p, _ in layer_output_types])
     constrained = onnx.ModelProto()
     constrained.CopyFrom(model)
-    types = value_types(model)
+    types = _element_types(model)
 
     def elem_type(name: str) -> int:
-        value = types.get(name)
-        return value.tensor_type.elem_type if value is not None else 0
+        return types.get(name, 0)
 
     nodes: list[onnx.NodeProto] = []
     applied: dict[str, dict[str, Any]] = {}
