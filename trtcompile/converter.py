@@ -44,7 +44,10 @@ class Converter:
         max_workspace_size_bytes: limit of TensorRT's builder workspace (None: TensorRT's default).
         pipeline: pass pipeline text (default: the default pipeline).
         **options: any other :class:`~trtcompile.flow.CompileOptions` field (``atol``,
-            ``rtol``, ``seed``, ``calib_method``, ``exclude_ops``, ``engine_parity``, ...).
+            ``rtol``, ``seed``, ``calib_method``, ``exclude_ops``, ``engine_parity``, ...), or a
+            :class:`~trtcompile.backend.options.BuildOptions` field given flat
+            (``strip_weights=True``: :meth:`save` writes a weight-stripped plan beside the
+            ``optimized.onnx`` that refills it, see ``trtcompile refit``).
     """
 
     def __init__(self, input_saved_model_dir: str | Path | None = None,
@@ -64,6 +67,12 @@ class Converter:
                              f"{', '.join(PRECISION_MODES)}")
         checks.count("minimum_segment_size", minimum_segment_size, minimum=1)
         checks.workspace_bytes("max_workspace_size_bytes", max_workspace_size_bytes)
+        from trtcompile.backend.options import BuildOptions
+
+        # Build options may be given flat (strip_weights=True) or as build=BuildOptions(...).
+        flat = {k: options.pop(k) for k in [k for k in options if k in BuildOptions.__annotations__]}
+        if flat:
+            options["build"] = dataclasses.replace(options.get("build") or BuildOptions(), **flat)
         unknown = sorted(set(options) - {f.name for f in dataclasses.fields(CompileOptions)})
         if unknown:
             raise InputError(f"Converter: unknown option(s) {', '.join(unknown)}")

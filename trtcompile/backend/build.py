@@ -13,20 +13,28 @@ import os
 import tempfile
 import time
 import types
+import warnings
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import onnx
 
 from trtcompile import interrupts, ir
+import trtcompile.backend.build_config as build_config
+import trtcompile.backend.cache as cache
+import trtcompile.backend.plugins as plugins
+from trtcompile.backend.build_config import network_flags
 from trtcompile.backend.engine_report import (
     EngineBuild,
     LayerReport,
     find_layer_report,
     read_layer_report,
 )
+from trtcompile.backend.layer_precision import apply_constraints
 from trtcompile.backend.loader import load_tensorrt
+from trtcompile.backend.options import BuildOptions
 from trtcompile.backend.log import LogCapture, capture_log, log_router
 from trtcompile.backend.parser_errors import parser_error_line
 from trtcompile.backend.progress import make_progress_monitor, progress_enabled
@@ -38,7 +46,7 @@ Profile = Mapping[str, tuple[Sequence[int], Sequence[int], Sequence[int]]]
 
 def build_engine(model: onnx.ModelProto, *, model_dir: Path | None = None, progress: bool = True,
                  profiles: Sequence[Profile] | None = None, workspace_bytes: int | None = None,
-                 echo_log: bool | str = False) -> EngineBuild:
+                 echo_log: bool | str = False, build: BuildOptions | None = None) -> EngineBuild:
     """Parse ``model`` with TensorRT's ONNX parser and build a serialized engine.
 
     Args:
@@ -50,35 +58,98 @@ def build_engine(model: onnx.ModelProto, *, model_dir: Path | None = None, progr
         workspace_bytes: limit of the builder's workspace memory pool (TensorRT's default if None).
         echo_log: also write TensorRT's warnings and errors to stderr as they arrive (``"all"``:
             every message, as ``--verbose`` asks).
+        build: the engine-build controls (levels, targets, cache, refit, plugins, precision
+            constraints); None: TensorRT's defaults.
 
     Raises BackendError if the parser rejects the model or the build fails, InputError if a profile
-    does not fit the network's inputs.
+    does not fit the network's inputs or an option is one the installed TensorRT does not have.
     """
+    build = build or BuildOptions()
     # Signals are recorded, not raised, while TensorRT runs: it would swallow the exception (see
     # trtcompile.interrupts); the monitor cancels the build and the block raises Interrupted.
     with interrupts.deferred():
         trt = load_tensorrt()
-        plan, capture, build_seconds, profile_records = _build(
-            trt, model, model_dir, progress, profiles, workspace_bytes, echo_log)
+        build_config.check_supported(trt, build)
+        plugin_set = plugins.load_plugins(trt, build.plugin_libraries, build.plugin_modules)
+        constrained, constraints = apply_constraints(model, build.layer_precisions,
+                                                     build.layer_output_types)
+        plugins.check_parse_survives(trt, constrained, plugin_set, build.plugin_libraries,
+                                     build.plugin_modules)
+        built = _build(trt, constrained, model_dir, progress, profiles, workspace_bytes, echo_log,
+                       build)
     known_nodes = {node.name for node in model.graph.node if node.name}
-    report, note = _engine_layers(capture, known_nodes)
-    log_lines = capture.lines()
+    report, note = _engine_layers(built.capture, known_nodes)
+    log_lines = built.capture.lines()
     if note:
         log_lines.append(f"[W] {note}")
-    return EngineBuild(plan=plan, backend=trt.__name__, version=str(trt.__version__),
-                       layers=report.layers, build_seconds=build_seconds, profiles=profile_records,
-                       log_lines=log_lines, layer_report_problems=report.problems)
+    plugin_nodes = plugin_set.plugin_nodes(constrained)
+    properties = plan_properties(trt, built.plan, build, built.flags)
+    properties["plugin_layers"] = [layer.name for layer in report.layers
+                                   if "plugin" in layer.type.lower()
+                                   or set(layer.onnx_nodes) & set(plugin_nodes)]
+    properties["plugin_nodes"] = plugin_nodes
+    properties["precision_constraints"] = constraints
+    return EngineBuild(plan=built.plan, backend=trt.__name__, version=str(trt.__version__),
+                       layers=report.layers, build_seconds=built.seconds,
+                       profiles=built.profiles, log_lines=log_lines,
+                       layer_report_problems=report.problems, build_options=build.to_dict(),
+                       plan_properties=properties,
+                       cache=built.cache.to_dict() if built.cache is not None else None)
+
+
+def plan_properties(trt: types.ModuleType, plan: bytes, build: BuildOptions,
+                    flags: list[str]) -> dict[str, Any]:
+    """The built plan's properties: read back from its header (TensorRT version, targets), the
+    builder flags it was built with, and what only a deserialized engine tells (refittable,
+    stripped weights, hardware compatibility) where TensorRT can deserialize it here."""
+    from trtcompile.backend.plan import engine_properties, read_header
+    from trtcompile.backend.run import deserialize_engine
+
+    header = read_header(plan, trt)
+    properties: dict[str, Any] = {
+        "tensorrt_version": header.version, "compute_capabilities": header.compute_capabilities,
+        "builder_flags": list(flags), "refittable": "REFIT" in flags or build.refittable,
+        "stripped": build.strip_weights,
+        "hardware_compatibility": build.hardware_compatibility or "none",
+        "version_compatible": build.version_compatible,
+        "weight_streaming": build.weight_streaming_budget is not None,
+        "refill_from": "optimized.onnx" if build.strip_weights else None,
+        "read_back": "header",
+    }
+    try:
+        engine = deserialize_engine(plan)
+    except BackendError as exc:
+        properties["engine_not_read"] = str(exc)
+        return properties
+    found = engine_properties(engine, trt)
+    properties.update({key: found[key] for key in ("refittable", "stripped",
+                                                   "hardware_compatibility") if key in found})
+    properties["read_back"] = "header and engine"
+    return properties
+
+
+@dataclass
+class _Built:
+    plan: bytes
+    capture: LogCapture
+    seconds: float
+    profiles: list[dict]
+    flags: list[str]
+    cache: Any = None  # trtcompile.backend.cache.CacheOutcome
 
 
 def _build(trt: types.ModuleType, model: onnx.ModelProto, model_dir: Path | None, progress: bool,
            profiles: Sequence[Profile] | None, workspace_bytes: int | None,
-           echo_log: bool | str) -> tuple[bytes, LogCapture, float, list[dict]]:
-    """Parse and build under a log capture: (plan, the capture, build seconds, profiles). The
-    TensorRT objects are released when it returns, before the logger they use."""
+           echo_log: bool | str, build: BuildOptions) -> _Built:
+    """Parse and build under a log capture. The TensorRT objects are released when it returns,
+    before the logger they use."""
     router = log_router(trt)
-    with capture_log(trt, echo=echo_log) as capture:
+    cache_file = cache.read_cache(build.timing_cache, trt) if build.timing_cache else None
+    with capture_log(trt, echo=echo_log) as capture, warnings.catch_warnings():
+        # TensorRT-RTX warns that its timing cache calls are deprecated no-ops; the report says so.
+        warnings.simplefilter("ignore", DeprecationWarning)
         builder = trt.Builder(router)
-        network = builder.create_network(network_flags(trt))
+        network = builder.create_network(build_config.network_flags(trt, build.strongly_typed))
         parser = trt.OnnxParser(network, router)
         _parse(parser, model, model_dir, capture)
         config = builder.create_builder_config()
@@ -88,6 +159,9 @@ def _build(trt: types.ModuleType, model: onnx.ModelProto, model_dir: Path | None
             if workspace_bytes <= 0:
                 raise InputError(f"workspace size must be positive, got {workspace_bytes} bytes")
             config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_bytes))
+        flags = build_config.apply(trt, config, build)
+        timing_cache = cache.attach(config, cache_file) if cache_file is not None else None
+        entries_before = cache.entries(timing_cache) if timing_cache is not None else 0
         monitor = make_progress_monitor(trt, display=progress_enabled(progress),
                                         cancelled=interrupts.pending)
         config.progress_monitor = monitor
@@ -95,34 +169,27 @@ def _build(trt: types.ModuleType, model: onnx.ModelProto, model_dir: Path | None
         try:
             serialized = builder.build_serialized_network(network, config)
         except Exception as error:  # the bindings raise for some invalid networks
-            raise BackendError(_build_failure(capture, str(error))) from error
+            raise BackendError(_build_failure(capture, str(error), flags)) from error
         finally:
             monitor.close()
         build_seconds = time.perf_counter() - start
         if monitor.error is not None:
             capture.record("W", f"progress display stopped: {monitor.error!r}")
         interrupts.check()  # a cancelled build returns None: say why, not "could not build"
-    if serialized is None:
-        raise BackendError(_build_failure(capture, ""))
-    return bytes(memoryview(serialized)), capture, build_seconds, profile_records
+        if serialized is None:
+            raise BackendError(_build_failure(capture, "", flags))
+        cache_outcome = None
+        if cache_file is not None:
+            cache_outcome, content = cache.outcome(cache_file, timing_cache, entries_before,
+                                                   config, capture, trt)
+            cache.write_cache(cache_file.path, content)
+    return _Built(bytes(memoryview(serialized)), capture, build_seconds, profile_records, flags,
+                  cache_outcome)
 
 
 def save_plan(build: EngineBuild, path: str | os.PathLike) -> Path:
     """Write the engine plan to ``path`` atomically (temporary file, then rename)."""
     return ir.atomic_write_bytes(path, build.plan)
-
-
-def network_flags(trt: types.ModuleType) -> int:
-    """Strongly typed networks where supported (the graph decides precision); explicit batch on
-    TensorRT 8, where it is not yet the default."""
-    members = trt.NetworkDefinitionCreationFlag.__members__
-    flags = 0
-    if "STRONGLY_TYPED" in members:
-        flags |= 1 << int(members["STRONGLY_TYPED"])
-    major = int(str(getattr(trt, "__version__", "10")).split(".")[0] or 10)
-    if "EXPLICIT_BATCH" in members and major < 10:
-        flags |= 1 << int(members["EXPLICIT_BATCH"])
-    return flags
 
 
 def uses_external_data(model: onnx.ModelProto) -> bool:
@@ -249,12 +316,14 @@ def _check_profile_shapes(index: int, name: str, network_shape: list[int], low: 
                              f"{low[axis]}, {opt[axis]}, {high[axis]}")
 
 
-def _build_failure(capture: LogCapture, exception_text: str) -> str:
+def _build_failure(capture: LogCapture, exception_text: str, flags: Sequence[str] = ()) -> str:
     lines = capture.errors()[-3:]
     if exception_text:
         lines.append(" ".join(exception_text.split()))
     detail = " | ".join(lines) if lines else "the builder gave no reason (see the build log)"
-    return f"TensorRT could not build the engine: {detail}"
+    hint = build_config.failure_hint(list(flags), detail)
+    return f"TensorRT could not build the engine: {detail}" + (
+        f" ({'+'.join(flags)}: {hint})" if hint else "")
 
 
 def _engine_layers(capture: LogCapture, known_nodes: set[str]) -> tuple[LayerReport, str]:

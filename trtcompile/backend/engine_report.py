@@ -39,6 +39,7 @@ first profile's copy, so the figure does not grow with the number of profiles.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections import Counter
 from collections.abc import Collection, Iterable
@@ -156,6 +157,13 @@ class EngineBuild:
     log_lines: list[str] = field(default_factory=list)
     #: Layer lines of the builder's report that could not be read (``layer line N: reason``).
     layer_report_problems: list[str] = field(default_factory=list)
+    #: Every build option the plan was built with (:meth:`BuildOptions.to_dict`).
+    build_options: dict[str, Any] = field(default_factory=dict)
+    #: The plan's properties, read back from the built plan (see
+    #: :func:`trtcompile.backend.build.plan_properties`).
+    plan_properties: dict[str, Any] = field(default_factory=dict)
+    #: What the build did with the builder cache (:class:`trtcompile.backend.cache.CacheOutcome`).
+    cache: dict[str, Any] | None = None
 
     @property
     def compute_layers(self) -> int:
@@ -183,6 +191,10 @@ class EngineBuild:
             "layer_report_problems": list(self.layer_report_problems),
             "build_seconds": round(self.build_seconds, 6),
             "profiles": self.profiles,
+            "plan_sha256": hashlib.sha256(self.plan).hexdigest(),
+            "build_options": dict(self.build_options),
+            "plan_properties": dict(self.plan_properties),
+            "cache": self.cache,
         }
 
 

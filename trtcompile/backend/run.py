@@ -55,6 +55,39 @@ def run_deserialized(engine: Any, feeds: Mapping[str, np.ndarray], profile: int 
     return _execute(load_tensorrt(), engine, feeds, profile)
 
 
+def current_compute_capability() -> str | None:
+    """The compute capability of GPU 0 (``"8.9"``), asked of the CUDA driver; None when there is
+    no driver or no GPU."""
+    import ctypes
+
+    try:
+        cuda = ctypes.CDLL("libcuda.so.1")
+    except OSError:
+        return None
+    device, major, minor = ctypes.c_int(), ctypes.c_int(), ctypes.c_int()
+    # CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR = 75, _MINOR = 76
+    if cuda.cuInit(0) != 0 or cuda.cuDeviceGet(ctypes.byref(device), 0) != 0:
+        return None
+    if cuda.cuDeviceGetAttribute(ctypes.byref(major), 75, device) != 0 or \
+            cuda.cuDeviceGetAttribute(ctypes.byref(minor), 76, device) != 0:
+        return None
+    return f"{major.value}.{minor.value}"
+
+
+def check_targets(plan_properties: dict, gpu: str | None, where: str) -> None:
+    """InputError when a plan built for ``plan_properties['compute_capabilities']`` cannot run on
+    a GPU of compute capability ``gpu`` (nothing to check when either is unknown)."""
+    targets = plan_properties.get("compute_capabilities")
+    if not targets or gpu is None or gpu in targets:
+        return
+    major = int(gpu.split(".")[0])
+    if plan_properties.get("hardware_compatibility") == "ampere+" and major >= 8:
+        return
+    raise InputError(f"{where} was built for compute capabilit{'y' if len(targets) == 1 else 'ies'} "
+                     f"{', '.join(targets)}; this GPU is {gpu}: compile again with "
+                     f"--compute-capability {gpu}")
+
+
 def _engine_load_failure(capture: LogCapture) -> str:
     errors = capture.errors()
     for text in errors:

@@ -35,7 +35,8 @@ from typing import Any
 import numpy as np
 import onnx
 
-from trtcompile.backend.build import network_flags, uses_external_data
+from trtcompile.backend.build import uses_external_data
+from trtcompile.backend.build_config import network_flags
 from trtcompile.backend.loader import load_tensorrt
 from trtcompile.backend.log import capture_log, log_router
 from trtcompile.backend.parser_errors import (
@@ -82,10 +83,17 @@ class _Answer:
     errors: list[dict[str, Any]]
 
 
-def query_support(model: onnx.ModelProto, *, model_dir: Path | None = None) -> SupportReport:
+def query_support(model: onnx.ModelProto, *, model_dir: Path | None = None,
+                  plugin_libraries: Sequence[str] = (), plugin_modules: Sequence[str] = ()
+                  ) -> SupportReport:
     """Classify every top-level node of ``model`` as supported by TensorRT's ONNX parser or not
-    (with the reason). Nodes must be named (``ir.import_model`` names them)."""
+    (with the reason), with the plugins of ``plugin_libraries``/``plugin_modules`` loaded: a node a
+    plugin implements is supported. Nodes must be named (``ir.import_model`` names them)."""
+    from trtcompile.backend.plugins import check_parse_survives, load_plugins
+
     trt = load_tensorrt()
+    loaded = load_plugins(trt, plugin_libraries, plugin_modules)
+    check_parse_survives(trt, model, loaded, plugin_libraries, plugin_modules)
     graph = model.graph
     names = [node.name for node in graph.node]
     if len(set(names)) != len(names) or not all(names):

@@ -36,6 +36,8 @@ from trtcompile.backend.parser_errors import (
 )
 from trtcompile.backend.run import (
     NO_GPU_MESSAGE,
+    check_targets,
+    current_compute_capability,
     deserialize_engine,
     run_deserialized,
     run_engine,
@@ -43,7 +45,8 @@ from trtcompile.backend.run import (
 
 __all__ = [
     "NO_GPU_MESSAGE", "TENSORRT_MODULES", "UNHELPFUL_DESCRIPTIONS", "BackendInfo", "LogCapture",
-    "Profile", "backend_info", "build_engine", "capture_log", "clean_parser_description",
+    "Profile", "backend_info", "build_engine", "capture_log", "check_targets",
+    "clean_parser_description", "current_compute_capability",
     "deserialize_engine", "load_tensorrt", "log_router", "network_flags", "parser_error_line",
     "rejection_reason", "run_deserialized", "run_engine", "save_plan", "uses_external_data",
 ]

@@ -76,6 +76,7 @@ def shape_options(args: argparse.Namespace):
 
 def compile_options(args: argparse.Namespace):
     """The :class:`~trtcompile.flow.CompileOptions` the flags describe."""
+    from trtcompile.cli.plan_commands import build_options
     from trtcompile.flow import CompileOptions
     from trtcompile.frontend.model import FrontendOptions
 
@@ -108,7 +109,7 @@ def compile_options(args: argparse.Namespace):
         calib_cache=args.calib_cache, calib_batches=args.calib_batches,
         **partition_options(args),
         workspace_bytes=args.workspace_bytes, verbose=args.verbose, save_engine=args.save_engine,
-        why_not=parse_names(args.why_not),
+        why_not=parse_names(args.why_not), build=build_options(args),
     )
 
 

@@ -17,6 +17,7 @@ from trtcompile.cli.commands import (
     run_passes,
     run_run,
 )
+from trtcompile.cli.plan_commands import add_build_flags, add_plan_commands
 from trtcompile.errors import EXIT_BAD_INPUT, InputError
 
 # --------------------------------------------------------------------------------------------
@@ -211,6 +212,7 @@ def build_parser() -> argparse.ArgumentParser:
                                          "--memPoolSize", "a pool size"),
                          help="trtexec's spelling: workspace:SIZE, SIZE in MiB or with a K, M or "
                               "G suffix (workspace:1024M)")
+    add_build_flags(compile_, flag_value)
     compile_.set_defaults(handler=run_compile)
 
     golden_ = commands.add_parser(
@@ -275,6 +277,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="also list the passes of this Python file (repeatable)")
     passes.set_defaults(handler=run_passes)
     add_run_command(commands)
+    add_plan_commands(commands)
     return parser
 
 

@@ -17,7 +17,14 @@ def builder_settings(options: CompileOptions, plan: ProfilePlan | None,
     engine-guided judge's candidates, bisect's builds), so all of them are built alike."""
     return {"model_dir": loaded.model_dir,
             "profiles": plan.backend_profiles() if plan is not None else None,
-            "workspace_bytes": options.workspace_bytes}
+            "workspace_bytes": options.workspace_bytes, "build": options.build}
+
+
+def support_settings(options: CompileOptions) -> dict:
+    """The parser-support query's arguments: the build's plugins are loaded, so a node a plugin
+    implements counts as supported and stays inside an engine."""
+    return {"plugin_libraries": options.build.plugin_libraries,
+            "plugin_modules": options.build.plugin_modules}
 
 
 def build_engine(optimized: onnx.ModelProto, loaded: LoadedModel, options: CompileOptions,

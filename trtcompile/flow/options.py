@@ -16,6 +16,7 @@ from typing import Any
 import onnx
 
 from trtcompile import checks, verify
+from trtcompile.backend.options import BuildOptions
 from trtcompile.errors import InputError
 from trtcompile.frontend import FrontendOptions, LoadedModel
 from trtcompile.shapes import ShapeOptions
@@ -97,6 +98,9 @@ class CompileOptions:
     #: Passes whose rejected candidates the report explains (``--why-not``); each must run in the
     #: pipeline (checked before anything is loaded).
     why_not: tuple[str, ...] = ()
+    #: How TensorRT builds every engine of the compile: levels, targets, cache, refit, plugins,
+    #: precision constraints (see :class:`~trtcompile.backend.options.BuildOptions`).
+    build: BuildOptions = field(default_factory=BuildOptions)
 
 
 def input_distribution(options: CompileOptions) -> verify.InputDistribution:
@@ -160,6 +164,21 @@ def check_exclude_ops(options: CompileOptions, loaded: LoadedModel) -> None:
             raise InputError(f"--exclude-ops {op}: not an ONNX op nor an op of the model")
 
 
+def check_build_options(options: CompileOptions) -> None:
+    """Refuse build options with bad values, and (when an engine or the parser is asked) options
+    the installed TensorRT does not have: one line naming it, before anything is loaded."""
+    if not isinstance(options.build, BuildOptions):
+        raise InputError(f"build: expected BuildOptions, got {type(options.build).__name__}")
+    options.build.validate()
+    if options.build.is_default or not (options.engine or options.partition_only
+                                         or options.exclude_ops):
+        return
+    from trtcompile.backend.build_config import check_supported
+    from trtcompile.backend.loader import load_tensorrt
+
+    check_supported(load_tensorrt(), options.build)
+
+
 def validate(options: CompileOptions) -> None:
     """Every check of the options that needs no model: numbers, modes, partitioning, the parity
     input distribution (InputError naming the flag). The precision options are checked when the
@@ -169,4 +188,5 @@ def validate(options: CompileOptions) -> None:
     check_numbers(options)
     check_engine_parity_mode(options)
     check_partition_options(options)
+    check_build_options(options)
     input_distribution(options)

@@ -10,6 +10,7 @@ import onnx
 
 from trtcompile import verify
 from trtcompile.errors import CheckFailed, TrtcompileError
+from trtcompile.flow.engine import support_settings
 from trtcompile.flow.options import CompileOptions
 from trtcompile.flow.parity import check_parity_at_shapes
 from trtcompile.frontend import LoadedModel
@@ -37,7 +38,8 @@ def partition_stage(loaded: LoadedModel, optimized: onnx.ModelProto, options: Co
         return None, None
     t0 = time.perf_counter()
     try:
-        support = backend.query_support(optimized, model_dir=loaded.model_dir)
+        support = backend.query_support(optimized, model_dir=loaded.model_dir,
+                                        **support_settings(options))
     except BackendError as exc:
         return (None, exc) if asked else (None, None)  # the engine stage reports it otherwise
     seconds["support"] = time.perf_counter() - t0
@@ -59,7 +61,7 @@ def partition_stage(loaded: LoadedModel, optimized: onnx.ModelProto, options: Co
         optimized, support=support, min_segment_size=options.min_segment_size,
         exclude_ops=options.exclude_ops, trigger=trigger, dry_run=dry_run,
         model_dir=loaded.model_dir, seed=options.seed, plan=plan, feeds_at=feeds_at,
-        progress=options.progress, log=log)
+        progress=options.progress, log=log, build=options.build)
     seconds.update({f"partition_{k}": v for k, v in outcome.seconds.items()})
     error: TrtcompileError | None = None
     if options.parity:

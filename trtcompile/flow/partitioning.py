@@ -313,7 +313,7 @@ def run_partition(optimized: onnx.ModelProto, *, support: Any, min_segment_size:
                   model_dir: Path | None, seed: int, plan: Any,
                   feeds_at: Callable[[Mapping[str, Sequence[int]] | None], dict[str, np.ndarray]],
                   progress: bool = False, log: Callable[[str], None] = lambda message: None,
-                  ) -> PartitionOutcome:
+                  build: Any = None) -> PartitionOutcome:
     """Partition ``optimized`` and (unless ``dry_run``) build one engine per segment."""
     from passes.partition import Partition, compute_node_count
     from trtcompile import backend
@@ -361,7 +361,8 @@ def run_partition(optimized: onnx.ModelProto, *, support: Any, min_segment_size:
         log(f"building the TensorRT engine of {segment.name} ({len(segment.nodes)} nodes)")
         try:
             segment.engine = backend.build_engine(segment.model, model_dir=model_dir,
-                                                  progress=progress, profiles=segment.profiles)
+                                                  progress=progress, profiles=segment.profiles,
+                                                  build=build)
         except (BackendError, InputError) as exc:
             segment.why_not_engine = str(exc)
     seconds["engines"] = time.perf_counter() - t0

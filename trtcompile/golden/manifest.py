@@ -13,6 +13,7 @@ folder::
     atol = 1e-4                                   # rtol likewise; default: the precision's
     engine = true                                 # build the engine and check its counts
     target_gpu = "RTX4090"                        # with --ray: build on a node of this GPU type
+    build = { optimization_level = 5, compute_capabilities = ["8.9"] }   # BuildOptions fields
     [model.expect]
     layers = 42                                   # final layer count
     engine_compute_layers = 30
@@ -44,6 +45,7 @@ import numpy as np
 import onnx
 
 from trtcompile import verify
+from trtcompile.backend.options import BuildOptions
 from trtcompile.checks import MAX_SEED
 from trtcompile.errors import InputError
 
@@ -53,7 +55,7 @@ BUILTIN_PREFIX = "builtin:"
 #: Keys of a ``[[model]]`` table.
 ENTRY_KEYS = ("name", "path", "pipeline", "precision", "input_shapes", "atol", "rtol", "seed",
               "data_range", "engine", "data", "calib_data", "calib_method", "pass_modules",
-              "target_gpu", "min_shapes", "opt_shapes", "max_shapes", "expect")
+              "target_gpu", "min_shapes", "opt_shapes", "max_shapes", "build", "expect")
 
 #: Keys of an entry giving one optimization profile (as ``--min-shapes``/``--opt-shapes``/
 #: ``--max-shapes``): each a table of input name -> dimensions.
@@ -126,6 +128,9 @@ class GoldenEntry:
     #: GPU type the engine must be built on (``target_gpu``); honoured by Ray runs, which send the
     #: entry to a node offering the resource ``gpu_type:<target_gpu>``.
     target_gpu: str | None = None
+    #: The engine-build controls (``build = { ... }``, the fields of
+    #: :class:`~trtcompile.backend.options.BuildOptions`; paths resolve against the manifest).
+    build: BuildOptions = field(default_factory=BuildOptions)
     expect: Expectations = field(default_factory=Expectations)
     #: Position in the manifest (0-based) and the line of its ``[[model]]`` header (0: unknown).
     index: int = 0
@@ -413,6 +418,7 @@ def load_manifest(path: str | Path) -> Manifest:
                 raise check.error("target_gpu", "needs engine = true in the entry (only the "
                                                 "engine build depends on the GPU)")
 
+        build = _build_options(check, path, raw.get("build", {}), engine)
         expect = _expectations(check, raw.get("expect", {}), pass_names, pipeline, engine)
         entries.append(GoldenEntry(
             name=name, source=source, path=model_path, example=example, pipeline=pipeline,
@@ -420,11 +426,33 @@ def load_manifest(path: str | Path) -> Manifest:
             rtol=check.number("rtol"), seed=seed, data_range=data_range, engine=engine,
             data=check.file("data", suffixes=(".npz",)), calib_data=calib_data,
             calib_method=calib_method, profile=profile,
-            pass_modules=tuple(pass_modules), target_gpu=target_gpu, expect=expect, index=index,
+            pass_modules=tuple(pass_modules), target_gpu=target_gpu, build=build, expect=expect,
+            index=index,
             line=locator.entry_line(index)))
     if not entries:
         raise _manifest_error(path, "no [[model]] entry")
     return Manifest(path=path, entries=tuple(entries))
+
+
+def _build_options(check: _EntryChecker, manifest: Path, raw: Any, engine: bool) -> BuildOptions:
+    """The entry's ``build`` table as BuildOptions (file paths resolved against the manifest)."""
+    if not isinstance(raw, dict):
+        raise check.error("build", f"expected a table of build options, got {_describe(raw)}")
+    if raw and not engine:
+        raise check.error("build", "needs engine = true in the entry (it sets how the engine is "
+                                   "built)")
+    values = dict(raw)
+    for key in ("timing_cache",):
+        if isinstance(values.get(key), str):
+            values[key] = str(_resolve(manifest, values[key]))
+    for key in ("plugin_libraries", "plugin_modules"):
+        if isinstance(values.get(key), list):
+            values[key] = [str(_resolve(manifest, v)) if isinstance(v, str) else v
+                           for v in values[key]]
+    try:
+        return BuildOptions.from_mapping(values, where="build")
+    except (InputError, TypeError, ValueError) as exc:
+        raise check.error("build", str(exc)) from None
 
 
 def _expectations(check: _EntryChecker, raw: Any, pass_names: set[str], pipeline: str,

@@ -141,7 +141,8 @@ def compile_options(entry: GoldenEntry):
         seed=entry.seed, data_range=entry.data_range, engine=entry.engine,
         frontend=FrontendOptions(input_shapes={k: list(v) for k, v in entry.input_shapes.items()}),
         progress=False, example=entry.example, precision=entry.precision,
-        calib_data=entry.calib_data, calib_method=entry.calib_method, shapes=shapes)
+        calib_data=entry.calib_data, calib_method=entry.calib_method, shapes=shapes,
+        build=entry.build)
 
 
 def run_entry(entry: GoldenEntry) -> GoldenOutcome:

@@ -135,6 +135,7 @@ def format_engine(report: Mapping[str, Any], output_dir: str | None = None) -> l
         f"  engine layers: {counted}; graph layers {report['layers']['input']} -> "
         f"{report['layers']['optimized']}; build time {format_seconds(engine['build_seconds'])}",
     ]
+    lines += format_build(engine)
     precisions = engine.get("compute_layer_precisions")
     if layers and precisions:
         lines.append(f"  compute layers by precision: {format_counts(precisions)}")
@@ -152,6 +153,35 @@ def format_engine(report: Mapping[str, Any], output_dir: str | None = None) -> l
         if len(excerpt) < len(layers):
             lines.append(f"  ({len(excerpt)} of {len(layers)} engine layers shown; all are in "
                          "report.json)")
+    return lines
+
+
+def format_build(engine: Mapping[str, Any]) -> list[str]:
+    """The build options that differ from TensorRT's defaults, the plan's properties read back,
+    and what the build did with the builder cache (one line each, when there is something)."""
+    lines = []
+    options = {key: value for key, value in (engine.get("build_options") or {}).items()
+               if value not in (None, False, [], ())}
+    if options:
+        lines.append("  build options: " + ", ".join(
+            f"{key}={','.join(map(str, value)) if isinstance(value, list) else value}"
+            for key, value in options.items()))
+    plan = engine.get("plan_properties") or {}
+    if plan:
+        targets = plan.get("compute_capabilities")
+        parts = [f"targets {', '.join(targets) if targets else 'not in its header'}",
+                 f"refittable {'yes' if plan.get('refittable') else 'no'}",
+                 f"stripped {'yes' if plan.get('stripped') else 'no'}",
+                 f"hardware compatibility {plan.get('hardware_compatibility', 'none')}"]
+        if plan.get("plugin_layers"):
+            parts.append(f"plugin layers {', '.join(plan['plugin_layers'])}")
+        lines.append(f"  plan: {'; '.join(parts)} (read back from the {plan.get('read_back')})")
+    cache = engine.get("cache")
+    if cache:
+        note = f"; {cache['notes'][0]}" if cache.get("notes") and cache["status"] != "created" else ""
+        lines.append(f"  builder cache {cache['path']}: {cache['verdict']}, {cache['bytes_before']}"
+                     f" -> {cache['bytes_after']} bytes, {cache['hits']} hits, "
+                     f"{cache['misses']} misses{note}")
     return lines
 
 

@@ -177,6 +177,9 @@ def load(folder: str | Path, *, device: str = "auto") -> CompiledModel:
                   if (report.get("engine") or {}).get("built") else {}))
         if not plans:
             reason = "the compile built no engine"
+        gpu = backend.current_compute_capability() if plans else None
+        for name, (path, info) in plans.items():
+            backend.check_targets(info.get("plan_properties") or {}, gpu, str(path))
         try:
             for name, (path, info) in plans.items():
                 engines[name] = (backend.deserialize_engine(path.read_bytes()),
