@@ -25,7 +25,6 @@ from trtcompile import interrupts, ir
 import trtcompile.backend.build_config as build_config
 import trtcompile.backend.cache as cache
 import trtcompile.backend.plugins as plugins
-from trtcompile.backend.build_config import network_flags
 from trtcompile.backend.engine_report import (
     EngineBuild,
     LayerReport,
