@@ -22,8 +22,11 @@ def test_an_onnx_model_through_convert_build_summary_and_save(tmp_path: Path) ->
     assert converter.options.min_segment_size == 5 and converter.options.workspace_bytes == 1 << 26
     converter.convert()
     converter.build(input_fn=lambda: iter([(np.zeros((1, 4, 8, 8), np.float32),)]))
-    summary = converter.summary()
-    assert "precision-fp16" in summary and "engine layers:" in summary
+    lines: list[str] = []
+    assert converter.summary(print_fn=lines.append) is None
+    assert lines[0] == "[*] Total number of TensorRT engines: 1"
+    assert lines[1].startswith("[*] % of OPs Converted: 100.00% [")
+    assert "[engine]" in lines and any(line.startswith("  - Precision: FP16") for line in lines)
     out = converter.save(tmp_path / "saved")
     assert output_names(out) == ["model.engine", "optimized.onnx", "report.json"]
     report = json.loads((out / "report.json").read_text())
@@ -54,6 +57,9 @@ def test_int8_calibrates_from_a_generator_a_dict_or_an_array(tmp_path: Path) -> 
     ({"minimum_segment_size": 0}, "minimum_segment_size 0: expected an integer >= 1"),
     ({"max_workspace_size_bytes": -1}, "max_workspace_size_bytes -1: expected an integer >= 1"),
     ({"atoll": 1.0}, "unknown option(s) atoll"),
+    ({"dynamic_shape_profile_strategy": "Widest"}, "dynamic_shape_profile_strategy 'Widest'"),
+    ({"conversion_params": {"max_batch_size": 1, "precison_mode": "FP16"}},
+     "conversion_params: unknown field(s) precison_mode"),
 ])
 def test_bad_converter_arguments_are_one_line_input_errors(kwargs, message) -> None:
     with pytest.raises(InputError) as caught:
@@ -64,7 +70,7 @@ def test_bad_converter_arguments_are_one_line_input_errors(kwargs, message) -> N
 def test_int8_without_calibration_and_save_before_convert_are_refused(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="needs calibration_input_fn"):
         trtcompile.Converter(input_saved_model_dir=CONV_BRANCHES, precision_mode="INT8").convert()
-    with pytest.raises(InputError, match=r"save\(\) needs convert\(\) first"):
+    with pytest.raises(AssertionError, match=r"save\(\) needs convert\(\) first"):
         trtcompile.Converter(input_saved_model_dir=CONV_BRANCHES).save(tmp_path / "out")
     assert not (tmp_path / "out").exists()
 

@@ -10,7 +10,7 @@ for every element type ONNX has a NumPy type for:
 * integers and booleans: Polygraphy's data loader (0 and 1: valid indices, masks and counts), except
   integers read as the indices of a ``Gather``/``GatherElements`` whose data has a known size on
   that axis, which are drawn uniformly from every valid index ``[0, size)``;
-* strings: numbers written as text (what ``tf.strings.to_number`` reads), or, when the input is
+* strings (NumPy unicode arrays, as Polygraphy and ONNX Runtime take them): numbers written as text (what ``tf.strings.to_number`` reads), or, when the input is
   looked up in a table (``CategoryMapper``, ``LabelEncoder``), the table's own keys.
 
 An input of any other type (complex numbers, 4-bit integers, FP8...) cannot be generated: the error
@@ -230,7 +230,7 @@ def _strings(model: onnx.ModelProto, name: str, shape: Sequence[int],
         picked = [keys[i] for i in rng.integers(0, len(keys), size=count)]
     else:
         picked = [f"{v:.4f}" for v in rng.standard_normal(count)]
-    return np.array(picked, dtype=object).reshape(tuple(shape))
+    return np.array(picked, dtype=str).reshape(tuple(shape))
 
 
 # --------------------------------------------------------------------------------------------
@@ -241,8 +241,8 @@ def _strings(model: onnx.ModelProto, name: str, shape: Sequence[int],
 def load_inputs(path: str | Path, model: onnx.ModelProto,
                 aliases: Mapping[str, str] | None = None) -> dict[str, np.ndarray]:
     """The inputs in the ``.npz`` at ``path``, one array per model input (by ONNX name, or by an
-    alias such as a TensorFlow signature key), as ONNX Runtime takes them: string arrays as
-    NumPy objects, numbers in the input's own type. InputError naming the first problem."""
+    alias such as a TensorFlow signature key), as ONNX Runtime takes them: strings as NumPy
+    unicode arrays, numbers in the input's own type. InputError naming the first problem."""
     path = Path(path)
     where = f"--inputs {path}"
     if not path.is_file():
@@ -281,8 +281,7 @@ def load_inputs(path: str | Path, model: onnx.ModelProto,
             if array.dtype.kind not in "USO":
                 raise InputError(f"{where}: '{value.name}' is {array.dtype}, the model's input is "
                                  "a string tensor: save it as strings")
-            given[value.name] = np.array(array.tolist(), dtype=object).reshape(array.shape) \
-                if array.dtype.kind != "O" else array
+            given[value.name] = array.astype(str)
         elif dtype is None or array.dtype != dtype:
             raise InputError(f"{where}: '{value.name}' is {array.dtype}, the model's input is "
                              f"{_type_name(value)}: save it as {dtype if dtype is not None else 'that type'}")
@@ -320,5 +319,34 @@ def feeds_for(loaded: Any, options: Any, input_shapes: Mapping[str, Sequence[int
                      distribution=input_distribution(options))
 
 
-__all__ = ["compile_inputs", "feed_data", "feeds_for", "index_bound", "input_dtype",
-           "input_values", "load_inputs", "string_keys"]
+def has_strings(feeds: Mapping[str, np.ndarray]) -> bool:
+    """True when a feed is a string array (Polygraphy's ONNX Runtime runner refuses them)."""
+    return any(np.asarray(value).dtype.kind in "USO" for value in feeds.values())
+
+
+def run_model(model: onnx.ModelProto, feeds: Mapping[str, np.ndarray], name: str):
+    """:func:`trtcompile.verify.run_model` for feeds of every type: Polygraphy's runner, or, for
+    string feeds (which it refuses unless empty), ONNX Runtime directly, the outputs in the
+    same Polygraphy ``RunResults`` form. Raises :class:`~trtcompile.verify.ModelRunError`
+    naming ``name`` when ONNX Runtime cannot load or run the model."""
+    from trtcompile import verify
+
+    if not has_strings(feeds):
+        return verify.run_model(model, feeds, name)
+    import onnxruntime as ort
+    from polygraphy.comparator import IterationResult, RunResults
+
+    try:
+        session = ort.InferenceSession(model.SerializeToString(),
+                                       providers=["CPUExecutionProvider"])
+        names = [output.name for output in session.get_outputs()]
+        values = session.run(names, {key: np.asarray(value) for key, value in feeds.items()})
+    except Exception as exc:  # noqa: BLE001 - ONNX Runtime's errors share no base class
+        text = " ".join(str(exc).split()) or type(exc).__name__
+        raise verify.ModelRunError(name, text[-300:],
+                                   {k: np.shape(v) for k, v in feeds.items()}) from None
+    return RunResults([(name, [IterationResult(dict(zip(names, values)), runner_name=name)])])
+
+
+__all__ = ["compile_inputs", "feed_data", "feeds_for", "has_strings", "index_bound",
+           "input_dtype", "input_values", "load_inputs", "run_model", "string_keys"]
