@@ -204,14 +204,16 @@ class Converter:
         self._built = False
         return self
 
-    def build(self, input_fn: Callable[[], Iterable] | Iterable) -> Converter:
+    def build(self, input_fn: Callable[[], Iterable] | Iterable | None | object = ...
+              ) -> Converter:
         """Build the TensorRT engines, as ``trtcompile compile`` does: one engine, or, where
         TensorRT's parser rejects nodes or its builder fails on some, one engine per segment with
         the rest on ONNX Runtime. The optimization profiles come from the input shapes the
         batches of ``input_fn`` have (``dynamic_shape_profile_strategy``: one range covering
         them all by default, docs/shapes.md); parity is checked again at the profile's shapes.
-        Raises RuntimeError as TF-TRT does: before :meth:`convert`, a second time, or without
-        ``input_fn``."""
+        Called with no argument at all, the compile's own profiles are used (the ``shapes``
+        option, else the model's shapes), as ``trtcompile compile`` builds. Raises RuntimeError
+        as TF-TRT does: before :meth:`convert`, a second time, or with ``input_fn=None``."""
         if not self._converted:
             raise ConverterStateError("Need to call convert() before build()")
         if self._built:
@@ -221,8 +223,10 @@ class Converter:
             raise ConverterStateError("input_fn is None. Method build() needs input_fn to be "
                                       "specified in order to build TensorRT engines")
         compilation = self._compilation
-        shape_sets = self._shape_sets(input_fn, compilation.loaded)
-        if self.profile_strategy == "range":
+        shape_sets = None if input_fn is ... else self._shape_sets(input_fn, compilation.loaded)
+        if shape_sets is None:
+            pass  # the profiles resolved at load
+        elif self.profile_strategy == "range":
             compilation.set_profiles(shape_sets)
         else:
             from trtcompile.shapes import ShapeOptions, resolve_profiles
@@ -231,7 +235,7 @@ class Converter:
                 representative_shapes=shape_sets, strategy=self.profile_strategy))
             compilation.plan = resolve_profiles(compilation.loaded.model,
                                                 compilation.options.shapes)
-        if compilation.options.parity:
+        if shape_sets is not None and compilation.options.parity:
             compilation.check_parity()
             if compilation.error is not None:
                 raise compilation.error
