@@ -98,3 +98,57 @@ def test_a_savedmodel_through_convert_build_and_save(tmp_path: Path) -> None:
     (profile,) = report["engine"]["profiles"]
     (shapes,) = profile.values()
     assert shapes["min"][0] == 1 and shapes["max"][0] == 4
+
+
+def test_every_tftrt_argument_is_accepted_mapped_or_noted() -> None:
+    notes: list[str] = []
+    converter = trtcompile.Converter(
+        input_saved_model_dir=CONV_BRANCHES, input_saved_model_tags=["serve", "gpu"],
+        input_saved_model_signature_key=None, use_dynamic_shape=False,
+        dynamic_shape_profile_strategy="Optimal", max_workspace_size_bytes=1 << 26,
+        precision_mode="INT8", minimum_segment_size=4, maximum_cached_engines=2,
+        use_calibration=False, allow_build_at_runtime=False,
+        conversion_params={"minimum_segment_size": 5, "max_batch_size": 1}, log=notes.append)
+    assert converter.options.min_segment_size == 5 and converter.options.workspace_bytes == 1 << 26
+    assert converter.options.precision == "fp32" and converter.profile_strategy == "optimal"
+    assert converter.options.frontend.signature == "serving_default"
+    assert [note.split(":")[0].split("=")[0] for note in notes] == [
+        "use_calibration", "input_saved_model_tags", "use_dynamic_shape",
+        "maximum_cached_engines", "allow_build_at_runtime"]
+    assert notes == converter.notes
+
+
+def test_tftrt_call_order_errors() -> None:
+    converter = trtcompile.Converter(input_saved_model_dir=CONV_BRANCHES, log=lambda line: None)
+    with pytest.raises(RuntimeError, match=r"Need to call convert\(\) before build\(\)"):
+        converter.build(lambda: iter([]))
+    with pytest.raises(RuntimeError, match=r"summary\(\) before calling convert\(\)"):
+        converter.summary()
+    with pytest.raises(ValueError, match="INT8 calibration is not needed"):
+        converter.convert(calibration_input_fn=lambda: iter([]))
+    converter.convert()
+    with pytest.raises(AssertionError, match=r"convert\(\) was already called"):
+        converter.convert()
+    with pytest.raises(RuntimeError, match="input_fn is None"):
+        converter.build(None)
+    with pytest.raises(ValueError, match="INT8 calibration is needed"):
+        trtcompile.Converter(input_saved_model_dir=CONV_BRANCHES, precision_mode="INT8").convert()
+
+
+def test_int8_calibrates_from_few_samples_and_says_none_were_held_out(tmp_path: Path) -> None:
+    notes: list[str] = []
+    samples = np.random.default_rng(0).standard_normal((3, 4, 8, 8)).astype(np.float32)
+    # Three samples make poor ranges (parity would say so): what matters here is that they are
+    # taken, as TF-TRT takes them.
+    converter = trtcompile.Converter(input_saved_model_dir=CONV_BRANCHES, precision_mode="INT8",
+                                     engine=False, parity=False, log=notes.append)
+    converter.convert(calibration_input_fn=lambda: iter([(samples,)]))
+    (quantize,) = [r for r in converter.compilation.pipeline_report.records
+                   if r.name == "quantize-int8"]
+    assert quantize.stats["calibration_samples"] == 3
+    assert notes == ["INT8: calibrating on all 3 samples; none held out for the top-1 agreement "
+                     "check (that needs 40 or more)"]
+    converter.save(tmp_path / "out", save_gpu_specific_engines=False, options=object())
+    assert notes[1].startswith("save_gpu_specific_engines=False") and notes[2].startswith(
+        "save(options=...)")
+    assert (tmp_path / "out" / "optimized.onnx").is_file()

@@ -52,20 +52,6 @@ def clean_lowered(model: onnx.ModelProto) -> Counter:
     returns counts by rule (``identity_extra_inputs``, ``unused_initializers``,
     ``output_shapes``)."""
     counts: Counter = Counter()
-    unshaped = [value for value in model.graph.output
-                if value.type.HasField("tensor_type") and not value.type.tensor_type.HasField("shape")]
-    if unshaped:
-        try:
-            inferred = onnx.shape_inference.infer_shapes(model)
-        except (onnx.shape_inference.InferenceError, RuntimeError):
-            inferred = None
-        if inferred is not None:
-            found = {value.name: value for value in inferred.graph.output}
-            for value in unshaped:
-                typed = found.get(value.name)
-                if typed is not None and typed.type.tensor_type.HasField("shape"):
-                    value.type.tensor_type.shape.CopyFrom(typed.type.tensor_type.shape)
-                    counts["output_shapes"] += 1
     for graph in _graphs(model.graph):
         for node in graph.node:
             if node.op_type == "Identity" and node.domain in ("", "ai.onnx") and len(node.input) > 1:
@@ -85,6 +71,21 @@ def clean_lowered(model: onnx.ModelProto) -> Counter:
                 listed = [value for value in graph.input if value.name not in dropped]
                 del graph.input[:]
                 graph.input.extend(listed)
+    # After rule 1: shape inference stops at a two-input Identity.
+    unshaped = [value for value in model.graph.output
+                if value.type.HasField("tensor_type") and not value.type.tensor_type.HasField("shape")]
+    if unshaped:
+        try:
+            inferred = onnx.shape_inference.infer_shapes(model)
+        except (onnx.shape_inference.InferenceError, RuntimeError):
+            inferred = None
+        if inferred is not None:
+            found = {value.name: value for value in inferred.graph.output}
+            for value in unshaped:
+                typed = found.get(value.name)
+                if typed is not None and typed.type.tensor_type.HasField("shape"):
+                    value.type.tensor_type.shape.CopyFrom(typed.type.tensor_type.shape)
+                    counts["output_shapes"] += 1
     return +counts
 
 
