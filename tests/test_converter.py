@@ -22,8 +22,11 @@ def test_an_onnx_model_through_convert_build_summary_and_save(tmp_path: Path) ->
     assert converter.options.min_segment_size == 5 and converter.options.workspace_bytes == 1 << 26
     converter.convert()
     converter.build(input_fn=lambda: iter([(np.zeros((1, 4, 8, 8), np.float32),)]))
-    summary = converter.summary()
-    assert "precision-fp16" in summary and "engine layers:" in summary
+    lines: list[str] = []
+    assert converter.summary(print_fn=lines.append) is None
+    assert lines[0] == "[*] Total number of TensorRT engines: 1"
+    assert lines[1].startswith("[*] % of OPs Converted: 100.00% [")
+    assert "[engine]" in lines and any(line.startswith("  - Precision: FP16") for line in lines)
     out = converter.save(tmp_path / "saved")
     assert output_names(out) == ["model.engine", "optimized.onnx", "report.json"]
     report = json.loads((out / "report.json").read_text())
@@ -54,6 +57,9 @@ def test_int8_calibrates_from_a_generator_a_dict_or_an_array(tmp_path: Path) -> 
     ({"minimum_segment_size": 0}, "minimum_segment_size 0: expected an integer >= 1"),
     ({"max_workspace_size_bytes": -1}, "max_workspace_size_bytes -1: expected an integer >= 1"),
     ({"atoll": 1.0}, "unknown option(s) atoll"),
+    ({"dynamic_shape_profile_strategy": "Widest"}, "dynamic_shape_profile_strategy 'Widest'"),
+    ({"conversion_params": {"max_batch_size": 1, "precison_mode": "FP16"}},
+     "conversion_params: unknown field(s) precison_mode"),
 ])
 def test_bad_converter_arguments_are_one_line_input_errors(kwargs, message) -> None:
     with pytest.raises(InputError) as caught:
@@ -64,7 +70,7 @@ def test_bad_converter_arguments_are_one_line_input_errors(kwargs, message) -> N
 def test_int8_without_calibration_and_save_before_convert_are_refused(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="needs calibration_input_fn"):
         trtcompile.Converter(input_saved_model_dir=CONV_BRANCHES, precision_mode="INT8").convert()
-    with pytest.raises(InputError, match=r"save\(\) needs convert\(\) first"):
+    with pytest.raises(AssertionError, match=r"save\(\) needs convert\(\) first"):
         trtcompile.Converter(input_saved_model_dir=CONV_BRANCHES).save(tmp_path / "out")
     assert not (tmp_path / "out").exists()
 
@@ -92,3 +98,58 @@ def test_a_savedmodel_through_convert_build_and_save(tmp_path: Path) -> None:
     (profile,) = report["engine"]["profiles"]
     (shapes,) = profile.values()
     assert shapes["min"][0] == 1 and shapes["max"][0] == 4
+
+
+def test_every_tftrt_argument_is_accepted_mapped_or_noted() -> None:
+    notes: list[str] = []
+    converter = trtcompile.Converter(
+        input_saved_model_dir=CONV_BRANCHES, input_saved_model_tags=["serve", "gpu"],
+        input_saved_model_signature_key=None, use_dynamic_shape=False,
+        dynamic_shape_profile_strategy="Optimal", max_workspace_size_bytes=1 << 26,
+        precision_mode="INT8", minimum_segment_size=4, maximum_cached_engines=2,
+        use_calibration=False, allow_build_at_runtime=False,
+        conversion_params={"minimum_segment_size": 5, "max_batch_size": 1}, log=notes.append)
+    assert converter.options.min_segment_size == 5 and converter.options.workspace_bytes == 1 << 26
+    assert converter.options.precision == "fp32" and converter.profile_strategy == "optimal"
+    assert converter.options.frontend.signature == "serving_default"
+    assert [note.split(":")[0].split("=")[0] for note in notes] == [
+        "use_calibration", "input_saved_model_tags", "use_dynamic_shape",
+        "maximum_cached_engines", "allow_build_at_runtime"]
+    assert notes == converter.notes
+
+
+def test_tftrt_call_order_errors() -> None:
+    converter = trtcompile.Converter(input_saved_model_dir=CONV_BRANCHES, log=lambda line: None)
+    with pytest.raises(RuntimeError, match=r"Need to call convert\(\) before build\(\)"):
+        converter.build(lambda: iter([]))
+    with pytest.raises(RuntimeError, match=r"summary\(\) before calling convert\(\)"):
+        converter.summary()
+    with pytest.raises(ValueError, match="INT8 calibration is not needed"):
+        converter.convert(calibration_input_fn=lambda: iter([]))
+    converter.convert()
+    with pytest.raises(AssertionError, match=r"convert\(\) was already called"):
+        converter.convert()
+    with pytest.raises(RuntimeError, match="input_fn is None"):
+        converter.build(None)
+    with pytest.raises(ValueError, match="INT8 calibration is needed"):
+        trtcompile.Converter(input_saved_model_dir=CONV_BRANCHES, precision_mode="INT8").convert()
+
+
+def test_int8_calibrates_from_few_samples_and_says_none_were_held_out(tmp_path: Path) -> None:
+    notes: list[str] = []
+    samples = np.random.default_rng(0).standard_normal((3, 4, 8, 8)).astype(np.float32)
+    # Three samples make poor ranges (parity would say so): what matters here is that they are
+    # taken, as TF-TRT takes them.
+    converter = trtcompile.Converter(input_saved_model_dir=CONV_BRANCHES, precision_mode="INT8",
+                                     engine=False, parity=False, log=notes.append)
+    converter.convert(calibration_input_fn=lambda: iter([(samples,)]))
+    (quantize,) = [r for r in converter.compilation.pipeline_report.records
+                   if r.name == "quantize-int8"]
+    assert quantize.stats["calibration_samples"] == 3
+    note = ("INT8: calibrating on all 3 samples; none held out for the top-1 agreement check "
+            "(that needs 40 or more)")
+    assert converter.notes == [note] and note in notes  # the log gets the compile's lines too
+    converter.save(tmp_path / "out", save_gpu_specific_engines=False, options=object())
+    assert converter.notes[1].startswith("save_gpu_specific_engines=False")
+    assert converter.notes[2].startswith("save(options=...)")
+    assert (tmp_path / "out" / "optimized.onnx").is_file()

@@ -28,7 +28,7 @@ A failure is a parity failure, an error running either model on ONNX Runtime, a 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,6 +37,8 @@ import onnx
 from trtcompile import ir
 from trtcompile.errors import BackendError, CheckFailed, InputError, PassFailed, TrtcompileError
 from trtcompile.flow import Compilation, CompileOptions
+from trtcompile.flow.culprits import first_failing as _first
+from trtcompile.flow.culprits import segment_model
 from trtcompile.pm import Instrument, Rewrite
 
 #: Files ``trtcompile bisect`` writes into its output folder.
@@ -152,17 +154,6 @@ class _Checker:
         return None
 
 
-def _first(lo: int, hi: int, fails: Callable[[int], bool]) -> int:
-    """The least ``k`` in ``(lo, hi]`` with ``fails(k)``, given ``fails(hi)`` and not ``fails(lo)``."""
-    while hi - lo > 1:
-        mid = (lo + hi) // 2
-        if fails(mid):
-            hi = mid
-        else:
-            lo = mid
-    return hi
-
-
 def bisect_rewrites(source: str | Path, options: CompileOptions) -> RewriteVerdict | None:
     """The first pass run and rewrite after which ``source`` fails; None when nothing fails.
 
@@ -240,36 +231,6 @@ def _raising_pass(message: str) -> str:
 # --------------------------------------------------------------------------------------------
 # Engine segments
 # --------------------------------------------------------------------------------------------
-
-
-def segment_model(model: onnx.ModelProto, start: int, stop: int) -> onnx.ModelProto:
-    """Nodes ``[start, stop)`` of ``model`` (topologically sorted) as a model of their own: its
-    inputs are the tensors they read from outside, its outputs the tensors they write that are
-    read outside or are graph outputs."""
-    graph = model.graph
-    nodes = list(graph.node)[start:stop]
-    initializers = {init.name for init in graph.initializer}
-    produced = {name for node in nodes for name in node.output if name}
-    inputs = list(dict.fromkeys(name for node in nodes for name in _reads(node)
-                                if name and name not in produced and name not in initializers))
-    read_after = {name for node in list(graph.node)[stop:] for name in _reads(node)}
-    graph_outputs = {o.name for o in graph.output}
-    outputs = [name for node in nodes for name in node.output
-               if name and (name in read_after or name in graph_outputs)]
-    if not outputs:
-        outputs = [name for name in nodes[-1].output if name]
-    return onnx.utils.Extractor(model).extract_model(inputs, outputs)
-
-
-def _reads(node: onnx.NodeProto) -> list[str]:
-    """Tensors a node reads, including the outer tensors its subgraph bodies read."""
-    names = list(node.input)
-    for attr in node.attribute:
-        for body in ([attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs)):
-            inner = {name for n in body.node for name in n.output} | {i.name for i in body.input} \
-                | {i.name for i in body.initializer}
-            names += [name for n in body.node for name in _reads(n) if name not in inner]
-    return names
 
 
 def bisect_engine(source: str | Path, options: CompileOptions) -> SegmentVerdict | None:

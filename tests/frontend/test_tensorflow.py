@@ -126,7 +126,8 @@ def test_lowering_record_fields(fixtures_dir):
     # block has 4 convolutions, 2 batch norms, add, relus, pool, dense: well above 10.
     assert 10 <= record.source_ops <= 60
     assert set(record.to_dict()) == {"tool", "mode", "source_kind", "source_ops", "onnx_nodes",
-                                     "seconds", "peak_rss_mb"}
+                                     "seconds", "peak_rss_mb", "note", "cleaned", "tables"}
+    assert record.note == "" and record.tables == 0
 
 
 def test_tf2onnx_optimized_mode_removes_layout_transposes(fixtures_dir):

@@ -55,12 +55,15 @@ class CalibrationData:
 
     arrays: dict[str, np.ndarray]
     source: str = ""
+    #: The fewest samples :meth:`validate` accepts by default (samples given in memory, as
+    #: TF-TRT's ``calibration_input_fn``, may be any number: see :func:`calibration_data`).
+    min_samples: int = MIN_SAMPLES
 
     @property
     def num_samples(self) -> int:
         return next(iter(self.arrays.values())).shape[0] if self.arrays else 0
 
-    def validate(self, specs: Sequence[InputSpec], min_samples: int = MIN_SAMPLES) -> None:
+    def validate(self, specs: Sequence[InputSpec], min_samples: int | None = None) -> None:
         """Check names, dtypes, shapes and sample counts against the model inputs.
 
         Raises InputError with one line naming the first problem.
@@ -103,6 +106,7 @@ class CalibrationData:
             detail = ", ".join(f"{name}: {a.shape[0]}" for name, a in self.arrays.items())
             raise InputError(f"{where}: inputs have different sample counts ({detail})")
         samples = counts.pop()
+        min_samples = self.min_samples if min_samples is None else min_samples
         if samples < min_samples:
             raise InputError(f"{where} has {samples} samples; calibration needs at least "
                              f"{min_samples} (more is better: a few hundred is typical)")
@@ -231,13 +235,13 @@ def _release_pages(array: np.ndarray) -> None:
 
 def calibration_data(samples: Any, model: onnx.ModelProto, *,
                      aliases: Mapping[str, str] | None = None,
-                     min_samples: int = MIN_SAMPLES) -> CalibrationData:
+                     min_samples: int = 1) -> CalibrationData:
     """Calibration samples from memory rather than files: an array (single-input model), a dict
     of arrays by input name, or batches from an iterable, a generator or a function returning one
     (TF-TRT's ``calibration_input_fn``), each batch an array, a tuple/list of arrays in the model's
     input order, or a dict. Batches are concatenated along the sample axis and validated against
     the model's inputs. ``aliases`` maps other names of the inputs (TensorFlow signature keys) to
-    the model's."""
+    the model's. Any number of samples is taken (``min_samples``), as TF-TRT takes them."""
     specs = model_input_specs(model)
     names = [spec.name for spec in specs]
     aliases = dict(aliases or {})
@@ -273,13 +277,13 @@ def calibration_data(samples: Any, model: onnx.ModelProto, *,
             arrays[name] = np.concatenate([batch[name] for batch in batches], axis=0)
         except (KeyError, ValueError) as exc:
             raise InputError(f"calibration samples of '{name}': batches disagree ({exc})") from None
-    data = CalibrationData(arrays, source="calibration_input_fn")
-    data.validate(specs, min_samples=min_samples)
+    data = CalibrationData(arrays, source="calibration_input_fn", min_samples=min_samples)
+    data.validate(specs)
     return data
 
 
 def load_calibration_data(path: str | Path, model: onnx.ModelProto,
-                          min_samples: int = MIN_SAMPLES) -> CalibrationData:
+                          min_samples: int = 1) -> CalibrationData:
     """Read calibration samples for ``model`` from an .npz, an .npy or a folder of them.
 
     Arrays of several files are concatenated along the sample axis. The result is validated

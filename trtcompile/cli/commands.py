@@ -97,7 +97,8 @@ def compile_options(args: argparse.Namespace):
     return CompileOptions(
         pipeline=(f"engine-guided({args.pipeline})" if getattr(args, "tune_with_engine", False)
                   else args.pipeline), pass_modules=tuple(args.pass_module), atol=args.atol,
-        rtol=args.rtol, seed=args.seed, data_range=data_range, parity=not args.no_parity,
+        rtol=args.rtol, seed=args.seed, data_range=data_range, inputs=args.inputs,
+        parity=not args.no_parity,
         engine=not args.no_engine,
         engine_parity=args.engine_parity,
         dump_after_each=args.dump_after_each, verify_after_each=args.verify_after_each,
@@ -105,7 +106,9 @@ def compile_options(args: argparse.Namespace):
         shapes=shape_options(args),
         report_json=args.report_json, example=args.example,
         log=None if args.quiet else _stderr, report_html=args.report_html,
-        precision=args.precision, calib_data=args.calib_data, calib_method=args.calib_method,
+        precision=args.precision, calib_method=args.calib_method,
+        # Given inputs are calibration samples too when none are given apart.
+        calib_data=args.calib_data or (args.inputs if args.precision == "int8" else None),
         calib_cache=args.calib_cache, calib_batches=args.calib_batches,
         **partition_options(args),
         workspace_bytes=args.workspace_bytes, verbose=args.verbose, save_engine=args.save_engine,

@@ -104,6 +104,11 @@ def build_parser() -> argparse.ArgumentParser:
                           help="known range of the model's floating-point inputs: parity draws "
                                "them uniformly in [LO, HI) (default: standard normal); integer "
                                "inputs keep Polygraphy's 0/1")
+    compile_.add_argument("--inputs", metavar="NPZ", default=None,
+                          help="inputs the checks run the model on (parity, engine parity, the "
+                               "partition stage; INT8 calibration without --calib-data): an .npz "
+                               "with one array per model input, strings as string arrays "
+                               "(default: generated for every input type)")
     compile_.add_argument("--no-parity", action="store_true", help="skip the parity check")
     compile_.add_argument("--no-engine", action="store_true", help="skip building the engine")
     compile_.add_argument("--engine-parity", choices=("auto", "require", "off"), default="auto",

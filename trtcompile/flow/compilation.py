@@ -145,6 +145,9 @@ class Compilation:
         self.top1: dict[str, Any] | None = None
         #: The partition stage's outcome (None: not partitioned).
         self.partition_outcome = None  # trtcompile.flow.partitioning.PartitionOutcome
+        #: The whole model's engine when the partition stage built it to see whether TensorRT's
+        #: builder fails on a node its parser accepts (the engine stage takes it as is).
+        self.prebuilt_engine = None
         self.engine = None  # trtcompile.backend.EngineBuild
         self.engine_status: dict[str, Any] = {"built": False, "reason": "not built"}
         self.engine_parity: parity.EngineParity | None = None
@@ -238,8 +241,10 @@ class Compilation:
         self._require("partition", self.optimized)
         if self.error is not None:
             return None
+        built: dict[str, Any] = {}
         self.partition_outcome, error = partition_stage(
-            self.loaded, self.optimized, self.options, self.plan, self.seconds)
+            self.loaded, self.optimized, self.options, self.plan, self.seconds, built=built)
+        self.prebuilt_engine = built.get("engine")
         self._fail(error)
         return self.partition_outcome
 
@@ -257,15 +262,18 @@ class Compilation:
             self.engine_status = {"built": False, "reason": "parity failed"
                                   if isinstance(self.error, CheckFailed) else "an earlier stage failed"}
         else:
-            self.log("building the TensorRT engine")
             t0 = time.perf_counter()
             try:
-                self.engine = self.build(self.optimized)
+                if self.prebuilt_engine is not None:
+                    self.engine = self.prebuilt_engine
+                else:
+                    self.log("building the TensorRT engine")
+                    self.engine = self.build(self.optimized)
                 self.engine_status = {"built": True, **self.engine.to_dict(outputs.ENGINE_PLAN)}
             except BackendError as exc:
                 self._fail(exc)
                 self.engine_status = {"built": False, "reason": "build failed", "error": str(exc)}
-            self.seconds["engine"] = time.perf_counter() - t0
+            self.seconds.setdefault("engine", time.perf_counter() - t0)
         return self.engine
 
     def check_engine_parity(self) -> parity.EngineParity:

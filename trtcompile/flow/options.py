@@ -40,6 +40,11 @@ class CompileOptions:
     atol_range: float = 0.0
     #: Seed of the parity inputs and of anything random a pass does.
     seed: int = 0
+    #: Inputs the checks run the model on (parity, engine parity, the partition stage; INT8
+    #: calibration when no ``calib_data`` is given): an ``.npz`` with one array per model input,
+    #: strings as string arrays (``--inputs``). None: generated for every input type (see
+    #: :mod:`trtcompile.flow.inputs`).
+    inputs: str | Path | None = None
     #: Known range ``(low, high)`` of the model's floating-point inputs: parity draws them
     #: uniformly from it instead of from a standard normal distribution (``--data-range``).
     data_range: tuple[float, float] | None = None

@@ -15,7 +15,8 @@ import onnx
 
 from trtcompile import verify
 from trtcompile.errors import CheckFailed, InputError, TrtcompileError
-from trtcompile.flow.options import CompileOptions, input_distribution
+from trtcompile.flow import inputs
+from trtcompile.flow.options import CompileOptions
 from trtcompile.flow.precision import engine_parity_tolerances
 from trtcompile.frontend import LoadedModel
 from trtcompile.shapes import ProfilePlan, format_shape_set
@@ -197,15 +198,13 @@ def check_parity(loaded: LoadedModel, optimized: onnx.ModelProto,
     """
     from polygraphy.comparator import IterationResult, RunResults
 
-    shapes = dict(options.frontend.input_shapes) or None
     if feeds is None:
-        feeds = verify.feed_data(loaded.model, seed=options.seed, input_shapes=shapes,
-                                 distribution=input_distribution(options))
+        feeds = inputs.feeds_for(loaded, options, given=inputs.compile_inputs(loaded, options))
     tolerance = {"atol": options.atol, "rtol": options.rtol, "atol_range": options.atol_range}
     input_name = "lowered" if loaded.lowering is not None else "input"
 
-    onnx_results = RunResults([*verify.run_model(loaded.model, feeds, input_name),
-                               *verify.run_model(optimized, feeds, "optimized")])
+    onnx_results = RunResults([*inputs.run_model(loaded.model, feeds, input_name),
+                               *inputs.run_model(optimized, feeds, "optimized")])
     input_vs_optimized = verify.compare_run_results(
         onnx_results, reference_name=input_name, candidate_name="optimized", **tolerance)
     input_vs_optimized.input_shapes = {k: list(v.shape) for k, v in feeds.items()}
@@ -259,13 +258,15 @@ def check_parity_at_shapes(loaded: LoadedModel, optimized: onnx.ModelProto,
     profile's min, opt and max; a second batch size with the default profile), one seeded batch
     each, combined into one verdict. A size added here that the input model itself does not run
     at is skipped."""
-    if not plan.parity_shapes:
-        return check_parity(loaded, optimized, options)
-    distribution = input_distribution(options)
+    given = inputs.compile_inputs(loaded, options)
+    if not plan.parity_shapes or given is not None:  # given inputs: checked at their shapes
+        verdict = check_parity(loaded, optimized, options, feeds=given)
+        if given is not None:
+            verdict.input_shapes = [{k: list(np.shape(v)) for k, v in given.items()}]
+        return verdict
     verdicts = []
     for shapes, added in onnx_parity_shape_sets(plan):
-        feeds = verify.feed_data(loaded.model, seed=options.seed, input_shapes=shapes,
-                                 distribution=distribution)
+        feeds = inputs.feeds_for(loaded, options, shapes)
         try:
             verdict = check_parity(loaded, optimized, options, feeds=feeds)
         except Exception as exc:  # noqa: BLE001 - ONNX Runtime's errors share no base class
@@ -328,7 +329,7 @@ def _failed_run_verdict(loaded: LoadedModel, optimized: onnx.ModelProto, options
     reason = (str(exc).strip().splitlines() or [type(exc).__name__])[-1][:300]
     at = format_shape_set(shapes)
     try:
-        verify.compare_models(loaded.model, loaded.model, data=[feeds])
+        inputs.run_model(loaded.model, feeds, "input")
     except Exception as own:  # noqa: BLE001
         cause = unrunnable_model_reason(loaded.model, str(own))
         if cause is not None:
@@ -384,14 +385,16 @@ def check_engine_parity(plan_bytes: bytes, loaded: LoadedModel, optimized: onnx.
     atol_range = 0.0
     if options.precision.lower() != "fp32" and not note.startswith("user tolerances"):
         atol_range = precision_tolerances(options.precision).atol_range
+    given = inputs.compile_inputs(loaded, options)
     shape_sets = list(plan.parity_shapes) or [dict(options.frontend.input_shapes) or None]
+    if given is not None:
+        shape_sets = [{name: list(np.shape(array)) for name, array in given.items()}]
     session = SessionFromOnnx(optimized.SerializeToString(), providers=["CPUExecutionProvider"])
     expected_outputs = [value.name for value in optimized.graph.output]
     verdicts = []
     for shapes in shape_sets:
-        # The same generator, seed and shapes as check_parity_at_shapes: the same inputs.
-        feeds = verify.feed_data(loaded.model, seed=options.seed, input_shapes=shapes,
-                                 distribution=input_distribution(options))
+        # The same inputs as check_parity_at_shapes: given, or generated alike at these shapes.
+        feeds = inputs.feeds_for(loaded, options, shapes, given)
         at = {name: list(array.shape) for name, array in feeds.items()}
         try:
             engine_outputs = run_engine(plan_bytes, feeds, profile_index(plan, at))

@@ -33,6 +33,7 @@ import numpy as np
 import onnx
 
 from trtcompile import ir
+from trtcompile.flow import culprits
 
 #: Files the stage writes into the output folder.
 PARTITIONED_ONNX = "partitioned.onnx"
@@ -109,6 +110,15 @@ class PartitionOutcome:
     total_compute_nodes: int = 0
     seconds: dict[str, float] = field(default_factory=dict)
     epcontext: onnx.ModelProto | None = None
+    #: Nodes the parser accepts and TensorRT's builder fails on, with the builder's words: they
+    #: run on ONNX Runtime (found by building, see trtcompile.flow.culprits).
+    build_failures: dict[str, str] = field(default_factory=dict)
+    #: Whether segment engines were built (False for --partition-only: the plan asks TensorRT's
+    #: parser only, and a planned segment may still fail to build).
+    builds_tried: bool = True
+    #: Builds the search for failing nodes took, and partition rounds run.
+    build_checks: int = 0
+    build_rounds: int = 1
 
     @property
     def coverage(self) -> float:
@@ -308,30 +318,37 @@ def fallback_entries(model: onnx.ModelProto, rejections: Sequence[Any]) -> list[
     return entries
 
 
-def run_partition(optimized: onnx.ModelProto, *, support: Any, min_segment_size: int,
-                  exclude_ops: Sequence[str], trigger: str, dry_run: bool,
-                  model_dir: Path | None, seed: int, plan: Any,
-                  feeds_at: Callable[[Mapping[str, Sequence[int]] | None], dict[str, np.ndarray]],
-                  progress: bool = False, log: Callable[[str], None] = lambda message: None,
-                  build: Any = None) -> PartitionOutcome:
-    """Partition ``optimized`` and (unless ``dry_run``) build one engine per segment."""
+#: Rounds of build, blame, re-partition a stage runs at most (each moves at least one node to
+#: the fallback side; a model with more nodes TensorRT's builder fails on is rare).
+MAX_BUILD_ROUNDS = 8
+
+
+def with_build_failures(support: Any, failures: Mapping[str, str]) -> Any:
+    """The parser's support classification with the nodes TensorRT's builder fails on added as
+    unsupported (their reason: the builder's words)."""
+    import dataclasses
+
+    if not failures:
+        return support
+    unsupported = {**dict(getattr(support, "unsupported", {}) or {}), **failures}
+    if dataclasses.is_dataclass(support):
+        return dataclasses.replace(support, unsupported=unsupported)
+    return unsupported
+
+
+def _partition(optimized: onnx.ModelProto, support: Any, min_segment_size: int,
+               exclude_ops: Sequence[str], model_dir: Path | None, seed: int,
+               log: Callable[[str], None]):
+    """The partition pass over ``optimized``: (partitioned model, the pass's record, segments)."""
     from passes.partition import Partition, compute_node_count
-    from trtcompile import backend
     from trtcompile.backend.support import value_types
-    from trtcompile.errors import BackendError, InputError
     from trtcompile.pm import PassContext, PassManager
 
-    seconds: dict[str, float] = {}
-    t0 = time.perf_counter()
     graph = ir.import_model(optimized)
-    total = compute_node_count(graph.nodes)
     partition = Partition(min_segment_size=min_segment_size, exclude_ops=tuple(exclude_ops))
     ctx = PassContext(model_dir=model_dir, seed=seed, resources={"partition": support}, log=log)
     report = PassManager([partition], ctx=ctx).run(graph)
     partitioned = ir.export_model(graph)
-    seconds["partition"] = time.perf_counter() - t0
-    record = report.records[0]
-
     types = value_types(optimized)
     segments = []
     for index, (call, function) in enumerate(segment_calls(partitioned)):
@@ -339,34 +356,143 @@ def run_partition(optimized: onnx.ModelProto, *, support: Any, min_segment_size:
         body = ir.import_model(standalone)
         segments.append(Segment(name=call.name, index=index, nodes=[n.name for n in function.node],
                                 compute_nodes=compute_node_count(body.nodes), model=standalone))
+    return partitioned, report.records[0], segments
+
+
+def run_partition(optimized: onnx.ModelProto, *, support: Any, min_segment_size: int,
+                  exclude_ops: Sequence[str], trigger: str, dry_run: bool,
+                  model_dir: Path | None, seed: int, plan: Any,
+                  feeds_at: Callable[[Mapping[str, Sequence[int]] | None], dict[str, np.ndarray]],
+                  progress: bool = False, log: Callable[[str], None] = lambda message: None,
+                  build_failures: Mapping[str, str] | None = None,
+                  workspace_bytes: int | None = None, build: Any = None) -> PartitionOutcome:
+    """Partition ``optimized`` and (unless ``dry_run``) build one engine per segment.
+
+    A segment whose build fails is searched for the node the builder fails on
+    (:func:`trtcompile.flow.culprits.find_build_culprit`); that node moves to the fallback side
+    with the builder's words as its reason, the model is partitioned again and the segments
+    built (those unchanged keep their engines), for at most :data:`MAX_BUILD_ROUNDS` rounds.
+    ``build_failures`` (node -> reason) are nodes already known to fail the build."""
+    from passes.partition import compute_node_count
+    from trtcompile.backend.support import value_types
+
+    seconds: dict[str, float] = {}
+    t0 = time.perf_counter()
+    total = compute_node_count(ir.import_model(optimized).nodes)
+    failures = dict(build_failures or {})
+    partitioned, record, segments = _partition(
+        optimized, with_build_failures(support, failures), min_segment_size, exclude_ops,
+        model_dir, seed, log)
+    seconds["partition"] = time.perf_counter() - t0
     outcome = PartitionOutcome(
         model=partitioned, record=record, segments=segments,
         fallback=fallback_entries(partitioned, record.rejections),
         min_segment_size=min_segment_size, exclude_ops=tuple(exclude_ops), dry_run=dry_run,
-        trigger=trigger, support=support, total_compute_nodes=total, seconds=seconds)
+        trigger=trigger, support=support, total_compute_nodes=total, seconds=seconds,
+        build_failures=dict(failures), builds_tried=not dry_run)
     if dry_run or not segments:
         return outcome
 
+    types = value_types(optimized)
+    built: dict[tuple[str, ...], Segment] = {}
     t0 = time.perf_counter()
-    try:
-        segment_profiles(optimized, segments, plan, feeds_at, types)
-    except Exception as exc:  # noqa: BLE001 - ONNX Runtime's errors share no base class
-        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[-1][:300]
-        for segment in segments:
-            if dynamic_inputs(segment.model):
-                segment.why_not_engine = f"its input shapes could not be observed: {reason}"
-    for segment in segments:
-        if segment.why_not_engine is not None:
-            continue
-        log(f"building the TensorRT engine of {segment.name} ({len(segment.nodes)} nodes)")
-        try:
-            segment.engine = backend.build_engine(segment.model, model_dir=model_dir,
-                                                  progress=progress, profiles=segment.profiles,
-                                                  build=build)
-        except (BackendError, InputError) as exc:
-            segment.why_not_engine = str(exc)
+    for round_index in range(MAX_BUILD_ROUNDS):
+        _build_segments(outcome.segments, optimized, plan, feeds_at, types, built, model_dir,
+                        progress, workspace_bytes, log, build)
+        found = {}
+        for segment in outcome.segments:
+            if segment.engine is not None or not (segment.why_not_engine or "").startswith(
+                    culprits.BUILD_FAILURE):
+                continue
+            log(f"finding the node TensorRT's builder fails on in {segment.name}")
+            culprit = culprits.find_build_culprit(
+                segment.model, _range_builder(segment, model_dir, workspace_bytes, build),
+                segment.why_not_engine)
+            if culprit is not None:
+                log(f"  {culprit.node} ({culprit.op}) after {culprit.builds} builds: "
+                    "it runs on ONNX Runtime")
+                found[culprit.node] = culprit.reason
+                outcome.build_checks += culprit.builds
+        if not found:
+            break
+        failures.update(found)
+        t1 = time.perf_counter()
+        partitioned, record, segments = _partition(
+            optimized, with_build_failures(support, failures), min_segment_size, exclude_ops,
+            model_dir, seed, log)
+        seconds["partition"] += time.perf_counter() - t1
+        outcome.model, outcome.record, outcome.segments = partitioned, record, segments
+        outcome.fallback = fallback_entries(partitioned, record.rejections)
+        outcome.build_failures = dict(failures)
+        outcome.build_rounds = round_index + 2
     seconds["engines"] = time.perf_counter() - t0
     return outcome
+
+
+def _build_segments(segments: Sequence[Segment], optimized: onnx.ModelProto, plan: Any,
+                    feeds_at: Callable, types: Mapping[str, onnx.TypeProto],
+                    built: dict[tuple[str, ...], Segment], model_dir: Path | None,
+                    progress: bool, workspace_bytes: int | None,
+                    log: Callable[[str], None], build: Any = None) -> None:
+    """Profiles, then an engine, for every segment (a segment of the same nodes as one built in
+    an earlier round takes its engine)."""
+    from trtcompile import backend
+    from trtcompile.errors import BackendError, InputError
+
+    todo = []
+    for segment in segments:
+        earlier = built.get(tuple(segment.nodes))
+        if earlier is not None:
+            segment.profiles, segment.engine = earlier.profiles, earlier.engine
+            segment.why_not_engine = earlier.why_not_engine
+        else:
+            todo.append(segment)
+    if not todo:
+        return
+    try:
+        segment_profiles(optimized, todo, plan, feeds_at, types)
+    except Exception as exc:  # noqa: BLE001 - ONNX Runtime's errors share no base class
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[-1][:300]
+        for segment in todo:
+            if dynamic_inputs(segment.model):
+                segment.why_not_engine = f"its input shapes could not be observed: {reason}"
+    for segment in todo:
+        if segment.why_not_engine is None:
+            log(f"building the TensorRT engine of {segment.name} ({len(segment.nodes)} nodes)")
+            try:
+                segment.engine = backend.build_engine(segment.model, model_dir=model_dir,
+                                                      progress=progress, profiles=segment.profiles,
+                                                      workspace_bytes=workspace_bytes, build=build)
+            except (BackendError, InputError) as exc:
+                segment.why_not_engine = str(exc)
+        built[tuple(segment.nodes)] = segment
+
+
+def _range_builder(segment: Segment, model_dir: Path | None, workspace_bytes: int | None,
+                   build: Any = None) -> Callable[[onnx.ModelProto], str | None]:
+    """Builds a node range of ``segment`` with the segment's profiles (restricted to the inputs
+    the range reads) and the compile's build options: None when it builds, else the builder's
+    words."""
+
+    def try_build(model: onnx.ModelProto) -> str | None:
+        return build_error(model, culprits.restrict_profiles(segment.profiles, model), model_dir,
+                           workspace_bytes, build)
+
+    return try_build
+
+
+def build_error(model: onnx.ModelProto, profiles: Any, model_dir: Path | None,
+                workspace_bytes: int | None = None, build: Any = None) -> str | None:
+    """None when TensorRT builds ``model``, else why not (one line)."""
+    from trtcompile import backend
+    from trtcompile.errors import BackendError, InputError
+
+    try:
+        backend.build_engine(model, model_dir=model_dir, progress=False, profiles=profiles,
+                             workspace_bytes=workspace_bytes, build=build)
+    except (BackendError, InputError) as exc:
+        return str(exc)
+    return None
 
 
 def write_outputs(outcome: PartitionOutcome, folder: Path) -> dict[str, str]:
@@ -406,6 +532,10 @@ def partition_section(outcome: PartitionOutcome) -> dict[str, Any]:
         "exclude_ops": list(outcome.exclude_ops),
         "dry_run": outcome.dry_run,
         "trigger": outcome.trigger,
+        "builds_tried": outcome.builds_tried,
+        "build_failures": dict(outcome.build_failures),
+        "build_checks": outcome.build_checks,
+        "build_rounds": outcome.build_rounds,
         "compute_nodes": outcome.total_compute_nodes,
         "pass": outcome.record.to_dict(),
         "support": outcome.support.to_dict() if hasattr(outcome.support, "to_dict") else None,
@@ -417,6 +547,6 @@ def partition_section(outcome: PartitionOutcome) -> dict[str, Any]:
     }
 
 
-__all__ = ["EPCONTEXT_ONNX", "PARTITIONED_ONNX", "SEGMENTS_DIR", "PartitionOutcome", "Segment",
-           "epcontext_model", "partition_section", "run_partition", "segment_model",
-           "write_outputs"]
+__all__ = ["EPCONTEXT_ONNX", "MAX_BUILD_ROUNDS", "PARTITIONED_ONNX", "SEGMENTS_DIR",
+           "PartitionOutcome", "Segment", "build_error", "epcontext_model", "partition_section",
+           "run_partition", "segment_model", "with_build_failures", "write_outputs"]

@@ -48,12 +48,20 @@ class LoweringRecord:
     onnx_nodes: int  # nodes of the lowered ONNX graph
     seconds: float
     peak_rss_mb: float | None = None
+    #: What the user must know about the lowering (``faithful`` fell back to
+    #: ``tf2onnx-optimized``, and why); empty when nothing.
+    note: str = ""
+    #: What the faithful cleanup removed, by rule (``identity_extra_inputs=2``).
+    cleaned: Mapping[str, int] = field(default_factory=dict)
+    #: Lookup tables lowered with their keys and values.
+    tables: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "tool": self.tool, "mode": self.mode, "source_kind": self.source_kind,
             "source_ops": self.source_ops, "onnx_nodes": self.onnx_nodes,
             "seconds": round(self.seconds, 6), "peak_rss_mb": self.peak_rss_mb,
+            "note": self.note, "cleaned": dict(self.cleaned), "tables": self.tables,
         }
 
 

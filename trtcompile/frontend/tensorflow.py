@@ -82,12 +82,14 @@ def load(path: str | Path, options: FrontendOptions | None = None, *, isolate: b
 
     record = LoweringRecord(
         tool=result.tool, mode=result.mode, source_kind=result.source_kind, source_ops=result.source_ops,
-        onnx_nodes=result.onnx_nodes, seconds=seconds, peak_rss_mb=result.peak_rss_mb)
+        onnx_nodes=result.onnx_nodes, seconds=seconds, peak_rss_mb=result.peak_rss_mb,
+        note=result.note, cleaned=dict(result.cleaned), tables=result.tables)
+    note = f"; {result.note}" if result.note else ""
     return LoadedModel(
         model=model, source_path=path, kind=kind, model_dir=None, lowering=record,
         reference=TensorFlowReference(path, kind, options, result.inputs, result.outputs),
         reference_name="tensorflow",
-        description=f"TensorFlow {kind} {path.name}, lowered by {result.tool} ({result.mode})",
+        description=f"TensorFlow {kind} {path.name}, lowered by {result.tool} ({result.mode}){note}",
     )
 
 

@@ -63,12 +63,94 @@ def _shape_list(shape) -> list[int | None]:
     return [None if d is None else int(d) for d in shape.as_list()] if shape.rank is not None else []
 
 
-def _freeze(concrete_function):
-    """GraphDef of ``concrete_function`` with its variables as constants (stage 2)."""
+def _freeze(concrete_function, trackable=None):
+    """GraphDef of ``concrete_function`` with its variables as constants (stage 2), and the
+    contents of the lookup tables it reads by shared name.
+
+    With the object that owns the function (``trackable``: the loaded SavedModel, the Keras
+    model), the tables it reads (StaticHashTable, StaticVocabularyTable) are exported as
+    ``tf2onnx.convert --saved-model`` does it (``tf_loader.from_trackable``): table resources are
+    taken out of the function's captures before freezing (TensorFlow cannot freeze them), their
+    placeholders become ``HashTableV2`` nodes named by shared name, and their keys and values go
+    to ``process_tf_graph`` as ``initialized_tables``, so ``LookupTableFindV2`` lowers with its
+    table.
+    """
     from tf2onnx import tf_loader
 
-    graph_def = tf_loader.convert_variables_to_constants_large_model(concrete_function)
-    return tf_loader.fix_freezing_errors_part2(graph_def)
+    if trackable is None or not _reads_tables(concrete_function):
+        graph_def = tf_loader.convert_variables_to_constants_large_model(concrete_function)
+        return tf_loader.fix_freezing_errors_part2(graph_def), {}
+    return _freeze_with_tables(concrete_function, trackable)
+
+
+def _freeze_with_tables(concrete_function, trackable):
+    """tf2onnx's ``from_trackable`` on the large-model freezing path. That path inlines the
+    signature's function call with an ``Identity`` per argument, so a lookup reads its table
+    through a chain of Identities; tf2onnx matches tables to the placeholder a lookup reads
+    directly, so the chain is followed here first."""
+    from tensorflow.python.ops import lookup_ops
+    from tf2onnx import tf_loader, tf_utils
+
+    # pylint: disable=protected-access - tf2onnx's own table export, step by step
+    removed, placeholder_to_resource, graph_captures, function_captures = \
+        tf_loader._remove_non_variable_resources_from_captures(concrete_function)
+    try:
+        graph_def = tf_loader.convert_variables_to_constants_large_model(concrete_function)
+    finally:
+        tf_loader._restore_captured_resources(concrete_function, graph_captures, function_captures)
+    graph_def = tf_loader.fix_freezing_errors_part2(graph_def)
+    _read_tables_directly(graph_def)
+    table_info = tf_utils.get_hash_table_info(graph_def)
+    placeholder_to_table_info: dict = {}
+    tf_loader._get_hash_table_info_from_trackable(trackable, table_info, removed,
+                                                  placeholder_to_table_info)
+    tables = {}
+    for info in table_info:
+        if info.shared_name is not None:
+            handle = lookup_ops.hash_table_v2(info.key_dtype, info.val_dtype,
+                                              shared_name=info.shared_name)
+        elif info.resource_input in placeholder_to_resource \
+                and info.resource_input not in placeholder_to_table_info:
+            handle = placeholder_to_resource[info.resource_input]
+            info.shared_name = f"table_{len(tables)}_{info.resource_input}".encode()
+            placeholder_to_table_info[info.resource_input] = info
+        else:
+            continue
+        try:
+            keys, values = lookup_ops.lookup_table_export_v2(handle, info.key_dtype, info.val_dtype)
+        except Exception as error:  # TensorFlow raises many types for a table it cannot export
+            raise InputError(f"cannot read the contents of lookup table "
+                             f"{info.shared_name.decode(errors='replace')}: {first_line(error)}") from None
+        tables[info.shared_name] = (keys.numpy(), values.numpy())
+    tf_utils.replace_placeholders_with_tables(graph_def, placeholder_to_table_info)
+    return graph_def, tables
+
+
+def _read_tables_directly(graph_def) -> None:
+    """Make every table lookup read its table's placeholder, past the Identities between."""
+    nodes = {node.name: node for node in graph_def.node}
+    for node in graph_def.node:
+        if node.op not in TABLE_OPS or not node.input:
+            continue
+        source = node.input[0].split(":")[0]
+        for _ in range(len(nodes)):  # bounded: a malformed graph may hold an Identity cycle
+            producer = nodes.get(source)
+            if producer is None or producer.op != "Identity" or not producer.input:
+                break
+            source = producer.input[0].split(":")[0]
+        if source in nodes and nodes[source].op == "Placeholder":
+            node.input[0] = source
+
+
+#: Ops that read a lookup table resource.
+TABLE_OPS = frozenset({"LookupTableFindV2", "LookupTableSizeV2", "LookupTableExportV2"})
+
+
+def _reads_tables(concrete_function) -> bool:
+    """True when the function (or a function it calls) looks up a table."""
+    graph_def = concrete_function.graph.as_graph_def()
+    nodes = list(graph_def.node) + [n for f in graph_def.library.function for n in f.node_def]
+    return any(node.op in TABLE_OPS for node in nodes)
 
 
 def _bindings_from_function(concrete_function, input_keys: Sequence[str],
@@ -108,7 +190,7 @@ def load_signature(path: Path, signature: str):
 def _source_from_savedmodel(path: Path, signature: str) -> SourceGraph:
     import tensorflow as tf
 
-    _loaded, function = load_signature(path, signature)
+    loaded, function = load_signature(path, signature)
     _args, kwargs = function.structured_input_signature
     if _args:
         raise InputError(f"signature '{signature}' of {path} takes positional arguments; "
@@ -121,7 +203,8 @@ def _source_from_savedmodel(path: Path, signature: str) -> SourceGraph:
         flat = tf.nest.flatten(structured)
         output_keys = [f"output_{i}" for i in range(len(flat))]
     inputs, outputs = _bindings_from_function(function, input_keys, output_keys)
-    return SourceGraph(_freeze(function), inputs, outputs)
+    graph_def, tables = _freeze(function, loaded)
+    return SourceGraph(graph_def, inputs, outputs, initialized_tables=tables)
 
 
 def load_keras_model(path: Path, safe_mode: bool):
@@ -185,7 +268,8 @@ def _source_from_keras(path: Path, safe_mode: bool) -> SourceGraph:
     inputs, outputs = _bindings_from_function(function, input_names, sorted(output_names))
     order = {name: i for i, name in enumerate(output_names)}
     outputs.sort(key=lambda binding: order[binding.onnx_name])  # the model's own output order
-    return SourceGraph(_freeze(function), inputs, outputs)
+    graph_def, tables = _freeze(function, model)
+    return SourceGraph(graph_def, inputs, outputs, initialized_tables=tables)
 
 
 def read_graph_def(path: Path):

@@ -19,6 +19,7 @@ from trtcompile.frontend.tf_lowering.freeze import (
     first_line,
     source_graph,
 )
+from trtcompile.frontend.tf_lowering import check as lowering_check
 from trtcompile.frontend.tf_lowering.grappler import run_grappler
 from trtcompile.frontend.tf_lowering.records import LoweringResult, SourceGraph
 from trtcompile.shapes import format_dims
@@ -92,8 +93,11 @@ def _check_overrides(source: SourceGraph, options) -> None:
 
 
 def convert(source: SourceGraph, options, stage_seconds: dict[str, float] | None = None
-            ) -> tuple[onnx.ModelProto, int]:
-    """Stages 3 and 4: grappler, then tf2onnx. Returns the ONNX model and the hidden-weight count."""
+            ) -> tuple[onnx.ModelProto, int, str]:
+    """Stages 3 and 4: grappler, then tf2onnx, then the check of the lowered model (see
+    :mod:`~trtcompile.frontend.tf_lowering.check`). Returns the ONNX model, the hidden-weight
+    count and the lowering mode actually used (``faithful`` falls back to ``tf2onnx-optimized``
+    when its model fails the checker even after the cleanup; the note says so)."""
     stage_seconds = {} if stage_seconds is None else stage_seconds
     clock = time.perf_counter()
     import tensorflow as tf
@@ -115,6 +119,7 @@ def convert(source: SourceGraph, options, stage_seconds: dict[str, float] | None
     stage_seconds["grappler"] = time.perf_counter() - clock
     clock = time.perf_counter()
     opset = options.opset or DEFAULT_OPSET
+    tf_ops = {node.name: node.op for node in graph_def.node}
     with tf.device("/cpu:0"), tf.Graph().as_default() as tf_graph, _collect_unsupported_ops() as unsupported:
         try:
             tf.import_graph_def(graph_def, name="")
@@ -124,11 +129,15 @@ def convert(source: SourceGraph, options, stage_seconds: dict[str, float] | None
             onnx_graph = process_tf_graph(
                 tf_graph, continue_on_error=False, opset=opset, shape_override=shape_override or None,
                 inputs_as_nchw=nchw, input_names=input_names, output_names=output_names,
-                tensors_to_rename=rename)
+                tensors_to_rename=rename, initialized_tables=source.initialized_tables or None)
         except Exception as error:
             problem = unsupported.problems[-1] if unsupported.problems else None
             if problem is None:
-                raise
+                origin = _failing_tf_node(error, tf_ops)
+                if origin is None:
+                    raise
+                raise InputError(f"tf2onnx cannot lower TensorFlow op {origin[0]} (node "
+                                 f"'{origin[1]}'): {first_line(error)}") from None
             op_type = problem[0] or _node_op(graph_def, problem[1])
             raise InputError(f"tf2onnx cannot lower TensorFlow op {op_type} (node '{problem[1]}'): "
                              f"{first_line(error)}") from None
@@ -142,11 +151,42 @@ def convert(source: SourceGraph, options, stage_seconds: dict[str, float] | None
         del graph_def
         stage_seconds["tf2onnx"] = time.perf_counter() - clock
         clock = time.perf_counter()
-        optimizers = {} if options.lowering == "faithful" else None
+        mode = options.lowering
+        optimizers = {} if mode == "faithful" else None
         onnx_graph = optimizer.optimize_graph(onnx_graph, catch_errors=True, optimizers=optimizers)
-        model = onnx_graph.make_model(f"lowered from TensorFlow by tf2onnx ({options.lowering})")
+        model = onnx_graph.make_model(f"lowered from TensorFlow by tf2onnx ({mode})")
         stage_seconds["onnx-model"] = time.perf_counter() - clock
-    return model, hidden
+        clock = time.perf_counter()
+        source.cleaned = dict(lowering_check.clean_lowered(model))
+        problem = lowering_check.checker_problem(model)
+        if problem is not None and mode == "faithful":
+            # What tf2onnx's own optimizers remove (the faithful mode turns them off) may be all
+            # that is wrong: lower with them, and say so.
+            onnx_graph = optimizer.optimize_graph(onnx_graph, catch_errors=True)
+            model = onnx_graph.make_model("lowered from TensorFlow by tf2onnx (tf2onnx-optimized)")
+            source.cleaned = dict(lowering_check.clean_lowered(model))
+            source.note = ("the faithful lowering fails the ONNX checker "
+                           f"({_short(problem)}); lowered with tf2onnx's optimizers instead")
+            mode = "tf2onnx-optimized"
+            problem = lowering_check.checker_problem(model)
+        stage_seconds["check"] = time.perf_counter() - clock
+        if problem is not None:
+            raise InputError(lowering_check.lowering_error(problem, tf_ops, mode))
+    return model, hidden, mode
+
+
+def _short(problem: str) -> str:
+    """The checker's first sentence, for a note."""
+    return problem.split(". ==>")[0].split(" ==> ")[0][:200]
+
+
+def _failing_tf_node(error: BaseException, tf_ops: dict[str, str]) -> tuple[str, str] | None:
+    """``(op, node)`` of the TensorFlow node a tf2onnx error message names, if it names one."""
+    text = str(error)
+    for name in sorted(tf_ops, key=len, reverse=True):
+        if name and name in text:
+            return tf_ops[name], name
+    return None
 
 
 def tool_name() -> str:
@@ -167,12 +207,13 @@ def lower(path: Path, kind: str, options) -> tuple[onnx.ModelProto, LoweringResu
     for binding in source.inputs:
         binding.nchw = binding.onnx_name in set(options.inputs_as_nchw)
     inputs, outputs = list(source.inputs), list(source.outputs)
-    model, hidden = convert(source, options, stage_seconds)
+    model, hidden, mode = convert(source, options, stage_seconds)
     result = LoweringResult(
-        tool=tool_name(), mode=options.lowering, source_kind=kind, source_ops=source_ops,
+        tool=tool_name(), mode=mode, source_kind=kind, source_ops=source_ops,
         onnx_nodes=len(model.graph.node), seconds=time.perf_counter() - start,
         peak_rss_mb=peak_rss_mb(), inputs=inputs, outputs=outputs, hidden_weights=hidden,
-        stage_seconds={name: round(value, 3) for name, value in stage_seconds.items()})
+        stage_seconds={name: round(value, 3) for name, value in stage_seconds.items()},
+        note=source.note, cleaned=dict(source.cleaned), tables=len(source.initialized_tables))
     return model, result
 
 

@@ -34,8 +34,14 @@ class LoweringResult:
     inputs: list[TensorBinding]
     outputs: list[TensorBinding]
     hidden_weights: int = 0
-    #: Seconds per stage: load (source + freeze), grappler, tf2onnx, onnx-optimizers.
+    #: Seconds per stage: load (source + freeze), grappler, tf2onnx, onnx-model, check.
     stage_seconds: dict[str, float] = field(default_factory=dict)
+    #: What the user must know about the lowering (a fallback from ``faithful``); empty if nothing.
+    note: str = ""
+    #: What the faithful cleanup removed, by rule (see tf_lowering.check.clean_faithful).
+    cleaned: dict[str, int] = field(default_factory=dict)
+    #: Lookup tables lowered with their contents (StaticHashTable, StaticVocabularyTable).
+    tables: int = 0
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
@@ -55,3 +61,9 @@ class SourceGraph:
     graph_def: object  # tf.compat.v1.GraphDef
     inputs: list[TensorBinding]
     outputs: list[TensorBinding]
+    #: Contents of the lookup tables the graph reads, by shared name: (keys, values), as
+    #: tf2onnx's SavedModel path hands them to ``process_tf_graph``.
+    initialized_tables: dict = field(default_factory=dict)
+    #: Set by the conversion: the lowering's note and the faithful cleanup's counts.
+    note: str = ""
+    cleaned: dict = field(default_factory=dict)

@@ -43,7 +43,9 @@ class TensorFlowReference:
             value = np.asarray(feeds[binding.onnx_name])
             if binding.nchw:
                 value = np.transpose(value, (0, 2, 3, 1))
-            tf_feeds[binding.feed_key] = value.astype(binding.dtype, copy=False)
+            if binding.dtype != "string":  # strings stay as they are (TensorFlow takes str/bytes)
+                value = value.astype(binding.dtype, copy=False)
+            tf_feeds[binding.feed_key] = value
         results = self._run(tf_feeds)
         return {b.onnx_name: np.asarray(results[b.feed_key]) for b in self.outputs}
 
