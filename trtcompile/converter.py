@@ -387,13 +387,12 @@ def _conversion_params(params: Any) -> dict[str, Any]:
 def summary_lines(compilation, *, detailed: bool = True) -> list[str]:
     """TF-TRT's summary of a converted model, as lines: engines, converted share, and
     (``detailed``) each engine segment and the ops left to ONNX Runtime."""
-    from passes.partition import compute_node_count
     from trtcompile import ir
     from trtcompile.backend.engine_report import precision_histogram
 
     outcome = compilation.partition_outcome
     engine = compilation.engine
-    total = compute_node_count(ir.import_model(compilation.optimized).nodes)
+    total = ir.compute_node_count(ir.import_model(compilation.optimized).nodes)
     entries = []  # (name, nodes, inputs, outputs, engine)
     if outcome is not None:
         for segment in outcome.segments:

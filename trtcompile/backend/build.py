@@ -25,6 +25,7 @@ from trtcompile import interrupts, ir
 import trtcompile.backend.build_config as build_config
 import trtcompile.backend.cache as cache
 import trtcompile.backend.plugins as plugins
+from trtcompile.backend.build_config import network_flags  # noqa: F401 - importable from here too
 from trtcompile.backend.engine_report import (
     EngineBuild,
     LayerReport,

@@ -138,11 +138,10 @@ class PartitionOutcome:
 
 def segment_calls(model: onnx.ModelProto) -> list[tuple[onnx.NodeProto, onnx.FunctionProto]]:
     """(call node, function) of every TensorRT segment of a partitioned model, in graph order."""
-    from passes.partition import SEGMENT_PREFIX
 
     functions = {(f.domain, f.name): f for f in model.functions}
     return [(node, functions[(node.domain, node.op_type)]) for node in model.graph.node
-            if node.domain == ir.TRTCOMPILE_DOMAIN and node.op_type.startswith(SEGMENT_PREFIX)
+            if node.domain == ir.TRTCOMPILE_DOMAIN and node.op_type.startswith(ir.SEGMENT_PREFIX)
             and (node.domain, node.op_type) in functions]
 
 
@@ -301,7 +300,6 @@ def epcontext_model(partitioned: onnx.ModelProto, segments: Sequence[Segment], *
 def fallback_entries(model: onnx.ModelProto, rejections: Sequence[Any]) -> list[dict[str, str]]:
     """``{node, op, reason}`` of every top-level node of the partitioned model outside segments,
     the reason being the first the pass gave for it."""
-    from passes.partition import SEGMENT_PREFIX
 
     reasons: dict[str, str] = {}
     for rejection in rejections:
@@ -309,7 +307,7 @@ def fallback_entries(model: onnx.ModelProto, rejections: Sequence[Any]) -> list[
             reasons.setdefault(name, rejection.reason)
     entries = []
     for node in model.graph.node:
-        if node.domain == ir.TRTCOMPILE_DOMAIN and node.op_type.startswith(SEGMENT_PREFIX):
+        if node.domain == ir.TRTCOMPILE_DOMAIN and node.op_type.startswith(ir.SEGMENT_PREFIX):
             continue
         op = node.op_type if not node.domain or node.domain == "ai.onnx" else \
             f"{node.domain}.{node.op_type}"
@@ -340,7 +338,7 @@ def _partition(optimized: onnx.ModelProto, support: Any, min_segment_size: int,
                exclude_ops: Sequence[str], model_dir: Path | None, seed: int,
                log: Callable[[str], None]):
     """The partition pass over ``optimized``: (partitioned model, the pass's record, segments)."""
-    from passes.partition import Partition, compute_node_count
+    from passes.partition import Partition
     from trtcompile.backend.support import value_types
     from trtcompile.pm import PassContext, PassManager
 
@@ -355,7 +353,7 @@ def _partition(optimized: onnx.ModelProto, support: Any, min_segment_size: int,
         standalone = segment_model(partitioned, call, function, types)
         body = ir.import_model(standalone)
         segments.append(Segment(name=call.name, index=index, nodes=[n.name for n in function.node],
-                                compute_nodes=compute_node_count(body.nodes), model=standalone))
+                                compute_nodes=ir.compute_node_count(body.nodes), model=standalone))
     return partitioned, report.records[0], segments
 
 
@@ -373,12 +371,11 @@ def run_partition(optimized: onnx.ModelProto, *, support: Any, min_segment_size:
     with the builder's words as its reason, the model is partitioned again and the segments
     built (those unchanged keep their engines), for at most :data:`MAX_BUILD_ROUNDS` rounds.
     ``build_failures`` (node -> reason) are nodes already known to fail the build."""
-    from passes.partition import compute_node_count
     from trtcompile.backend.support import value_types
 
     seconds: dict[str, float] = {}
     t0 = time.perf_counter()
-    total = compute_node_count(ir.import_model(optimized).nodes)
+    total = ir.compute_node_count(ir.import_model(optimized).nodes)
     failures = dict(build_failures or {})
     partitioned, record, segments = _partition(
         optimized, with_build_failures(support, failures), min_segment_size, exclude_ops,
