@@ -182,6 +182,52 @@ def test_bisect_finds_a_pass_that_ignores_the_limit(tmp_path: Path, capsys) -> N
     assert (out / "before.onnx").exists() and (out / "after.onnx").exists()
 
 
+#: A user pass that is granted a rewrite of the Sub and raises applying it: nothing of its own is
+#: rewritten, and the run's report is lost with the exception.
+CRASH_ON_REWRITE_PASS = '''
+from dataclasses import dataclass
+from typing import ClassVar
+
+from trtcompile.pass_manager import Pass, PassResult
+
+
+@dataclass(frozen=True)
+class CrashOnSub(Pass):
+    """Asks to rewrite the Sub, then raises before rewriting anything."""
+
+    name: ClassVar[str] = "crash-on-sub"
+
+    def run(self, graph, ctx):
+        result = PassResult()
+        for node in graph.nodes:
+            if node.op == "Sub" and ctx.may_rewrite("crash-sub", node, result):
+                raise RuntimeError("the rewrite of the Sub crashed")
+        return result
+'''
+
+
+def test_bisect_names_a_pass_that_raises_before_any_rewrite(tmp_path: Path, capsys) -> None:
+    model = arithmetic_chain(tmp_path / "chain.onnx")
+    module = tmp_path / "crash.py"
+    module.write_text(CRASH_ON_REWRITE_PASS)
+    out = tmp_path / "bisect"
+    code, stdout, stderr = run_main(["bisect", str(model), "--pipeline",
+                                     "dead-layer-elimination,crash-on-sub", "--pass-module",
+                                     str(module), "-o", str(out), "--no-engine", "-q"], capsys)
+    assert code == 0, stderr
+    lines = stdout.splitlines()
+    assert lines[0].startswith("pipeline output fails: pass 'crash-on-sub' failed: RuntimeError: "
+                               "the rewrite of the Sub crashed")
+    assert lines[1] == "first failing pass: #2 crash-on-sub"
+    assert lines[2].startswith("first failing rewrite: #")
+    assert lines[2].endswith(" rule crash-sub of crash-on-sub")
+    assert lines[3] == "  nodes: sub_1"
+    # The pair: the graph before the crashing rewrite, twice (the pass left no output of its own).
+    before, after = onnx.load(str(out / "before.onnx")), onnx.load(str(out / "after.onnx"))
+    assert [n.op_type for n in before.graph.node] == [n.op_type for n in after.graph.node] == \
+        ["Relu", "Add", "Mul", "Sub", "Add"]
+
+
 def test_bisect_exits_5_when_nothing_fails(tmp_path: Path, capsys) -> None:
     model = arithmetic_chain(tmp_path / "chain.onnx")
     out = tmp_path / "bisect"

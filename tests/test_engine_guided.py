@@ -19,7 +19,7 @@ from tests.test_pass_manager import (
     identity_chain_model,
 )
 from trtcompile import ir
-from trtcompile.errors import BackendError, PassFailed, PipelineError
+from trtcompile.errors import BackendError, PipelineError
 from trtcompile.flow.engine_guided import EngineGuided
 from trtcompile.pass_manager import (
     Pass,
@@ -165,7 +165,7 @@ def test_builds_are_cached_by_fingerprint_across_runs_of_one_manager() -> None:
     assert report.records[-1].stats["engine_cache_hits"] == 2
 
 
-def test_a_candidate_trt_cannot_build_is_undone_and_an_unbuildable_input_fails() -> None:
+def test_a_candidate_trt_cannot_build_is_undone() -> None:
     def judge(graph) -> int:
         if sum(1 for n in graph.nodes if n.op == "Identity") < 3:
             raise BackendError("parser rejects this")
@@ -176,11 +176,53 @@ def test_a_candidate_trt_cannot_build_is_undone_and_an_unbuildable_input_fails()
     assert report.records[-1].rejections[0].reason == \
         "TensorRT cannot build the result: parser rejects this"
 
+
+def test_an_unbuildable_input_runs_every_group_unjudged() -> None:
+    """No engine of the input, no verdict: the groups run as the plain pipeline runs them."""
+    calls = []
+
     def never(graph) -> int:
+        calls.append(len(graph.nodes))
         raise BackendError("no TensorRT")
 
-    with pytest.raises(PassFailed, match="cannot build the input of engine-guided: no TensorRT"):
-        run("engine-guided(remove-one-identity)", never)
+    text = "remove-one-identity,count-relus,remove-one-identity"
+    guided, report = run(f"engine-guided({text})", never)
+    plain, _ = run(text, never)
+    assert [n.op for n in guided.nodes] == [n.op for n in plain.nodes]
+    assert [n.op for n in guided.nodes] == ["Relu", "Identity", "Relu"]  # two Identity removed
+    assert calls == [5]  # the input alone was tried
+    record = report.records[-1]
+    assert record.stats["groups_unjudged"] == 3 and record.stats["engine_builds"] == 1
+    assert [(e["group"], e["kept"], e["engine_before"], e["error"])
+            for e in report.sections["engine_guided"]] == [
+        ("remove-one-identity", True, None, "no TensorRT"),
+        ("count-relus", True, None, "no TensorRT"),
+        ("remove-one-identity", True, None, "no TensorRT")]
+    assert report.sections["engine_guided"][0]["reason"] == \
+        "not judged: TensorRT cannot build the input; kept as the plain pipeline runs it"
+
+
+def test_tuned_on_a_model_tensorrt_rejects_partitions_it(tmp_path) -> None:
+    """--pipeline tuned on a model TensorRT's parser rejects: no pass failure (exit 4); the groups
+    run unjudged and the compile partitions the model as the default pipeline would."""
+    import json
+
+    from tests.backend import models
+    from tests.helpers import run_trtcompile
+
+    model = ir.save(models.rejected_op_model("BitShift"), tmp_path / "bitshift.onnx")
+    out = tmp_path / "out"
+    result = run_trtcompile("compile", str(model), "-o", str(out), "--pipeline", "tuned",
+                            "--no-progress")
+    assert result.returncode == 0, result.stderr
+    assert "engine-guided: TensorRT cannot build the input (" in result.stderr
+    report = json.loads((out / "report.json").read_text())
+    tried = report["engine_guided"]
+    assert tried and all(e["kept"] and e["reason"].startswith("not judged") for e in tried)
+    assert [s["name"] for s in report["partition"]["segments"]] == ["TensorRTSegment_0",
+                                                                    "TensorRTSegment_1"]
+    assert "engine-guided: dead-layer-elimination: not judged: TensorRT cannot build the input" \
+        in result.stdout
 
 
 def test_engine_guided_default_on_the_example_with_tensorrt() -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from tests.helpers import CONV_BRANCHES, run_trtcompile
@@ -85,3 +86,152 @@ def test_an_internal_error_exits_70_and_says_where_the_traceback_is(tmp_path: Pa
     text = written[0].read_text()
     assert "Traceback (most recent call last)" in text and "in broken" in text
     assert not (tmp_path / "out").exists()
+
+
+# --------------------------------------------------------------------------------------------
+# Unusable input is one line and exit 2, never an internal error
+# --------------------------------------------------------------------------------------------
+
+
+def _relu_model(path: Path, shape: list[int], elem_type: int = 1) -> Path:
+    """One Relu over an input of ``shape`` (float32 unless ``elem_type`` says otherwise)."""
+    import onnx
+    from onnx import helper
+
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"], name="relu")], "g",
+                              [helper.make_tensor_value_info("x", elem_type, shape)],
+                              [helper.make_tensor_value_info("y", elem_type, shape)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 10
+    onnx.save(model, path)
+    return path
+
+
+def _npy_member(header: str, payload: bytes = b"\0" * 16) -> bytes:
+    """An .npy file with ``header`` as its header dictionary (padded as np.save pads it)."""
+    text = header.encode("latin1")
+    padding = (64 - (10 + len(text) + 1) % 64) % 64
+    text += b" " * padding + b"\n"
+    return b"\x93NUMPY\x01\x00" + len(text).to_bytes(2, "little") + text + payload
+
+
+#: Broken .npz members: a header that does not parse, and a 16-byte member whose header claims a
+#: 10^12-element array (NumPy would try to allocate 3.6 TiB).
+MALFORMED_NPZ = {
+    "unparsable-header": _npy_member("{'descr': '<f4', 'fortran_order': Fa"),
+    "huge-header": _npy_member("{'descr': '<f4', 'fortran_order': False, "
+                               "'shape': (1000000, 1000000), }"),
+}
+
+
+def _malformed_npz(path: Path, kind: str, name: str = "x") -> Path:
+    import zipfile
+
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr(f"{name}.npy", MALFORMED_NPZ[kind])
+    return path
+
+
+def _one_error_line(err: str) -> str:
+    lines = [line for line in err.splitlines() if line.startswith("trtcompile")]
+    assert len(lines) == 1, err
+    assert "internal error" not in lines[0], err
+    return lines[0]
+
+
+def test_a_model_declaring_a_huge_input_is_refused_before_allocating(tmp_path: Path,
+                                                                      capsys) -> None:
+    model = _relu_model(tmp_path / "huge.onnx", [1_000_000, 1_000_000])
+    code = cli.main(["compile", "-q", str(model), "-o", str(tmp_path / "out")])
+    assert code == EXIT_BAD_INPUT
+    line = _one_error_line(capsys.readouterr().err)
+    assert ("input 'x' has 1000000000000 elements at shape 1000000x1000000 (3.6 TiB as float32): "
+            "parity inputs of that size do not fit in the ") in line, line
+    assert line.endswith("the model declares this shape: fix it, or skip parity (--no-parity)")
+    assert not (tmp_path / "out").exists()
+
+
+BAD_PYTHON = "from dataclasses import dataclass\n\ndef broken(:\n    pass\n"
+
+
+def test_a_pass_module_with_a_syntax_error_is_bad_input(tmp_path: Path, capsys) -> None:
+    module = tmp_path / "bad.py"
+    module.write_text(BAD_PYTHON)
+    code = cli.main(["compile", "-q", str(CONV_BRANCHES), "-o", str(tmp_path / "out"),
+                     "--pass-module", str(module), "--no-engine"])
+    assert code == EXIT_BAD_INPUT
+    assert _one_error_line(capsys.readouterr().err) == (
+        f"trtcompile: error: pass module {module} is not valid Python: invalid syntax (line 3)")
+    assert not (tmp_path / "out").exists()
+
+    manifest = tmp_path / "manifest.toml"
+    manifest.write_text(f'[[model]]\nname = "m"\npath = "{CONV_BRANCHES}"\n'
+                        'pass_modules = ["bad.py"]\n')
+    code = cli.main(["golden", "-q", str(manifest)])
+    assert code == EXIT_BAD_INPUT
+    line = _one_error_line(capsys.readouterr().err)
+    assert line.startswith(f"trtcompile: error: {manifest}:1: model 'm', key 'pipeline': pass "
+                           f"module {module} is not valid Python: invalid syntax (line 3)"), line
+
+
+@pytest.fixture(scope="module")
+def compiled_relu(tmp_path_factory) -> Path:
+    """The output folder of a compile of a one-Relu model taking float32 [1, 4]."""
+    folder = tmp_path_factory.mktemp("relu")
+    model = _relu_model(folder / "relu.onnx", [1, 4])
+    assert cli.main(["compile", "-q", str(model), "-o", str(folder / "out"), "--no-engine"]) == 0
+    return folder / "out"
+
+
+@pytest.mark.parametrize("kind", sorted(MALFORMED_NPZ))
+@pytest.mark.parametrize("reader", ["--calib-data", "golden data", "run --inputs"])
+def test_a_malformed_npz_is_bad_input_wherever_it_is_read(tmp_path: Path, capsys, compiled_relu,
+                                                          reader: str, kind: str) -> None:
+    data = _malformed_npz(tmp_path / "data.npz", kind)
+    if reader == "--calib-data":
+        argv = ["compile", "-q", str(CONV_BRANCHES), "-o", str(tmp_path / "out"), "--no-engine",
+                "--precision", "int8", "--calib-data", str(data)]
+        where = f"calibration data {data}: array 'x'"
+    elif reader == "golden data":
+        manifest = tmp_path / "manifest.toml"
+        manifest.write_text(f'[[model]]\nname = "m"\npath = "{compiled_relu.parent / "relu.onnx"}"'
+                            '\ndata = "data.npz"\n')
+        argv = ["golden", "-q", str(manifest)]
+        where = f"model 'm', key 'data': {data}: array 'x'"
+    else:
+        argv = ["run", str(compiled_relu), "--inputs", str(data)]
+        where = f"--inputs {data}: array 'x'"
+    code = cli.main(argv)
+    assert code == EXIT_BAD_INPUT
+    line = _one_error_line(capsys.readouterr().err)
+    problem = ("its array header is malformed (not one np.save writes)" if kind == "unparsable-header"
+               else "its header declares 4000000000000 bytes of array data but the file holds 16 "
+                    "(a truncated or corrupted file?)")
+    assert f"{where}: {problem}" in line, line
+    assert "fortran_order" not in line  # the header's text is never echoed
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("feeds, problem", [
+    ({"x": np.zeros((1, 4), np.float64)},
+     "input 'x' is float64 but the model input is float32; save it as float32"),
+    ({"x": np.zeros((2, 4), np.float32)},
+     "input 'x' has shape [2, 4] but the model input is [1,4] (axis 0: 2 != 1)"),
+    ({"x": np.zeros((4,), np.float32)},
+     "input 'x' has shape [4] but the model input has rank 2 [1,4]"),
+    ({"image": np.zeros((1, 4), np.float32)}, "no data for input(s) x (inputs: x)"),
+], ids=["float64", "shape", "rank", "name"])
+def test_run_refuses_arrays_the_input_does_not_take(tmp_path: Path, capsys, compiled_relu,
+                                                    feeds, problem) -> None:
+    import trtcompile
+
+    inputs = tmp_path / "inputs.npz"
+    np.savez(inputs, **feeds)
+    code = cli.main(["run", str(compiled_relu), "--inputs", str(inputs), "-o",
+                     str(tmp_path / "y.npz")])
+    assert code == EXIT_BAD_INPUT
+    assert capsys.readouterr().err == f"trtcompile: error: --inputs {inputs}: {problem}\n"
+    assert not (tmp_path / "y.npz").exists()
+    with pytest.raises(InputError) as raised:
+        trtcompile.load(compiled_relu).run(feeds)
+    assert str(raised.value) == problem

@@ -455,6 +455,80 @@ def test_k_selects_entries(suite: Path, capsys) -> None:
     assert code == 2 and "-k 'resnet' selects no entry" in err
 
 
+#: A pass module that leaves a mark when it is imported (a pass module is code that runs).
+MARKING_MODULE = '''
+from pathlib import Path
+
+Path(__file__).with_suffix(".imported").write_text("imported")
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+from trtcompile.pass_manager import Pass, PassResult
+
+
+@dataclass(frozen=True)
+class Nothing(Pass):
+    """Does nothing."""
+
+    name: ClassVar[str] = "nothing"
+
+    def run(self, graph, ctx):
+        return PassResult()
+'''
+
+
+def test_k_imports_the_pass_modules_of_selected_entries_only(suite: Path, capsys) -> None:
+    (suite / "marking.py").write_text(MARKING_MODULE)
+    (suite / "broken.py").write_text("def broken(:\n")
+    path = write(suite, """
+        [[model]]
+        name = "conv-branches"
+        path = "conv_branches.onnx"
+
+        [[model]]
+        name = "excluded"
+        path = "conv_branches.onnx"
+        pipeline = "nothing,no-such-pass"
+        pass_modules = ["marking.py", "broken.py"]
+        [model.expect]
+        passes = { "not-run" = 3 }
+        """)
+    code, out, err = run_cli(str(path), "-k", "conv", capsys=capsys)
+    assert code == 0, err
+    assert "conv-branches" in out and "excluded" not in out
+    assert not (suite / "marking.imported").exists()
+    assert [e.name for e in golden.load_manifest(path, select="conv").select("conv")] == \
+        ["conv-branches"]
+    assert not (suite / "marking.imported").exists()
+    # A selected entry's pipeline is still checked against its modules' passes.
+    code, _, err = run_cli(str(path), "-k", "excluded", capsys=capsys)
+    assert code == 2 and "model 'excluded', key 'pipeline': pass module" in err
+    assert "broken.py is not valid Python" in err
+
+
+def test_names_with_control_characters_are_refused(suite: Path) -> None:
+    path = write(suite, '[[model]]\nname = "evil\\u001b[31mred"\npath = "conv_branches.onnx"\n')
+    with pytest.raises(InputError) as refused:
+        golden.load_manifest(path)
+    assert str(refused.value) == (
+        f"{path}:2: model #1, key 'name': contains the non-printable character U+001B; names are "
+        "printable text (they name test cases in terminals and JUnit XML)")
+
+
+def test_junit_xml_is_well_formed_whatever_names_and_errors_hold() -> None:
+    entry = golden.GoldenEntry(name="tab\there\x1b[31m\x00", source="m\x07.onnx", path=None,
+                               example="x", pipeline="default")
+    outcome = golden.GoldenOutcome(entry=entry, error=InputError("bad byte \x01 in \ufffe"))
+    document = ElementTree.fromstring(golden.junit_xml([outcome], "suite\x02"))
+    case = document.find("testsuite/testcase")
+    assert case.get("name") == "tab\there\\u001b[31m\\u0000"
+    assert case.get("classname") == "golden.suite\\u0002"
+    assert case.find("error").get("message") == \
+        "error (InputError): bad byte \\u0001 in \\ufffe"
+    assert "m\\u0007.onnx" in case.find("error").text
+
+
 def test_update_rewrites_counts_keeping_comments_and_order(suite: Path, capsys) -> None:
     layers, after = measured_layers()
     original = f"""

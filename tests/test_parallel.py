@@ -265,6 +265,113 @@ def test_entry_files_travel_in_one_archive(tmp_path: Path) -> None:
         (there.layers, there.passes, there.max_abs_error)
 
 
+def _leaky_model(tmp_path: Path, how: str) -> Path:
+    """The small golden model with its weights as external data, every tensor pointing at a file
+    outside the model's folder: by an absolute path, by ``..``, or through a symbolic link."""
+    secret = tmp_path / "secret.bin"
+    secret.write_bytes(b"not the model's " * 4096)
+    folder = tmp_path / "models"
+    folder.mkdir()
+    onnx.save_model(onnx.load(GOLDEN / "conv_branches.onnx"), folder / "branches.onnx",
+                    save_as_external_data=True, all_tensors_to_one_file=True,
+                    location="branches.weights", size_threshold=0)
+    (folder / "branches.weights").unlink()
+    location = {"absolute": str(secret), "parent": "../secret.bin", "symlink": "link.bin"}[how]
+    if how == "symlink":
+        (folder / "link.bin").symlink_to(secret)
+    model = onnx.load(folder / "branches.onnx", load_external_data=False)
+    for tensor in model.graph.initializer:
+        for entry in tensor.external_data:
+            if entry.key == "location":
+                entry.value = location
+            elif entry.key == "offset":
+                entry.value = "0"
+    onnx.save(model, folder / "branches.onnx")
+    manifest = tmp_path / "manifest.toml"
+    manifest.write_text('[[model]]\nname = "leaky"\npath = "models/branches.onnx"\n')
+    return manifest
+
+
+@pytest.mark.parametrize("how, problem", [
+    ("absolute", "an absolute path; external data must be a relative path inside the model's folder"),
+    ("parent", "outside the model's folder; external data must stay inside the folder of the "
+               ".onnx file"),
+    ("symlink", "outside the model's folder; external data must stay inside the folder of the "
+                ".onnx file"),
+])
+def test_external_data_outside_the_model_folder_is_never_shipped(tmp_path: Path, capsys,
+                                                                 how: str, problem: str) -> None:
+    manifest = _leaky_model(tmp_path, how)
+    entry, = golden.load_manifest(manifest).entries
+    with pytest.raises(InputError, match="external data") as refused:
+        parallel.pack_entry(entry)
+    assert problem in str(refused.value)
+    assert parallel.entry_memory(entry) == parallel.WORKER_BASE_BYTES + \
+        parallel.MODEL_SIZE_FACTOR * entry.path.stat().st_size  # the outside file is not counted
+    # Every runner says the same, exit 2; the Ray run refuses the entry before starting Ray.
+    for flags in ((), ("--workers", "1"), ("--ray", "local")):
+        code, out, err = run_main(["golden", "--no-progress", "-q", str(manifest), *flags], capsys)
+        assert code == 2, (flags, err)
+        assert "leaky (error (InputError): " in err and problem in err, (flags, err)
+        assert "not the model's" not in err
+
+
+@pytest.mark.parametrize("address", ["foo", "host:99999", "ray:/head:10001", "http://head:8265",
+                                     "head:port", ":6379"])
+def test_a_ray_address_ray_cannot_use_is_refused_before_any_work(tmp_path: Path, capsys,
+                                                                 address: str) -> None:
+    junit = tmp_path / "r.xml"
+    code, out, err = run_main(["golden", str(tmp_path / "absent.toml"), "--ray", address,
+                               "--junit", str(junit)], capsys)
+    assert code == 2 and out == "" and not junit.exists()
+    assert err == (f"trtcompile: error: --ray {address!r}: expected 'local', 'auto', "
+                   "ray://HOST:PORT (Ray Client, e.g. ray://head-node:10001) or HOST:PORT (the "
+                   "cluster's GCS, e.g. head-node:6379)\n")
+
+
+@pytest.mark.parametrize("address", ["127.0.0.1:1", "ray://127.0.0.1:1"])
+def test_a_ray_address_nothing_answers_at_exits_2_at_once(address: str) -> None:
+    pytest.importorskip("ray", reason='Ray is not installed (pip install -e ".[ray]")')
+    result = run_trtcompile("golden", str(GOLDEN / "manifest.toml"), "--ray", address, "-q",
+                            timeout=120)  # Ray alone retries this address for minutes
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.splitlines() == [
+        f"trtcompile: error: --ray {address}: cannot connect (Connection refused); is a Ray "
+        "cluster running there?"]
+
+
+def test_a_ray_cluster_that_does_not_answer_is_given_up_after_the_timeout(tmp_path: Path, capsys,
+                                                                         monkeypatch) -> None:
+    """Something listens at the address but Ray's handshake never completes: the run gives up
+    after --ray-timeout seconds with one line instead of waiting as long as Ray retries."""
+    import socket
+    import threading
+    import types
+
+    answer = threading.Event()
+
+    def init(address=None, **options):
+        if not answer.wait(timeout=20):  # released by the test; 20 s: a run that waits for it
+            raise RuntimeError("ray.init was waited for")
+
+    fake = types.ModuleType("ray")
+    fake.init, fake.is_initialized, fake.shutdown = init, (lambda: False), (lambda: None)
+    monkeypatch.setitem(sys.modules, "ray", fake)
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    manifest = tmp_path / "manifest.toml"
+    manifest.write_text(f'[[model]]\nname = "m"\npath = "{GOLDEN / "conv_branches.onnx"}"\n')
+    try:
+        code, out, err = run_main(["golden", str(manifest), "--ray", f"127.0.0.1:{port}",
+                                   "--ray-timeout", "1", "-q"], capsys)
+    finally:
+        answer.set()
+        listener.close()
+    assert code == 2, err
+    assert err == (f"trtcompile: error: --ray 127.0.0.1:{port}: the Ray cluster did not answer "
+                   "within 1 s (--ray-timeout); is a Ray cluster running there?\n")
+
+
 def test_ray_missing_says_how_to_install(tmp_path: Path, capsys, monkeypatch) -> None:
     monkeypatch.setitem(sys.modules, "ray", None)  # import ray raises ImportError
     junit = tmp_path / "r.xml"

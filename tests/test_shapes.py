@@ -135,6 +135,75 @@ def test_representative_shapes_errors(tmp_path) -> None:
     assert "not valid JSON" in error(shapes.parse_representative_shapes, f"@{broken}")
 
 
+SECRET = "root:$6$not-for-your-terminal:19000:0:99999:7:::"
+
+
+@pytest.mark.parametrize("name, content, message", [
+    ("shadow", f"{SECRET}\nx:1x4\n", "@{path}, line 1: not a shape set; expected sets such as "
+                                     "input:1x224x224x3 separated by ';', one or more per line"),
+    ("later.txt", f"x:1x4\n# fine\nx:2x4;{SECRET}\n", "@{path}, line 3: not a shape set"),
+    ("binary", b"\x7fELF\x02\x01\x01\x00\xff\xfe" + SECRET.encode(),
+     "@{path}: not a text file (expected UTF-8 text)"),
+    ("sets.json", json.dumps([{"x": SECRET}]), "@{path}, set 0, input 'x': dimensions must be "
+                                               "integers"),
+    ("list.json", json.dumps([{"x": [SECRET]}]), "@{path}, set 0, input 'x': expected a shape such "
+                                                 "as \"1x3x224x224\" or [1, 3, 224, 224], got a "
+                                                 "list"),
+], ids=["first-line", "later-line", "binary", "json-string", "json-list"])
+def test_a_representative_shapes_file_is_never_echoed(tmp_path, name: str, content, message: str
+                                                      ) -> None:
+    path = tmp_path / name
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    else:
+        path.write_text(content)
+    text = error(shapes.parse_representative_shapes, f"@{path}")
+    assert message.format(path=path) in text, text
+    assert "not-for-your-terminal" not in text and "root:" not in text
+
+
+def test_a_profiles_file_is_never_echoed(tmp_path) -> None:
+    path = tmp_path / "p.json"
+    path.write_text(json.dumps({"profiles": [{"x": {"min": "1x3", "max": "2x3"}}],
+                                SECRET: SECRET}))
+    assert error(shapes.load_profiles_file, path) == (
+        f"--profiles {path}: 1 unknown key; the file holds a 'profiles' list only")
+    path.write_text(json.dumps([{"x": SECRET}]))
+    assert error(shapes.load_profiles_file, path) == (
+        "--profiles p.json: profile 0, input 'x': expected min, opt and max shapes, got a string")
+    path.write_text(json.dumps([SECRET]))
+    assert error(shapes.load_profiles_file, path) == (
+        "--profiles p.json: profile 0: expected a table of input names, got a string")
+    path.write_text(json.dumps([{"x": {"opt": [SECRET]}}]))
+    assert SECRET not in error(shapes.load_profiles_file, path)
+
+
+# --------------------------------------------------------------------------------------------
+# A declared size of 0
+# --------------------------------------------------------------------------------------------
+
+
+def test_a_declared_zero_size_is_static() -> None:
+    m = model("float[2,0,4] x")
+    assert shapes.model_inputs(m)["x"].dims == (2, 0, 4)
+    plan = resolve_profiles(m)
+    assert plan.source == "static" and plan.profiles == []
+    assert plan.parity_shapes == [{"x": (2, 0, 4)}]
+
+
+def test_a_model_with_a_zero_size_input_compiles_and_builds(tmp_path, capsys) -> None:
+    from trtcompile import cli
+
+    onnx.save(onnx.parser.parse_model('<ir_version: 10, opset_import: ["" : 17]>\n'
+                                      "g (float[2,0,4] x) => (float[2,0,4] y) { y = Relu(x) }"),
+              tmp_path / "empty.onnx")
+    code = cli.main(["compile", "-q", str(tmp_path / "empty.onnx"), "-o", str(tmp_path / "out")])
+    assert code == 0, capsys.readouterr().err
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert report["shapes"]["parity_shapes"] == [{"x": [2, 0, 4]}]
+    assert report["parity"]["passed"] and report["engine"]["built"]
+
+
 # --------------------------------------------------------------------------------------------
 # Profile files
 # --------------------------------------------------------------------------------------------
@@ -164,11 +233,11 @@ def test_json_profile_file_takes_report_json_form(tmp_path) -> None:
     ("p.yaml", "x: 1", "expected a .toml or .json file"),
     ("p.toml", "[[profiles]\n", "not valid TOML"),
     ("p.json", "{", "not valid JSON"),
-    ("p.json", '{"profile": []}', "unknown key(s) 'profile'; the file holds a 'profiles' list"),
+    ("p.json", '{"profile": []}', "1 unknown key; the file holds a 'profiles' list only"),
     ("p.json", '{"profiles": []}', "no profiles; expected a non-empty 'profiles' list"),
     ("p.json", '[[1]]', "profile 0: expected a table of input names"),
     ("p.json", '[{"x": "1x3"}]', "profile 0, input 'x': expected min, opt and max shapes"),
-    ("p.json", '[{"x": {"min": "1x3", "mx": "2x3"}}]', "unknown key(s) 'mx' (expected min, opt, max)"),
+    ("p.json", '[{"x": {"min": "1x3", "mx": "2x3"}}]', "input 'x': 1 unknown key (expected min, opt, max)"),
     ("p.json", '[{"x": {"min": "1x3", "opt": "2x3"}}]', "give both min and max (or opt alone)"),
     ("p.json", '[{"x": {"min": [1, 0], "max": [2, 3]}}]', "input 'x', min: dimensions must be positive"),
     ("p.json", '[{"x": {"opt": [1.5]}}]', "expected a shape such as \"1x3x224x224\""),

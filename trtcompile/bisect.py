@@ -110,6 +110,16 @@ class _Snapshots(Instrument):
         self.rewrites_after.append(len(ctx.rewrites))
 
 
+class _Context(Instrument):
+    """Keeps the run's context, whose rewrite log outlives a pass that raises."""
+
+    def __init__(self):
+        self.ctx = None
+
+    def before_pass(self, pass_, graph, ctx, index) -> None:
+        self.ctx = ctx
+
+
 @dataclass
 class _Checker:
     """Compiles and judges: None when the model passes, else the failure in one line."""
@@ -119,12 +129,15 @@ class _Checker:
 
     def optimized(self, limit: int | None, instruments: Sequence[Instrument] = ()
                   ) -> tuple[onnx.ModelProto | None, str | None, list[Rewrite]]:
-        """The pipeline's output under ``limit`` (None and the failure when a pass raises)."""
+        """The pipeline's output under ``limit`` and the rewrites granted (None, the failure and
+        the rewrites granted until then when a pass raises: the last one may be what crashed)."""
         self.checks += 1
+        context = _Context()
         try:
-            model, report = self.compilation.optimize(rewrite_limit=limit, instruments=instruments)
+            model, report = self.compilation.optimize(rewrite_limit=limit,
+                                                      instruments=[*instruments, context])
         except PassFailed as exc:
-            return None, str(exc), []
+            return None, str(exc), list(context.ctx.rewrites) if context.ctx is not None else []
         return model, self.judge(model), report.rewrites
 
     def judge(self, model: onnx.ModelProto) -> str | None:

@@ -37,6 +37,13 @@ def tolerance(name: str, value: Any) -> float:
     return float(value)
 
 
+def seconds(name: str, value: Any) -> float:
+    """A duration: a finite number of seconds > 0."""
+    if not _is_number(value) or not math.isfinite(value) or value <= 0:
+        raise InputError(f"{name} {value!r}: expected a finite number of seconds > 0")
+    return float(value)
+
+
 def seed(name: str, value: Any) -> int:
     """A random seed: an integer in [0, 2**32 - 1]."""
     if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= MAX_SEED:
@@ -94,3 +101,26 @@ def workspace_bytes(name: str, value: Any) -> int | None:
     if value is None:
         return None
     return count(name, value, minimum=1)
+
+
+def available_memory() -> int:
+    """Memory available to new allocations, in bytes: ``MemAvailable`` of /proc/meminfo, else the
+    free pages."""
+    import os
+
+    try:
+        with open("/proc/meminfo") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+
+def format_bytes(size: int) -> str:
+    """``3.6 TiB``, ``512 MiB``, ``16 bytes``: a size for messages."""
+    for unit, scale in (("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if size >= scale:
+            return f"{size / scale:.1f} {unit}"
+    return f"{size} bytes"

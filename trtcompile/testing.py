@@ -163,7 +163,8 @@ def golden_cases(manifest: str | Path, pattern: str | None = None) -> list:
     key."""
     import pytest
 
-    return [pytest.param(entry, id=entry.name) for entry in load_manifest(manifest).select(pattern)]
+    selected = load_manifest(manifest, select=pattern).select(pattern)
+    return [pytest.param(entry, id=entry.name) for entry in selected]
 
 
 def check_golden_case(case: GoldenEntry) -> None:

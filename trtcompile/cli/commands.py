@@ -207,13 +207,15 @@ def run_golden(args: argparse.Namespace) -> int:
     ended, nothing is written, and the command exits 130."""
     from trtcompile import golden, ir
 
-    manifest = golden.load_manifest(args.manifest)
+    if args.ray is not None:  # before any work: an address Ray cannot use is a flag error
+        from trtcompile.golden import scheduling as parallel
+
+        parallel.check_ray_address(args.ray)
+    manifest = golden.load_manifest(args.manifest, select=args.k)
     entries = manifest.select(args.k)
     if args.quiet:
         quiet_libraries()
     if args.ray is not None:
-        from trtcompile.golden import scheduling as parallel
-
         parallel.import_ray()  # before any work: say how to install it
     elif any(entry.target_gpu for entry in entries) and not args.quiet:
         _stderr("trtcompile: note: target_gpu is honoured by --ray runs only; engines are built "
@@ -229,7 +231,8 @@ def run_golden(args: argparse.Namespace) -> int:
             raise InputError(f"--junit {junit} is a folder; give a file path")
         check_output_location(junit.parent, None, None)
     outcomes = golden.run_manifest(entries, progress=not (args.no_progress or args.quiet),
-                                   workers=args.workers, ray=args.ray)
+                                   workers=args.workers, ray=args.ray,
+                                   ray_timeout=args.ray_timeout)
 
     if args.update:
         changes = golden.update_manifest(manifest, outcomes)
@@ -242,7 +245,8 @@ def run_golden(args: argparse.Namespace) -> int:
             else:
                 _stderr(f"{manifest.path}: expected counts already up to date")
         # Judge against what the manifest now says (parity and errors still count).
-        updated = {entry.name: entry for entry in golden.load_manifest(manifest.path).entries}
+        updated = {entry.name: entry
+                   for entry in golden.load_manifest(manifest.path, select=args.k).entries}
         for outcome in outcomes:
             outcome.entry = updated[outcome.entry.name]
             outcome.mismatches = golden.compare(outcome.entry.expect, outcome)
@@ -330,21 +334,19 @@ def run_run(args: argparse.Namespace) -> int:
     import numpy as np
 
     from trtcompile import ir
+    from trtcompile.fsutil.npz import read_npz
     from trtcompile.runtime import load
 
-    inputs = Path(args.inputs)
-    if not inputs.is_file():
-        raise InputError(f"--inputs {inputs}: no such file")
-    try:
-        with np.load(inputs, allow_pickle=False) as data:
-            feeds = {name: data[name] for name in data.files}
-    except (OSError, ValueError) as exc:
-        raise InputError(f"--inputs {inputs}: not a readable .npz file ({exc})") from None
+    feeds = read_npz(args.inputs, f"--inputs {args.inputs}")
     if args.output is not None:
         from trtcompile.flow.outputs import check_output_location
 
         check_output_location(Path(args.output).parent, None, None)
     compiled = load(args.folder, device=args.device)
+    try:
+        compiled.check_feeds(feeds)
+    except InputError as exc:  # the arrays do not fit the model's inputs: say which file
+        raise InputError(f"--inputs {args.inputs}: {exc}") from None
     _stderr(f"running on {compiled.device} ({compiled.reason})")
     outputs = compiled.run(feeds)
     for name, value in outputs.items():

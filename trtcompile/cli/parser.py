@@ -98,7 +98,8 @@ def build_parser() -> argparse.ArgumentParser:
                                "top-level passes only where TensorRT builds an engine with fewer "
                                "(or as many, at no more MACs) compute layers")
     compile_.add_argument("--pass-module", action="append", default=[], metavar="FILE",
-                          help="Python file defining passes to register (repeatable)")
+                          help="Python file defining passes to register (repeatable); it is "
+                               "imported, so its code runs with your rights: trust it as a script")
     add_parity_flags(compile_)
     compile_.add_argument("--data-range", metavar="LO,HI", default=None,
                           help="known range of the model's floating-point inputs: parity draws "
@@ -247,6 +248,9 @@ def build_parser() -> argparse.ArgumentParser:
                               "(ray://host:10001, host:6379, auto), or 'local' to start a local "
                               "cluster for the run; needs the ray extra: "
                               'pip install -e ".[ray]"')
+    golden_.add_argument("--ray-timeout", metavar="SECONDS", default=None,
+                         type=flag_value(float, checks.seconds, "--ray-timeout", "a number"),
+                         help="give up connecting to the --ray cluster after SECONDS (default 30)")
     golden_.set_defaults(handler=run_golden)
 
     bisect_ = commands.add_parser(
@@ -263,7 +267,8 @@ def build_parser() -> argparse.ArgumentParser:
     bisect_.add_argument("--pipeline", default="default", metavar="TEXT",
                          help="pass pipeline text (default: the default pipeline)")
     bisect_.add_argument("--pass-module", action="append", default=[], metavar="FILE",
-                         help="Python file defining passes to register (repeatable)")
+                         help="Python file defining passes to register (repeatable); it is "
+                              "imported, so its code runs with your rights: trust it as a script")
     bisect_.add_argument("--engine", action="store_true",
                          help="bisect the graph segment that makes the TensorRT build fail")
     bisect_.add_argument("--no-engine", action="store_true",
@@ -279,7 +284,8 @@ def build_parser() -> argparse.ArgumentParser:
     passes.add_argument("--markdown", action="store_true",
                         help="print the pass reference as Markdown (docs/passes.md)")
     passes.add_argument("--pass-module", action="append", default=[], metavar="FILE",
-                        help="also list the passes of this Python file (repeatable)")
+                        help="also list the passes of this Python file (repeatable); it is "
+                             "imported, so its code runs with your rights")
     passes.set_defaults(handler=run_passes)
     add_run_command(commands)
     add_plan_commands(commands)

@@ -178,6 +178,8 @@ class Compilation:
         self.seconds["load"] = time.perf_counter() - t0
         self.log(self.loaded.description or f"loaded {self.source}")
         self.plan = resolve_profiles(self.loaded.model, self.options.shapes)
+        if self.options.parity or self.options.verify_after_each:
+            parity.check_input_sizes(self.loaded.model, self.plan)
         check_exclude_ops(self.options, self.loaded)
         if self.plan.source != "static":
             self.log(f"optimization profiles: {self.plan.description}")

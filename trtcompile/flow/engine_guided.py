@@ -17,7 +17,7 @@ import onnx_graphsurgeon as gs
 
 from trtcompile import ir
 from trtcompile.ir import cost
-from trtcompile.errors import BackendError, PassFailed, TrtcompileError
+from trtcompile.errors import BackendError, TrtcompileError
 from trtcompile.pm import Combinator, PassResult, PipelineRun
 
 #: A judge: a graph to the compute layers of the engine TensorRT builds from it. Raises
@@ -46,7 +46,10 @@ class EngineGuided(Combinator):
     are cached by graph fingerprint for the life of the manager, so a group that leaves the graph
     as an earlier state costs nothing; a group that changes nothing is kept without a build. At
     most ``max_builds`` engines are built and no build starts after ``max_seconds``; groups left
-    then are not tried (recorded as skipped).
+    then are not tried (recorded as skipped). When TensorRT cannot build the input itself there is
+    no engine to judge by: every group runs and is kept, as the plain pipeline runs it, recorded
+    as not judged (``groups_unjudged``); the compile then reports the build failure (or partitions
+    the model when TensorRT's parser rejects nodes).
 
     The engine of each candidate is judged by ``judge`` when given, else by
     ``PassContext.resources["engine-guided"]`` when set (a callable from a graph to its engine's
@@ -120,12 +123,10 @@ class _GuidedRun:
         baseline_macs = current_macs = summary.macs
         current_unpriced = len(summary.unknown)
         current_layers = self.engine_layers(state.fingerprint)
-        if current_layers is None:
-            raise PassFailed(group.to_text(), state.previous(),
-                             "TensorRT cannot build the input of engine-guided: "
-                             + self.failures[state.fingerprint])
-        engine_before = current_layers
         result = PassResult()
+        if current_layers is None:
+            return self.run_unjudged(result, layers_before, histogram_before, entry_fingerprint)
+        engine_before = current_layers
         for element in group.elements:
             text = element.to_text()
             if (self.builds >= group.max_builds
@@ -183,6 +184,30 @@ class _GuidedRun:
             result.count("engine_cache_hits", self.cache_hits)
         result.count("engine_layers_before", engine_before)
         result.count("engine_layers_after", current_layers)
+        changed = state.fingerprint != entry_fingerprint
+        state.add_record(group, result, iteration=self.iteration, layers_before=layers_before,
+                         histogram_before=histogram_before,
+                         seconds=time.perf_counter() - self.start, changed=changed, graph=graph)
+        return changed
+
+
+    def run_unjudged(self, result: PassResult, layers_before: int,
+                     histogram_before: dict[str, int], entry_fingerprint: int) -> bool:
+        """TensorRT cannot build the input, so there is no engine to compare candidates with: every
+        group runs and is kept, as the plain pipeline would run it, and the report says why (the
+        compile then reports the build failure itself, or partitions the model)."""
+        group, graph, state = self.group, self.graph, self.run_state
+        error = self.failures[entry_fingerprint]
+        why = "not judged: TensorRT cannot build the input; kept as the plain pipeline runs it"
+        state.ctx.log(f"engine-guided: TensorRT cannot build the input ({error}): every group "
+                      "runs unjudged")
+        for element in group.elements:
+            state.run_elements((element,), graph, self.iteration)
+            state.section(group).append({"group": element.to_text(), "engine_before": None,
+                                         "engine_after": None, "kept": True, "reason": why,
+                                         "error": error})
+            result.count("groups_unjudged")
+        result.count("engine_builds", self.builds)
         changed = state.fingerprint != entry_fingerprint
         state.add_record(group, result, iteration=self.iteration, layers_before=layers_before,
                          histogram_before=histogram_before,

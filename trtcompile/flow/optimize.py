@@ -44,6 +44,21 @@ def load_source(source: str | Path | None, options: CompileOptions) -> LoadedMod
     return frontend.load_model(source, options.frontend)
 
 
+def external_data_locations(model_path: Path) -> list[str]:
+    """The external-data locations the ONNX file at ``model_path`` names, each checked as the load
+    stage checks it (a relative path inside the model's folder, present, long enough) before any
+    of them is read: InputError otherwise. A file that does not parse names none (the load stage
+    reports it). For runners that ship a model's files elsewhere (golden's Ray runner)."""
+    from trtcompile.errors import InputError
+    from trtcompile.frontend import onnx_loader
+
+    try:
+        model = onnx_loader.read_model(model_path)
+    except InputError:
+        return []
+    return onnx_loader.check_external_data(model, model_path.resolve().parent, model_path)
+
+
 class ProgressInstrument(Instrument):
     """A progress bar on stderr advancing once per pass run, showing the pass running."""
 

@@ -5,8 +5,11 @@ against the optimized model.
 
 from __future__ import annotations
 
+import contextlib
+import math
 import re
-from collections.abc import Sequence
+import warnings
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -186,6 +189,17 @@ def check_top1_agreement(loaded: LoadedModel, optimized: onnx.ModelProto,
             "passed": all(o["passed"] for o in outputs.values())}
 
 
+@contextlib.contextmanager
+def _empty_outputs_quiet() -> Iterator[None]:
+    """Polygraphy averages the elementwise errors of each output, and an output with a declared
+    size of 0 has none: NumPy's warnings about the mean of nothing say nothing about parity."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "Mean of empty slice", RuntimeWarning)
+        warnings.filterwarnings("ignore", "invalid value encountered in (scalar )?divide",
+                                RuntimeWarning)
+        yield
+
+
 def check_parity(loaded: LoadedModel, optimized: onnx.ModelProto,
                  options: CompileOptions,
                  feeds: dict[str, np.ndarray] | None = None) -> ParityVerdict:
@@ -205,8 +219,9 @@ def check_parity(loaded: LoadedModel, optimized: onnx.ModelProto,
 
     onnx_results = RunResults([*inputs.run_model(loaded.model, feeds, input_name),
                                *inputs.run_model(optimized, feeds, "optimized")])
-    input_vs_optimized = verify.compare_run_results(
-        onnx_results, reference_name=input_name, candidate_name="optimized", **tolerance)
+    with _empty_outputs_quiet():
+        input_vs_optimized = verify.compare_run_results(
+            onnx_results, reference_name=input_name, candidate_name="optimized", **tolerance)
     input_vs_optimized.input_shapes = {k: list(v.shape) for k, v in feeds.items()}
     if loaded.reference is None:
         return ParityVerdict([input_vs_optimized], input_vs_optimized)
@@ -218,8 +233,9 @@ def check_parity(loaded: LoadedModel, optimized: onnx.ModelProto,
     comparisons = []
     for runner_name, iterations in onnx_results:
         pair = RunResults([reference_result, (runner_name, iterations)])
-        comparison = verify.compare_run_results(
-            pair, reference_name=reference_name, candidate_name=runner_name, **tolerance)
+        with _empty_outputs_quiet():
+            comparison = verify.compare_run_results(
+                pair, reference_name=reference_name, candidate_name=runner_name, **tolerance)
         comparison.input_shapes = input_vs_optimized.input_shapes
         missing = set(iterations[0].keys()) - set(reference_outputs)
         if missing:
@@ -250,6 +266,50 @@ def onnx_parity_shape_sets(plan: ProfilePlan) -> list[tuple[dict, bool]]:
         if extra != sets[0][0]:
             sets.append((extra, True))
     return sets
+
+
+#: Bytes parity holds per input element besides the array itself: the float64 values Polygraphy
+#: and the input distribution draw before casting to the input's dtype.
+DRAW_BYTES_PER_ELEMENT = 8
+
+
+def check_input_sizes(model: onnx.ModelProto, plan: ProfilePlan,
+                      memory: int | None = None) -> None:
+    """Refuse, before anything is allocated, parity inputs that cannot fit in ``memory`` bytes
+    (default: the memory available now): InputError naming the largest input of the first shape
+    set that does not fit, its shape and its element count. A model that declares a
+    10^12-element input is told so instead of failing to allocate terabytes."""
+    from trtcompile import checks
+    from trtcompile.shapes import format_shape, model_inputs
+
+    dtypes = {}
+    for value in model.graph.input:
+        try:
+            dtypes[value.name] = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(
+                value.type.tensor_type.elem_type))
+        except (KeyError, TypeError, ValueError):  # not a tensor type NumPy knows: a float64's size
+            dtypes[value.name] = np.dtype(np.float64)
+    signatures = model_inputs(model)
+    for shapes, _ in onnx_parity_shape_sets(plan):
+        sizes = {name: (math.prod(shape), dtypes.get(name, np.dtype(np.float64)))
+                 for name, shape in shapes.items()}
+        need = sum(count * (dtype.itemsize + DRAW_BYTES_PER_ELEMENT)
+                   for count, dtype in sizes.values())
+        if memory is None:
+            memory = checks.available_memory()
+        if not sizes or need <= memory:
+            continue
+        name = max(sizes, key=lambda key: sizes[key][0] * sizes[key][1].itemsize)
+        count, dtype = sizes[name]
+        signature = signatures.get(name)
+        fix = ("give smaller shapes (--input-shape, --min-shapes/--opt-shapes/--max-shapes)"
+               if signature is not None and signature.is_dynamic
+               else "the model declares this shape: fix it")
+        raise InputError(
+            f"input '{name}' has {count} elements at shape {format_shape(shapes[name])} "
+            f"({checks.format_bytes(count * dtype.itemsize)} as {dtype}): parity inputs of that "
+            f"size do not fit in the {checks.format_bytes(memory)} of memory available; {fix}, "
+            "or skip parity (--no-parity)")
 
 
 def check_parity_at_shapes(loaded: LoadedModel, optimized: onnx.ModelProto,
@@ -411,9 +471,10 @@ def check_engine_parity(plan_bytes: bytes, loaded: LoadedModel, optimized: onnx.
             engine_result = (ENGINE_RUNNER, [IterationResult(
                 {name: np.asarray(value) for name, value in engine_outputs.items()},
                 runner_name=ENGINE_RUNNER)])
-            comparison = verify.compare_run_results(
-                RunResults([*reference, engine_result]), reference_name=ENGINE_REFERENCE,
-                candidate_name=ENGINE_RUNNER, atol=atol, rtol=rtol, atol_range=atol_range)
+            with _empty_outputs_quiet():
+                comparison = verify.compare_run_results(
+                    RunResults([*reference, engine_result]), reference_name=ENGINE_REFERENCE,
+                    candidate_name=ENGINE_RUNNER, atol=atol, rtol=rtol, atol_range=atol_range)
         else:  # nothing in common to compare (Polygraphy refuses that)
             comparison = verify.ParityResult(reference=ENGINE_REFERENCE, candidate=ENGINE_RUNNER,
                                              atol=atol, rtol=rtol)

@@ -97,6 +97,10 @@ def precision_resources(loaded: LoadedModel, options: CompileOptions) -> dict[st
         data = options.calib_data
         data.validate(calibration.model_input_specs(loaded.model))
     elif options.calib_data is not None:
+        from trtcompile.fsutil.npz import check_array_files
+
+        # Every header is checked before calibration reads (or maps) a byte of the arrays.
+        check_array_files(options.calib_data, "calibration data")
         data = calibration.load_calibration_data(options.calib_data, loaded.model)
     if data is not None:
         data, held_out = calibration.holdout_split(data)

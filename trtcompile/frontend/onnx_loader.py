@@ -115,13 +115,15 @@ def _uses_external_data(model: onnx.ModelProto) -> bool:
     return any(external_data_helper.uses_external_data(t) for t in _all_tensors(model))
 
 
-def check_external_data(model: onnx.ModelProto, model_dir: Path, path: Path) -> None:
-    """Refuse external-data locations outside ``model_dir``, missing files and short files.
+def check_external_data(model: onnx.ModelProto, model_dir: Path, path: Path) -> list[str]:
+    """Refuse external-data locations outside ``model_dir``, missing files and short files; return
+    the locations (relative to ``model_dir``, each once, sorted).
 
     Runs before any external file is read. A location must be a relative path that stays inside the
     model's folder after resolving ``..`` and symbolic links.
     """
     root = model_dir.resolve()
+    locations: set[str] = set()
     for tensor in _all_tensors(model):
         if not external_data_helper.uses_external_data(tensor):
             continue
@@ -148,6 +150,8 @@ def check_external_data(model: onnx.ModelProto, model_dir: Path, path: Path) -> 
         if offset < 0 or offset > size or (length is not None and offset + length > size):
             raise InputError(f"{where} '{location}' at bytes {offset}..{offset + (length or 0)}, "
                              f"past the end of the file ({size} bytes; a truncated data file?)")
+        locations.add(location)
+    return sorted(locations)
 
 
 def check_graph(model: onnx.ModelProto, path: Path) -> None:
@@ -191,7 +195,7 @@ def set_input_shapes(model: onnx.ModelProto, shapes: Mapping[str, Sequence[int]]
             raise InputError(f"--input-shape {name}: {len(shape)} dimensions given, the input has "
                              f"{len(dims)}")
         for axis, (dim, size) in enumerate(zip(dims, shape)):
-            if dim.HasField("dim_value") and dim.dim_value > 0 and dim.dim_value != size:
+            if dim.HasField("dim_value") and dim.dim_value >= 0 and dim.dim_value != size:
                 raise InputError(f"--input-shape {name}: dimension {axis} is fixed to {dim.dim_value} "
                                  f"in the model, got {size}")
             dim.Clear()

@@ -157,17 +157,20 @@ class Manifest:
         several patterns may be separated by commas. None selects all."""
         if not pattern:
             return list(self.entries)
-        patterns = [p.strip() for p in pattern.split(",") if p.strip()]
-
-        def matches(name: str) -> bool:
-            return any(fnmatch.fnmatchcase(name, p) if any(c in p for c in "*?[") else p in name
-                       for p in patterns)
-
-        selected = [entry for entry in self.entries if matches(entry.name)]
+        selected = [entry for entry in self.entries if name_matches(entry.name, pattern)]
         if not selected:
             names = ", ".join(entry.name for entry in self.entries)
             raise InputError(f"-k '{pattern}' selects no entry of {self.path} (entries: {names})")
         return selected
+
+
+def name_matches(name: str, pattern: str | None) -> bool:
+    """Whether an entry named ``name`` is selected by ``-k pattern`` (:meth:`Manifest.select`)."""
+    if not pattern:
+        return True
+    patterns = [p.strip() for p in pattern.split(",") if p.strip()]
+    return any(fnmatch.fnmatchcase(name, p) if any(c in p for c in "*?[") else p in name
+               for p in patterns)
 
 
 class _Locator:
@@ -207,7 +210,8 @@ class _EntryChecker:
         self.index = index
         self.raw = raw
         name = raw.get("name")
-        self.label = f"model '{name}'" if isinstance(name, str) and name else f"model #{index + 1}"
+        self.label = (f"model '{name}'" if isinstance(name, str) and name and name.isprintable()
+                      else f"model #{index + 1}")
 
     def error(self, key: str | None, problem: str) -> InputError:
         line = self.locator.key_line(self.index, key.split(".")[-1]) if key \
@@ -291,8 +295,13 @@ def _manifest_error(manifest: Path, problem: str, line: int = 0) -> InputError:
     return InputError(f"{manifest}{f':{line}' if line else ''}: {problem}")
 
 
-def load_manifest(path: str | Path) -> Manifest:
-    """Read and validate a manifest. Raises InputError (one line: file, line, entry, key)."""
+def load_manifest(path: str | Path, select: str | None = None) -> Manifest:
+    """Read and validate a manifest. Raises InputError (one line: file, line, entry, key).
+
+    ``select`` (``-k``'s pattern, see :meth:`Manifest.select`): only the entries it selects have
+    their pipeline parsed against a registry, so only their pass modules are imported (a pass
+    module is code; an entry left out of the run runs none of it). Every entry is checked
+    otherwise."""
     from trtcompile import examples
     from trtcompile.flow.registry import build_registry
     from trtcompile.pm import iter_passes, parse_pipeline
@@ -328,6 +337,11 @@ def load_manifest(path: str | Path) -> Manifest:
         check = _EntryChecker(path, locator, index, raw)
         check.unknown_keys(raw, ENTRY_KEYS)
         name = check.string("name", required=True)
+        if not name.isprintable():
+            code = ord(next(c for c in name if not c.isprintable()))
+            raise check.error("name", f"contains the non-printable character U+{code:04X}; names "
+                                      "are printable text (they name test cases in terminals and "
+                                      "JUnit XML)")
         if name in seen:
             raise check.error("name", f"duplicate name (entry #{seen[name] + 1}, line "
                                       f"{locator.entry_line(seen[name])}, has it too)")
@@ -399,15 +413,17 @@ def load_manifest(path: str | Path) -> Manifest:
                                             "samples (.npz, .npy or a folder)")
 
         pipeline = check.string("pipeline", default="default")
-        try:
-            registry = build_registry(pass_modules)
-            pass_names = {p.name for p in iter_passes(parse_pipeline(pipeline, registry))}
-        except InputError as exc:
-            raise check.error("pipeline", str(exc)) from None
-        if precision == "fp16":
-            pass_names.add("precision-fp16")
-        elif precision == "int8":
-            pass_names.add("quantize-int8")
+        pass_names: set[str] | None = None  # not known for an entry left out of the run
+        if name_matches(name, select):
+            try:
+                registry = build_registry(pass_modules)
+                pass_names = {p.name for p in iter_passes(parse_pipeline(pipeline, registry))}
+            except InputError as exc:
+                raise check.error("pipeline", str(exc)) from None
+            if precision == "fp16":
+                pass_names.add("precision-fp16")
+            elif precision == "int8":
+                pass_names.add("quantize-int8")
 
         target_gpu = check.string("target_gpu")
         if target_gpu is not None:
@@ -455,7 +471,7 @@ def _build_options(check: _EntryChecker, manifest: Path, raw: Any, engine: bool)
         raise check.error("build", str(exc)) from None
 
 
-def _expectations(check: _EntryChecker, raw: Any, pass_names: set[str], pipeline: str,
+def _expectations(check: _EntryChecker, raw: Any, pass_names: set[str] | None, pipeline: str,
                   engine: bool) -> Expectations:
     if not isinstance(raw, dict):
         raise check.error("expect", f"expected a table ([model.expect]), got {_describe(raw)}")
@@ -473,7 +489,7 @@ def _expectations(check: _EntryChecker, raw: Any, pass_names: set[str], pipeline
                                            f"{_describe(passes_raw)}")
     passes: dict[str, int] = {}
     for pass_name, value in passes_raw.items():
-        if pass_name not in pass_names:
+        if pass_names is not None and pass_name not in pass_names:
             raise check.error("expect.passes", f"pass '{pass_name}' does not run in pipeline "
                                                f"'{pipeline}' (it runs: {', '.join(sorted(pass_names)) or 'no pass'})")
         passes[pass_name] = check.count(f"expect.passes.{pass_name}", value)
@@ -483,12 +499,10 @@ def _expectations(check: _EntryChecker, raw: Any, pass_names: set[str], pipeline
 def load_parity_data(path: Path, model: onnx.ModelProto, entry: str = "") -> dict[str, np.ndarray]:
     """The parity inputs of a ``data = "file.npz"`` entry: one array per model input, by name,
     cast to the input's dtype."""
+    from trtcompile.fsutil.npz import read_npz
+
     label = f"model '{entry}', key 'data': " if entry else ""
-    try:
-        with np.load(path, allow_pickle=False) as archive:
-            arrays = {name: archive[name] for name in archive.files}
-    except (OSError, ValueError) as exc:
-        raise InputError(f"{label}cannot read {path}: {exc}") from None
+    arrays = read_npz(path, f"{label}{path}")
     initializers = {init.name for init in model.graph.initializer}
     inputs = {v.name: v for v in model.graph.input if v.name not in initializers}
     missing = sorted(set(inputs) - set(arrays))
@@ -512,4 +526,4 @@ def load_parity_data(path: Path, model: onnx.ModelProto, entry: str = "") -> dic
 
 
 __all__ = ["BUILTIN_PREFIX", "ENTRY_KEYS", "EXPECT_KEYS", "PROFILE_KEYS", "Expectations",
-           "GoldenEntry", "Manifest", "load_manifest", "load_parity_data"]
+           "GoldenEntry", "Manifest", "load_manifest", "load_parity_data", "name_matches"]

@@ -2,6 +2,7 @@
 the serial run, and how outcomes are rendered (table, JUnit XML) and written back (update)."""
 
 
+import re
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -291,9 +292,21 @@ def summary_line(outcomes: Sequence[GoldenOutcome]) -> str:
             f"({', '.join(o.entry.name for o in failed)})")
 
 
+#: Characters XML 1.0 cannot hold, escaped or not (control characters, U+FFFE, U+FFFF).
+_NOT_XML = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+
+
+def _xml_text(value: object) -> str:
+    """``value`` as text XML can hold: a character it cannot is written as ``\\uXXXX``."""
+    return _NOT_XML.sub(lambda match: f"\\u{ord(match.group()):04x}", str(value))
+
+
 def junit_xml(outcomes: Sequence[GoldenOutcome], suite_name: str) -> bytes:
     """A JUnit XML report: one ``testcase`` per entry; a regression or a parity failure is a
-    ``failure``, an entry that could not run an ``error``; the explanation is the element text."""
+    ``failure``, an entry that could not run an ``error``; the explanation is the element text.
+    Every name and message is made well-formed (characters XML cannot hold are escaped as
+    ``\\uXXXX``), whatever an entry or an error message holds."""
+    suite_name = _xml_text(suite_name)
     failures = sum(1 for o in outcomes if o.error is None and not o.passed)
     errors = sum(1 for o in outcomes if o.error is not None)
     total_seconds = f"{sum(o.seconds for o in outcomes):.3f}"
@@ -304,20 +317,21 @@ def junit_xml(outcomes: Sequence[GoldenOutcome], suite_name: str) -> bytes:
                                    time=total_seconds)
     for o in outcomes:
         case = ElementTree.SubElement(suite, "testcase", classname=f"golden.{suite_name}",
-                                      name=o.entry.name, time=f"{o.seconds:.3f}")
+                                      name=_xml_text(o.entry.name), time=f"{o.seconds:.3f}")
         properties = ElementTree.SubElement(case, "properties")
         for key, value in (("source", o.entry.source), ("pipeline", o.entry.pipeline),
                            ("precision", o.entry.precision), ("layers", o.layers),
                            ("engine_compute_layers", o.engine_compute_layers),
                            ("max_abs_error", o.max_abs_error)):
             if value is not None:
-                ElementTree.SubElement(properties, "property", name=key, value=str(value))
+                ElementTree.SubElement(properties, "property", name=key, value=_xml_text(value))
         if not o.passed:
             problems = o.problems()
             tag = "error" if o.error is not None else "failure"
             kind = type(o.error).__name__ if o.error is not None else o.status.lower()
-            element = ElementTree.SubElement(case, tag, message="; ".join(problems), type=kind)
-            element.text = o.explain()
+            element = ElementTree.SubElement(case, tag, message=_xml_text("; ".join(problems)),
+                                             type=kind)
+            element.text = _xml_text(o.explain())
     ElementTree.indent(suites)
     return ElementTree.tostring(suites, encoding="utf-8", xml_declaration=True) + b"\n"
 

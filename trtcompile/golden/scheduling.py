@@ -44,7 +44,9 @@ import contextlib
 import io
 import multiprocessing
 import os
+import re
 import signal
+import socket
 import sys
 import tarfile
 import tempfile
@@ -62,6 +64,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from trtcompile.checks import available_memory
 from trtcompile.errors import InputError, WorkerCrashed
 from trtcompile.golden.manifest import GoldenEntry
 from trtcompile.golden.runner import GoldenOutcome, progress_bar, run_entry, run_serial
@@ -77,6 +80,15 @@ MODEL_SIZE_FACTOR = 8
 
 #: ``--ray`` value that starts a local Ray cluster for the run (and stops it after).
 RAY_LOCAL = "local"
+#: ``--ray`` value that connects to the cluster this machine runs (Ray's ``address="auto"``).
+RAY_AUTO = "auto"
+#: Seconds ``--ray ADDRESS`` waits for the cluster to answer before it gives up (``--ray-timeout``):
+#: Ray itself retries an unreachable address for minutes.
+RAY_CONNECT_TIMEOUT = 30.0
+#: A ``--ray`` address: ``host:port`` (the GCS of a cluster) or ``ray://host:port`` (Ray Client);
+#: the host a name, an IPv4 address or a bracketed IPv6 address.
+RAY_ADDRESS = re.compile(r"^(?P<scheme>ray://)?(?P<host>[A-Za-z0-9]([A-Za-z0-9._-]*[A-Za-z0-9])?"
+                         r"|\[[0-9A-Fa-f:.]+\]):(?P<port>[0-9]{1,5})$")
 #: Object store of a local cluster: at least this, or twice the models shipped.
 RAY_LOCAL_OBJECT_STORE_BYTES = 200 * MiB
 #: How ``--ray`` says Ray is missing.
@@ -109,18 +121,6 @@ def entry_memory(entry: GoldenEntry) -> int:
     if entry.path.is_dir() or entry.path.suffix.lower() in _TENSORFLOW_SUFFIXES:
         estimate += TENSORFLOW_BYTES
     return estimate + MODEL_SIZE_FACTOR * sum(_size_on_disk(p) for p in _entry_files(entry))
-
-
-def available_memory() -> int:
-    """Memory available for new processes: ``MemAvailable`` of /proc/meminfo, else free pages."""
-    try:
-        with open("/proc/meminfo") as meminfo:
-            for line in meminfo:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
 
 
 def cpu_count() -> int:
@@ -304,36 +304,34 @@ def import_ray():
 
 def _entry_files(entry: GoldenEntry) -> list[Path]:
     """Every file or folder the entry reads: the model (and the external weights an ONNX file
-    names), parity data, calibration samples, pass modules."""
+    names, when they pass the load stage's check), parity data, calibration samples, pass
+    modules."""
     files: list[Path] = []
     if entry.path is not None:
         files.append(entry.path)
         if entry.path.is_file() and entry.path.suffix.lower() == ".onnx":
-            files += [entry.path.parent / name for name in _external_data(entry.path)]
+            try:
+                files += [entry.path.parent / name for name in _external_data(entry.path)]
+            except InputError:  # refused: never read here, the compile reports it
+                pass
     files += [p for p in (entry.data, entry.calib_data) if p is not None]
     files += list(entry.pass_modules)
     return files
 
 
 def _external_data(model_path: Path) -> list[str]:
-    """Relative file names of the external weights an ONNX file refers to."""
-    import onnx
-    from onnx.external_data_helper import _get_all_tensors
+    """Relative file names of the external weights an ONNX file refers to, each checked as the
+    serial compile checks it (inside the model's folder) before any is read; InputError for a
+    location outside it (a model naming ``/etc/passwd`` must not ship that file)."""
+    from trtcompile.flow.optimize import external_data_locations
 
-    try:
-        model = onnx.load_model(model_path, load_external_data=False)
-    except Exception:  # not loadable here: the worker reports it like the serial run would
-        return []
-    names = set()
-    for tensor in _get_all_tensors(model):
-        if tensor.data_location == onnx.TensorProto.EXTERNAL:
-            names.update(e.value for e in tensor.external_data if e.key == "location")
-    return sorted(names)
+    return external_data_locations(model_path)
 
 
 def pack_entry(entry: GoldenEntry) -> bytes:
     """The entry's files as one tar archive: the model's folder layout kept for an ONNX file's
-    external weights (``0/model.onnx``, ``0/weights.data``), one top folder per other file."""
+    external weights (``0/model.onnx``, ``0/weights.data``), one top folder per other file.
+    InputError, before a byte is read, when the model names external data outside its folder."""
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w") as archive:
         for arcname, path in _archive_names(entry).items():
@@ -408,7 +406,64 @@ def _check_feasible(ray, entries: Sequence[GoldenEntry]) -> None:
             f"memory on one node; no node of the Ray cluster has that much free ({', '.join(missing)})")
 
 
-def _init_ray(ray, address: str, workers: int | None, object_store: int) -> None:
+def check_ray_address(address: str) -> tuple[str, int] | None:
+    """Refuse a ``--ray`` value that is neither ``local``, ``auto``, ``ray://host:port`` nor
+    ``host:port`` (InputError, one line); the host and port to reach, None for ``local`` and
+    ``auto``."""
+    if address in (RAY_LOCAL, RAY_AUTO):
+        return None
+    match = RAY_ADDRESS.match(address)
+    if match is None or not 1 <= int(match["port"]) <= 65535:
+        raise InputError(f"--ray {address!r}: expected 'local', 'auto', ray://HOST:PORT (Ray "
+                         "Client, e.g. ray://head-node:10001) or HOST:PORT (the cluster's GCS, "
+                         "e.g. head-node:6379)")
+    return match["host"].strip("[]"), int(match["port"])
+
+
+def _check_reachable(address: str, host: str, port: int, timeout: float) -> None:
+    """Refuse an address nothing answers at, within ``timeout`` seconds (Ray would retry it for
+    minutes): one TCP connection, closed at once."""
+    try:
+        socket.create_connection((host, port), timeout=timeout).close()
+    except socket.gaierror:
+        raise InputError(f"--ray {address}: unknown host '{host}'") from None
+    except TimeoutError:
+        raise InputError(f"--ray {address}: no answer within {timeout:g} s (--ray-timeout); is the "
+                         "cluster running and reachable from here?") from None
+    except OSError as exc:
+        raise InputError(f"--ray {address}: cannot connect ({exc.strerror or exc}); is a Ray "
+                         "cluster running there?") from None
+
+
+def _connect(ray, address: str, timeout: float, **options: Any) -> None:
+    """``ray.init(address=...)`` with a deadline: Ray retries a cluster that does not answer (a
+    port that is open but no Ray, a head that is down) for minutes, so the call runs in a daemon
+    thread and the run gives up after ``timeout`` seconds with one line."""
+    outcome: dict[str, BaseException | None] = {}
+
+    def init() -> None:
+        try:
+            ray.init(address=address, **options)
+            outcome["error"] = None
+        except BaseException as exc:  # noqa: BLE001 - handed to the waiting thread
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=init, name="ray-connect", daemon=True)
+    thread.start()
+    thread.join(timeout)
+    if "error" not in outcome:
+        raise InputError(f"--ray {address}: the Ray cluster did not answer within {timeout:g} s "
+                         "(--ray-timeout); is a Ray cluster running there?")
+    error = outcome["error"]
+    if isinstance(error, ConnectionError):
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise InputError(f"--ray {address}: cannot connect to a Ray cluster ({reason})") from None
+    if error is not None:
+        raise error
+
+
+def _init_ray(ray, address: str, workers: int | None, object_store: int,
+              timeout: float = RAY_CONNECT_TIMEOUT) -> None:
     import logging
 
     quiet = {"logging_level": logging.WARNING, "log_to_driver": False,
@@ -420,43 +475,62 @@ def _init_ray(ray, address: str, workers: int | None, object_store: int) -> None
     if workers:
         raise InputError("--workers applies to local runs and to --ray local; a Ray cluster "
                          "schedules by the resources each task declares")
-    try:
-        ray.init(address=address, **quiet)
-    except ConnectionError as exc:
-        raise InputError(f"--ray {address}: cannot connect to a Ray cluster ({exc})") from None
+    reach = check_ray_address(address)
+    if reach is not None:
+        _check_reachable(address, *reach, timeout)
+    # Connecting from a thread other than the main one makes Ray warn that it cannot install its
+    # SIGTERM handler (the run's own handler is in place): its warnings resume once connected.
+    _connect(ray, address, timeout, **{**quiet, "logging_level": logging.ERROR})
+    logging.getLogger("ray").setLevel(logging.WARNING)
 
 
 def run_ray(entries: Sequence[GoldenEntry], address: str, *, workers: int | None = None,
             progress: bool = True,
-            on_outcome: Callable[[GoldenOutcome], None] | None = None) -> list[GoldenOutcome]:
+            on_outcome: Callable[[GoldenOutcome], None] | None = None,
+            timeout: float | None = None) -> list[GoldenOutcome]:
     """Compile ``entries`` as Ray tasks on the cluster at ``address`` (``"local"``: a local
     cluster of ``workers`` CPUs, default one per core, started for the run and stopped after);
-    outcomes in manifest order. What Ray prints while it runs (a raylet's report of a dead
+    outcomes in manifest order. Connecting gives up after ``timeout`` seconds (None:
+    :data:`RAY_CONNECT_TIMEOUT`). What Ray prints while it runs (a raylet's report of a dead
     worker, for one) goes to stderr: stdout is the result table's."""
+    check_ray_address(address)
     ray = import_ray()
     with contextlib.redirect_stdout(sys.stderr):
         return _run_ray(ray, entries, address, workers=workers, progress=progress,
-                        on_outcome=on_outcome)
+                        on_outcome=on_outcome,
+                        timeout=RAY_CONNECT_TIMEOUT if timeout is None else timeout)
 
 
 def _run_ray(ray, entries: Sequence[GoldenEntry], address: str, *, workers: int | None,
-             progress: bool,
-             on_outcome: Callable[[GoldenOutcome], None] | None) -> list[GoldenOutcome]:
-    archives = [pack_entry(entry) for entry in entries]
-    object_store = max(RAY_LOCAL_OBJECT_STORE_BYTES, 2 * sum(map(len, archives)))
+             progress: bool, on_outcome: Callable[[GoldenOutcome], None] | None,
+             timeout: float) -> list[GoldenOutcome]:
+    # An entry whose files cannot be shipped (external data outside the model's folder) is that
+    # entry's error, as in the serial run, and none of its files is read.
+    outcomes: dict[int, GoldenOutcome] = {}
+    archives: dict[int, bytes] = {}
+    for i, entry in enumerate(entries):
+        try:
+            archives[i] = pack_entry(entry)
+        except InputError as exc:
+            outcomes[i] = GoldenOutcome(entry=entry, error=exc)
+            if on_outcome is not None:
+                on_outcome(outcomes[i])
+    if not archives:
+        return [outcomes[i] for i in range(len(entries))]
+    object_store = max(RAY_LOCAL_OBJECT_STORE_BYTES, 2 * sum(map(len, archives.values())))
     if ray.is_initialized():
         raise InputError("--ray: Ray is already initialised in this process")
-    _init_ray(ray, address, workers, object_store)
+    _init_ray(ray, address, workers, object_store, timeout)
     refs: list = []
     try:
-        _check_feasible(ray, entries)
+        _check_feasible(ray, [entries[i] for i in archives])
         task = ray.remote(max_retries=0)(ray_task)
-        refs = [task.options(**task_resources(entry), name=f"golden:{entry.name}")
-                .remote(entry, ray.put(archive)) for entry, archive in zip(entries, archives)]
-        outcomes: dict[int, GoldenOutcome] = {}
+        refs = [task.options(**task_resources(entries[i]), name=f"golden:{entries[i].name}")
+                .remote(entries[i], ray.put(archive)) for i, archive in archives.items()]
         started = time.perf_counter()
-        index = {ref: i for i, ref in enumerate(refs)}
+        index = {ref: i for ref, i in zip(refs, archives)}
         with progress_bar(len(entries), progress) as bar:
+            bar.update(len(outcomes))
             pending = list(refs)
             while pending:
                 done, pending = ray.wait(pending, num_returns=1)
@@ -489,26 +563,29 @@ def _ray_result(ray, ref, entry: GoldenEntry, seconds: float) -> GoldenOutcome:
         return crashed(entry, seconds, "killed by Ray's memory monitor: out of memory")
 
 
-__all__ = ["GPU_TYPE_RESOURCE", "MODEL_SIZE_FACTOR", "RAY_INSTALL_HINT", "RAY_LOCAL",
-           "TENSORFLOW_BYTES", "WORKER_BASE_BYTES", "available_memory", "compile_entry",
+__all__ = ["GPU_TYPE_RESOURCE", "MODEL_SIZE_FACTOR", "RAY_AUTO", "RAY_CONNECT_TIMEOUT",
+           "RAY_INSTALL_HINT", "RAY_LOCAL", "TENSORFLOW_BYTES", "WORKER_BASE_BYTES",
+           "available_memory", "check_ray_address", "compile_entry",
            "cpu_count", "crashed", "default_workers", "entry_memory", "import_ray", "pack_entry",
            "portable", "ray_task", "run_local", "run_ray", "task_resources", "unpack_entry"]
 
 
 def run_manifest(entries: Sequence[GoldenEntry], *, progress: bool = True,
                  on_outcome: Callable[[GoldenOutcome], None] | None = None,
-                 workers: int | None = None, ray: str | None = None) -> list[GoldenOutcome]:
+                 workers: int | None = None, ray: str | None = None,
+                 ray_timeout: float | None = None) -> list[GoldenOutcome]:
     """Run ``entries`` with a progress bar on stderr (off when stderr is not a terminal) and
     return their outcomes in manifest order; ``on_outcome`` sees each outcome as it is ready.
 
     By default the entries run one after the other in this process. ``workers=N`` runs them in
     N worker processes, ``ray=ADDRESS`` (or ``"local"``) as tasks of a Ray cluster (see
-    this module); the verdicts are the same, but outcomes that come back from
+    this module; ``ray_timeout``: seconds to connect, default :data:`RAY_CONNECT_TIMEOUT`); the
+    verdicts are the same, but outcomes that come back from
     another process carry the engine's layers without its plan bytes or builder log.
     """
     if ray is not None:
         return run_ray(entries, ray, workers=workers, progress=progress,
-                                on_outcome=on_outcome)
+                       on_outcome=on_outcome, timeout=ray_timeout)
     if workers is not None:
         return run_local(entries, workers, progress=progress, on_outcome=on_outcome)
     return run_serial(entries, progress=progress, on_outcome=on_outcome)

@@ -139,7 +139,14 @@ class PassRegistry:
             raise InputError(f"pass module is not a Python file: {path}")
         module = importlib.util.module_from_spec(spec)
         sys.modules[module_name] = module
-        spec.loader.exec_module(module)  # user code: its exceptions are theirs, keep the traceback
+        try:
+            spec.loader.exec_module(module)  # user code: its exceptions are theirs, keep the traceback
+        except SyntaxError as exc:  # the file is not Python: nothing of it ran, one line says where
+            sys.modules.pop(module_name, None)
+            where = exc.filename if exc.filename and Path(exc.filename) != path else ""
+            where += f"{' ' if where else ''}line {exc.lineno}" if exc.lineno else ""
+            raise InputError(f"pass module {path} is not valid Python: {exc.msg}"
+                             f"{f' ({where})' if where else ''}") from None
         found = getattr(module, "PASSES", None)
         if found is None:
             found = [

@@ -81,6 +81,9 @@ def format_pass_table(report: Mapping[str, Any]) -> list[str]:
         lines.append(f"{fixed_point['pipeline']}: {state} after {fixed_point['iterations']} "
                      f"iteration{'s' if fixed_point['iterations'] != 1 else ''}")
     for tried in report.get("engine_guided", []):
+        if tried["engine_before"] is None:  # no engine to judge by: the reason says why
+            lines.append(f"engine-guided: {tried['group']}: {tried['reason']}")
+            continue
         after = tried["engine_after"] if tried["engine_after"] is not None else "no engine"
         lines.append(f"engine-guided: {tried['group']}: engine {tried['engine_before']} -> {after} "
                      f"compute layers: {'kept' if tried['kept'] else tried['reason']}")

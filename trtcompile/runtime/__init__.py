@@ -105,13 +105,25 @@ class CompiledModel:
     input_names: list[str] = field(default_factory=list)
     output_names: list[str] = field(default_factory=list)
     _run: Callable[[Mapping[str, np.ndarray]], dict[str, np.ndarray]] | None = None
+    #: Each input's dtype and declared dimensions (None where the size is left open), by name:
+    #: what :meth:`run` checks its feeds against.
+    input_types: dict[str, tuple[np.dtype, tuple[int | None, ...] | None]] = \
+        field(default_factory=dict)
 
     @property
     def partitioned(self) -> bool:
         return bool(self.report.get("partition"))
 
     def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Run once on ``feeds`` (input name -> array); returns outputs by name."""
+        """Run once on ``feeds`` (input name -> array); returns outputs by name. Feeds that do not
+        fit the inputs raise InputError (:meth:`check_feeds`)."""
+        self.check_feeds(feeds)
+        assert self._run is not None
+        return self._run(feeds)
+
+    def check_feeds(self, feeds: Mapping[str, np.ndarray]) -> None:
+        """Refuse feeds that miss an input or name one the model lacks, and arrays whose dtype or
+        shape the input does not take (InputError, one line naming the input)."""
         missing = [name for name in self.input_names if name not in feeds]
         if missing:
             raise InputError(f"no data for input(s) {', '.join(missing)} (inputs: "
@@ -120,8 +132,44 @@ class CompiledModel:
         if unknown:
             raise InputError(f"{', '.join(unknown)}: not an input of the model (inputs: "
                              f"{', '.join(self.input_names)})")
-        assert self._run is not None
-        return self._run(feeds)
+        for name, (dtype, dims) in self.input_types.items():
+            check_feed(name, np.asarray(feeds[name]), dtype, dims)
+
+
+def check_feed(name: str, array: np.ndarray, dtype: np.dtype,
+               dims: Sequence[int | None] | None) -> None:
+    """Refuse an input array whose dtype or shape the model's input does not take (InputError, one
+    line saying what to save instead), as calibration data is checked; ``dims`` is the declared
+    shape, None for a dimension left open (None for all: the rank is open too)."""
+    if array.dtype != dtype:
+        raise InputError(f"input '{name}' is {array.dtype} but the model input is {dtype}; save "
+                         f"it as {dtype}")
+    if dims is None:
+        return
+    declared = "[" + ",".join("?" if d is None else str(d) for d in dims) + "]"
+    if array.ndim != len(dims):
+        raise InputError(f"input '{name}' has shape {list(array.shape)} but the model input has "
+                         f"rank {len(dims)} {declared}")
+    for axis, (have, want) in enumerate(zip(array.shape, dims)):
+        if want is not None and have != want:
+            raise InputError(f"input '{name}' has shape {list(array.shape)} but the model input is "
+                             f"{declared} (axis {axis}: {have} != {want})")
+
+
+def input_types(model: onnx.ModelProto) -> dict[str, tuple[np.dtype, tuple[int | None, ...] | None]]:
+    """The dtype and declared dimensions of every input of ``model`` that is not an initializer
+    (a dimension without a value is None; a declared 0 is a size like any other)."""
+    initializers = {t.name for t in model.graph.initializer}
+    types = {}
+    for value in model.graph.input:
+        if value.name in initializers:
+            continue
+        tensor_type = value.type.tensor_type
+        dtype = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(tensor_type.elem_type))
+        dims = tuple(d.dim_value if d.HasField("dim_value") else None
+                     for d in tensor_type.shape.dim) if tensor_type.HasField("shape") else None
+        types[value.name] = (dtype, dims)
+    return types
 
 
 def _read_report(folder: Path) -> dict[str, Any]:
@@ -167,6 +215,7 @@ def load(folder: str | Path, *, device: str = "auto") -> CompiledModel:
     initializers = {t.name for t in model.graph.initializer}
     inputs = [v.name for v in model.graph.input if v.name not in initializers]
     outputs = [v.name for v in model.graph.output]
+    types = input_types(model)
 
     engines: dict[str, Any] = {}
     reason = "asked for" if device == "onnxruntime" else ""
@@ -197,7 +246,7 @@ def load(folder: str | Path, *, device: str = "auto") -> CompiledModel:
             return backend.run_deserialized(engine, feeds, _profile_for(profiles, feeds))
 
         return CompiledModel(folder, report, "tensorrt", "the engine runs on this GPU", inputs,
-                             outputs, run_engine)
+                             outputs, run_engine, input_types=types)
     if engines:
         def run_segment(call: onnx.NodeProto, feeds: Mapping[str, np.ndarray]):
             engine, profiles = engines[call.name]
@@ -206,14 +255,14 @@ def load(folder: str | Path, *, device: str = "auto") -> CompiledModel:
         executor = StagedExecutor(model, _with_onnxruntime_fallback(model, engines, run_segment))
         return CompiledModel(folder, report, "tensorrt",
                              "segment engines on TensorRT, fallback nodes on ONNX Runtime",
-                             inputs, outputs, executor.run)
+                             inputs, outputs, executor.run, input_types=types)
     session = _session(model_path)
 
     def run_onnxruntime(feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         return dict(zip(outputs, session.run(outputs, dict(feeds))))
 
     return CompiledModel(folder, report, "onnxruntime", reason or "no engine", inputs, outputs,
-                         run_onnxruntime)
+                         run_onnxruntime, input_types=types)
 
 
 def _with_onnxruntime_fallback(model: onnx.ModelProto, engines: Mapping[str, Any],
@@ -242,4 +291,4 @@ def _initializer_names(model: onnx.ModelProto) -> set[str]:
     return {t.name for t in model.graph.initializer}
 
 
-__all__ = ["DEVICES", "CompiledModel", "StagedExecutor", "load"]
+__all__ = ["DEVICES", "CompiledModel", "StagedExecutor", "check_feed", "input_types", "load"]

@@ -1,7 +1,12 @@
 """Profiles and representative shapes as users write them: ``--min-shapes``/``--opt-shapes``/
 ``--max-shapes`` specs in trtexec's or Polygraphy's spelling, TOML/JSON profile files and
 ``--representative-shapes`` sets (inline or ``@FILE``). Parsing checks syntax only; whether the
-shapes fit the model is :mod:`trtcompile.shapes.profiles`' concern."""
+shapes fit the model is :mod:`trtcompile.shapes.profiles`' concern.
+
+A message about a file names the file, where in it (line, profile, set) and the problem, never
+what it holds: a flag pointed at a file that is not a shape file (``@/etc/shadow``) must not
+print its lines. Only the input names of a file that has the shape file's structure are named.
+"""
 
 from __future__ import annotations
 
@@ -119,7 +124,7 @@ def profiles_from_flags(min_shapes: Sequence[Mapping[str, Sequence[int]]] = (),
 
 
 def _shape_value(value: Any, where: str) -> Shape:
-    """A shape in a file: ``"1x3x224x224"`` or ``[1, 3, 224, 224]``."""
+    """A shape in a file: ``"1x3x224x224"`` or ``[1, 3, 224, 224]`` (messages never quote it)."""
     if isinstance(value, str):
         return parse_dims(value, where)
     if isinstance(value, list) and all(isinstance(d, int) and not isinstance(d, bool) for d in value):
@@ -127,7 +132,23 @@ def _shape_value(value: Any, where: str) -> Shape:
             raise InputError(f"{where}: dimensions must be positive")
         return tuple(value)
     raise InputError(f"{where}: expected a shape such as \"1x3x224x224\" or [1, 3, 224, 224], "
-                     f"got {value!r}")
+                     f"got {_kind(value)}")
+
+
+def _kind(value: Any) -> str:
+    """What a value read from a file is, without quoting it."""
+    return {bool: "a boolean", int: "an integer", float: "a number", str: "a string",
+            list: "a list", dict: "a table"}.get(type(value), type(value).__name__)
+
+
+def _read_text(path: Path, where: str) -> str:
+    """The text of a shape file (InputError, naming the file only, when it is not readable text)."""
+    try:
+        return path.read_bytes().decode("utf-8")
+    except OSError as exc:
+        raise InputError(f"{where}: cannot read it ({exc.strerror or exc})") from None
+    except UnicodeDecodeError:
+        raise InputError(f"{where}: not a text file (expected UTF-8 text)") from None
 
 
 def load_profiles_file(path: str | Path) -> list[Profile]:
@@ -143,21 +164,20 @@ def load_profiles_file(path: str | Path) -> list[Profile]:
     if not path.is_file():
         raise InputError(f"--profiles {path}: no such file")
     suffix = path.suffix.lower()
-    text = path.read_text()
+    if suffix not in (".toml", ".json"):
+        raise InputError(f"--profiles {path}: expected a .toml or .json file")
+    text = _read_text(path, f"--profiles {path}")
     try:
-        if suffix == ".toml":
-            data: Any = tomllib.loads(text)
-        elif suffix == ".json":
-            data = json.loads(text)
-        else:
-            raise InputError(f"--profiles {path}: expected a .toml or .json file")
+        data: Any = tomllib.loads(text) if suffix == ".toml" else json.loads(text)
     except (tomllib.TOMLDecodeError, json.JSONDecodeError) as exc:
+        # Their messages give a position (line, column), never the text.
         raise InputError(f"--profiles {path}: not valid {suffix[1:].upper()}: {exc}") from None
     if isinstance(data, dict):
-        unknown = sorted(set(data) - {"profiles"})
+        unknown = set(data) - {"profiles"}
         if unknown:
-            raise InputError(f"--profiles {path}: unknown key(s) {', '.join(map(repr, unknown))}; "
-                             "the file holds a 'profiles' list")
+            raise InputError(f"--profiles {path}: {len(unknown)} unknown key"
+                             f"{'s' if len(unknown) != 1 else ''}; the file holds a 'profiles' "
+                             "list only")
         data = data.get("profiles")
     if not isinstance(data, list) or not data:
         raise InputError(f"--profiles {path}: no profiles; expected a non-empty 'profiles' list "
@@ -166,16 +186,16 @@ def load_profiles_file(path: str | Path) -> list[Profile]:
     for index, entry in enumerate(data):
         where = f"--profiles {path.name}: profile {index}"
         if not isinstance(entry, dict) or not entry:
-            raise InputError(f"{where}: expected a table of input names, got {entry!r}")
+            raise InputError(f"{where}: expected a table of input names, got {_kind(entry)}")
         profile: Profile = {}
         for name, shapes in entry.items():
             if not isinstance(shapes, dict):
                 raise InputError(f"{where}, input '{name}': expected min, opt and max shapes, "
-                                 f"got {shapes!r}")
-            unknown = sorted(set(shapes) - {"min", "opt", "max"})
+                                 f"got {_kind(shapes)}")
+            unknown = set(shapes) - {"min", "opt", "max"}
             if unknown:
-                raise InputError(f"{where}, input '{name}': unknown key(s) "
-                                 f"{', '.join(map(repr, unknown))} (expected min, opt, max)")
+                raise InputError(f"{where}, input '{name}': {len(unknown)} unknown key"
+                                 f"{'s' if len(unknown) != 1 else ''} (expected min, opt, max)")
             given = {key: _shape_value(value, f"{where}, input '{name}', {key}")
                      for key, value in shapes.items()}
             if ("min" in given) != ("max" in given):
@@ -208,11 +228,11 @@ def load_representative_shapes(path: str | Path) -> list[ShapeSet]:
     where = f"{REPRESENTATIVE_FLAG} @{path}"
     if not path.is_file():
         raise InputError(f"{where}: no such file")
-    text = path.read_text()
+    text = _read_text(path, where)
     if path.suffix.lower() == ".json":
         try:
             data = json.loads(text)
-        except json.JSONDecodeError as exc:
+        except json.JSONDecodeError as exc:  # its message gives a position, never the text
             raise InputError(f"{where}: not valid JSON: {exc}") from None
         if not isinstance(data, list) or not all(isinstance(e, dict) and e for e in data):
             raise InputError(f"{where}: expected a list of {{input name: shape}} objects")
@@ -220,9 +240,14 @@ def load_representative_shapes(path: str | Path) -> list[ShapeSet]:
                  for name, shape in entry.items()} for index, entry in enumerate(data)]
     else:
         sets = []
-        for line in text.splitlines():
+        for number, line in enumerate(text.splitlines(), start=1):
             line = line.split("#", 1)[0].strip()
-            sets += [parse_shape_spec(part, where) for part in line.split(";") if part.strip()]
+            try:
+                sets += [parse_shape_spec(part, where) for part in line.split(";") if part.strip()]
+            except InputError:  # its message quotes the line: say where and what is expected only
+                raise InputError(f"{where}, line {number}: not a shape set; expected sets such as "
+                                 "input:1x224x224x3 separated by ';', one or more per line") \
+                    from None
     if not sets:
         raise InputError(f"{where}: the file holds no shapes")
     return sets

@@ -75,7 +75,7 @@ def model_inputs(model: onnx.ModelProto) -> dict[str, InputSignature]:
             continue
         dims: list[int | str | None] = []
         for dim in tensor_type.shape.dim:
-            if dim.HasField("dim_value") and dim.dim_value > 0:
+            if dim.HasField("dim_value") and dim.dim_value >= 0:  # 0: a valid, empty size
                 dims.append(int(dim.dim_value))
             else:
                 dims.append(dim.dim_param or None)
