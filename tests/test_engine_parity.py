@@ -17,7 +17,7 @@ import onnx_graphsurgeon as gs
 import onnxruntime as ort
 import pytest
 
-from tests.helpers import run_main, run_trtcompile
+from tests.helpers import output_names, run_main, run_trtcompile
 from trtcompile import examples, html_report, ir, report, verify
 from trtcompile.flow import engine as flow_engine
 from trtcompile.flow import parity as flow_parity
@@ -107,7 +107,7 @@ def test_require_without_a_gpu_exits_3_with_one_line_and_writes_the_outputs(tmp_
                                 + NO_GPU_MESSAGE)
     assert errors[0].endswith("outputs and report.json written to out for inspection")
     out = tmp_path / "out"
-    assert sorted(p.name for p in out.iterdir()) == ["model.engine", "optimized.onnx", "report.json"]
+    assert output_names(out) == ["model.engine", "optimized.onnx", "report.json"]
     recorded = json.loads((out / "report.json").read_text())
     assert recorded["status"]["exit_code"] == 3 and recorded["status"]["passed"] is False
     assert recorded["parity"]["engine"]["mode"] == "require"
@@ -181,7 +181,7 @@ def test_an_engine_that_differs_fails_parity_exits_1_and_names_the_output(tmp_pa
     assert recorded["parity"]["passed"] is True  # ONNX Runtime parity itself held
     assert recorded["status"]["exit_code"] == 1
     # The outputs are still written for inspection.
-    assert sorted(p.name for p in out.iterdir()) == ["model.engine", "optimized.onnx", "report.json"]
+    assert output_names(out) == ["model.engine", "optimized.onnx", "report.json"]
     assert "engine parity: FAILED" in stdout
     row = next(line for line in stdout.splitlines() if line.strip().startswith("engine vs optimized"))
     assert row.split()[3] == "logits" and row.split()[-1] == "FAILED"
