@@ -14,7 +14,6 @@ from pathlib import Path
 import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
-import onnxruntime as ort
 import pytest
 
 from tests.helpers import output_names, run_main, run_trtcompile
@@ -59,8 +58,7 @@ class SimulatedGpu:
     def run(self, plan: bytes, feeds: dict[str, np.ndarray], profile: int = 0) -> dict[str, np.ndarray]:
         assert isinstance(plan, bytes) and plan
         self.runs.append(({k: np.array(v) for k, v in feeds.items()}, profile))
-        session = ort.InferenceSession(self.built_from.SerializeToString(),
-                                       providers=["CPUExecutionProvider"])
+        session = verify.inference_session(self.built_from)  # as parity runs it: as written
         names = [o.name for o in session.get_outputs()]
         outputs = dict(zip(names, session.run(names, dict(feeds))))
         if self.drop:

@@ -207,10 +207,30 @@ def quiet_polygraphy():
         G_LOGGER.module_severity = previous
 
 
-def _session(model: onnx.ModelProto):
-    from polygraphy.backend.onnxrt import SessionFromOnnx
+def session_options():
+    """ONNX Runtime session options for parity: the model runs as written. ONNX Runtime's graph
+    optimizer rewrites a model before running it (fusions, constant folding, layout changes);
+    parity judges our rewrites against the model the user gave, so neither side may be rewritten
+    by another optimizer, whose own defects (a fusion that refuses valid negative ``axes``, a
+    crash in an extended fusion) would otherwise be charged to the model or to our passes."""
+    import onnxruntime as ort
 
-    return SessionFromOnnx(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    return options
+
+
+def inference_session(model: onnx.ModelProto):
+    """An ONNX Runtime CPU session running ``model`` as written (:func:`session_options`)."""
+    import onnxruntime as ort
+
+    return ort.InferenceSession(model.SerializeToString(), session_options(),
+                                providers=["CPUExecutionProvider"])
+
+
+def _session(model: onnx.ModelProto):
+    # Polygraphy's runner takes a loader; this one hands it the session the parity rule runs.
+    return lambda: inference_session(model)
 
 
 def input_metadata(model: onnx.ModelProto, input_shapes: Mapping[str, Sequence[int]] | None = None):

@@ -132,6 +132,8 @@ class Compilation:
         self._check_why_not(options.why_not)
         self.options, self.engine_tolerances = precision.with_precision_tolerances(options)
         self.calibration_input = calibration_input
+        #: Why the parity tolerances are not the options' (a half-precision model), or None.
+        self.tolerance_note: str | None = None
         self.log: Callable[[str], None] = options.log or (lambda message: None)
         self.started = time.perf_counter()
         #: Seconds per stage, as the report gives them.
@@ -174,6 +176,8 @@ class Compilation:
             aliases = {b.feed_key: b.onnx_name for b in getattr(self.loaded.reference, "inputs", [])}
             self.options = dataclasses.replace(self.options, calib_data=calibration.calibration_data(
                 self.calibration_input, self.loaded.model, aliases=aliases))
+        self.options, self.tolerance_note = precision.with_model_tolerances(self.options,
+                                                                            self.loaded.model)
         self.resources = precision.precision_resources(self.loaded, self.options)
         self.seconds["load"] = time.perf_counter() - t0
         self.log(self.loaded.description or f"loaded {self.source}")

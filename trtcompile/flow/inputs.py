@@ -333,12 +333,10 @@ def run_model(model: onnx.ModelProto, feeds: Mapping[str, np.ndarray], name: str
 
     if not has_strings(feeds):
         return verify.run_model(model, feeds, name)
-    import onnxruntime as ort
     from polygraphy.comparator import IterationResult, RunResults
 
     try:
-        session = ort.InferenceSession(model.SerializeToString(),
-                                       providers=["CPUExecutionProvider"])
+        session = verify.inference_session(model)
         names = [output.name for output in session.get_outputs()]
         values = session.run(names, {key: np.asarray(value) for key, value in feeds.items()})
     except Exception as exc:  # noqa: BLE001 - ONNX Runtime's errors share no base class

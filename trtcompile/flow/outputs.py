@@ -137,7 +137,8 @@ def compile_report(compilation: Compilation, files: dict[str, str]) -> dict[str,
         parity_options={"atol": options.atol, "rtol": options.rtol,
                         **({"atol_range": options.atol_range} if options.atol_range else {}),
                         "seed": options.seed, "inputs": parity_inputs(options),
-                        **precision_parity(options), **_top1_record(c.top1)},
+                        **precision_parity(options), **_top1_record(c.top1),
+                        **({"note": c.tolerance_note} if c.tolerance_note else {})},
         engine=c.engine_status, files=files, seconds=c.seconds, error=c.error,
         shapes=c.plan.to_dict(), engine_parity=c.engine_parity_record().to_dict())
     report["partition"] = None

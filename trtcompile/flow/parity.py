@@ -162,13 +162,12 @@ def check_top1_agreement(loaded: LoadedModel, optimized: onnx.ModelProto,
     :data:`trtcompile.calibration.MIN_TOP1_AGREEMENT` or more. Models without such an output get
     ``{"checked": False, "reason": ...}``.
     """
-    import onnxruntime as ort
 
     from trtcompile import calibration
 
     specs = calibration.model_input_specs(loaded.model)
     batch = held_out.batch_size(specs)
-    sessions = [ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    sessions = [verify.inference_session(model)
                 for model in (loaded.model, optimized)]
     names = [output.name for output in sessions[0].get_outputs()]
     predictions: dict[str, list[np.ndarray]] = {}
@@ -432,7 +431,7 @@ def check_engine_parity(plan_bytes: bytes, loaded: LoadedModel, optimized: onnx.
     with the profile holding it) and compare every output with the optimized model's on ONNX
     Runtime (Polygraphy's comparison). An engine that cannot be executed (no supported GPU, a plan
     the runtime refuses) yields status ``not run`` with the backend's one-line reason."""
-    from polygraphy.backend.onnxrt import OnnxrtRunner, SessionFromOnnx
+    from polygraphy.backend.onnxrt import OnnxrtRunner
     from polygraphy.comparator import Comparator, IterationResult, RunResults
 
     from trtcompile.calibration import precision_tolerances
@@ -449,7 +448,7 @@ def check_engine_parity(plan_bytes: bytes, loaded: LoadedModel, optimized: onnx.
     shape_sets = list(plan.parity_shapes) or [dict(options.frontend.input_shapes) or None]
     if given is not None:
         shape_sets = [{name: list(np.shape(array)) for name, array in given.items()}]
-    session = SessionFromOnnx(optimized.SerializeToString(), providers=["CPUExecutionProvider"])
+    session = verify.inference_session(optimized)
     expected_outputs = [value.name for value in optimized.graph.output]
     verdicts = []
     for shapes in shape_sets:

@@ -10,12 +10,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import onnx
+
 from trtcompile import verify
 from trtcompile.errors import InputError
 from trtcompile.flow.options import CompileOptions
-from trtcompile.pm import map_passes
 from trtcompile.frontend import LoadedModel
-from trtcompile.pm import PassRegistry, iter_passes, parse_pipeline
+from trtcompile.pm import PassRegistry, iter_passes, map_passes, parse_pipeline
 
 
 def precision_pipeline(options: CompileOptions) -> str:
@@ -145,6 +146,38 @@ def with_precision_tolerances(options: CompileOptions) -> tuple[CompileOptions,
         options = dataclasses.replace(options, atol=fitting.atol, rtol=fitting.rtol,
                                       atol_range=fitting.atol_range)
     return options, engine_tolerances
+
+
+#: ONNX element types whose arithmetic is half precision: a model computing in them is judged at
+#: FP16's tolerances, since a rewrite that only reorders its arithmetic moves results by ulps.
+HALF_PRECISION_TYPES = {onnx.TensorProto.FLOAT16: "float16", onnx.TensorProto.BFLOAT16: "bfloat16"}
+
+
+def half_precision_outputs(model: onnx.ModelProto) -> dict[str, str]:
+    """The model's outputs of a half-precision element type, by name -> type name."""
+    return {value.name: HALF_PRECISION_TYPES[value.type.tensor_type.elem_type]
+            for value in model.graph.output
+            if value.type.tensor_type.elem_type in HALF_PRECISION_TYPES}
+
+
+def with_model_tolerances(options: CompileOptions, model: onnx.ModelProto
+                          ) -> tuple[CompileOptions, str | None]:
+    """The options with FP16's tolerances when the model itself computes in half precision
+    (outputs of type float16 or bfloat16) and neither the user nor ``precision`` chose tolerances;
+    and the note the report gives (None when nothing changed). FP32 tolerances would fail such a
+    model on a rewrite that only rounds differently (half an ulp of float16 is 2.4e-4 at 1)."""
+    user_tolerances = (options.atol, options.rtol) != (verify.DEFAULT_ATOL, verify.DEFAULT_RTOL)
+    half = half_precision_outputs(model)
+    if not half or user_tolerances or options.precision.lower() != "fp32":
+        return options, None
+    from trtcompile.calibration import precision_tolerances
+
+    fitting = precision_tolerances("fp16")
+    options = dataclasses.replace(options, atol=fitting.atol, rtol=fitting.rtol,
+                                  atol_range=fitting.atol_range)
+    kinds = ", ".join(sorted(set(half.values())))
+    return options, (f"the model computes in {kinds} ({len(half)} of its outputs): "
+                     f"{fitting.note}")
 
 
 def precision_parity(options: CompileOptions) -> dict[str, str]:
