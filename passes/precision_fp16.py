@@ -38,6 +38,14 @@ _EXACT_WIDENINGS = {
 
 _FLOAT_TYPES = {FLOAT16, FLOAT, onnx.TensorProto.DOUBLE, onnx.TensorProto.BFLOAT16}
 
+#: Ops and attribute values ONNX Runtime's CPU provider, where parity runs, has no float16 kernel
+#: for (measured on ONNX Runtime 1.32, which fails at run time: "MLFloat16 data type is not
+#: supported with ScatterND ... when reduction is 'add'"): op -> attribute -> values.
+NO_CPU_FLOAT16_KERNEL: dict[str, dict[str, frozenset[str]]] = {
+    "ScatterND": {"reduction": frozenset({"add", "mul", "max", "min"})},
+    "ScatterElements": {"reduction": frozenset({"add", "mul"})},
+}
+
 
 @dataclass(frozen=True)
 class PrecisionFp16(Pass):
@@ -54,6 +62,15 @@ class PrecisionFp16(Pass):
          shape arithmetic on integers cast to float (exact only in float32), it holds subgraphs,
          its tensor types are unknown, or its op has no float16 form. Inputs an op's schema fixes
          to float32 (``Resize`` scales) stay float32.
+         A float constant with a nonzero value float16 flushes to zero (|w| < 2^-25, e.g. 1e-9)
+         keeps its readers float32 too: a scale or epsilon of 1e-9 must not become 0 (a value
+         below 2^-11 of its tensor's largest magnitude, lost to float16 rounding anyway, does
+         not count).
+         Ops ONNX Runtime's CPU provider cannot run in float16 (``NO_CPU_FLOAT16_KERNEL``:
+         ScatterND and ScatterElements with a reduction) stay float32: parity runs there.
+         A Cast from an integer or bool tensor stays float32: integers (ids, positions, counts)
+         are exact in float32 up to 2^24, in float16 only up to 2048, so an integer path never
+         passes through float16.
       2. Casts are inserted only where a float16 and a float32 region meet: after float32 graph
          inputs, before float32 graph outputs (inputs and outputs keep their names and float32
          types), and around kept layers. A tensor is cast once per target type, shared by readers.
@@ -216,6 +233,14 @@ class _Converter:
             if node.op == "Constant" and not node.inputs:
                 constant_nodes.append(node)
                 continue
+            if node.op == "Cast" and ir.is_onnx_op(node) and (
+                    not any(t.name in float32 for t in node.outputs)
+                    or types.get(node.inputs[0].name) == FLOAT16):
+                # A Cast out of float32 reads float16 as well (it is the conversion); a Cast of
+                # float16 to float32 is a boundary this pass (or the model) put there. Neither
+                # changes, so the pass run on its own output changes nothing.
+                plans[id(node)] = _Plan()
+                continue
             reason = (_SHAPE_ARITHMETIC if id(node) in integer_bound
                       else self._keep_reason(node, types, float32))
             if reason is not None:
@@ -283,16 +308,26 @@ class _Converter:
                 return f"type of '{tensor.name}' is unknown"
         for tensor in node.inputs:
             values = ir.constant_value(tensor)
-            if values is not None and tensor.name in float32 and not _fits_float16(values):
-                return (f"weights overflow float16 (max |w| = {float(np.abs(values).max()):.4g} "
-                        f"> {FLOAT16_MAX:g})")
+            problem = (_float16_problem(values) if values is not None and tensor.name in float32
+                       else None)
+            if problem is not None:
+                return f"weights {problem}"
         if node.op == "ConstantOfShape":
             value = node.attrs.get("value")
-            if isinstance(value, gs.Constant) and not _fits_float16(value.values):
-                return "fill value overflows float16"
+            problem = _float16_problem(value.values) if isinstance(value, gs.Constant) else None
+            if problem is not None:
+                return f"fill value {problem}"
         if ir.is_onnx_op(node):
             if "dtype" in node.attrs:
                 return f"{node.op} sets its output type by attribute"
+            for attr, values in NO_CPU_FLOAT16_KERNEL.get(node.op, {}).items():
+                if ir.text_attr(node, attr, "none") in values:
+                    return (f"ONNX Runtime's CPU provider has no float16 {node.op} with {attr} "
+                            f"'{ir.text_attr(node, attr, 'none')}'")
+            if node.op == "Cast" and node.inputs and types.get(node.inputs[0].name) not in (
+                    *_FLOAT_TYPES, None):
+                return ("casts integers to float (exact in float32 up to 2^24, in float16 only "
+                        "up to 2048)")
         else:
             function = self.functions.get(ir.call_key(node))
             if function is None:
@@ -493,11 +528,33 @@ def _np_type(fp16: bool) -> type:
     return np.float16 if fp16 else np.float32
 
 
-def _fits_float16(values: np.ndarray) -> bool:
+def _float16_problem(values: np.ndarray) -> str | None:
+    """Why float32 ``values`` do not survive float16 storage (None when they do, rounded):
+    magnitudes above its largest finite value overflow, nonzero ones below half its smallest
+    subnormal become zero (where they are not negligible beside the tensor's largest)."""
     if values.dtype != np.float32 or values.size == 0:
-        return True
+        return None
     finite = values[np.isfinite(values)]
-    return finite.size == 0 or float(np.abs(finite).max()) <= FLOAT16_MAX
+    if finite.size == 0:
+        return None
+    magnitudes = np.abs(finite)
+    if float(magnitudes.max()) > FLOAT16_MAX:
+        return f"overflow float16 (max |w| = {float(magnitudes.max()):.4g} > {FLOAT16_MAX:g})"
+    # A nonzero float16 flushes to zero is lost where it matters for its tensor: a value within
+    # float16's own precision (2^-11) of the tensor's largest magnitude. (A trained kernel's few
+    # weights of 1e-9 beside weights of 0.1 are below that rounding anyway; a scale or epsilon
+    # of 1e-9 is all its tensor holds.)
+    flushed = (magnitudes > 0) & (finite.astype(np.float16) == 0) & (
+        magnitudes >= float(magnitudes.max()) * 2.0 ** -11)
+    if flushed.any():
+        return (f"underflow float16 to zero (|w| = {float(magnitudes[flushed].min()):.3g}, below "
+                f"its smallest subnormal {float(np.finfo(np.float16).smallest_subnormal):.3g})")
+    return None
+
+
+def _fits_float16(values: np.ndarray) -> bool:
+    """True if float16 stores ``values`` without overflow or a nonzero becoming zero."""
+    return _float16_problem(values) is None
 
 
 def _merge_cast_chains(body: gs.Graph, types: dict[str, int],

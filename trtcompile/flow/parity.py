@@ -204,8 +204,21 @@ def check_parity(loaded: LoadedModel, optimized: onnx.ModelProto,
     tolerance = {"atol": options.atol, "rtol": options.rtol, "atol_range": options.atol_range}
     input_name = "lowered" if loaded.lowering is not None else "input"
 
-    onnx_results = RunResults([*verify.run_model(loaded.model, feeds, input_name),
-                               *verify.run_model(optimized, feeds, "optimized")])
+    # Overridable initializers are inputs: fed values other than their defaults, so an optimized
+    # model that baked a default in (folded, fused or merged it) computes something else here.
+    overridden = {name: value for name, value in overridable_feeds(loaded.model, options.seed).items()
+                  if name not in feeds}
+    try:
+        input_results = verify.run_model(loaded.model, {**feeds, **overridden}, input_name)
+        feeds = {**feeds, **overridden}
+    except verify.ModelRunError:
+        if not overridden:
+            raise
+        # The model does not run with other values there (an index out of range): feed the
+        # defaults, the values it is compiled for.
+        feeds = {**feeds, **overridable_feeds(loaded.model, options.seed, defaults=True)}
+        input_results = verify.run_model(loaded.model, feeds, input_name)
+    onnx_results = RunResults([*input_results, *verify.run_model(optimized, feeds, "optimized")])
     input_vs_optimized = verify.compare_run_results(
         onnx_results, reference_name=input_name, candidate_name="optimized", **tolerance)
     input_vs_optimized.input_shapes = {k: list(v.shape) for k, v in feeds.items()}
@@ -213,7 +226,8 @@ def check_parity(loaded: LoadedModel, optimized: onnx.ModelProto,
         return ParityVerdict([input_vs_optimized], input_vs_optimized)
 
     reference_name = loaded.reference_name or "reference"
-    reference_outputs = loaded.reference({k: np.array(v) for k, v in feeds.items()})
+    reference_outputs = loaded.reference({k: np.array(v) for k, v in feeds.items()
+                                          if k not in overridden})
     reference_result = (reference_name,
                         [IterationResult(dict(reference_outputs), runner_name=reference_name)])
     comparisons = []
@@ -231,6 +245,39 @@ def check_parity(loaded: LoadedModel, optimized: onnx.ModelProto,
     reference_vs_lowered, reference_vs_optimized = comparisons
     return ParityVerdict([reference_vs_lowered, input_vs_optimized, reference_vs_optimized],
                          reference_vs_optimized)
+
+
+def overridable_feeds(model: onnx.ModelProto, seed: int = 0, *,
+                      defaults: bool = False) -> dict[str, np.ndarray]:
+    """A value for each overridable initializer of ``model`` (a graph input that is also an
+    initializer), of its default's shape and dtype and different from it in every element, drawn
+    with ``seed``: floating point moved by at least half its magnitude (at least 0.5), integers by
+    one (towards zero where they can), booleans negated, strings extended. With ``defaults``, the
+    defaults themselves."""
+    from trtcompile import ir
+
+    names = set(ir.overridable_initializer_names(model))
+    rng = np.random.default_rng(seed)
+    drawn: dict[str, np.ndarray] = {}
+    for init in model.graph.initializer:
+        if init.name not in names:
+            continue
+        default = onnx.numpy_helper.to_array(init)
+        if defaults:
+            drawn[init.name] = default
+        elif default.dtype.kind == "f":
+            magnitude = np.maximum(np.abs(default.astype(np.float64)), 1.0)
+            step = rng.uniform(0.5, 1.5, default.shape) * rng.choice([-1.0, 1.0], default.shape)
+            drawn[init.name] = (default + step * magnitude).astype(default.dtype)
+        elif default.dtype.kind in "iu":
+            lowest = np.iinfo(default.dtype).min
+            step = np.where(default > max(lowest, 0), -1, 1)
+            drawn[init.name] = (default + step).astype(default.dtype)
+        elif default.dtype.kind == "b":
+            drawn[init.name] = np.logical_not(default)
+        else:
+            drawn[init.name] = np.char.add(default.astype(str), "_").astype(default.dtype)
+    return drawn
 
 
 def onnx_parity_shape_sets(plan: ProfilePlan) -> list[tuple[dict, bool]]:
