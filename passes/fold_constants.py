@@ -369,13 +369,15 @@ class FoldConstants(Pass):
     def _reject(self, graph: gs.Graph, result: PassResult) -> None:
         """Record why what still looks constant or shape-derived did not fold."""
         for subgraph in ir.scopes(graph):
+            outputs = ir.output_names(subgraph)
             for node in subgraph.nodes:
                 if node.op == "Constant":
                     if not ir.is_lowerable_constant(node):
                         result.reject(node, f"Constant with attribute '{next(iter(node.attrs), '')}' "
                                             "cannot become an initializer")
                     continue
-                if self.fold_shapes and node.op == "Shape" and node.outputs[0].outputs:
+                if self.fold_shapes and node.op == "Shape" and (
+                        node.outputs[0].outputs or node.outputs[0].name in outputs):
                     source = node.inputs[0]
                     if isinstance(source, gs.Constant):
                         continue

@@ -268,15 +268,15 @@ def overridable_feeds(model: onnx.ModelProto, seed: int = 0, *,
         elif default.dtype.kind == "f":
             magnitude = np.maximum(np.abs(default.astype(np.float64)), 1.0)
             step = rng.uniform(0.5, 1.5, default.shape) * rng.choice([-1.0, 1.0], default.shape)
-            drawn[init.name] = (default + step * magnitude).astype(default.dtype)
+            drawn[init.name] = np.asarray(default + step * magnitude, dtype=default.dtype)
         elif default.dtype.kind in "iu":
             lowest = np.iinfo(default.dtype).min
             step = np.where(default > max(lowest, 0), -1, 1)
-            drawn[init.name] = (default + step).astype(default.dtype)
+            drawn[init.name] = np.asarray(default + step, dtype=default.dtype)
         elif default.dtype.kind == "b":
-            drawn[init.name] = np.logical_not(default)
+            drawn[init.name] = np.asarray(np.logical_not(default))
         else:
-            drawn[init.name] = np.char.add(default.astype(str), "_").astype(default.dtype)
+            drawn[init.name] = np.asarray(np.char.add(default.astype(str), "_"), dtype=object)
     return drawn
 
 
