@@ -208,8 +208,9 @@ def check_parity(loaded: LoadedModel, optimized: onnx.ModelProto,
     # model that baked a default in (folded, fused or merged it) computes something else here.
     overridden = {name: value for name, value in overridable_feeds(loaded.model, options.seed).items()
                   if name not in feeds}
+    source = _feedable(loaded.model, overridden)
     try:
-        input_results = verify.run_model(loaded.model, {**feeds, **overridden}, input_name)
+        input_results = verify.run_model(source, {**feeds, **overridden}, input_name)
         feeds = {**feeds, **overridden}
     except verify.ModelRunError:
         if not overridden:
@@ -217,8 +218,9 @@ def check_parity(loaded: LoadedModel, optimized: onnx.ModelProto,
         # The model does not run with other values there (an index out of range): feed the
         # defaults, the values it is compiled for.
         feeds = {**feeds, **overridable_feeds(loaded.model, options.seed, defaults=True)}
-        input_results = verify.run_model(loaded.model, feeds, input_name)
-    onnx_results = RunResults([*input_results, *verify.run_model(optimized, feeds, "optimized")])
+        input_results = verify.run_model(source, feeds, input_name)
+    onnx_results = RunResults([*input_results, *verify.run_model(
+        _feedable(optimized, overridden), feeds, "optimized")])
     input_vs_optimized = verify.compare_run_results(
         onnx_results, reference_name=input_name, candidate_name="optimized", **tolerance)
     input_vs_optimized.input_shapes = {k: list(v.shape) for k, v in feeds.items()}
@@ -278,6 +280,24 @@ def overridable_feeds(model: onnx.ModelProto, seed: int = 0, *,
         else:
             drawn[init.name] = np.asarray(np.char.add(default.astype(str), "_"), dtype=object)
     return drawn
+
+
+def _feedable(model: onnx.ModelProto, names) -> onnx.ModelProto:
+    """``model`` with the overridable initializers among ``names`` as plain inputs (a copy; the
+    model itself when there are none). ONNX Runtime does not list an overridable initializer
+    among a session's inputs, so a runner that feeds what the session lists would leave it at
+    its default; an initializer that is not an input (a default baked in) stays one."""
+    names = set(names)
+    inputs = {value.name for value in model.graph.input}
+    if not any(init.name in names and init.name in inputs for init in model.graph.initializer):
+        return model
+    copied = onnx.ModelProto()
+    copied.CopyFrom(model)
+    kept = [init for init in copied.graph.initializer
+            if not (init.name in names and init.name in inputs)]
+    del copied.graph.initializer[:]
+    copied.graph.initializer.extend(kept)
+    return copied
 
 
 def onnx_parity_shape_sets(plan: ProfilePlan) -> list[tuple[dict, bool]]:
