@@ -68,9 +68,9 @@ class PrecisionFp16(Pass):
          not count).
          Ops ONNX Runtime's CPU provider cannot run in float16 (``NO_CPU_FLOAT16_KERNEL``:
          ScatterND and ScatterElements with a reduction) stay float32: parity runs there.
-         A Cast from an integer or bool tensor stays float32: integers (ids, positions, counts)
-         are exact in float32 up to 2^24, in float16 only up to 2048, so an integer path never
-         passes through float16.
+         A Cast from an integer or bool tensor whose result some reader takes back to integers
+         stays float32: integers (ids, positions, counts) are exact in float32 up to 2^24, in
+         float16 only up to 2048, so an integer path never passes through float16.
       2. Casts are inserted only where a float16 and a float32 region meet: after float32 graph
          inputs, before float32 graph outputs (inputs and outputs keep their names and float32
          types), and around kept layers. A tensor is cast once per target type, shared by readers.
@@ -242,6 +242,7 @@ class _Converter:
                 plans[id(node)] = _Plan()
                 continue
             reason = (_SHAPE_ARITHMETIC if id(node) in integer_bound
+                      else _INTEGER_PATH if _integers_back(node, types, integer_bound)
                       else self._keep_reason(node, types, float32))
             if reason is not None:
                 if top_level:
@@ -324,10 +325,7 @@ class _Converter:
                 if ir.text_attr(node, attr, "none") in values:
                     return (f"ONNX Runtime's CPU provider has no float16 {node.op} with {attr} "
                             f"'{ir.text_attr(node, attr, 'none')}'")
-            if node.op == "Cast" and node.inputs and types.get(node.inputs[0].name) not in (
-                    *_FLOAT_TYPES, None):
-                return ("casts integers to float (exact in float32 up to 2^24, in float16 only "
-                        "up to 2048)")
+
         else:
             function = self.functions.get(ir.call_key(node))
             if function is None:
@@ -496,6 +494,20 @@ class _Converter:
 
 
 _SHAPE_ARITHMETIC = "computes values that end up as integers (shape arithmetic, exact only in float32)"
+
+_INTEGER_PATH = ("casts integers to float that end up as integers again (exact in float32 up to "
+                 "2^24, in float16 only up to 2048)")
+
+
+def _integers_back(node: gs.Node, types: dict[str, int], integer_bound: set[int]) -> bool:
+    """True if ``node`` casts an integer (or bool) tensor to float and some reader of the result
+    takes it back to integers (:func:`_integer_bound_nodes`): ids, positions and counts keep
+    float32, so an integer path never passes through float16."""
+    if node.op != "Cast" or not ir.is_onnx_op(node) or not node.inputs:
+        return False
+    if types.get(node.inputs[0].name) in (*_FLOAT_TYPES, None):
+        return False
+    return any(id(reader) in integer_bound for tensor in node.outputs for reader in tensor.outputs)
 
 
 def _integer_bound_nodes(body: gs.Graph, float32: set[str]) -> set[int]:
