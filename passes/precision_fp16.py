@@ -532,6 +532,19 @@ def _integer_bound_nodes(body: gs.Graph, float32: set[str]) -> set[int]:
     return bound
 
 
+#: Integer and bool element types.
+_INTEGER_TYPES = {onnx.TensorProto.BOOL, onnx.TensorProto.INT8, onnx.TensorProto.INT16,
+                  onnx.TensorProto.INT32, onnx.TensorProto.INT64, onnx.TensorProto.UINT8,
+                  onnx.TensorProto.UINT16, onnx.TensorProto.UINT32, onnx.TensorProto.UINT64}
+
+
+def _integer_to_half(source: int, middle: int | None, target: int | None) -> bool:
+    """True for ``integer -> float32 -> float16``, which equals ``integer -> float16``: float32
+    holds every integer below 2^24 exactly, and float16 is infinite from 65520 on (a kept integer
+    Cast read by a float16 layer makes this chain)."""
+    return source in _INTEGER_TYPES and middle == FLOAT and target == FLOAT16
+
+
 def _suffix(fp16: bool) -> str:
     return "fp16" if fp16 else "fp32"
 
@@ -600,7 +613,8 @@ def _merge_cast_chains(body: gs.Graph, types: dict[str, int],
             continue
         source = elem_type(first.inputs[0])
         middle = first.attrs.get("to")
-        if source is None or (source != middle and (source, middle) not in _EXACT_WIDENINGS):
+        if source is None or (source != middle and (source, middle) not in _EXACT_WIDENINGS
+                              and not _integer_to_half(source, middle, node.attrs.get("to"))):
             continue
         if not ctx.may_rewrite("merge-cast-chain", [first, node], result):
             continue
