@@ -54,6 +54,7 @@ class Mutation:
 
 
 M = Mutation
+FP16 = "passes/precision_fp16/__init__.py"
 MUTATIONS: tuple[Mutation, ...] = (
     # dead-layer-elimination -------------------------------------------------------------------
     M("dle-dropout-training", "dead_layer_elimination", "2: a training-mode Dropout stays",
@@ -290,20 +291,20 @@ MUTATIONS: tuple[Mutation, ...] = (
       "passes/transpose_cancellation/push_through.py"),
     # precision-fp16 ---------------------------------------------------------------------------
     M("fp16-widening", "precision_fp16", "casts: only exact widenings merge",
-      "        if source is None or (source != middle and (source, middle) not in _EXACT_WIDENINGS):",
-      "        if source is None:"),
+      "        if source is None or (source != middle and (source, middle) not in _EXACT_WIDENINGS\n",
+      "        if source is None or (False\n", "passes/precision_fp16/casts.py"),
     M("fp16-fits", "precision_fp16", "constants out of float16 range stay float32",
-      "    if float(magnitudes.max()) > FLOAT16_MAX:", "    if False:"),
+      "    if float(magnitudes.max()) > FLOAT16_MAX:", "    if False:", FP16),
     M("fp16-underflow", "precision_fp16", "a nonzero constant float16 flushes to zero stays float32",
-      "    if flushed.any():", "    if False:"),
+      "    if flushed.any():", "    if False:", FP16),
     M("fp16-integer-cast", "precision_fp16", "a Cast of integers stays float32",
       "    if node.op != \"Cast\" or not ir.is_onnx_op(node) or not node.inputs:\n        return False",
-      "    if True:\n        return False"),
+      "    if True:\n        return False", FP16),
     M("fp16-cpu-kernel", "precision_fp16", "ops without a float16 CPU kernel stay float32",
-      '                if ir.text_attr(node, attr, "none") in values:', "                if False:"),
+      '                if ir.text_attr(node, attr, "none") in values:', "                if False:", FP16),
     M("fp16-boundary-cast", "precision_fp16", "boundary Casts stay: a fixed point of itself",
       "                plans[id(node)] = _Plan()\n                continue\n            reason = (",
-      "                pass\n            reason = ("),
+      "                pass\n            reason = (", FP16),
     # scopes and interface (the IR the passes build on) ------------------------------------------
     M("cbaf-bn-spatial", "conv_bias_activation_fusion", "3: BatchNorm spatial=0 stays",
       '        if opset < 9 and not int(node.attrs.get("spatial", 1)):', "        if False:"),

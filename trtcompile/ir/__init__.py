@@ -16,7 +16,7 @@ and :mod:`~trtcompile.ir.provenance` as ``ir.<name>``, shape inference as ``ir.i
 other modules as ``ir.fused_layer``, ``ir.rewrite``, ``ir.analysis``, ``ir.cost``.
 """
 
-from trtcompile.ir import analysis, cost, fused_layer, graph, io, provenance, rewrite
+from trtcompile.ir import analysis, cost, fused_layer, graph, interface, io, provenance, rewrite
 from trtcompile.ir.analysis import (
     SHAPE_VALUE_LIMIT,
     ShapeFacts,
@@ -31,7 +31,6 @@ from trtcompile.ir.graph import (
     SEGMENT_PREFIX,
     TRTCOMPILE_DOMAIN,
     NameScope,
-    OverridableInput,
     add_local_function,
     call,
     call_key,
@@ -54,7 +53,6 @@ from trtcompile.ir.graph import (
     is_lowerable_constant,
     is_onnx_domain,
     is_onnx_op,
-    is_overridable,
     is_segment,
     iter_nodes,
     layer_count,
@@ -66,7 +64,6 @@ from trtcompile.ir.graph import (
     outer_reads,
     outer_scope_reads,
     output_names,
-    overridable_initializers,
     producer,
     replace_uses,
     same_pads,
@@ -78,6 +75,7 @@ from trtcompile.ir.graph import (
     to_networkx,
     toposort,
 )
+from trtcompile.ir.interface import OverridableInput, is_overridable, overridable_initializers
 from trtcompile.ir.io import (
     atomic_write_bytes,
     evaluable_ir_version,
@@ -100,7 +98,7 @@ __all__ = [
     "evaluable_ir_version", "exclusive_lock", "export_model", "find_function", "fingerprint",
     "model_digest",
     "function_body_key", "function_key", "function_of", "functions_by_key", "fused_layer", "graph", "has_single_use",
-    "histogram_delta", "import_model", "inferred_dims", "io", "is_fused_layer", "is_onnx_domain",
+    "histogram_delta", "import_model", "interface", "inferred_dims", "io", "is_fused_layer", "is_onnx_domain",
     "is_lowerable_constant", "is_onnx_op", "is_overridable", "is_segment", "iter_nodes", "known_dims", "layer_count", "live_nodes", "load", "lower_constant",
     "name_nodes", "op_histogram", "op_key", "opset", "outer_reads", "outer_scope_reads", "output_names", "overridable_initializer_names",
     "overridable_initializers",

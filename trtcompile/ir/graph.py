@@ -177,8 +177,7 @@ def live_nodes(graph: gs.Graph) -> set[int]:
 
 
 def dead_nodes(graph: gs.Graph) -> list[gs.Node]:
-    """The nodes of every scope (:func:`scope_nodes`) that no graph output depends on
-    (:func:`live_nodes`): what a pass must not leave behind."""
+    """The nodes of every scope that no graph output depends on: what a pass must not leave."""
     live = live_nodes(graph)
     return [node for node in scope_nodes(graph) if id(node) not in live]
 
@@ -245,42 +244,6 @@ def fingerprint(graph: gs.Graph) -> int:
     finally:
         if gc_was_enabled:
             gc.enable()
-
-
-# --------------------------------------------------------------------------------------------
-# Overridable initializers
-# --------------------------------------------------------------------------------------------
-
-
-class OverridableInput(gs.Variable):
-    """A graph input with a default value: in ONNX (IR >= 4) a main-graph input that is also an
-    initializer. The caller may feed it; when it does not, the default applies.
-
-    onnx-graphsurgeon imports such an input as a plain constant and drops it from the inputs, so
-    every pass would fold, fuse or merge a value the user can change.
-    :func:`~trtcompile.ir.io.import_model` makes it this variable instead: a pass sees a graph
-    input like any other (``constant_value`` is None, it is no ``gs.Constant``), and
-    :func:`~trtcompile.ir.io.export_model` writes ``default`` back as its initializer.
-    """
-
-    def __init__(self, name: str, dtype=None, shape=None, default: gs.Constant | None = None):
-        super().__init__(name, dtype, shape)
-        #: The initializer's value (a :class:`gs.Constant` outside the graph, loaded lazily).
-        self.default = default
-
-    def copy(self) -> OverridableInput:
-        """A copy that keeps the default (``Graph.copy`` copies tensors through this)."""
-        return OverridableInput(self.name, self.dtype, self.shape, self.default)
-
-
-def is_overridable(tensor: gs.Tensor) -> bool:
-    """True if ``tensor`` is a graph input with a default value (an overridable initializer)."""
-    return isinstance(tensor, OverridableInput)
-
-
-def overridable_initializers(graph: gs.Graph) -> list[OverridableInput]:
-    """The graph inputs that have default values, in input order."""
-    return [tensor for tensor in graph.inputs if is_overridable(tensor)]
 
 
 # --------------------------------------------------------------------------------------------
@@ -530,8 +493,7 @@ def outer_reads(node: gs.Node) -> list[gs.Tensor]:
 
 
 def outer_scope_reads(node: gs.Node) -> set[str]:
-    """Names of the tensors the subgraphs of ``node`` read from outside themselves
-    (:func:`outer_reads`)."""
+    """Names of the tensors the subgraphs of ``node`` read from outside (:func:`outer_reads`)."""
     return {tensor.name for tensor in outer_reads(node)}
 
 
@@ -565,10 +527,9 @@ def toposort(graph: gs.Graph) -> gs.Graph:
 
 
 def function_body_key(function: gs.Function) -> tuple:
-    """A hashable form of what ``function`` computes: its nodes (domain, op, attributes, and which
-    parameter, earlier result or constant value each reads), how many parameters it takes and
-    which results it returns. Tensor and node names do not enter it, so two functions with equal
-    keys compute the same thing."""
+    """A hashable form of what ``function`` computes: its nodes (domain, op, attributes, which
+    parameter, earlier result or constant each reads), its arity and results; names do not enter
+    it, so two functions with equal keys compute the same thing."""
     index: dict[int, int] = {id(t): i for i, t in enumerate(function.inputs)}
 
     def value_key(value) -> object:
@@ -604,7 +565,6 @@ def function_body_key(function: gs.Function) -> tuple:
 
 def add_local_function(graph: gs.Graph, function: gs.Function) -> gs.Function:
     """Add ``function`` to the graph, or return the graph's function that computes the same.
-
     Function names are specialization keys: two functions with the same name must have the same
     body. A function of the same domain and name whose body differs (the model's own, say) is not
     reused: ``function`` then takes the first free name ``<name>_1``, ``<name>_2``, ... (or the

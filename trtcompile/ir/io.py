@@ -18,14 +18,14 @@ from trtcompile.ir.graph import (
     IR_VERSION,
     TRTCOMPILE_DOMAIN,
     NameScope,
-    OverridableInput,
     call_key,
     function_key,
     iter_nodes,
-    overridable_initializers,
     scope_nodes,
     scopes,
 )
+
+from trtcompile.ir.interface import OverridableInput, overridable_initializers
 
 #: The first IR version in which an initializer need not be a graph input: from it on, one that is
 #: an input too is a default the caller may override (before it, every initializer is an input).

@@ -11,11 +11,9 @@ import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 
+from passes.precision_fp16.casts import FLOAT, FLOAT16, merge_cast_chains
 from trtcompile import ir
 from trtcompile.pm import Pass, PassContext, PassResult
-
-FLOAT = onnx.TensorProto.FLOAT
-FLOAT16 = onnx.TensorProto.FLOAT16
 
 #: Largest finite float16.
 FLOAT16_MAX = float(np.finfo(np.float16).max)
@@ -29,12 +27,6 @@ DEFAULT_KEEP_OPS = (
     "LayerNormalization", "InstanceNormalization", "GroupNormalization", "LpNormalization",
     "MeanVarianceNormalization",
 )
-
-#: Float widenings a Cast chain may skip: ``a -> b -> c`` equals ``a -> c`` when ``a -> b`` is exact.
-_EXACT_WIDENINGS = {
-    (FLOAT16, FLOAT), (FLOAT16, onnx.TensorProto.DOUBLE), (FLOAT, onnx.TensorProto.DOUBLE),
-    (onnx.TensorProto.BFLOAT16, FLOAT), (onnx.TensorProto.BFLOAT16, onnx.TensorProto.DOUBLE),
-}
 
 _FLOAT_TYPES = {FLOAT16, FLOAT, onnx.TensorProto.DOUBLE, onnx.TensorProto.BFLOAT16}
 
@@ -104,7 +96,7 @@ class PrecisionFp16(Pass):
         converter.convert(graph, types, input_fp16=[False] * len(graph.inputs),
                           output_fp16=[False] * len(graph.outputs), top_level=True)
         for body in [graph, *graph.functions]:
-            merged = _merge_cast_chains(body, converter.types_of(body), graph.outputs, ctx, result)
+            merged = merge_cast_chains(body, converter.types_of(body), graph.outputs, ctx, result)
             if merged:
                 result.count("merged_casts", merged)
         graph.cleanup(remove_unused_graph_inputs=False)
@@ -233,7 +225,7 @@ class _Converter:
             if node.op == "Constant" and not node.inputs:
                 constant_nodes.append(node)
                 continue
-            if node.op == "Cast" and ir.is_onnx_op(node) and (
+            if node.op == "Cast" and ir.is_onnx_op(node) and id(node) not in integer_bound and (
                     not any(t.name in float32 for t in node.outputs)
                     or types.get(node.inputs[0].name) == FLOAT16):
                 # A Cast out of float32 reads float16 as well (it is the conversion); a Cast of
@@ -390,7 +382,7 @@ class _Converter:
             output_fp16 = [i in plan.outputs for i in range(len(body.outputs))]
             changed = self.convert(body, body_types, input_fp16=input_fp16,
                                    output_fp16=output_fp16, top_level=False)
-            _merge_cast_chains(body, body_types, body.outputs, self.ctx, self.result)
+            merge_cast_chains(body, body_types, body.outputs, self.ctx, self.result)
             body.cleanup()
             ir.toposort(body)
             if changed:
@@ -532,19 +524,6 @@ def _integer_bound_nodes(body: gs.Graph, float32: set[str]) -> set[int]:
     return bound
 
 
-#: Integer and bool element types.
-_INTEGER_TYPES = {onnx.TensorProto.BOOL, onnx.TensorProto.INT8, onnx.TensorProto.INT16,
-                  onnx.TensorProto.INT32, onnx.TensorProto.INT64, onnx.TensorProto.UINT8,
-                  onnx.TensorProto.UINT16, onnx.TensorProto.UINT32, onnx.TensorProto.UINT64}
-
-
-def _integer_to_half(source: int, middle: int | None, target: int | None) -> bool:
-    """True for ``integer -> float32 -> float16``, which equals ``integer -> float16``: float32
-    holds every integer below 2^24 exactly, and float16 is infinite from 65520 on (a kept integer
-    Cast read by a float16 layer makes this chain)."""
-    return source in _INTEGER_TYPES and middle == FLOAT and target == FLOAT16
-
-
 def _suffix(fp16: bool) -> str:
     return "fp16" if fp16 else "fp32"
 
@@ -580,48 +559,3 @@ def _float16_problem(values: np.ndarray) -> str | None:
 def _fits_float16(values: np.ndarray) -> bool:
     """True if float16 stores ``values`` without overflow or a nonzero becoming zero."""
     return _float16_problem(values) is None
-
-
-def _merge_cast_chains(body: gs.Graph, types: dict[str, int],
-                       protected_outputs: Sequence[gs.Tensor], ctx: PassContext,
-                       result: PassResult) -> int:
-    """Merge ``Cast -> Cast`` where the first is exact; drop a merged Cast that cancels."""
-    protected = {t.name for t in protected_outputs} | ir.output_names(body)
-
-    def elem_type(tensor: gs.Tensor) -> int | None:
-        if isinstance(tensor, gs.Variable) and tensor.dtype is not None:
-            return onnx.helper.np_dtype_to_tensor_dtype(np.dtype(tensor.dtype))
-        if isinstance(tensor, gs.Constant):
-            return onnx.helper.np_dtype_to_tensor_dtype(tensor.values.dtype)
-        return types.get(tensor.name)
-
-    merged = 0
-    for node in list(body.nodes):
-        if node.op != "Cast" or not node.inputs:
-            continue
-        if (elem_type(node.inputs[0]) == node.attrs.get("to")
-                and node.outputs[0].name not in protected):
-            if not ctx.may_rewrite("remove-noop-cast", node, result):
-                continue
-            ir.replace_uses(node.outputs[0], node.inputs[0])  # a Cast to its own type
-            node.inputs.clear()
-            node.outputs.clear()
-            merged += 1
-            continue
-        first = ir.producer(node.inputs[0])
-        if first is None or first.op != "Cast" or not first.inputs:
-            continue
-        source = elem_type(first.inputs[0])
-        middle = first.attrs.get("to")
-        if source is None or (source != middle and (source, middle) not in _EXACT_WIDENINGS
-                              and not _integer_to_half(source, middle, node.attrs.get("to"))):
-            continue
-        if not ctx.may_rewrite("merge-cast-chain", [first, node], result):
-            continue
-        node.inputs[0] = first.inputs[0]
-        merged += 1
-        if node.attrs.get("to") == source and node.outputs[0].name not in protected:
-            ir.replace_uses(node.outputs[0], node.inputs[0])
-            node.inputs.clear()
-            node.outputs.clear()
-    return merged
