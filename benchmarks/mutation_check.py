@@ -57,6 +57,7 @@ class Mutation:
 
 
 M = Mutation
+FP16 = "passes/precision_fp16/__init__.py"
 MUTATIONS: tuple[Mutation, ...] = (
     # dead-layer-elimination -------------------------------------------------------------------
     M("dle-dropout-training", "dead_layer_elimination", "2: a training-mode Dropout stays",
@@ -109,8 +110,8 @@ MUTATIONS: tuple[Mutation, ...] = (
       "affine.shift = ((affine.shift - payload[\"mean\"].astype(np.float64)) * factor",
       "affine.shift = ((affine.shift + payload[\"mean\"].astype(np.float64)) * factor"),
     M("conv-bn-training", "conv_bias_activation_fusion", "3: a training-mode BatchNorm stays",
-      '        training = _batchnorm_training_form(node, ir.opset(scope.graph))\n        if training:',
-      '        training = _batchnorm_training_form(node, ir.opset(scope.graph))\n        if False:'),
+      '        training = _batchnorm_training_form(node, opset)\n        if training:',
+      '        training = _batchnorm_training_form(node, opset)\n        if False:'),
     M("conv-per-channel", "conv_bias_activation_fusion",
       "1: a bias that varies along another axis stays",
       "    if any(d != 1 for i, d in enumerate(shape) if i != 1) or shape[1] not in (1, channels):",
@@ -185,6 +186,8 @@ MUTATIONS: tuple[Mutation, ...] = (
       "            outputs = tuple(not t.is_empty() for t in node.outputs)",
       "            outputs = ()"),
     # conv-split-fission -----------------------------------------------------------------------
+    M("csf-unread-piece", "conv_split_fission", "4: a Split output nothing reads gets no piece",
+      "            if not scope.is_read(output):", "            if False:"),
     M("csf-axis", "conv_split_fission", "1: only a Split on the channel axis is fissioned",
       "        if axis != 1:\n            return Reject([node, reader]",
       "        if False:\n            return Reject([node, reader]"),
@@ -291,11 +294,41 @@ MUTATIONS: tuple[Mutation, ...] = (
       "passes/transpose_cancellation/push_through.py"),
     # precision-fp16 ---------------------------------------------------------------------------
     M("fp16-widening", "precision_fp16", "casts: only exact widenings merge",
-      "        if source is None or (source != middle and (source, middle) not in _EXACT_WIDENINGS):",
-      "        if source is None:"),
+      "        if source is None or (source != middle and (source, middle) not in _EXACT_WIDENINGS\n",
+      "        if source is None or (False\n", "passes/precision_fp16/casts.py"),
     M("fp16-fits", "precision_fp16", "constants out of float16 range stay float32",
-      "    return finite.size == 0 or float(np.abs(finite).max()) <= FLOAT16_MAX",
-      "    return True"),
+      "    if float(magnitudes.max()) > FLOAT16_MAX:", "    if False:", FP16),
+    M("fp16-underflow", "precision_fp16", "a nonzero constant float16 flushes to zero stays float32",
+      "    if flushed.any():", "    if False:", FP16),
+    M("fp16-integer-cast", "precision_fp16", "a Cast of integers stays float32",
+      "    if node.op != \"Cast\" or not ir.is_onnx_op(node) or not node.inputs:\n        return False",
+      "    if True:\n        return False", FP16),
+    M("fp16-cpu-kernel", "precision_fp16", "ops without a float16 CPU kernel stay float32",
+      '                if ir.text_attr(node, attr, "none") in values:', "                if False:", FP16),
+    M("fp16-boundary-cast", "precision_fp16", "boundary Casts stay: a fixed point of itself",
+      "                plans[id(node)] = _Plan()\n                continue\n            reason = (",
+      "                pass\n            reason = (", FP16),
+    # scopes and interface (the IR the passes build on) ------------------------------------------
+    M("cbaf-bn-spatial", "conv_bias_activation_fusion", "3: BatchNorm spatial=0 stays",
+      '        if opset < 9 and not int(node.attrs.get("spatial", 1)):', "        if False:"),
+    M("cbaf-bn-denominator", "conv_bias_activation_fusion", "3: var + epsilon <= 0 stays",
+      "        if not np.all(denominator > 0):", "        if False:"),
+    M("ir-function-body", "conv_bias_activation_fusion", "a function is reused only for its body",
+      "        if function_body_key(existing) == key:", "        if True:",
+      path="trtcompile/ir/graph.py"),
+    M("ir-overridable-import", "conv_bias_activation_fusion",
+      "overridable initializers stay graph inputs",
+      "    names = overridable_initializer_names(model)\n    if not names:",
+      "    names = []\n    if not names:", path="trtcompile/ir/io.py"),
+    M("fc-sequences", "fold_constants", "9: sequences are left alone",
+      "            if _makes_non_tensor(node):\n                for sub in subgraphs:",
+      "            if False:\n                for sub in subgraphs:"),
+    M("fc-shape-only-island", "fold_constants", "3: a dynamic Shape alone stays",
+      '                    if node.op == "Constant":\n                        ir.lower_constant(node)\n                continue',
+      '                    if True:\n                        ir.lower_constant(node)\n                continue'),
+    M("ir-live-outer-reads", "fold_constants", "what a body reads is used (live)",
+      "        stack.extend(t.inputs[0] for t in outer_reads(node) if t.inputs)", "        pass",
+      path="trtcompile/ir/graph.py"),
     # quantize-int8 ----------------------------------------------------------------------------
     M("int8-weight-axis", "quantize_int8", "per-channel weight scales on the output axis",
       "                values, scales = quantize_per_channel(layer.weight_values, layer.axis)",

@@ -310,9 +310,6 @@ def _scaled_conv_function(graph: gs.Graph, attrs: dict[str, Any], activation: st
     attributes (whose activation nodes it reuses), named ``ConvScaleBias<Act>_<attributes>``."""
     name = "ConvScaleBias" + function_name(attrs, activation, activation_params,
                                            dtype)[len("ConvBias"):]
-    existing = ir.find_function(graph, name)
-    if existing is not None:
-        return existing
     # The activation (and any constants it reads) as conv_function spells it: one convention for
     # every fused conv, whatever its epilogue.
     template = conv_function(gs.Graph(opset=ir.opset(graph)), attrs, activation, activation_params,

@@ -232,7 +232,8 @@ class ConvBiasActivationFusion(Pass, RewriteRule):
                         break
                     self._match_residual(chain, follower, current, residual, scope)
                 elif follower.op == "BatchNormalization":
-                    chain.steps.append(("batchnorm", follower, self._batchnorm(follower, scope)))
+                    chain.steps.append(("batchnorm", follower,
+                                        self._batchnorm(follower, scope, conv)))
                 else:
                     chain.steps.append(self._match_affine(follower, current, conv))
                 current = follower.outputs[0]
@@ -330,14 +331,18 @@ class ConvBiasActivationFusion(Pass, RewriteRule):
                 params[param] = float(node.attrs.get(param, default))
         chain.activation, chain.activation_node, chain.activation_params = spec, node, params
 
-    def _batchnorm(self, node: gs.Node, scope: Scope) -> dict[str, Any]:
+    def _batchnorm(self, node: gs.Node, scope: Scope, conv: gs.Node) -> dict[str, Any]:
         graph_outputs = scope.outputs
         if not self.fold_batchnorm:
             raise _Stop(None)
-        training = _batchnorm_training_form(node, ir.opset(scope.graph))
+        opset = ir.opset(scope.graph)
+        training = _batchnorm_training_form(node, opset)
         if training:
             raise _Stop(f"BatchNormalization in training mode ({training}): it normalizes with "
                         "the batch's statistics, not the running ones", node)
+        if opset < 9 and not int(node.attrs.get("spatial", 1)):
+            raise _Stop(f"BatchNormalization with spatial=0 (opset {opset}) normalizes each "
+                        "element with statistics of its own, not per channel", node)
         if any(t.outputs or t.name in graph_outputs for t in node.outputs[1:] if not t.is_empty()):
             raise _Stop("BatchNormalization running-statistics outputs are requested", node)
         values = {}
@@ -346,7 +351,18 @@ class ConvBiasActivationFusion(Pass, RewriteRule):
             if value is None:
                 raise _Stop(f"BatchNormalization {key} '{tensor.name}' is not a constant", node)
             values[key] = value
+        channels = ir.constant_value(conv.inputs[1]).shape[0]
+        for key, value in values.items():
+            if value.shape != (channels,):
+                raise _Stop(f"BatchNormalization {key} has shape {list(value.shape)}, not one "
+                            f"value per channel ([{channels}])", node)
         values["epsilon"] = float(node.attrs.get("epsilon", 1e-5))
+        denominator = values["var"].astype(np.float64) + values["epsilon"]
+        if not np.all(denominator > 0):
+            # A zero or negative var + epsilon divides by zero (or takes the root of a negative):
+            # folded, the weights would be inf or NaN; computed, the BN yields the same per element.
+            raise _Stop("BatchNormalization var + epsilon is not positive in every channel "
+                        "(the folded weights would be infinite or NaN)", node)
         return values
 
     def _match_affine(self, node: gs.Node, current: gs.Tensor, conv: gs.Node) -> tuple[str, gs.Node, Any]:

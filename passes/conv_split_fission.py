@@ -47,7 +47,8 @@ class ConvSplitFission(Pass, RewriteRule):
          input channels, so a piece would not be a convolution of the whole input.
       4. Piece ``i`` is the same op (same attributes, same fused function: the activation is
          per channel) with weights ``W[o_i:o_i+n_i]`` and bias ``B[o_i:o_i+n_i]`` (zeros when the
-         Conv has none), writing the Split's ``i``-th output under its own name.
+         Conv has none), writing the Split's ``i``-th output under its own name. A Split output
+         nothing reads (nor a graph output) gets no piece: the pass leaves no dead node.
 
     Measured on TensorRT-RTX 1.7 with a YOLOv8n-style network (C2f blocks: ``cv1`` conv, Split in
     halves, the second half read by the bottleneck and both halves by the block's Concat): the
@@ -85,6 +86,9 @@ class ConvSplitFission(Pass, RewriteRule):
         offset = 0
         x = node.inputs[0]
         for index, (size, output) in enumerate(zip(match.sizes, list(split.outputs))):
+            if not scope.is_read(output):  # a piece nothing reads would be a dead node
+                offset += size
+                continue
             w = gs.Constant(names.fresh(f"{node.name}_weights_{index}"),
                             np.ascontiguousarray(match.weights[offset:offset + size]))
             b = gs.Constant(names.fresh(f"{node.name}_bias_{index}"),

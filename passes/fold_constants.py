@@ -16,6 +16,14 @@ from trtcompile.pm import Pass, PassContext, PassResult
 #: Q/DQ pairs on weights as precision, so they must stay.
 _NEVER_FOLDED = frozenset({"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear"})
 
+#: Ops whose results are sequences or optionals, not tensors: onnx-graphsurgeon's folding turns a
+#: value into an initializer, which only a tensor can be (a folded ``SequenceEmpty`` is a Python
+#: list), so these ops and what reads them stay (rule 9).
+_NON_TENSOR_OPS = frozenset({
+    "SequenceEmpty", "SequenceConstruct", "SequenceInsert", "SequenceErase", "SplitToSequence",
+    "SequenceMap", "Optional", "OptionalGetElement",
+})
+
 #: Ops whose outputs only depend on their input's shape.
 _SHAPE_OPS = frozenset({"Shape", "Size"})
 
@@ -92,6 +100,9 @@ class FoldConstants(Pass):
       7. If/Loop/Scan bodies are folded the same way; model-local function bodies are left alone
          (they are fused layers whose bodies other passes write).
       8. The nodes folding leaves without readers are removed.
+      9. Sequences and optionals are left alone: a node that makes one (``_NON_TENSOR_OPS``, or an
+         output typed as a sequence or an optional) does not fold, so neither does what reads it.
+         Overridable initializers (graph inputs with a default) are inputs, not constants.
 
     Cost: one scan over the nodes finds the *islands* that may fold (nodes whose inputs are
     constant or derive from a partly static shape). Without one, onnx-graphsurgeon is not called;
@@ -153,7 +164,7 @@ class FoldConstants(Pass):
             part: list[gs.Node] = []
             for node in subgraph.nodes:
                 if (node.op in _NEVER_FOLDED or node.op == "Constant" or ir.subgraphs(node)
-                        or not node.inputs or not ir.is_onnx_op(node)):
+                        or not node.inputs or not ir.is_onnx_op(node) or _makes_non_tensor(node)):
                     continue
                 if all(t.is_empty() or isinstance(t, gs.Constant) or id(ir.producer(t)) in derived
                        for t in node.inputs):
@@ -213,9 +224,11 @@ class FoldConstants(Pass):
             if not island.nodes or not ctx.may_rewrite("fold-island", island.nodes, result):
                 continue
             if not island.evaluates:
-                # Only Constant nodes: lowering them is all onnx-graphsurgeon would do.
+                # Only Constant nodes (and Shapes of partly static shapes that no Gather or Slice
+                # reads, which stay): lowering the constants is all onnx-graphsurgeon would do.
                 for node in island.nodes:
-                    ir.lower_constant(node)
+                    if node.op == "Constant":
+                        ir.lower_constant(node)
                 continue
             for node in island.nodes:
                 if node.op == "Constant":
@@ -309,6 +322,10 @@ class FoldConstants(Pass):
                     constants.update(t.name for t in node.outputs)
                 continue
             subgraphs = ir.subgraphs(node)
+            if _makes_non_tensor(node):
+                for sub in subgraphs:
+                    self._scan(sub, constants, shapes, scan)
+                continue
             foreign = [t for sub in subgraphs for t in sub._foreign_tensors().values()]
             if node.op not in _NEVER_FOLDED and all(is_constant(t) for t in node.inputs) and all(
                     is_constant(t) for t in foreign):
@@ -352,13 +369,15 @@ class FoldConstants(Pass):
     def _reject(self, graph: gs.Graph, result: PassResult) -> None:
         """Record why what still looks constant or shape-derived did not fold."""
         for subgraph in ir.scopes(graph):
+            outputs = ir.output_names(subgraph)
             for node in subgraph.nodes:
                 if node.op == "Constant":
                     if not ir.is_lowerable_constant(node):
                         result.reject(node, f"Constant with attribute '{next(iter(node.attrs), '')}' "
                                             "cannot become an initializer")
                     continue
-                if self.fold_shapes and node.op == "Shape" and node.outputs[0].outputs:
+                if self.fold_shapes and node.op == "Shape" and (
+                        node.outputs[0].outputs or node.outputs[0].name in outputs):
                     source = node.inputs[0]
                     if isinstance(source, gs.Constant):
                         continue
@@ -371,7 +390,8 @@ class FoldConstants(Pass):
                             result.reject(node, f"shape of '{source.name}' has dynamic "
                                                 f"dimension(s) {', '.join(dynamic)}")
                     continue
-                if node.op in _NEVER_FOLDED or not node.inputs or ir.subgraphs(node):
+                if (node.op in _NEVER_FOLDED or not node.inputs or ir.subgraphs(node)
+                        or _makes_non_tensor(node)):
                     continue
                 if all(t.is_empty() or isinstance(t, gs.Constant) for t in node.inputs):
                     result.reject(node, self._unfolded_reason(node))
@@ -400,6 +420,12 @@ def _island_outputs(island: _Island) -> list[gs.Tensor]:
             if tensor.name in graph_outputs or any(id(r) not in members for r in tensor.outputs):
                 outputs.append(tensor)
     return outputs
+
+
+def _makes_non_tensor(node: gs.Node) -> bool:
+    """True if ``node`` produces a sequence or an optional (rule 9)."""
+    return (node.op in _NON_TENSOR_OPS and ir.is_onnx_op(node)) or any(
+        getattr(t, "type", "tensor_type") not in ("tensor_type", None) for t in node.outputs)
 
 
 def _is_static(shape) -> bool:

@@ -216,8 +216,23 @@ def check_parity(loaded: LoadedModel, optimized: onnx.ModelProto,
     tolerance = {"atol": options.atol, "rtol": options.rtol, "atol_range": options.atol_range}
     input_name = "lowered" if loaded.lowering is not None else "input"
 
-    onnx_results = RunResults([*inputs.run_model(loaded.model, feeds, input_name),
-                               *inputs.run_model(optimized, feeds, "optimized")])
+    # Overridable initializers are inputs: fed values other than their defaults, so an optimized
+    # model that baked a default in (folded, fused or merged it) computes something else here.
+    overridden = {name: value for name, value in overridable_feeds(loaded.model, options.seed).items()
+                  if name not in feeds}
+    source = _feedable(loaded.model, overridden)
+    try:
+        input_results = inputs.run_model(source, {**feeds, **overridden}, input_name)
+        feeds = {**feeds, **overridden}
+    except verify.ModelRunError:
+        if not overridden:
+            raise
+        # The model does not run with other values there (an index out of range): feed the
+        # defaults, the values it is compiled for.
+        feeds = {**feeds, **overridable_feeds(loaded.model, options.seed, defaults=True)}
+        input_results = inputs.run_model(source, feeds, input_name)
+    onnx_results = RunResults([*input_results, *inputs.run_model(
+        _feedable(optimized, overridden), feeds, "optimized")])
     with _empty_outputs_quiet():
         input_vs_optimized = verify.compare_run_results(
             onnx_results, reference_name=input_name, candidate_name="optimized", **tolerance)
@@ -226,7 +241,8 @@ def check_parity(loaded: LoadedModel, optimized: onnx.ModelProto,
         return ParityVerdict([input_vs_optimized], input_vs_optimized)
 
     reference_name = loaded.reference_name or "reference"
-    reference_outputs = loaded.reference({k: np.array(v) for k, v in feeds.items()})
+    reference_outputs = loaded.reference({k: np.array(v) for k, v in feeds.items()
+                                          if k not in overridden})
     reference_result = (reference_name,
                         [IterationResult(dict(reference_outputs), runner_name=reference_name)])
     comparisons = []
@@ -245,6 +261,57 @@ def check_parity(loaded: LoadedModel, optimized: onnx.ModelProto,
     reference_vs_lowered, reference_vs_optimized = comparisons
     return ParityVerdict([reference_vs_lowered, input_vs_optimized, reference_vs_optimized],
                          reference_vs_optimized)
+
+
+def overridable_feeds(model: onnx.ModelProto, seed: int = 0, *,
+                      defaults: bool = False) -> dict[str, np.ndarray]:
+    """A value for each overridable initializer of ``model`` (a graph input that is also an
+    initializer), of its default's shape and dtype and different from it in every element, drawn
+    with ``seed``: floating point moved by at least half its magnitude (at least 0.5), integers by
+    one (towards zero where they can), booleans negated, strings extended. With ``defaults``, the
+    defaults themselves."""
+    from trtcompile import ir
+
+    names = set(ir.overridable_initializer_names(model))
+    rng = np.random.default_rng(seed)
+    drawn: dict[str, np.ndarray] = {}
+    for init in model.graph.initializer:
+        if init.name not in names:
+            continue
+        default = onnx.numpy_helper.to_array(init)
+        if defaults:
+            drawn[init.name] = default
+        elif default.dtype.kind == "f":
+            magnitude = np.maximum(np.abs(default.astype(np.float64)), 1.0)
+            step = rng.uniform(0.5, 1.5, default.shape) * rng.choice([-1.0, 1.0], default.shape)
+            drawn[init.name] = np.asarray(default + step * magnitude, dtype=default.dtype)
+        elif default.dtype.kind in "iu":
+            lowest = np.iinfo(default.dtype).min
+            step = np.where(default > max(lowest, 0), -1, 1)
+            drawn[init.name] = np.asarray(default + step, dtype=default.dtype)
+        elif default.dtype.kind == "b":
+            drawn[init.name] = np.asarray(np.logical_not(default))
+        else:
+            drawn[init.name] = np.asarray(np.char.add(default.astype(str), "_"), dtype=object)
+    return drawn
+
+
+def _feedable(model: onnx.ModelProto, names) -> onnx.ModelProto:
+    """``model`` with the overridable initializers among ``names`` as plain inputs (a copy; the
+    model itself when there are none). ONNX Runtime does not list an overridable initializer
+    among a session's inputs, so a runner that feeds what the session lists would leave it at
+    its default; an initializer that is not an input (a default baked in) stays one."""
+    names = set(names)
+    inputs = {value.name for value in model.graph.input}
+    if not any(init.name in names and init.name in inputs for init in model.graph.initializer):
+        return model
+    copied = onnx.ModelProto()
+    copied.CopyFrom(model)
+    kept = [init for init in copied.graph.initializer
+            if not (init.name in names and init.name in inputs)]
+    del copied.graph.initializer[:]
+    copied.graph.initializer.extend(kept)
+    return copied
 
 
 def onnx_parity_shape_sets(plan: ProfilePlan) -> list[tuple[dict, bool]]:

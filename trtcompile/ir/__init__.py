@@ -16,7 +16,7 @@ and :mod:`~trtcompile.ir.provenance` as ``ir.<name>``, shape inference as ``ir.i
 other modules as ``ir.fused_layer``, ``ir.rewrite``, ``ir.analysis``, ``ir.cost``.
 """
 
-from trtcompile.ir import analysis, cost, fused_layer, graph, io, provenance, rewrite
+from trtcompile.ir import analysis, cost, fused_layer, graph, interface, io, provenance, rewrite
 from trtcompile.ir.analysis import (
     SHAPE_VALUE_LIMIT,
     ShapeFacts,
@@ -39,9 +39,11 @@ from trtcompile.ir.graph import (
     constant_shape,
     constant_value,
     consumers,
+    dead_nodes,
     find_function,
     fingerprint,
     model_digest,
+    function_body_key,
     function_key,
     function_of,
     functions_by_key,
@@ -59,6 +61,7 @@ from trtcompile.ir.graph import (
     op_histogram,
     op_key,
     opset,
+    outer_reads,
     outer_scope_reads,
     output_names,
     producer,
@@ -72,6 +75,7 @@ from trtcompile.ir.graph import (
     to_networkx,
     toposort,
 )
+from trtcompile.ir.interface import OverridableInput, is_overridable, overridable_initializers
 from trtcompile.ir.io import (
     atomic_write_bytes,
     evaluable_ir_version,
@@ -80,6 +84,7 @@ from trtcompile.ir.io import (
     import_model,
     load,
     name_nodes,
+    overridable_initializer_names,
     quiet_graphsurgeon,
     save,
 )
@@ -87,15 +92,16 @@ from trtcompile.ir.provenance import Structure, trace_provenance
 
 __all__ = [
     "CONTROL_FLOW_OPS", "DEFAULT_OPSET", "IR_VERSION", "NON_COMPUTE_OPS", "SEGMENT_PREFIX",
-    "SHAPE_VALUE_LIMIT", "TRTCOMPILE_DOMAIN", "NameScope", "ShapeFacts", "Structure",
+    "SHAPE_VALUE_LIMIT", "TRTCOMPILE_DOMAIN", "NameScope", "OverridableInput", "ShapeFacts", "Structure",
     "add_local_function", "analysis", "atomic_write_bytes", "call", "call_key",
-    "compute_node_count", "constant_attr_array", "constant_shape", "constant_value", "consumers", "cost",
+    "compute_node_count", "constant_attr_array", "constant_shape", "constant_value", "consumers", "dead_nodes", "cost",
     "evaluable_ir_version", "exclusive_lock", "export_model", "find_function", "fingerprint",
     "model_digest",
-    "function_key", "function_of", "functions_by_key", "fused_layer", "graph", "has_single_use",
-    "histogram_delta", "import_model", "inferred_dims", "io", "is_fused_layer", "is_onnx_domain",
-    "is_lowerable_constant", "is_onnx_op", "is_segment", "iter_nodes", "known_dims", "layer_count", "live_nodes", "load", "lower_constant",
-    "name_nodes", "op_histogram", "op_key", "opset", "outer_scope_reads", "output_names",
+    "function_body_key", "function_key", "function_of", "functions_by_key", "fused_layer", "graph", "has_single_use",
+    "histogram_delta", "import_model", "interface", "inferred_dims", "io", "is_fused_layer", "is_onnx_domain",
+    "is_lowerable_constant", "is_onnx_op", "is_overridable", "is_segment", "iter_nodes", "known_dims", "layer_count", "live_nodes", "load", "lower_constant",
+    "name_nodes", "op_histogram", "op_key", "opset", "outer_reads", "outer_scope_reads", "output_names", "overridable_initializer_names",
+    "overridable_initializers",
     "producer", "provenance", "quiet_graphsurgeon", "replace_uses", "rewrite", "same_pads", "save",
     "scope_nodes", "scopes", "static_shape", "subgraphs", "text_attr", "to_networkx", "toposort",
     "trace_provenance",

@@ -26,7 +26,6 @@ from trtcompile.ir.graph import (
     TRTCOMPILE_DOMAIN,
     add_local_function,
     constant_value,
-    find_function,
     function_of,
     is_fused_layer,
     opset,
@@ -170,16 +169,15 @@ def conv_function(graph: gs.Graph, attrs: dict[str, Any], activation: str | None
     ``attrs`` must hold every entry of :data:`CONV_ATTRS` (no ``auto_pad``). The body is
     ``Conv(x, w, b)`` with those attributes, then with ``residual`` ``Add(conv_out, z)`` of a fourth
     input ``z``, then the activation node; ``dtype`` types the Clip bound constants. Returns the
-    function the graph holds under the specialization name.
+    function the graph holds for that body: under the specialization name, or a suffixed one when
+    the model holds another body under that name (:func:`~trtcompile.ir.graph.add_local_function`).
     """
     missing = [key for key in CONV_ATTRS if key not in attrs]
     if missing:
         raise ValueError(f"conv attributes missing: {missing}")
     name = function_name(attrs, activation, activation_params, dtype, residual)
-    existing = find_function(graph, name)
-    if existing is not None:
-        return existing
-
+    # A function of that name is reused only if its body is this one (add_local_function compares
+    # them): a model may bring its own function under a name like ours.
     params = activation_params or {}
     x, w, b = (gs.Variable(n) for n in (RESIDUAL_PARAMETERS[:3] if residual else ("x", "w", "b")))
     inputs_of_body = [x, w, b]

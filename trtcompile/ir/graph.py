@@ -159,18 +159,27 @@ def scope_nodes(graph: gs.Graph) -> Iterator[gs.Node]:
 
 
 def live_nodes(graph: gs.Graph) -> set[int]:
-    """Ids of the nodes some output of their scope depends on (a body counts its own outputs)."""
+    """Ids of the nodes some graph output depends on, in every scope: a node is live when a graph
+    output, a live node or a live node's If/Loop/Scan body reads one of its outputs (a body's
+    outputs and the outer values its nodes read count as read by the node that holds it)."""
     live: set[int] = set()
-    for scope in scopes(graph):
-        members = {id(node) for node in scope.nodes}
-        stack = [t.inputs[0] for t in scope.outputs if t.inputs]
-        while stack:
-            node = stack.pop()
-            if id(node) in live or id(node) not in members:
-                continue
-            live.add(id(node))
-            stack.extend(t.inputs[0] for t in node.inputs if t.inputs)
+    stack = [t.inputs[0] for t in graph.outputs if t.inputs]
+    while stack:
+        node = stack.pop()
+        if id(node) in live:
+            continue
+        live.add(id(node))
+        stack.extend(t.inputs[0] for t in node.inputs if t.inputs)
+        for body in subgraphs(node):
+            stack.extend(t.inputs[0] for t in body.outputs if t.inputs)
+        stack.extend(t.inputs[0] for t in outer_reads(node) if t.inputs)
     return live
+
+
+def dead_nodes(graph: gs.Graph) -> list[gs.Node]:
+    """The nodes of every scope that no graph output depends on: what a pass must not leave."""
+    live = live_nodes(graph)
+    return [node for node in scope_nodes(graph) if id(node) not in live]
 
 
 def fingerprint(graph: gs.Graph) -> int:
@@ -465,18 +474,27 @@ def functions_by_key(graph: gs.Graph) -> dict[tuple[str, str], gs.Function]:
     return {function_key(function): function for function in graph.functions}
 
 
-def outer_scope_reads(node: gs.Node) -> set[str]:
-    """Names of the tensors the subgraphs of ``node`` (If/Loop/Scan bodies, nested ones
-    included) read from outside themselves, constants excepted."""
-    reads: set[str] = set()
+def outer_reads(node: gs.Node) -> list[gs.Tensor]:
+    """The tensors the subgraphs of ``node`` (If/Loop/Scan bodies, nested ones included) read
+    from outside themselves, constants excepted, in order of first read. For the graph holding
+    ``node`` they are read by ``node``: their producers are used, whatever else reads them."""
+    reads: dict[int, gs.Tensor] = {}
     for subgraph in subgraphs(node):
         defined = {t.name for t in subgraph.inputs}
-        for inner in iter_nodes(subgraph):
+        inner_nodes = list(scope_nodes(subgraph))
+        for inner in inner_nodes:
             defined.update(t.name for t in inner.outputs)
-        for inner in iter_nodes(subgraph):
-            reads.update(t.name for t in inner.inputs
-                         if t.name and not isinstance(t, gs.Constant) and t.name not in defined)
-    return reads
+        for inner in inner_nodes:
+            for tensor in inner.inputs:
+                if (tensor.name and not isinstance(tensor, gs.Constant)
+                        and tensor.name not in defined):
+                    reads.setdefault(id(tensor), tensor)
+    return list(reads.values())
+
+
+def outer_scope_reads(node: gs.Node) -> set[str]:
+    """Names of the tensors the subgraphs of ``node`` read from outside (:func:`outer_reads`)."""
+    return {tensor.name for tensor in outer_reads(node)}
 
 
 def toposort(graph: gs.Graph) -> gs.Graph:
@@ -508,15 +526,59 @@ def toposort(graph: gs.Graph) -> gs.Graph:
     return graph
 
 
-def add_local_function(graph: gs.Graph, function: gs.Function) -> gs.Function:
-    """Add ``function`` to the graph unless one with the same domain and name exists.
+def function_body_key(function: gs.Function) -> tuple:
+    """A hashable form of what ``function`` computes: its nodes (domain, op, attributes, which
+    parameter, earlier result or constant each reads), its arity and results; names do not enter
+    it, so two functions with equal keys compute the same thing."""
+    index: dict[int, int] = {id(t): i for i, t in enumerate(function.inputs)}
 
+    def value_key(value) -> object:
+        if isinstance(value, gs.Constant):
+            array = np.asarray(value.values)
+            return ("tensor", array.dtype.str, array.shape, array.tobytes())
+        if isinstance(value, np.ndarray):
+            return ("array", value.dtype.str, value.shape, value.tobytes())
+        if isinstance(value, gs.Graph):
+            return ("graph", fingerprint(value))
+        if isinstance(value, (list, tuple)):
+            return tuple(value_key(v) for v in value)
+        if isinstance(value, gs.Node.AttributeRef):
+            return ("ref", value.name)
+        return value
+
+    def tensor_key(tensor: gs.Tensor) -> object:
+        if tensor.is_empty():
+            return None
+        if isinstance(tensor, gs.Constant):
+            return value_key(tensor)
+        return index.get(id(tensor), ("outer", tensor.name))
+
+    nodes = []
+    for node in function.nodes:
+        inputs = tuple(tensor_key(t) for t in node.inputs)
+        for tensor in node.outputs:
+            index[id(tensor)] = len(index)
+        nodes.append((node.domain or "", node.op, inputs, len(node.outputs),
+                      tuple((k, value_key(v)) for k, v in sorted(node.attrs.items()))))
+    return (len(function.inputs), tuple(nodes), tuple(tensor_key(t) for t in function.outputs))
+
+
+def add_local_function(graph: gs.Graph, function: gs.Function) -> gs.Function:
+    """Add ``function`` to the graph, or return the graph's function that computes the same.
     Function names are specialization keys: two functions with the same name must have the same
-    body. Returns the function the graph now holds under that name.
+    body. A function of the same domain and name whose body differs (the model's own, say) is not
+    reused: ``function`` then takes the first free name ``<name>_1``, ``<name>_2``, ... (or the
+    one whose body matches). Returns the function the graph now holds for ``function``.
     """
-    existing = find_function(graph, function.name, function.domain or "")
-    if existing is not None:
-        return existing
+    domain = function.domain or ""
+    base, suffix = function.name, 0
+    key = None
+    while (existing := find_function(graph, function.name, domain)) is not None:
+        key = function_body_key(function) if key is None else key
+        if function_body_key(existing) == key:
+            return existing
+        suffix += 1
+        function.name = f"{base}_{suffix}"
     if function.opset is None:
         function.opset = opset(graph)
     graph.functions.append(function)

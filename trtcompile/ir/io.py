@@ -9,7 +9,9 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import onnx
+import onnx.numpy_helper
 import onnx_graphsurgeon as gs
 
 from trtcompile.ir.graph import (
@@ -19,8 +21,15 @@ from trtcompile.ir.graph import (
     call_key,
     function_key,
     iter_nodes,
+    scope_nodes,
     scopes,
 )
+
+from trtcompile.ir.interface import OverridableInput, overridable_initializers
+
+#: The first IR version in which an initializer need not be a graph input: from it on, one that is
+#: an input too is a default the caller may override (before it, every initializer is an input).
+OVERRIDABLE_IR_VERSION = 4
 
 
 def import_model(model: onnx.ModelProto) -> gs.Graph:
@@ -30,8 +39,51 @@ def import_model(model: onnx.ModelProto) -> gs.Graph:
     all refer to nodes by name.
     """
     graph = gs.import_onnx(model)
+    _import_overridable_initializers(graph, model)
     name_nodes(graph)
     return graph
+
+
+def overridable_initializer_names(model: onnx.ModelProto) -> list[str]:
+    """Names of the model's overridable initializers: main-graph inputs that are also initializers,
+    in input order (none before IR version 4, where every initializer is an input)."""
+    if model.ir_version and model.ir_version < OVERRIDABLE_IR_VERSION:
+        return []
+    initializers = {init.name for init in model.graph.initializer}
+    return [value.name for value in model.graph.input if value.name in initializers]
+
+
+def _import_overridable_initializers(graph: gs.Graph, model: onnx.ModelProto) -> None:
+    """Make each overridable initializer a graph input again (:class:`OverridableInput`), in its
+    place among the inputs, with the type the input declares and the initializer as default.
+
+    onnx-graphsurgeon imports it as a constant read by the nodes (and by If/Loop/Scan bodies,
+    which share the outer graph's tensor objects); those readers now read the input."""
+    names = overridable_initializer_names(model)
+    if not names:
+        return
+    from onnx_graphsurgeon.importers.onnx_importer import OnnxImporter
+
+    wanted = set(names)
+    declared = {value.name: value for value in model.graph.input if value.name in wanted}
+    defaults = {init.name: init for init in model.graph.initializer if init.name in wanted}
+    replacements: dict[str, OverridableInput] = {}
+    replaced: dict[str, gs.Tensor] = {}  # the constant each name stood for (bodies may shadow it)
+    for name in names:
+        typed = OnnxImporter.import_tensor(declared[name])
+        replacements[name] = OverridableInput(name, typed.dtype, typed.shape,
+                                              default=OnnxImporter.import_tensor(defaults[name]))
+    for node in scope_nodes(graph):
+        for index, tensor in enumerate(node.inputs):
+            if tensor.name in wanted and isinstance(tensor, gs.Constant):
+                if replaced.setdefault(tensor.name, tensor) is tensor:
+                    node.inputs[index] = replacements[tensor.name]
+    for index, tensor in enumerate(graph.outputs):
+        if tensor.name in wanted and isinstance(tensor, gs.Constant):
+            graph.outputs[index] = replacements[tensor.name]
+    by_name = {tensor.name: tensor for tensor in graph.inputs}
+    by_name.update(replacements)
+    graph.inputs = [by_name[value.name] for value in model.graph.input if value.name in by_name]
 
 
 def name_nodes(graph: gs.Graph) -> None:
@@ -52,8 +104,18 @@ def export_model(graph: gs.Graph, *, ir_version: int = IR_VERSION) -> onnx.Model
     """
     called = {call_key(node) for node in iter_nodes(graph)}
     graph.functions = [f for f in graph.functions if function_key(f) in called]
+    _string_constants_as_protos(graph)
     model = gs.export_onnx(graph, do_type_check=False)
     model.ir_version = min(model.ir_version, ir_version) if model.ir_version else ir_version
+    overridable = overridable_initializers(graph)
+    if overridable:
+        # Each default is written back as the initializer of its input (an input with an
+        # initializer of its name is an overridable default from IR version 4 on).
+        from onnx_graphsurgeon.exporters.onnx_exporter import OnnxExporter
+
+        model.graph.initializer.extend(OnnxExporter.export_tensor_proto(tensor.default)
+                                       for tensor in overridable)
+        model.ir_version = max(model.ir_version, OVERRIDABLE_IR_VERSION)
     inputs = {value.name for value in model.graph.input}
     if model.ir_version < 4 and any(t.name not in inputs for t in model.graph.initializer):
         # IR 3 requires every initializer to be a graph input; a folded weight is not one, and
@@ -62,6 +124,24 @@ def export_model(graph: gs.Graph, *, ir_version: int = IR_VERSION) -> onnx.Model
     if not any(o.domain == TRTCOMPILE_DOMAIN for o in model.opset_import) and graph.functions:
         model.opset_import.append(onnx.helper.make_opsetid(TRTCOMPILE_DOMAIN, 1))
     return model
+
+
+def _string_constants_as_protos(graph: gs.Graph) -> None:
+    """Give every string constant whose values were read (a loaded initializer, a lowered
+    ``Constant`` node) its values as a TensorProto again.
+
+    onnx-graphsurgeon exports a constant's values as raw bytes, which ONNX forbids for strings
+    (``make_tensor`` raises); from a TensorProto (its lazy form) it writes them as they are."""
+    from onnx_graphsurgeon.ir.tensor import LazyValues
+
+    for node in iter_nodes(graph):
+        for tensor in [*node.inputs, *(v for v in node.attrs.values() if isinstance(v, gs.Constant))]:
+            if not isinstance(tensor, gs.Constant) or isinstance(tensor._values, LazyValues):
+                continue
+            values = tensor._values
+            if isinstance(values, np.ndarray) and values.dtype.kind in "OUS":
+                tensor._values = LazyValues(onnx.numpy_helper.from_array(
+                    values.astype(object), tensor.name))
 
 
 def load(path: str | os.PathLike) -> gs.Graph:

@@ -11,11 +11,9 @@ import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 
+from passes.precision_fp16.casts import FLOAT, FLOAT16, merge_cast_chains
 from trtcompile import ir
 from trtcompile.pm import Pass, PassContext, PassResult
-
-FLOAT = onnx.TensorProto.FLOAT
-FLOAT16 = onnx.TensorProto.FLOAT16
 
 #: Largest finite float16.
 FLOAT16_MAX = float(np.finfo(np.float16).max)
@@ -30,13 +28,15 @@ DEFAULT_KEEP_OPS = (
     "MeanVarianceNormalization",
 )
 
-#: Float widenings a Cast chain may skip: ``a -> b -> c`` equals ``a -> c`` when ``a -> b`` is exact.
-_EXACT_WIDENINGS = {
-    (FLOAT16, FLOAT), (FLOAT16, onnx.TensorProto.DOUBLE), (FLOAT, onnx.TensorProto.DOUBLE),
-    (onnx.TensorProto.BFLOAT16, FLOAT), (onnx.TensorProto.BFLOAT16, onnx.TensorProto.DOUBLE),
-}
-
 _FLOAT_TYPES = {FLOAT16, FLOAT, onnx.TensorProto.DOUBLE, onnx.TensorProto.BFLOAT16}
+
+#: Ops and attribute values ONNX Runtime's CPU provider, where parity runs, has no float16 kernel
+#: for (measured on ONNX Runtime 1.32, which fails at run time: "MLFloat16 data type is not
+#: supported with ScatterND ... when reduction is 'add'"): op -> attribute -> values.
+NO_CPU_FLOAT16_KERNEL: dict[str, dict[str, frozenset[str]]] = {
+    "ScatterND": {"reduction": frozenset({"add", "mul", "max", "min"})},
+    "ScatterElements": {"reduction": frozenset({"add", "mul"})},
+}
 
 
 @dataclass(frozen=True)
@@ -54,6 +54,15 @@ class PrecisionFp16(Pass):
          shape arithmetic on integers cast to float (exact only in float32), it holds subgraphs,
          its tensor types are unknown, or its op has no float16 form. Inputs an op's schema fixes
          to float32 (``Resize`` scales) stay float32.
+         A float constant with a nonzero value float16 flushes to zero (|w| < 2^-25, e.g. 1e-9)
+         keeps its readers float32 too: a scale or epsilon of 1e-9 must not become 0 (a value
+         below 2^-11 of its tensor's largest magnitude, lost to float16 rounding anyway, does
+         not count).
+         Ops ONNX Runtime's CPU provider cannot run in float16 (``NO_CPU_FLOAT16_KERNEL``:
+         ScatterND and ScatterElements with a reduction) stay float32: parity runs there.
+         A Cast from an integer or bool tensor whose result some reader takes back to integers
+         stays float32: integers (ids, positions, counts) are exact in float32 up to 2^24, in
+         float16 only up to 2048, so an integer path never passes through float16.
       2. Casts are inserted only where a float16 and a float32 region meet: after float32 graph
          inputs, before float32 graph outputs (inputs and outputs keep their names and float32
          types), and around kept layers. A tensor is cast once per target type, shared by readers.
@@ -87,7 +96,7 @@ class PrecisionFp16(Pass):
         converter.convert(graph, types, input_fp16=[False] * len(graph.inputs),
                           output_fp16=[False] * len(graph.outputs), top_level=True)
         for body in [graph, *graph.functions]:
-            merged = _merge_cast_chains(body, converter.types_of(body), graph.outputs, ctx, result)
+            merged = merge_cast_chains(body, converter.types_of(body), graph.outputs, ctx, result)
             if merged:
                 result.count("merged_casts", merged)
         graph.cleanup(remove_unused_graph_inputs=False)
@@ -216,7 +225,16 @@ class _Converter:
             if node.op == "Constant" and not node.inputs:
                 constant_nodes.append(node)
                 continue
+            if node.op == "Cast" and ir.is_onnx_op(node) and id(node) not in integer_bound and (
+                    not any(t.name in float32 for t in node.outputs)
+                    or types.get(node.inputs[0].name) == FLOAT16):
+                # A Cast out of float32 reads float16 as well (it is the conversion); a Cast of
+                # float16 to float32 is a boundary this pass (or the model) put there. Neither
+                # changes, so the pass run on its own output changes nothing.
+                plans[id(node)] = _Plan()
+                continue
             reason = (_SHAPE_ARITHMETIC if id(node) in integer_bound
+                      else _INTEGER_PATH if _integers_back(node, types, integer_bound)
                       else self._keep_reason(node, types, float32))
             if reason is not None:
                 if top_level:
@@ -283,16 +301,23 @@ class _Converter:
                 return f"type of '{tensor.name}' is unknown"
         for tensor in node.inputs:
             values = ir.constant_value(tensor)
-            if values is not None and tensor.name in float32 and not _fits_float16(values):
-                return (f"weights overflow float16 (max |w| = {float(np.abs(values).max()):.4g} "
-                        f"> {FLOAT16_MAX:g})")
+            problem = (_float16_problem(values) if values is not None and tensor.name in float32
+                       else None)
+            if problem is not None:
+                return f"weights {problem}"
         if node.op == "ConstantOfShape":
             value = node.attrs.get("value")
-            if isinstance(value, gs.Constant) and not _fits_float16(value.values):
-                return "fill value overflows float16"
+            problem = _float16_problem(value.values) if isinstance(value, gs.Constant) else None
+            if problem is not None:
+                return f"fill value {problem}"
         if ir.is_onnx_op(node):
             if "dtype" in node.attrs:
                 return f"{node.op} sets its output type by attribute"
+            for attr, values in NO_CPU_FLOAT16_KERNEL.get(node.op, {}).items():
+                if ir.text_attr(node, attr, "none") in values:
+                    return (f"ONNX Runtime's CPU provider has no float16 {node.op} with {attr} "
+                            f"'{ir.text_attr(node, attr, 'none')}'")
+
         else:
             function = self.functions.get(ir.call_key(node))
             if function is None:
@@ -357,7 +382,7 @@ class _Converter:
             output_fp16 = [i in plan.outputs for i in range(len(body.outputs))]
             changed = self.convert(body, body_types, input_fp16=input_fp16,
                                    output_fp16=output_fp16, top_level=False)
-            _merge_cast_chains(body, body_types, body.outputs, self.ctx, self.result)
+            merge_cast_chains(body, body_types, body.outputs, self.ctx, self.result)
             body.cleanup()
             ir.toposort(body)
             if changed:
@@ -462,6 +487,20 @@ class _Converter:
 
 _SHAPE_ARITHMETIC = "computes values that end up as integers (shape arithmetic, exact only in float32)"
 
+_INTEGER_PATH = ("casts integers to float that end up as integers again (exact in float32 up to "
+                 "2^24, in float16 only up to 2048)")
+
+
+def _integers_back(node: gs.Node, types: dict[str, int], integer_bound: set[int]) -> bool:
+    """True if ``node`` casts an integer (or bool) tensor to float and some reader of the result
+    takes it back to integers (:func:`_integer_bound_nodes`): ids, positions and counts keep
+    float32, so an integer path never passes through float16."""
+    if node.op != "Cast" or not ir.is_onnx_op(node) or not node.inputs:
+        return False
+    if types.get(node.inputs[0].name) in (*_FLOAT_TYPES, None):
+        return False
+    return any(id(reader) in integer_bound for tensor in node.outputs for reader in tensor.outputs)
+
 
 def _integer_bound_nodes(body: gs.Graph, float32: set[str]) -> set[int]:
     """Nodes whose float32 results are only ever cast to integers (shape arithmetic).
@@ -493,52 +532,30 @@ def _np_type(fp16: bool) -> type:
     return np.float16 if fp16 else np.float32
 
 
-def _fits_float16(values: np.ndarray) -> bool:
+def _float16_problem(values: np.ndarray) -> str | None:
+    """Why float32 ``values`` do not survive float16 storage (None when they do, rounded):
+    magnitudes above its largest finite value overflow, nonzero ones below half its smallest
+    subnormal become zero (where they are not negligible beside the tensor's largest)."""
     if values.dtype != np.float32 or values.size == 0:
-        return True
+        return None
     finite = values[np.isfinite(values)]
-    return finite.size == 0 or float(np.abs(finite).max()) <= FLOAT16_MAX
+    if finite.size == 0:
+        return None
+    magnitudes = np.abs(finite)
+    if float(magnitudes.max()) > FLOAT16_MAX:
+        return f"overflow float16 (max |w| = {float(magnitudes.max()):.4g} > {FLOAT16_MAX:g})"
+    # A nonzero float16 flushes to zero is lost where it matters for its tensor: a value within
+    # float16's own precision (2^-11) of the tensor's largest magnitude. (A trained kernel's few
+    # weights of 1e-9 beside weights of 0.1 are below that rounding anyway; a scale or epsilon
+    # of 1e-9 is all its tensor holds.)
+    flushed = (magnitudes > 0) & (finite.astype(np.float16) == 0) & (
+        magnitudes >= float(magnitudes.max()) * 2.0 ** -11)
+    if flushed.any():
+        return (f"underflow float16 to zero (|w| = {float(magnitudes[flushed].min()):.3g}, below "
+                f"its smallest subnormal {float(np.finfo(np.float16).smallest_subnormal):.3g})")
+    return None
 
 
-def _merge_cast_chains(body: gs.Graph, types: dict[str, int],
-                       protected_outputs: Sequence[gs.Tensor], ctx: PassContext,
-                       result: PassResult) -> int:
-    """Merge ``Cast -> Cast`` where the first is exact; drop a merged Cast that cancels."""
-    protected = {t.name for t in protected_outputs} | ir.output_names(body)
-
-    def elem_type(tensor: gs.Tensor) -> int | None:
-        if isinstance(tensor, gs.Variable) and tensor.dtype is not None:
-            return onnx.helper.np_dtype_to_tensor_dtype(np.dtype(tensor.dtype))
-        if isinstance(tensor, gs.Constant):
-            return onnx.helper.np_dtype_to_tensor_dtype(tensor.values.dtype)
-        return types.get(tensor.name)
-
-    merged = 0
-    for node in list(body.nodes):
-        if node.op != "Cast" or not node.inputs:
-            continue
-        if (elem_type(node.inputs[0]) == node.attrs.get("to")
-                and node.outputs[0].name not in protected):
-            if not ctx.may_rewrite("remove-noop-cast", node, result):
-                continue
-            ir.replace_uses(node.outputs[0], node.inputs[0])  # a Cast to its own type
-            node.inputs.clear()
-            node.outputs.clear()
-            merged += 1
-            continue
-        first = ir.producer(node.inputs[0])
-        if first is None or first.op != "Cast" or not first.inputs:
-            continue
-        source = elem_type(first.inputs[0])
-        middle = first.attrs.get("to")
-        if source is None or (source != middle and (source, middle) not in _EXACT_WIDENINGS):
-            continue
-        if not ctx.may_rewrite("merge-cast-chain", [first, node], result):
-            continue
-        node.inputs[0] = first.inputs[0]
-        merged += 1
-        if node.attrs.get("to") == source and node.outputs[0].name not in protected:
-            ir.replace_uses(node.outputs[0], node.inputs[0])
-            node.inputs.clear()
-            node.outputs.clear()
-    return merged
+def _fits_float16(values: np.ndarray) -> bool:
+    """True if float16 stores ``values`` without overflow or a nonzero becoming zero."""
+    return _float16_problem(values) is None
