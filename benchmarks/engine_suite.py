@@ -102,7 +102,7 @@ def measure(key: str, cache_dir, pipelines: dict[str, str]) -> Row:
         row.parity[label] = verify.compare_models(model, optimized, seed=0).summary()
         for record in report.records:
             if record.name == "engine-guided":
-                row.tuned = ", ".join(f"{k}={v}" for k, v in sorted(record.stats.items()))
+                row.tuned = ", ".join(f"{k}={v}" for k, v in sorted(record.counts.items()))
     return row
 
 

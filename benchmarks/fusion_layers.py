@@ -119,7 +119,7 @@ def measure(key: str, cache_dir: Path) -> Measurement:
         parity = verify.compare_models(model, optimized, seed=0)
         stats: dict[str, int] = {}
         for record in report.records:
-            for name, n in record.stats.items():
+            for name, n in record.counts.items():
                 stats[name] = stats.get(name, 0) + n
         variants.append(Variant(
             label=label, pipeline=pipeline, onnx_layers=report.layers_after, macs=macs,
@@ -201,7 +201,7 @@ def markdown(results: list[Measurement]) -> str:
         lines.append(f"  - input engine layers by type: {types}")
         for label in labels[1:]:
             variant = m.variant(label)
-            done = {k: v for k, v in variant.stats.items()
+            done = {k: v for k, v in variant.counts.items()
                     if k.startswith(("merged_", "conv_merges", "matmul_merges", "gemm_merges",
                                      "padded_kernel_merges", "fused_pools", "border_scaled"))}
             if not done:

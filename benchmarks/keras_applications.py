@@ -248,7 +248,7 @@ def read_compile(pipeline: str, measured: Measured, out_dir: Path) -> Compile:
     result.layers_input = report["layers"]["input"]
     result.layers_optimized = report["layers"]["optimized"]
     result.passes = [PassRun(p["name"], p["iteration"], p["layers_before"], p["layers_after"],
-                             dict(p["stats"])) for p in report["passes"]]
+                             dict(p["counts"])) for p in report["passes"]]
     result.transpose_rejections = sorted({r["reason"] for p in report["passes"]
                                           if p["name"] == "transpose-cancellation"
                                           for r in p["rejections"]})
@@ -422,7 +422,7 @@ def _chain(run: Compile) -> str:
 def _counts(run: Compile) -> str:
     total: Counter[str] = Counter()
     for p in run.passes:
-        total.update(p.stats)
+        total.update(p.counts)
     return ", ".join(f"{k}={v}" for k, v in sorted(total.items())) or "none"
 
 

@@ -84,7 +84,7 @@ def measure(key: str, cache_dir: Path) -> Measurement:
     return Measurement(
         name=key, transposes_before=transposes_before, transposes_after=len(left),
         boundary_transposes=boundary_left, nodes_before=nodes_before, nodes_after=len(graph.nodes),
-        pass_seconds=record.seconds, pipeline_seconds=report.seconds, stats=dict(record.stats),
+        pass_seconds=record.seconds, pipeline_seconds=report.seconds, stats=dict(record.counts),
         remaining=[r.reason for r in record.rejections], parity=parity.summary())
 
 
@@ -144,7 +144,7 @@ def markdown(results: list[Measurement], synthetic: tuple[int, int, int, float] 
             f"{'passed' if m.parity.startswith('passed') else m.parity} |")
     lines += ["", "What the pass did, and why each remaining Transpose stayed:", ""]
     for m in results:
-        counts = ", ".join(f"{k}={v}" for k, v in sorted(m.stats.items()))
+        counts = ", ".join(f"{k}={v}" for k, v in sorted(m.counts.items()))
         reasons = "; ".join(sorted(set(m.remaining))) or "none left"
         lines.append(f"- **{m.name}**: {counts}. Left: {reasons}.")
     if synthetic is not None:

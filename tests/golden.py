@@ -29,7 +29,7 @@ Header lines (all optional):
     What the case shows (for readers; negative cases say why the pattern must stay).
 
 Expected JSON keys: ``layers_before``, ``layers_after``, ``ops`` (op keys of the optimized graph in
-order), ``functions`` (local functions defined), ``stats`` (pass counts summed over runs),
+order), ``functions`` (local functions defined), ``counts`` (the pass's counts summed over runs),
 ``rejections`` (``[nodes, reason]`` pairs), and for cases with ``# calibration``, ``quantization``
 (every DequantizeLinear: the activation or weight it restores, its scale or per-channel axis, its
 readers; see :func:`quantization_record`). ``pytest --update-golden`` rewrites them for review.
@@ -186,7 +186,7 @@ def run_case(case: GoldenCase) -> tuple[dict, onnx.ModelProto, onnx.ModelProto]:
     optimized = ir.export_model(graph)
     stats: dict[str, int] = {}
     for record in report.records:
-        for key, n in record.stats.items():
+        for key, n in record.counts.items():
             stats[key] = stats.get(key, 0) + n
     rejections: list[list] = []
     for record in report.records:
@@ -200,7 +200,7 @@ def run_case(case: GoldenCase) -> tuple[dict, onnx.ModelProto, onnx.ModelProto]:
         "layers_after": report.layers_after,
         "ops": [ir.op_key(node) for node in graph.nodes],
         "functions": sorted(f"{f.domain}.{f.name}" for f in graph.functions),
-        "stats": dict(sorted(stats.items())),
+        "counts": dict(sorted(stats.items())),
         "rejections": rejections,
     }
     if case.calibration_samples:

@@ -110,7 +110,7 @@ BUILTIN_BY_NAME = {cls.name: cls for cls in passes.BUILTIN_PASSES}
 def _rewrite_stats(report) -> list[dict[str, int]]:
     """Each pass run's counts less those that classify rather than rewrite (a pass's
     ``classification_counts``, reported whether or not it was allowed to rewrite)."""
-    return [{key: value for key, value in record.stats.items()
+    return [{key: value for key, value in record.counts.items()
              if key not in getattr(BUILTIN_BY_NAME.get(record.name), "classification_counts", ())}
             for record in report.records]
 

@@ -431,7 +431,7 @@ def test_int8_parity_is_finite_and_judged_by_held_out_top1(tmp_path, capsys):
     # 40 samples: 32 calibrate, the last 8 are held out and judge.
     assert top1["outputs"]["logits"]["samples"] == 8 and top1["outputs"]["logits"]["passed"]
     record = next(r for r in report["passes"] if r["name"] == "quantize-int8")
-    assert record["stats"]["calibration_samples"] == 32
+    assert record["counts"]["calibration_samples"] == 32
     out = capsys.readouterr().out
     assert "atol=inf" not in out
     assert "top-1 agreement of 'logits' with the input model: " in out

@@ -71,7 +71,7 @@ def check_table_matches_report(stdout: str, report: dict) -> None:
         before, after, delta, *rest = columns
         assert (int(before), int(after)) == (record["layers_before"], record["layers_after"])
         assert int(delta) == record["delta"]
-        assert [c for c in rest if "=" in c] == [f"{k}={v}" for k, v in record["stats"].items()]
+        assert [c for c in rest if "=" in c] == [f"{k}={v}" for k, v in record["counts"].items()]
     label, total = rows[-1]
     assert label == "total"
     assert (int(total[0]), int(total[1])) == (report["layers"]["input"], report["layers"]["optimized"])
@@ -399,7 +399,7 @@ def test_user_pass_module_runs_and_shows_in_the_table(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     report = json.loads((tmp_path / "out" / "report.json").read_text())
     assert report["pipeline"] == "count-activations,dead-layer-elimination,count-activations{op=Gemm}"
-    assert [p["stats"].get("activations_seen") for p in report["passes"]] == [17, None, 1]
+    assert [p["counts"].get("activations_seen") for p in report["passes"]] == [17, None, 1]
     rows = table_rows(result.stdout)
     assert [label for label, _ in rows] == [
         "count-activations", "dead-layer-elimination", "count-activations{op=Gemm}", "total"]
@@ -475,6 +475,6 @@ def test_the_readme_pass_example_runs_as_a_pass_module(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     report = json.loads((tmp_path / "out" / "report.json").read_text())
     first_record = report["passes"][0]
-    assert (first_record["name"], first_record["stats"]) == ("remove-identity", {"removed_identity": 1})
+    assert (first_record["name"], first_record["counts"]) == ("remove-identity", {"removed_identity": 1})
     assert (first_record["layers_before"], first_record["layers_after"]) == (62, 61)
     assert report["parity"]["passed"] is True

@@ -72,8 +72,8 @@ def test_report_json_matches_the_pipeline_report(example_run: flow.CompileResult
     pipeline = example_run.pipeline_report
     assert report["pipeline"] == pipeline.pipeline
     assert report["layers"] == {"input": 61, "optimized": pipeline.layers_after}
-    assert [(p["name"], p["layers_before"], p["layers_after"], p["stats"]) for p in report["passes"]] \
-        == [(r.name, r.layers_before, r.layers_after, r.stats) for r in pipeline.records]
+    assert [(p["name"], p["layers_before"], p["layers_after"], p["counts"]) for p in report["passes"]] \
+        == [(r.name, r.layers_before, r.layers_after, r.counts) for r in pipeline.records]
     assert report["histogram"]["input"]["Conv"] == 17
     assert report["model"]["kind"] == "example"
     assert report["model"]["inputs"] == [{"name": "input", "shape": [1, 3, 64, 64], "dtype": "float32"}]

@@ -48,8 +48,8 @@ def test_int8_calibrates_from_a_generator_a_dict_or_an_array(tmp_path: Path) -> 
         converter.convert(calibration_input_fn=given)
         records = converter.compilation.pipeline_report.records
         (quantize,) = [r for r in records if r.name == "quantize-int8"]
-        assert quantize.stats["calibration_samples"] == 16, quantize.stats
-        assert quantize.stats["qdq_weights"] > 0, quantize.stats
+        assert quantize.counts["calibration_samples"] == 16, quantize.counts
+        assert quantize.counts["qdq_weights"] > 0, quantize.counts
 
 
 @pytest.mark.parametrize("kwargs, message", [
@@ -145,7 +145,7 @@ def test_int8_calibrates_from_few_samples_and_says_none_were_held_out(tmp_path: 
     converter.convert(calibration_input_fn=lambda: iter([(samples,)]))
     (quantize,) = [r for r in converter.compilation.pipeline_report.records
                    if r.name == "quantize-int8"]
-    assert quantize.stats["calibration_samples"] == 3
+    assert quantize.counts["calibration_samples"] == 3
     note = ("INT8: calibrating on all 3 samples; none held out for the top-1 agreement check "
             "(that needs 40 or more)")
     assert converter.notes == [note] and note in notes  # the log gets the compile's lines too

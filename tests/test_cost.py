@@ -157,7 +157,7 @@ def test_arithmetic_increasing_passes_share_one_budget(budget: float, padded: in
         "concat-elimination)").run(graph)
     stats: dict[str, int] = {}
     for record in report.records:
-        for key, n in record.stats.items():
+        for key, n in record.counts.items():
             stats[key] = stats.get(key, 0) + n
     assert stats.get("padded_kernel_merges", 0) == padded
     assert stats.get("fused_pools", 0) == pooled

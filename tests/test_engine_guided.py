@@ -83,10 +83,10 @@ def test_groups_that_lower_the_engine_are_kept_and_the_others_undone() -> None:
     assert [n.op for n in graph.nodes].count("Identity") == 1
     record = report.records[-1]
     assert record.name == "engine-guided"
-    assert record.stats["groups_kept"] == 2
-    assert record.stats["groups_unchanged"] == 1
-    assert record.stats["engine_layers_before"] == 5 and record.stats["engine_layers_after"] == 3
-    assert judge.calls == record.stats["engine_builds"] == 3
+    assert record.counts["groups_kept"] == 2
+    assert record.counts["groups_unchanged"] == 1
+    assert record.counts["engine_layers_before"] == 5 and record.counts["engine_layers_after"] == 3
+    assert judge.calls == record.counts["engine_builds"] == 3
     assert [e["kept"] for e in report.section("engine_guided")] == [True, True]
 
 
@@ -96,7 +96,7 @@ def test_a_group_that_raises_the_engine_count_is_undone_with_the_reason() -> Non
     graph, report = run("engine-guided(remove-one-identity)", judge)
     assert [n.op for n in graph.nodes] == ["Identity", "Relu", "Identity", "Identity", "Relu"]
     record = report.records[-1]
-    assert record.stats["groups_rejected"] == 1
+    assert record.counts["groups_rejected"] == 1
     assert [r.reason for r in record.rejections] == ["engine 5 -> 6 compute layers"]
     # The undone group's own record is gone: the report lists what shaped the graph.
     assert [r.name for r in report.records] == ["engine-guided"]
@@ -149,7 +149,7 @@ def test_the_build_budget_stops_trying_groups() -> None:
                         "remove-one-identity)", judge)
     record = report.records[-1]
     assert judge.calls == 2  # the input and the first group
-    assert record.stats["groups_skipped"] == 2
+    assert record.counts["groups_skipped"] == 2
     assert [n.op for n in graph.nodes].count("Identity") == 2
     assert all("budget" in r.reason for r in record.rejections)
 
@@ -162,7 +162,7 @@ def test_builds_are_cached_by_fingerprint_across_runs_of_one_manager() -> None:
     assert judge.calls == 2
     report = manager.run(ir.import_model(identity_chain_model()))
     assert judge.calls == 2  # fingerprints of equal graphs in one process are equal
-    assert report.records[-1].stats["engine_cache_hits"] == 2
+    assert report.records[-1].counts["engine_cache_hits"] == 2
 
 
 def test_a_candidate_trt_cannot_build_is_undone() -> None:
@@ -192,7 +192,7 @@ def test_an_unbuildable_input_runs_every_group_unjudged() -> None:
     assert [n.op for n in guided.nodes] == ["Relu", "Identity", "Relu"]  # two Identity removed
     assert calls == [5]  # the input alone was tried
     record = report.records[-1]
-    assert record.stats["groups_unjudged"] == 3 and record.stats["engine_builds"] == 1
+    assert record.counts["groups_unjudged"] == 3 and record.counts["engine_builds"] == 1
     assert [(e["group"], e["kept"], e["engine_before"], e["error"])
             for e in report.sections["engine_guided"]] == [
         ("remove-one-identity", True, None, "no TensorRT"),
@@ -233,8 +233,8 @@ def test_engine_guided_default_on_the_example_with_tensorrt() -> None:
     graph = ir.import_model(model)
     report = PassManager("engine-guided(default)").run(graph)
     record = report.records[-1]
-    assert record.stats["engine_layers_after"] <= record.stats["engine_layers_before"]
-    assert record.stats["groups_kept"] >= 1
+    assert record.counts["engine_layers_after"] <= record.counts["engine_layers_before"]
+    assert record.counts["groups_kept"] >= 1
     assert ir.layer_count(graph) < ir.layer_count(ir.import_model(model))
 
 
@@ -264,7 +264,7 @@ def test_a_judge_given_to_the_element_wins_over_the_contexts() -> None:
     report = PassManager([element], registry=REGISTRY,
                          ctx=PassContext(resources={"engine-guided": contexts})).run(graph)
     assert (own.calls, contexts.calls) == (2, 0)
-    assert report.records[-1].stats["groups_kept"] == 1
+    assert report.records[-1].counts["groups_kept"] == 1
     assert report.records[-1].options == {"max-builds": 4, "max-seconds": 600.0,
                                           "max-extra-macs": 0.0}
 

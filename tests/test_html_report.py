@@ -105,7 +105,7 @@ def test_rendered_page_shows_the_report(compiled, tmp_path: Path) -> None:
     for (_, row), record in zip(rows, report["passes"]):
         cells = dom_texts(row, r"<td[^>]*>(.*?)</td>")
         assert cells[2:4] == [str(record["layers_before"]), str(record["layers_after"])]
-        assert cells[6] == " ".join(f"{k}={v}" for k, v in record["stats"].items())
+        assert cells[6] == " ".join(f"{k}={v}" for k, v in record["counts"].items())
 
     # The chart: a point per pass run plus the input.
     assert dom.count('class="layers-point"') == len(report["passes"]) + 1

@@ -258,12 +258,12 @@ def test_records_derive_layers_changed_and_histogram_delta() -> None:
     counting, eliminating, recounting = report.records
     assert (counting.name, counting.layers_before, counting.layers_after) == ("count-relus", 5, 5)
     assert counting.changed is False
-    assert counting.stats == {"relus_seen": 2}
+    assert counting.counts == {"relus_seen": 2}
     assert counting.histogram_delta == {}
     assert eliminating.changed is True
     assert (eliminating.layers_before, eliminating.layers_after, eliminating.delta) == (5, 2, -3)
     assert eliminating.histogram_delta == {"Identity": -3}
-    assert eliminating.stats == {"removed_identity": 3}
+    assert eliminating.counts == {"removed_identity": 3}
     assert recounting.changed is False
     assert [r.index for r in report.records] == [1, 2, 3]
     assert (report.layers_before, report.layers_after) == (5, 2)
@@ -760,7 +760,7 @@ def test_a_users_module_brings_passes_and_combinators_and_clashes_name_the_modul
     assert "nothing" in registry and registry.combinator("once").__name__ == "Once"
     graph = ir.import_model(identity_chain_model())
     report = PassManager("once(nothing),default", registry=registry).run(graph)
-    assert report.records[0].stats == {"nothing": 1}
+    assert report.records[0].counts == {"nothing": 1}
     assert "once" not in [cls.name for cls in builtin_registry().combinators()]
     clash = tmp_path / "clash.py"
     clash.write_text(USER_COMBINATOR_MODULE.replace('"once"', '"engine-guided"'))

@@ -13,7 +13,7 @@ def _record(index, name, before, after, seconds, stats, iteration=None, rejectio
     return {"index": index, "name": name, "pipeline_text": name, "options": {},
             "iteration": iteration, "layers_before": before, "layers_after": after,
             "delta": after - before, "seconds": seconds, "changed": before != after,
-            "histogram_delta": {}, "stats": stats,
+            "histogram_delta": {}, "counts": stats,
             "rejections": [{"nodes": list(n), "reason": r} for n, r in rejections]}
 
 

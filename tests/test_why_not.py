@@ -53,8 +53,8 @@ def test_why_not_api_and_formatting(tmp_path: Path) -> None:
 
 def test_why_not_deduplicates_fixed_point_runs() -> None:
     rejection = {"nodes": ["conv", "add"], "reason": "Add of two computed tensors is not a bias"}
-    records = [{"name": "fuse", "stats": {"fused": 2}, "rejections": [rejection]},
-               {"name": "fuse", "stats": {}, "rejections": [rejection]}]
+    records = [{"name": "fuse", "counts": {"fused": 2}, "rejections": [rejection]},
+               {"name": "fuse", "counts": {}, "rejections": [rejection]}]
     lines = report.format_why_not({"passes": records, "pipeline": "fixed-point(fuse)"}, "fuse",
                                   {"conv": "Conv"})
     assert lines == [

@@ -104,7 +104,7 @@ def _layers(model: onnx.ModelProto, pipeline: str) -> tuple[int, dict[str, int],
     report = PassManager(pipeline).run(graph)
     stats: dict[str, int] = {}
     for record in report.records:
-        for key, value in record.stats.items():
+        for key, value in record.counts.items():
             stats[key] = stats.get(key, 0) + value
     optimized = ir.export_model(graph)
     return build_engine(optimized, progress=False).compute_layers, stats, optimized

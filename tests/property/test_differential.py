@@ -223,7 +223,7 @@ def test_every_rule_fires() -> None:
         for pipeline in (*PIPELINES, "default,precision-fp16", f"default,{INT8}"):
             _, report = optimize(case, pipeline)
             for record in report.records:
-                fired[record.name].update(record.stats)
+                fired[record.name].update(record.counts)
     missing = {name: [rule for rule in rules if not fired[name][rule]]
                for name, rules in RULES.items()}
     missing = {name: rules for name, rules in missing.items() if rules}

@@ -62,7 +62,7 @@ def test_default_pipeline_reports_no_change_on_its_own_output(case) -> None:
     pipeline = oracle.default_pipeline()
     once, _ = oracle.optimize(case.model, pipeline)
     _, report = oracle.optimize(once, pipeline)
-    changed = [f"{r.text} (iteration {r.iteration}): {r.stats}" for r in report.records if r.changed]
+    changed = [f"{r.text} (iteration {r.iteration}): {r.counts}" for r in report.records if r.changed]
     assert not changed, f"passes reported changing an already optimized graph: {changed}"
 
 

@@ -27,7 +27,7 @@ def pass_table_section(report: Mapping[str, Any]) -> str:
             f'<td><code>{esc(text_report.pass_label(record))}</code></td>'
             f'{num_cell(record["layers_before"])}{num_cell(record["layers_after"])}'
             f'{delta_cell(record["delta"])}{num_cell(text_report.format_seconds(record["seconds"]))}'
-            f'<td class="mono">{esc(text_report.format_counts(record["stats"]))}</td>'
+            f'<td class="mono">{esc(text_report.format_counts(record["counts"]))}</td>'
             f'{num_cell(rejected if rejected else "")}</tr>')
     layers = report["layers"]
     rows.append(

@@ -182,7 +182,7 @@ class PipelineRun:
             options=element.options(), iteration=iteration, layers_before=layers_before,
             layers_after=ir.layer_count(graph), seconds=seconds, changed=changed,
             histogram_delta=ir.histogram_delta(histogram_before, ir.op_histogram(graph)),
-            stats=dict(result.counts), rejections=list(result.rejections))
+            counts=dict(result.counts), rejections=list(result.rejections))
         self.report.records.append(record)
         return record
 
@@ -226,7 +226,7 @@ class PipelineRun:
             iteration=iteration, layers_before=layers_before, layers_after=layers_after,
             seconds=seconds, changed=changed,
             histogram_delta=ir.histogram_delta(histogram_before, histogram_after),
-            stats=dict(result.counts), rejections=list(result.rejections),
+            counts=dict(result.counts), rejections=list(result.rejections),
         )
         report.records.append(record)
         for instrument in self.manager.instruments:

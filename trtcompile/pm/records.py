@@ -24,7 +24,8 @@ class PassRecord:
     seconds: float
     changed: bool
     histogram_delta: dict[str, int]
-    stats: dict[str, int]
+    #: What the pass said it did, by kind (its PassResult counts: ``fused_conv_relu=53``).
+    counts: dict[str, int]
     rejections: list[Rejection]
 
     @property
@@ -46,7 +47,7 @@ class PassRecord:
             "seconds": round(self.seconds, 6),
             "changed": self.changed,
             "histogram_delta": self.histogram_delta,
-            "stats": self.stats,
+            "counts": self.counts,
             "rejections": [r.to_dict() for r in self.rejections],
         }
 

@@ -67,7 +67,7 @@ def format_pass_table(report: Mapping[str, Any]) -> list[str]:
     for record in report["passes"]:
         rows.append((pass_label(record), str(record["layers_before"]), str(record["layers_after"]),
                      f"{record['delta']:+d}" if record["delta"] else "0",
-                     format_seconds(record["seconds"]), format_counts(record["stats"])))
+                     format_seconds(record["seconds"]), format_counts(record["counts"])))
     layers = report["layers"]
     total_delta = layers["optimized"] - layers["input"]
     rows.append(("total", str(layers["input"]), str(layers["optimized"]),
@@ -139,7 +139,7 @@ def format_why_not(report: Mapping[str, Any], pass_name: str,
     runs = f"{len(records)} run{'s' if len(records) != 1 else ''}"
     counts: dict[str, int] = {}
     for record in records:
-        for key, value in record["stats"].items():
+        for key, value in record["counts"].items():
             counts[key] = counts.get(key, 0) + value
     rewrote = f"; it rewrote: {format_counts(counts)}" if counts else "; it rewrote nothing"
     rejections = rejections_of(records, pass_name)

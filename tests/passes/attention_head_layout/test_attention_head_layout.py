@@ -78,7 +78,7 @@ def test_engine_has_two_fewer_layers_per_block(mask: bool) -> None:
     heads are read from the merged projection GEMM, the query's bias kernel writes Q^T)."""
     model = attention_block(mask=mask)
     rewritten, record = optimized(model)
-    assert record.stats["attention_blocks"] == 1
+    assert record.counts["attention_blocks"] == 1
     before = build_engine(model, progress=False).compute_layers
     after = build_engine(rewritten, progress=False)
     # A mask given as an input is read transposed by the softmax kernel (a mask computed in the
@@ -99,7 +99,7 @@ def test_blocks_without_query_bias_keep_their_layout(biases: str, stats: dict, l
     form would build 7): a query without bias only loses the key and value biases."""
     model = attention_block(biases=biases)
     rewritten, record = optimized(model)
-    assert record.stats == stats
+    assert record.counts == stats
     ops = [n.op_type for n in rewritten.graph.node]
     assert "Unsqueeze" not in ops and ops.count("Transpose") == 4
     built = (build_engine(model, progress=False).compute_layers,
@@ -114,7 +114,7 @@ def test_reduced_precision_engines_keep_the_standard_attention(precision: str) -
     (DistilBERT, default pipeline + FP16: 62 engine layers, 74 with this pass)."""
     ctx = PassContext(resources={"attention-head-layout": {"precision": precision}})
     rewritten, record = optimized(attention_block(seq=8, width=16, heads=2), ctx)
-    assert record.stats == {}
+    assert record.counts == {}
     assert [r.reason for r in record.rejections] == [
         f"the engine is built in {precision.upper()}: TensorRT fuses standard attention into one "
         "kernel there, which transposed scores prevent"]
@@ -129,7 +129,7 @@ def test_fp16_graph_is_left_alone() -> None:
             tensor.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(tensor).astype(np.float16),
                                                     tensor.name))
     _, record = optimized(model)
-    assert record.stats == {}
+    assert record.counts == {}
     assert record.rejections[0].reason == ("the projections are not float32: TensorRT fuses FP16 "
                                            "attention into one kernel")
 

@@ -38,7 +38,7 @@ def test_equal_bytes_merge_and_parity() -> None:
     model = _two_adds(values, values.copy())
     graph, report = _run(model)
     assert [n.op for n in graph.nodes] == ["Add", "Mul"]
-    assert report.records[0].stats == {"merged_nodes": 1}
+    assert report.records[0].counts == {"merged_nodes": 1}
     assert verify.compare_models(model, ir.export_model(graph), seed=0).passed
 
 
@@ -169,7 +169,7 @@ def test_long_chains_merge_in_one_run() -> None:
     model = ir.export_model(gs.Graph(nodes=nodes, inputs=[x], outputs=[y], opset=17))
     graph, report = _run(model)
     assert len(graph.nodes) == 31
-    assert report.records[0].stats == {"merged_nodes": 30}
+    assert report.records[0].counts == {"merged_nodes": 30}
     assert verify.compare_models(model, ir.export_model(graph), seed=0).passed
 
 
@@ -199,7 +199,7 @@ def test_default_pipeline_merges_fused_convs_with_equal_weights_and_bias() -> No
         [weights, twin, third, bias, *bn])
     model = h.make_model(graph_proto, opset_imports=[h.make_opsetid("", 17)], ir_version=10)
     graph, report = _run(model, "default")
-    merged = sum(r.stats.get("merged_nodes", 0) for r in report.records if r.name == PASS)
+    merged = sum(r.counts.get("merged_nodes", 0) for r in report.records if r.name == PASS)
     assert merged == 1
     assert [ir.op_key(n).split("_")[0] for n in graph.nodes] == [
         "trtcompile.ConvBiasRelu", "trtcompile.ConvBiasRelu", "Mul", "Concat"]

@@ -358,13 +358,13 @@ def test_quantize_int8_puts_qdq_on_x_and_w_and_keeps_the_residual_float() -> Non
     # (rule 8); this test is about where Q/DQ go on a quantized residual call.
     default = PassManager("conv-bias-activation-fusion,quantize-int8{method=minmax}",
                           ctx=PassContext(resources={"quantize-int8": setup})).run(graph.copy())
-    assert default.records[-1].stats["quantized_fused_conv"] == 1
+    assert default.records[-1].counts["quantized_fused_conv"] == 1
     assert [r.reason for r in default.records[-1].rejections] == [
         "network output layer stays in higher precision"]
     report = PassManager(
         "conv-bias-activation-fusion,quantize-int8{method=minmax keep-output-layers=false}",
         ctx=PassContext(resources={"quantize-int8": setup})).run(graph)
-    assert report.records[-1].stats["quantized_fused_conv"] == 2
+    assert report.records[-1].counts["quantized_fused_conv"] == 2
     call = graph.nodes[-1]
     assert call.op == "ConvBiasAddRelu_k3x3_s1x1_p1x1x1x1_d1x1_g1"
     x, w, b, z = call.inputs

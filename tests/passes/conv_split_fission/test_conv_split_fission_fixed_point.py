@@ -43,7 +43,7 @@ def test_default_pipeline_leaves_no_dead_piece_and_is_a_fixed_point() -> None:
     once, report = _optimize(_model())
     assert [n.op_type for n in once.graph.node] == ["Conv", "Flatten", "Gemm"]
     fission = next(r for r in report.records if r.name == "conv-split-fission")
-    assert fission.stats == {"split_convs": 1, "conv_pieces": 1}
+    assert fission.counts == {"split_convs": 1, "conv_pieces": 1}
     twice, again = _optimize(once)
     assert ir.model_digest(twice) == ir.model_digest(once)
     assert not any(record.changed for record in again.records)

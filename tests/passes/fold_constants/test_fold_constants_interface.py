@@ -53,7 +53,7 @@ def test_if_on_an_overridable_condition_is_not_flattened() -> None:
     }""")
     optimized, report = _run(model, "fold-constants")
     assert [n.op_type for n in optimized.graph.node] == ["If"]
-    assert not any(record.stats for record in report.records)
+    assert not any(record.counts for record in report.records)
     _same_outputs(model, optimized)  # flag fed false: the else branch
 
 
@@ -71,7 +71,7 @@ def test_constant_read_only_by_a_body_is_counted_as_folded() -> None:
     }""")
     optimized, report = _run(model, "fold-constants")
     (record,) = report.records
-    assert record.stats == {"folded_nodes": 3, "folded_shape_ops": 1}
+    assert record.counts == {"folded_nodes": 3, "folded_shape_ops": 1}
     assert [n.op_type for n in optimized.graph.node] == ["If"]
     for condition in (True, False):
         feeds = {"x": np.ones((2, 3), np.float32), "c": np.array(condition)}

@@ -154,5 +154,5 @@ def test_random_graphs_partition_acyclically_and_exactly(seed: int) -> None:
     import networkx as nx
 
     assert nx.is_directed_acyclic_graph(ir.to_networkx(ir.import_model(partitioned)))
-    assert record.stats.get("segments", 0) == len(partitioned.functions)
+    assert record.counts.get("segments", 0) == len(partitioned.functions)
     assert verify.compare_models(model, partitioned, seed=seed).passed

@@ -144,7 +144,7 @@ def test_fused_calls_compose_with_float16_and_run_in_half():
     optimized, report = optimize(conv_chain(), "conv-bias-activation-fusion,precision-fp16")
     calls = [n for n in optimized.graph.node if n.domain == ir.TRTCOMPILE_DOMAIN]
     assert [n.name for n in calls] == ["conv1", "conv2"]
-    assert report.records[-1].stats["converted_layers"] == 2
+    assert report.records[-1].counts["converted_layers"] == 2
     assert casts_back_to_back(optimized) == []
     parity = verify.compare_models(conv_chain(), optimized, atol=1e-2, rtol=1e-2)
     assert parity.passed, parity.summary()

@@ -111,7 +111,7 @@ def test_conv_classifier_structure_and_accuracy(method):
     quantized, report, setup = quantize(
         model, {"x": samples((3, 12, 12), 64, seed=1)},
         pipeline=f"quantize-int8{{method={method} keep-output-layers=false}}")
-    stats = report.records[0].stats
+    stats = report.records[0].counts
     assert stats["quantized_conv"] == 2 and stats["quantized_gemm"] == 1
     assert stats["qdq_activations"] == 3 and stats["qdq_weights"] == 3
     assert stats["calibrated_tensors"] == 3 and stats["calibration_samples"] == 64
@@ -155,7 +155,7 @@ def test_network_output_layer_stays_in_higher_precision():
     model = conv_classifier()
     quantized, report, _ = quantize(model, {"x": samples((3, 12, 12), 32, seed=2)})
     record = report.records[0]
-    assert record.stats["quantized_conv"] == 2 and "quantized_gemm" not in record.stats
+    assert record.counts["quantized_conv"] == 2 and "quantized_gemm" not in record.counts
     assert [(r.nodes, r.reason) for r in record.rejections] == [
         (("fc",), "network output layer stays in higher precision"),
         (("pool",), "pooling output is not read by a quantized layer (runs in higher precision)")]
@@ -178,7 +178,7 @@ def test_a_layer_feeding_further_matrix_work_is_not_an_output_layer():
     """Negative of rule 8: fc1 of the MLP feeds fc2, so it is quantized; fc2 is the head."""
     quantized, report, _ = quantize(mlp(), {"x": samples((32,), 64, seed=4)})
     record = report.records[0]
-    assert record.stats["quantized_matmul"] == 1
+    assert record.counts["quantized_matmul"] == 1
     assert [(r.nodes, r.reason) for r in record.rejections] == [
         (("fc2",), "network output layer stays in higher precision")]
 
@@ -187,7 +187,7 @@ def test_matmul_weights_quantize_per_output_column():
     model = mlp()
     quantized, report, _ = quantize(model, {"x": samples((32,), 512, seed=4)},
                                     pipeline="quantize-int8{keep-output-layers=false}")
-    assert report.records[0].stats["quantized_matmul"] == 2
+    assert report.records[0].counts["quantized_matmul"] == 2
     initializers = {i.name: onh.to_array(i) for i in quantized.graph.initializer}
     for dq in nodes_by_op(quantized, "DequantizeLinear"):
         weights = initializers.get(dq.input[0])
@@ -213,7 +213,7 @@ def test_shared_activation_gets_one_qdq_pair_and_float_readers_keep_float():
                    [onh.from_array(w1, "w1"), onh.from_array(w2, "w2")])
     quantized, report, _ = quantize(model, {"x": samples((3, 4, 4), 32, seed=6)},
                                     pipeline="quantize-int8{keep-output-layers=false}")
-    assert report.records[0].stats["qdq_activations"] == 1
+    assert report.records[0].counts["qdq_activations"] == 1
     assert len(nodes_by_op(quantized, "QuantizeLinear")) == 1
     assert next(n for n in quantized.graph.node if n.name == "gate").input[0] == "x"
 
@@ -264,7 +264,7 @@ def test_cache_is_written_then_reused_without_data(tmp_path):
     assert set(payload["ranges"]) == {"x", "r1"} and payload["num_samples"] == 32
     second, report, setup = quantize(model, None, cache_path=cache,
                                      pipeline="quantize-int8{method=percentile percentile=99.9}")
-    assert report.records[0].stats["ranges_from_cache"] == 2
+    assert report.records[0].counts["ranges_from_cache"] == 2
     assert setup.info["source"] == "cache"
     assert {i.name: onh.to_array(i).tobytes() for i in first.graph.initializer} == \
            {i.name: onh.to_array(i).tobytes() for i in second.graph.initializer}
@@ -293,7 +293,7 @@ def test_fused_conv_call_quantizes_as_one_layer():
     model = conv_classifier()
     quantized, report, _ = quantize(model, {"x": samples((3, 12, 12), 32, seed=11)},
                                     pipeline="conv-bias-activation-fusion,quantize-int8")
-    stats = report.records[-1].stats
+    stats = report.records[-1].counts
     assert stats["quantized_fused_conv"] == 2 and "quantized_gemm" not in stats
     calls = [n for n in quantized.graph.node if n.domain == ir.TRTCOMPILE_DOMAIN]
     assert [n.name for n in calls] == ["conv1", "conv2"]

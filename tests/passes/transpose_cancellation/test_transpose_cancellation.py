@@ -223,7 +223,7 @@ def test_random_chains_keep_values_and_never_add_transposes(model: onnx.ModelPro
     onnx.checker.check_model(model, full_check=True)
     graph = ir.import_model(model)
     report = PassManager("transpose-cancellation").run(graph)
-    assert "stopped_early" not in report.records[0].stats
+    assert "stopped_early" not in report.records[0].counts
     optimized = ir.export_model(graph)
     onnx.checker.check_model(optimized, full_check=True)
     assert _transposes(optimized) <= _transposes(model)
@@ -255,7 +255,7 @@ def test_chain_of_transposes_around_fixed_layout_ops_collapses() -> None:
     report = PassManager("transpose-cancellation").run(graph)
     ops = [node.op for node in graph.nodes]
     assert ops == ["Transpose"] + ["Conv", "Relu"] * 100 + ["Transpose"]
-    assert report.records[0].stats == {"cancelled_pairs": 99, "pushed_through_unary": 100}
+    assert report.records[0].counts == {"cancelled_pairs": 99, "pushed_through_unary": 100}
     assert verify.compare_models(model, ir.export_model(graph)).passed
 
 
@@ -304,7 +304,7 @@ def test_flatten_into_weights_matches_numpy_layouts(case) -> None:
     graph = ir.import_model(model)
     report = PassManager("transpose-cancellation").run(graph)
     optimized = ir.export_model(graph)
-    stats = report.records[0].stats
+    stats = report.records[0].counts
     dims = [d for d in golden.interface_dims(model)["x"]]
     moved = [axis for axis in perm if dims[axis] != 1]
     if is_identity(perm):
@@ -341,7 +341,7 @@ def test_shared_weight_is_permuted_once_and_the_original_kept_for_other_readers(
     model.ir_version = ir.IR_VERSION
     graph = ir.import_model(model)
     report = PassManager("transpose-cancellation").run(graph)
-    assert report.records[0].stats == {"folded_into_matmul_weights": 2}
+    assert report.records[0].counts == {"folded_into_matmul_weights": 2}
     weights = {node.name: node.inputs[1] for node in graph.nodes if node.op == "MatMul"}
     assert weights["dense0"] is weights["dense1"] and weights["dense0"].name == "w_permuted"
     assert weights["dense2"].name == "w"
@@ -480,7 +480,7 @@ def test_keras_model_lowered_by_tf2onnx_keeps_only_boundary_transposes() -> None
     remaining = [n for n in graph.nodes if n.op == "Transpose"]
     assert remaining and all(n.inputs[0].name in graph_inputs for n in remaining), \
         [(n.name, n.inputs[0].name) for n in remaining]
-    stats = report.records[2].stats
+    stats = report.records[2].counts
     assert stats["cancelled_pairs"] >= 5 and stats["pushed_through_concat"] == 1
     assert stats["pushed_through_broadcast"] >= 2  # the BatchNorm shift and the residual Add
 
@@ -538,7 +538,7 @@ def test_keras_flatten_dense_exported_with_dynamic_batch_keeps_only_the_input_tr
                                                "transpose-cancellation")
     report = PassManager(pipeline).run(graph)
     optimized = ir.export_model(graph)
-    stats = next(r.stats for r in report.records if r.name == "transpose-cancellation")
+    stats = next(r.counts for r in report.records if r.name == "transpose-cancellation")
     assert stats["folded_into_matmul_weights"] == 1 and stats["pushed_through_shape"] == 1
 
     graph_inputs = {t.name for t in graph.inputs}
