@@ -3,7 +3,7 @@
 Each mutation is a text edit of one pass module (an operator, constant or condition flipped), naming
 the rule it breaks. For each one the script copies the repository's tracked files into a temporary
 folder, applies the edit there (the working tree is never touched), runs the part of the test suite
-that covers that pass (its golden cases, its own tests and the property tests of that pass alone
+that covers that pass (its pass cases, its own tests and the property tests of that pass alone
 and of the default pipeline, ``ci`` profile with
 ``PROPERTY_EXAMPLES`` examples per test) and records whether it failed (caught) or passed
 (survived). A mutation whose text is not found exactly once is an error: the list is stale.
@@ -370,7 +370,7 @@ def tests_for(mutation: Mutation | None) -> list[list[str]]:
     if mutation is None:
         checks = sorted({path for m in MUTATIONS if m.package != "passes"
                          for path in _check_tests(m.module)})
-        return [["tests/test_golden_cases.py", "tests/passes",
+        return [["tests/test_pass_cases.py", "tests/passes",
                  "tests/property/test_pass_semantics.py", "tests/property/test_differential.py",
                  "-k", "not every_rule"], *([checks] if checks else [])]
     module = mutation.module
@@ -381,7 +381,7 @@ def tests_for(mutation: Mutation | None) -> list[list[str]]:
     # The differential tests first: they catch most mutants, and a caught mutant stops the run.
     runs = [["tests/property/test_differential.py", "-k",
              f"{pass_name} or default or fp16 or int8"],
-            ["tests/test_golden_cases.py", "-k", module]]
+            ["tests/test_pass_cases.py", "-k", module]]
     if own:
         runs.append(own)
     runs.append(["tests/property/test_pass_semantics.py", "-k",
@@ -489,7 +489,7 @@ def write_section(rows, minutes: float) -> None:
         f"Measured with `python benchmarks/mutation_check.py` ({len(rows)} mutations, "
         f"{minutes:.0f} minutes on two cores): **{caught} of {len(rows)} caught "
         f"({100 * caught / max(1, len(rows)):.0f}%)**. Each mutation breaks one rule of one pass "
-        "in a temporary copy of the tree; it is caught when that pass's golden cases, its own "
+        "in a temporary copy of the tree; it is caught when that pass's pass cases, its own "
         "tests or the property tests (the pass alone, the default pipeline, `ci` profile, "
         f"{PROPERTY_EXAMPLES} examples per test) fail.",
         "",

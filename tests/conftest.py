@@ -12,8 +12,8 @@ os.environ.setdefault("POLYGRAPHY_USE_TENSORRT_RTX", "1")
 
 
 def pytest_addoption(parser):
-    parser.addoption("--update-golden", action="store_true", default=False,
-                     help="rewrite the expected JSON of golden pass cases (review the diff)")
+    parser.addoption("--update-cases", action="store_true", default=False,
+                     help="rewrite the expected JSON of pass cases (review the diff)")
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -10,7 +10,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 import passes
-from tests import golden
+from tests import pass_cases
 from tests.helpers import run_main
 from trtcompile import ir, verify
 from trtcompile.errors import EXIT_BAD_INPUT, EXIT_NOTHING_FAILS
@@ -101,7 +101,7 @@ def _structure(graph) -> list[tuple]:
                   for n in graph.nodes)
 
 
-CASES = golden.all_cases()
+CASES = pass_cases.all_cases()
 
 #: The built-in pass classes by pipeline name.
 BUILTIN_BY_NAME = {cls.name: cls for cls in passes.BUILTIN_PASSES}
@@ -116,7 +116,7 @@ def _rewrite_stats(report) -> list[dict[str, int]]:
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
-def test_every_builtin_rewrite_asks_the_limit(case: golden.GoldenCase) -> None:
+def test_every_builtin_rewrite_asks_the_limit(case: pass_cases.PassCase) -> None:
     """With a limit of 0 no built-in pass rewrites anything (it may still annotate shapes or
     reorder nodes); with no limit, a case whose pipeline rewrites records its rewrites (a granted
     rewrite may still find nothing to do, as when a graph output cannot be renamed)."""

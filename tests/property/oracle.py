@@ -4,11 +4,11 @@
 result passes the onnx checker, keeps the graph's interface (input and output names, shapes, dtypes)
 and computes the same outputs as the original on ONNX Runtime within tolerance.
 
-When a check fails, the failing model is written as ONNX text (``onnx.printer``) with a golden-case
+When a check fails, the failing model is written as ONNX text (``onnx.printer``) with a pass-case
 header into ``property-failures/<pass_module>/regression_<label>.onnxtxt`` (or under
 ``$TRTCOMPILE_PROPERTY_FAILURES``). Hypothesis replays the shrunk example last, so the file left
 behind holds the minimal graph; move it into ``tests/passes/<pass_module>/cases/`` and generate its
-expectations with ``--update-golden``. The pass to blame is the first one after which the graph
+expectations with ``--update-cases``. The pass to blame is the first one after which the graph
 stops matching the original (found by re-running the pipeline with a checking instrument).
 """
 
@@ -267,7 +267,7 @@ def failures_dir() -> Path:
 
 def regression_text(model: onnx.ModelProto, pipeline: str, reason: str,
                     tolerance: Tolerance) -> str:
-    """A golden case: header lines, then the model as ONNX text."""
+    """A pass case: header lines, then the model as ONNX text."""
     first_line = reason.strip().splitlines()[0] if reason.strip() else "failure"
     header = [
         f"# about: regression (shrunk by the property tests): {first_line[:300]}",

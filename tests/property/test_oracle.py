@@ -2,7 +2,7 @@
 
 A deliberately wrong pass (it turns Relu into LeakyRelu) runs under the same harness as the real
 passes; the test asserts that hypothesis fails, that the case written is the minimal graph (one
-input, one Relu) in golden-case format, and that the golden harness can load it.
+input, one Relu) in pass-case format, and that the pass-case harness can load it.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import onnx_graphsurgeon as gs
 import pytest
 from hypothesis import given, settings
 
-from tests import golden
+from tests import pass_cases
 from tests.helpers import registry_with
 from tests.property import oracle
 from tests.property.strategies import cnn_models
@@ -78,7 +78,7 @@ def test_wrong_pass_is_caught_shrunk_and_saved(tmp_path, monkeypatch) -> None:
     # Shrunk to the essence: one input, one Relu, one output.
     assert [node.op_type for node in model.graph.node] == ["Relu"]
     assert len(model.graph.input) == 1 and len(model.graph.output) == 1
-    case = golden.load_case(saved)
+    case = pass_cases.load_case(saved)
     assert case.pipeline == "dead-layer-elimination,wrong-relu"
     onnx.checker.check_model(case.model())
 

@@ -1,4 +1,4 @@
-"""attention-head-layout beyond its golden cases: the engine TensorRT builds from an attention block
+"""attention-head-layout beyond its pass cases: the engine TensorRT builds from an attention block
 (fewer compute layers, the measured reason for the pass), the precision the compile asks for (FP16
 and INT8 engines keep TensorRT's fused attention) and ``--why-not``."""
 
@@ -11,7 +11,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from tests import golden
+from tests import pass_cases
 from trtcompile import cli, ir, verify
 from trtcompile.backend import build_engine
 from trtcompile.flow import CompileOptions, compile_model
@@ -147,7 +147,7 @@ def test_compile_passes_the_precision_to_the_pass(tmp_path: Path) -> None:
 
 
 def test_why_not_names_the_blocking_op(tmp_path: Path, capsys) -> None:
-    case = golden.load_case(CASES / "neg_multiplicative_mask.onnxtxt")
+    case = pass_cases.load_case(CASES / "neg_multiplicative_mask.onnxtxt")
     path = tmp_path / "model.onnx"
     onnx.save(case.model(), path)
     code = cli.main(["compile", str(path), "-o", str(tmp_path / "out"), "--no-engine",

@@ -1,4 +1,4 @@
-"""common-subexpression-elimination beyond its golden cases: constants compared by bytes (hash
+"""common-subexpression-elimination beyond its pass cases: constants compared by bytes (hash
 collisions, NaN payloads, signed zeros), ops of unknown domains, local functions, fixed point on
 chains, and the default pipeline on sibling convolutions with equal weights."""
 

@@ -1,4 +1,4 @@
-"""conv-bias-activation-fusion beyond its golden cases: the public helpers, folded weight values,
+"""conv-bias-activation-fusion beyond its pass cases: the public helpers, folded weight values,
 options, and TensorRT accepting the fused calls."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import onnx_graphsurgeon as gs
 import pytest
 
 from passes.conv_bias_activation_fusion import ConvBiasActivationFusion
-from tests import golden
+from tests import pass_cases
 from trtcompile import calibration, ir, verify
 from trtcompile.calibration import Calibration, CalibrationData
 from trtcompile.errors import InputError
@@ -31,7 +31,7 @@ CASES = Path(__file__).parent / "cases"
 
 def fused(case_name: str, pipeline: str | None = None) -> tuple[onnx.ModelProto, gs.Graph]:
     """The case's input model and its graph after the pass."""
-    case = golden.load_case(CASES / f"{case_name}.onnxtxt")
+    case = pass_cases.load_case(CASES / f"{case_name}.onnxtxt")
     model = case.model()
     graph = ir.import_model(model)
     PassManager(pipeline or case.pipeline).run(graph)

@@ -1,4 +1,4 @@
-"""fold-constants beyond its golden cases: dynamic batches stay dynamic, subgraph bodies fold in
+"""fold-constants beyond its pass cases: dynamic batches stay dynamic, subgraph bodies fold in
 place, the cheap path when nothing folds, and options."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import onnxruntime as ort
 import pytest
 
 from passes.fold_constants import FoldConstants
-from tests import golden
+from tests import pass_cases
 from trtcompile import ir
 from trtcompile.pass_manager import PassContext, PassManager, parse_pipeline
 
@@ -21,7 +21,7 @@ CASES = Path(__file__).parent / "cases"
 
 
 def folded(case_name: str, pipeline: str | None = None) -> tuple[onnx.ModelProto, gs.Graph]:
-    case = golden.load_case(CASES / f"{case_name}.onnxtxt")
+    case = pass_cases.load_case(CASES / f"{case_name}.onnxtxt")
     model = case.model()
     graph = ir.import_model(model)
     PassManager(pipeline or case.pipeline).run(graph)

@@ -1,4 +1,4 @@
-"""The partition pass beyond its golden cases: how it takes the support classification, the shape
+"""The partition pass beyond its pass cases: how it takes the support classification, the shape
 of the segment functions, and random graphs (every partition must stay acyclic and exact)."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""precision-fp16 beyond the golden cases: tensor types, Cast placement, function specializations,
+"""precision-fp16 beyond the pass cases: tensor types, Cast placement, function specializations,
 composition with fusion, and TensorRT running the converted layers in Half."""
 
 from __future__ import annotations
@@ -9,12 +9,12 @@ import onnx.helper as oh
 import onnx.numpy_helper as onh
 import pytest
 
-from tests import golden
+from tests import pass_cases
 from tests.passes.quantize_int8.engine_datatypes import engine_layers, layers_running
 from trtcompile import calibration, ir, verify
 from trtcompile.pass_manager import PassManager
 
-CASES = [c for c in golden.all_cases() if c.path.parent.parent.name == "precision_fp16"]
+CASES = [c for c in pass_cases.all_cases() if c.path.parent.parent.name == "precision_fp16"]
 
 
 def optimize(model: onnx.ModelProto, pipeline: str = "precision-fp16"):
@@ -67,7 +67,7 @@ def elem_types(model: onnx.ModelProto) -> dict[str, int]:
 
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
 def test_golden_outputs_type_check_and_leave_no_cast_pairs(case):
-    _, model, optimized = golden.run_case(case)
+    _, model, optimized = pass_cases.run_case(case)
     # No Cast pair the pass made: a lossy pair of the input (float -> int32 -> float) stays.
     # (Counted, not named: the input's nodes may be unnamed.)
     assert len(casts_back_to_back(optimized)) <= len(casts_back_to_back(model))
@@ -122,7 +122,7 @@ def test_shared_weight_read_in_both_precisions_gets_a_float16_copy():
 
 def test_function_body_keeps_casts_inside_only_around_keep_list_ops():
     case = next(c for c in CASES if c.path.stem == "function_with_keep_op")
-    _, _, optimized = golden.run_case(case)
+    _, _, optimized = pass_cases.run_case(case)
     (function,) = optimized.functions
     assert function.name == "ConvSoftmax_fp16"
     assert [n.op_type for n in function.node] == ["Conv", "Cast", "Softmax", "Cast", "Relu"]

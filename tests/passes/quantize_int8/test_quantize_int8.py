@@ -1,7 +1,7 @@
 """quantize-int8: structure of the Q/DQ graph, task-level accuracy after calibration, rejections,
 the calibration cache through the pass, and TensorRT running the quantized layers in Int8.
 
-The golden harness has no calibration input, so these tests build graphs, calibrate them on seeded
+The pass-case harness has no calibration input, so these tests build graphs, calibrate them on seeded
 data and judge the quantized model against the float model on held-out seeded data.
 """
 

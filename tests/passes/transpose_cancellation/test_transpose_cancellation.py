@@ -1,4 +1,4 @@
-"""transpose-cancellation beyond its golden cases: the permutation algebra against numpy, random
+"""transpose-cancellation beyond its pass cases: the permutation algebra against numpy, random
 Transpose-heavy graphs (parity, never more Transposes), the Flatten-into-weights rule on random
 layouts, options, and Keras models lowered by tf2onnx without its optimizers, whose internal
 Transposes must all disappear."""
@@ -20,7 +20,7 @@ from passes.transpose_cancellation import (
     PUSH_KINDS, TransposeCancellation, compose, inverse, is_identity, surviving_axes_perm,
     unsqueezed_perm,
 )
-from tests import golden
+from tests import pass_cases
 import passes
 from trtcompile import ir, verify
 from trtcompile.errors import InputError
@@ -305,7 +305,7 @@ def test_flatten_into_weights_matches_numpy_layouts(case) -> None:
     report = PassManager("transpose-cancellation").run(graph)
     optimized = ir.export_model(graph)
     stats = report.records[0].counts
-    dims = [d for d in golden.interface_dims(model)["x"]]
+    dims = [d for d in pass_cases.interface_dims(model)["x"]]
     moved = [axis for axis in perm if dims[axis] != 1]
     if is_identity(perm):
         assert stats == {"removed_identity": 1}
@@ -315,7 +315,7 @@ def test_flatten_into_weights_matches_numpy_layouts(case) -> None:
         assert stats in ({"folded_into_matmul_weights": 1}, {"pushed_through_reshape": 1})
     assert _transposes(optimized) == 0
     shapes = {"x": [3 if isinstance(d, str) else d
-                    for d in golden.interface_dims(model)["x"]]}
+                    for d in pass_cases.interface_dims(model)["x"]]}
     for input_shapes in (None, shapes):
         parity = verify.compare_models(model, optimized, atol=1e-5, rtol=1e-4, seed=0,
                                        input_shapes=input_shapes)
@@ -357,7 +357,7 @@ def test_shape_inference_runs_only_for_a_flatten_into_constant_weights(monkeypat
     real = ir.analysis.inferred_dims
     monkeypatch.setattr(ir.analysis, "inferred_dims",
                         lambda graph: calls.append(1) or real(graph))
-    case = golden.load_case(golden.PASSES_DIR / "transpose_cancellation" / "cases"
+    case = pass_cases.load_case(pass_cases.PASSES_DIR / "transpose_cancellation" / "cases"
                             / "fold_dynamic_batch_reshape_matmul.onnxtxt")
     result = TransposeCancellation().run(ir.import_model(case.model()), PassContext())
     assert calls == [1] and result.counts["folded_into_matmul_weights"] == 1
@@ -381,7 +381,7 @@ def test_fold_matmul_weights_option_keeps_the_transpose() -> None:
     (pass_,) = parse_pipeline("transpose-cancellation{fold-matmul-weights=false}")
     assert pass_ == TransposeCancellation(fold_matmul_weights=False)
     assert print_pipeline([pass_]) == "transpose-cancellation{fold-matmul-weights=false}"
-    case = golden.load_case(golden.PASSES_DIR / "transpose_cancellation" / "cases"
+    case = pass_cases.load_case(pass_cases.PASSES_DIR / "transpose_cancellation" / "cases"
                             / "fold_flatten_gemm.onnxtxt")
     graph = ir.import_model(case.model())
     result = pass_.run(graph, PassContext())
@@ -546,7 +546,7 @@ def test_keras_flatten_dense_exported_with_dynamic_batch_keeps_only_the_input_tr
     assert len(remaining) == 1 and remaining[0].inputs[0].name in graph_inputs, \
         [(n.name, n.inputs[0].name) for n in remaining]
     (image,) = [v.name for v in optimized.graph.input]
-    assert isinstance(golden.interface_dims(optimized)[image][0], str)  # the batch stays dynamic
+    assert isinstance(pass_cases.interface_dims(optimized)[image][0], str)  # the batch stays dynamic
 
     session = ort.InferenceSession(optimized.SerializeToString(),
                                    providers=["CPUExecutionProvider"])

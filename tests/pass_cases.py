@@ -1,4 +1,4 @@
-"""Golden cases for passes: input graphs as ONNX text, expected structure and counts as JSON.
+"""Pass cases for passes: input graphs as ONNX text, expected structure and counts as JSON.
 
 A case is ``tests/passes/<pass_module>/cases/<case>.onnxtxt``: ``onnx.parser`` model text preceded by
 ``#`` header lines, and beside it ``<case>.expected.json`` with what running the pipeline must give.
@@ -32,13 +32,13 @@ Expected JSON keys: ``layers_before``, ``layers_after``, ``ops`` (op keys of the
 order), ``functions`` (local functions defined), ``counts`` (the pass's counts summed over runs),
 ``rejections`` (``[nodes, reason]`` pairs), and for cases with ``# calibration``, ``quantization``
 (every DequantizeLinear: the activation or weight it restores, its scale or per-channel axis, its
-readers; see :func:`quantization_record`). ``pytest --update-golden`` rewrites them for review.
+readers; see :func:`quantization_record`). ``pytest --update-cases`` rewrites them for review.
 
 Parity inputs are :func:`trtcompile.verify.feed_data`'s, seed 0: standard normal floating-point
 inputs (signed, so Relu, Clip and LeakyRelu see negative values), ``# data-range: LO,HI`` for a
 case whose inputs have a known range, integer inputs from Polygraphy; a case with unknown input
 dimensions runs at every size of :data:`trtcompile.verify.DYNAMIC_SIZES` (1 and 3). Parity is
-recomputed on every run, never recorded, so ``--update-golden`` cannot hide a numerical change.
+recomputed on every run, never recorded, so ``--update-cases`` cannot hide a numerical change.
 """
 
 from __future__ import annotations
@@ -58,8 +58,8 @@ PASSES_DIR = Path(__file__).parent / "passes"
 
 
 @dataclass
-class GoldenCase:
-    """One golden case: where it lives, its header, and the model it describes."""
+class PassCase:
+    """One pass case: where it lives, its header, and the model it describes."""
 
     path: Path
     pipeline: str
@@ -132,10 +132,10 @@ class GoldenCase:
         return ctx
 
 
-def load_case(path: Path) -> GoldenCase:
+def load_case(path: Path) -> PassCase:
     """Read a case file's header."""
     pass_name = path.parent.parent.name.replace("_", "-")
-    case = GoldenCase(path=path, pipeline=pass_name)
+    case = PassCase(path=path, pipeline=pass_name)
     explicit: dict[str, float] = {}
     for line in path.read_text().splitlines():
         if not line.startswith("#"):
@@ -173,12 +173,12 @@ def load_case(path: Path) -> GoldenCase:
     return case
 
 
-def all_cases() -> list[GoldenCase]:
-    """Every golden case of every pass, sorted by id."""
+def all_cases() -> list[PassCase]:
+    """Every pass case of every pass, sorted by id."""
     return sorted((load_case(p) for p in PASSES_DIR.glob("*/cases/*.onnxtxt")), key=lambda c: c.id)
 
 
-def run_case(case: GoldenCase) -> tuple[dict, onnx.ModelProto, onnx.ModelProto]:
+def run_case(case: PassCase) -> tuple[dict, onnx.ModelProto, onnx.ModelProto]:
     """Run the case's pipeline; return (observed expectations, input model, optimized model)."""
     model = case.model()
     graph = ir.import_model(model)
@@ -243,7 +243,7 @@ def interface_dims(model: onnx.ModelProto) -> dict[str, list]:
                      for d in v.type.tensor_type.shape.dim] for v in values}
 
 
-def check_parity(case: GoldenCase, model: onnx.ModelProto, optimized: onnx.ModelProto) -> list:
+def check_parity(case: PassCase, model: onnx.ModelProto, optimized: onnx.ModelProto) -> list:
     """Parity of the optimized model against the input model at every shape set of
     :func:`trtcompile.verify.dynamic_shape_sets`; returns the results (one per set)."""
     return [verify.compare_models(model, optimized, atol=case.atol, rtol=case.rtol, seed=0,
@@ -252,5 +252,5 @@ def check_parity(case: GoldenCase, model: onnx.ModelProto, optimized: onnx.Model
             for shapes in verify.dynamic_shape_sets(model)]
 
 
-def write_expected(case: GoldenCase, observed: dict) -> None:
+def write_expected(case: PassCase, observed: dict) -> None:
     case.expected_path.write_text(json.dumps(observed, indent=2) + "\n")
