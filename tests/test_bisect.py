@@ -264,3 +264,33 @@ def test_bisect_engine_exits_5_when_the_model_builds(tmp_path: Path, capsys) -> 
     code, stdout, _ = run_main(["bisect", str(model), "--engine", "-o", str(tmp_path / "b")],
                                capsys)
     assert code == EXIT_NOTHING_FAILS and "TensorRT builds" in stdout
+
+
+def test_bisect_runs_the_precision_pass_once(tmp_path: Path, monkeypatch) -> None:
+    """bisect compiles through the flow: a pipeline that already runs quantize-int8 gets the
+    precision flags filled in, not a second quantize-int8 after it."""
+    from tests.helpers import CONV_BRANCHES
+    from trtcompile import bisect
+    from trtcompile.flow import Compilation, CompileOptions
+
+    calib = tmp_path / "calib.npz"
+    np.savez(calib, input=np.random.default_rng(0).standard_normal((16, 4, 8, 8)).astype(np.float32))
+    options = CompileOptions(pipeline="fold-constants,quantize-int8", precision="int8",
+                             calib_data=calib, calib_method="minmax", engine=False,
+                             progress=False)
+    seen = []
+    real_optimize = Compilation.optimize
+
+    def recording_optimize(self, **kwargs):
+        seen.append([p.to_text() for p in passes_of(self.pipeline)])
+        return real_optimize(self, **kwargs)
+
+    def passes_of(pipeline):
+        from trtcompile.pm import iter_passes
+
+        return list(iter_passes(pipeline))
+
+    monkeypatch.setattr(Compilation, "optimize", recording_optimize)
+    assert bisect.bisect_rewrites(CONV_BRANCHES, options) is None  # nothing fails
+    assert seen and all(texts == ["fold-constants", "quantize-int8{method=minmax}"]
+                        for texts in seen), seen
