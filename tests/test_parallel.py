@@ -507,8 +507,9 @@ def _calibrate_in_child(cache: str, log: str, barrier) -> None:
     """Child process: resolve_ranges on a shared cache file, with calibration slowed down."""
     from tests.test_calibration import feeds, two_input_model
     from trtcompile import calibration
+    from trtcompile.calibration import cache as calibration_cache
 
-    real = calibration.collect_ranges
+    real = calibration_cache.collect_ranges  # where resolve_ranges looks it up
 
     def slow_collect(*args, **kwargs):
         with open(log, "a") as handle:
@@ -516,7 +517,7 @@ def _calibrate_in_child(cache: str, log: str, barrier) -> None:
         time.sleep(1.0)
         return real(*args, **kwargs)
 
-    calibration.collect_ranges = slow_collect
+    calibration_cache.collect_ranges = slow_collect
     setup = calibration.Calibration(data=calibration.CalibrationData(feeds()),
                                     cache_path=Path(cache), progress=False)
     barrier.wait()

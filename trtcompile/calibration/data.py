@@ -283,7 +283,7 @@ def calibration_data(samples: Any, model: onnx.ModelProto, *,
 
 
 def load_calibration_data(path: str | Path, model: onnx.ModelProto,
-                          min_samples: int = 1) -> CalibrationData:
+                          min_samples: int = MIN_SAMPLES) -> CalibrationData:
     """Read calibration samples for ``model`` from an .npz, an .npy or a folder of them.
 
     Arrays of several files are concatenated along the sample axis. The result is validated
