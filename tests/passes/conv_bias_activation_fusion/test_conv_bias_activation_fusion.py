@@ -431,3 +431,12 @@ def test_tensorrt_builds_fused_calls(case_name: str) -> None:
     report = build_layer_report(model)
     for call in graph.nodes:
         assert f"| {call.name} ({call.op})]" in report, report
+
+
+def test_folded_parameters_are_named_after_the_conv() -> None:
+    """Weights and bias rewritten by a folded BatchNormalization take the conv's name, so a
+    report or an engine layer traces them back to it."""
+    _, graph = fused("conv_bn")
+    (call,) = graph.nodes
+    assert call.name == "Conv_0"
+    assert [t.name for t in call.inputs] == ["x", "Conv_0_weights", "Conv_0_bias"]
