@@ -51,6 +51,12 @@ def test_shape_range_folds_to_its_range() -> None:
     assert list(reshape.inputs[1].values) == [0, 3, 16]
 
 
+def test_shape_end_alone_folds_to_its_range() -> None:
+    _, graph = folded("shape_end_only_static_range")
+    (reshape,) = graph.nodes
+    assert list(reshape.inputs[1].values) == [2, 3, -1]
+
+
 def test_if_branch_folds_inside_the_branch() -> None:
     model, graph = folded("if_branch_constant")
     (if_node,) = graph.nodes
