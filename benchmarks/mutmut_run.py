@@ -100,6 +100,7 @@ def targets() -> dict[str, Target]:
 #: (the mutated line) is checked against the mutant's diff and a stale entry is reported.
 _CBAF = "passes.conv_bias_activation_fusion.x\u01c1ConvBiasActivationFusion\u01c1"
 _FOLD = "passes.fold_constants.x\u01c1FoldConstants\u01c1"
+_CE = "passes.concat_elimination.x\u01c1ConcatElimination\u01c1"
 _DLE = "passes.dead_layer_elimination.x\u01c1DeadLayerElimination\u01c1"
 _CLEANUP_DEFAULTS = ("onnx-graphsurgeon's Graph.cleanup defaults are remove_unused_node_outputs=False, "
                      "recurse_subgraphs=True, remove_unused_graph_inputs=False; None is as false")
@@ -141,6 +142,15 @@ EQUIVALENT: dict[str, tuple[str, str]] = {
     _FOLD + "_fold_whole_graph__mutmut_42": ("remove_unused_graph_inputs=None", _CLEANUP_DEFAULTS),
     "passes.fold_constants.x__infer_shapes__mutmut_3": (
         "XXfold-constants: model above 2 GiB", "the text of a log line for models above 2 GiB"),
+    **{_CE + name: (changed, "ONNX requires Concat's axis attribute: the default is never read")
+       for name, changed in (("run__mutmut_58", 'get("axis", 1)'),
+                             ("_flatten__mutmut_27", 'get("axis", None)'),
+                             ("_flatten__mutmut_32", 'get("axis", 1)'),
+                             ("_split_of_concat__mutmut_35", 'concat.attrs.get("axis", None)'))},
+    **{f"passes.concat_elimination.x__piece__mutmut_{n}": (
+        changed, "starts and ends were checked to hold one element: reshape(-2) and reshape(1) read "
+                 "the same element as reshape(-1)") for n, changed in (
+        (146, "starts.reshape(-2)"), (150, "ends.reshape(+1)"))},
 }
 
 
