@@ -101,6 +101,7 @@ def targets() -> dict[str, Target]:
 _CBAF = "passes.conv_bias_activation_fusion.x\u01c1ConvBiasActivationFusion\u01c1"
 _FOLD = "passes.fold_constants.x\u01c1FoldConstants\u01c1"
 _CE = "passes.concat_elimination.x\u01c1ConcatElimination\u01c1"
+_HF = "passes.horizontal_fusion.x\u01c1HorizontalFusion\u01c1"
 _DLE = "passes.dead_layer_elimination.x\u01c1DeadLayerElimination\u01c1"
 _CLEANUP_DEFAULTS = ("onnx-graphsurgeon's Graph.cleanup defaults are remove_unused_node_outputs=False, "
                      "recurse_subgraphs=True, remove_unused_graph_inputs=False; None is as false")
@@ -151,6 +152,14 @@ EQUIVALENT: dict[str, tuple[str, str]] = {
         changed, "starts and ends were checked to hold one element: reshape(-2) and reshape(1) read "
                  "the same element as reshape(-1)") for n, changed in (
         (146, "starts.reshape(-2)"), (150, "ends.reshape(+1)"))},
+    _HF + "run__mutmut_101": (
+        "members[1].family", "the members of a merge share one key, which starts with their family"),
+    _HF + "_legal_subsets__mutmut_11": (
+        "members[1].described.get(\"group\"", "the members of a merge share one key, which holds "
+        "the group; a merge has at least two members"),
+    _HF + "_merged_conv_inputs__mutmut_40": (
+        "bias.values.reshape(-2)", "numpy takes any negative size as the one to infer: reshape(-2) "
+        "is reshape(-1)"),
 }
 
 
