@@ -5,9 +5,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from passes.horizontal_fusion import HorizontalFusion
+import pytest
+
+from passes.horizontal_fusion import OP_FAMILIES, HorizontalFusion
 from tests import pass_cases
 from trtcompile import ir
+from trtcompile.errors import InputError
 from trtcompile.pm import REWRITE_LIMIT_REASON, PassContext
 
 CASES = Path(__file__).parent / "cases"
@@ -41,3 +44,10 @@ def test_a_rewrite_limit_of_zero_merges_nothing() -> None:
     assert [r.nodes for r in result.rejections if r.reason == REWRITE_LIMIT_REASON] == [
         ("Gemm_0", "Gemm_0_1", "Gemm_0_2")]
     assert "gemm_merges" not in result.counts
+
+
+def test_an_unknown_op_family_is_refused_naming_the_choices() -> None:
+    with pytest.raises(InputError) as raised:
+        HorizontalFusion(ops=("conv", "pool"))
+    assert str(raised.value) == (f"horizontal-fusion: unknown op family pool; choose from "
+                                 f"{', '.join(OP_FAMILIES)}")
