@@ -159,6 +159,15 @@ EQUIVALENT: dict[str, tuple[str, str]] = {
     "passes.fold_constants.x__infer_shapes__mutmut_7": (
         "+    return True", "after failed shape inference, True only makes run scan the unchanged "
                           "graph again"),
+    "passes.horizontal_fusion.branches.x\u01c1_Reachability\u01c1__init____mutmut_3": (
+        "self._index: dict[int, int] = None", "the index is rebuilt with the dataflow graph on "
+        "first use, before it is read"),
+    "passes.horizontal_fusion.branches.x__conv__mutmut_8": (
+        'node.attrs.get("XXkernel_shapeXX")', "without the attribute the kernel is read from the "
+        "weights' shape, which ONNX requires kernel_shape to equal"),
+    "passes.horizontal_fusion.branches.x__gemm__mutmut_78": (
+        '("gemm", *described.values())', "the key's first element only tells Gemms from the other "
+        "families, and no other family is called gemm"),
     _HF + "run__mutmut_101": (
         "members[1].family", "the members of a merge share one key, which starts with their family"),
     _HF + "_legal_subsets__mutmut_11": (
