@@ -102,6 +102,7 @@ _CBAF = "passes.conv_bias_activation_fusion.x\u01c1ConvBiasActivationFusion\u01c
 _FOLD = "passes.fold_constants.x\u01c1FoldConstants\u01c1"
 _CE = "passes.concat_elimination.x\u01c1ConcatElimination\u01c1"
 _HF = "passes.horizontal_fusion.x\u01c1HorizontalFusion\u01c1"
+_GPW = "passes.global_pool_window.x\u01c1GlobalPoolWindow\u01c1"
 _DLE = "passes.dead_layer_elimination.x\u01c1DeadLayerElimination\u01c1"
 _CLEANUP_DEFAULTS = ("onnx-graphsurgeon's Graph.cleanup defaults are remove_unused_node_outputs=False, "
                      "recurse_subgraphs=True, remove_unused_graph_inputs=False; None is as false")
@@ -168,6 +169,11 @@ EQUIVALENT: dict[str, tuple[str, str]] = {
     "passes.horizontal_fusion.branches.x__gemm__mutmut_78": (
         '("gemm", *described.values())', "the key's first element only tells Gemms from the other "
         "families, and no other family is called gemm"),
+    **{_GPW + f"rewrite__mutmut_{n}": (changed, "Flatten's axis defaults to 1") for n, changed in (
+        (34, "attrs=None,"), (39, "+                          inputs=[pooled], outputs=[output])]"))},
+    **{_GPW + f"rewrite__mutmut_{n}": (changed, "an intermediate's dtype is only declared in "
+        "value_info (the importer leaves it unset); ONNX Runtime and TensorRT infer it from the "
+        "pool") for n, changed in ((27, "dtype=None)"), (29, '_window"), )'))},
     _HF + "run__mutmut_101": (
         "members[1].family", "the members of a merge share one key, which starts with their family"),
     _HF + "_legal_subsets__mutmut_11": (
@@ -324,7 +330,10 @@ def summary_markdown(stored: dict) -> str:
         f"Measured with mutmut {version('mutmut')} (`python -m benchmarks.mutmut_run`, two cores "
         f"shared with other work, `nice -n 15`, property tests at {PROPERTY_EXAMPLES} examples): "
         f"**non-equivalent mutants of `passes/` killed: {rate('passes')}**; of every module "
-        f"measured: {rate('all')}. A timed-out mutant is not counted as killed.",
+        f"measured: {rate('all')}. A timed-out mutant is not counted as killed. Wall time: "
+        f"{sum(r['seconds'] for r in stored.values()) // 60} minutes for the runs, "
+        f"{sum(r.get('rerun_seconds', 0) for r in stored.values()) // 60} for rerunning the "
+        "survivors once tests were added (`--mutants`).",
         "",
         "| module | mutants | killed | survived, equivalent | survived, real | timed out | "
         "killed of non-equivalent | minutes |",
