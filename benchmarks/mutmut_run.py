@@ -174,6 +174,8 @@ EQUIVALENT: dict[str, tuple[str, str]] = {
     **{_GPW + f"rewrite__mutmut_{n}": (changed, "an intermediate's dtype is only declared in "
         "value_info (the importer leaves it unset); ONNX Runtime and TensorRT infer it from the "
         "pool") for n, changed in ((27, "dtype=None)"), (29, '_window"), )'))},
+    _GPW + "check__mutmut_57": ("_non_linear_reader(None,", "_non_linear_reader does not read "
+                                                           "its graph argument"),
     _HF + "run__mutmut_101": (
         "members[1].family", "the members of a merge share one key, which starts with their family"),
     _HF + "_legal_subsets__mutmut_11": (
