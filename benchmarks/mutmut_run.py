@@ -169,13 +169,14 @@ EQUIVALENT: dict[str, tuple[str, str]] = {
     "passes.horizontal_fusion.branches.x__gemm__mutmut_78": (
         '("gemm", *described.values())', "the key's first element only tells Gemms from the other "
         "families, and no other family is called gemm"),
-    **{_GPW + f"rewrite__mutmut_{n}": (changed, "Flatten's axis defaults to 1") for n, changed in (
-        (34, "attrs=None,"), (39, "+                          inputs=[pooled], outputs=[output])]"))},
     **{_GPW + f"rewrite__mutmut_{n}": (changed, "an intermediate's dtype is only declared in "
         "value_info (the importer leaves it unset); ONNX Runtime and TensorRT infer it from the "
         "pool") for n, changed in ((27, "dtype=None)"), (29, '_window"), )'))},
     _GPW + "check__mutmut_57": ("_non_linear_reader(None,", "_non_linear_reader does not read "
                                                            "its graph argument"),
+    "passes.flatten_gemm_conv.x\u01c1FlattenGemmConv\u01c1rewrite__mutmut_10": (
+        "dtype=None)", "an intermediate's dtype is only declared in value_info (the importer leaves "
+        "it unset); ONNX Runtime and TensorRT infer it from the conv"),
     _HF + "run__mutmut_101": (
         "members[1].family", "the members of a merge share one key, which starts with their family"),
     _HF + "_legal_subsets__mutmut_11": (
