@@ -177,6 +177,12 @@ EQUIVALENT: dict[str, tuple[str, str]] = {
     "passes.flatten_gemm_conv.x\u01c1FlattenGemmConv\u01c1rewrite__mutmut_10": (
         "dtype=None)", "an intermediate's dtype is only declared in value_info (the importer leaves "
         "it unset); ONNX Runtime and TensorRT infer it from the conv"),
+    "passes.concat_elimination.x__piece__mutmut_118": (
+        "axes.reshape(None)", "Slice's axes input is 1-D; reshape(None) leaves it as it is, so [0] "
+        "reads the same element"),
+    _CE + "_join__mutmut_56": (
+        "np.array([value], ))", "numpy's default integer here is int64, the dtype spelled out (and "
+        "Slice takes int32 or int64 either way)"),
     _HF + "run__mutmut_101": (
         "members[1].family", "the members of a merge share one key, which starts with their family"),
     _HF + "_legal_subsets__mutmut_11": (
