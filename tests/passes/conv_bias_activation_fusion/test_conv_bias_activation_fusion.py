@@ -12,7 +12,7 @@ import onnx.parser
 import onnx_graphsurgeon as gs
 import pytest
 
-from passes.conv_bias_activation_fusion import ConvBiasActivationFusion
+from passes.conv_bias_activation_fusion import ACTIVATION_NAMES, ConvBiasActivationFusion
 from tests import pass_cases
 from trtcompile import calibration, ir, verify
 from trtcompile.calibration import Calibration, CalibrationData
@@ -168,8 +168,10 @@ def test_options_round_trip_and_unknown_activation() -> None:
     assert no_residual == ConvBiasActivationFusion(residual=False)
     assert parse_pipeline(no_residual.to_text()) == (no_residual,)
     assert parse_pipeline(pass_.to_text()) == (pass_,)
-    with pytest.raises(InputError, match="unknown activation"):
+    with pytest.raises(InputError, match="unknown activation") as raised:
         parse_pipeline("conv-bias-activation-fusion{activations=relu,swish}")
+    # The message lists the choices as the option takes them.
+    assert str(raised.value).endswith("choose from " + ", ".join(ACTIVATION_NAMES))
 
 
 def test_one_walk_no_tensor_map(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -277,6 +279,7 @@ def test_residual_named_like_a_function_parameter_is_not_fused() -> None:
     graph.inputs[1].name = RESIDUAL_PARAMETERS[0]
     result = ConvBiasActivationFusion().run(graph, PassContext())
     assert [n.op for n in graph.nodes] == ["Conv", "Add", "Relu"]
+    assert [r.nodes for r in result.rejections] == [(graph.nodes[0].name, graph.nodes[1].name)]
     assert [r.reason for r in result.rejections] == [
         (f"residual '{RESIDUAL_PARAMETERS[0]}' is named like a parameter of the fused function, "
         "which TensorRT's parser would bind to the wrong tensor")]
@@ -431,3 +434,12 @@ def test_tensorrt_builds_fused_calls(case_name: str) -> None:
     report = build_layer_report(model)
     for call in graph.nodes:
         assert f"| {call.name} ({call.op})]" in report, report
+
+
+def test_folded_parameters_are_named_after_the_conv() -> None:
+    """Weights and bias rewritten by a folded BatchNormalization take the conv's name, so a
+    report or an engine layer traces them back to it."""
+    _, graph = fused("conv_bn")
+    (call,) = graph.nodes
+    assert call.name == "Conv_0"
+    assert [t.name for t in call.inputs] == ["x", "Conv_0_weights", "Conv_0_bias"]

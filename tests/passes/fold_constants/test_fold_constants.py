@@ -16,6 +16,7 @@ from passes.fold_constants import FoldConstants
 from tests import pass_cases
 from trtcompile import ir
 from trtcompile.pass_manager import PassContext, PassManager, parse_pipeline
+from trtcompile.pm import REWRITE_LIMIT_REASON, PassResult
 
 CASES = Path(__file__).parent / "cases"
 
@@ -49,6 +50,12 @@ def test_shape_range_folds_to_its_range() -> None:
     _, graph = folded("shape_range_dynamic_batch")
     (reshape,) = graph.nodes
     assert list(reshape.inputs[1].values) == [0, 3, 16]
+
+
+def test_shape_end_alone_folds_to_its_range() -> None:
+    _, graph = folded("shape_end_only_static_range")
+    (reshape,) = graph.nodes
+    assert list(reshape.inputs[1].values) == [2, 3, -1]
 
 
 def test_if_branch_folds_inside_the_branch() -> None:
@@ -194,3 +201,33 @@ def test_constant_attribute_kinds_keep_their_onnx_type(attribute: str, expected:
     assert constant.values.dtype.kind == expected.dtype.kind
     assert constant.values.dtype.itemsize == expected.dtype.itemsize or expected.dtype.kind == "U"
     assert constant.values.tolist() == expected.tolist()
+
+
+ISLAND = ("Constant_0", "ConstantOfShape_0", "Constant_0_1", "Reshape_0", "Constant_0_2",
+          "ConstantOfShape_0_1")
+
+
+def _large_weight_run(rewrite_limit: int | None) -> tuple[PassContext, PassResult, gs.Graph]:
+    case = pass_cases.load_case(CASES / "large_weight_above_threshold.onnxtxt")
+    (pass_,) = parse_pipeline(case.pipeline)
+    graph = ir.import_model(case.model())
+    ctx = PassContext(rewrite_limit=rewrite_limit)
+    return ctx, pass_.run(graph, ctx), graph
+
+
+def test_each_fold_is_asked_for_by_its_rule() -> None:
+    ctx, _, _ = _large_weight_run(None)
+    assert [(r.rule, r.nodes) for r in ctx.rewrites] == [
+        ("fold-island", ISLAND), ("fold-large-weights", ("ConstantOfShape_0", "Reshape_0"))]
+
+
+def test_a_rewrite_limit_stops_each_fold_and_says_why() -> None:
+    ctx, result, graph = _large_weight_run(0)
+    assert ctx.rewrites == [] and result.counts == {}
+    assert [(r.nodes, r.reason) for r in result.rejections] == [(ISLAND, REWRITE_LIMIT_REASON)]
+    assert "ConstantOfShape" in [n.op for n in graph.nodes]
+    # With one rewrite granted the island folds and the large weights, refused, stay computed.
+    ctx, result, _ = _large_weight_run(1)
+    assert [r.rule for r in ctx.rewrites] == ["fold-island"]
+    assert (("ConstantOfShape_0", "Reshape_0"), REWRITE_LIMIT_REASON) in [
+        (r.nodes, r.reason) for r in result.rejections]

@@ -1,0 +1,54 @@
+"""concat-elimination beyond its pass cases: each rewrite is asked for by its rule (what ``bisect``
+and ``--why-not`` show), and a rewrite limit of zero leaves every candidate, saying why."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from passes.concat_elimination import ConcatElimination
+from tests import pass_cases
+from trtcompile import ir
+from trtcompile.pm import REWRITE_LIMIT_REASON, PassContext
+
+CASES = Path(__file__).parent / "cases"
+
+RULES = {
+    "single_input_concat": [("remove-single-input-concat", ("Concat_0",)),
+                            ("remove-single-input-concat", ("Concat_0_1",))],
+    "nested_concat": [("flatten-nested-concat", ("Concat_0_2", "Concat_0"))],
+    "slices_concat": [("join-slice-pieces", ("Concat_0", "Slice_0", "Slice_0_1")),
+                      ("remove-single-input-concat", ("Concat_0",)),
+                      ("join-slice-pieces", ("Concat_0_1", "Slice_0_2", "Slice_0_3")),
+                      ("remove-single-input-concat", ("Concat_0_1",))],
+    "split_default_axis_concat": [("join-split-pieces", ("Concat_0", "Split_0")),
+                                  ("remove-single-input-concat", ("Concat_0",))],
+    "concat_then_split": [("remove-concat-split-pair", ("Concat_0", "Split_0"))],
+}
+
+
+def _graph(case_name: str):
+    return ir.import_model(pass_cases.load_case(CASES / f"{case_name}.onnxtxt").model())
+
+
+@pytest.mark.parametrize("case_name", sorted(RULES))
+def test_each_rewrite_is_asked_for_by_its_rule(case_name: str) -> None:
+    ctx = PassContext()
+    ConcatElimination().run(_graph(case_name), ctx)
+    assert [(r.rule, r.nodes) for r in ctx.rewrites] == RULES[case_name]
+
+
+@pytest.mark.parametrize("case_name", sorted(RULES))
+def test_a_rewrite_limit_of_zero_changes_nothing(case_name: str) -> None:
+    graph = _graph(case_name)
+    ops_before = [n.op for n in graph.nodes]
+    ctx = PassContext(rewrite_limit=0)
+    result = ConcatElimination().run(graph, ctx)
+    assert [n.op for n in graph.nodes] == ops_before
+    assert result.counts == {}
+    limited = [r.nodes for r in result.rejections if r.reason == REWRITE_LIMIT_REASON]
+    # The first rewrite each candidate asks for is refused (later ones never come).
+    first_asked = [nodes for rule, nodes in RULES[case_name]
+                   if rule != "remove-single-input-concat" or case_name == "single_input_concat"]
+    assert limited == first_asked
