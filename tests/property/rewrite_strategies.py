@@ -207,9 +207,11 @@ class Builder:
                   self.const(self.uniform((c,)), "beta"),
                   self.const(self.uniform((c,), -0.5, 0.5), "mean"),
                   self.const(self.uniform((c,), 0.5, 1.5), "var")]
-        epsilon = self.draw(st.sampled_from([1e-5, 1e-3]))
-        # The default epsilon (1e-5) is written out or left out in turn.
-        attrs = {} if epsilon == 1e-5 and self.choose((True, False)) else {"epsilon": epsilon}
+        # The default epsilon (1e-5) left out, written out, or another value, in turn: a draw of
+        # the value would make the omitted form depend on hypothesis's choices (which also take
+        # constants from the modules loaded, so they differ between a test run alone and the suite).
+        epsilon = self.choose((None, 1e-5, 1e-3))
+        attrs = {} if epsilon is None else {"epsilon": epsilon}
         if self.opset >= 14 and self.draw(st.booleans()):
             attrs["training_mode"] = 0
         if self.opset < 9 + 0:  # pragma: no cover - opsets start at 9
