@@ -56,14 +56,63 @@ class _ConstantEntry:
 
 
 @dataclass
+class _Group:
+    """Constants of one dtype and shape, indexed by their first bytes and then by a hash of all
+    their bytes, so telling a constant from the k before it costs a few lookups, not k
+    comparisons."""
+
+    #: The first constant of the group, whose values are read only once a second one appears.
+    unread: _ConstantEntry | None = None
+    by_prefix: dict[bytes, list[_ConstantEntry]] = field(default_factory=dict)
+    #: (prefix, digest) -> entries; an entry is hashed once, when its prefix bucket gets a second.
+    by_digest: dict[tuple[bytes, bytes], list[_ConstantEntry]] = field(default_factory=dict)
+
+    #: ids of the entries in ``by_digest``.
+    hashed: set[int] = field(default_factory=set)
+
+    def _hash(self, bucket: list[_ConstantEntry]) -> None:
+        for member in bucket:
+            if id(member) not in self.hashed:
+                self.hashed.add(id(member))
+                self.by_digest.setdefault((member.get_prefix(), member.get_digest()),
+                                          []).append(member)
+
+    def _index(self, entry: _ConstantEntry) -> None:
+        bucket = self.by_prefix.setdefault(entry.get_prefix(), [])
+        bucket.append(entry)
+        if len(bucket) > 1:
+            self._hash(bucket)
+
+    def match(self, entry: _ConstantEntry) -> _ConstantEntry | None:
+        """The earlier constant with ``entry``'s bytes (then ``entry`` is not added), else None
+        (``entry`` joins the group)."""
+        if self.unread is None and not self.by_prefix:
+            self.unread = entry
+            return None
+        if self.unread is not None:
+            self._index(self.unread)
+            self.unread = None
+        prefix = entry.get_prefix()
+        bucket = self.by_prefix.get(prefix)
+        if bucket:
+            self._hash(bucket)
+            for other in self.by_digest.get((prefix, entry.get_digest()), ()):
+                if _same_bytes(entry.values(), other.values()):
+                    return other
+        self._index(entry)
+        return None
+
+
+@dataclass
 class _Constants:
     """Constants identified by value: two constants with the same dtype, shape and bytes get the
     same token. Values are read only once a second constant of the same dtype and shape appears;
     then their first bytes are compared, all bytes are hashed only when those agree, and compared
     in full when the hashes agree (weights of one shape seldom share their first bytes, so most
-    are never hashed)."""
+    are never hashed). Every step is a dictionary lookup: the pass stays linear in the number of
+    constants however many share a shape."""
 
-    groups: dict[tuple, list[_ConstantEntry]] = field(default_factory=dict)
+    groups: dict[tuple, _Group] = field(default_factory=dict)
     tokens: dict[int, tuple] = field(default_factory=dict)
     kept: list[gs.Constant] = field(default_factory=list)  # keeps ids valid while the pass runs
 
@@ -73,17 +122,10 @@ class _Constants:
             return cached
         # dtype and shape without loading the values (an initializer in external data stays on
         # disk unless another constant has its dtype and shape).
-        group = self.groups.setdefault((_dtype_key(tensor.dtype), tuple(tensor.shape)), [])
-        token = ("c", len(self.tokens))
-        entry = _ConstantEntry(tensor, token)
-        for other in group:
-            if (other.get_prefix() == entry.get_prefix()
-                    and other.get_digest() == entry.get_digest()
-                    and _same_bytes(entry.values(), other.values())):
-                token = other.token
-                break
-        else:
-            group.append(entry)
+        group = self.groups.setdefault((_dtype_key(tensor.dtype), tuple(tensor.shape)), _Group())
+        entry = _ConstantEntry(tensor, ("c", len(self.tokens)))
+        same = group.match(entry)
+        token = same.token if same is not None else entry.token
         self.tokens[id(tensor)] = token
         self.kept.append(tensor)
         return token
