@@ -194,7 +194,7 @@ def _bad(tmp_path, name, writer):
     ("shape", "'a' has shape [40, 5] but the model input is [?,4] (axis 1: 5 != 4)"),
     ("rank", "'a' has shape [40] but the model input has rank 2 [?,4]"),
     ("counts", "inputs have different sample counts (a: 40, b: 39)"),
-    ("few", "has 5 samples; calibration needs at least 16"),
+    ("none", "has 0 samples; calibration needs at least 1"),
     ("nan", "'b' contains NaN or infinite values"),
     ("empty", "is empty"),
     ("garbage", "is not a NumPy .npz/.npy file"),
@@ -216,8 +216,8 @@ def test_bad_calibration_data_is_one_clear_line(tmp_path, case, message):
         np.savez(path, a=np.zeros(40, np.float32), b=data["b"])
     elif case == "counts":
         np.savez(path, a=data["a"], b=data["b"][:39])
-    elif case == "few":
-        np.savez(path, a=data["a"][:5], b=data["b"][:5])
+    elif case == "none":
+        np.savez(path, a=data["a"][:0], b=data["b"][:0])
     elif case == "nan":
         data["b"][3, 1] = np.nan
         np.savez(path, **data)

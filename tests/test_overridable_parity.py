@@ -8,7 +8,8 @@ import onnx
 import onnx.parser
 
 from trtcompile.flow.options import CompileOptions
-from trtcompile.flow.parity import check_parity, overridable_feeds
+from trtcompile.flow.inputs import overridable_feeds
+from trtcompile.flow.parity import check_parity
 from trtcompile.frontend import LoadedModel
 
 MODEL = """

@@ -303,18 +303,22 @@ def dynamic_shape_sets(model: onnx.ModelProto,
     return sets
 
 
-def run_model(model: onnx.ModelProto, feeds: Mapping[str, np.ndarray], name: str):
-    """Polygraphy ``RunResults`` of ``model`` on one batch of ``feeds`` (ONNX Runtime, CPU);
-    raises :class:`ModelRunError` naming ``name`` when ONNX Runtime cannot load or run it."""
+def run_model(model: onnx.ModelProto, feeds: Mapping[str, np.ndarray] | Sequence[Mapping[str, np.ndarray]],
+              name: str):
+    """Polygraphy ``RunResults`` of ``model`` on one batch of ``feeds``, or one iteration per
+    batch of a sequence of them, in one session (ONNX Runtime, CPU); raises
+    :class:`ModelRunError` naming ``name`` when ONNX Runtime cannot load or run it."""
     from polygraphy.backend.onnxrt import OnnxrtRunner
     from polygraphy.comparator import Comparator
 
+    batches = [feeds] if isinstance(feeds, Mapping) else list(feeds)
     try:
         with quiet_polygraphy():
-            return Comparator.run([OnnxrtRunner(_session(model), name=name)], data_loader=[feeds])
+            return Comparator.run([OnnxrtRunner(_session(model), name=name)], data_loader=batches)
     except Exception as exc:  # noqa: BLE001 - ONNX Runtime's errors share no base class
         text = " ".join(str(exc).split()) or type(exc).__name__
-        raise ModelRunError(name, text[-300:], {k: np.shape(v) for k, v in feeds.items()}) from None
+        raise ModelRunError(name, text[-300:],
+                            {k: np.shape(v) for k, v in batches[0].items()} if batches else {}) from None
 
 
 def compare_models(reference: onnx.ModelProto, candidate: onnx.ModelProto, *,

@@ -34,7 +34,7 @@ from hypothesis import strategies as st
 from onnx import TensorProto, helper, numpy_helper
 
 from trtcompile import ir
-from trtcompile.flow.parity import overridable_feeds
+from trtcompile.flow.inputs import overridable_feeds
 
 MOTIFS = ("scope", "overridable", "dynamic_shape", "strings_bools", "batchnorm", "half")
 

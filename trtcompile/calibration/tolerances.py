@@ -51,8 +51,9 @@ def precision_tolerances(precision: str) -> PrecisionTolerances:
     if precision == "int8":
         return PrecisionTolerances(
             1e-3, 0.1, 0.1,
-            "int8: elementwise, atol=1e-3 + 0.1 x output range, rtol=0.1 (127 levels per tensor); "
-            "with --calib-data also top-1 agreement on held-out samples")
+            "int8: elementwise against the FP32 input model on the same inputs, "
+            "|int8 - fp32| <= 1e-3 + 0.1 x max|fp32 output| + 0.1 x |fp32| (127 levels per "
+            "tensor); with --calib-data on the held-out samples, also by top-1 agreement")
     raise InputError(f"unknown precision '{precision}': use fp32, fp16 or int8")
 
 

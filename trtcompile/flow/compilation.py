@@ -39,7 +39,7 @@ import onnx
 from trtcompile import progress as progress_display
 from trtcompile.errors import BackendError, CheckFailed, InputError, TrtcompileError
 from trtcompile.flow import engine as engine_stage
-from trtcompile.flow import outputs, parity, precision
+from trtcompile.flow import judging, outputs, parity, precision
 from trtcompile.flow.optimize import load_source, optimize
 from trtcompile.flow.options import CompileOptions, check_exclude_ops, validate
 from trtcompile.flow.partition import partition_stage
@@ -145,6 +145,9 @@ class Compilation:
         self.pipeline_report: PipelineReport | None = None
         self.parity: parity.ParityVerdict | None = None
         self.top1: dict[str, Any] | None = None
+        #: What parity ran on when it was not generated from the options alone (calibration
+        #: samples, the calibrated ranges of a cache): the report's ``parity.tolerances.inputs``.
+        self.parity_inputs: dict[str, Any] | None = None
         #: The partition stage's outcome (None: not partitioned).
         self.partition_outcome = None  # trtcompile.flow.partitioning.PartitionOutcome
         #: The whole model's engine when the partition stage built it to see whether TensorRT's
@@ -249,7 +252,8 @@ class Compilation:
             return None
         built: dict[str, Any] = {}
         self.partition_outcome, error = partition_stage(
-            self.loaded, self.optimized, self.options, self.plan, self.seconds, built=built)
+            self.loaded, self.optimized, self.options, self.plan, self.seconds, built=built,
+            judge=self.parity_judge())
         self.prebuilt_engine = built.get("engine")
         self._fail(error)
         return self.partition_outcome
@@ -351,7 +355,31 @@ class Compilation:
         self._require("parity_of", self.loaded)
         if feeds is not None:
             return parity.check_parity(self.loaded, model, self.options, feeds=dict(feeds))
-        return parity.check_parity_at_shapes(self.loaded, model, self.options, self.plan)
+        return parity.check_parity_at_shapes(self.loaded, model, self.options, self.plan,
+                                             **self.parity_judge())
+
+    def parity_judge(self) -> dict[str, Any]:
+        """What parity judges a reduced-precision compile on (:mod:`trtcompile.flow.judging`):
+        ``samples`` (held-out calibration samples, else all of them) and, without samples,
+        ``ranges`` (the calibrated range of each input from a calibration cache; not when the
+        user gave ``data_range``). Also sets :attr:`parity_inputs` for the report."""
+        samples = judging.parity_samples(self.resources)
+        ranges = None
+        if samples is not None:
+            self.parity_inputs = {**samples.to_dict(), "floating_point": samples.describe(),
+                                  "integer": "from the samples", "seed": self.options.seed}
+        elif self.options.data_range is None and self.options.inputs is None:
+            amax = judging.cached_input_ranges(self.loaded.model, self.resources)
+            ranges = {name: (-value, value) for name, value in amax.items()} or None
+            if ranges:
+                spans = ", ".join(f"{name} [{low:g}, {high:g}]" for name, (low, high) in ranges.items())
+                self.parity_inputs = {
+                    "kind": "calibrated ranges",
+                    "floating_point": f"uniform within each input's calibrated range ({spans}, "
+                                      f"from the calibration cache)",
+                    "integer": "Polygraphy default (0 or 1)", "seed": self.options.seed,
+                    "ranges": {name: [low, high] for name, (low, high) in ranges.items()}}
+        return {"samples": samples, "ranges": ranges}
 
     def build(self, model: onnx.ModelProto, *, progress: bool | None = None):
         """A TensorRT engine of ``model`` built as the compile builds its engine (raises

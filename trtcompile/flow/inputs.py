@@ -324,27 +324,84 @@ def has_strings(feeds: Mapping[str, np.ndarray]) -> bool:
     return any(np.asarray(value).dtype.kind in "USO" for value in feeds.values())
 
 
-def run_model(model: onnx.ModelProto, feeds: Mapping[str, np.ndarray], name: str):
-    """:func:`trtcompile.verify.run_model` for feeds of every type: Polygraphy's runner, or, for
-    string feeds (which it refuses unless empty), ONNX Runtime directly, the outputs in the
-    same Polygraphy ``RunResults`` form. Raises :class:`~trtcompile.verify.ModelRunError`
-    naming ``name`` when ONNX Runtime cannot load or run the model."""
+def run_model(model: onnx.ModelProto,
+              feeds: Mapping[str, np.ndarray] | Sequence[Mapping[str, np.ndarray]], name: str):
+    """:func:`trtcompile.verify.run_model` for feeds of every type (one batch, or one iteration
+    per batch of a sequence, in one session): Polygraphy's runner, or, for string feeds (which
+    it refuses unless empty), ONNX Runtime directly, the outputs in the same Polygraphy
+    ``RunResults`` form. Raises :class:`~trtcompile.verify.ModelRunError` naming ``name`` when
+    ONNX Runtime cannot load or run the model."""
     from trtcompile import verify
 
-    if not has_strings(feeds):
-        return verify.run_model(model, feeds, name)
+    batches = [feeds] if isinstance(feeds, Mapping) else list(feeds)
+    if not any(has_strings(batch) for batch in batches):
+        return verify.run_model(model, batches, name)
     from polygraphy.comparator import IterationResult, RunResults
 
+    iterations = []
     try:
         session = verify.inference_session(model)
         names = [output.name for output in session.get_outputs()]
-        values = session.run(names, {key: np.asarray(value) for key, value in feeds.items()})
+        for batch in batches:
+            values = session.run(names, {key: np.asarray(value) for key, value in batch.items()})
+            iterations.append(IterationResult(dict(zip(names, values)), runner_name=name))
     except Exception as exc:  # noqa: BLE001 - ONNX Runtime's errors share no base class
         text = " ".join(str(exc).split()) or type(exc).__name__
         raise verify.ModelRunError(name, text[-300:],
-                                   {k: np.shape(v) for k, v in feeds.items()}) from None
-    return RunResults([(name, [IterationResult(dict(zip(names, values)), runner_name=name)])])
+                                   {k: np.shape(v) for k, v in batches[0].items()}) from None
+    return RunResults([(name, iterations)])
 
 
 __all__ = ["compile_inputs", "feed_data", "feeds_for", "has_strings", "index_bound",
            "input_dtype", "input_values", "load_inputs", "run_model", "string_keys"]
+
+
+def overridable_feeds(model: onnx.ModelProto, seed: int = 0, *,
+                      defaults: bool = False) -> dict[str, np.ndarray]:
+    """A value for each overridable initializer of ``model`` (a graph input that is also an
+    initializer), of its default's shape and dtype and different from it in every element, drawn
+    with ``seed``: floating point moved by at least half its magnitude (at least 0.5), integers by
+    one (towards zero where they can), booleans negated, strings extended. With ``defaults``, the
+    defaults themselves."""
+    from trtcompile import ir
+
+    names = set(ir.overridable_initializer_names(model))
+    rng = np.random.default_rng(seed)
+    drawn: dict[str, np.ndarray] = {}
+    for init in model.graph.initializer:
+        if init.name not in names:
+            continue
+        default = onnx.numpy_helper.to_array(init)
+        if defaults:
+            drawn[init.name] = default
+        elif default.dtype.kind == "f":
+            magnitude = np.maximum(np.abs(default.astype(np.float64)), 1.0)
+            step = rng.uniform(0.5, 1.5, default.shape) * rng.choice([-1.0, 1.0], default.shape)
+            drawn[init.name] = np.asarray(default + step * magnitude, dtype=default.dtype)
+        elif default.dtype.kind in "iu":
+            lowest = np.iinfo(default.dtype).min
+            step = np.where(default > max(lowest, 0), -1, 1)
+            drawn[init.name] = np.asarray(default + step, dtype=default.dtype)
+        elif default.dtype.kind == "b":
+            drawn[init.name] = np.asarray(np.logical_not(default))
+        else:
+            drawn[init.name] = np.asarray(np.char.add(default.astype(str), "_"), dtype=object)
+    return drawn
+
+
+def feedable(model: onnx.ModelProto, names) -> onnx.ModelProto:
+    """``model`` with the overridable initializers among ``names`` as plain inputs (a copy; the
+    model itself when there are none). ONNX Runtime does not list an overridable initializer
+    among a session's inputs, so a runner that feeds what the session lists would leave it at
+    its default; an initializer that is not an input (a default baked in) stays one."""
+    names = set(names)
+    inputs = {value.name for value in model.graph.input}
+    if not any(init.name in names and init.name in inputs for init in model.graph.initializer):
+        return model
+    copied = onnx.ModelProto()
+    copied.CopyFrom(model)
+    kept = [init for init in copied.graph.initializer
+            if not (init.name in names and init.name in inputs)]
+    del copied.graph.initializer[:]
+    copied.graph.initializer.extend(kept)
+    return copied

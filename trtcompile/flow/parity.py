@@ -9,7 +9,7 @@ import contextlib
 import math
 import re
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,7 +18,7 @@ import onnx
 
 from trtcompile import verify
 from trtcompile.errors import CheckFailed, InputError, TrtcompileError
-from trtcompile.flow import inputs
+from trtcompile.flow import inputs, judging
 from trtcompile.flow.options import CompileOptions
 from trtcompile.flow.precision import engine_parity_tolerances
 from trtcompile.frontend import LoadedModel
@@ -201,9 +201,10 @@ def _empty_outputs_quiet() -> Iterator[None]:
 
 def check_parity(loaded: LoadedModel, optimized: onnx.ModelProto,
                  options: CompileOptions,
-                 feeds: dict[str, np.ndarray] | None = None) -> ParityVerdict:
+                 feeds: dict[str, np.ndarray] | None = None, *,
+                 batches: Sequence[Mapping[str, np.ndarray]] | None = None) -> ParityVerdict:
     """Compare the input model, the optimized model and (if any) the reference on one seeded batch
-    (or on ``feeds``, one batch of given inputs by input name).
+    (or on ``feeds``, one batch of given inputs by input name, or on each of ``batches``).
 
     Without a reference runner: input ONNX vs optimized. With one (TensorFlow): reference vs
     lowered, lowered vs optimized and reference vs optimized, the last being the verdict's primary
@@ -211,48 +212,54 @@ def check_parity(loaded: LoadedModel, optimized: onnx.ModelProto,
     """
     from polygraphy.comparator import IterationResult, RunResults
 
-    if feeds is None:
-        feeds = inputs.feeds_for(loaded, options, given=inputs.compile_inputs(loaded, options))
+    if batches is None:
+        if feeds is None:
+            feeds = inputs.feeds_for(loaded, options, given=inputs.compile_inputs(loaded, options))
+        batches = [feeds]
     tolerance = {"atol": options.atol, "rtol": options.rtol, "atol_range": options.atol_range}
     input_name = "lowered" if loaded.lowering is not None else "input"
 
     # Overridable initializers are inputs: fed values other than their defaults, so an optimized
     # model that baked a default in (folded, fused or merged it) computes something else here.
-    overridden = {name: value for name, value in overridable_feeds(loaded.model, options.seed).items()
-                  if name not in feeds}
-    source = _feedable(loaded.model, overridden)
+    overridden = {name: value
+                  for name, value in inputs.overridable_feeds(loaded.model, options.seed).items()
+                  if name not in batches[0]}
+    source = inputs.feedable(loaded.model, overridden)
     try:
-        input_results = inputs.run_model(source, {**feeds, **overridden}, input_name)
-        feeds = {**feeds, **overridden}
+        fed = [{**batch, **overridden} for batch in batches]
+        input_results = inputs.run_model(source, fed, input_name)
     except verify.ModelRunError:
         if not overridden:
             raise
         # The model does not run with other values there (an index out of range): feed the
         # defaults, the values it is compiled for.
-        feeds = {**feeds, **overridable_feeds(loaded.model, options.seed, defaults=True)}
-        input_results = inputs.run_model(source, feeds, input_name)
+        defaults = inputs.overridable_feeds(loaded.model, options.seed, defaults=True)
+        fed = [{**batch, **defaults} for batch in batches]
+        input_results = inputs.run_model(source, fed, input_name)
     onnx_results = RunResults([*input_results, *inputs.run_model(
-        _feedable(optimized, overridden), feeds, "optimized")])
+        inputs.feedable(optimized, overridden), fed, "optimized")])
     with _empty_outputs_quiet():
         input_vs_optimized = verify.compare_run_results(
             onnx_results, reference_name=input_name, candidate_name="optimized", **tolerance)
-    input_vs_optimized.input_shapes = {k: list(v.shape) for k, v in feeds.items()}
+    input_vs_optimized.input_shapes = {k: list(np.shape(v)) for k, v in fed[0].items()}
     if loaded.reference is None:
         return ParityVerdict([input_vs_optimized], input_vs_optimized)
 
     reference_name = loaded.reference_name or "reference"
-    reference_outputs = loaded.reference({k: np.array(v) for k, v in feeds.items()
-                                          if k not in overridden})
-    reference_result = (reference_name,
-                        [IterationResult(dict(reference_outputs), runner_name=reference_name)])
+    iterations = []
+    for batch in fed:
+        outputs = loaded.reference({k: np.array(v) for k, v in batch.items() if k not in overridden})
+        iterations.append(IterationResult(dict(outputs), runner_name=reference_name))
+    reference_outputs = iterations[0]
+    reference_result = (reference_name, iterations)
     comparisons = []
-    for runner_name, iterations in onnx_results:
-        pair = RunResults([reference_result, (runner_name, iterations)])
+    for runner_name, runner_iterations in onnx_results:
+        pair = RunResults([reference_result, (runner_name, runner_iterations)])
         with _empty_outputs_quiet():
             comparison = verify.compare_run_results(
                 pair, reference_name=reference_name, candidate_name=runner_name, **tolerance)
         comparison.input_shapes = input_vs_optimized.input_shapes
-        missing = set(iterations[0].keys()) - set(reference_outputs)
+        missing = set(runner_iterations[0].keys()) - set(reference_outputs.keys())
         if missing:
             comparison.note = f"outputs without a {reference_name} value: {sorted(missing)}"
             for name in missing:
@@ -261,57 +268,6 @@ def check_parity(loaded: LoadedModel, optimized: onnx.ModelProto,
     reference_vs_lowered, reference_vs_optimized = comparisons
     return ParityVerdict([reference_vs_lowered, input_vs_optimized, reference_vs_optimized],
                          reference_vs_optimized)
-
-
-def overridable_feeds(model: onnx.ModelProto, seed: int = 0, *,
-                      defaults: bool = False) -> dict[str, np.ndarray]:
-    """A value for each overridable initializer of ``model`` (a graph input that is also an
-    initializer), of its default's shape and dtype and different from it in every element, drawn
-    with ``seed``: floating point moved by at least half its magnitude (at least 0.5), integers by
-    one (towards zero where they can), booleans negated, strings extended. With ``defaults``, the
-    defaults themselves."""
-    from trtcompile import ir
-
-    names = set(ir.overridable_initializer_names(model))
-    rng = np.random.default_rng(seed)
-    drawn: dict[str, np.ndarray] = {}
-    for init in model.graph.initializer:
-        if init.name not in names:
-            continue
-        default = onnx.numpy_helper.to_array(init)
-        if defaults:
-            drawn[init.name] = default
-        elif default.dtype.kind == "f":
-            magnitude = np.maximum(np.abs(default.astype(np.float64)), 1.0)
-            step = rng.uniform(0.5, 1.5, default.shape) * rng.choice([-1.0, 1.0], default.shape)
-            drawn[init.name] = np.asarray(default + step * magnitude, dtype=default.dtype)
-        elif default.dtype.kind in "iu":
-            lowest = np.iinfo(default.dtype).min
-            step = np.where(default > max(lowest, 0), -1, 1)
-            drawn[init.name] = np.asarray(default + step, dtype=default.dtype)
-        elif default.dtype.kind == "b":
-            drawn[init.name] = np.asarray(np.logical_not(default))
-        else:
-            drawn[init.name] = np.asarray(np.char.add(default.astype(str), "_"), dtype=object)
-    return drawn
-
-
-def _feedable(model: onnx.ModelProto, names) -> onnx.ModelProto:
-    """``model`` with the overridable initializers among ``names`` as plain inputs (a copy; the
-    model itself when there are none). ONNX Runtime does not list an overridable initializer
-    among a session's inputs, so a runner that feeds what the session lists would leave it at
-    its default; an initializer that is not an input (a default baked in) stays one."""
-    names = set(names)
-    inputs = {value.name for value in model.graph.input}
-    if not any(init.name in names and init.name in inputs for init in model.graph.initializer):
-        return model
-    copied = onnx.ModelProto()
-    copied.CopyFrom(model)
-    kept = [init for init in copied.graph.initializer
-            if not (init.name in names and init.name in inputs)]
-    del copied.graph.initializer[:]
-    copied.graph.initializer.extend(kept)
-    return copied
 
 
 def onnx_parity_shape_sets(plan: ProfilePlan) -> list[tuple[dict, bool]]:
@@ -379,30 +335,40 @@ def check_input_sizes(model: onnx.ModelProto, plan: ProfilePlan,
 
 
 def check_parity_at_shapes(loaded: LoadedModel, optimized: onnx.ModelProto,
-                           options: CompileOptions, plan: ProfilePlan) -> ParityVerdict:
+                           options: CompileOptions, plan: ProfilePlan,
+                           samples: judging.ParitySamples | None = None,
+                           ranges: Mapping[str, tuple[float, float]] | None = None) -> ParityVerdict:
     """:func:`check_parity` at every input shape set of :func:`onnx_parity_shape_sets` (each
-    profile's min, opt and max; a second batch size with the default profile), one seeded batch
-    each, combined into one verdict. A size added here that the input model itself does not run
-    at is skipped."""
+    profile's min, opt and max; a second batch size with the default profile), combined into one
+    verdict. At each set: batches of ``samples`` (calibration samples, see
+    :mod:`trtcompile.flow.judging`) when they fit its shapes, else one seeded batch, its
+    floating-point inputs drawn within ``ranges`` (input name -> ``(low, high)``) where given. A
+    size added here that the input model itself does not run at is skipped."""
     given = inputs.compile_inputs(loaded, options)
-    if not plan.parity_shapes or given is not None:  # given inputs: checked at their shapes
+    if given is not None:  # given inputs: checked at their shapes
         verdict = check_parity(loaded, optimized, options, feeds=given)
-        if given is not None:
-            verdict.input_shapes = [{k: list(np.shape(v)) for k, v in given.items()}]
+        verdict.input_shapes = [{k: list(np.shape(v)) for k, v in given.items()}]
         return verdict
+    ranges = dict(ranges or (samples.ranges() if samples is not None else {}))
     verdicts = []
-    for shapes, added in onnx_parity_shape_sets(plan):
-        feeds = inputs.feeds_for(loaded, options, shapes)
+    for shapes, added in onnx_parity_shape_sets(plan) or [({}, False)]:
+        batches = samples.batches(shapes) if samples is not None else None
+        if batches is None:
+            feeds = inputs.feeds_for(loaded, options, shapes or None)
+            batches = [judging.within_ranges(feeds, ranges, options.seed) if ranges else feeds]
         try:
-            verdict = check_parity(loaded, optimized, options, feeds=feeds)
+            verdict = check_parity(loaded, optimized, options, batches=batches)
         except Exception as exc:  # noqa: BLE001 - ONNX Runtime's errors share no base class
+            if not shapes:
+                raise
             try:
-                verdict = _failed_run_verdict(loaded, optimized, options, feeds, shapes, exc)
+                verdict = _failed_run_verdict(loaded, optimized, options, batches[0], shapes, exc)
             except InputError:
                 if added:
                     continue  # the model's batch does not take this size after all
                 raise
-        verdict.input_shapes = [{name: list(shape) for name, shape in shapes.items()}]
+        if shapes:
+            verdict.input_shapes = [{name: list(shape) for name, shape in shapes.items()}]
         verdicts.append(verdict)
     return ParityVerdict.combine(verdicts)
 

@@ -21,8 +21,8 @@ from trtcompile.shapes import ProfilePlan
 
 def partition_stage(loaded: LoadedModel, optimized: onnx.ModelProto, options: CompileOptions,
                     plan: ProfilePlan, seconds: dict[str, float], *,
-                    built: dict[str, Any] | None = None
-                    ) -> tuple[Any, TrtcompileError | None]:
+                    built: dict[str, Any] | None = None,
+                    judge: dict[str, Any] | None = None) -> tuple[Any, TrtcompileError | None]:
     """Partition the optimized model when TensorRT's parser rejects some of its nodes, when its
     builder fails on some, when ``exclude_ops`` forces ops to fall back, or for
     ``partition_only``; otherwise return None and the compile builds one engine as usual.
@@ -37,7 +37,9 @@ def partition_stage(loaded: LoadedModel, optimized: onnx.ModelProto, options: Co
 
     The outcome holds the partitioned model, the segment models and their engines in memory (the
     write stage writes them: ``partitioned.onnx``, ``segments/``, ``partitioned_ctx.onnx``); the
-    partitioned model is checked against the input model on ONNX Runtime. Returns the outcome and
+    partitioned model is checked against the input model on ONNX Runtime (on what ``judge``
+    gives: the keyword arguments ``samples``/``ranges`` of
+    :func:`~trtcompile.flow.parity.check_parity_at_shapes`). Returns the outcome and
     the error the compile fails with (parity of the partitioned model, no engine at all)."""
     from trtcompile import backend
     from trtcompile.errors import BackendError
@@ -109,7 +111,8 @@ def partition_stage(loaded: LoadedModel, optimized: onnx.ModelProto, options: Co
     if options.parity:
         log("checking parity of the partitioned model on ONNX Runtime")
         t0 = time.perf_counter()
-        outcome.parity = check_parity_at_shapes(loaded, outcome.model, options, plan)
+        outcome.parity = check_parity_at_shapes(loaded, outcome.model, options, plan,
+                                                **(judge or {}))
         for comparison in outcome.parity.comparisons:
             if comparison.candidate == "optimized":
                 comparison.candidate = "partitioned"
