@@ -99,7 +99,7 @@ def compile_options(args: argparse.Namespace):
                   else args.pipeline), pass_modules=tuple(args.pass_module), atol=args.atol,
         rtol=args.rtol, seed=args.seed, data_range=data_range, inputs=args.inputs,
         parity=not args.no_parity,
-        engine=not args.no_engine,
+        engine=not args.no_engine, engine_check=not getattr(args, "no_engine_check", False),
         engine_parity=args.engine_parity,
         dump_after_each=args.dump_after_each, verify_after_each=args.verify_after_each,
         frontend=frontend, progress=progress_request(args),

@@ -112,6 +112,11 @@ def build_parser() -> argparse.ArgumentParser:
                                "(default: generated for every input type)")
     compile_.add_argument("--no-parity", action="store_true", help="skip the parity check")
     compile_.add_argument("--no-engine", action="store_true", help="skip building the engine")
+    compile_.add_argument("--no-engine-check", action="store_true",
+                          help="do not build the engine of the model as the passes received it: "
+                               "deliver the optimized model even when its engine has more compute "
+                               "layers (by default the compile then undoes the pass groups "
+                               "responsible)")
     compile_.add_argument("--engine-parity", choices=("auto", "require", "off"), default="auto",
                           help="run the engine on the parity inputs and compare it with the "
                                "optimized model on ONNX Runtime: auto (default) when a supported "

@@ -39,7 +39,7 @@ import onnx
 from trtcompile import progress as progress_display
 from trtcompile.errors import BackendError, CheckFailed, InputError, TrtcompileError
 from trtcompile.flow import engine as engine_stage
-from trtcompile.flow import judging, outputs, parity, precision
+from trtcompile.flow import engine_check, judging, outputs, parity, precision
 from trtcompile.flow.optimize import load_source, optimize
 from trtcompile.flow.options import CompileOptions, check_exclude_ops, validate
 from trtcompile.flow.partition import partition_stage
@@ -156,6 +156,8 @@ class Compilation:
         self.engine = None  # trtcompile.backend.EngineBuild
         self.engine_status: dict[str, Any] = {"built": False, "reason": "not built"}
         self.engine_parity: parity.EngineParity | None = None
+        #: The engine check's verdict (None until it ran; see :meth:`check_engine_layers`).
+        self.engine_check: engine_check.EngineCheck | None = None
         #: The first problem a stage found that the user must see (parity, the build); the
         #: command's exit code.
         self.error: TrtcompileError | None = None
@@ -286,6 +288,31 @@ class Compilation:
             self.seconds.setdefault("engine", time.perf_counter() - t0)
         return self.engine
 
+    def check_engine_layers(self) -> engine_check.EngineCheck:
+        """The engine check (:mod:`trtcompile.flow.engine_check`): build the engine of the model
+        as the passes received it; when the optimized engine has more compute layers, deliver
+        the pipeline judged group by group by engine (or the baseline), and check its parity."""
+        if self.engine is None or not self.options.engine_check:
+            reason = ("--no-engine-check" if self.engine is not None else
+                      f"no engine ({self.engine_status.get('reason', 'not built')})")
+            self.engine_check = engine_check.EngineCheck(status="not run", reason=reason)
+            return self.engine_check
+        t0 = time.perf_counter()
+
+        def optimize_with(pipeline):
+            return optimize(self.loaded, pipeline, self.registry,
+                            dataclasses.replace(self.options, progress=False), None,
+                            self.resources, plan=self.plan)
+
+        delivered = self.optimized
+        self.engine_check = engine_check.run_check(self, optimize_with, self.log)
+        if self.optimized is not delivered:
+            self.engine_status = {"built": True, **self.engine.to_dict(outputs.ENGINE_PLAN)}
+            if self.options.parity:
+                self.check_parity()
+        self.seconds["engine_check"] = time.perf_counter() - t0
+        return self.engine_check
+
     def check_engine_parity(self) -> parity.EngineParity:
         """Run the engine and compare it with the optimized model on ONNX Runtime, as
         ``engine_parity`` asks (where no GPU can run it: "not run" and why)."""
@@ -341,6 +368,7 @@ class Compilation:
                 self.check_parity()
             self.partition()
             self.build_engine()
+            self.check_engine_layers()
             self.check_engine_parity()
             return self.write(output_dir, folder)
 

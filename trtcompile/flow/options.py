@@ -56,6 +56,9 @@ class CompileOptions:
     #: GPU can run it; otherwise say why and carry on), ``require`` (exit 3 when it cannot run) or
     #: ``off``.
     engine_parity: str = "auto"
+    #: Build the engine of the model as the passes received it too, and never deliver an
+    #: optimized model whose engine has more compute layers (see trtcompile.flow.engine_check).
+    engine_check: bool = True
     #: Write the IR after every pass to ``<output>/passes/NNN_<pass>.onnx``.
     dump_after_each: bool = False
     #: Run the onnx checker and ONNX Runtime parity after every pass.

@@ -141,6 +141,7 @@ def compile_report(compilation: Compilation, files: dict[str, str]) -> dict[str,
                         **({"note": c.tolerance_note} if c.tolerance_note else {})},
         engine=c.engine_status, files=files, seconds=c.seconds, error=c.error,
         shapes=c.plan.to_dict(), engine_parity=c.engine_parity_record().to_dict())
+    report["engine_check"] = c.engine_check.to_dict() if c.engine_check is not None else None
     report["partition"] = None
     if c.partition_outcome is not None:
         from trtcompile.flow.partitioning import partition_section

@@ -3,6 +3,8 @@ per-pass table with its rejection summary, and ``--why-not PASS``."""
 
 from __future__ import annotations
 
+import re
+
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -133,7 +135,16 @@ def format_why_not(report: Mapping[str, Any], pass_name: str,
     """``--why-not PASS``: each candidate the pass considered and left alone, its nodes (with their
     op types when ``ops`` knows them) and the reason."""
     records = [r for r in report["passes"] if r["name"] == pass_name]
+    check = report.get("engine_check") or {}
+    verdicts = [f"  engine verdict: the compile undid {u['group']} ({u['reason']})"
+                for u in check.get("undone", [])
+                if pass_name in re.findall(r"[A-Za-z0-9_.-]+", u["group"])]
+    if check.get("status") == "baseline delivered":
+        verdicts.append(f"  engine verdict: the compile delivered the model without the rewrites "
+                        f"({check['reason']})")
     if not records:
+        if verdicts:
+            return [f"why not {pass_name}: the engine check undid its rewrites", *verdicts]
         return [f"why not {pass_name}: the pass did not run (pipeline: "
                 f"{report['pipeline'] or 'no passes'})"]
     runs = f"{len(records)} run{'s' if len(records) != 1 else ''}"
@@ -144,7 +155,7 @@ def format_why_not(report: Mapping[str, Any], pass_name: str,
     rewrote = f"; it rewrote: {format_counts(counts)}" if counts else "; it rewrote nothing"
     rejections = rejections_of(records, pass_name)
     if not rejections:
-        return [f"why not {pass_name}: no candidate was left alone ({runs}{rewrote})"]
+        return [f"why not {pass_name}: no candidate was left alone ({runs}{rewrote})", *verdicts]
     ops = ops or {}
 
     def node(name: str) -> str:
@@ -155,4 +166,4 @@ def format_why_not(report: Mapping[str, Any], pass_name: str,
              f" left alone, {len(reasons)} reason{'s' if len(reasons) != 1 else ''} ({runs}{rewrote})"]
     rows = [(", ".join(node(n) for n in r["nodes"]) or "-", r["reason"]) for r in rejections]
     lines += ["  " + line for line in format_table(("nodes", "reason"), rows, (False, False))]
-    return lines
+    return lines + verdicts

@@ -233,6 +233,27 @@ def format_partition(report: Mapping[str, Any]) -> list[str]:
     return lines
 
 
+def format_engine_check(report: Mapping[str, Any]) -> list[str]:
+    """The engine check's verdict (``trtcompile.flow.engine_check``), one line plus one per group
+    it undid; nothing when there was no engine to check."""
+    check = report.get("engine_check")
+    if not check or (check["status"] == "not run" and not report["engine"].get("built")):
+        return []
+    if check["status"] == "not run":
+        return [f"  engine check: not run ({check['reason']})"]
+    cost = f"{check['builds']} build{'s' if check['builds'] != 1 else ''}, {check['seconds']:.1f} s"
+    head = (f"  engine check: {check['optimized_layers']} compute layers after the pipeline, "
+            f"{check['baseline_layers']} without it")
+    if check["status"] == "kept":
+        return [f"{head}: kept ({cost})"]
+    if check["status"] == "regrouped":
+        lines = [f"{head}: undid {len(check['undone'])} group(s) by engine verdict, delivered "
+                 f"{check['delivered_layers']} ({cost})"]
+        return lines + [f"    undone: {u['group']} ({u['reason']})" for u in check["undone"]]
+    return [f"{head}: delivered the model without the rewrites, {check['delivered_layers']} "
+            f"({check['reason']}; {cost})"]
+
+
 def render(report: Mapping[str, Any], output_dir: str | None = None) -> str:
     """The whole terminal report: model line, pass table, parity, engine, engine parity, files."""
     lines = []
@@ -246,6 +267,7 @@ def render(report: Mapping[str, Any], output_dir: str | None = None) -> str:
     lines += format_parity(report)
     lines.append("")
     lines += format_engine(report, output_dir)
+    lines += format_engine_check(report)
     partition = format_partition(report)
     if partition:
         lines += ["", *partition]
