@@ -172,8 +172,8 @@ MUTATIONS: tuple[Mutation, ...] = (
     # common-subexpression-elimination ---------------------------------------------------------
     M("cse-constant-bytes", "common_subexpression_elimination",
       "1: constants are equal only when their bytes are",
-      "            if (other.get_prefix() == entry.get_prefix()\n                    and other.get_digest() == entry.get_digest()\n                    and _same_bytes(entry.values(), other.values())):",
-      "            if True:"),
+      "            for other in self.by_digest.get((prefix, entry.get_digest()), ()):\n                if _same_bytes(entry.values(), other.values()):",
+      "            for other in bucket:\n                if True:"),
     M("cse-commutative", "common_subexpression_elimination", "1: only commutative ops swap operands",
       '_COMMUTATIVE = frozenset({"Add", "Mul",', '_COMMUTATIVE = frozenset({"Sub", "Div", "Add", "Mul",'),
     M("cse-random", "common_subexpression_elimination", "3: random ops are never merged",

@@ -45,12 +45,15 @@ class SimulatedGpu:
         self.runs: list[tuple[dict[str, np.ndarray], int]] = []
         self.perturb = perturb
         self.drop = drop
-        self.built_from: onnx.ModelProto | None = None
+        #: The model each plan was built from (the compile builds more than one engine: the
+        #: engine check builds the model as the passes received it too).
+        self.models: dict[bytes, onnx.ModelProto] = {}
         real_build = flow_engine.build_engine
 
         def recording_build(optimized, loaded, opts, plan=None):
-            self.built_from = optimized
-            return real_build(optimized, loaded, opts, plan)
+            build = real_build(optimized, loaded, opts, plan)
+            self.models[bytes(build.plan)] = optimized
+            return build
 
         monkeypatch.setattr(flow_engine, "build_engine", recording_build)
         monkeypatch.setattr(flow_parity, "run_engine", self.run)
@@ -58,7 +61,8 @@ class SimulatedGpu:
     def run(self, plan: bytes, feeds: dict[str, np.ndarray], profile: int = 0) -> dict[str, np.ndarray]:
         assert isinstance(plan, bytes) and plan
         self.runs.append(({k: np.array(v) for k, v in feeds.items()}, profile))
-        session = verify.inference_session(self.built_from)  # as parity runs it: as written
+        # The model this plan was built from, as parity runs it: as written.
+        session = verify.inference_session(self.models[bytes(plan)])
         names = [o.name for o in session.get_outputs()]
         outputs = dict(zip(names, session.run(names, dict(feeds))))
         if self.drop:
