@@ -169,7 +169,8 @@ def run_compile(args: argparse.Namespace) -> int:
         quiet_libraries()
     result = compilation.run(args.output)
     if not args.quiet:
-        sys.stdout.write(report.render(result.report, str(args.output)))
+        sys.stdout.write(report.render(result.report, str(args.output),
+                                       {flag: str(path) for flag, path in result.copies.items()}))
         sys.stdout.flush()
     if options.why_not:
         ops = {node.name: node.op_type for node in result.loaded.model.graph.node}
