@@ -145,10 +145,13 @@ def build_parser() -> argparse.ArgumentParser:
     frontend.add_argument("--input-shape", "--shapes", dest="input_shape", action="append",
                           default=[], metavar="NAME:DIMS",
                           help="fix an input's shape, e.g. input:1x224x224x3 or Polygraphy's "
-                               "input:[1,224,224,3] (repeatable or comma-separated); also applies "
-                               "to ONNX models. --shapes is trtexec's spelling")
+                               "input:[1,224,224,3] (repeatable or comma-separated), in the "
+                               "model's own layout (a TensorFlow image is NHWC, also with "
+                               "--inputs-as-nchw); also applies to ONNX models. --shapes is "
+                               "trtexec's spelling")
     frontend.add_argument("--inputs-as-nchw", action="append", default=[], metavar="NAMES",
-                          help="inputs to take as NCHW (comma-separated)")
+                          help="inputs to take as NCHW in the ONNX model and the engine "
+                               "(comma-separated); --input-shape still gives them as NHWC")
     frontend.add_argument("--opset", default=None,
                           type=flag_value(int, checks.opset, "--opset", "an integer"),
                           help=f"ONNX opset to lower to ({checks.MIN_OPSET} to "
