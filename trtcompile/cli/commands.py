@@ -363,3 +363,12 @@ def run_run(args: argparse.Namespace) -> int:
     return 0
 
 
+
+
+def run_export(args: argparse.Namespace) -> int:
+    """``trtcompile export OUT --triton REPO``: the compiled model as a Triton model."""
+    from trtcompile.flow.triton import export_triton
+
+    export_triton(args.folder, args.triton, name=args.model_name, backend=args.backend,
+                  version=args.model_version, log=None if args.quiet else print)
+    return 0
