@@ -343,12 +343,13 @@ def run_run(args: argparse.Namespace) -> int:
         from trtcompile.flow.outputs import check_output_location
 
         check_output_location(Path(args.output).parent, None, None)
-    compiled = load(args.folder, device=args.device)
+    compiled = load(args.folder, device=args.device, fallback=args.fallback)
     try:
         compiled.check_feeds(feeds)
     except InputError as exc:  # the arrays do not fit the model's inputs: say which file
         raise InputError(f"--inputs {args.inputs}: {exc}") from None
-    _stderr(f"running on {compiled.device} ({compiled.reason})")
+    onnxruntime = f"; {compiled.onnxruntime_line}" if compiled.onnxruntime_line else ""
+    _stderr(f"running on {compiled.device} ({compiled.reason}){onnxruntime}")
     outputs = compiled.run(feeds)
     for name, value in outputs.items():
         value = np.asarray(value)

@@ -340,6 +340,12 @@ def add_run_command(commands) -> None:
     run.add_argument("--device", choices=devices, default="auto",
                      help="auto (default): TensorRT when the engines can run here, else ONNX "
                           "Runtime; tensorrt: fail when they cannot; onnxruntime")
+    # trtcompile.runtime.FALLBACKS
+    run.add_argument("--fallback", choices=("auto", "cuda", "tensorrt", "cpu"), default="auto",
+                     help="ONNX Runtime providers for what ONNX Runtime runs (fallback nodes, or "
+                          "the whole model): auto (default): CUDA where this ONNX Runtime has it "
+                          "(onnxruntime-gpu), else the CPU; cuda or tensorrt (its TensorRT "
+                          "execution provider, then CUDA): exit 3 without it; cpu")
     run.set_defaults(handler=run_run)
 
 
