@@ -15,8 +15,6 @@ TERMINAL_WIDTH = 120
 #: Characters of a pass label in the table; a longer one (a combinator holding a whole
 #: pipeline) keeps its head and ends with an ellipsis.
 PASS_LABEL_WIDTH = 40
-#: The width of a table indented by two spaces.
-INDENTED = TERMINAL_WIDTH - 2
 #: The narrowest the wrapped last column of a table gets.
 MIN_LAST_COLUMN = 24
 
@@ -63,7 +61,7 @@ def format_counts(counts: Mapping[str, Any]) -> str:
 
 
 def format_table(header: Sequence[str], rows: Sequence[Sequence[str]],
-                 right: Sequence[bool], width: int | None = TERMINAL_WIDTH) -> list[str]:
+                 right: Sequence[bool], width: int | None = None) -> list[str]:
     """Plain-text table: columns padded to their widest cell, numbers right-aligned; the last
     column is not padded (no trailing spaces).
 
@@ -142,7 +140,7 @@ def format_pass_table(report: Mapping[str, Any]) -> list[str]:
     rows.append(("total", str(layers["input"]), str(layers["optimized"]),
                  f"{total_delta:+d}" if total_delta else "0",
                  format_seconds(report.get("passes_seconds", 0.0)), ""))
-    lines = format_table(header, rows, right)
+    lines = format_table(header, rows, right, TERMINAL_WIDTH)
     lines.insert(len(lines) - 1, "-" * max(len(line) for line in lines))
 
     for fixed_point in report.get("fixed_points", []):
@@ -224,6 +222,5 @@ def format_why_not(report: Mapping[str, Any], pass_name: str,
     lines = [f"why not {pass_name}: {len(rejections)} candidate{'s' if len(rejections) != 1 else ''}"
              f" left alone, {len(reasons)} reason{'s' if len(reasons) != 1 else ''} ({runs}{rewrote})"]
     rows = [(", ".join(node(n) for n in r["nodes"]) or "-", r["reason"]) for r in rejections]
-    lines += ["  " + line for line in format_table(("nodes", "reason"), rows, (False, False),
-                                                   INDENTED)]
+    lines += ["  " + line for line in format_table(("nodes", "reason"), rows, (False, False))]
     return lines

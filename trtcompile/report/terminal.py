@@ -9,8 +9,6 @@ from typing import Any
 
 from trtcompile.report.document import ENGINE_PARITY_NOT_RECORDED
 from trtcompile.report.tables import (
-    INDENTED,
-    TERMINAL_WIDTH,
     format_counts,
     format_pass_table,
     format_seconds,
@@ -76,7 +74,7 @@ def comparison_table(comparisons: Sequence[Mapping[str, Any]], several_shapes: b
                          "ok" if output["passed"] else "FAILED"))
     return ["  " + line for line in format_table(
         ("comparison", "output", "max abs error", "max rel error", "result"), rows,
-        (False, False, True, True, False), INDENTED)]
+        (False, False, True, True, False))]
 
 
 def format_engine_parity(report: Mapping[str, Any]) -> list[str]:
@@ -127,8 +125,8 @@ def format_engine(report: Mapping[str, Any], output_dir: str | None = None) -> l
         partition = report["partition"]
         total = sum(s["engine_report"].get("compute_layers", 0) for s in segments)
         return [f"engines: {len(segments)} segment engine{'s' if len(segments) != 1 else ''} built "
-                f"({first.get('backend')} {first.get('version')}), {total} compute layers; "
-                f"{partition['coverage']:.1%} of {partition['compute_nodes']} compute nodes in "
+                f"({first.get('backend')} {first.get('version')}), {total} compute layers",
+                f"  {partition['coverage']:.1%} of {partition['compute_nodes']} compute nodes in "
                 "engines, the rest on ONNX Runtime (see partition)"]
     if not engine.get("built"):
         reason = engine.get("reason", "not built")
@@ -161,7 +159,7 @@ def format_engine(report: Mapping[str, Any], output_dir: str | None = None) -> l
                 for layer in excerpt]
         lines += ["  " + line for line in format_table(
             ("engine layer", "type", "precision", "output datatypes", "ONNX nodes"), rows,
-            (False,) * 5, INDENTED)]
+            (False,) * 5)]
         if len(excerpt) < len(layers):
             lines.append(f"  ({len(excerpt)} of {len(layers)} engine layers shown; all are in "
                          "report.json)")
@@ -249,14 +247,13 @@ def format_partition(report: Mapping[str, Any]) -> list[str]:
             rows.append((segment["name"], str(len(segment["nodes"])), str(segment["compute_nodes"]),
                          status))
         lines += ["  " + line for line in format_table(
-            ("segment", "nodes", "compute", "engine"), rows, (False, True, True, False),
-            INDENTED)]
+            ("segment", "nodes", "compute", "engine"), rows, (False, True, True, False))]
     fallback = partition["fallback"]
     if fallback:
         rows = [(entry["node"], entry["op"], entry["reason"])
                 for entry in fallback[:PARTITION_EXCERPT_NODES]]
         lines += ["  " + line for line in format_table(
-            ("fallback node", "op", "reason"), rows, (False, False, False), INDENTED)]
+            ("fallback node", "op", "reason"), rows, (False, False, False))]
         if len(fallback) > PARTITION_EXCERPT_NODES:
             lines.append(f"  ({PARTITION_EXCERPT_NODES} of {len(fallback)} fallback nodes shown; "
                          "all are in report.json)")
@@ -266,12 +263,12 @@ def format_partition(report: Mapping[str, Any]) -> list[str]:
 def render(report: Mapping[str, Any], output_dir: str | None = None,
            copies: Mapping[str, str] | None = None) -> str:
     """The whole terminal report: model line, pass table, parity, engine, engine parity, and
-    every file written (OUT's, then ``copies``: flag -> path of each copy written elsewhere),
-    within :data:`TERMINAL_WIDTH` columns (tables wrap their last column, prose wraps)."""
+    every file written (OUT's, then ``copies``: flag -> path of each copy written elsewhere).
+    The pass table and the pipeline fit :data:`TERMINAL_WIDTH` columns."""
     lines = []
     model = report["model"]
     lines.append(f"model: {model['description'] or model['source']}")
-    lines.append(f"pipeline: {report['pipeline'] or '(no passes)'}")  # report.json: whole
+    lines += wrap_line(f"pipeline: {report['pipeline'] or '(no passes)'}")  # report.json: whole
     lines += format_profiles(report)
     lines.append("")
     lines += format_pass_table(report)
@@ -290,4 +287,4 @@ def render(report: Mapping[str, Any], output_dir: str | None = None,
         lines.append(f"wrote {output_dir.rstrip('/')}/: {names}")
     for flag, path in (copies or {}).items():
         lines.append(f"wrote {path} ({flag})")
-    return "\n".join(piece for line in lines for piece in wrap_line(line, TERMINAL_WIDTH)) + "\n"
+    return "\n".join(lines) + "\n"
