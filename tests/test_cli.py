@@ -493,3 +493,20 @@ def test_the_readme_pass_example_runs_as_a_pass_module(tmp_path: Path) -> None:
     assert (first_record["name"], first_record["counts"]) == ("remove-identity", {"removed_identity": 1})
     assert (first_record["layers_before"], first_record["layers_after"]) == (62, 61)
     assert report["parity"]["passed"] is True
+
+
+def test_the_readme_quick_test_command_names_markers_pyproject_declares() -> None:
+    """The README's quick part deselects by markers; a renamed marker would select everything
+    again without a word, so its names must be pyproject's."""
+    import re
+    import tomllib
+
+    readme = (REPO / "README.md").read_text()
+    pytest_options = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["pytest"][
+        "ini_options"]
+    declared = {marker.split(":")[0] for marker in pytest_options["markers"]}
+    expressions = re.findall(r'python -m pytest -m "([^"]+)"', readme)
+    assert expressions and "not long" in pytest_options["addopts"]
+    for expression in expressions:
+        named = set(re.findall(r"\b(?!not\b|and\b|or\b)\w+", expression))
+        assert named == {"slow", "long"} and named <= declared, expression
