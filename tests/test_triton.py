@@ -206,3 +206,15 @@ def test_converter_save_writes_the_repository_too(tmp_path) -> None:
     assert config.name == "conv_branches" and config.input[0].name
     assert json.loads((out / "report.json").read_text())["model"]["source"].endswith(
         "conv_branches.onnx")
+
+
+def test_converter_save_refuses_its_own_folder_as_the_repository_before_writing(tmp_path) -> None:
+    from tests.helpers import CONV_BRANCHES
+    from trtcompile.errors import InputError
+
+    converter = trtcompile.Converter(input_saved_model_dir=CONV_BRANCHES, log=lambda line: None)
+    converter.convert()
+    (tmp_path / "out").mkdir()
+    with pytest.raises(InputError, match="is the compile's output folder"):
+        converter.save(tmp_path / "out", triton=tmp_path / "out")
+    assert list((tmp_path / "out").iterdir()) == []

@@ -294,9 +294,12 @@ class Converter:
                        "models and engine plans, written as they are")
         repo = None if triton is False or triton is None else (
             Path(output_saved_model_dir) / "triton" if triton is True else Path(triton))
+        if repo is not None:
+            from trtcompile.flow.triton import check_repository, export_triton
+
+            check_repository(output_saved_model_dir, repo)  # before the folder is written
         self._compilation.write(output_saved_model_dir)
         if repo is not None:
-            from trtcompile.flow.triton import export_triton
 
             export_triton(output_saved_model_dir, repo,
                           log=self._log or (lambda line: print(line, file=sys.stderr)))

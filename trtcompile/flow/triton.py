@@ -284,20 +284,28 @@ def batching(inputs: Sequence[TritonTensor], outputs: Sequence[TritonTensor],
     return max_batch, sorted(size for size in optimal if 1 < size <= max_batch)
 
 
+def check_repository(out: str | os.PathLike, repo: str | os.PathLike) -> None:
+    """Refuse a repository that cannot be written or is the compile's output folder itself
+    (InputError, one line; nothing is created)."""
+    from trtcompile.flow.outputs import check_output_location
+
+    out, repo = Path(out), Path(repo)
+    if os.path.lexists(repo) and os.path.lexists(out) and repo.resolve() == out.resolve():
+        raise InputError(f"--triton {repo} is the compile's output folder; give a repository "
+                         "folder of its own")
+    check_output_location(repo, None, None)
+
+
 def export_triton(out: str | os.PathLike, repo: str | os.PathLike, *, name: str | None = None,
                   backend: str = "auto", version: int = 1,
                   log: Callable[[str], None] | None = None) -> TritonExport:
     """Write the Triton model of the compile in ``out`` into the model repository ``repo`` (see
     the module's docstring); returns what was written. Every check runs before REPO is touched."""
     from trtcompile import fsutil
-    from trtcompile.flow.outputs import check_output_location
 
     out, repo = Path(out), Path(repo)
     model = plan_export(out, name=name, backend=backend, version=version)
-    if os.path.lexists(repo) and repo.resolve() == out.resolve():
-        raise InputError(f"--triton {repo} is the compile's output folder; give a repository "
-                         "folder of its own")
-    check_output_location(repo, None, None)
+    check_repository(out, repo)
     target = repo / model.name
     if os.path.lexists(target) and not fsutil.ours_unchanged(repo, model.name):
         raise InputError(f"{target} exists and is not a model an earlier export wrote (or it "
@@ -319,5 +327,5 @@ def export_triton(out: str | os.PathLike, repo: str | os.PathLike, *, name: str 
 
 
 __all__ = ["MODEL_NAME", "TRITON_BACKENDS", "TRITON_TYPES", "TritonExport", "TritonModel",
-           "TritonTensor", "batching", "default_name", "export_triton", "plan_export",
+           "TritonTensor", "batching", "check_repository", "default_name", "export_triton", "plan_export",
            "read_compile"]
