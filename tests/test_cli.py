@@ -37,6 +37,14 @@ class CountActivations(Pass):
 '''
 
 
+def table_lines(stdout: str) -> list[str]:
+    """The lines of the per-pass table, from its header to its total row."""
+    lines = stdout.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("pass "))
+    end = next(i for i in range(start, len(lines)) if lines[i].startswith("total"))
+    return lines[start:end + 1]
+
+
 def table_rows(stdout: str) -> list[tuple[str, list[str]]]:
     """Rows of the per-pass table in order: (pass label, the other columns split), total last."""
     lines = stdout.splitlines()
@@ -46,6 +54,9 @@ def table_rows(stdout: str) -> list[tuple[str, list[str]]]:
         if not line.strip():
             break
         if set(line) == {"-"}:
+            continue
+        if line.startswith(" "):  # counts wrapped onto a line of their own, under their column
+            rows[-1][1].extend(line.split())
             continue
         # A label holds no double space; the columns are separated by at least two spaces.
         label, _, rest = line.partition("  ")
@@ -67,7 +78,10 @@ def check_table_matches_report(stdout: str, report: dict) -> None:
     assert len(rows) == len(report["passes"]) + 1
     for (label, columns), record in zip(rows, report["passes"]):
         iteration = f" #{record['iteration']}" if record["iteration"] else ""
-        assert label == record["pipeline_text"] + iteration
+        # The label is the pass's pipeline text, abbreviated to fit the terminal.
+        full = record["pipeline_text"] + iteration
+        assert label == full or (label.endswith("\u2026" + iteration)
+                                 and full.startswith(label[:-len("\u2026" + iteration)]))
         before, after, delta, *rest = columns
         assert (int(before), int(after)) == (record["layers_before"], record["layers_after"])
         assert int(delta) == record["delta"]
@@ -91,6 +105,7 @@ def test_compile_example_end_to_end(example_compile) -> None:
     assert "compiling the built-in example" in result.stderr
     assert examples.DEFAULT_EXAMPLE == "googlenet-keras"
     assert f"model: {examples.EXAMPLES['googlenet-keras'].description}" in result.stdout
+    assert max(len(line) for line in table_lines(result.stdout)) <= 120
     out = cwd / "out"
     assert output_names(out) == ["lowered.onnx", "model.engine", "optimized.onnx", "report.json"]
     report = json.loads((out / "report.json").read_text())
@@ -478,3 +493,20 @@ def test_the_readme_pass_example_runs_as_a_pass_module(tmp_path: Path) -> None:
     assert (first_record["name"], first_record["counts"]) == ("remove-identity", {"removed_identity": 1})
     assert (first_record["layers_before"], first_record["layers_after"]) == (62, 61)
     assert report["parity"]["passed"] is True
+
+
+def test_the_readme_quick_test_command_names_markers_pyproject_declares() -> None:
+    """The README's quick part deselects by markers; a renamed marker would select everything
+    again without a word, so its names must be pyproject's."""
+    import re
+    import tomllib
+
+    readme = (REPO / "README.md").read_text()
+    pytest_options = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["pytest"][
+        "ini_options"]
+    declared = {marker.split(":")[0] for marker in pytest_options["markers"]}
+    expressions = re.findall(r'python -m pytest -m "([^"]+)"', readme)
+    assert expressions and "not long" in pytest_options["addopts"]
+    for expression in expressions:
+        named = set(re.findall(r"\b(?!not\b|and\b|or\b)\w+", expression))
+        assert named == {"slow", "long"} and named <= declared, expression

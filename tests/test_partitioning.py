@@ -237,6 +237,41 @@ def test_html_report_shows_the_partition(compiled) -> None:
     assert "shift_right" in page and "BitShift" in page and "shift_amount" in page
 
 
+def test_html_report_shows_the_segment_engines_built_and_marks_the_graph(compiled) -> None:
+    """The summary card and the engine section count the segment engines (not "not built"); the
+    optimized graph's picture outlines each segment, marks the fallback nodes and the edges that
+    cross a segment boundary."""
+    import re
+
+    from trtcompile.html_report import render_html
+
+    out, _ = compiled
+    report = json.loads((out / "report.json").read_text())
+    page = render_html(report)
+    assert "not built" not in page.lower()
+    card = re.search(r'<div class="label">segment engines</div><div class="value">(.*?)</div>'
+                     r'<div class="detail">(.*?)</div>', page)
+    assert card and card.group(1) == "2 built" and card.group(2).startswith("70.0% of 10 compute")
+    rows = re.findall(r'<tr class="segment-engine-row"><td class="mono">(.*?)</td>'
+                      r'<td class="mono">(.*?)</td>', page)
+    assert rows == [("TensorRTSegment_0", "segments/segment_0.engine"),
+                    ("TensorRTSegment_1", "segments/segment_1.engine")]
+    optimized = page[page.index('id="graph-optimized"'):]
+    optimized = optimized[:optimized.index("</svg>")]
+    fallback = re.findall(r'<g class="graph-node [^"]*\bfallback" data-name="([^"]+)"', optimized)
+    assert fallback == ["to_uint32", "shift_right", "to_float"]
+    placed = dict(re.findall(r'<g class="graph-node [^"]*\bsegment" data-name="([^"]+)" '
+                             r'data-segment="([^"]+)"', optimized))
+    assert placed == {node: segment["name"] for segment in report["partition"]["segments"]
+                      for node in segment["nodes"]}
+    assert re.findall(r'<g class="segment-box" data-segment="([^"]+)"', optimized) == [
+        "TensorRTSegment_0", "TensorRTSegment_1"]
+    # The chain runs segment 0 -> the three fallback nodes -> segment 1: two boundary edges.
+    assert optimized.count('class="graph-edge boundary"') == 2
+    before = page[page.index('id="graph-input"'):]
+    assert "boundary" not in before[:before.index("</svg>")]
+
+
 @pytest.mark.slow
 def test_tensorflow_model_with_right_shift_compiles(tmp_path) -> None:
     """A SavedModel whose lowering holds BitShift on uint32 compiles through the CLI: engines

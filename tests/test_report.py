@@ -172,3 +172,86 @@ def test_graphs_above_the_recorded_limit_keep_only_their_counts(monkeypatch) -> 
     assert [node["name"] for node in section["input"]["nodes"]] == \
         [node.name for node in model.graph.node]
     assert [0, 1] in section["input"]["edges"]  # stem_conv -> stem_bn
+
+
+def _engine_guided_report() -> dict:
+    """A compile with --tune-with-engine: the engine-guided run is labelled with the whole
+    pipeline, with many counts, a long fixed-point and a long rejection reason."""
+    inner = ",".join(["dead-layer-elimination", "fold-constants",
+                      "transpose-cancellation{fold-matmul-weights=false}",
+                      "fixed-point(conv-bias-activation-fusion,common-subexpression-elimination,"
+                      "horizontal-fusion,concat-elimination,dead-layer-elimination)",
+                      "global-pool-window", "flatten-gemm-conv", "conv-split-fission"])
+    pipeline = f"engine-guided({inner})"
+    counts = {"groups_tried": 10, "groups_unchanged": 8, "groups_kept": 2, "engine_builds": 3,
+              "engine_layers_before": 27, "engine_layers_after": 25}
+    guided = _record(2, "engine-guided", 61, 26, 0.7, counts,
+                     rejections=[(("a",), "the branches do not all feed one Concat side by side: "
+                                         "TensorRT lowers a Split output that feeds another layer "
+                                         "to a copy, so the merge would not reduce engine layers")])
+    guided["pipeline_text"] = pipeline
+    return sample_report(pipeline=pipeline, passes=[
+        _record(1, "conv-bias-activation-fusion", 61, 26, 0.004,
+                {"folded_batchnorm": 17, "fused_conv_relu": 17, "fused_convs": 17,
+                 "fused_conv_residual": 1, "fused_conv_scale": 3}), guided],
+        fixed_points=[{"pipeline": inner.split(",", 3)[3].rsplit(",", 3)[0], "iterations": 2,
+                       "converged": True}],
+        engine_guided=[{"group": inner.split(",", 3)[3].rsplit(",", 3)[0], "engine_before": 27,
+                        "engine_after": 25, "kept": True, "reason": "fewer compute layers"}])
+
+
+def test_the_terminal_report_fits_120_columns_and_report_json_keeps_the_whole_text() -> None:
+    data = _engine_guided_report()
+    text = report.render(data, "out/", {"--save-engine": "m.engine"})
+    lines = text.splitlines()
+    table = report.format_pass_table(data)
+    assert max(len(line) for line in table) <= report.TERMINAL_WIDTH
+    pipeline_lines = [line for line in lines if line.startswith("pipeline: ")]
+    assert pipeline_lines and len(pipeline_lines[0]) <= report.TERMINAL_WIDTH
+    rule = next(line for line in table if set(line) == {"-"})
+    assert len(rule) <= report.TERMINAL_WIDTH
+    guided = next(line for line in table if line.startswith("engine-guided("))
+    assert guided.split("\u2026")[0] == data["pipeline"][:guided.index("\u2026")]
+    assert "groups_tried=10" in guided
+    # Every count is shown, on the row or the continuation lines under its column.
+    counts_at = table[0].index("counts")
+    start = table.index(guided)
+    shown = " ".join(line[counts_at:] for line in table[start:start + 6]
+                     if line.startswith((guided[:10], " ")))
+    for key, value in data["passes"][1]["counts"].items():
+        assert f"{key}={value}" in shown.split()
+    # The pipeline line wraps after its commas: joined back, it is the whole pipeline.
+    start = lines.index(next(line for line in lines if line.startswith("pipeline: ")))
+    end = next(i for i in range(start + 1, len(lines)) if not lines[i].startswith("  "))
+    assert "".join(line.strip() for line in lines[start:end]) == "pipeline: " + data["pipeline"]
+    assert json.loads(report.dumps(data))["passes"][1]["pipeline_text"] == data["pipeline"]
+
+
+def test_every_file_written_is_named_on_the_terminal() -> None:
+    text = report.render(sample_report(), "out/", {"--save-engine": "m.engine",
+                                                   "--report-html": "pages/r.html"})
+    assert text.rstrip().splitlines()[-3:] == [
+        "wrote out/: optimized.onnx, model.engine, report.json",
+        "wrote m.engine (--save-engine)", "wrote pages/r.html (--report-html)"]
+
+
+def test_a_partitioned_compile_shows_its_segment_engines() -> None:
+    segment = {"nodes": ["c1", "c2"], "compute_nodes": 2, "compute_layers": 3,
+               "why_not_engine": None,
+               "engine_report": {"backend": "tensorrt_rtx", "version": "1.7.1.116",
+                                 "build_seconds": 0.25, "compute_layers": 3,
+                                 "layers": [{"name": f"l{i}", "profile": 0} for i in range(4)]}}
+    partition = {"trigger": "TensorRT's parser rejects 1 node", "coverage": 0.8,
+                 "compute_nodes": 5, "min_segment_size": 1, "fallback": [
+                     {"node": "shift", "op": "BitShift", "reason": "uint32"}], "segments": [
+                     {**segment, "name": "TensorRTSegment_0", "engine": "segments/segment_0.engine"},
+                     {**segment, "name": "TensorRTSegment_1", "engine": "segments/segment_1.engine"}]}
+    data = sample_report(partition=partition, engine={
+        "built": False, "reason": "partitioned: one engine per segment, see partition"})
+    lines = report.format_engine(data)
+    assert lines == ["engines: 2 segment engines built (tensorrt_rtx 1.7.1.116), 6 compute layers",
+                     "  80.0% of 5 compute nodes in engines, the rest on ONNX Runtime (see partition)"]
+    rows = report.format_partition(data)
+    assert any(row.endswith("segments/segment_1.engine: 4 engine layers (3 compute), built in "
+                            "250.0 ms") for row in rows)
+    assert "not built" not in report.render(data)

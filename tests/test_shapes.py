@@ -364,6 +364,12 @@ def flags(low, opt, high) -> ShapeOptions:
     (flags({"x": (1, 4, 8, 8)}, {"x": (1, 4, 8, 8)}, {"x": (1, 4, 8, 8)}),
      f"{FLAGS}, input 'x' [N,3,8,8]: dimension 1 is fixed at 3 in the model, the min shape "
      "1x4x8x8 gives 4"),
+    # An NHWC image for an NCHW input (a TensorFlow model lowered with --inputs-as-nchw): the
+    # error names the layout profiles take and the shape meant.
+    (flags({"x": (1, 8, 8, 3)}, {"x": (4, 8, 8, 3)}, {"x": (8, 8, 8, 3)}),
+     f"{FLAGS}, input 'x' [N,3,8,8]: dimension 1 is fixed at 3 in the model, the min shape "
+     "1x8x8x3 gives 8; profile shapes take the layout the ONNX model declares, here NCHW: "
+     "x:1x3x8x8"),
     (ShapeOptions(profiles=[{"x": ((1, 3, 8, 8),) * 3}, {"x": ((1, 3, 8, 8), (2, 3, 8, 8))}]),
      "profiles, profile 1, input 'x': expected three shapes (min, opt, max) of integers"),
     (ShapeOptions(opt_shapes=[{"x": (1, 3, 8, 8)}], profiles_file="p.toml"),

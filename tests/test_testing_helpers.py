@@ -118,3 +118,64 @@ def test_golden_cases_ids_and_failure_message(tmp_path: Path) -> None:
                                         f"  layers: expected 42, got {layers} ({42 - layers} fewer)"]
     assert "layers after each pass: input 11, fold-constants 11" in message
     assert [case.id for case in testing.golden_cases(tmp_path / "manifest.toml", "bad*")] == ["bad-count"]
+
+
+#: What a user's test does with the public API: compile, load and run, assert parity and layers.
+USER_TEST = '''
+import sys
+import tempfile
+
+import numpy as np
+
+import trtcompile
+from trtcompile.flow import CompileOptions, compile_model
+from trtcompile.testing import assert_layer_counts, assert_parity
+
+model = sys.argv[1]
+out = tempfile.mkdtemp()
+result = compile_model(model, out, CompileOptions(progress=False))
+compiled = trtcompile.load(out)
+compiled.run({name: np.zeros([d or 1 for d in dims], dtype)
+              for name, (dtype, dims) in compiled.input_types.items()})
+check = assert_parity(model)
+assert_layer_counts(check, layers=check.layers)
+print("used the API")
+'''
+
+
+def test_the_public_api_emits_no_deprecation_warning_of_its_dependencies(tmp_path) -> None:
+    """In a fresh interpreter (import-time warnings count: a user's pytest run imports it anew)
+    with every DeprecationWarning an error, as ``-W error::DeprecationWarning`` makes it; this
+    suite's own configuration ignores them, so the check sets its own filter. Polygraphy's
+    deprecations also log a line, so nothing printed may say "deprecated" either."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.helpers import REPO
+
+    script = tmp_path / "user_test.py"
+    script.write_text(USER_TEST)
+    env = dict(os.environ, PYTHONPATH=str(REPO), TF_CPP_MIN_LOG_LEVEL="2",
+               PYTHONWARNINGS="error::DeprecationWarning,error::PendingDeprecationWarning")
+    result = subprocess.run([sys.executable, "-W", "error::DeprecationWarning", "-W",
+                             "error::PendingDeprecationWarning", str(script), str(CONV_BRANCHES)],
+                            capture_output=True, text=True, timeout=600, env=env, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.rstrip().endswith("used the API")
+    assert "deprecat" not in (result.stdout + result.stderr).lower()
+
+
+def test_the_deprecation_check_fails_on_a_deprecated_call(tmp_path) -> None:
+    """The check above catches what it looks for: a deprecated Polygraphy call under the same
+    filter fails the same way."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "deprecated.py"
+    script.write_text("from polygraphy.comparator import CompareFunc\n"
+                      "CompareFunc.simple(atol=1e-4)\n")
+    result = subprocess.run([sys.executable, "-W", "error::DeprecationWarning", str(script)],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode != 0 and "DeprecationWarning" in result.stderr
+    assert "CompareFunc.simple is deprecated" in result.stderr

@@ -272,13 +272,18 @@ class Converter:
             print_fn(line[:width] if width > 0 else line)
 
     def save(self, output_saved_model_dir: str | Path, save_gpu_specific_engines: bool = True,
-             options: Any = None) -> Path:
+             options: Any = None, *, triton: bool | str | Path = False) -> Path:
         """Write ``optimized.onnx``, ``model.engine`` (after :meth:`build`; for a partitioned
         model ``partitioned.onnx``, ``segments/`` and ``partitioned_ctx.onnx``), ``report.json``
         (and ``lowered.onnx`` for TensorFlow input) into the folder, atomically: nothing partial
         is left if writing fails. ``save_gpu_specific_engines=False`` and ``options`` (a
         ``tf.saved_model.SaveOptions``) are accepted with a note: engine plans are what this
-        compiler makes, and nothing is written as a SavedModel. Returns the folder."""
+        compiler makes, and nothing is written as a SavedModel. Returns the folder.
+
+        ``triton``: also write the model into a Triton model repository, as ``trtcompile export
+        OUT --triton REPO`` does (:mod:`trtcompile.flow.triton`): a path names the repository,
+        ``True`` means ``<folder>/triton``. TF Serving cannot load what this compiler writes;
+        Triton serves plans and ONNX models."""
         if not self._converted:
             raise ConvertedAlready("save() needs convert() first")
         if not save_gpu_specific_engines:
@@ -287,7 +292,17 @@ class Converter:
         if options is not None:
             self._note("save(options=...) applies to SavedModels; the outputs here are ONNX "
                        "models and engine plans, written as they are")
+        repo = None if triton is False or triton is None else (
+            Path(output_saved_model_dir) / "triton" if triton is True else Path(triton))
+        if repo is not None:
+            from trtcompile.flow.triton import check_repository, export_triton
+
+            check_repository(output_saved_model_dir, repo)  # before the folder is written
         self._compilation.write(output_saved_model_dir)
+        if repo is not None:
+
+            export_triton(output_saved_model_dir, repo,
+                          log=self._log or (lambda line: print(line, file=sys.stderr)))
         return Path(output_saved_model_dir)
 
     # ----------------------------------------------------------------------------------------

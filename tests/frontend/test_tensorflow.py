@@ -304,7 +304,14 @@ def test_unsupported_tensorflow_op_names_op_and_node(fixtures_dir, manifest, sou
 @pytest.mark.parametrize("options, pattern", [
     ({"inputs_as_nchw": ["nope"]}, r"--inputs-as-nchw names 'nope', which is not an input \(inputs: image\)"),
     ({"input_shapes": {"nope": [1, 16, 16, 3]}}, r"--input-shape names 'nope'"),
-    ({"input_shapes": {"image": [1, 16, 15, 3]}}, r"conflicts with the model's \[\?,16,16,3\]"),
+    ({"input_shapes": {"image": [1, 16, 15, 3]}}, r"conflicts with the model's \[\?,16,16,3\] "
+     r".*; --input-shape takes the TensorFlow model's NHWC layout$"),
+    # The NCHW form of the shape, with --inputs-as-nchw: the error names the layout and the
+    # NHWC shape meant.
+    ({"input_shapes": {"image": [2, 3, 16, 16]}, "inputs_as_nchw": ["image"]},
+     r"--input-shape image=\[2,3,16,16\] conflicts with the model's \[\?,16,16,3\] .*; "
+     r"--input-shape takes the TensorFlow model's NHWC layout, also with --inputs-as-nchw "
+     r"image: image:2x16x16x3$"),
     ({"input_shapes": {"image": [1, 16, 16]}}, r"rank 3 does not match"),
     ({"opset": 7}, r"--opset 7 is not supported \(use 13 to 18\)"),
     ({"lowering": "fast"}, r"--lowering must be 'faithful' or 'tf2onnx-optimized'"),

@@ -7,6 +7,7 @@
     trtcompile bisect MODEL [-o OUT] [--engine]   find the rewrite (or graph segment) that breaks it
     trtcompile passes [--markdown]                the pass reference
     trtcompile run OUT --inputs X.npz [-o Y.npz]  run a compiled model
+    trtcompile export OUT --triton REPO           write it into a Triton model repository
     trtcompile --version
 
 Exit codes mean one thing each (:mod:`trtcompile.errors`): 0 ok, 1 a check failed, 2 unusable

@@ -169,7 +169,8 @@ def run_compile(args: argparse.Namespace) -> int:
         quiet_libraries()
     result = compilation.run(args.output)
     if not args.quiet:
-        sys.stdout.write(report.render(result.report, str(args.output)))
+        sys.stdout.write(report.render(result.report, str(args.output),
+                                       {flag: str(path) for flag, path in result.copies.items()}))
         sys.stdout.flush()
     if options.why_not:
         ops = {node.name: node.op_type for node in result.loaded.model.graph.node}
@@ -342,12 +343,13 @@ def run_run(args: argparse.Namespace) -> int:
         from trtcompile.flow.outputs import check_output_location
 
         check_output_location(Path(args.output).parent, None, None)
-    compiled = load(args.folder, device=args.device)
+    compiled = load(args.folder, device=args.device, fallback=args.fallback)
     try:
         compiled.check_feeds(feeds)
     except InputError as exc:  # the arrays do not fit the model's inputs: say which file
         raise InputError(f"--inputs {args.inputs}: {exc}") from None
-    _stderr(f"running on {compiled.device} ({compiled.reason})")
+    onnxruntime = f"; {compiled.onnxruntime_line}" if compiled.onnxruntime_line else ""
+    _stderr(f"running on {compiled.device} ({compiled.reason}){onnxruntime}")
     outputs = compiled.run(feeds)
     for name, value in outputs.items():
         value = np.asarray(value)
@@ -362,3 +364,12 @@ def run_run(args: argparse.Namespace) -> int:
     return 0
 
 
+
+
+def run_export(args: argparse.Namespace) -> int:
+    """``trtcompile export OUT --triton REPO``: the compiled model as a Triton model."""
+    from trtcompile.flow.triton import export_triton
+
+    export_triton(args.folder, args.triton, name=args.model_name, backend=args.backend,
+                  version=args.model_version, log=None if args.quiet else print)
+    return 0

@@ -13,6 +13,7 @@ from trtcompile.cli.commands import (
     parse_memory_pool,
     run_bisect,
     run_compile,
+    run_export,
     run_golden,
     run_passes,
     run_run,
@@ -150,10 +151,13 @@ def build_parser() -> argparse.ArgumentParser:
     frontend.add_argument("--input-shape", "--shapes", dest="input_shape", action="append",
                           default=[], metavar="NAME:DIMS",
                           help="fix an input's shape, e.g. input:1x224x224x3 or Polygraphy's "
-                               "input:[1,224,224,3] (repeatable or comma-separated); also applies "
-                               "to ONNX models. --shapes is trtexec's spelling")
+                               "input:[1,224,224,3] (repeatable or comma-separated), in the "
+                               "model's own layout (a TensorFlow image is NHWC, also with "
+                               "--inputs-as-nchw); also applies to ONNX models. --shapes is "
+                               "trtexec's spelling")
     frontend.add_argument("--inputs-as-nchw", action="append", default=[], metavar="NAMES",
-                          help="inputs to take as NCHW (comma-separated)")
+                          help="inputs to take as NCHW in the ONNX model and the engine "
+                               "(comma-separated); --input-shape still gives them as NHWC")
     frontend.add_argument("--opset", default=None,
                           type=flag_value(int, checks.opset, "--opset", "an integer"),
                           help=f"ONNX opset to lower to ({checks.MIN_OPSET} to "
@@ -293,8 +297,36 @@ def build_parser() -> argparse.ArgumentParser:
                              "imported, so its code runs with your rights")
     passes.set_defaults(handler=run_passes)
     add_run_command(commands)
+    add_export_command(commands)
     add_plan_commands(commands)
     return parser
+
+
+def add_export_command(commands) -> None:
+    """The ``trtcompile export`` subcommand."""
+    # trtcompile.flow.triton.TRITON_BACKENDS, spelled here so that building the parser imports
+    # no onnx
+    backends = ("auto", "tensorrt", "onnxruntime")
+    export = commands.add_parser(
+        "export", help="write a compiled model for a server: a Triton model repository",
+        description="Write the output folder of 'trtcompile compile' as a model of a Triton "
+                    "Inference Server model repository (config.pbtxt and its version folder).")
+    export.add_argument("folder", metavar="OUT", help="output folder of trtcompile compile")
+    export.add_argument("--triton", required=True, metavar="REPO",
+                        help="Triton model repository to write the model into (created if "
+                             "missing; other models in it are left alone)")
+    export.add_argument("--model-name", default=None, metavar="NAME",
+                        help="the model's name and folder in REPO (default: the compiled "
+                             "model's file name without its suffix)")
+    export.add_argument("--model-version", type=int, default=1, metavar="N",
+                        help="version folder to write (default 1)")
+    export.add_argument("--backend", choices=backends, default="auto",
+                        help="auto (default): tensorrt_plan for a whole-model engine of "
+                             "standard TensorRT, else ONNX Runtime with its TensorRT execution "
+                             "provider (partitioned models, TensorRT-RTX plans); tensorrt: the "
+                             "plan; onnxruntime")
+    export.add_argument("-q", "--quiet", action="store_true", help="print errors only")
+    export.set_defaults(handler=run_export)
 
 
 def add_run_command(commands) -> None:
@@ -313,6 +345,12 @@ def add_run_command(commands) -> None:
     run.add_argument("--device", choices=devices, default="auto",
                      help="auto (default): TensorRT when the engines can run here, else ONNX "
                           "Runtime; tensorrt: fail when they cannot; onnxruntime")
+    # trtcompile.runtime.FALLBACKS
+    run.add_argument("--fallback", choices=("auto", "cuda", "tensorrt", "cpu"), default="auto",
+                     help="ONNX Runtime providers for what ONNX Runtime runs (fallback nodes, or "
+                          "the whole model): auto (default): CUDA where this ONNX Runtime has it "
+                          "(onnxruntime-gpu), else the CPU; cuda or tensorrt (its TensorRT "
+                          "execution provider, then CUDA): exit 3 without it; cpu")
     run.set_defaults(handler=run_run)
 
 

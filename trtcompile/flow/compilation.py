@@ -71,6 +71,8 @@ class CompileResult:
     error: TrtcompileError | None = None
     #: The partition stage's outcome (trtcompile.flow.partitioning.PartitionOutcome), when it ran.
     partition: Any = None
+    #: The copies written outside OUT, by flag (``--save-engine``: its path).
+    copies: dict[str, Path] = dataclasses.field(default_factory=dict)
 
     @property
     def exit_code(self) -> int:
@@ -158,6 +160,8 @@ class Compilation:
         self.engine_parity: parity.EngineParity | None = None
         #: The engine check's verdict (None until it ran; see :meth:`check_engine_layers`).
         self.engine_check: engine_check.EngineCheck | None = None
+        #: The copies the write stage wrote outside OUT, by flag (``--report-html``: its path).
+        self.copies: dict[str, Path] = {}
         #: The first problem a stage found that the user must see (parity, the build); the
         #: command's exit code.
         self.error: TrtcompileError | None = None
@@ -352,7 +356,8 @@ class Compilation:
             output_dir=output_dir, files={k: output_dir / v for k, v in files.items()},
             report=report, loaded=self.loaded, pipeline_report=self.pipeline_report,
             optimized=self.optimized, parity=self.parity, engine=self.engine,
-            engine_parity=self.engine_parity, error=self.error, partition=self.partition_outcome)
+            engine_parity=self.engine_parity, error=self.error, partition=self.partition_outcome,
+            copies=dict(self.copies))
 
     def run(self, output_dir: str | Path) -> CompileResult:
         """Every stage in order, then the write stage (``trtcompile compile``). The output

@@ -188,11 +188,14 @@ def write_outputs(compilation: Compilation, folder, files: dict[str, str]) -> di
     published = folder.publish(list(dict.fromkeys(files.values())))
     for line in published.messages():
         c.log(line)
+    c.copies = {}
     for key in COPY_FLAGS:
         path = getattr(options, key)
         if path is None or key in inside or copies.get(key) is None:
             continue
-        fsutil.write_user_file(path, copies[key], flag=f"--{key.replace('_', '-')}")
+        flag = f"--{key.replace('_', '-')}"
+        fsutil.write_user_file(path, copies[key], flag=flag)
+        c.copies[flag] = Path(path)
     return report
 
 

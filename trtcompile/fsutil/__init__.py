@@ -47,9 +47,9 @@ from trtcompile.fsutil.files import (
                                       record,
                                       write_user_file,
 )
-from trtcompile.fsutil.output_folder import OutputFolder, Published, folder_lock
+from trtcompile.fsutil.output_folder import OutputFolder, Published, folder_lock, ours_unchanged
 
 __all__ = ["ASIDE_SUFFIX", "LOCK_NAME", "LOCK_TIMEOUT", "MANIFEST_NAME", "MANIFEST_VERSION",
            "OutputFolder", "Published", "STAGING_PREFIX", "check_no_collisions", "folder_lock",
-           "record", "write_user_file"]
+           "ours_unchanged", "record", "write_user_file"]
 

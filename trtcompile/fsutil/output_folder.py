@@ -135,11 +135,16 @@ class OutputFolder:
     or overwritten. ``report``: the name of the compile's report in OUT, published last; an
     earlier report's ``files`` (name by key) tells which names an older compile that kept no
     manifest wrote. ``lock_timeout``: seconds to wait for another compile publishing into OUT.
+    ``keep_others``: outputs an earlier publish recorded and this one does not write stay, with
+    their records (a folder shared by several writers, such as a Triton model repository holding
+    one model per export); a name this one writes is still replaced only when unchanged.
     """
 
     def __init__(self, path: str | os.PathLike, protected: Sequence[str | os.PathLike] = (),
-                 report: str = "report.json", lock_timeout: float = LOCK_TIMEOUT):
+                 report: str = "report.json", lock_timeout: float = LOCK_TIMEOUT,
+                 keep_others: bool = False):
         self.path = Path(path)
+        self.keep_others = keep_others
         self.protected = [_real(p) for p in protected]
         self.report = report
         self.lock_timeout = lock_timeout
@@ -285,9 +290,11 @@ class OutputFolder:
         moves: list[tuple[Path, Path]] = []  # (from, to), in order
         aside_taken: set[str] = set()
 
+        if self.keep_others:
+            self._carry_records(recorded, names)
         for name in sorted(set(recorded) | set(legacy)):
             entry = self._root / name
-            if name in names or not os.path.lexists(entry):
+            if name in names or not os.path.lexists(entry) or self.keep_others:
                 continue
             if self._holds_input(entry):
                 published.kept[name] = _INPUT
@@ -330,6 +337,17 @@ class OutputFolder:
                 raise
         self._published = True
         return published
+
+    def _carry_records(self, recorded: dict[str, Any], names: list[str]) -> None:
+        """Add to the staged manifest the records of the earlier outputs this publish keeps
+        (``keep_others``) and that are still as recorded: they stay known as written here."""
+        path = self._staging / MANIFEST_NAME
+        manifest = json.loads(path.read_text())
+        for name, value in recorded.items():
+            entry = self._root / name
+            if name not in names and os.path.lexists(entry) and _unchanged(entry, value):
+                manifest["files"][name] = value
+        path.write_text(json.dumps(manifest, indent=1) + "\n")
 
     def _earlier_outputs(self) -> tuple[dict[str, Any], set[str]]:
         """What earlier compiles wrote into OUT: ``{name: record}`` from the manifest, and the
@@ -381,6 +399,15 @@ class OutputFolder:
             self._keep_staging = True
             raise OSError(f"publishing into {self.path} failed and could not be undone ("
                           f"{'; '.join(failed)}); the earlier files are in {self._staging}")
+
+
+def ours_unchanged(folder: str | os.PathLike, name: str) -> bool:
+    """Whether the entry ``name`` of ``folder`` is an output a publish into ``folder`` recorded in
+    its manifest and that is unchanged since (so a new publish may replace it)."""
+    manifest = _read_json(Path(folder) / MANIFEST_NAME) or {}
+    files = manifest.get("files")
+    return isinstance(files, dict) and name in files and _unchanged(Path(folder) / name,
+                                                                    files[name])
 
 
 def _plain(name: str) -> bool:

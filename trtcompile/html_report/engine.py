@@ -14,6 +14,8 @@ def engine_section(report: Mapping[str, Any]) -> str:
     """The engine: backend, layer counts, precisions, and every layer with the ONNX nodes fused
     into it and the original nodes those stand for."""
     engine = report["engine"]
+    if not engine.get("built") and text_report.segment_engines(report):
+        return segment_engines_section(report)
     if not engine.get("built"):
         detail = f': {esc(engine["error"])}' if engine.get("error") else ""
         return f'<p id="engine-status">Not built ({esc(engine.get("reason", "not built"))}){detail}.</p>'
@@ -56,6 +58,40 @@ def engine_section(report: Mapping[str, Any]) -> str:
                  '<th>output datatypes</th><th>compute</th></tr></thead><tbody>'
                  + "".join(rows) + "</tbody></table></div>")
     return "".join(parts)
+
+
+def segment_engines_section(report: Mapping[str, Any]) -> str:
+    """A partitioned compile's engines: one row per segment engine (backend, engine and compute
+    layers, build time, plan size), then each engine's layers."""
+    partition = report["partition"]
+    segments = text_report.segment_engines(report)
+    parts = [f'<p id="engine-status">Partitioned: <b>{len(segments)} segment engines built</b>, '
+             f'{partition["coverage"]:.1%} of {partition["compute_nodes"]} compute nodes in '
+             f'engines; {len(partition["fallback"])} fallback nodes run on ONNX Runtime (see '
+             'the partition below).</p>']
+    rows, details = [], []
+    for segment in segments:
+        engine = segment["engine_report"]
+        layers = [layer for layer in engine.get("layers", []) if layer.get("profile", 0) == 0]
+        rows.append(f'<tr class="segment-engine-row"><td class="mono">{esc(segment["name"])}</td>'
+                    f'<td class="mono">{esc(segment["engine"])}</td>'
+                    f'<td>{esc(engine.get("backend"))} {esc(engine.get("version"))}</td>'
+                    f'{num_cell(len(layers))}{num_cell(segment["compute_layers"])}'
+                    f'<td>{text_report.format_seconds(engine.get("build_seconds") or 0.0)}</td>'
+                    f'{num_cell(format(engine.get("plan_bytes", 0), ","))}</tr>')
+        listed = "".join(f'<tr><td class="mono">{esc(layer["name"])}</td><td>{esc(layer["type"])}'
+                         f'</td><td class="mono">{esc(", ".join(layer.get("onnx_nodes", [])) or "-")}'
+                         f'</td><td>{"yes" if layer.get("compute") else "no"}</td></tr>'
+                         for layer in layers)
+        details.append(f'<details class="segment-layers"><summary>{esc(segment["name"])}: '
+                       f'{len(layers)} engine layers</summary><table><thead><tr><th>engine layer'
+                       '</th><th>type</th><th>ONNX nodes</th><th>compute</th></tr></thead><tbody>'
+                       f'{listed}</tbody></table></details>')
+    parts.append('<table id="segment-engines"><thead><tr><th>segment</th><th>plan</th>'
+                 '<th>backend</th><th class="num">engine layers</th><th class="num">compute</th>'
+                 '<th>build</th><th class="num">bytes</th></tr></thead><tbody>' + "".join(rows)
+                 + "</tbody></table>")
+    return "".join(parts + details)
 
 
 def engine_parity_status(report: Mapping[str, Any]) -> str:

@@ -89,16 +89,34 @@ def _node_title(node: Mapping[str, Any], css: str) -> str:
     return "\n".join(lines)
 
 
-def graph_svg(graph: Mapping[str, Any], which: str, fused_names: set[str] = frozenset()) -> str:
+def partition_marks(partition: Mapping[str, Any] | None) -> tuple[dict[str, str], dict[str, str]]:
+    """``({node: segment name}, {fallback node: reason})`` of a report's partition (empty
+    without one): what the optimized graph's picture marks."""
+    if not partition:
+        return {}, {}
+    members = {node: segment["name"] for segment in partition.get("segments", [])
+               for node in segment["nodes"]}
+    return members, {entry["node"]: entry["reason"] for entry in partition.get("fallback", [])}
+
+
+def graph_svg(graph: Mapping[str, Any], which: str, fused_names: set[str] = frozenset(),
+              partition: Mapping[str, Any] | None = None) -> str:
     """An inline SVG of one recorded graph (``report["graphs"]["input"|"optimized"]``): a box per
     node in the :func:`graph_layout`, edges producer to consumer, fused layers and the input
     nodes they absorbed coloured, each box's tooltip naming the node, its fused ops and where it
-    came from or went."""
+    came from or went.
+
+    With ``partition`` (the optimized graph of a partitioned compile): each TensorRT segment is
+    outlined and named, fallback nodes (ONNX Runtime) are marked, and the edges that cross a
+    segment boundary are drawn as boundaries."""
     nodes, edges = graph["nodes"], graph["edges"]
+    members, fallback = partition_marks(partition)
+    side = [members.get(node["name"], "fallback" if node["name"] in fallback else None)
+            for node in nodes]
     position = graph_layout(len(nodes), edges)
     widest = max((x for x, _ in position.values()), default=0) + 1
     rows = max((row for _, row in position.values()), default=0) + 1
-    pad = 10
+    pad = 18 if partition else 10  # room above a top row's segment name
     width = int(pad * 2 + widest * (NODE_WIDTH + NODE_GAP) - NODE_GAP)
     height = int(pad * 2 + rows * ROW_HEIGHT - (ROW_HEIGHT - NODE_HEIGHT))
 
@@ -110,17 +128,41 @@ def graph_svg(graph: Mapping[str, Any], which: str, fused_names: set[str] = froz
            f'width="{width}" height="{height}" viewBox="0 0 {width} {height}" '
            'font-family="system-ui, sans-serif" font-size="11">',
            f'<title>The {which} graph: {len(nodes)} nodes</title>']
+    for segment in (partition or {}).get("segments", []):
+        inside = [corner(i) for i, node in enumerate(nodes) if side[i] == segment["name"]]
+        if not inside:
+            continue
+        x0, y0 = min(x for x, _ in inside) - 5, min(y for _, y in inside) - 5
+        x1, y1 = (max(x for x, _ in inside) + NODE_WIDTH + 5,
+                  max(y for _, y in inside) + NODE_HEIGHT + 5)
+        engine = segment.get("engine") or f'no engine: {segment.get("why_not_engine")}'
+        out.append(f'<g class="segment-box" data-segment="{esc(segment["name"])}"><title>'
+                   f'{esc(segment["name"])}: {len(segment["nodes"])} nodes on TensorRT '
+                   f'({esc(engine)})</title><rect x="{x0:.0f}" y="{y0:.0f}" width="{x1 - x0:.0f}" '
+                   f'height="{y1 - y0:.0f}" rx="8"/><text x="{x0 + 4:.0f}" y="{y0 - 3:.0f}">'
+                   f'{esc(segment["name"])}</text></g>')
     for a, b in edges:
         (x1, y1), (x2, y2) = corner(int(a)), corner(int(b))
         x1, y1, x2 = x1 + NODE_WIDTH / 2, y1 + NODE_HEIGHT, x2 + NODE_WIDTH / 2
         bend = max((y2 - y1) / 2, 8)
-        out.append(f'<path class="graph-edge" d="M{x1:.0f},{y1:.0f} C{x1:.0f},{y1 + bend:.0f} '
+        crossing = partition and side[int(a)] != side[int(b)]
+        out.append(f'<path class="graph-edge{" boundary" if crossing else ""}" '
+                   f'd="M{x1:.0f},{y1:.0f} C{x1:.0f},{y1 + bend:.0f} '
                    f'{x2:.0f},{y2 - bend:.0f} {x2:.0f},{y2:.0f}"/>')
     for i, node in enumerate(nodes):
         x, y = corner(i)
         css = _node_class(node, which, fused_names)
-        out.append(f'<g class="graph-node {css}" data-name="{esc(node["name"])}" '
-                   f'data-op="{esc(node["op"])}"><title>{esc(_node_title(node, css))}</title>'
+        title = _node_title(node, css)
+        placement = ""
+        if node["name"] in fallback:
+            css += " fallback"
+            title += f"\nruns on ONNX Runtime (fallback): {fallback[node['name']]}"
+        elif node["name"] in members:
+            css += " segment"
+            placement = f' data-segment="{esc(members[node["name"]])}"'
+            title += f"\nruns on TensorRT in {members[node['name']]}"
+        out.append(f'<g class="graph-node {css}" data-name="{esc(node["name"])}"{placement} '
+                   f'data-op="{esc(node["op"])}"><title>{esc(title)}</title>'
                    f'<rect x="{x:.0f}" y="{y:.0f}" width="{NODE_WIDTH}" height="{NODE_HEIGHT}" rx="5"/>'
                    f'<text x="{x + NODE_WIDTH / 2:.0f}" y="{y + 16:.0f}" text-anchor="middle">'
                    f'{esc(_node_label(node))}</text></g>')
@@ -135,13 +177,18 @@ def graphs_section(report: Mapping[str, Any]) -> str:
         return ""
     before, after = graphs["input"], graphs["optimized"]
     fused_names = {node["name"] for node in after.get("nodes") or [] if "fused" in node}
+    partition = report.get("partition")
     legend = ('<p class="legend graph-legend">'
               '<span><i class="swatch fused"></i>fused layer (a call to a '
               '<code>trtcompile</code> local function)</span>'
               '<span><i class="swatch into-fused"></i>input node absorbed into a fused layer</span>'
               '<span><i class="swatch rewritten"></i>rewritten otherwise (merged, replaced)</span>'
               '<span><i class="swatch removed"></i>removed (input) or added (optimized) by a pass'
-              '</span><span><i class="swatch"></i>as it was</span></p>')
+              '</span><span><i class="swatch"></i>as it was</span>'
+              + ('<span><i class="swatch segment"></i>TensorRT segment (outlined, named; its '
+                 'edges to other parts are boundaries)</span><span><i class="swatch fallback">'
+                 '</i>fallback node: runs on ONNX Runtime</span>' if partition else '')
+              + '</p>')
     panels = []
     for which, graph, heading in (("input", before, "before: the model as the passes received it"),
                                   ("optimized", after, "after: the optimized model")):
@@ -149,7 +196,8 @@ def graphs_section(report: Mapping[str, Any]) -> str:
             body = (f'<p class="note">Not drawn: {graph["node_count"]} nodes, above the '
                     f'{graphs.get("recorded_nodes")} a report records node by node.</p>')
         else:
-            body = f'<div class="graph-scroll">{graph_svg(graph, which, fused_names)}</div>'
+            marks = partition if which == "optimized" else None
+            body = f'<div class="graph-scroll">{graph_svg(graph, which, fused_names, marks)}</div>'
         panels.append(f'<div class="graph-panel"><h3>{esc(heading)} '
                       f'<span class="note">({graph["node_count"]} nodes)</span></h3>{body}</div>')
     pair = f'<div class="graph-pair">{"".join(panels)}</div>'

@@ -67,12 +67,18 @@ td.mono { overflow-wrap: anywhere; word-break: break-word; }
 .graph-node.removed text { fill: var(--muted); }
 .graph-scroll svg { display: block; margin: 0 auto; }
 .graph-edge { fill: none; stroke: #b7c0cf; stroke-width: 1; }
+.graph-edge.boundary { stroke: #c62828; stroke-width: 1.8; stroke-dasharray: 4 3; }
+.graph-node.fallback rect { fill: #fdecea; stroke: #c62828; stroke-width: 2.2; }
+.segment-box rect { fill: rgba(46, 125, 50, 0.06); stroke: #2e7d32; stroke-width: 1.4; stroke-dasharray: 6 3; }
+.segment-box text { fill: #2e7d32; font-weight: 600; }
 .legend i.swatch { display: inline-block; width: 14px; height: 10px; border-radius: 2px; margin-right: 5px;
           vertical-align: -1px; border: 1px solid #9aa5b8; }
 .legend i.swatch.fused { background: #fde3c8; border: 1.6px solid #d9730d; }
 .legend i.swatch.into-fused { background: #fff4e8; border-color: #d9730d; }
 .legend i.swatch.rewritten { background: #e3edfc; border-color: var(--accent); }
 .legend i.swatch.removed { background: #f4f5f7; border-style: dashed; }
+.legend i.swatch.segment { background: rgba(46, 125, 50, 0.06); border: 1.4px dashed #2e7d32; }
+.legend i.swatch.fallback { background: #fdecea; border: 2px solid #c62828; }
 details { margin: 4px 0; } summary { cursor: pointer; }
 .note { color: var(--muted); font-size: 12.5px; }
 footer { margin-top: 32px; color: var(--muted); font-size: 12px; }

@@ -37,6 +37,13 @@ def summary_section(report: Mapping[str, Any]) -> str:
         cards.append(("engine compute layers", str(engine["compute_layers"]),
                       f'{len(profile0)} engine layers; built in '
                       f'{text_report.format_seconds(engine["build_seconds"])}'))
+    elif text_report.segment_engines(report):
+        segments = text_report.segment_engines(report)
+        partition = report["partition"]
+        cards.append(("segment engines", f'{len(segments)} built',
+                      f'{partition["coverage"]:.1%} of {partition["compute_nodes"]} compute nodes '
+                      f'in engines, {sum(s["compute_layers"] for s in segments)} compute layers; '
+                      f'{len(partition["fallback"])} fallback nodes on ONNX Runtime'))
     else:
         cards.append(("engine", "not built", esc(engine.get("reason", ""))))
     if parity["checked"]:

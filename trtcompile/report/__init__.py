@@ -39,6 +39,7 @@ from trtcompile.report.document import (
 )
 from trtcompile.report.tables import (
     REJECTION_REASONS_SHOWN,
+    TERMINAL_WIDTH,
     format_counts,
     format_pass_table,
     format_seconds,
@@ -58,6 +59,8 @@ from trtcompile.report.terminal import (
     format_partition,
     format_profiles,
     render,
+    segment_engine_text,
+    segment_engines,
     shape_set_text,
 )
 
@@ -68,5 +71,6 @@ __all__ = [
     "format_engine_parity", "format_parity", "format_partition", "format_pass_table",
     "format_profiles", "format_seconds", "format_table", "format_why_not", "graph_edges",
     "graph_section", "model_summary", "parity_section", "pass_label", "rejection_summary",
-    "rejections_of", "render", "shape_set_text", "tool_versions",
+    "rejections_of", "render", "segment_engine_text", "segment_engines", "shape_set_text",
+    "TERMINAL_WIDTH", "tool_versions",
 ]

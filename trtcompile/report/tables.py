@@ -4,12 +4,49 @@ per-pass table with its rejection summary, and ``--why-not PASS``."""
 from __future__ import annotations
 
 import re
-
+import textwrap
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 #: Distinct rejection reasons shown per pass in the terminal (report.json has every rejection).
 REJECTION_REASONS_SHOWN = 5
+#: Columns the terminal report fits: longer cells wrap onto continuation lines, long labels are
+#: abbreviated (report.json keeps every text whole).
+TERMINAL_WIDTH = 120
+#: Characters of a pass label in the table; a longer one (a combinator holding a whole
+#: pipeline) keeps its head and ends with an ellipsis.
+PASS_LABEL_WIDTH = 40
+#: The narrowest the wrapped last column of a table gets.
+MIN_LAST_COLUMN = 24
+
+
+def abbreviate(text: str, width: int) -> str:
+    """``text`` cut to ``width`` characters, the last being an ellipsis when it was cut."""
+    return text if len(text) <= width else text[:max(width - 1, 0)] + "\u2026"
+
+
+def wrap_line(line: str, width: int = TERMINAL_WIDTH) -> list[str]:
+    """A line of prose wrapped to ``width``: at spaces, and after the commas of a pipeline text
+    (which has no spaces); continuation lines are indented two more than the line."""
+    if len(line) <= width:
+        return [line]
+    indent = " " * (len(line) - len(line.lstrip()) + 2)
+    pieces = []  # (text, glue before it)
+    for word in line.lstrip().split(" "):
+        parts = word.split(",") if len(word) > width - len(indent) else [word]
+        for index, part in enumerate(parts):
+            text = part + ("," if index < len(parts) - 1 else "")
+            if text:
+                pieces.append((text, " " if index == 0 else ""))
+    lines, current = [], line[:len(line) - len(line.lstrip())]
+    for text, glue in pieces:
+        if current.strip() and len(current) + len(glue) + len(text) > width:
+            lines.append(current)
+            current = indent + text
+        else:
+            current += (glue if current.strip() else "") + text
+    lines.append(current)
+    return [line.rstrip() for line in lines]
 
 
 def format_seconds(seconds: float) -> str:
@@ -25,10 +62,31 @@ def format_counts(counts: Mapping[str, Any]) -> str:
 
 
 def format_table(header: Sequence[str], rows: Sequence[Sequence[str]],
-                 right: Sequence[bool]) -> list[str]:
+                 right: Sequence[bool], width: int | None = None) -> list[str]:
     """Plain-text table: columns padded to their widest cell, numbers right-aligned; the last
-    column is not padded (no trailing spaces)."""
-    widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(len(header))]
+    column is not padded (no trailing spaces).
+
+    Within ``width`` columns (None: no limit): a first column that leaves the last fewer than
+    :data:`MIN_LAST_COLUMN` characters is abbreviated, and a last cell that does not fit wraps
+    at spaces onto continuation lines under it (the other cells blank)."""
+    rows = [[str(cell) for cell in row] for row in rows]
+    header = [str(cell) for cell in header]
+    count = len(header)
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(count)]
+    if width is not None and count > 1:
+        before_last = sum(widths[:-1]) + 2 * (count - 1)
+        excess = before_last + MIN_LAST_COLUMN - width
+        if excess > 0 and not right[0] and widths[0] - excess >= len(header[0]):
+            widths[0] -= excess
+            rows = [[abbreviate(row[0], widths[0]), *row[1:]] for row in rows]
+        room = max(width - (sum(widths[:-1]) + 2 * (count - 1)), MIN_LAST_COLUMN)
+        wrapped = []
+        for row in rows:
+            pieces = textwrap.wrap(row[-1], room, break_on_hyphens=False) or [""]
+            wrapped.append([*row[:-1], pieces[0]])
+            wrapped += [[""] * (count - 1) + [piece] for piece in pieces[1:]]
+        rows = wrapped
+        widths[-1] = max(len(row[-1]) for row in [header, *rows])
     lines = []
     for row in [header, *rows]:
         cells = []
@@ -52,6 +110,14 @@ def pass_label(record: Mapping[str, Any]) -> str:
     return label
 
 
+def short_pass_label(record: Mapping[str, Any]) -> str:
+    """:func:`pass_label` within :data:`PASS_LABEL_WIDTH` characters (the iteration kept): the
+    terminal table's pass column."""
+    suffix = f" #{record['iteration']}" if record.get("iteration") else ""
+    text = record.get("pipeline_text") or record["name"]
+    return abbreviate(text, PASS_LABEL_WIDTH - len(suffix)) + suffix
+
+
 def format_pass_table(report: Mapping[str, Any]) -> list[str]:
     """The per-pass table (lowering first when there is one) and the rejection summary."""
     header = ("pass", "layers before", "layers after", "delta", "time", "counts")
@@ -67,7 +133,7 @@ def format_pass_table(report: Mapping[str, Any]) -> list[str]:
                            "onnx_nodes": lowering["onnx_nodes"]}),
         ))
     for record in report["passes"]:
-        rows.append((pass_label(record), str(record["layers_before"]), str(record["layers_after"]),
+        rows.append((short_pass_label(record), str(record["layers_before"]), str(record["layers_after"]),
                      f"{record['delta']:+d}" if record["delta"] else "0",
                      format_seconds(record["seconds"]), format_counts(record["counts"])))
     layers = report["layers"]
@@ -75,26 +141,27 @@ def format_pass_table(report: Mapping[str, Any]) -> list[str]:
     rows.append(("total", str(layers["input"]), str(layers["optimized"]),
                  f"{total_delta:+d}" if total_delta else "0",
                  format_seconds(report.get("passes_seconds", 0.0)), ""))
-    lines = format_table(header, rows, right)
+    lines = format_table(header, rows, right, TERMINAL_WIDTH)
     lines.insert(len(lines) - 1, "-" * max(len(line) for line in lines))
 
     for fixed_point in report.get("fixed_points", []):
         state = "converged" if fixed_point["converged"] else "did NOT converge"
-        lines.append(f"{fixed_point['pipeline']}: {state} after {fixed_point['iterations']} "
-                     f"iteration{'s' if fixed_point['iterations'] != 1 else ''}")
+        lines += wrap_line(f"{fixed_point['pipeline']}: {state} after "
+                           f"{fixed_point['iterations']} "
+                           f"iteration{'s' if fixed_point['iterations'] != 1 else ''}")
     for tried in report.get("engine_guided", []):
         if tried["engine_before"] is None:  # no engine to judge by: the reason says why
-            lines.append(f"engine-guided: {tried['group']}: {tried['reason']}")
+            lines += wrap_line(f"engine-guided: {tried['group']}: {tried['reason']}")
             continue
         after = tried["engine_after"] if tried["engine_after"] is not None else "no engine"
-        lines.append(f"engine-guided: {tried['group']}: engine {tried['engine_before']} -> {after} "
-                     f"compute layers: {'kept' if tried['kept'] else tried['reason']}")
+        lines += wrap_line(f"engine-guided: {tried['group']}: engine {tried['engine_before']} -> "
+                           f"{after} compute layers: {'kept' if tried['kept'] else tried['reason']}")
     rejections = rejection_summary(report["passes"])
     if rejections:
         lines.append("skipped candidates:")
         for pass_name, reasons in rejections.items():
             for reason, count in list(reasons.items())[:REJECTION_REASONS_SHOWN]:
-                lines.append(f"  {pass_name}: {count} x {reason}")
+                lines += wrap_line(f"  {pass_name}: {count} x {reason}")
             if len(reasons) > REJECTION_REASONS_SHOWN:
                 hidden = sum(list(reasons.values())[REJECTION_REASONS_SHOWN:])
                 lines.append(f"  {pass_name}: {hidden} more, for {len(reasons) - REJECTION_REASONS_SHOWN} "

@@ -13,6 +13,7 @@ from trtcompile.report.tables import (
     format_pass_table,
     format_seconds,
     format_table,
+    wrap_line,
 )
 
 #: Engine layers shown in the terminal excerpt (report.json lists them all).
@@ -120,6 +121,15 @@ def format_engine(report: Mapping[str, Any], output_dir: str | None = None) -> l
     """Backend and version, engine layers (compute layers), build time, and an excerpt of the
     engine layers with the ONNX nodes fused into each."""
     engine = report["engine"]
+    segments = segment_engines(report)
+    if not engine.get("built") and segments:
+        first = segments[0]["engine_report"]
+        partition = report["partition"]
+        total = sum(s["engine_report"].get("compute_layers", 0) for s in segments)
+        return [f"engines: {len(segments)} segment engine{'s' if len(segments) != 1 else ''} built "
+                f"({first.get('backend')} {first.get('version')}), {total} compute layers",
+                f"  {partition['coverage']:.1%} of {partition['compute_nodes']} compute nodes in "
+                "engines, the rest on ONNX Runtime (see partition)"]
     if not engine.get("built"):
         reason = engine.get("reason", "not built")
         detail = f": {engine['error']}" if engine.get("error") else ""
@@ -187,6 +197,25 @@ def format_build(engine: Mapping[str, Any]) -> list[str]:
     return lines
 
 
+def segment_engines(report: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    """The partition's segments that have an engine, each with its ``engine_report`` (none for a
+    whole-model compile or a dry run)."""
+    partition = report.get("partition") or {}
+    return [segment for segment in partition.get("segments", [])
+            if segment.get("engine") and segment.get("engine_report")]
+
+
+def segment_engine_text(segment: Mapping[str, Any]) -> str:
+    """``segments/segment_0.engine: 7 engine layers (5 compute), built in 98.1 ms``."""
+    engine = segment.get("engine_report") or {}
+    layers = [layer for layer in engine.get("layers", []) if layer.get("profile", 0) == 0]
+    counted = (f"{len(layers)} engine layers ({segment['compute_layers']} compute)" if layers
+               else f"{segment['compute_layers']} compute layers")
+    built = (f", built in {format_seconds(engine['build_seconds'])}"
+             if engine.get("build_seconds") is not None else "")
+    return f"{segment['engine']}: {counted}{built}"
+
+
 #: Fallback nodes listed in the terminal (all are in report.json).
 PARTITION_EXCERPT_NODES = 20
 
@@ -212,7 +241,7 @@ def format_partition(report: Mapping[str, Any]) -> list[str]:
         rows = []
         for segment in partition["segments"]:
             if segment["engine"]:
-                status = f"{segment['engine']} ({segment['compute_layers']} compute layers)"
+                status = segment_engine_text(segment)
             elif partition.get("dry_run") and not segment["why_not_engine"]:
                 status = "not built (dry run)"
             else:
@@ -254,12 +283,15 @@ def format_engine_check(report: Mapping[str, Any]) -> list[str]:
             f"({check['reason']}; {cost})"]
 
 
-def render(report: Mapping[str, Any], output_dir: str | None = None) -> str:
-    """The whole terminal report: model line, pass table, parity, engine, engine parity, files."""
+def render(report: Mapping[str, Any], output_dir: str | None = None,
+           copies: Mapping[str, str] | None = None) -> str:
+    """The whole terminal report: model line, pass table, parity, engine, engine parity, and
+    every file written (OUT's, then ``copies``: flag -> path of each copy written elsewhere).
+    The pass table and the pipeline fit :data:`TERMINAL_WIDTH` columns."""
     lines = []
     model = report["model"]
     lines.append(f"model: {model['description'] or model['source']}")
-    lines.append(f"pipeline: {report['pipeline'] or '(no passes)'}")
+    lines += wrap_line(f"pipeline: {report['pipeline'] or '(no passes)'}")  # report.json: whole
     lines += format_profiles(report)
     lines.append("")
     lines += format_pass_table(report)
@@ -277,4 +309,6 @@ def render(report: Mapping[str, Any], output_dir: str | None = None) -> str:
         lines.append("")
         names = ", ".join(report["files"].values())
         lines.append(f"wrote {output_dir.rstrip('/')}/: {names}")
+    for flag, path in (copies or {}).items():
+        lines.append(f"wrote {path} ({flag})")
     return "\n".join(lines) + "\n"

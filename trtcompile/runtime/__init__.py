@@ -8,9 +8,14 @@ whose :meth:`~CompiledModel.run` maps input arrays to output arrays:
   ``model.engine``; a partitioned one runs ``partitioned.onnx`` stage by stage, each segment on its
   engine and each maximal run of fallback nodes on ONNX Runtime (:class:`StagedExecutor`);
 * **ONNX Runtime** otherwise: ``partitioned.onnx`` (segment bodies inlined by ONNX Runtime) or
-  ``optimized.onnx``, on the CPU.
+  ``optimized.onnx``.
 
-``CompiledModel.device`` says which was used and ``reason`` why.
+Whatever ONNX Runtime runs (fallback nodes, or the whole model) runs on the providers
+:func:`onnxruntime_providers` picks: CUDA where this ONNX Runtime has it (``onnxruntime-gpu``),
+TensorRT's execution provider first when asked (``fallback="tensorrt"``), the CPU otherwise.
+
+``CompiledModel.device`` says which was used and ``reason`` why; ``providers`` lists the ONNX
+Runtime providers its sessions use, and ``providers_reason`` why those.
 """
 
 from __future__ import annotations
@@ -29,15 +34,50 @@ from trtcompile.errors import BackendError, InputError
 #: ``device`` values of :func:`load`.
 DEVICES = ("auto", "tensorrt", "onnxruntime")
 
+#: ``fallback`` values of :func:`load`: which ONNX Runtime providers run what TensorRT does not.
+FALLBACKS = ("auto", "cuda", "tensorrt", "cpu")
+CUDA_PROVIDER = "CUDAExecutionProvider"
+TENSORRT_PROVIDER = "TensorrtExecutionProvider"
+CPU_PROVIDER = "CPUExecutionProvider"
+
 #: Runs one segment: (segment call node, its inputs by name) -> its outputs by name.
 SegmentRunner = Callable[[onnx.NodeProto, Mapping[str, np.ndarray]], Mapping[str, np.ndarray]]
 
 
-def _session(model: onnx.ModelProto | Path):
+def onnxruntime_providers(fallback: str = "auto",
+                          available: Sequence[str] | None = None) -> tuple[list[str], str]:
+    """The ONNX Runtime providers for what runs on ONNX Runtime, in priority order (the CPU last,
+    for the nodes a GPU provider does not take), and why.
+
+    ``fallback``: ``auto`` (CUDA when ``available`` has it, else the CPU), ``cuda`` (BackendError
+    without it), ``tensorrt`` (TensorRT's execution provider, then CUDA; BackendError without
+    it), ``cpu``. ``available``: default ``onnxruntime.get_available_providers()``."""
+    if fallback not in FALLBACKS:
+        raise InputError(f"fallback {fallback!r}: expected one of {', '.join(FALLBACKS)}")
+    if available is None:
+        import onnxruntime as ort
+
+        available = ort.get_available_providers()
+    available = list(available)
+    if fallback == "cpu":
+        return [CPU_PROVIDER], "asked for"
+    wanted = TENSORRT_PROVIDER if fallback == "tensorrt" else CUDA_PROVIDER
+    if wanted not in available:
+        if fallback == "auto":
+            return [CPU_PROVIDER], (f"this ONNX Runtime has no {CUDA_PROVIDER} (it has "
+                                    f"{', '.join(available)}; onnxruntime-gpu adds it)")
+        raise BackendError(f"--fallback {fallback}: this ONNX Runtime has no {wanted} (it has "
+                           f"{', '.join(available)}); install onnxruntime-gpu")
+    chosen = [wanted] + ([CUDA_PROVIDER] if wanted != CUDA_PROVIDER and CUDA_PROVIDER in available
+                         else []) + [CPU_PROVIDER]
+    return chosen, "asked for" if fallback != "auto" else f"{CUDA_PROVIDER} is available"
+
+
+def _session(model: onnx.ModelProto | Path, providers: Sequence[str] = (CPU_PROVIDER,)):
     import onnxruntime as ort
 
     source = model.SerializeToString() if isinstance(model, onnx.ModelProto) else str(model)
-    return ort.InferenceSession(source, providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(source, providers=list(providers))
 
 
 class StagedExecutor:
@@ -45,11 +85,13 @@ class StagedExecutor:
     ``segment_runner``, each maximal run of consecutive fallback nodes (graph order) as one ONNX
     Runtime session over just those nodes."""
 
-    def __init__(self, model: onnx.ModelProto, segment_runner: SegmentRunner):
+    def __init__(self, model: onnx.ModelProto, segment_runner: SegmentRunner,
+                 providers: Sequence[str] = (CPU_PROVIDER,)):
         from trtcompile.flow.partitioning import segment_calls
 
         self.model = model
         self.segment_runner = segment_runner
+        self.providers = list(providers)
         segment_nodes = {node.name for node, _ in segment_calls(model)}
         graph = model.graph
         self.outputs = [value.name for value in graph.output]
@@ -73,7 +115,7 @@ class StagedExecutor:
         if not hasattr(self, "_types"):
             self._types = value_types(self.model)
         sub = _probe_model(self.model, [index[id(n)] for n in nodes], self._types)
-        return sub, _session(sub)
+        return sub, _session(sub, self.providers)
 
     def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         values: dict[str, np.ndarray] = dict(feeds)
@@ -109,6 +151,19 @@ class CompiledModel:
     #: what :meth:`run` checks its feeds against.
     input_types: dict[str, tuple[np.dtype, tuple[int | None, ...] | None]] = \
         field(default_factory=dict)
+    #: The ONNX Runtime providers its sessions use (empty when ONNX Runtime runs nothing).
+    providers: list[str] = field(default_factory=list)
+    #: Why those providers (``CUDAExecutionProvider is available``, ``asked for``, ...).
+    providers_reason: str = ""
+
+    @property
+    def onnxruntime_line(self) -> str:
+        """``fallback nodes on ONNX Runtime's CUDAExecutionProvider, CPUExecutionProvider (...)``
+        (empty when ONNX Runtime runs nothing)."""
+        if not self.providers:
+            return ""
+        what = "fallback nodes" if self.device == "tensorrt" else "the model"
+        return f"{what} on ONNX Runtime's {', '.join(self.providers)} ({self.providers_reason})"
 
     @property
     def partitioned(self) -> bool:
@@ -194,17 +249,20 @@ def _profile_for(profiles: Sequence[Mapping[str, Any]], feeds: Mapping[str, np.n
     return 0
 
 
-def load(folder: str | Path, *, device: str = "auto") -> CompiledModel:
+def load(folder: str | Path, *, device: str = "auto", fallback: str = "auto") -> CompiledModel:
     """Open a compile's output folder for running.
 
     ``device``: ``auto`` (TensorRT where the engines can run, else ONNX Runtime), ``tensorrt``
-    (BackendError when they cannot) or ``onnxruntime``.
+    (BackendError when they cannot) or ``onnxruntime``. ``fallback``: the ONNX Runtime providers
+    for what ONNX Runtime runs (:func:`onnxruntime_providers`: by default CUDA where available,
+    else the CPU); :attr:`CompiledModel.providers` says which its sessions use.
     """
     from trtcompile import backend
     from trtcompile.flow import partitioning
 
     if device not in DEVICES:
         raise InputError(f"device {device!r}: expected one of {', '.join(DEVICES)}")
+    providers, providers_reason = onnxruntime_providers(fallback)
     folder = Path(folder)
     report = _read_report(folder)
     partition = report.get("partition")
@@ -252,27 +310,43 @@ def load(folder: str | Path, *, device: str = "auto") -> CompiledModel:
             engine, profiles = engines[call.name]
             return backend.run_deserialized(engine, feeds, _profile_for(profiles, feeds))
 
-        executor = StagedExecutor(model, _with_onnxruntime_fallback(model, engines, run_segment))
+        executor = StagedExecutor(model, _with_onnxruntime_fallback(model, engines, run_segment,
+                                                                    providers), providers)
+        used = next((stage[1].get_providers() for kind, stage in executor.stages
+                     if kind == "onnxruntime"), providers)
         return CompiledModel(folder, report, "tensorrt",
                              "segment engines on TensorRT, fallback nodes on ONNX Runtime",
-                             inputs, outputs, executor.run, input_types=types)
-    session = _session(model_path)
+                             inputs, outputs, executor.run, input_types=types,
+                             providers=list(used),
+                             providers_reason=_used_reason(providers, used, providers_reason))
+    session = _session(model_path, providers)
 
     def run_onnxruntime(feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         return dict(zip(outputs, session.run(outputs, dict(feeds))))
 
     return CompiledModel(folder, report, "onnxruntime", reason or "no engine", inputs, outputs,
-                         run_onnxruntime, input_types=types)
+                         run_onnxruntime, input_types=types, providers=session.get_providers(),
+                         providers_reason=_used_reason(providers, session.get_providers(),
+                                                       providers_reason))
+
+
+def _used_reason(asked: Sequence[str], used: Sequence[str], reason: str) -> str:
+    """``reason``, and when ONNX Runtime left out the first provider asked for (a CUDA provider
+    without a usable GPU), that it did."""
+    if asked and asked[0] not in used:
+        return f"{reason}; {asked[0]} could not start, so ONNX Runtime left it out"
+    return reason
 
 
 def _with_onnxruntime_fallback(model: onnx.ModelProto, engines: Mapping[str, Any],
-                               run_segment: SegmentRunner) -> SegmentRunner:
+                               run_segment: SegmentRunner,
+                               providers: Sequence[str] = (CPU_PROVIDER,)) -> SegmentRunner:
     """Segments without an engine (their build failed) run their body on ONNX Runtime."""
     from trtcompile.backend.support import value_types
     from trtcompile.flow.partitioning import segment_calls, segment_model
 
     types = value_types(model)
-    sessions = {call.name: _session(segment_model(model, call, function, types))
+    sessions = {call.name: _session(segment_model(model, call, function, types), providers)
                 for call, function in segment_calls(model) if call.name not in engines}
 
     def run(call: onnx.NodeProto, feeds: Mapping[str, np.ndarray]) -> Mapping[str, np.ndarray]:
@@ -291,4 +365,6 @@ def _initializer_names(model: onnx.ModelProto) -> set[str]:
     return {t.name for t in model.graph.initializer}
 
 
-__all__ = ["DEVICES", "CompiledModel", "StagedExecutor", "check_feed", "input_types", "load"]
+__all__ = ["CPU_PROVIDER", "CUDA_PROVIDER", "DEVICES", "FALLBACKS", "TENSORRT_PROVIDER",
+           "CompiledModel", "StagedExecutor", "check_feed", "input_types", "load",
+           "onnxruntime_providers"]

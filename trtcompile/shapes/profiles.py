@@ -5,6 +5,7 @@ dimensions, ``min <= opt <= max``, shared dimension symbols), and the shapes par
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 from trtcompile.errors import InputError
 from trtcompile.shapes.signature import (
@@ -123,7 +124,22 @@ def check_shape(inputs: Mapping[str, InputSignature], name: str, shape: Sequence
         if isinstance(declared, int) and size != declared:
             raise InputError(f"{where}, input '{name}' {signature.text()}: dimension {axis} is "
                              f"fixed at {declared} in the model, the {label} shape "
-                             f"{format_shape(shape)} gives {size}")
+                             f"{format_shape(shape)} gives {size}"
+                             f"{_layout_hint(name, shape, signature.dims)}")
+
+
+def _layout_hint(name: str, shape: Sequence[int], dims: Sequence[Any]) -> str:
+    """For an image given in the other layout (NHWC for an NCHW input, as a TensorFlow model
+    lowered with --inputs-as-nchw declares it, or the reverse): which layout profiles take and
+    the shape meant."""
+    if len(shape) != 4:
+        return ""
+    for layout, order in (("NCHW", (0, 3, 1, 2)), ("NHWC", (0, 2, 3, 1))):
+        moved = [shape[axis] for axis in order]
+        if all(not isinstance(d, int) or d == size for d, size in zip(dims, moved)):
+            return (f"; profile shapes take the layout the ONNX model declares, here {layout}: "
+                    f"{name}:{'x'.join(map(str, moved))}")
+    return ""
 
 
 def check_symbols(inputs: Mapping[str, InputSignature], shapes: Mapping[str, Sequence[int]],

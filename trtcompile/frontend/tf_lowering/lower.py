@@ -64,6 +64,28 @@ def _node_op(graph_def, node_name: str) -> str:
     return "?"
 
 
+def _fits(shape: list, expected: list) -> bool:
+    """Whether ``shape`` sets only unknown dimensions of ``expected``, to positive sizes."""
+    return len(shape) == len(expected) and all(
+        given is not None and int(given) > 0 and (known is None or int(given) == known)
+        for given, known in zip(shape, expected))
+
+
+def _layout_note(name: str, shape: list, expected: list, nchw: bool) -> str:
+    """For a 4-D image input: which layout ``--input-shape`` takes (the TensorFlow model's, NHWC,
+    also under ``--inputs-as-nchw``, which transposes only the ONNX input), and the NHWC shape
+    meant when ``shape`` is its NCHW form."""
+    if len(expected) != 4:
+        return ""
+    note = ("; --input-shape takes the TensorFlow model's NHWC layout"
+            + (f", also with --inputs-as-nchw {name}" if nchw else ""))
+    if len(shape) == 4:
+        as_nhwc = [shape[0], shape[2], shape[3], shape[1]]
+        if _fits(as_nhwc, expected):
+            note += f": {name}:{'x'.join(str(int(d)) for d in as_nhwc)}"
+    return note
+
+
 def _check_overrides(source: SourceGraph, options) -> None:
     names = [binding.onnx_name for binding in source.inputs]
     by_name = {binding.onnx_name: binding for binding in source.inputs}
@@ -72,13 +94,14 @@ def _check_overrides(source: SourceGraph, options) -> None:
             raise InputError(f"--input-shape names '{name}', which is not an input (inputs: {', '.join(names)})")
         expected = by_name[name].shape
         shape = list(shape)
+        layout = _layout_note(name, shape, expected, name in set(options.inputs_as_nchw))
         if expected and len(shape) != len(expected):
             raise InputError(f"--input-shape {name}: rank {len(shape)} does not match the model's "
-                             f"{format_dims(expected)}")
-        for given, known in zip(shape, expected):
-            if given is None or int(given) <= 0 or (known is not None and int(given) != known):
-                raise InputError(f"--input-shape {name}={format_dims(shape)} conflicts with the model's "
-                                 f"{format_dims(expected)} (only unknown dimensions can be set, to positive sizes)")
+                             f"{format_dims(expected)}{layout}")
+        if not _fits(shape, expected):
+            raise InputError(f"--input-shape {name}={format_dims(shape)} conflicts with the model's "
+                             f"{format_dims(expected)} (only unknown dimensions can be set, to "
+                             f"positive sizes){layout}")
     for name in options.inputs_as_nchw:
         if name not in by_name:
             raise InputError(f"--inputs-as-nchw names '{name}', which is not an input (inputs: {', '.join(names)})")
