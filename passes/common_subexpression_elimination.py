@@ -135,7 +135,7 @@ def _prefix(values: np.ndarray) -> bytes:
     """The first 64 bytes of the values (of their text for string tensors)."""
     if values.dtype.kind == "O":
         return repr(values.reshape(-1)[:8].tolist()).encode()
-    return bytes(memoryview(np.ascontiguousarray(values.reshape(-1)[:64])).cast("B")[:64])
+    return np.ascontiguousarray(values.reshape(-1)[:64]).tobytes()[:64]
 
 
 def _dtype_key(dtype) -> str:
