@@ -11,8 +11,10 @@ import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 
+from passes.precision_fp16 import measure
 from passes.precision_fp16.casts import FLOAT, FLOAT16, merge_cast_chains
 from trtcompile import ir
+from trtcompile.errors import InputError
 from trtcompile.pm import Pass, PassContext, PassResult
 
 #: Largest finite float16.
@@ -27,6 +29,10 @@ DEFAULT_KEEP_OPS = (
     "LayerNormalization", "InstanceNormalization", "GroupNormalization", "LpNormalization",
     "MeanVarianceNormalization",
 )
+
+#: ``keep``: ``static`` (the rules alone), ``auto`` (also by measuring the data), ``default``
+#: (``auto`` when the context holds data, else ``static``).
+KEEP_MODES = ("default", "static", "auto")
 
 _FLOAT_TYPES = {FLOAT16, FLOAT, onnx.TensorProto.DOUBLE, onnx.TensorProto.BFLOAT16}
 
@@ -85,13 +91,38 @@ class PrecisionFp16(Pass):
     keep_ops: tuple[str, ...] = ()
     keep_nodes: tuple[str, ...] = ()
     default_keep: bool = True
+    keep: str = "default"
+    data_max: float = 512.0
+    samples: int = 32
+    max_rounds: int = 8
 
     def run(self, graph: gs.Graph, ctx: PassContext) -> PassResult:
+        if self.keep not in KEEP_MODES:
+            raise InputError(f"precision-fp16{{keep={self.keep}}}: expected one of "
+                             f"{', '.join(KEEP_MODES)}")
+        keep_nodes = {name: "kept float32 by option" for name in self.keep_nodes}
+        data = measure.data_of(ctx)
+        if self.keep == "auto" or (self.keep == "default" and data is not None):
+            data = measure.require_data(ctx)
+            if not (self.data_max > 0 and self.samples >= 1 and self.max_rounds >= 0):
+                raise InputError(f"{self.to_text()}: data-max must be > 0, samples >= 1 and "
+                                 "max-rounds >= 0")
+            measured = measure.measure(
+                graph, data, lambda g, keep: self._convert(g, PassContext(), keep),
+                user_keep=keep_nodes, data_max=self.data_max, samples=self.samples,
+                max_rounds=self.max_rounds)
+            result = self._convert(graph, ctx, {**keep_nodes, **measured.reasons})
+            measure.finish(measured, result, self.data_max)
+            return result
+        return self._convert(graph, ctx, keep_nodes)
+
+    def _convert(self, graph: gs.Graph, ctx: PassContext, keep_nodes: dict[str, str]) -> PassResult:
+        """Convert ``graph`` in place, keeping ``keep_nodes`` (name -> reason) in float32."""
         result = PassResult()
         model = ir.export_model(graph.copy())
         types = _infer_types(model)
         keep_ops = set(self.keep_ops) | (set(DEFAULT_KEEP_OPS) if self.default_keep else set())
-        converter = _Converter(graph, keep_ops, set(self.keep_nodes), result, ir.opset(graph),
+        converter = _Converter(graph, keep_ops, keep_nodes, result, ir.opset(graph),
                                {(f.domain, f.name): f for f in model.functions}, ctx)
         converter.convert(graph, types, input_fp16=[False] * len(graph.inputs),
                           output_fp16=[False] * len(graph.outputs), top_level=True)
@@ -182,7 +213,7 @@ class _Plan:
 
 
 class _Converter:
-    def __init__(self, graph: gs.Graph, keep_ops: set[str], keep_nodes: set[str],
+    def __init__(self, graph: gs.Graph, keep_ops: set[str], keep_nodes: dict[str, str],
                  result: PassResult, opset: int,
                  function_protos: dict[tuple[str, str], onnx.FunctionProto], ctx: PassContext):
         self.ctx = ctx
@@ -291,7 +322,7 @@ class _Converter:
 
     def _keep_reason(self, node: gs.Node, types: dict[str, int], float32: set[str]) -> str | None:
         if node.name in self.keep_nodes:
-            return "kept float32 by option"
+            return self.keep_nodes[node.name]
         if node.op in self.keep_ops:
             return f"{node.op} is on the float32 keep-list"
         if ir.subgraphs(node):

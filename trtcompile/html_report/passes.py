@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from trtcompile import report as text_report
-from trtcompile.html_report.markup import delta_cell, esc, num_cell
+from trtcompile.html_report.markup import delta_cell, error_text, esc, num_cell
 
 
 def pass_table_section(report: Mapping[str, Any]) -> str:
@@ -72,6 +72,33 @@ def rejections_section(report: Mapping[str, Any]) -> str:
         return '<p class="note">No pass left a candidate alone.</p>'
     return ('<p class="note">Candidates each pass considered and did not rewrite, with the reason '
             '(<code>trtcompile compile --why-not PASS</code> prints the same).</p>' + "".join(blocks))
+
+
+def precision_risk_section(report: Mapping[str, Any]) -> str:
+    """The whole precision risk table (empty when no pass measured one): per node its FP32
+    range on the data, the float16 error it gives alone, where it runs and why."""
+    risk = report.get("precision_risk")
+    if not risk:
+        return ""
+    rows = []
+    for node in risk["nodes"]:
+        error = node["alone_error"]
+        runs = "FP32" if node["kept"] else "FP16"
+        rows.append(
+            f'<tr class="risk-row" data-node="{esc(node["name"])}" data-kept="{esc(runs)}">'
+            f'<td class="mono">{esc(node["name"])}</td><td class="mono">{esc(node["op"])}</td>'
+            f'{num_cell(error_text(node["max_abs_fp32"]))}'
+            f'{num_cell("-" if error is None else error_text(error))}<td>{runs}</td>'
+            f'<td>{esc(node["kept_by"] or "")}</td><td>{esc(node["reason"] or "")}</td></tr>')
+    return (f'<p class="note"><code>{esc(risk["pass"])}</code> ran the FP32 model on '
+            f'{risk["samples"]} samples: per node the largest |x| of its float inputs and outputs, '
+            f'and the error of its outputs converted to float16 alone (relative to their range). '
+            f'Nodes above data-max={risk["data_max"]:g} stay FP32, then the nodes of largest '
+            f'error until the outputs meet FP16 tolerance.</p>'
+            '<table id="precision-risk"><thead><tr><th>node</th><th>op</th>'
+            '<th class="num">max |x| fp32</th><th class="num">fp16 error alone</th>'
+            '<th>runs in</th><th>kept by the data</th><th>reason</th></tr></thead><tbody>'
+            + "".join(rows) + "</tbody></table>")
 
 
 def histogram_section(report: Mapping[str, Any]) -> str:

@@ -35,6 +35,7 @@ from trtcompile.report.document import (
     graph_section,
     model_summary,
     parity_section,
+    precision_risk_section,
     tool_versions,
 )
 from trtcompile.report.tables import (
@@ -51,11 +52,13 @@ from trtcompile.report.tables import (
 from trtcompile.report.terminal import (
     ENGINE_EXCERPT_LAYERS,
     PARTITION_EXCERPT_NODES,
+    RISK_EXCERPT_NODES,
     comparison_table,
     format_engine,
     format_engine_parity,
     format_parity,
     format_partition,
+    format_precision_risk,
     format_profiles,
     render,
     shape_set_text,
@@ -63,10 +66,10 @@ from trtcompile.report.terminal import (
 
 __all__ = [
     "ENGINE_EXCERPT_LAYERS", "ENGINE_PARITY_NOT_RECORDED", "GRAPH_RECORDED_NODES",
-    "PARTITION_EXCERPT_NODES", "REJECTION_REASONS_SHOWN", "TOOL_DISTRIBUTIONS", "build_report",
+    "PARTITION_EXCERPT_NODES", "REJECTION_REASONS_SHOWN", "RISK_EXCERPT_NODES", "TOOL_DISTRIBUTIONS", "build_report",
     "comparison_table", "dumps", "engine_origins", "format_counts", "format_engine",
-    "format_engine_parity", "format_parity", "format_partition", "format_pass_table",
+    "format_engine_parity", "format_parity", "format_partition", "format_pass_table", "format_precision_risk",
     "format_profiles", "format_seconds", "format_table", "format_why_not", "graph_edges",
-    "graph_section", "model_summary", "parity_section", "pass_label", "rejection_summary",
+    "graph_section", "model_summary", "parity_section", "pass_label", "precision_risk_section", "rejection_summary",
     "rejections_of", "render", "shape_set_text", "tool_versions",
 ]

@@ -18,6 +18,10 @@ from trtcompile.report.tables import (
 #: Engine layers shown in the terminal excerpt (report.json lists them all).
 ENGINE_EXCERPT_LAYERS = 12
 
+#: Nodes of the precision risk table shown in the terminal (report.json and the HTML report
+#: list them all).
+RISK_EXCERPT_NODES = 5
+
 
 def _error(value: Any) -> str:
     return value if isinstance(value, str) else f"{value:.3g}"
@@ -76,6 +80,33 @@ def comparison_table(comparisons: Sequence[Mapping[str, Any]], several_shapes: b
     return ["  " + line for line in format_table(
         ("comparison", "output", "max abs error", "max rel error", "result"), rows,
         (False, False, True, True, False))]
+
+
+def format_precision_risk(report: Mapping[str, Any]) -> list[str]:
+    """The riskiest nodes for FP16 on the user's data (nothing when no pass measured): the range
+    each reaches in FP32, the error float16 gives it alone, and whether it stayed float32."""
+    risk = report.get("precision_risk")
+    if not risk:
+        return []
+    nodes = risk["nodes"]
+    by_data = sum(1 for node in nodes if node.get("kept_by"))
+    kept = sum(1 for node in nodes if node["kept"])
+    lines = [f"precision risk ({risk['pass']}, {risk['samples']} samples, data-max "
+             f"{risk['data_max']:g}): {len(nodes)} float nodes, {kept} kept in FP32, {by_data} of "
+             f"them by the data"]
+    rows = []
+    for node in nodes[:RISK_EXCERPT_NODES]:
+        error = node["alone_error"]
+        rows.append((node["name"], node["op"], _error(node["max_abs_fp32"]),
+                     "-" if error is None else _error(error),
+                     "FP32" if node["kept"] else "FP16", node["reason"] or ""))
+    lines += ["  " + line for line in format_table(
+        ("node", "op", "max |x| fp32", "fp16 error alone", "runs in", "reason"), rows,
+        (False, False, True, True, False, False))]
+    if len(nodes) > RISK_EXCERPT_NODES:
+        lines.append(f"  ({RISK_EXCERPT_NODES} of {len(nodes)} nodes shown, riskiest first; all "
+                     "are in report.json and the HTML report)")
+    return lines
 
 
 def format_engine_parity(report: Mapping[str, Any]) -> list[str]:
@@ -242,6 +273,9 @@ def render(report: Mapping[str, Any], output_dir: str | None = None) -> str:
     lines += format_profiles(report)
     lines.append("")
     lines += format_pass_table(report)
+    risk = format_precision_risk(report)
+    if risk:
+        lines += ["", *risk]
     lines.append("")
     lines += format_parity(report)
     lines.append("")

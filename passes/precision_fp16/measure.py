@@ -1,0 +1,363 @@
+"""What ``precision-fp16{keep=auto}`` measures on the user's data, and the keep-list it derives.
+
+The FP32 model runs on ONNX Runtime (CPU, as parity runs it) with every top-level tensor added as
+an output, one batch at a time, on up to ``samples`` samples. Per top-level node:
+
+* ``max_abs_fp32``: the largest finite magnitude among its float inputs and outputs;
+* ``alone_error``: the node converted to float16 alone (a one-node model converted by the pass's
+  own rules, run on the node's captured FP32 inputs) against its FP32 outputs, as the largest
+  ``|fp16 - fp32|`` over the largest ``|fp32|`` of that output (infinite where float16 gives a NaN
+  or an infinity FP32 does not).
+
+Then the keep-list: every node whose range exceeds ``data_max`` (overflow); then, while the
+converted model's outputs on the samples are outside FP16's tolerances or a float16 tensor of
+it is not finite, more nodes by largest alone-error (1, 2, 4, ... per round, at most
+``max_rounds`` rounds). Cost: one full run per batch, one one-node session per candidate node run
+on every batch, one converted-model run per round.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import onnx
+import onnx_graphsurgeon as gs
+
+from trtcompile import calibration, ir, verify
+from trtcompile.errors import InputError
+from trtcompile.pm import PassContext, PassResult
+
+#: The resource key the flow (or a PassManager's caller) puts the samples under.
+RESOURCE = "precision-fp16"
+
+#: Samples per batch when the model's batch dimension is dynamic.
+BATCH_SAMPLES = 8
+
+#: What the table calls each reason a node was kept by the data.
+OVERFLOW = "overflow"
+ERROR = "error"
+NOT_FINITE = "not finite"
+
+#: Converts a copy of the graph with the given node -> reason keep-list; returns its result.
+Convert = Callable[[gs.Graph, Mapping[str, str]], PassResult]
+
+
+@dataclass
+class NodeRisk:
+    """One row of the precision risk table."""
+
+    name: str
+    op: str
+    max_abs_fp32: float = 0.0
+    #: None: not converted by the static rules (so not measured alone).
+    alone_error: float | None = None
+    kept: bool = False
+    reason: str | None = None
+    #: Why the data kept it (``overflow``, ``error``, ``not finite``), None otherwise.
+    kept_by: str | None = None
+    #: Whether it reads or writes a float tensor (only those are in the table).
+    floating: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        """The report's row (infinite errors as the string ``inf``: JSON has no infinity)."""
+        error = self.alone_error
+        return {"name": self.name, "op": self.op, "max_abs_fp32": _json_number(self.max_abs_fp32),
+                "alone_error": None if error is None else _json_number(error),
+                "kept": self.kept, "kept_by": self.kept_by, "reason": self.reason}
+
+
+@dataclass
+class Measurement:
+    """The keep-list the data gave (node -> reason) and the per-node rows."""
+
+    rows: dict[str, NodeRisk]
+    reasons: dict[str, str] = field(default_factory=dict)
+    samples: int = 0
+    rounds: int = 0
+    within_tolerance: bool = True
+
+
+def data_of(ctx: PassContext) -> calibration.CalibrationData | None:
+    """The samples ``ctx.resources["precision-fp16"]`` holds (a ``CalibrationData``, a
+    ``Calibration`` or a dict of arrays by input name), or None."""
+    given = ctx.resources.get(RESOURCE)
+    if isinstance(given, calibration.Calibration):
+        given = given.data
+    if isinstance(given, Mapping) and given and all(
+            isinstance(v, np.ndarray) for v in given.values()):
+        given = calibration.CalibrationData(dict(given), source="given arrays")
+    if isinstance(given, calibration.CalibrationData) and given.num_samples:
+        return given
+    return None
+
+
+def require_data(ctx: PassContext) -> calibration.CalibrationData:
+    """The samples, or InputError in one line saying what to give."""
+    data = data_of(ctx)
+    if data is None:
+        raise InputError("precision-fp16{keep=auto} measures the model on data: give "
+                         "--calib-data FILE or --inputs FILE (from Python: "
+                         'ctx.resources["precision-fp16"] = CalibrationData), or use keep=static')
+    return data
+
+
+def measure(graph: gs.Graph, data: calibration.CalibrationData, convert: Convert, *,
+            user_keep: Mapping[str, str], data_max: float, samples: int,
+            max_rounds: int) -> Measurement:
+    """Measure ``graph`` (FP32, unchanged) on ``data`` and decide which nodes stay float32."""
+    model = ir.export_model(graph.copy())
+    batches = _batches(model, data, samples)
+    # The static rules' verdict: only the nodes they convert are candidates to measure alone.
+    static = graph.copy()
+    convert(static, user_keep)
+    converted = _converted_nodes(static)
+    rows = {node.name: NodeRisk(node.name, node.op_type) for node in model.graph.node
+            if node.name}
+    measurement = Measurement(rows, samples=sum(_batch_size(b) for b in batches))
+
+    capture = _capture_model(model)
+    names = [value.name for value in capture.graph.output]
+    session = verify.inference_session(capture)
+    singles = {node.name: _single_node_model(model, node) for node in model.graph.node
+               if node.name in converted}
+    single_sessions: dict[str, Any] = {}
+    reference_outputs = []
+    errors: dict[str, float] = {}
+    for feed in batches:
+        values = dict(zip(names, session.run(None, feed)))
+        values.update(feed)
+        reference_outputs.append([values[v.name] for v in model.graph.output])
+        for node in model.graph.node:
+            row = rows.get(node.name)
+            if row is None:
+                continue
+            arrays = [values[name] for name in [*node.input, *node.output] if name in values]
+            row.floating |= any(np.asarray(a).dtype.kind == "f" for a in arrays)
+            row.max_abs_fp32 = max(row.max_abs_fp32, verify.output_peak(arrays))
+            if node.name in singles:
+                errors[node.name] = max(errors.get(node.name, 0.0), _alone_error(
+                    node, singles[node.name], single_sessions, values, convert))
+    for name, error in errors.items():
+        rows[name].alone_error = error
+
+    reasons = dict(user_keep)
+    for name in converted:
+        row = rows.get(name)
+        if row is not None and row.max_abs_fp32 > data_max:
+            reasons[name] = (f"overflow risk: |x| exceeds data-max={data_max:g} on the data "
+                             f"(float16 ends at 65504)")
+            row.kept_by = OVERFLOW
+
+    by_error = sorted((n for n in converted if n not in reasons and errors.get(n, 0.0) > 0),
+                      key=lambda n: (-errors[n], n))
+    tolerances = calibration.precision_tolerances("fp16")
+    for round_index in range(max_rounds):
+        measurement.rounds = round_index + 1
+        trial = graph.copy()
+        convert(trial, reasons)
+        not_finite, passed = _check(trial, model, batches, reference_outputs, tolerances)
+        fresh = [n for n in not_finite if n not in reasons]
+        for name in fresh:
+            reasons[name] = "float16 result not finite on the data"
+            rows[name].kept_by = NOT_FINITE
+        if fresh:
+            continue
+        measurement.within_tolerance = passed
+        if passed:
+            break
+        take = [n for n in by_error if n not in reasons][:2 ** round_index]
+        if not take:
+            break
+        for name in take:
+            reasons[name] = ("among the largest float16 errors alone, kept until the outputs met "
+                             "FP16 tolerance on the data")
+            rows[name].kept_by = ERROR
+    else:
+        trial = graph.copy()
+        convert(trial, reasons)
+        _, measurement.within_tolerance = _check(trial, model, batches, reference_outputs,
+                                                 tolerances)
+    measurement.reasons = {n: r for n, r in reasons.items() if n not in user_keep}
+    return measurement
+
+
+def finish(measurement: Measurement, result: PassResult, data_max: float) -> None:
+    """Mark the rows the conversion kept in float32 (with its reason), and put the table and the
+    counts into ``result``."""
+    reasons = {}
+    for rejection in result.rejections:
+        for name in rejection.nodes:
+            reasons.setdefault(name, rejection.reason)
+    for row in measurement.rows.values():
+        row.reason = reasons.get(row.name)
+        row.kept = row.reason is not None
+    ranked = sorted((r for r in measurement.rows.values() if r.floating),
+                    key=lambda r: risk_key(r, data_max))
+    result.tables["precision_risk"] = [row.to_dict() for row in ranked]
+    result.count("measured_samples", measurement.samples)
+    result.count("measured_nodes", sum(1 for r in measurement.rows.values()
+                                       if r.alone_error is not None))
+    for kind, key in ((OVERFLOW, "kept_for_overflow"), (ERROR, "kept_for_error"),
+                      (NOT_FINITE, "kept_not_finite")):
+        kept = sum(1 for r in measurement.rows.values() if r.kept_by == kind)
+        if kept:
+            result.count(key, kept)
+    result.count("keep_rounds", measurement.rounds)
+    if not measurement.within_tolerance:
+        result.count("outputs_outside_fp16_tolerance")
+
+
+def risk_key(row: NodeRisk, data_max: float) -> tuple:
+    """Riskiest first: over ``data_max``, then by alone-error, then by range."""
+    error = row.alone_error if row.alone_error is not None else -1.0
+    return (row.max_abs_fp32 <= data_max, -error, -row.max_abs_fp32, row.name)
+
+
+# --------------------------------------------------------------------------------------------
+
+
+def _batches(model: onnx.ModelProto, data: calibration.CalibrationData,
+             samples: int) -> list[dict[str, np.ndarray]]:
+    specs = calibration.model_input_specs(model)
+    data.validate(specs)
+    size = data.batch_size(specs, requested=min(BATCH_SAMPLES, max(1, samples)))
+    fixed = calibration.has_fixed_batch(specs)
+    count = max(1, math.ceil(min(samples, data.num_samples) / size))
+    return list(data.batches(size, max_batches=count, drop_last=fixed))
+
+
+def _batch_size(feed: Mapping[str, np.ndarray]) -> int:
+    return int(next(iter(feed.values())).shape[0]) if feed else 0
+
+
+def _converted_nodes(converted: gs.Graph) -> set[str]:
+    """Names of the top-level nodes the conversion made compute in float16."""
+    names = set()
+    for node in converted.nodes:
+        if any(isinstance(t, gs.Variable) and t.dtype == np.float16 for t in node.outputs) or any(
+                t.dtype == np.float16 for t in node.inputs if t.dtype is not None):
+            names.add(node.name)
+    return names
+
+
+def _capture_model(model: onnx.ModelProto) -> onnx.ModelProto:
+    """``model`` with every top-level node output as a graph output (type left to ONNX Runtime)."""
+    capture = onnx.ModelProto()
+    capture.CopyFrom(model)
+    present = {value.name for value in capture.graph.output}
+    for node in capture.graph.node:
+        for name in node.output:
+            if name and name not in present:
+                capture.graph.output.append(onnx.ValueInfoProto(name=name))
+                present.add(name)
+    return capture
+
+
+def _single_node_model(model: onnx.ModelProto, node: onnx.NodeProto) -> onnx.ModelProto:
+    """A model of ``node`` alone: its computed inputs become graph inputs, its constants stay."""
+    initializers = {init.name: init for init in model.graph.initializer}
+    inputs, constants = [], []
+    for name in dict.fromkeys(n for n in node.input if n):
+        if name in initializers:
+            constants.append(initializers[name])
+        else:
+            inputs.append(onnx.ValueInfoProto(name=name))
+    outputs = [onnx.ValueInfoProto(name=name) for name in node.output if name]
+    graph = onnx.helper.make_graph([node], f"{node.name}_alone", inputs, outputs, constants)
+    single = onnx.helper.make_model(graph, opset_imports=list(model.opset_import),
+                                    functions=list(model.functions))
+    single.ir_version = model.ir_version
+    return single
+
+
+def _alone_error(node: onnx.NodeProto, single: onnx.ModelProto, sessions: dict[str, Any],
+                 values: Mapping[str, np.ndarray], convert: Convert) -> float:
+    """The node converted alone, on its captured inputs, against its captured outputs."""
+    if node.name not in sessions:
+        typed = _typed(single, values)
+        graph = ir.import_model(typed)
+        convert(graph, {})
+        # Read each result where it is float16, before the Cast back to float32: ONNX Runtime's
+        # CPU provider runs float16 ops it has no kernel for in float32 and drops the Cast pair
+        # around them, which would hide an overflow a GPU engine would not.
+        compared = {}
+        for tensor in list(graph.outputs):
+            producer = ir.producer(tensor)
+            inner = producer.inputs[0] if producer is not None and producer.op == "Cast" else None
+            if inner is not None and inner.dtype == np.float16:
+                graph.outputs.append(inner)
+                compared[tensor.name] = inner.name
+            else:
+                compared[tensor.name] = tensor.name
+        sessions[node.name] = (verify.inference_session(ir.export_model(graph)), compared)
+    session, compared = sessions[node.name]
+    feed = {i.name: values[i.name] for i in session.get_inputs()}
+    produced = dict(zip([o.name for o in session.get_outputs()], session.run(None, feed)))
+    worst = 0.0
+    for name, inner in compared.items():
+        expected = np.asarray(values[name])
+        if expected.dtype.kind != "f" or not expected.size:
+            continue
+        abs_error, _ = verify.error_statistics(expected, np.asarray(produced[inner]))
+        peak = verify.output_peak([expected])
+        worst = max(worst, abs_error / peak if peak > 0 else abs_error)
+    return worst
+
+
+def _typed(single: onnx.ModelProto, values: Mapping[str, np.ndarray]) -> onnx.ModelProto:
+    """``single`` with its inputs and outputs typed from the captured arrays (the conversion reads
+    types; shapes stay unknown but the rank)."""
+    typed = onnx.ModelProto()
+    typed.CopyFrom(single)
+    for value in [*typed.graph.input, *typed.graph.output]:
+        array = np.asarray(values[value.name])
+        elem = onnx.helper.np_dtype_to_tensor_dtype(array.dtype)
+        value.CopyFrom(onnx.helper.make_tensor_value_info(value.name, elem, [None] * array.ndim))
+    return typed
+
+
+def _check(trial: gs.Graph, model: onnx.ModelProto, batches: list[dict[str, np.ndarray]],
+           reference_outputs: list[list[np.ndarray]],
+           tolerances: calibration.PrecisionTolerances) -> tuple[list[str], bool]:
+    """Run the converted ``trial`` on the batches: the producers of its float16 tensors holding
+    a NaN or an infinity, and whether its outputs are within FP16's tolerances."""
+    producers = {}
+    extra = []
+    outputs = {t.name for t in trial.outputs}
+    for node in trial.nodes:
+        for tensor in node.outputs:
+            if (isinstance(tensor, gs.Variable) and tensor.dtype == np.float16
+                    and tensor.name not in outputs):
+                producers[tensor.name] = node.name
+                extra.append(tensor)
+    trial.outputs = [*trial.outputs, *extra]
+    converted = ir.export_model(trial)
+    session = verify.inference_session(converted)
+    names = [o.name for o in session.get_outputs()]
+    count = len(model.graph.output)
+    not_finite: dict[str, None] = {}
+    produced_outputs = []
+    for feed in batches:
+        produced = dict(zip(names, session.run(None, feed)))
+        produced_outputs.append([produced[v.name] for v in model.graph.output])
+        for name in names[count:]:
+            if not np.all(np.isfinite(produced[name])):
+                not_finite.setdefault(producers[name], None)
+    passed = True
+    for index in range(count):
+        verdict = verify.compare_output([r[index] for r in reference_outputs],
+                                        [p[index] for p in produced_outputs],
+                                        atol=tolerances.atol, rtol=tolerances.rtol,
+                                        atol_range=tolerances.atol_range)
+        passed &= verdict.passed
+    return list(not_finite), passed
+
+
+def _json_number(value: float) -> float | str:
+    if math.isinf(value) or math.isnan(value):
+        return str(value)
+    return float(f"{value:.6g}")
