@@ -40,7 +40,8 @@ def format_parity(report: Mapping[str, Any]) -> list[str]:
     verdict = "passed" if parity["passed"] else "FAILED"
     lines = [f"parity: {verdict} ({settings})"]
     inputs = tolerances.get("inputs")
-    if inputs and inputs.get("kind") in ("held-out calibration samples", "calibration samples"):
+    if inputs and inputs.get("kind") in ("held-out calibration samples", "calibration samples",
+                                               "measured samples"):
         lines.append(f"  inputs: {inputs['floating_point']}")
     elif inputs:
         lines.append(f"  inputs: floating point {inputs['floating_point']}, integer "
