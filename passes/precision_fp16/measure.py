@@ -281,21 +281,29 @@ def _alone_error(node: onnx.NodeProto, single: onnx.ModelProto, sessions: dict[s
         typed = _typed(single, values)
         graph = ir.import_model(typed)
         convert(graph, {})
-        # Read each result where it is float16, before the Cast back to float32: ONNX Runtime's
-        # CPU provider runs float16 ops it has no kernel for in float32 and drops the Cast pair
-        # around them, which would hide an overflow a GPU engine would not.
+        # ONNX Runtime's CPU provider runs a float16 op it has no kernel for in float32 and,
+        # when its inputs are Casts from float32 and its outputs Casts back, drops those Casts:
+        # the rounding and the overflow a GPU engine would show disappear. So the node reads
+        # float16 inputs given as such (rounded here), and each result is read where it is
+        # float16, before the Cast back to float32.
+        rounded = _feed_float16(graph)
         compared = {}
         for tensor in list(graph.outputs):
             producer = ir.producer(tensor)
             inner = producer.inputs[0] if producer is not None and producer.op == "Cast" else None
-            if inner is not None and inner.dtype == np.float16:
+            compared[tensor.name] = (inner.name if inner is not None and inner.dtype == np.float16
+                                     else tensor.name)
+            if compared[tensor.name] != tensor.name:
                 graph.outputs.append(inner)
-                compared[tensor.name] = inner.name
-            else:
-                compared[tensor.name] = tensor.name
-        sessions[node.name] = (verify.inference_session(ir.export_model(graph)), compared)
-    session, compared = sessions[node.name]
-    feed = {i.name: values[i.name] for i in session.get_inputs()}
+        graph.cleanup(remove_unused_graph_inputs=True)
+        sessions[node.name] = (verify.inference_session(ir.export_model(graph)), compared, rounded)
+    session, compared, rounded = sessions[node.name]
+    feed = {}
+    with np.errstate(over="ignore"):  # beyond 65504 is infinite in float16: what is measured
+        for item in session.get_inputs():
+            source = rounded.get(item.name)
+            feed[item.name] = (np.asarray(values[source]).astype(np.float16) if source is not None
+                               else values[item.name])
     produced = dict(zip([o.name for o in session.get_outputs()], session.run(None, feed)))
     worst = 0.0
     for name, inner in compared.items():
@@ -325,15 +333,9 @@ def _check(trial: gs.Graph, model: onnx.ModelProto, batches: list[dict[str, np.n
            tolerances: calibration.PrecisionTolerances) -> tuple[list[str], bool]:
     """Run the converted ``trial`` on the batches: the producers of its float16 tensors holding
     a NaN or an infinity, and whether its outputs are within FP16's tolerances."""
-    producers = {}
-    extra = []
-    outputs = {t.name for t in trial.outputs}
-    for node in trial.nodes:
-        for tensor in node.outputs:
-            if (isinstance(tensor, gs.Variable) and tensor.dtype == np.float16
-                    and tensor.name not in outputs):
-                producers[tensor.name] = node.name
-                extra.append(tensor)
+    extra = _float16_tensors(trial)
+    producers = {tensor.name: ir.producer(tensor).name for tensor in extra}
+    _hold_float16(trial)
     trial.outputs = [*trial.outputs, *extra]
     converted = ir.export_model(trial)
     session = verify.inference_session(converted)
@@ -355,6 +357,55 @@ def _check(trial: gs.Graph, model: onnx.ModelProto, batches: list[dict[str, np.n
                                         atol_range=tolerances.atol_range)
         passed &= verdict.passed
     return list(not_finite), passed
+
+
+def _feed_float16(graph: gs.Graph) -> dict[str, str]:
+    """Make the float16 Casts of ``graph``'s inputs inputs themselves (float16, fed rounded);
+    return each new input's name -> the float32 tensor it rounds."""
+    rounded = {}
+    inputs = []
+    for tensor in graph.inputs:
+        casts = [reader for reader in tensor.outputs if reader.op == "Cast"
+                 and reader.attrs.get("to") == onnx.TensorProto.FLOAT16]
+        for cast in casts:
+            half = cast.outputs[0]
+            cast.outputs = []
+            inputs.append(half)
+            rounded[half.name] = tensor.name
+        if len(casts) < len(tensor.outputs):
+            inputs.append(tensor)
+    graph.inputs = inputs
+    return rounded
+
+
+def _hold_float16(graph: gs.Graph) -> None:
+    """Store every float16 tensor a top-level node writes through an ``Identity``.
+
+    ONNX Runtime's CPU provider has no float16 kernel for most ops (Add, Mul, Sub, ...): it runs
+    each connected region of them in float32 and casts only at the region's edges, so a tensor
+    inside the region is never rounded to float16 nor overflows, whatever the graph says (its
+    value read as a graph output is rounded, but its readers took the float32 one). An Identity,
+    which has a float16 kernel, after every producer splits the regions at every tensor: each is
+    then held in float16 between layers as a GPU engine holds it. The result is checked only."""
+    scope = ir.NameScope(graph)
+    for node in list(graph.nodes):
+        for index, tensor in enumerate(node.outputs):
+            if not (isinstance(tensor, gs.Variable) and tensor.dtype == np.float16):
+                continue
+            raw = gs.Variable(scope.fresh(f"{tensor.name}_raw"), dtype=np.float16,
+                              shape=tensor.shape)
+            node.outputs[index] = raw
+            graph.nodes.append(gs.Node("Identity", scope.fresh(f"{node.name}_hold"),
+                                       inputs=[raw], outputs=[tensor]))
+    ir.toposort(graph)
+
+
+def _float16_tensors(graph: gs.Graph) -> list[gs.Variable]:
+    """The float16 tensors top-level nodes of ``graph`` write, other than its outputs."""
+    outputs = {t.name for t in graph.outputs}
+    return [tensor for node in graph.nodes for tensor in node.outputs
+            if isinstance(tensor, gs.Variable) and tensor.dtype == np.float16
+            and tensor.name not in outputs]
 
 
 def _json_number(value: float) -> float | str:
