@@ -90,8 +90,8 @@ class PrecisionFp16(Pass):
          input or output reaches |x| > ``data_max`` (default 512, the ``data_max`` of NVIDIA
          Model Optimizer's AutoCast and Torch-TensorRT's autocast: 1/128 of float16's 65504,
          headroom for data the samples do not cover and for the sums and squares downstream).
-         Each other converted node is measured alone: a one-node model converted by these
-         rules runs on its captured FP32 inputs; its error is the largest ``|fp16 - fp32|`` of
+         Each other converted node is measured alone (on the first 8 samples): a one-node model
+         converted by these rules runs on its captured inputs rounded to float16; its error is the largest ``|fp16 - fp32|`` of
          its float16 outputs over the largest ``|fp32|`` (infinite when float16 overflows).
          Then, while the converted model's outputs miss FP16's parity tolerances on the samples
          or one of its float16 tensors holds a NaN or an infinity (that tensor's producer stays
