@@ -96,7 +96,8 @@ class PrecisionFp16(Pass):
          Then, while the converted model's outputs miss FP16's parity tolerances on the samples
          or one of its float16 tensors holds a NaN or an infinity (that tensor's producer stays
          float32), the nodes of largest alone-error stay float32, 1, 2, 4, ... per round, for at
-         most ``max_rounds`` rounds. Every node so kept has its reason (``--why-not``); the
+         most ``max_rounds`` rounds; then up to 4 of the last round's, smallest error first, go
+         back to float16 one at a time while the model still passes. Every node so kept has its reason (``--why-not``); the
          per-node table (range, alone-error, kept, reason) is the result's ``precision_risk``
          table. ``keep=static`` applies rules 1-4 alone, with or without data; ``keep=auto``
          without data is an error naming what to give.

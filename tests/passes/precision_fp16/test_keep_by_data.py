@@ -165,7 +165,7 @@ def test_the_greedy_rounds_keep_the_highest_error_node_first() -> None:
     assert one_round.counts["outputs_outside_fp16_tolerance"] == 1
 
     converted, enough = convert(cancellation_model(), "precision-fp16{keep=auto}", feeds)
-    assert {"sub", "add"} <= set(reasons(enough))
+    assert set(reasons(enough)) == {"sub", "add"}  # the Mul, kept in the same round, given back
     assert "outputs_outside_fp16_tolerance" not in enough.counts
     reference = verify.inference_session(cancellation_model()).run(None, feeds)[0]
     produced = verify.inference_session(converted).run(None, feeds)[0]
