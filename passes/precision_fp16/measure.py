@@ -137,6 +137,7 @@ def measure(graph: gs.Graph, data: calibration.CalibrationData, convert: Convert
     single_sessions: dict[str, Any] = {}
     reference_outputs = []
     errors: dict[str, float] = {}
+    fp32_not_finite: set[str] = set()  # tensors FP32 itself makes infinite or NaN on the data
     seen = 0
     for feed in batches:
         values = dict(zip(names, session.run(None, feed)))
@@ -144,6 +145,7 @@ def measure(graph: gs.Graph, data: calibration.CalibrationData, convert: Convert
         reference_outputs.append([values[v.name] for v in model.graph.output])
         peaks = {name: verify.output_peak([array]) for name, array in values.items()
                  if np.asarray(array).dtype.kind == "f"}
+        fp32_not_finite.update(name for name in peaks if not np.all(np.isfinite(values[name])))
         for node in model.graph.node:
             row = rows.get(node.name)
             if row is None:
@@ -174,7 +176,7 @@ def measure(graph: gs.Graph, data: calibration.CalibrationData, convert: Convert
         measurement.rounds += 1
         trial = graph.copy()
         convert(trial, keep)
-        return _check(trial, model, batches, reference_outputs, tolerances)
+        return _check(trial, model, batches, reference_outputs, tolerances, fp32_not_finite)
 
     taken: list[str] = []
     passed = False
@@ -183,10 +185,12 @@ def measure(graph: gs.Graph, data: calibration.CalibrationData, convert: Convert
         fresh = [n for n in not_finite if n not in reasons]
         for name in fresh:
             reasons[name] = "float16 result not finite on the data"
-            rows[name].kept_by = NOT_FINITE
+            if name in rows:
+                rows[name].kept_by = NOT_FINITE
         if fresh:
             passed = False
             continue
+        passed = passed and not not_finite
         if passed:
             break
         taken = [n for n in by_error if n not in reasons][:2 ** round_index]
@@ -364,26 +368,42 @@ def _typed(single: onnx.ModelProto, values: Mapping[str, np.ndarray]) -> onnx.Mo
 
 
 def _check(trial: gs.Graph, model: onnx.ModelProto, batches: list[dict[str, np.ndarray]],
-           reference_outputs: list[list[np.ndarray]],
-           tolerances: calibration.PrecisionTolerances) -> tuple[list[str], bool]:
-    """Run the converted ``trial`` on the batches: the producers of its float16 tensors holding
-    a NaN or an infinity, and whether its outputs are within FP16's tolerances."""
-    extra = _float16_tensors(trial)
-    producers = {tensor.name: ir.producer(tensor).name for tensor in extra}
+           reference_outputs: list[list[np.ndarray]], tolerances: calibration.PrecisionTolerances,
+           fp32_not_finite: set[str]) -> tuple[list[str], bool]:
+    """Run the converted ``trial`` on the batches: the nodes to blame for its float16 tensors
+    holding a NaN or an infinity where FP32 holds none (their producer; for a Cast the pass
+    inserted, the model's nodes reading it), and whether its outputs are within FP16's
+    tolerances."""
+    originals = {node.name for node in model.graph.node}
+    extra = []
+    blame: dict[str, list[str]] = {}
+    for tensor in _float16_tensors(trial):
+        producer = ir.producer(tensor)
+        source = producer.inputs[0].name if producer.op == "Cast" and producer.inputs else ""
+        if tensor.name in fp32_not_finite or source in fp32_not_finite:
+            continue
+        if producer.name in originals:
+            blame[tensor.name] = [producer.name]
+        else:
+            blame[tensor.name] = [r.name for r in tensor.outputs if r.name in originals]
+        extra.append(tensor)
     _hold_float16(trial)
     trial.outputs = [*trial.outputs, *extra]
-    converted = ir.export_model(trial)
-    session = verify.inference_session(converted)
+    session = verify.inference_session(ir.export_model(trial))
     names = [o.name for o in session.get_outputs()]
     count = len(model.graph.output)
-    not_finite: dict[str, None] = {}
+    infinite: set[str] = set()
     produced_outputs = []
     for feed in batches:
         produced = dict(zip(names, session.run(None, feed)))
         produced_outputs.append([produced[v.name] for v in model.graph.output])
-        for name in names[count:]:
-            if not np.all(np.isfinite(produced[name])):
-                not_finite.setdefault(producers[name], None)
+        infinite.update(name for name in names[count:] if not np.all(np.isfinite(produced[name])))
+    # Only where it starts: a tensor computed from an infinite one is its consequence.
+    tensors = trial.tensors()
+    not_finite: dict[str, None] = {}
+    for name in sorted(infinite, key=lambda n: names.index(n)):
+        if not _upstream(tensors[name]) & infinite:
+            not_finite.update(dict.fromkeys(blame[name]))
     passed = True
     for index in range(count):
         verdict = verify.compare_output([r[index] for r in reference_outputs],
@@ -392,6 +412,19 @@ def _check(trial: gs.Graph, model: onnx.ModelProto, batches: list[dict[str, np.n
                                         atol_range=tolerances.atol_range)
         passed &= verdict.passed
     return list(not_finite), passed
+
+
+def _upstream(tensor: gs.Tensor) -> set[str]:
+    """Names of the tensors ``tensor`` is computed from, at any distance."""
+    found: set[str] = set()
+    stack = [tensor]
+    while stack:
+        for node in stack.pop().inputs:
+            for source in node.inputs:
+                if source.name and source.name not in found:
+                    found.add(source.name)
+                    stack.append(source)
+    return found
 
 
 def _feed_float16(graph: gs.Graph) -> dict[str, str]:

@@ -246,3 +246,28 @@ def test_calib_cache_is_refused_for_fp16(overflow_files: Path, tmp_path: Path, c
                                             "--precision int8 only (fp16 measures --calib-data "
                                             "afresh)")
     assert not (tmp_path / "out").exists()
+
+
+def test_a_float16_tensor_that_overflows_keeps_its_producer_whatever_data_max_says() -> None:
+    feeds = samples()
+    converted, record = convert(overflow_model(), "precision-fp16{keep=auto data-max=1e6}", feeds)
+    kept = reasons(record)
+    assert kept["mul"] == "float16 result not finite on the data"
+    assert "matmul" not in kept  # its 3.8e4 fits float16
+    assert record.counts["kept_not_finite"] == 1
+    assert sum(infinite_float16_values(converted, feeds).values()) == 0
+
+
+def test_an_input_beyond_float16_keeps_the_nodes_reading_it() -> None:
+    """The Cast the pass puts after the input overflows: the model's readers of it are blamed."""
+    graph = oh.make_graph([oh.make_node("Relu", ["x"], ["r"], name="relu"),
+                           oh.make_node("Neg", ["r"], ["y"], name="neg")], "wide",
+                          [oh.make_tensor_value_info("x", 1, ["n", 8])],
+                          [oh.make_tensor_value_info("y", 1, ["n", 8])])
+    model = oh.make_model(graph, opset_imports=[oh.make_opsetid("", 17)])
+    model.ir_version = ir.IR_VERSION
+    feeds = {"x": np.full((4, 8), 1e5, np.float32)}
+    converted, record = convert(model, "precision-fp16{keep=auto data-max=1e6}", feeds)
+    assert reasons(record) == {"relu": "float16 result not finite on the data",
+                               "neg": "float16 result not finite on the data"}
+    assert infinite_float16_values(converted, feeds) == {}
