@@ -19,7 +19,6 @@ on the first batches, one converted-model run per round.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,14 +28,12 @@ import onnx
 import onnx_graphsurgeon as gs
 
 from trtcompile import calibration, ir, verify
+from trtcompile.calibration import measuring
 from trtcompile.errors import InputError
 from trtcompile.pm import PassContext, PassResult
 
 #: The resource key the flow (or a PassManager's caller) puts the samples under.
 RESOURCE = "precision-fp16"
-
-#: Samples per batch when the model's batch dimension is dynamic.
-BATCH_SAMPLES = 8
 
 #: Samples each node's error alone is measured on (the first batches): it ranks the nodes, while
 #: the ranges and the whole-model check take every sample measured. One one-node session per
@@ -75,8 +72,9 @@ class NodeRisk:
     def to_dict(self) -> dict[str, Any]:
         """The report's row (infinite errors as the string ``inf``: JSON has no infinity)."""
         error = self.alone_error
-        return {"name": self.name, "op": self.op, "max_abs_fp32": _json_number(self.max_abs_fp32),
-                "alone_error": None if error is None else _json_number(error),
+        return {"name": self.name, "op": self.op,
+                "max_abs_fp32": measuring.json_number(self.max_abs_fp32),
+                "alone_error": None if error is None else measuring.json_number(error),
                 "kept": self.kept, "kept_by": self.kept_by, "reason": self.reason}
 
 
@@ -120,19 +118,19 @@ def measure(graph: gs.Graph, data: calibration.CalibrationData, convert: Convert
             max_rounds: int) -> Measurement:
     """Measure ``graph`` (FP32, unchanged) on ``data`` and decide which nodes stay float32."""
     model = ir.export_model(graph.copy())
-    batches = _batches(model, data, samples)
+    batches = measuring.sample_batches(model, data, samples)
     # The static rules' verdict: only the nodes they convert are candidates to measure alone.
     static = graph.copy()
     convert(static, user_keep)
     converted = _converted_nodes(static)
     rows = {node.name: NodeRisk(node.name, node.op_type) for node in model.graph.node
             if node.name}
-    measurement = Measurement(rows, samples=sum(_batch_size(b) for b in batches))
+    measurement = Measurement(rows, samples=sum(measuring.batch_size(b) for b in batches))
 
-    capture = _capture_model(model)
+    capture = measuring.capture_model(model)
     names = [value.name for value in capture.graph.output]
     session = verify.inference_session(capture)
-    singles = {node.name: _single_node_model(model, node) for node in model.graph.node
+    singles = {node.name: measuring.single_node_model(model, node) for node in model.graph.node
                if node.name in converted}
     single_sessions: dict[str, Any] = {}
     reference_outputs = []
@@ -156,7 +154,7 @@ def measure(graph: gs.Graph, data: calibration.CalibrationData, convert: Convert
             if node.name in singles and seen < ALONE_SAMPLES:
                 errors[node.name] = max(errors.get(node.name, 0.0), _alone_error(
                     node, singles[node.name], single_sessions, values, convert))
-        seen += _batch_size(feed)
+        seen += measuring.batch_size(feed)
     for name, error in errors.items():
         rows[name].alone_error = error
 
@@ -253,20 +251,6 @@ def risk_key(row: NodeRisk, data_max: float) -> tuple:
 # --------------------------------------------------------------------------------------------
 
 
-def _batches(model: onnx.ModelProto, data: calibration.CalibrationData,
-             samples: int) -> list[dict[str, np.ndarray]]:
-    specs = calibration.model_input_specs(model)
-    data.validate(specs)
-    size = data.batch_size(specs, requested=min(BATCH_SAMPLES, max(1, samples)))
-    fixed = calibration.has_fixed_batch(specs)
-    count = max(1, math.ceil(min(samples, data.num_samples) / size))
-    return list(data.batches(size, max_batches=count, drop_last=fixed))
-
-
-def _batch_size(feed: Mapping[str, np.ndarray]) -> int:
-    return int(next(iter(feed.values())).shape[0]) if feed else 0
-
-
 def _converted_nodes(converted: gs.Graph) -> set[str]:
     """Names of the top-level nodes the conversion made compute in float16."""
     names = set()
@@ -275,36 +259,6 @@ def _converted_nodes(converted: gs.Graph) -> set[str]:
                 t.dtype == np.float16 for t in node.inputs if t.dtype is not None):
             names.add(node.name)
     return names
-
-
-def _capture_model(model: onnx.ModelProto) -> onnx.ModelProto:
-    """``model`` with every top-level node output as a graph output (type left to ONNX Runtime)."""
-    capture = onnx.ModelProto()
-    capture.CopyFrom(model)
-    present = {value.name for value in capture.graph.output}
-    for node in capture.graph.node:
-        for name in node.output:
-            if name and name not in present:
-                capture.graph.output.append(onnx.ValueInfoProto(name=name))
-                present.add(name)
-    return capture
-
-
-def _single_node_model(model: onnx.ModelProto, node: onnx.NodeProto) -> onnx.ModelProto:
-    """A model of ``node`` alone: its computed inputs become graph inputs, its constants stay."""
-    initializers = {init.name: init for init in model.graph.initializer}
-    inputs, constants = [], []
-    for name in dict.fromkeys(n for n in node.input if n):
-        if name in initializers:
-            constants.append(initializers[name])
-        else:
-            inputs.append(onnx.ValueInfoProto(name=name))
-    outputs = [onnx.ValueInfoProto(name=name) for name in node.output if name]
-    graph = onnx.helper.make_graph([node], f"{node.name}_alone", inputs, outputs, constants)
-    single = onnx.helper.make_model(graph, opset_imports=list(model.opset_import),
-                                    functions=list(model.functions))
-    single.ir_version = model.ir_version
-    return single
 
 
 def _alone_error(node: onnx.NodeProto, single: onnx.ModelProto, sessions: dict[str, Any],
@@ -340,18 +294,9 @@ def _alone_error(node: onnx.NodeProto, single: onnx.ModelProto, sessions: dict[s
     produced = dict(zip([o.name for o in session.get_outputs()], session.run(None, feed)))
     worst = 0.0
     for name, inner in compared.items():
-        expected = np.asarray(values[name])
-        if expected.dtype.kind != "f" or not expected.size:
-            continue
-        got = np.asarray(produced[inner]).astype(np.float32)
-        finite = np.isfinite(expected)
-        if np.any(finite & ~np.isfinite(got)):
-            return math.inf  # float16 overflowed (or made a NaN) where float32 did not
-        if not finite.any():
-            continue
-        error = float(np.abs(got[finite] - expected[finite]).max())
-        peak = float(np.abs(expected[finite]).max())
-        worst = max(worst, error / peak if peak > 0 else error)
+        error = measuring.relative_error(values[name], produced[inner])
+        if error is not None:
+            worst = max(worst, error)
     return worst
 
 
@@ -474,9 +419,3 @@ def _float16_tensors(graph: gs.Graph) -> list[gs.Variable]:
     return [tensor for node in graph.nodes for tensor in node.outputs
             if isinstance(tensor, gs.Variable) and tensor.dtype == np.float16
             and tensor.name not in outputs]
-
-
-def _json_number(value: float) -> float | str:
-    if math.isinf(value) or math.isnan(value):
-        return str(value)
-    return float(f"{value:.6g}")
