@@ -189,7 +189,8 @@ def test_precision_risk_comes_from_the_last_measuring_pass_and_shows_five_nodes(
                    kept_by="overflow", reason="overflow risk")
     passes = [*sample_report()["passes"], _risk_record(rows)]
     section = report.precision_risk_section(passes)
-    assert section == {"pass": "precision-fp16{keep=auto}", "data_max": 512.0, "samples": 32,
+    assert section == {"pass": "precision-fp16{keep=auto}", "precision": "fp16", "data_max": 512.0,
+                       "samples": 32,
                        "nodes": rows}
     assert report.precision_risk_section(sample_report()["passes"]) is None
 

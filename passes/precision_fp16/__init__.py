@@ -91,16 +91,17 @@ class PrecisionFp16(Pass):
          Model Optimizer's AutoCast and Torch-TensorRT's autocast: 1/128 of float16's 65504,
          headroom for data the samples do not cover and for the sums and squares downstream).
          Each other converted node is measured alone (on the first 8 samples): a one-node model
-         converted by these rules runs on its captured inputs rounded to float16; its error is the largest ``|fp16 - fp32|`` of
-         its float16 outputs over the largest ``|fp32|`` (infinite when float16 overflows).
-         Then, while the converted model's outputs miss FP16's parity tolerances on the samples
-         or one of its float16 tensors holds a NaN or an infinity (that tensor's producer stays
-         float32), the nodes of largest alone-error stay float32, 1, 2, 4, ... per round, for at
-         most ``max_rounds`` rounds; then up to 4 of the last round's, smallest error first, go
-         back to float16 one at a time while the model still passes. Every node so kept has its reason (``--why-not``); the
-         per-node table (range, alone-error, kept, reason) is the result's ``precision_risk``
-         table. ``keep=static`` applies rules 1-4 alone, with or without data; ``keep=auto``
-         without data is an error naming what to give.
+         converted by these rules runs on its captured inputs rounded to float16; its error is
+         the largest ``|fp16 - fp32|`` of its float16 outputs over the largest ``|fp32|``
+         (infinite when float16 overflows). Then, while a float16 tensor of the converted model
+         holds a NaN or an infinity where FP32 does not (the node where it starts stays
+         float32) or its outputs miss FP16's parity tolerances on the samples, the nodes of
+         largest alone-error stay float32, 1, 2, 4, ... per round, for at most ``max_rounds``
+         rounds; then up to 4 of the last round's, smallest error first, go back to float16 one
+         at a time while the model still passes. Every node so kept has its reason
+         (``--why-not``); the per-node table (range, alone-error, kept, reason) is the result's
+         ``precision_risk`` table. ``keep=static`` applies rules 1-4 alone, with or without
+         data; ``keep=auto`` without data is an error naming what to give.
 
     Requires: a type-checkable graph (types from ONNX shape inference). Preserves: graph inputs and
     outputs (names, float32 types, shapes); outputs within half-precision tolerance
@@ -111,6 +112,8 @@ class PrecisionFp16(Pass):
     """
 
     name: ClassVar[str] = "precision-fp16"
+    #: Counts of the measurement (rule 5), reported whether or not a layer may be rewritten.
+    classification_counts: ClassVar[tuple[str, ...]] = measure.COUNTS
 
     keep_ops: tuple[str, ...] = ()
     keep_nodes: tuple[str, ...] = ()

@@ -12,9 +12,9 @@ an output, one batch at a time, on up to ``samples`` samples. Per top-level node
 Then the keep-list: every node whose range exceeds ``data_max`` (overflow); then, while the
 converted model's outputs on the samples are outside FP16's tolerances or a float16 tensor of
 it is not finite, more nodes by largest alone-error (1, 2, 4, ... per round, at most
-``max_rounds`` rounds); then up to :data:`GIVE_BACK` nodes of the last round go back to float16,
-smallest error first, while the model still passes. Cost: one full run per batch, one one-node session per candidate node run
-on the first batches, one converted-model run per round.
+``max_rounds`` rounds); then up to :data:`GIVE_BACK` nodes of the last round go back to
+float16, smallest error first, while the model still passes. Cost: one full run per batch, one
+one-node session per candidate node run on the first batches, one converted-model run per check.
 """
 
 from __future__ import annotations
@@ -40,6 +40,10 @@ RESOURCE = "precision-fp16"
 #: candidate runs per batch, the bulk of the cost (googlenet-onnx at batch 1: 26 nodes, 32
 #: samples, 17 s with every sample, 6 s with 8).
 ALONE_SAMPLES = 8
+
+#: The counts :func:`finish` reports (what was measured and decided, not rewrites).
+COUNTS = ("measured_samples", "measured_nodes", "kept_for_overflow", "kept_for_error",
+          "kept_not_finite", "whole_model_checks", "outputs_outside_fp16_tolerance")
 
 #: Nodes of the last round's batch handed back to float16 at most, one check each.
 GIVE_BACK = 4
@@ -265,7 +269,7 @@ def _alone_error(node: onnx.NodeProto, single: onnx.ModelProto, sessions: dict[s
                  values: Mapping[str, np.ndarray], convert: Convert) -> float:
     """The node converted alone, on its captured inputs, against its captured outputs."""
     if node.name not in sessions:
-        typed = _typed(single, values)
+        typed = measuring.typed(single, values)
         graph = ir.import_model(typed)
         convert(graph, {})
         # ONNX Runtime's CPU provider runs a float16 op it has no kernel for in float32 and,
@@ -298,18 +302,6 @@ def _alone_error(node: onnx.NodeProto, single: onnx.ModelProto, sessions: dict[s
         if error is not None:
             worst = max(worst, error)
     return worst
-
-
-def _typed(single: onnx.ModelProto, values: Mapping[str, np.ndarray]) -> onnx.ModelProto:
-    """``single`` with its inputs and outputs typed from the captured arrays (the conversion reads
-    types; shapes stay unknown but the rank)."""
-    typed = onnx.ModelProto()
-    typed.CopyFrom(single)
-    for value in [*typed.graph.input, *typed.graph.output]:
-        array = np.asarray(values[value.name])
-        elem = onnx.helper.np_dtype_to_tensor_dtype(array.dtype)
-        value.CopyFrom(onnx.helper.make_tensor_value_info(value.name, elem, [None] * array.ndim))
-    return typed
 
 
 def _check(trial: gs.Graph, model: onnx.ModelProto, batches: list[dict[str, np.ndarray]],

@@ -77,6 +77,18 @@ def single_node_model(model: onnx.ModelProto, node: onnx.NodeProto,
     return single
 
 
+def typed(single: onnx.ModelProto, values: Mapping[str, np.ndarray]) -> onnx.ModelProto:
+    """``single`` with its inputs and outputs typed from the captured arrays ``values`` (element
+    type and rank; dimensions left unknown)."""
+    result = onnx.ModelProto()
+    result.CopyFrom(single)
+    for value in [*result.graph.input, *result.graph.output]:
+        array = np.asarray(values[value.name])
+        elem = onnx.helper.np_dtype_to_tensor_dtype(array.dtype)
+        value.CopyFrom(onnx.helper.make_tensor_value_info(value.name, elem, [None] * array.ndim))
+    return result
+
+
 def relative_error(expected: np.ndarray, got: np.ndarray) -> float | None:
     """The largest ``|got - expected|`` over the largest ``|expected|`` (the absolute error when
     that is 0), over the elements ``expected`` holds finite; infinite when ``got`` is NaN or
@@ -104,4 +116,4 @@ def json_number(value: float) -> float | str:
 
 
 __all__ = ["BATCH_SAMPLES", "batch_size", "capture_model", "json_number", "relative_error",
-           "sample_batches", "single_node_model"]
+           "sample_batches", "single_node_model", "typed"]

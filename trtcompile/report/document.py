@@ -172,15 +172,18 @@ def engine_origins(engine: Mapping[str, Any],
 
 
 def precision_risk_section(passes: Sequence[Mapping[str, Any]]) -> dict[str, Any] | None:
-    """The precision risk table of the last pass run that measured one (``precision-fp16`` with
-    data): the pass, its ``data-max``, the samples, and per node ``name``, ``op``,
-    ``max_abs_fp32``, ``alone_error``, ``kept``, ``kept_by``, ``reason``, riskiest first. None
-    when no pass measured."""
+    """The precision risk table of the last pass run that measured one (``precision-fp16`` or
+    ``quantize-int8`` with data): the pass, the precision it writes (``fp16``, ``int8``), FP16's
+    ``data-max`` (None for INT8), the samples, and per node ``name``, ``op``, ``max_abs_fp32``,
+    ``alone_error``, ``kept``, ``kept_by``, ``reason`` (INT8 also ``amax``), riskiest first.
+    None when no pass measured."""
     measured = [record for record in passes if record.get("tables", {}).get("precision_risk")]
     if not measured:
         return None
     record = measured[-1]
-    return {"pass": record["pipeline_text"], "data_max": record["options"].get("data-max"),
+    return {"pass": record["pipeline_text"],
+            "precision": "int8" if record["name"] == "quantize-int8" else "fp16",
+            "data_max": record["options"].get("data-max"),
             "samples": record["counts"].get("measured_samples", 0),
             "nodes": record["tables"]["precision_risk"]}
 

@@ -84,25 +84,34 @@ def comparison_table(comparisons: Sequence[Mapping[str, Any]], several_shapes: b
 
 
 def format_precision_risk(report: Mapping[str, Any]) -> list[str]:
-    """The riskiest nodes for FP16 on the user's data (nothing when no pass measured): the range
-    each reaches in FP32, the error float16 gives it alone, and whether it stayed float32."""
+    """The riskiest nodes for the reduced precision on the user's data (nothing when no pass
+    measured): the range each reaches in FP32, the error the precision gives it alone, and
+    whether it stayed in higher precision and why."""
     risk = report.get("precision_risk")
     if not risk:
         return []
     nodes = risk["nodes"]
-    by_data = sum(1 for node in nodes if node.get("kept_by"))
+    int8 = risk.get("precision") == "int8"
+    low, high = ("INT8", "float") if int8 else ("FP16", "FP32")
     kept = sum(1 for node in nodes if node["kept"])
-    lines = [f"precision risk ({risk['pass']}, {risk['samples']} samples, data-max "
-             f"{risk['data_max']:g}): {len(nodes)} float nodes, {kept} kept in FP32, {by_data} of "
-             f"them by the data"]
+    head = f"precision risk ({risk['pass']}, {risk['samples']} samples"
+    if risk.get("data_max") is not None:
+        head += f", data-max {risk['data_max']:g}"
+    if int8:
+        head += f"): {len(nodes)} layers considered, {kept} left in higher precision"
+    else:
+        by_data = sum(1 for node in nodes if node.get("kept_by"))
+        head += (f"): {len(nodes)} float nodes, {kept} kept in FP32, {by_data} of them by the "
+                 "data")
     rows = []
     for node in nodes[:RISK_EXCERPT_NODES]:
         error = node["alone_error"]
         rows.append((node["name"], node["op"], _error(node["max_abs_fp32"]),
-                     "-" if error is None else _error(error),
-                     "FP32" if node["kept"] else "FP16", node["reason"] or ""))
+                     "-" if error is None else _error(error), high if node["kept"] else low,
+                     node["reason"] or ""))
+    lines = [head]
     lines += ["  " + line for line in format_table(
-        ("node", "op", "max |x| fp32", "fp16 error alone", "runs in", "reason"), rows,
+        ("node", "op", "max |x| fp32", f"{low.lower()} error alone", "runs in", "reason"), rows,
         (False, False, True, True, False, False))]
     if len(nodes) > RISK_EXCERPT_NODES:
         lines.append(f"  ({RISK_EXCERPT_NODES} of {len(nodes)} nodes shown, riskiest first; all "
