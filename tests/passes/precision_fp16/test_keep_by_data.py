@@ -271,3 +271,26 @@ def test_an_input_beyond_float16_keeps_the_nodes_reading_it() -> None:
     assert reasons(record) == {"relu": "float16 result not finite on the data",
                                "neg": "float16 result not finite on the data"}
     assert infinite_float16_values(converted, feeds) == {}
+
+
+def test_inputs_with_strings_are_measured_too(tmp_path: Path) -> None:
+    """--inputs gives strings as NumPy unicode arrays; the samples FP16 measures on take them."""
+    nodes = [oh.make_node("LabelEncoder", ["s"], ["v"], domain="ai.onnx.ml", name="encode",
+                          keys_strings=["a", "b"], values_floats=[1.0, 2.0], default_float=0.0),
+             oh.make_node("Mul", ["v", "x"], ["m"], name="mul"),
+             oh.make_node("Relu", ["m"], ["y"], name="relu")]
+    graph = oh.make_graph(nodes, "strings",
+                          [oh.make_tensor_value_info("s", onnx.TensorProto.STRING, ["n"]),
+                           oh.make_tensor_value_info("x", 1, ["n"])],
+                          [oh.make_tensor_value_info("y", 1, ["n"])])
+    model = oh.make_model(graph, opset_imports=[oh.make_opsetid("", 17),
+                                                oh.make_opsetid("ai.onnx.ml", 2)])
+    model.ir_version = ir.IR_VERSION
+    onnx.save(model, tmp_path / "strings.onnx")
+    np.savez(tmp_path / "inputs.npz", s=np.array(["a", "b", "a", "c"]),
+             x=np.array([1000.0, 2.0, 3.0, 4.0], np.float32))
+    result = compile_model(tmp_path / "strings.onnx", tmp_path / "out", CompileOptions(
+        precision="fp16", inputs=tmp_path / "inputs.npz", engine=False, progress=False))
+    assert result.error is None, result.error
+    kept_by = {row["name"]: row["kept_by"] for row in result.report["precision_risk"]["nodes"]}
+    assert kept_by == {"mul": "overflow", "relu": "overflow", "encode": None}
