@@ -294,3 +294,15 @@ def test_inputs_with_strings_are_measured_too(tmp_path: Path) -> None:
     assert result.error is None, result.error
     kept_by = {row["name"]: row["kept_by"] for row in result.report["precision_risk"]["nodes"]}
     assert kept_by == {"mul": "overflow", "relu": "overflow", "encode": None}
+
+
+def test_cli_keep_auto_without_data_exits_2_with_one_line(overflow_files: Path, tmp_path: Path,
+                                                          capsys) -> None:
+    code, _, err = run_main(
+        ["compile", str(overflow_files / "model.onnx"), "-o", str(tmp_path / "out"),
+         "--precision", "fp16", "--pipeline", "precision-fp16{keep=auto}", "--no-engine"], capsys)
+    assert code == 2
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("trtcompile: error: precision-fp16{keep=auto} measures the model on "
+                           "data: give --calib-data FILE or --inputs FILE")
+    assert not (tmp_path / "out").exists()
