@@ -379,7 +379,7 @@ def _risk_table(model: onnx.ModelProto, layers: list[_Layer], ranges: dict[str, 
     session = verify.inference_session(measuring.capture_model(model, [*watched.values(), *read]))
     names = [o.name for o in session.get_outputs()]
     peaks: dict[str, float] = {}
-    errors: dict[str, float] = {}
+    alone: dict[str, measuring.RelativeError] = {}
     sessions: dict[str, object] = {}
     for feed in batches:
         values = {**dict(zip(names, session.run(None, feed))), **feed}
@@ -387,10 +387,9 @@ def _risk_table(model: onnx.ModelProto, layers: list[_Layer], ranges: dict[str, 
             if tensor in values:
                 peaks[name] = max(peaks.get(name, 0.0), verify.output_peak([values[tensor]]))
         for layer in quantized:
-            error = _quantized_alone(layer, nodes[layer.node.name], model, ranges, values,
-                                     sessions)
-            if error is not None:
-                errors[layer.node.name] = max(errors.get(layer.node.name, 0.0), error)
+            _quantized_alone(layer, nodes[layer.node.name], model, ranges, values, sessions,
+                             alone.setdefault(layer.node.name, measuring.RelativeError()))
+    errors = {name: error.value for name, error in alone.items() if error.value is not None}
     rows = []
     for name in dict.fromkeys([*(layer.node.name for layer in layers), *reasons]):
         if name not in nodes:
@@ -410,9 +409,9 @@ def _risk_table(model: onnx.ModelProto, layers: list[_Layer], ranges: dict[str, 
 
 def _quantized_alone(layer: _Layer, node: onnx.NodeProto, model: onnx.ModelProto,
                      ranges: dict[str, float], values: dict[str, np.ndarray],
-                     sessions: dict[str, object]) -> float | None:
-    """The relative error of ``node`` run alone with its weights and activation on their int8
-    grids (as the graph's Q/DQ pairs give them), against its captured FP32 output."""
+                     sessions: dict[str, object], error: measuring.RelativeError) -> None:
+    """Add to ``error`` ``node`` run alone on one batch with its weights and activation on their
+    int8 grids (as the graph's Q/DQ pairs give them), against its captured FP32 output."""
     if node.name not in sessions:
         int8_values, scales = quantize_per_channel(layer.weight_values, layer.axis)
         shape = [1] * layer.weight_values.ndim
@@ -430,7 +429,7 @@ def _quantized_alone(layer: _Layer, node: onnx.NodeProto, model: onnx.ModelProto
             array = (np.clip(np.rint(array / scale), -128, INT8_MAX) * scale).astype(np.float32)
         feed[item.name] = array
     (got,) = session.run([node.output[0]], feed)
-    return measuring.relative_error(values[node.output[0]], got)
+    error.add(values[node.output[0]], got)
 
 
 def quantize_per_channel(weights: np.ndarray, axis: int) -> tuple[np.ndarray, np.ndarray]:

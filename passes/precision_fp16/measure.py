@@ -138,7 +138,7 @@ def measure(graph: gs.Graph, data: calibration.CalibrationData, convert: Convert
                if node.name in converted}
     single_sessions: dict[str, Any] = {}
     reference_outputs = []
-    errors: dict[str, float] = {}
+    alone: dict[str, measuring.RelativeError] = {}
     fp32_not_finite: set[str] = set()  # tensors FP32 itself makes infinite or NaN on the data
     seen = 0
     for feed in batches:
@@ -156,9 +156,10 @@ def measure(graph: gs.Graph, data: calibration.CalibrationData, convert: Convert
             row.floating |= bool(read)
             row.max_abs_fp32 = max(row.max_abs_fp32, *read, 0.0)
             if node.name in singles and seen < ALONE_SAMPLES:
-                errors[node.name] = max(errors.get(node.name, 0.0), _alone_error(
-                    node, singles[node.name], single_sessions, values, convert))
+                _alone_error(node, singles[node.name], single_sessions, values, convert,
+                             alone.setdefault(node.name, measuring.RelativeError()))
         seen += measuring.batch_size(feed)
+    errors = {name: error.value for name, error in alone.items() if error.value is not None}
     for name, error in errors.items():
         rows[name].alone_error = error
 
@@ -266,8 +267,10 @@ def _converted_nodes(converted: gs.Graph) -> set[str]:
 
 
 def _alone_error(node: onnx.NodeProto, single: onnx.ModelProto, sessions: dict[str, Any],
-                 values: Mapping[str, np.ndarray], convert: Convert) -> float:
-    """The node converted alone, on its captured inputs, against its captured outputs."""
+                 values: Mapping[str, np.ndarray], convert: Convert,
+                 error: measuring.RelativeError) -> None:
+    """Add to ``error`` the node converted alone, on its captured inputs of one batch, against
+    its captured outputs."""
     if node.name not in sessions:
         typed = measuring.typed(single, values)
         graph = ir.import_model(typed)
@@ -296,12 +299,8 @@ def _alone_error(node: onnx.NodeProto, single: onnx.ModelProto, sessions: dict[s
             feed[item.name] = (np.asarray(values[source]).astype(np.float16) if source is not None
                                else values[item.name])
     produced = dict(zip([o.name for o in session.get_outputs()], session.run(None, feed)))
-    worst = 0.0
     for name, inner in compared.items():
-        error = measuring.relative_error(values[name], produced[inner])
-        if error is not None:
-            worst = max(worst, error)
-    return worst
+        error.add(values[name], produced[inner])
 
 
 def _check(trial: gs.Graph, model: onnx.ModelProto, batches: list[dict[str, np.ndarray]],

@@ -19,8 +19,9 @@ from trtcompile.calibration.data import (
     model_input_specs,
 )
 
-#: Samples per batch when the model's batch dimension is dynamic.
-BATCH_SAMPLES = 8
+#: Samples per batch when the model's batch dimension is dynamic. A capture of every tensor holds
+#: one batch of all of them at once, so batches stay small.
+BATCH_SAMPLES = 4
 
 
 def sample_batches(model: onnx.ModelProto, data: CalibrationData,
@@ -89,23 +90,37 @@ def typed(single: onnx.ModelProto, values: Mapping[str, np.ndarray]) -> onnx.Mod
     return result
 
 
-def relative_error(expected: np.ndarray, got: np.ndarray) -> float | None:
-    """The largest ``|got - expected|`` over the largest ``|expected|`` (the absolute error when
-    that is 0), over the elements ``expected`` holds finite; infinite when ``got`` is NaN or
-    infinite where ``expected`` is not; None for a tensor that is not floating-point or has no
-    finite element."""
-    expected = np.asarray(expected)
-    if expected.dtype.kind != "f" or not expected.size:
-        return None
-    got = np.asarray(got).astype(np.float32)
-    finite = np.isfinite(expected)
-    if np.any(finite & ~np.isfinite(got)):
-        return math.inf
-    if not finite.any():
-        return None
-    error = float(np.abs(got[finite] - expected[finite]).max())
-    peak = float(np.abs(expected[finite]).max())
-    return error / peak if peak > 0 else error
+class RelativeError:
+    """The largest ``|got - expected|`` over the largest ``|expected|`` of a node's outputs, over
+    every batch added (the absolute error when ``|expected|`` is 0 throughout), taken where
+    ``expected`` is finite; infinite once ``got`` is NaN or infinite where ``expected`` is not.
+    Independent of how the samples are batched."""
+
+    def __init__(self) -> None:
+        self.error = 0.0
+        self.peak = 0.0
+        self.measured = False
+
+    def add(self, expected: np.ndarray, got: np.ndarray) -> None:
+        """One output of one batch (tensors that are not floating-point are ignored)."""
+        expected = np.asarray(expected)
+        if expected.dtype.kind != "f" or not expected.size:
+            return
+        got = np.asarray(got).astype(np.float32)
+        finite = np.isfinite(expected)
+        self.measured = True
+        if np.any(finite & ~np.isfinite(got)):
+            self.error = math.inf
+        if finite.any():
+            self.error = max(self.error, float(np.abs(got[finite] - expected[finite]).max()))
+            self.peak = max(self.peak, float(np.abs(expected[finite]).max()))
+
+    @property
+    def value(self) -> float | None:
+        """The relative error, or None when no floating-point output was added."""
+        if not self.measured:
+            return None
+        return self.error / self.peak if self.peak > 0 else self.error
 
 
 def json_number(value: float) -> float | str:
@@ -115,5 +130,5 @@ def json_number(value: float) -> float | str:
     return float(f"{value:.6g}")
 
 
-__all__ = ["BATCH_SAMPLES", "batch_size", "capture_model", "json_number", "relative_error",
+__all__ = ["BATCH_SAMPLES", "batch_size", "capture_model", "json_number", "RelativeError",
            "sample_batches", "single_node_model", "typed"]
