@@ -38,7 +38,7 @@ RESOURCE = "precision-fp16"
 #: Samples each node's error alone is measured on (the first batches): it ranks the nodes, while
 #: the ranges and the whole-model check take every sample measured. One one-node session per
 #: candidate runs per batch, the bulk of the cost (googlenet-onnx at batch 1, 26 nodes, 32
-#: samples, two CPU cores: the pass takes 7 s measuring every sample alone, 1.3-3.5 s with 8).
+#: samples, two CPU cores: the pass takes 7 s measuring every sample alone, 1-3.5 s with 8).
 ALONE_SAMPLES = 8
 
 #: The counts :func:`finish` reports (what was measured and decided, not rewrites).
