@@ -6,9 +6,11 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 import numpy as np
+import onnx
 import onnx_graphsurgeon as gs
 
-from trtcompile import calibration, ir
+from trtcompile import calibration, ir, verify
+from trtcompile.calibration import measuring
 from trtcompile.pm import Pass, PassContext, PassResult
 
 #: Largest magnitude of symmetric int8 (TensorRT quantizes to [-127, 127]).
@@ -75,13 +77,20 @@ class QuantizeInt8(Pass):
     outputs change by quantization error (judge by task accuracy, not elementwise).
     Options: ``method``, ``percentile``, ``ops`` (which plain op types to quantize), ``fused_conv``,
     ``exclude`` (node names kept float), ``keep_output_layers`` (rule 8), ``batch_size`` (for
-    dynamic batch), ``max_batches`` (0 = all calibration data), ``num_bins``.
+    dynamic batch), ``max_batches`` (0 = all calibration data), ``num_bins``, ``risk_samples``.
+
+    Precision risk table: with calibration samples, each quantized layer runs alone on the first
+    ``risk_samples`` of them (0: no table): its activation rounded to the int8 grid of its
+    calibrated range and its weights to their per-channel grid, against the FP32 layer on the
+    same captured inputs; the error is the largest ``|int8 - fp32|`` of its output over the
+    largest ``|fp32|``. With the FP32 range of its input and the calibrated ``amax``, one row per
+    layer the pass considered (the result's ``precision_risk`` table).
     """
 
     name: ClassVar[str] = "quantize-int8"
     #: Counts of calibration, reported whether or not a layer may be rewritten (rewrite limit).
     classification_counts: ClassVar[tuple[str, ...]] = (
-        "calibrated_tensors", "ranges_from_cache", "calibration_samples")
+        "calibrated_tensors", "ranges_from_cache", "calibration_samples", "measured_samples")
 
     method: str = "entropy"
     percentile: float = calibration.DEFAULT_PERCENTILE
@@ -92,6 +101,7 @@ class QuantizeInt8(Pass):
     batch_size: int = calibration.DEFAULT_BATCH_SIZE
     max_batches: int = 0
     num_bins: int = calibration.DEFAULT_NUM_BINS
+    risk_samples: int = 8
 
     def run(self, graph: gs.Graph, ctx: PassContext) -> PassResult:
         result = PassResult()
@@ -126,6 +136,8 @@ class QuantizeInt8(Pass):
         self._rewrite(graph, layers, ranges, result, ctx)
         ir.toposort(graph)
         _report_higher_precision(graph, result)
+        if setup.data is not None and self.risk_samples:
+            _risk_table(model, layers, ranges, setup.data, result, self.risk_samples)
         return result
 
     # Candidates ------------------------------------------------------------------------------
@@ -343,6 +355,81 @@ def _fused_conv_positions(function: gs.Function) -> tuple[int, int, int] | None:
 def _scale(amax: float) -> float:
     """Per-tensor scale for a symmetric range; a tensor that was always zero gets scale 1."""
     return amax / INT8_MAX if amax > 0 and np.isfinite(amax) else 1.0
+
+
+def _risk_table(model: onnx.ModelProto, layers: list[_Layer], ranges: dict[str, float],
+                data: calibration.CalibrationData, result: PassResult, samples: int) -> None:
+    """Per layer the pass considered: the FP32 range of its activation on the samples, its
+    calibrated ``amax``, the error it makes quantized alone (see the class docstring), whether it
+    stayed in higher precision and why; riskiest first, in ``result.tables``."""
+    nodes = {node.name: node for node in model.graph.node}
+    reasons: dict[str, str] = {}
+    for rejection in result.rejections:
+        for name in rejection.nodes:
+            reasons.setdefault(name, rejection.reason)
+    quantized = [layer for layer in layers if layer.node.name not in reasons]
+    constants = {init.name for init in model.graph.initializer}
+    watched = {layer.node.name: layer.activation.name for layer in layers}
+    watched.update({name: nodes[name].input[0] for name in reasons
+                    if name in nodes and nodes[name].input and nodes[name].input[0]})
+    read = [n for layer in quantized for n in [*nodes[layer.node.name].input,
+                                              *nodes[layer.node.name].output]
+            if n and n not in constants]
+    batches = measuring.sample_batches(model, data, samples)
+    session = verify.inference_session(measuring.capture_model(model, [*watched.values(), *read]))
+    names = [o.name for o in session.get_outputs()]
+    peaks: dict[str, float] = {}
+    alone: dict[str, measuring.RelativeError] = {}
+    sessions: dict[str, object] = {}
+    for feed in batches:
+        values = {**dict(zip(names, session.run(None, feed))), **feed}
+        for name, tensor in watched.items():
+            if tensor in values:
+                peaks[name] = max(peaks.get(name, 0.0), verify.output_peak([values[tensor]]))
+        for layer in quantized:
+            _quantized_alone(layer, nodes[layer.node.name], model, ranges, values, sessions,
+                             alone.setdefault(layer.node.name, measuring.RelativeError()))
+    errors = {name: error.value for name, error in alone.items() if error.value is not None}
+    rows = []
+    for name in dict.fromkeys([*(layer.node.name for layer in layers), *reasons]):
+        if name not in nodes:
+            continue
+        activation = watched.get(name)
+        amax = ranges.get(activation) if name not in reasons else None
+        error = errors.get(name)
+        rows.append({"name": name, "op": nodes[name].op_type,
+                     "max_abs_fp32": measuring.json_number(peaks.get(name, 0.0)),
+                     "amax": None if amax is None else measuring.json_number(float(amax)),
+                     "alone_error": None if error is None else measuring.json_number(error),
+                     "kept": name in reasons, "kept_by": None, "reason": reasons.get(name)})
+    rows.sort(key=lambda row: (row["kept"], -(errors.get(row["name"], -1.0))))
+    result.tables["precision_risk"] = rows
+    result.count("measured_samples", sum(measuring.batch_size(feed) for feed in batches))
+
+
+def _quantized_alone(layer: _Layer, node: onnx.NodeProto, model: onnx.ModelProto,
+                     ranges: dict[str, float], values: dict[str, np.ndarray],
+                     sessions: dict[str, object], error: measuring.RelativeError) -> None:
+    """Add to ``error`` ``node`` run alone on one batch with its weights and activation on their
+    int8 grids (as the graph's Q/DQ pairs give them), against its captured FP32 output."""
+    if node.name not in sessions:
+        int8_values, scales = quantize_per_channel(layer.weight_values, layer.axis)
+        shape = [1] * layer.weight_values.ndim
+        shape[layer.axis] = -1
+        restored = int8_values.astype(np.float32) * scales.reshape(shape)
+        single = measuring.single_node_model(model, node,
+                                             {node.input[layer.weight_index]: restored})
+        sessions[node.name] = verify.inference_session(measuring.typed(single, values))
+    session = sessions[node.name]
+    scale = np.float32(_scale(float(ranges[layer.activation.name])))
+    feed = {}
+    for item in session.get_inputs():
+        array = np.asarray(values[item.name])
+        if item.name == layer.activation.name:  # QuantizeLinear: round half to even, saturate
+            array = (np.clip(np.rint(array / scale), -128, INT8_MAX) * scale).astype(np.float32)
+        feed[item.name] = array
+    (got,) = session.run([node.output[0]], feed)
+    error.add(values[node.output[0]], got)
 
 
 def quantize_per_channel(weights: np.ndarray, axis: int) -> tuple[np.ndarray, np.ndarray]:

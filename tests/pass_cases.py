@@ -20,8 +20,9 @@ Header lines (all optional):
     Calibration samples for ``quantize-int8``: that many seeded samples of every input (drawn like
     the parity inputs, from ``data-range`` or a standard normal, with their own seed, 1 unless
     given, so calibration never sees the parity inputs), handed to the pipeline as
-    ``PassContext.resources["quantize-int8"]``. The ranges, hence the scales recorded in the
-    expectations, are deterministic.
+    ``PassContext.resources["quantize-int8"]`` and as the samples ``precision-fp16{keep=auto}``
+    measures on (``resources["precision-fp16"]``). The ranges, hence the scales and the keep-list
+    recorded in the expectations, are deterministic.
 ``# data-range: LO,HI``
     Parity draws the case's floating-point inputs uniformly from ``[LO, HI)`` (default: standard
     normal); for graphs whose inputs are known to lie in a range.
@@ -129,6 +130,7 @@ class PassCase:
         data = self.calibration_data(model)
         if data is not None:
             ctx.resources["quantize-int8"] = calibration.Calibration(data=data, progress=False)
+            ctx.resources["precision-fp16"] = data
         return ctx
 
 

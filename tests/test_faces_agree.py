@@ -40,12 +40,18 @@ def _spec(shape: list[int]) -> str:
 CASES = {
     "fp32": ("conv", "default", "fp32", None, None),
     "fp16": ("conv", "default", "fp16", None, None),
+    "fp16-measured-on-data": ("conv", "default", "fp16", None, None),
     "int8-percentile-engine-guided": ("conv", "engine-guided(quantize-int8)", "int8", "percentile",
                                       None),
     "rejected-op-partitions": ("bitshift", "default", "fp32", None, None),
     "dynamic-profile": ("dynamic", "default", "fp32", None, PROFILE),
     "tuned": ("conv", "tuned", "fp32", None, None),
 }
+
+
+def _with_data(case: str) -> bool:
+    """Whether the case gives the calibration samples (INT8 calibrates, FP16 measures on them)."""
+    return CASES[case][2] == "int8" or case == "fp16-measured-on-data"
 
 
 @pytest.fixture(scope="module")
@@ -89,8 +95,10 @@ def _cli(case: str, paths: dict[str, Path], out: Path) -> dict:
     model, pipeline, precision, method, profile = CASES[case]
     argv = ["compile", str(paths[model]), "-o", str(out), "--no-progress", "-q",
             "--pipeline", pipeline, "--precision", precision]
-    if precision == "int8":
-        argv += ["--calib-data", str(paths["calib"]), "--calib-method", method]
+    if _with_data(case):
+        argv += ["--calib-data", str(paths["calib"])]
+    if method:
+        argv += ["--calib-method", method]
     if profile:
         argv += ["--min-shapes", _spec(profile["min_shapes"]["input"]),
                  "--opt-shapes", _spec(profile["opt_shapes"]["input"]),
@@ -102,8 +110,10 @@ def _cli(case: str, paths: dict[str, Path], out: Path) -> dict:
 def _options(case: str, paths: dict[str, Path]) -> dict:
     _, pipeline, precision, method, profile = CASES[case]
     options = {"pipeline": pipeline, "precision": precision, "progress": False}
-    if precision == "int8":
-        options.update(calib_data=paths["calib"], calib_method=method)
+    if _with_data(case):
+        options["calib_data"] = paths["calib"]
+    if method:
+        options["calib_method"] = method
     if profile:
         options["shapes"] = ShapeOptions(**{k: [v] for k, v in profile.items()})
     return options
@@ -131,8 +141,10 @@ def _golden(case: str, paths: dict[str, Path], out: Path) -> dict:
     model, pipeline, precision, method, profile = CASES[case]
     lines = ["[[model]]", f'name = "{case}"', f'path = "{paths[model]}"',
              f'pipeline = "{pipeline}"', f'precision = "{precision}"', "engine = true"]
-    if precision == "int8":
-        lines += [f'calib_data = "{paths["calib"]}"', f'calib_method = "{method}"']
+    if _with_data(case):
+        lines.append(f'calib_data = "{paths["calib"]}"')
+    if method:
+        lines.append(f'calib_method = "{method}"')
     for key, shapes in (profile or {}).items():
         lines.append(f"{key} = {{ input = {shapes['input']} }}")
     out.mkdir()
@@ -167,6 +179,8 @@ def test_every_face_gives_the_same_graph_engine_partition_and_verdict(case, inpu
         assert result == reference, f"{face} differs from the command line: {result} != {reference}"
     if case == "rejected-op-partitions":
         assert "BitShift" in reference["fallback"] and reference["segment_engines"] == 2
+    if case == "fp16-measured-on-data":
+        assert "precision-fp16{keep=auto}" in reference["passes"], reference["passes"]
     if case == "int8-percentile-engine-guided":
         assert any("quantize-int8{method=percentile" in text for text in reference["passes"]), \
             reference["passes"]

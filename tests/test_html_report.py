@@ -232,3 +232,18 @@ def test_large_graphs_start_folded_and_huge_ones_are_not_drawn(compiled) -> None
     report["graphs"]["input"] = {"node_count": 5000, "nodes": None, "edges": None}
     page = html_report.render_html(report)
     assert "Not drawn: 5000 nodes" in page and 'id="graph-input"' not in page
+
+
+def test_precision_risk_table_lists_every_node_escaped() -> None:
+    from trtcompile.html_report.passes import precision_risk_section
+
+    nodes = [{"name": f"conv_{i}", "op": "Conv", "max_abs_fp32": float(i), "alone_error": 1e-3,
+              "kept": False, "kept_by": None, "reason": None} for i in range(9)]
+    nodes.insert(0, {"name": "<mm>", "op": "MatMul", "max_abs_fp32": 7e4, "alone_error": "inf",
+                     "kept": True, "kept_by": "overflow", "reason": "overflow risk: |x| > 512"})
+    page = precision_risk_section({"precision_risk": {
+        "pass": "precision-fp16{keep=auto}", "data_max": 512.0, "samples": 32, "nodes": nodes}})
+    assert page.count('class="risk-row"') == 10  # the whole table, not the terminal's five
+    assert 'data-node="&lt;mm&gt;" data-kept="FP32"' in page and "<mm>" not in page
+    assert "<td>overflow</td><td>overflow risk: |x| &gt; 512</td>" in page
+    assert precision_risk_section({"precision_risk": None}) == ""

@@ -60,3 +60,23 @@ def test_a_compile_runs_the_users_fp16_pass_once_with_its_options(tmp_path: Path
     runs = [r for r in result.report["passes"] if r["name"] == "precision-fp16"]
     assert [r["pipeline_text"] for r in runs] == ["precision-fp16{keep-ops=Conv}"]
     assert result.error is None
+
+
+def test_fp16_with_data_measures_its_keep_list() -> None:
+    assert composed("fold-constants", precision="fp16", calib_data="d.npz") == \
+        "fold-constants,precision-fp16{keep=auto}"
+    assert composed("fold-constants", precision="fp16", inputs="x.npz") == \
+        "fold-constants,precision-fp16{keep=auto}"
+    assert composed("precision-fp16{keep-ops=Exp}", precision="fp16", calib_data="d.npz") == \
+        "precision-fp16{keep-ops=Exp keep=auto}"
+
+
+def test_the_users_keep_choice_is_not_a_contradiction() -> None:
+    """keep is the flow's choice, not a flag: a pipeline forcing static keeps it with data."""
+    assert composed("precision-fp16{keep=static}", precision="fp16", calib_data="d.npz") == \
+        "precision-fp16{keep=static}"
+
+
+def test_a_calibration_cache_is_refused_for_fp16() -> None:
+    with pytest.raises(InputError, match=r"^--calib-cache applies to --precision int8 only"):
+        composed("default", precision="fp16", calib_cache="ranges.json")

@@ -255,3 +255,47 @@ def test_a_partitioned_compile_shows_its_segment_engines() -> None:
     assert any(row.endswith("segments/segment_1.engine: 4 engine layers (3 compute), built in "
                             "250.0 ms") for row in rows)
     assert "not built" not in report.render(data)
+def _risk_record(rows: list[dict]) -> dict:
+    record = _record(4, "precision-fp16", 120, 125, 2.0, {"measured_samples": 32})
+    record.update(pipeline_text="precision-fp16{keep=auto}", options={"data-max": 512.0},
+                  tables={"precision_risk": rows})
+    return record
+
+
+def test_precision_risk_comes_from_the_last_measuring_pass_and_shows_five_nodes() -> None:
+    rows = [{"name": f"n{i}", "op": "Conv", "max_abs_fp32": 10.0 * i,
+             "alone_error": 1e-3 / (i + 1), "kept": False, "kept_by": None, "reason": None}
+            for i in range(7)]
+    rows[0].update(name="big", op="MatMul", max_abs_fp32=7e4, alone_error="inf", kept=True,
+                   kept_by="overflow", reason="overflow risk")
+    passes = [*sample_report()["passes"], _risk_record(rows)]
+    section = report.precision_risk_section(passes)
+    assert section == {"pass": "precision-fp16{keep=auto}", "precision": "fp16", "data_max": 512.0,
+                       "samples": 32,
+                       "nodes": rows}
+    assert report.precision_risk_section(sample_report()["passes"]) is None
+
+    lines = report.format_precision_risk({"precision_risk": section})
+    assert lines[0] == ("precision risk (precision-fp16{keep=auto}, 32 samples, data-max 512): "
+                        "7 float nodes, 1 kept in FP32, 1 of them by the data")
+    body = lines[2:2 + report.RISK_EXCERPT_NODES]
+    assert [line.split()[0] for line in body] == ["big", "n1", "n2", "n3", "n4"]
+    assert body[0].split()[2:5] == ["7e+04", "inf", "FP32"]
+    assert lines[-1] == ("  (5 of 7 nodes shown, riskiest first; all are in report.json and the "
+                         "HTML report)")
+    rendered = report.render(sample_report(precision_risk=section))
+    assert rendered.index("precision risk (") < rendered.index("parity: ")
+    assert "precision risk" not in report.render(sample_report())
+
+
+def test_only_records_with_tables_carry_them() -> None:
+    from trtcompile.pm import PassResult
+    from trtcompile.pm.records import PassRecord
+
+    plain = PassRecord(1, "p", "p", {}, None, 1, 1, 0.0, False, {}, {}, [])
+    assert "tables" not in plain.to_dict()
+    result = PassResult()
+    result.tables["precision_risk"] = [{"name": "n"}]
+    measured = PassRecord(1, "p", "p", {}, None, 1, 1, 0.0, False, {}, {}, [],
+                          tables=result.tables)
+    assert measured.to_dict()["tables"] == {"precision_risk": [{"name": "n"}]}

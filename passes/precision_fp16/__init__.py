@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from functools import lru_cache
 from typing import ClassVar
 
 import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 
+from passes.precision_fp16 import measure
 from passes.precision_fp16.casts import FLOAT, FLOAT16, merge_cast_chains
+from passes.precision_fp16.types import (
+    infer_function_types,
+    infer_types,
+    schema_slots,
+    slot_allows,
+)
 from trtcompile import ir
 from trtcompile.pm import Pass, PassContext, PassResult
 
@@ -27,6 +34,10 @@ DEFAULT_KEEP_OPS = (
     "LayerNormalization", "InstanceNormalization", "GroupNormalization", "LpNormalization",
     "MeanVarianceNormalization",
 )
+
+#: ``keep``: ``static`` (the rules alone), ``auto`` (also by measuring the data), ``default``
+#: (``auto`` when the context holds data, else ``static``).
+KEEP_MODES = ("default", "static", "auto")
 
 _FLOAT_TYPES = {FLOAT16, FLOAT, onnx.TensorProto.DOUBLE, onnx.TensorProto.BFLOAT16}
 
@@ -72,26 +83,75 @@ class PrecisionFp16(Pass):
          is the same in both precisions is reused.
       4. Back-to-back Casts are merged when the first is exact (``float16 -> float32 -> x`` is
          ``float16 -> x``) and dropped when they cancel, so no Cast pair remains.
+      5. With data (``keep=auto``; ``keep=default`` when ``ctx.resources["precision-fp16"]``
+         holds samples, as ``--calib-data``/``--inputs`` give them) the keep-list is also
+         measured: the FP32 model runs on ONNX Runtime on up to ``samples`` samples with every
+         top-level tensor as an output. A node rule 1 would convert stays float32 when a float
+         input or output reaches |x| > ``data_max`` (default 512, the ``data_max`` of NVIDIA
+         Model Optimizer's AutoCast and Torch-TensorRT's autocast: 1/128 of float16's 65504,
+         headroom for data the samples do not cover and for the sums and squares downstream).
+         Each other converted node is measured alone (on the first 8 samples): a one-node model
+         converted by these rules runs on its captured inputs rounded to float16; its error is
+         the largest ``|fp16 - fp32|`` of its float16 outputs over the largest ``|fp32|``
+         (infinite when float16 overflows). Then, while a float16 tensor of the converted model
+         holds a NaN or an infinity where FP32 does not (the node where it starts stays
+         float32) or its outputs miss FP16's parity tolerances on the samples, the nodes of
+         largest alone-error stay float32, 1, 2, 4, ... per round, for at most ``max_rounds``
+         rounds; then up to 4 of the last round's, smallest error first, go back to float16 one
+         at a time while the model still passes. Every node so kept has its reason
+         (``--why-not``); the per-node table (range, alone-error, kept, reason) is the result's
+         ``precision_risk`` table. ``keep=static`` applies rules 1-4 alone, with or without
+         data; ``keep=auto`` without data is an error naming what to give.
 
     Requires: a type-checkable graph (types from ONNX shape inference). Preserves: graph inputs and
     outputs (names, float32 types, shapes); outputs within half-precision tolerance
     (see ``trtcompile.calibration.parity_tolerances("fp16")``).
     Options: ``keep_ops`` (extra op types kept float32), ``keep_nodes`` (node names kept float32),
-    ``default_keep`` (use ``DEFAULT_KEEP_OPS``).
+    ``default_keep`` (use ``DEFAULT_KEEP_OPS``), ``keep`` (``default``, ``static``, ``auto``:
+    rule 5), ``data_max``, ``samples`` (at most this many are measured), ``max_rounds``.
     """
 
     name: ClassVar[str] = "precision-fp16"
+    #: Counts of the measurement (rule 5), reported whether or not a layer may be rewritten.
+    classification_counts: ClassVar[tuple[str, ...]] = measure.COUNTS
 
     keep_ops: tuple[str, ...] = ()
     keep_nodes: tuple[str, ...] = ()
     default_keep: bool = True
+    keep: str = "default"
+    data_max: float = 512.0
+    samples: int = 32
+    max_rounds: int = 8
+
+    def __post_init__(self) -> None:
+        if self.keep not in KEEP_MODES:
+            raise ValueError(f"keep={self.keep}: expected one of {', '.join(KEEP_MODES)}")
+        if not (math.isfinite(self.data_max) and self.data_max > 0):
+            raise ValueError(f"data-max={self.data_max}: expected a finite number > 0")
+        if self.samples < 1 or self.max_rounds < 0:
+            raise ValueError("samples must be at least 1 and max-rounds at least 0")
 
     def run(self, graph: gs.Graph, ctx: PassContext) -> PassResult:
+        keep_nodes = {name: "kept float32 by option" for name in self.keep_nodes}
+        data = measure.data_of(ctx)
+        if self.keep == "auto" or (self.keep == "default" and data is not None):
+            data = measure.require_data(ctx)
+            measured = measure.measure(
+                graph, data, lambda g, keep: self._convert(g, PassContext(), keep),
+                user_keep=keep_nodes, data_max=self.data_max, samples=self.samples,
+                max_rounds=self.max_rounds)
+            result = self._convert(graph, ctx, {**keep_nodes, **measured.reasons})
+            measure.finish(measured, result, self.data_max)
+            return result
+        return self._convert(graph, ctx, keep_nodes)
+
+    def _convert(self, graph: gs.Graph, ctx: PassContext, keep_nodes: dict[str, str]) -> PassResult:
+        """Convert ``graph`` in place, keeping ``keep_nodes`` (name -> reason) in float32."""
         result = PassResult()
         model = ir.export_model(graph.copy())
-        types = _infer_types(model)
+        types = infer_types(model)
         keep_ops = set(self.keep_ops) | (set(DEFAULT_KEEP_OPS) if self.default_keep else set())
-        converter = _Converter(graph, keep_ops, set(self.keep_nodes), result, ir.opset(graph),
+        converter = _Converter(graph, keep_ops, keep_nodes, result, ir.opset(graph),
                                {(f.domain, f.name): f for f in model.functions}, ctx)
         converter.convert(graph, types, input_fp16=[False] * len(graph.inputs),
                           output_fp16=[False] * len(graph.outputs), top_level=True)
@@ -102,66 +162,6 @@ class PrecisionFp16(Pass):
         graph.cleanup(remove_unused_graph_inputs=False)
         ir.toposort(graph)
         return result
-
-
-# --------------------------------------------------------------------------------------------
-# Types
-# --------------------------------------------------------------------------------------------
-
-
-def _infer_types(model: onnx.ModelProto) -> dict[str, int]:
-    """Element type of every tensor of the model's main graph that shape inference can type."""
-    try:
-        inferred = onnx.shape_inference.infer_shapes(model, strict_mode=False)
-    except Exception:  # inference is best effort: untyped tensors keep their layers in float32
-        inferred = model
-    types: dict[str, int] = {}
-    graph = inferred.graph
-    for value in [*graph.input, *graph.output, *graph.value_info]:
-        if value.type.HasField("tensor_type") and value.type.tensor_type.elem_type:
-            types[value.name] = value.type.tensor_type.elem_type
-    for init in graph.initializer:
-        types[init.name] = init.data_type
-    return types
-
-
-def _infer_function_types(graph: gs.Graph, proto: onnx.FunctionProto,
-                          input_types: Sequence[int]) -> dict[str, int]:
-    """Element types inside a function's body when called with ``input_types``."""
-    inputs = [onnx.helper.make_tensor_value_info(name, elem, None)
-              for name, elem in zip(proto.input, input_types)]
-    outputs = [onnx.helper.make_empty_tensor_value_info(name) for name in proto.output]
-    body = onnx.helper.make_graph(list(proto.node), proto.name, inputs, outputs)
-    opsets = list(proto.opset_import) or [onnx.helper.make_opsetid("", ir.opset(graph))]
-    model = onnx.helper.make_model(body, opset_imports=opsets)
-    model.ir_version = ir.IR_VERSION
-    types = _infer_types(model)
-    types.update({name: elem for name, elem in zip(proto.input, input_types)})
-    return types
-
-
-@lru_cache(maxsize=None)
-def _schema_slots(op: str, opset: int) -> tuple[tuple[bool, ...], tuple[bool, ...], bool, bool] | None:
-    """Whether each input/output slot of ``op`` may be float16 (last slot repeats if variadic)."""
-    try:
-        schema = onnx.defs.get_schema(op, opset, "")
-    except onnx.defs.SchemaError:
-        return None
-    allowed = {c.type_param_str: set(c.allowed_type_strs) for c in schema.type_constraints}
-
-    def slot(param) -> bool:
-        return "tensor(float16)" in allowed.get(param.type_str, {param.type_str})
-
-    variadic = onnx.defs.OpSchema.FormalParameterOption.Variadic
-    return (tuple(slot(p) for p in schema.inputs), tuple(slot(p) for p in schema.outputs),
-            bool(schema.inputs) and schema.inputs[-1].option == variadic,
-            bool(schema.outputs) and schema.outputs[-1].option == variadic)
-
-
-def _slot_allows(slots: tuple[bool, ...], variadic: bool, index: int) -> bool:
-    if index < len(slots):
-        return slots[index]
-    return variadic and bool(slots) and slots[-1]
 
 
 # --------------------------------------------------------------------------------------------
@@ -182,7 +182,7 @@ class _Plan:
 
 
 class _Converter:
-    def __init__(self, graph: gs.Graph, keep_ops: set[str], keep_nodes: set[str],
+    def __init__(self, graph: gs.Graph, keep_ops: set[str], keep_nodes: dict[str, str],
                  result: PassResult, opset: int,
                  function_protos: dict[tuple[str, str], onnx.FunctionProto], ctx: PassContext):
         self.ctx = ctx
@@ -291,7 +291,7 @@ class _Converter:
 
     def _keep_reason(self, node: gs.Node, types: dict[str, int], float32: set[str]) -> str | None:
         if node.name in self.keep_nodes:
-            return "kept float32 by option"
+            return self.keep_nodes[node.name]
         if node.op in self.keep_ops:
             return f"{node.op} is on the float32 keep-list"
         if ir.subgraphs(node):
@@ -333,14 +333,14 @@ class _Converter:
             plan.inputs = {i for i, t in enumerate(node.inputs) if t.name in float32}
             plan.outputs = {i for i, t in enumerate(node.outputs) if t.name in float32}
             return plan
-        slots = _schema_slots(node.op, self.opset)
+        slots = schema_slots(node.op, self.opset)
         if slots is None:
             return None
         input_slots, output_slots, input_variadic, output_variadic = slots
         plan.inputs = {i for i, t in enumerate(node.inputs)
-                       if t.name in float32 and _slot_allows(input_slots, input_variadic, i)}
+                       if t.name in float32 and slot_allows(input_slots, input_variadic, i)}
         plan.outputs = {i for i, t in enumerate(node.outputs)
-                        if t.name in float32 and _slot_allows(output_slots, output_variadic, i)}
+                        if t.name in float32 and slot_allows(output_slots, output_variadic, i)}
         return plan
 
     @staticmethod
@@ -377,7 +377,7 @@ class _Converter:
         if key not in self.specialized:
             body = function.copy()
             proto = self.function_protos[ir.function_key(function)]
-            body_types = _infer_function_types(self.graph, proto, input_types)
+            body_types = infer_function_types(self.graph, proto, input_types)
             input_fp16 = [i in plan.inputs for i in range(len(body.inputs))]
             output_fp16 = [i in plan.outputs for i in range(len(body.outputs))]
             changed = self.convert(body, body_types, input_fp16=input_fp16,

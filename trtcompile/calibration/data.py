@@ -88,7 +88,9 @@ class CalibrationData:
         counts = set()
         for spec in specs:
             array = self.arrays[spec.name]
-            if array.dtype != spec.dtype:
+            # String inputs come as NumPy unicode arrays, as ONNX Runtime takes them.
+            strings = spec.dtype == np.dtype(object) and array.dtype.kind in "US"
+            if array.dtype != spec.dtype and not strings:
                 raise InputError(f"{where}: '{spec.name}' is {array.dtype} but the model input is "
                                  f"{spec.dtype}; save it as {spec.dtype}")
             if array.ndim != len(spec.shape):

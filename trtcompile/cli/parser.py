@@ -108,7 +108,8 @@ def build_parser() -> argparse.ArgumentParser:
                                "inputs keep Polygraphy's 0/1")
     compile_.add_argument("--inputs", metavar="NPZ", default=None,
                           help="inputs the checks run the model on (parity, engine parity, the "
-                               "partition stage; INT8 calibration without --calib-data): an .npz "
+                               "partition stage; INT8 calibration and FP16's measured keep-list "
+                               "without --calib-data): an .npz "
                                "with one array per model input, strings as string arrays "
                                "(default: generated for every input type)")
     compile_.add_argument("--no-parity", action="store_true", help="skip the parity check")
@@ -198,9 +199,11 @@ def build_parser() -> argparse.ArgumentParser:
     precision.add_argument("--int8", dest="precision", action="store_const", const="int8",
                            help="--precision int8 (trtexec's spelling)")
     precision.add_argument("--calib-data", metavar="PATH",
-                           help="INT8 calibration samples: .npz mapping input names to arrays "
-                                "whose first axis is the sample axis, .npy for a single-input "
-                                "model, or a folder of them")
+                           help="samples of the model's inputs: .npz mapping input names to "
+                                "arrays whose first axis is the sample axis, .npy for a "
+                                "single-input model, or a folder of them; INT8 calibrates on them, "
+                                "FP16 measures which nodes stay FP32 on them (precision-fp16"
+                                "{keep=auto}); parity runs on them")
     precision.add_argument("--calib-method", choices=("entropy", "minmax", "percentile"),
                            default="entropy",
                            help="INT8 range selection (default entropy, TensorRT's KL calibrator)")

@@ -15,6 +15,9 @@ samples in batches of its batch size (repeating samples when the batch is larger
 A shape set the samples do not fit (another image size) gets generated inputs drawn uniformly
 within the samples' range, input by input. Without samples (a calibration cache alone), generated
 inputs are drawn within the calibrated range of each input (``[-amax, amax]`` from the cache).
+
+An FP16 compile given data (``--calib-data``) is judged on all of it: the same samples its
+keep-list is measured on (``precision-fp16{keep=auto}``), since there is nothing to hold out from.
 """
 
 from __future__ import annotations
@@ -38,10 +41,12 @@ _LAYOUT_OPS = {"Transpose", "Reshape", "Identity", "Flatten", "Squeeze", "Unsque
 @dataclass(frozen=True)
 class ParitySamples:
     """Samples parity judges the optimized model on (a ``CalibrationData``), and whether
-    calibration saw them."""
+    calibration saw them (``measured``: the samples given for FP16, which its keep-list is
+    measured on)."""
 
     data: Any
     held_out: bool
+    measured: bool = False
 
     @property
     def count(self) -> int:
@@ -49,6 +54,8 @@ class ParitySamples:
 
     def describe(self) -> str:
         """One phrase for the report and the terminal."""
+        if self.measured:
+            return f"all {self.count} samples given for FP16 ({self.data.source})"
         if self.held_out:
             return (f"{self.count} held-out calibration samples, never seen by calibration "
                     f"({self.data.source})")
@@ -56,6 +63,9 @@ class ParitySamples:
                 f"saw them too) ({self.data.source})")
 
     def to_dict(self) -> dict[str, Any]:
+        if self.measured:
+            return {"kind": "measured samples", "samples": self.count,
+                    "source": str(self.data.source), "seen_by_calibration": True}
         return {"kind": "held-out calibration samples" if self.held_out else "calibration samples",
                 "samples": self.count, "source": str(self.data.source),
                 "seen_by_calibration": not self.held_out}
@@ -96,9 +106,13 @@ class ParitySamples:
 
 
 def parity_samples(resources: Mapping[str, Any]) -> ParitySamples | None:
-    """The samples parity judges an INT8 compile on, from the precision pass's resources: the
-    held-out samples, else all of them, else None (no calibration samples)."""
+    """The samples parity judges a reduced-precision compile on, from the precision pass's
+    resources: for INT8 the held-out samples, else all of them; for FP16 the samples its
+    keep-list was measured on (the data the user gave); else None."""
     calibration = resources.get("quantize-int8")
+    measured = resources.get("precision-fp16")
+    if calibration is None and getattr(measured, "num_samples", 0):
+        return ParitySamples(measured, held_out=False, measured=True)
     if calibration is None:
         return None
     held_out = getattr(calibration, "held_out", None)

@@ -26,7 +26,12 @@ def precision_pipeline(options: CompileOptions) -> str:
     calibration.parity_tolerances(options.precision)  # InputError for an unknown precision
     precision = options.precision.lower()
     if precision == "fp16":
-        return "precision-fp16"
+        if options.calib_cache is not None:
+            raise InputError("--calib-cache applies to --precision int8 only (fp16 measures "
+                             "--calib-data afresh)")
+        # With data the keep-list is measured on it (precision-fp16{keep=auto}).
+        has_data = options.calib_data is not None or options.inputs is not None
+        return "precision-fp16{keep=auto}" if has_data else "precision-fp16"
     if precision == "int8":
         calibration.check_method(options.calib_method)
         if options.calib_batches < 0:
@@ -41,6 +46,11 @@ def precision_pipeline(options: CompileOptions) -> str:
 
 #: The flag that sets each option of a precision pass (for conflict messages).
 _PRECISION_FLAGS = {"method": "--calib-method", "max_batches": "--calib-batches"}
+
+#: Options the flow chooses rather than a flag: they fill in a pass that leaves them at their
+#: defaults and never contradict one that sets them (``precision-fp16{keep=static}`` with
+#: ``--calib-data`` keeps the static rules).
+_CHOSEN_BY_FLOW = {"keep"}
 
 
 def with_precision_pass(pipeline: Sequence, options: CompileOptions,
@@ -64,6 +74,8 @@ def with_precision_pass(pipeline: Sequence, options: CompileOptions,
                if getattr(wanted, f.name) != getattr(defaults, f.name)}
     for user_pass in own:
         for name, value in flagged.items():
+            if name in _CHOSEN_BY_FLOW:
+                continue
             given = getattr(user_pass, name)
             if given != getattr(defaults, name) and given != value:
                 flag = _PRECISION_FLAGS.get(name, name.replace("_", "-"))
@@ -83,14 +95,19 @@ def with_precision_pass(pipeline: Sequence, options: CompileOptions,
 
 
 def precision_resources(loaded: LoadedModel, options: CompileOptions) -> dict[str, Any]:
-    """``PassContext.resources`` for the precision pass: validated calibration data (INT8); and,
-    below FP32, the engine precision for ``attention-head-layout`` (which leaves attention to
+    """``PassContext.resources`` for the precision pass: validated calibration data (INT8), the
+    samples FP16's keep-list is measured on (``--calib-data``, else ``--inputs``); and, below
+    FP32, the engine precision for ``attention-head-layout`` (which leaves attention to
     TensorRT's fused FP16 kernel then)."""
     from trtcompile import calibration
 
     precision = options.precision.lower()
     if precision == "fp16":
-        return {"attention-head-layout": {"precision": precision}}
+        resources: dict[str, Any] = {"attention-head-layout": {"precision": precision}}
+        samples = _fp16_samples(loaded, options)
+        if samples is not None:
+            resources["precision-fp16"] = samples
+        return resources
     if precision != "int8":
         return {}
     data = held_out = None
@@ -109,6 +126,27 @@ def precision_resources(loaded: LoadedModel, options: CompileOptions) -> dict[st
     return {"quantize-int8": calibration.Calibration(data=data, cache_path=cache,
                                                      progress=options.progress, held_out=held_out),
             "attention-head-layout": {"precision": precision}}
+
+
+def _fp16_samples(loaded: LoadedModel, options: CompileOptions):
+    """The samples ``precision-fp16{keep=auto}`` measures on: ``--calib-data`` (a file or samples
+    in memory), else the one batch of ``--inputs``; None without either."""
+    from trtcompile import calibration
+
+    if isinstance(options.calib_data, calibration.CalibrationData):
+        options.calib_data.validate(calibration.model_input_specs(loaded.model))
+        return options.calib_data
+    if options.calib_data is not None:
+        from trtcompile.fsutil.npz import check_array_files
+
+        check_array_files(options.calib_data, "calibration data")
+        return calibration.load_calibration_data(options.calib_data, loaded.model)
+    if options.inputs is not None:
+        from trtcompile.flow.inputs import compile_inputs
+
+        given = compile_inputs(loaded, options)
+        return calibration.CalibrationData(dict(given), source=f"--inputs {options.inputs}")
+    return None
 
 
 def engine_parity_tolerances(options: CompileOptions, user_tolerances: bool) -> tuple[float, float, str]:

@@ -406,8 +406,8 @@ def load_manifest(path: str | Path, select: str | None = None) -> Manifest:
         if calib_method not in CALIB_METHODS:
             raise check.error("calib_method", f"unknown method '{calib_method}' (use "
                                               f"{', '.join(CALIB_METHODS)})")
-        if calib_data is not None and precision != "int8":
-            raise check.error("calib_data", "applies to precision = \"int8\" only")
+        if calib_data is not None and precision not in ("int8", "fp16"):
+            raise check.error("calib_data", "applies to precision = \"int8\" or \"fp16\" only")
         if precision == "int8" and calib_data is None:
             raise check.error("calib_data", "missing: precision = \"int8\" needs calibration "
                                             "samples (.npz, .npy or a folder)")

@@ -16,6 +16,7 @@ from trtcompile.html_report.overview import layers_chart_svg, summary_section
 from trtcompile.html_report.passes import (
     histogram_section,
     pass_table_section,
+    precision_risk_section,
     rejections_section,
 )
 
@@ -37,6 +38,7 @@ def render_html(report: Mapping[str, Any]) -> str:
         ("graph", "The graph before and after", graphs_section(report)),
         ("passes", "Passes", pass_table_section(report)),
         ("skipped", "Candidates left alone", rejections_section(report)),
+        ("precision-risk", "Precision risk, measured on the data", precision_risk_section(report)),
         ("ops", "Op histogram, before and after", histogram_section(report)),
         ("engine", "Engine layers", engine_section(report)),
         ("partition", "Partition: TensorRT segments and fallback nodes", partition_section(report)),

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from trtcompile import report as text_report
-from trtcompile.html_report.markup import delta_cell, esc, num_cell
+from trtcompile.html_report.markup import delta_cell, error_text, esc, num_cell
 
 
 def pass_table_section(report: Mapping[str, Any]) -> str:
@@ -72,6 +72,42 @@ def rejections_section(report: Mapping[str, Any]) -> str:
         return '<p class="note">No pass left a candidate alone.</p>'
     return ('<p class="note">Candidates each pass considered and did not rewrite, with the reason '
             '(<code>trtcompile compile --why-not PASS</code> prints the same).</p>' + "".join(blocks))
+
+
+def precision_risk_section(report: Mapping[str, Any]) -> str:
+    """The whole precision risk table (empty when no pass measured one): per node its FP32
+    range on the data, the error the reduced precision gives it alone, where it runs and why."""
+    risk = report.get("precision_risk")
+    if not risk:
+        return ""
+    int8 = risk.get("precision") == "int8"
+    low, high = ("INT8", "float") if int8 else ("FP16", "FP32")
+    rows = []
+    for node in risk["nodes"]:
+        error = node["alone_error"]
+        runs = high if node["kept"] else low
+        rows.append(
+            f'<tr class="risk-row" data-node="{esc(node["name"])}" data-kept="{esc(runs)}">'
+            f'<td class="mono">{esc(node["name"])}</td><td class="mono">{esc(node["op"])}</td>'
+            f'{num_cell(error_text(node["max_abs_fp32"]))}'
+            f'{num_cell("-" if error is None else error_text(error))}<td>{runs}</td>'
+            f'<td>{esc(node.get("kept_by") or "")}</td><td>{esc(node["reason"] or "")}</td></tr>')
+    if int8:
+        note = (f'<code>{esc(risk["pass"])}</code> ran each quantized layer alone on '
+                f'{risk["samples"]} calibration samples, its activation and weights on their int8 '
+                'grids, against the FP32 layer: the error relative to its output range, and the '
+                'largest |x| of its activation in FP32.')
+    else:
+        note = (f'<code>{esc(risk["pass"])}</code> ran the FP32 model on {risk["samples"]} '
+                'samples: per node the largest |x| of its float inputs and outputs, and the error '
+                'of its outputs converted to float16 alone (relative to their range). Nodes above '
+                f'data-max={risk["data_max"]:g} stay FP32, then the nodes of largest error until '
+                'the outputs meet FP16 tolerance.')
+    return (f'<p class="note">{note}</p>'
+            '<table id="precision-risk"><thead><tr><th>node</th><th>op</th>'
+            f'<th class="num">max |x| fp32</th><th class="num">{low.lower()} error alone</th>'
+            '<th>runs in</th><th>kept by the data</th><th>reason</th></tr></thead><tbody>'
+            + "".join(rows) + "</tbody></table>")
 
 
 def histogram_section(report: Mapping[str, Any]) -> str:

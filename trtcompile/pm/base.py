@@ -45,11 +45,14 @@ class PassResult:
     """What one run of a pass did, in the pass's own words.
 
     ``counts`` are rewrites by kind (``fused_conv_relu=53``); ``rejections`` are the candidates it
-    considered and did not rewrite, each with the reason (``bias is not per-channel``).
+    considered and did not rewrite, each with the reason (``bias is not per-channel``);
+    ``tables`` are what a pass measured, one row per node, under a name the reports know
+    (``precision_risk``: the range and float16 error ``precision-fp16`` measured per node).
     """
 
     counts: dict[str, int] = field(default_factory=dict)
     rejections: list[Rejection] = field(default_factory=list)
+    tables: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
 
     def count(self, key: str, n: int = 1) -> None:
         """Add ``n`` to the count ``key``."""

@@ -182,7 +182,8 @@ class PipelineRun:
             options=element.options(), iteration=iteration, layers_before=layers_before,
             layers_after=ir.layer_count(graph), seconds=seconds, changed=changed,
             histogram_delta=ir.histogram_delta(histogram_before, ir.op_histogram(graph)),
-            counts=dict(result.counts), rejections=list(result.rejections))
+            counts=dict(result.counts), rejections=list(result.rejections),
+            tables={k: list(v) for k, v in result.tables.items()})
         self.report.records.append(record)
         return record
 
@@ -227,6 +228,7 @@ class PipelineRun:
             seconds=seconds, changed=changed,
             histogram_delta=ir.histogram_delta(histogram_before, histogram_after),
             counts=dict(result.counts), rejections=list(result.rejections),
+            tables={k: list(v) for k, v in result.tables.items()},
         )
         report.records.append(record)
         for instrument in self.manager.instruments:

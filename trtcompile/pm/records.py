@@ -27,6 +27,8 @@ class PassRecord:
     #: What the pass said it did, by kind (its PassResult counts: ``fused_conv_relu=53``).
     counts: dict[str, int]
     rejections: list[Rejection]
+    #: What the pass measured, by table name (its PassResult tables: ``precision_risk``).
+    tables: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
 
     @property
     def delta(self) -> int:
@@ -49,6 +51,8 @@ class PassRecord:
             "histogram_delta": self.histogram_delta,
             "counts": self.counts,
             "rejections": [r.to_dict() for r in self.rejections],
+            # Only passes that measure something have tables: other records stay as they were.
+            **({"tables": self.tables} if self.tables else {}),
         }
 
 

@@ -35,6 +35,7 @@ from trtcompile.report.document import (
     graph_section,
     model_summary,
     parity_section,
+    precision_risk_section,
     tool_versions,
 )
 from trtcompile.report.tables import (
@@ -52,11 +53,13 @@ from trtcompile.report.tables import (
 from trtcompile.report.terminal import (
     ENGINE_EXCERPT_LAYERS,
     PARTITION_EXCERPT_NODES,
+    RISK_EXCERPT_NODES,
     comparison_table,
     format_engine,
     format_engine_parity,
     format_parity,
     format_partition,
+    format_precision_risk,
     format_profiles,
     render,
     segment_engine_text,
@@ -66,11 +69,11 @@ from trtcompile.report.terminal import (
 
 __all__ = [
     "ENGINE_EXCERPT_LAYERS", "ENGINE_PARITY_NOT_RECORDED", "GRAPH_RECORDED_NODES",
-    "PARTITION_EXCERPT_NODES", "REJECTION_REASONS_SHOWN", "TOOL_DISTRIBUTIONS", "build_report",
+    "PARTITION_EXCERPT_NODES", "REJECTION_REASONS_SHOWN", "RISK_EXCERPT_NODES", "TOOL_DISTRIBUTIONS", "build_report",
     "comparison_table", "dumps", "engine_origins", "format_counts", "format_engine",
-    "format_engine_parity", "format_parity", "format_partition", "format_pass_table",
+    "format_engine_parity", "format_parity", "format_partition", "format_pass_table", "format_precision_risk",
     "format_profiles", "format_seconds", "format_table", "format_why_not", "graph_edges",
-    "graph_section", "model_summary", "parity_section", "pass_label", "rejection_summary",
-    "rejections_of", "render", "segment_engine_text", "segment_engines", "shape_set_text",
-    "TERMINAL_WIDTH", "tool_versions",
+    "graph_section", "model_summary", "parity_section", "pass_label", "precision_risk_section",
+    "rejection_summary", "rejections_of", "render", "segment_engine_text", "segment_engines",
+    "shape_set_text", "TERMINAL_WIDTH", "tool_versions",
 ]

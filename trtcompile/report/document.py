@@ -171,6 +171,23 @@ def engine_origins(engine: Mapping[str, Any],
     return engine
 
 
+def precision_risk_section(passes: Sequence[Mapping[str, Any]]) -> dict[str, Any] | None:
+    """The precision risk table of the last pass run that measured one (``precision-fp16`` or
+    ``quantize-int8`` with data): the pass, the precision it writes (``fp16``, ``int8``), FP16's
+    ``data-max`` (None for INT8), the samples, and per node ``name``, ``op``, ``max_abs_fp32``,
+    ``alone_error``, ``kept``, ``kept_by``, ``reason`` (INT8 also ``amax``), riskiest first.
+    None when no pass measured."""
+    measured = [record for record in passes if record.get("tables", {}).get("precision_risk")]
+    if not measured:
+        return None
+    record = measured[-1]
+    return {"pass": record["pipeline_text"],
+            "precision": "int8" if record["name"] == "quantize-int8" else "fp16",
+            "data_max": record["options"].get("data-max"),
+            "samples": record["counts"].get("measured_samples", 0),
+            "nodes": record["tables"]["precision_risk"]}
+
+
 def build_report(*, loaded, pipeline_report, optimized: onnx.ModelProto, parity,
                  parity_options: Mapping[str, Any], engine: Mapping[str, Any],
                  files: Mapping[str, str], seconds: Mapping[str, float],
@@ -195,6 +212,7 @@ def build_report(*, loaded, pipeline_report, optimized: onnx.ModelProto, parity,
         "fixed_points": pipeline["fixed_points"],
         "engine_guided": pipeline.get("engine_guided", []),
         "passes_seconds": pipeline["seconds"],
+        "precision_risk": precision_risk_section(pipeline["passes"]),
         "shapes": dict(shapes) if shapes is not None else None,
         "parity": parity_section(parity, parity_options, engine_parity),
         "engine": engine_origins(engine, provenance),

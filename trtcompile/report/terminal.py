@@ -19,6 +19,10 @@ from trtcompile.report.tables import (
 #: Engine layers shown in the terminal excerpt (report.json lists them all).
 ENGINE_EXCERPT_LAYERS = 12
 
+#: Nodes of the precision risk table shown in the terminal (report.json and the HTML report
+#: list them all).
+RISK_EXCERPT_NODES = 5
+
 
 def _error(value: Any) -> str:
     return value if isinstance(value, str) else f"{value:.3g}"
@@ -37,7 +41,8 @@ def format_parity(report: Mapping[str, Any]) -> list[str]:
     verdict = "passed" if parity["passed"] else "FAILED"
     lines = [f"parity: {verdict} ({settings})"]
     inputs = tolerances.get("inputs")
-    if inputs and inputs.get("kind") in ("held-out calibration samples", "calibration samples"):
+    if inputs and inputs.get("kind") in ("held-out calibration samples", "calibration samples",
+                                               "measured samples"):
         lines.append(f"  inputs: {inputs['floating_point']}")
     elif inputs:
         lines.append(f"  inputs: floating point {inputs['floating_point']}, integer "
@@ -77,6 +82,42 @@ def comparison_table(comparisons: Sequence[Mapping[str, Any]], several_shapes: b
     return ["  " + line for line in format_table(
         ("comparison", "output", "max abs error", "max rel error", "result"), rows,
         (False, False, True, True, False))]
+
+
+def format_precision_risk(report: Mapping[str, Any]) -> list[str]:
+    """The riskiest nodes for the reduced precision on the user's data (nothing when no pass
+    measured): the range each reaches in FP32, the error the precision gives it alone, and
+    whether it stayed in higher precision and why."""
+    risk = report.get("precision_risk")
+    if not risk:
+        return []
+    nodes = risk["nodes"]
+    int8 = risk.get("precision") == "int8"
+    low, high = ("INT8", "float") if int8 else ("FP16", "FP32")
+    kept = sum(1 for node in nodes if node["kept"])
+    head = f"precision risk ({risk['pass']}, {risk['samples']} samples"
+    if risk.get("data_max") is not None:
+        head += f", data-max {risk['data_max']:g}"
+    if int8:
+        head += f"): {len(nodes)} layers considered, {kept} left in higher precision"
+    else:
+        by_data = sum(1 for node in nodes if node.get("kept_by"))
+        head += (f"): {len(nodes)} float nodes, {kept} kept in FP32, {by_data} of them by the "
+                 "data")
+    rows = []
+    for node in nodes[:RISK_EXCERPT_NODES]:
+        error = node["alone_error"]
+        rows.append((node["name"], node["op"], _error(node["max_abs_fp32"]),
+                     "-" if error is None else _error(error), high if node["kept"] else low,
+                     node["reason"] or ""))
+    lines = [head]
+    lines += ["  " + line for line in format_table(
+        ("node", "op", "max |x| fp32", f"{low.lower()} error alone", "runs in", "reason"), rows,
+        (False, False, True, True, False, False))]
+    if len(nodes) > RISK_EXCERPT_NODES:
+        lines.append(f"  ({RISK_EXCERPT_NODES} of {len(nodes)} nodes shown, riskiest first; all "
+                     "are in report.json and the HTML report)")
+    return lines
 
 
 def format_engine_parity(report: Mapping[str, Any]) -> list[str]:
@@ -295,6 +336,9 @@ def render(report: Mapping[str, Any], output_dir: str | None = None,
     lines += format_profiles(report)
     lines.append("")
     lines += format_pass_table(report)
+    risk = format_precision_risk(report)
+    if risk:
+        lines += ["", *risk]
     lines.append("")
     lines += format_parity(report)
     lines.append("")
