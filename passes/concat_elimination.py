@@ -70,7 +70,8 @@ class ConcatElimination(Pass):
          straight into the Concat's buffer, as TensorRT does).
 
     Requires: nothing. Preserves: graph inputs and outputs, topological order, every value exactly
-    (only data movement is removed).
+    (only data movement is removed); a joined Slice's result carries its shape when its source's
+    is known.
     """
 
     name: ClassVar[str] = "concat-elimination"
@@ -234,7 +235,9 @@ class ConcatElimination(Pass):
         if first.start == 0 and (last.stop is None or (dim is not None and last.stop >= dim)):
             first.node.inputs.clear()
             return first.source
-        out = gs.Variable(scope.fresh(f"{first.tensor.name}_joined"), dtype=first.tensor.dtype)
+        out = gs.Variable(scope.fresh(f"{first.tensor.name}_joined"), dtype=first.tensor.dtype,
+                          shape=None if first.tensor.dtype is None else
+                          _joined_shape(first.source, first.axis, first.start, last.stop))
         constant = lambda role, value: gs.Constant(  # noqa: E731 - four one-line constants
             scope.fresh(f"{first.node.name}_{role}"), np.array([value], dtype=np.int64))
         stop = _TO_END if last.stop is None else last.stop
@@ -375,6 +378,19 @@ def _dim(tensor: gs.Tensor, axis: int, graph: gs.Graph | None = None) -> int | N
             return None
         tensor = node.inputs[0]
     return None
+
+
+def _joined_shape(source: gs.Tensor, axis: int, start: int, stop: int | None) -> list | None:
+    """The shape of ``source[start:stop]`` along ``axis`` when ``source``'s shape and the range
+    are known (written down, as the shape inference of a next compile would)."""
+    if source.shape is None or stop is None or axis >= len(source.shape):
+        return None
+    dim = source.shape[axis]
+    if not isinstance(dim, (int, np.integer)) or stop > dim:
+        return None
+    shape = list(source.shape)
+    shape[axis] = stop - start
+    return shape
 
 
 def _conv_weights(tensor: gs.Tensor, graph: gs.Graph | None) -> list[int] | None:
