@@ -72,8 +72,7 @@ class _Canceller(PushThrough, ShapeReads, WeightFold):
         # the op that reads them, Identities where the node they replace was.
         self.placed_before: dict[int, list[gs.Node]] = {}
         self.placed_after: dict[int, list[gs.Node]] = {}
-        # Keyed by id() and holding the tensor, so an id is never reused while its entry lives;
-        # known ranks only (see rank).
+        # Keyed by id() and holding the tensor, so an id is never reused while its entry lives.
         self.rank_memo: dict[int, tuple[gs.Tensor, int | None]] = {}
         self.perms: dict[int, Perm] = {}
         self.lookahead_budget = LOOKAHEAD_PLANS
@@ -584,9 +583,5 @@ class _Canceller(PushThrough, ShapeReads, WeightFold):
                 rank = None if None in ranks else max(ranks, default=None)
             elif producer.inputs and (op in UNARY_OPS or op in _RANK_PRESERVING):
                 rank = self.rank(producer.inputs[0], depth + 1)
-        # Only a known rank is kept: an unknown one can become known when a push puts a Transpose
-        # (whose perm gives the rank) upstream of the tensor, and a stale None would then stop a
-        # push that a second run of the pass makes.
-        if rank is not None:
-            self.rank_memo[key] = (tensor, rank)
+        self.rank_memo[key] = (tensor, rank)
         return rank
