@@ -84,7 +84,8 @@ class ConcatElimination(Pass):
         removed_any = False
         for node in list(graph.nodes):
             if node.op == "Split" and ir.is_onnx_op(node) and node.inputs:
-                removed_any |= self._split_of_concat(graph, node, graph_outputs, opset, result, ctx)
+                removed_any |= self._split_of_concat(graph, node, graph_outputs, opset, result,
+                                                     ctx)
         for node in list(graph.nodes):
             if node.op != "Concat" or not ir.is_onnx_op(node) or not node.outputs:
                 continue
@@ -117,15 +118,16 @@ class ConcatElimination(Pass):
     # Rule 2 --------------------------------------------------------------------------------------
 
     @staticmethod
-    def _flatten(graph: gs.Graph, concat: gs.Node, axis: int, graph_outputs: set[str], result: PassResult,
-                 ctx: PassContext) -> None:
+    def _flatten(graph: gs.Graph, concat: gs.Node, axis: int, graph_outputs: set[str],
+                 result: PassResult, ctx: PassContext) -> None:
         inputs: list[gs.Tensor] = []
         flattened = 0
         for tensor in concat.inputs:
             inner = ir.producer(tensor)
             if (inner is not None and inner.op == "Concat" and ir.is_onnx_op(inner)
                     and ir.has_single_use(tensor, graph_outputs)
-                    and _axis(inner.attrs.get("axis", 0), tensor, *inner.inputs, graph=graph) == axis
+                    and _axis(inner.attrs.get("axis", 0), tensor, *inner.inputs,
+                              graph=graph) == axis
                     and ctx.may_rewrite("flatten-nested-concat", [concat, inner], result)):
                 inputs.extend(inner.inputs)
                 inner.inputs.clear()
@@ -140,8 +142,9 @@ class ConcatElimination(Pass):
 
     # Rules 3 and 4 -------------------------------------------------------------------------------
 
-    def _join_pieces(self, graph: gs.Graph, concat: gs.Node, axis: int, graph_outputs: set[str], opset: int,
-                     scope: ir.NameScope, result: PassResult, ctx: PassContext) -> None:
+    def _join_pieces(self, graph: gs.Graph, concat: gs.Node, axis: int, graph_outputs: set[str],
+                     opset: int, scope: ir.NameScope, result: PassResult,
+                     ctx: PassContext) -> None:
         inputs = list(concat.inputs)
         joined: list[gs.Tensor] = []
         i = 0

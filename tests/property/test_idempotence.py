@@ -83,7 +83,9 @@ pair (float[N,3,4,5] x) => (float[N,3,4,5] y) {
 #: the convolution had two readers and did not fuse.
 _FLATTENED_IF_BRANCH_LEFT_BEHIND = """
 <ir_version: 10, opset_import: ["" : 17]>
-branch (float[1,2,5,5] x) => (float[1,3,5,5] y) <float[3,2,1,1] W = {1,2,3,4,5,6}, float[3] B = {1,2,3}> {
+branch (float[1,2,5,5] x) => (float[1,3,5,5] y)
+    <float[3,2,1,1] W = {1,2,3,4,5,6},
+     float[3] B = {1,2,3}> {
     c = Conv<kernel_shape=[1,1]>(x, W, B)
     one = Constant<value = int64 {1}>()
     cond = Equal(one, one)
@@ -95,11 +97,16 @@ branch (float[1,2,5,5] x) => (float[1,3,5,5] y) <float[3,2,1,1] W = {1,2,3,4,5,6
 }
 """
 
-#: common-subexpression-elimination merged the two Muls after the fixed point's start; pushing the
-#: Transpose through them pays only then (transpose-cancellation now runs in the fixed point).
+#: common-subexpression-elimination, in the fixed point after transpose-cancellation ran, merged the
+#: two Muls; pushing the Transpose through the one left pays only then (transpose-cancellation now
+#: runs in the fixed point too).
 _MERGED_READERS_EXPOSE_A_PUSH = """
 <ir_version: 10, opset_import: ["" : 11]>
-shared (float[1,2,3,4] x) => (float[1,3,3,4] y) <float[1,1,1,1] s1 = {2}, float[1,1,1,1] s2 = {2}, float[3,2,1,1] W = {1,2,3,4,5,6}, float[3] B = {1,2,3}> {
+shared (float[1,2,3,4] x) => (float[1,3,3,4] y)
+    <float[1,1,1,1] s1 = {2},
+     float[1,1,1,1] s2 = {2},
+     float[3,2,1,1] W = {1,2,3,4,5,6},
+     float[3] B = {1,2,3}> {
     nhwc = Transpose<perm=[0,2,3,1]>(x)
     soft = Softmax<axis=-1>(nhwc)
     nchw = Transpose<perm=[0,3,1,2]>(soft)
@@ -116,7 +123,8 @@ shared (float[1,2,3,4] x) => (float[1,3,3,4] y) <float[1,1,1,1] s1 = {2}, float[
 _MERGED_READER_EXPOSES_A_SHAPE = """
 <ir_version: 10, opset_import: ["" : 17]>
 loop_shape (float[2,3] x) => (float[2,3] kept, float[2,3] y) <int64 trip = {2}> {
-    l = Loop(trip, "", x) <body = step (int64 i, bool c, float[2,3] v) => (bool c_out, float[2,3] v_next) {
+    l = Loop(trip, "", x) <body =
+        step (int64 i, bool c, float[2,3] v) => (bool c_out, float[2,3] v_next) {
         inc = Constant<value = float {0.25}>()
         v_next = Add(v, inc)
         c_out = Identity(c)
@@ -133,7 +141,10 @@ loop_shape (float[2,3] x) => (float[2,3] kept, float[2,3] y) <int64 trip = {2}> 
 #: horizontal-fusion merges them (now right after the last fusion).
 _FISSION_PIECES_MERGE_AGAIN = """
 <ir_version: 10, opset_import: ["" : 17]>
-fission (float[1,2,5,5] x) => (float[1,3,5,5] y) <float[3,2,1,1] W = {1,2,3,4,5,6}, float[3] B = {1,2,3}, int64[3] sizes = {1,1,1}> {
+fission (float[1,2,5,5] x) => (float[1,3,5,5] y)
+    <float[3,2,1,1] W = {1,2,3,4,5,6},
+     float[3] B = {1,2,3},
+     int64[3] sizes = {1,1,1}> {
     c = Conv<kernel_shape=[1,1]>(x, W, B)
     a, b, d = Split<axis=1>(c, sizes)
     rb = Relu(b)
@@ -146,7 +157,12 @@ fission (float[1,2,5,5] x) => (float[1,3,5,5] y) <float[3,2,1,1] W = {1,2,3,4,5,
 #: now runs after conv-split-fission).
 _FISSION_EXPOSES_A_GLOBAL_MEAN = """
 <ir_version: 10, opset_import: ["" : 17]>
-squeeze_excite (float[1,2,5,5] x) => (float[1,2,5,5] y, float[1,2,5,5] z) <float[4,2,1,1] W = {1,2,3,4,5,6,7,8}, float[4] B = {1,2,3,4}, int64[2] sizes = {2,2}, float[2,2,1,1] W2 = {1,2,3,4}, float[2] B2 = {1,2}> {
+squeeze_excite (float[1,2,5,5] x) => (float[1,2,5,5] y, float[1,2,5,5] z)
+    <float[4,2,1,1] W = {1,2,3,4,5,6,7,8},
+     float[4] B = {1,2,3,4},
+     int64[2] sizes = {2,2},
+     float[2,2,1,1] W2 = {1,2,3,4},
+     float[2] B2 = {1,2}> {
     c = Conv<kernel_shape=[1,1]>(x, W, B)
     a, b = Split<axis=1>(c, sizes)
     m = ReduceMean<axes=[2,3]>(a)
@@ -161,7 +177,10 @@ squeeze_excite (float[1,2,5,5] x) => (float[1,2,5,5] y, float[1,2,5,5] z) <float
 #: reads the rank through the Split back to the weights.
 _NEGATIVE_AXIS_THROUGH_A_SPLIT = """
 <ir_version: 10, opset_import: ["" : 17]>
-negative_axis (float[1,1,7,7] x) => (float[1,5,7,7] y) <float[5,1,1,1] W = {1,2,3,4,5}, float[5] B = {1,2,3,4,5}, int64[3] sizes = {2,2,1}> {
+negative_axis (float[1,1,7,7] x) => (float[1,5,7,7] y)
+    <float[5,1,1,1] W = {1,2,3,4,5},
+     float[5] B = {1,2,3,4,5},
+     int64[3] sizes = {2,2,1}> {
     c = Conv<kernel_shape=[1,1]>(x, W, B)
     r = Relu(c)
     s0, s1, s2 = Split<axis=-3>(r, sizes)
