@@ -82,8 +82,9 @@ class AttentionHeadLayout(Pass):
          up to rounding (a fully masked row with an infinite mask is NaN before and after).
       4. Transposed scores: ``S = Q K^T`` becomes ``S^T = K Q^T``; the scale and mask ops apply to
          ``S^T`` (each mask transposed in its last two axes, one Transpose per mask tensor shared
-         by every block), the Softmax runs over axis 2 (the key axis of ``S^T``) and the value
-         MatMul reads ``Transpose(P^T)``. Exact: the same numbers in another layout. Requires
+         by every block; a constant mask becomes a new constant holding the transposed values),
+         the Softmax runs over axis 2 (the key axis of ``S^T``) and the value MatMul reads
+         ``Transpose(P^T)``. Exact: the same numbers in another layout. Requires
          opset >= 13 (Softmax on one axis) and masks of known rank.
 
     Measured with TensorRT-RTX 1.7 (FP32): one BERT-base attention block builds 9 compute layers
@@ -517,9 +518,16 @@ def _drop_biases(block: _Block, scope: ir.NameScope, result: PassResult) -> list
 
 
 def _transpose_mask(mask: gs.Tensor, rank: int, scope: ir.NameScope, new: list[gs.Node]) -> gs.Tensor:
-    """``mask`` with its last two axes swapped (a rank-1 mask becomes a column)."""
+    """``mask`` with its last two axes swapped (a rank-1 mask becomes a column).
+
+    A constant mask becomes a new constant holding the swapped values: an Unsqueeze or Transpose
+    of a constant is work fold-constants would otherwise find on the next run of the pipeline.
+    """
     if rank == 0:
         return mask
+    if isinstance(mask, gs.Constant):
+        values = mask.values.reshape(-1, 1) if rank == 1 else np.swapaxes(mask.values, -1, -2)
+        return gs.Constant(scope.fresh(f"{mask.name}_transposed"), np.ascontiguousarray(values))
     out = gs.Variable(scope.fresh(f"{mask.name}_transposed"), dtype=mask.dtype)
     if rank == 1:
         axes = gs.Constant(scope.fresh(f"{mask.name}_column_axis"), np.array([1], np.int64))

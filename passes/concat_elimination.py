@@ -38,7 +38,11 @@ class _Piece:
 class ConcatElimination(Pass):
     """Remove Concats whose inputs already lie side by side, and the Splits and Slices they undo.
 
-    Rules (axis means the same axis after normalizing negative values with the tensor rank):
+    Rules (axis means the same axis after normalizing negative values with the tensor rank: from
+    the tensor's shape or, without one, read back through the producers that keep their data
+    input's rank (Split, Slice, Concat, pooling, Pad, Resize, pointwise and normalization ops) to
+    a shape, a Transpose's ``perm`` or a convolution's constant weights; a convolution's channels
+    come from its weights too, a Concat's size on its axis is the sum of its inputs'):
       1. A Concat with one input is that input: consumers read it directly (when the Concat's output
          is a graph output, the input's producer writes it under the output's name).
       2. A Concat input produced by another Concat on the same axis, read by nothing else and not a
@@ -52,9 +56,10 @@ class ConcatElimination(Pass):
          sizes take the opset's form of Split: the ``split`` attribute before opset 13, the
          ``split`` input from 13 (an equal Split, or one with ``num_outputs`` from 18, gets
          explicit sizes).
-      4. Consecutive Concat inputs that are Slices (steps 1, one constant axis, constant bounds) of
-         one tensor covering adjacent ranges, each read only by this Concat, become one Slice; a
-         Slice covering the whole axis is its input. Bounds are normalized as ONNX does (a
+      4. Consecutive Concat inputs that are Slices (steps 1, one constant axis, constant bounds:
+         inputs from opset 10, attributes in Slice-1 before) of one tensor covering adjacent
+         ranges, each read only by this Concat, become one Slice in the opset's form; a Slice
+         covering the whole axis is its input. Bounds are normalized as ONNX does (a
          negative bound adds the dim, then every bound is clamped to ``[0, dim]``), so ranges
          compare by the elements they pick; a Slice with another step picks no range and stays.
       5. A Split whose input is a Concat on the same axis with the same boundaries gives back the
@@ -65,7 +70,8 @@ class ConcatElimination(Pass):
          straight into the Concat's buffer, as TensorRT does).
 
     Requires: nothing. Preserves: graph inputs and outputs, topological order, every value exactly
-    (only data movement is removed).
+    (only data movement is removed); a joined Slice's result carries its shape when its source's
+    is known.
     """
 
     name: ClassVar[str] = "concat-elimination"
@@ -78,20 +84,21 @@ class ConcatElimination(Pass):
         removed_any = False
         for node in list(graph.nodes):
             if node.op == "Split" and ir.is_onnx_op(node) and node.inputs:
-                removed_any |= self._split_of_concat(node, graph_outputs, opset, result, ctx)
+                removed_any |= self._split_of_concat(graph, node, graph_outputs, opset, result,
+                                                     ctx)
         for node in list(graph.nodes):
             if node.op != "Concat" or not ir.is_onnx_op(node) or not node.outputs:
                 continue
             if not node.outputs[0].outputs and node.outputs[0].name not in graph_outputs:
                 continue  # read by nothing any more (rule 5 bypassed it): cleanup removes it
-            axis = _axis(node.attrs.get("axis", 0), node.outputs[0], *node.inputs)
+            axis = _axis(node.attrs.get("axis", 0), node.outputs[0], *node.inputs, graph=graph)
             if axis is None:
                 result.reject(node, "concat axis is negative and the output rank is unknown")
                 continue
-            self._flatten(node, axis, graph_outputs, result, ctx)
+            self._flatten(graph, node, axis, graph_outputs, result, ctx)
             if scope is None:
                 scope = ir.NameScope(graph)
-            self._join_pieces(node, axis, graph_outputs, opset, scope, result, ctx)
+            self._join_pieces(graph, node, axis, graph_outputs, opset, scope, result, ctx)
             if len(node.inputs) == 1:
                 if not ctx.may_rewrite("remove-single-input-concat", node, result):
                     continue
@@ -111,15 +118,16 @@ class ConcatElimination(Pass):
     # Rule 2 --------------------------------------------------------------------------------------
 
     @staticmethod
-    def _flatten(concat: gs.Node, axis: int, graph_outputs: set[str], result: PassResult,
-                 ctx: PassContext) -> None:
+    def _flatten(graph: gs.Graph, concat: gs.Node, axis: int, graph_outputs: set[str],
+                 result: PassResult, ctx: PassContext) -> None:
         inputs: list[gs.Tensor] = []
         flattened = 0
         for tensor in concat.inputs:
             inner = ir.producer(tensor)
             if (inner is not None and inner.op == "Concat" and ir.is_onnx_op(inner)
                     and ir.has_single_use(tensor, graph_outputs)
-                    and _axis(inner.attrs.get("axis", 0), tensor, *inner.inputs) == axis
+                    and _axis(inner.attrs.get("axis", 0), tensor, *inner.inputs,
+                              graph=graph) == axis
                     and ctx.may_rewrite("flatten-nested-concat", [concat, inner], result)):
                 inputs.extend(inner.inputs)
                 inner.inputs.clear()
@@ -134,19 +142,20 @@ class ConcatElimination(Pass):
 
     # Rules 3 and 4 -------------------------------------------------------------------------------
 
-    def _join_pieces(self, concat: gs.Node, axis: int, graph_outputs: set[str], opset: int,
-                     scope: ir.NameScope, result: PassResult, ctx: PassContext) -> None:
+    def _join_pieces(self, graph: gs.Graph, concat: gs.Node, axis: int, graph_outputs: set[str],
+                     opset: int, scope: ir.NameScope, result: PassResult,
+                     ctx: PassContext) -> None:
         inputs = list(concat.inputs)
         joined: list[gs.Tensor] = []
         i = 0
         changed = False
         while i < len(inputs):
-            first = _piece(inputs[i], axis, graph_outputs, opset)
+            first = _piece(inputs[i], axis, graph_outputs, opset, graph)
             j = i + 1
             if first is not None:
                 last = first
                 while j < len(inputs):
-                    nxt = _piece(inputs[j], axis, graph_outputs, opset)
+                    nxt = _piece(inputs[j], axis, graph_outputs, opset, graph)
                     if nxt is None or not _adjacent(last, nxt):
                         break
                     last = nxt
@@ -155,14 +164,14 @@ class ConcatElimination(Pass):
                 joined.append(inputs[i])
                 i += 1
                 continue
-            pieces = [_piece(t, axis, graph_outputs, opset) for t in inputs[i:j]]
+            pieces = [_piece(t, axis, graph_outputs, opset, graph) for t in inputs[i:j]]
             producers = list({id(piece.node): piece.node for piece in pieces}.values())
             if not ctx.may_rewrite(f"join-{first.node.op.lower()}-pieces", [concat, *producers],
                                    result):
                 joined.extend(inputs[i:j])
                 i = j
                 continue
-            joined.append(self._join(pieces, graph_outputs, opset, scope, result))
+            joined.append(self._join(graph, pieces, graph_outputs, opset, scope, result))
             changed = True
             i = j
         if changed:
@@ -170,7 +179,7 @@ class ConcatElimination(Pass):
             concat.inputs.extend(joined)
 
     @staticmethod
-    def _narrow_split(pieces: list[_Piece], graph_outputs: set[str], opset: int,
+    def _narrow_split(graph: gs.Graph, pieces: list[_Piece], graph_outputs: set[str], opset: int,
                       scope: ir.NameScope, result: PassResult) -> gs.Tensor:
         """Join adjacent outputs of one Split into one output, by element ranges.
 
@@ -182,7 +191,7 @@ class ConcatElimination(Pass):
         """
         first, last = pieces[0], pieces[-1]
         node = first.node
-        sizes = _split_sizes(node, opset)
+        sizes = _split_sizes(node, opset, graph)
         positions = [node.outputs.index(p.tensor) for p in pieces]
         low, high = min(positions), max(positions)
         joined = {id(p.tensor) for p in pieces}
@@ -211,24 +220,27 @@ class ConcatElimination(Pass):
         return merged
 
     @staticmethod
-    def _join(pieces: list[_Piece], graph_outputs: set[str], opset: int, scope: ir.NameScope,
-              result: PassResult) -> gs.Tensor:
+    def _join(graph: gs.Graph, pieces: list[_Piece], graph_outputs: set[str], opset: int,
+              scope: ir.NameScope, result: PassResult) -> gs.Tensor:
         """One tensor holding the adjacent ``pieces``: a narrowed Split output or a wider Slice."""
         first, last = pieces[0], pieces[-1]
         node = first.node
         if node.op == "Split":
-            return ConcatElimination._narrow_split(pieces, graph_outputs, opset, scope, result)
+            return ConcatElimination._narrow_split(graph, pieces, graph_outputs, opset, scope,
+                                                  result)
         # Slices: one Slice over the union, or the source itself when it covers the whole axis.
         for piece in pieces:
             piece.node.outputs.clear()
         for piece in pieces[1:]:
             piece.node.inputs.clear()
         result.count("joined_slices", len(pieces))
-        dim = _dim(first.source, first.axis)
+        dim = _dim(first.source, first.axis, graph)
         if first.start == 0 and (last.stop is None or (dim is not None and last.stop >= dim)):
             first.node.inputs.clear()
             return first.source
-        out = gs.Variable(scope.fresh(f"{first.tensor.name}_joined"), dtype=first.tensor.dtype)
+        out = gs.Variable(scope.fresh(f"{first.tensor.name}_joined"), dtype=first.tensor.dtype,
+                          shape=None if first.tensor.dtype is None else
+                          _joined_shape(first.source, first.axis, first.start, last.stop))
         constant = lambda role, value: gs.Constant(  # noqa: E731 - four one-line constants
             scope.fresh(f"{first.node.name}_{role}"), np.array([value], dtype=np.int64))
         stop = _TO_END if last.stop is None else last.stop
@@ -236,25 +248,29 @@ class ConcatElimination(Pass):
         # the same source, so the order stays topological.
         owner = first.node
         owner.inputs.clear()
-        owner.inputs.extend([first.source, constant("starts", first.start),
-                             constant("ends", stop), constant("axes", first.axis)])
+        if opset < 10:  # Slice-1: bounds as attributes
+            owner.inputs.append(first.source)
+            owner.attrs.update(starts=[first.start], ends=[stop], axes=[first.axis])
+        else:
+            owner.inputs.extend([first.source, constant("starts", first.start),
+                                 constant("ends", stop), constant("axes", first.axis)])
         owner.outputs.append(out)
         return out
 
     # Rule 5 --------------------------------------------------------------------------------------
 
     @staticmethod
-    def _split_of_concat(split: gs.Node, graph_outputs: set[str], opset: int,
+    def _split_of_concat(graph: gs.Graph, split: gs.Node, graph_outputs: set[str], opset: int,
                          result: PassResult, ctx: PassContext) -> bool:
         concat = ir.producer(split.inputs[0])
         if concat is None or concat.op != "Concat" or not ir.is_onnx_op(concat):
             return False
-        axis = _axis(split.attrs.get("axis", 0), split.inputs[0], *split.outputs)
-        if axis is None or axis != _axis(concat.attrs.get("axis", 0), *concat.inputs):
+        axis = _axis(split.attrs.get("axis", 0), split.inputs[0], *split.outputs, graph=graph)
+        if axis is None or axis != _axis(concat.attrs.get("axis", 0), *concat.inputs, graph=graph):
             result.reject([concat, split], "Split and Concat use different axes")
             return False
-        concat_sizes = [_dim(t, axis) for t in concat.inputs]
-        sizes = _split_sizes(split, opset)
+        concat_sizes = [_dim(t, axis, graph) for t in concat.inputs]
+        sizes = _split_sizes(split, opset, graph)
         if None in concat_sizes or sizes is None or sizes != concat_sizes:
             result.reject([concat, split], "Split boundaries differ from the Concat's (or are "
                                            "unknown)")
@@ -277,31 +293,122 @@ class ConcatElimination(Pass):
 # --------------------------------------------------------------------------------------------
 
 
-def _axis(axis: int, *tensors: gs.Tensor) -> int | None:
+#: Ops whose first output has the same shape as their first input (``_dim`` and ``_rank`` look
+#: through them).
+_SAME_SHAPE = frozenset({
+    "Abs", "BatchNormalization", "Cast", "Celu", "Clip", "Dropout", "Elu", "Erf", "Exp", "Gelu",
+    "HardSigmoid", "HardSwish", "Identity", "InstanceNormalization", "LRN", "LeakyRelu", "Log",
+    "LogSoftmax", "Mish", "Neg", "PRelu", "Reciprocal", "Relu", "Selu", "Sigmoid", "Softmax",
+    "Softplus", "Softsign", "Sqrt", "Tanh", "ThresholdedRelu",
+})
+
+#: Ops whose first output has the rank of their first input (beyond ``_SAME_SHAPE``).
+_SAME_RANK = frozenset({
+    "AveragePool", "Concat", "GlobalAveragePool", "GlobalMaxPool", "LpPool", "MaxPool", "Pad",
+    "Resize", "Slice", "Split", "Upsample",
+})
+
+#: How many producers ``_rank`` and ``_dim`` walk back through.
+_TRACE_DEPTH = 32
+
+
+def _axis(axis: int, *tensors: gs.Tensor, graph: gs.Graph | None = None) -> int | None:
     """``axis`` made non-negative with the rank of the first of ``tensors`` whose rank is known
-    (a Concat's or Split's inputs and outputs all share one rank)."""
+    (a Concat's or Split's inputs and outputs all share one rank; see ``_rank``)."""
     axis = int(axis)
     if axis >= 0:
         return axis
     for tensor in tensors:
         if tensor.shape is not None:
             return axis + len(tensor.shape)
-    for tensor in tensors:  # Split, Slice and Concat keep the rank of their data input
-        node = ir.producer(tensor)
-        if node is not None and node.op in ("Split", "Slice", "Concat") and node.inputs:
-            if node.inputs[0].shape is not None:
-                return axis + len(node.inputs[0].shape)
+    for tensor in tensors:
+        rank = _rank(tensor, graph)
+        if rank is not None:
+            return axis + rank
     return None
 
 
-def _dim(tensor: gs.Tensor, axis: int) -> int | None:
-    shape = tensor.shape
-    if shape is None or axis >= len(shape) or not isinstance(shape[axis], (int, np.integer)):
+def _rank(tensor: gs.Tensor, graph: gs.Graph | None) -> int | None:
+    """The rank of ``tensor``: from its shape, else from the producers that keep their data
+    input's rank, back to a tensor with a shape, a Transpose with a ``perm`` or a convolution
+    (Conv, ConvTranspose or fused conv layer, whose functions ``graph`` holds) with constant
+    weights, whose output has the weights' rank.
+
+    Without it a negative Concat or Split axis stays unknown until shape inference has run: the
+    pipeline's first run would leave a Concat another run (on the exported model, with shapes)
+    removes.
+    """
+    for _ in range(_TRACE_DEPTH):
+        if tensor.shape is not None:
+            return len(tensor.shape)
+        weights = _conv_weights(tensor, graph)
+        if weights is not None:
+            return len(weights)
+        node = ir.producer(tensor)
+        if node is None or not ir.is_onnx_op(node) or not node.inputs:
+            return None
+        if node.op == "Transpose" and node.attrs.get("perm") is not None:
+            return len(node.attrs["perm"])
+        if node.op not in _SAME_SHAPE and node.op not in _SAME_RANK:
+            return None
+        tensor = node.inputs[0]
+    return None
+
+
+def _dim(tensor: gs.Tensor, axis: int, graph: gs.Graph | None = None) -> int | None:
+    """The static size of ``tensor`` along ``axis``: from its shape; else the channels (axis 1)
+    of a convolution's output from its weights, or the sum of a Concat's inputs on that axis,
+    looking through ops that keep their input's shape."""
+    for _ in range(_TRACE_DEPTH):
+        shape = tensor.shape
+        if shape is not None:
+            if axis >= len(shape) or not isinstance(shape[axis], (int, np.integer)):
+                return None
+            return int(shape[axis])
+        if axis == 1:
+            weights = _conv_weights(tensor, graph)
+            if weights is not None:
+                return weights[0] if ir.producer(tensor).op != "ConvTranspose" else None
+        node = ir.producer(tensor)
+        if node is None or not ir.is_onnx_op(node) or not node.inputs:
+            return None
+        if node.op == "Concat":
+            if _axis(node.attrs.get("axis", 0), tensor, *node.inputs, graph=graph) != axis:
+                return None
+            dims = [_dim(t, axis, graph) for t in node.inputs]
+            return None if None in dims else sum(dims)
+        if node.op not in _SAME_SHAPE:
+            return None
+        tensor = node.inputs[0]
+    return None
+
+
+def _joined_shape(source: gs.Tensor, axis: int, start: int, stop: int | None) -> list | None:
+    """The shape of ``source[start:stop]`` along ``axis`` when ``source``'s shape and the range
+    are known (written down, as the shape inference of a next compile would)."""
+    if source.shape is None or stop is None or axis >= len(source.shape):
         return None
-    return int(shape[axis])
+    dim = source.shape[axis]
+    if not isinstance(dim, (int, np.integer)) or stop > dim:
+        return None
+    shape = list(source.shape)
+    shape[axis] = stop - start
+    return shape
 
 
-def _split_sizes(split: gs.Node, opset: int) -> list[int] | None:
+def _conv_weights(tensor: gs.Tensor, graph: gs.Graph | None) -> list[int] | None:
+    """The shape of the constant weights of the Conv, ConvTranspose or fused conv layer (whose
+    functions ``graph`` holds) that writes ``tensor``, else None."""
+    node = ir.producer(tensor)
+    is_conv = node is not None and (
+        (ir.is_onnx_op(node) and node.op in ("Conv", "ConvTranspose"))
+        or (graph is not None and ir.fused_layer.is_fused_conv(graph, node)))
+    if not is_conv or len(node.inputs) < 2:
+        return None
+    return ir.constant_shape(node.inputs[1])
+
+
+def _split_sizes(split: gs.Node, opset: int, graph: gs.Graph | None = None) -> list[int] | None:
     """The Split's output sizes along its axis, or None when they are not known.
 
     The sizes are the ``split`` input (opset 13+) or attribute (before 13); without them the axis
@@ -313,8 +420,8 @@ def _split_sizes(split: gs.Node, opset: int) -> list[int] | None:
         return None if value is None else [int(v) for v in value.reshape(-1)]
     if "split" in split.attrs:
         return [int(v) for v in split.attrs["split"]]
-    axis = _axis(split.attrs.get("axis", 0), split.inputs[0], *split.outputs)
-    dim = _dim(split.inputs[0], axis) if axis is not None else None
+    axis = _axis(split.attrs.get("axis", 0), split.inputs[0], *split.outputs, graph=graph)
+    dim = _dim(split.inputs[0], axis, graph) if axis is not None else None
     count = len(split.outputs)
     if dim is None or count == 0:
         return None
@@ -341,22 +448,31 @@ def _set_split_sizes(split: gs.Node, sizes: list[int], opset: int, scope: ir.Nam
         split.inputs.append(value)
 
 
-def _piece(tensor: gs.Tensor, axis: int, graph_outputs: set[str], opset: int) -> _Piece | None:
+def _piece(tensor: gs.Tensor, axis: int, graph_outputs: set[str], opset: int,
+           graph: gs.Graph | None = None) -> _Piece | None:
     """``tensor`` as a range of another tensor along ``axis``, if it is one and only the Concat
     reads it."""
     node = ir.producer(tensor)
     if node is None or not ir.is_onnx_op(node) or not ir.has_single_use(tensor, graph_outputs):
         return None
     if node.op == "Split":
-        if _axis(node.attrs.get("axis", 0), node.inputs[0], *node.outputs) != axis:
+        if _axis(node.attrs.get("axis", 0), node.inputs[0], *node.outputs, graph=graph) != axis:
             return None
-        sizes = _split_sizes(node, opset)
+        sizes = _split_sizes(node, opset, graph)
         position = node.outputs.index(tensor)
         if sizes is None:
             return None
         start = sum(sizes[:position])
         return _Piece(tensor, node, node.inputs[0], axis, start, start + sizes[position])
-    if node.op == "Slice" and len(node.inputs) >= 3:
+    if node.op == "Slice" and opset < 10 and len(node.inputs) == 1 and "starts" in node.attrs:
+        # Slice-1: the bounds are attributes, and there are no steps.
+        starts, ends = (np.asarray(node.attrs.get(key, []), dtype=np.int64)
+                        for key in ("starts", "ends"))
+        axes = np.asarray(node.attrs["axes"], dtype=np.int64) if "axes" in node.attrs else None
+        steps = None
+        if starts.size != 1 or ends.size != 1:
+            return None
+    elif node.op == "Slice" and len(node.inputs) >= 3:
         values = [ir.constant_value(t) if not t.is_empty() else None for t in node.inputs[1:]]
         starts, ends = values[0], values[1]
         axes = values[2] if len(values) > 2 else None
@@ -366,26 +482,27 @@ def _piece(tensor: gs.Tensor, axis: int, graph_outputs: set[str], opset: int) ->
         if (len(node.inputs) > 3 and not node.inputs[3].is_empty() and axes is None) or (
                 len(node.inputs) > 4 and not node.inputs[4].is_empty() and steps is None):
             return None
-        slice_axis = _axis(int(axes.reshape(-1)[0]) if axes is not None else 0, node.inputs[0],
-                           tensor)
-        if slice_axis != axis or (steps is not None and int(steps.reshape(-1)[0]) != 1):
+    else:
+        return None
+    slice_axis = _axis(int(axes.reshape(-1)[0]) if axes is not None else 0, node.inputs[0],
+                       tensor, graph=graph)
+    if slice_axis != axis or (steps is not None and int(steps.reshape(-1)[0]) != 1):
+        return None
+    dim = _dim(node.inputs[0], axis, graph)
+    start, stop = int(starts.reshape(-1)[0]), int(ends.reshape(-1)[0])
+    if start < 0 or stop < 0:
+        if dim is None:
             return None
-        dim = _dim(node.inputs[0], axis)
-        start, stop = int(starts.reshape(-1)[0]), int(ends.reshape(-1)[0])
-        if start < 0 or stop < 0:
-            if dim is None:
-                return None
-            # ONNX adds the dim to a negative bound, then clamps it to [0, dim].
-            start = max(0, start + dim) if start < 0 else start
-            stop = max(0, stop + dim) if stop < 0 else stop
-        if stop >= _TO_END or (dim is not None and stop >= dim):
-            stop = None if dim is None else dim
-        if dim is not None:
-            start = min(start, dim)
-        if stop is not None and stop <= start:
-            return None
-        return _Piece(tensor, node, node.inputs[0], axis, start, stop)
-    return None
+        # ONNX adds the dim to a negative bound, then clamps it to [0, dim].
+        start = max(0, start + dim) if start < 0 else start
+        stop = max(0, stop + dim) if stop < 0 else stop
+    if stop >= _TO_END or (dim is not None and stop >= dim):
+        stop = None if dim is None else dim
+    if dim is not None:
+        start = min(start, dim)
+    if stop is not None and stop <= start:
+        return None
+    return _Piece(tensor, node, node.inputs[0], axis, start, stop)
 
 
 def _adjacent(left: _Piece, right: _Piece) -> bool:

@@ -24,7 +24,8 @@ class DeadLayerElimination(Pass):
          mask output is an Identity and is removed by rule 1. A Dropout whose mask is read, or
          whose ``training_mode`` is not a constant false, stays.
       3. Nodes none of whose outputs reach a graph output are removed, in the main graph and in
-         If/Loop/Scan bodies (a body's outputs always count as reached).
+         If/Loop/Scan bodies (a body's outputs always count as reached). A removed If/Loop/Scan's
+         bodies go with it: their nodes no longer count as readers of the values they read.
       4. Initializers that no node reads are not written back.
 
     Requires: nothing. Preserves: graph inputs and outputs (names, shapes, dtypes), including unused
@@ -55,8 +56,11 @@ class DeadLayerElimination(Pass):
         if not ctx.may_rewrite("remove-unreachable", "unreachable nodes", result):
             return result
         nodes_before = sum(1 for _ in ir.iter_nodes(graph))
+        scope_nodes_before = list(ir.scope_nodes(graph))
         graph.cleanup(remove_unused_node_outputs=False, recurse_subgraphs=True,
                       remove_unused_graph_inputs=False)
+        # The bodies of a removed If/Loop/Scan still read the outer values they read.
+        ir.detach_dropped(graph, scope_nodes_before)
         removed_dead = nodes_before - sum(1 for _ in ir.iter_nodes(graph)) - bypassed
         if removed_dead:
             result.count("removed_dead", removed_dead)

@@ -63,7 +63,8 @@ class FlattenGemmConv(Pass, RewriteRule):
     copy before ``fc6`` goes; the convolution absorbs the ReLU). Exact up to summation order: the
     same products, summed over the same elements. The MACs are the same (``M * C * H * W``).
     Requires: nothing (shape inference supplies unknown input shapes). Preserves: graph inputs and
-    outputs, topological order. Counts: ``gemm_convs``, ``matmul_convs``.
+    outputs, topological order; the ``[N, units, 1, 1]`` map the convolution writes carries its
+    shape and element type. Counts: ``gemm_convs``, ``matmul_convs``.
     """
 
     name: ClassVar[str] = "flatten-gemm-conv"
@@ -106,7 +107,13 @@ class FlattenGemmConv(Pass, RewriteRule):
         channels, height, width = match.map_shape
         units = match.weights.shape[0]
         output = reader.outputs[0]
-        conv_out = gs.Variable(names.fresh(f"{reader.name}_map"), dtype=output.dtype)
+        # The map's shape is known here (it was checked): written down, as the shape inference
+        # of the next compile would. Only with an element type: a value_info without one is
+        # not written back.
+        dtype = output.dtype if output.dtype is not None else flat.inputs[0].dtype
+        batch = scope.shapes.shape(flat.inputs[0])[0]
+        conv_out = gs.Variable(names.fresh(f"{reader.name}_map"), dtype=dtype,
+                               shape=None if dtype is None else [batch, units, 1, 1])
         inputs = [flat.inputs[0], gs.Constant(names.fresh(f"{reader.name}_kernel"),
                                               np.ascontiguousarray(match.weights.reshape(
                                                   units, channels, height, width)))]

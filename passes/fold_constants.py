@@ -96,7 +96,8 @@ class FoldConstants(Pass):
          constant added to a tensor), the case the threshold exists for, stays guarded by it. A
          result ONNX Runtime cannot evaluate stays.
       6. An If with a constant condition is replaced by the nodes of the branch it takes
-         (``flattened_if``) when ``flatten_conditionals`` is on.
+         (``flattened_if``) when ``flatten_conditionals`` is on. The branch not taken is
+         detached: its nodes no longer count as readers of the values they read.
       7. If/Loop/Scan bodies are folded the same way; model-local function bodies are left alone
          (they are fused layers whose bodies other passes write).
       8. The nodes folding leaves without readers are removed.
@@ -274,6 +275,8 @@ class FoldConstants(Pass):
                 size_threshold=self.size_threshold, recurse_functions=False)
         graph.cleanup(remove_unused_graph_inputs=False, recurse_subgraphs=True,
                       recurse_functions=False)
+        # The branch a flattened If did not take still reads the outer values it read.
+        ir.detach_dropped(graph, before.values())
         after = {id(node) for node in ir.scope_nodes(graph)}
         for key, node in before.items():
             if key in after or key in created:  # kept, or made by this pass (ranged Shape split)

@@ -75,7 +75,8 @@ class GlobalPoolWindow(Pass, RewriteRule):
     models (channels 8 to 2048, maps 7x7 to 112x112; Gemm, Conv, Softmax and squeeze-excitation
     readers) the window was never more layers, and one fewer on the larger maps. Exact up to summation order. Adds no MACs.
     Requires: nothing (shape inference supplies unknown input shapes). Preserves: graph inputs and
-    outputs, node names, topological order. Counts: ``windowed_pools``, ``windowed_means``.
+    outputs, node names, topological order; the ``[N, C, 1, 1]`` result a ``Flatten`` now reads
+    carries its shape and element type. Counts: ``windowed_pools``, ``windowed_means``.
     """
 
     name: ClassVar[str] = "global-pool-window"
@@ -121,7 +122,13 @@ class GlobalPoolWindow(Pass, RewriteRule):
             pool.inputs.pop()
         if match.keepdims:
             return [pool]
-        pooled = gs.Variable(scope.names.fresh(f"{output.name}_window"), dtype=output.dtype)
+        # The window's result ([N, C, 1, ...]) carries its shape, as the shape inference of a next
+        # compile would give it; only with an element type, which a written shape needs.
+        shape = scope.shapes.shape(pool.inputs[0])
+        dtype = output.dtype if output.dtype is not None else pool.inputs[0].dtype
+        pooled = gs.Variable(scope.names.fresh(f"{output.name}_window"), dtype=dtype,
+                             shape=None if dtype is None else
+                             [shape[0], shape[1], *[1] * len(match.spatial)])
         pool.outputs = [pooled]
         return [pool, gs.Node("Flatten", name=scope.names.fresh(f"{pool.name}_flatten"),
                               attrs={"axis": 1}, inputs=[pooled], outputs=[output])]

@@ -104,7 +104,10 @@ class TransposeCancellation(Pass):
     inverse Transpose on another operand must remove at least one Transpose, and waits until the
     Transposes of the other branches have reached the consumer, so Transposes never circle around
     a node. Transposes are visited in topological order (upstream first) from a heap; each node is
-    revisited only when a Transpose reaches it: O(graph) overall.
+    revisited when a Transpose reaches it. A kept Transpose was judged by looking ahead, so once
+    the worklist is empty every Transpose kept before the last rewrite is visited again (a pair
+    composed or a Transpose pushed further on can make its push pay), until a round rewrites
+    nothing: the pass stops at its own fixed point. O(graph) per round; rounds are few.
 
     Requires: nothing (shapes, where known, enable the ``reshape`` rule and operand-rank checks;
     rule 6 infers the shapes it needs).

@@ -77,6 +77,10 @@ class _Canceller(PushThrough, ShapeReads, WeightFold):
         self.perms: dict[int, Perm] = {}
         self.lookahead_budget = LOOKAHEAD_PLANS
         self.waited: set[int] = set()
+        # Rewrites so far, and their number when each Transpose was last visited (see run).
+        self.rewrites = 0
+        self.visited_at: dict[int, int] = {}
+        self.transposes: dict[int, gs.Node] = {}  # every Transpose ever queued, by id()
         self.permuted: dict[tuple[int, Perm], tuple[gs.Tensor, gs.Constant]] = {}
         self.pinned: set[int] = set()  # Transposes added on operands (see visit)
         self.row_permuted: dict[tuple, tuple[gs.Tensor, gs.Constant]] = {}
@@ -89,19 +93,31 @@ class _Canceller(PushThrough, ShapeReads, WeightFold):
         if self.fold_matmul_weights and self.needs_shape_inference():
             self.inferred = ir.ShapeFacts(self.graph, ctx.log, "transpose-cancellation").inferred
         for node in self.graph.nodes:
-            if node.op == "Transpose" and not node.domain:
-                self.enqueue(node)
+            self.enqueue(node)
         # Every step removes a Transpose or moves one closer to the outputs; the bound only guards
         # against a bug turning into a hang.
         budget = 16 * (len(self.graph.nodes) + 16)
-        while self.worklist and budget > 0:
-            key, _, transpose = heapq.heappop(self.worklist)
-            if self.queued.get(id(transpose)) != key:
-                continue  # re-queued under another key since
-            budget -= 1
-            del self.queued[id(transpose)]
-            if id(transpose) not in self.removed:
-                self.visit(transpose)
+        while budget > 0:
+            while self.worklist and budget > 0:
+                key, _, transpose = heapq.heappop(self.worklist)
+                if self.queued.get(id(transpose)) != key:
+                    continue  # re-queued under another key since
+                budget -= 1
+                del self.queued[id(transpose)]
+                if id(transpose) not in self.removed:
+                    self.visit(transpose)
+                    self.visited_at[id(transpose)] = self.rewrites
+            # A kept Transpose was judged by looking ahead through the ops after it; a rewrite
+            # there since (a pair composed or cancelled, a Transpose pushed or removed) can make
+            # its push pay. Visit every such Transpose again until a round rewrites nothing, so
+            # the pass stops at its own fixed point rather than leaving that to its next run.
+            stale = [node for node in self.transposes.values()
+                     if id(node) not in self.removed
+                     and self.visited_at.get(id(node), -1) < self.rewrites]
+            if not stale:
+                break
+            for node in stale:
+                self.enqueue(node)
         if self.worklist and budget <= 0:
             ctx.log("warning: transpose-cancellation stopped early (visit budget exhausted); the "
                     "graph is correct but may keep Transposes it could remove")
@@ -127,6 +143,7 @@ class _Canceller(PushThrough, ShapeReads, WeightFold):
             key = self.position[id(node)]
         if id(node) in self.queued and self.queued[id(node)] <= key:
             return
+        self.transposes[id(node)] = node
         self.queued[id(node)] = key
         heapq.heappush(self.worklist, (key, next(self.tiebreak), node))
 
@@ -256,6 +273,7 @@ class _Canceller(PushThrough, ShapeReads, WeightFold):
     # Rule 1: pairs -----------------------------------------------------------------------------
 
     def apply_pair(self, consumer: gs.Node, source: gs.Tensor, perm: Perm) -> None:
+        self.rewrites += 1
         combined = compose(perm, self.perm_of(consumer))
         if is_identity(combined):
             self.bypass(consumer, consumer.outputs[0], source)
@@ -355,6 +373,7 @@ class _Canceller(PushThrough, ShapeReads, WeightFold):
 
     def apply_push(self, consumer: gs.Node, output: gs.Tensor, source: gs.Tensor, perm: Perm,
                    plan: _Plan) -> None:
+        self.rewrites += 1
         inserted: dict[int, gs.Tensor] = {}
         touched: list[gs.Node] = []
         for operand in plan.operands:
@@ -449,6 +468,7 @@ class _Canceller(PushThrough, ShapeReads, WeightFold):
             self._emit(later, ordered)
 
     def remove(self, node: gs.Node) -> None:
+        self.rewrites += 1
         inputs = list(node.inputs)
         node.inputs.clear()
         node.outputs.clear()

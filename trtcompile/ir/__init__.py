@@ -89,12 +89,13 @@ from trtcompile.ir.io import (
     save,
 )
 from trtcompile.ir.provenance import Structure, trace_provenance
+from trtcompile.ir.rewrite import detach_dropped
 
 __all__ = [
     "CONTROL_FLOW_OPS", "DEFAULT_OPSET", "IR_VERSION", "NON_COMPUTE_OPS", "SEGMENT_PREFIX",
     "SHAPE_VALUE_LIMIT", "TRTCOMPILE_DOMAIN", "NameScope", "OverridableInput", "ShapeFacts", "Structure",
     "add_local_function", "analysis", "atomic_write_bytes", "call", "call_key",
-    "compute_node_count", "constant_attr_array", "constant_shape", "constant_value", "consumers", "dead_nodes", "cost",
+    "compute_node_count", "constant_attr_array", "constant_shape", "constant_value", "consumers", "dead_nodes", "detach_dropped", "cost",
     "evaluable_ir_version", "exclusive_lock", "export_model", "find_function", "fingerprint",
     "model_digest",
     "function_body_key", "function_key", "function_of", "functions_by_key", "fused_layer", "graph", "has_single_use",

@@ -44,6 +44,7 @@ from trtcompile.ir.graph import (
     output_names,
     producer,
     replace_uses,
+    scope_nodes,
     scopes,
 )
 
@@ -277,6 +278,24 @@ def remove_node(node: gs.Node, removed: set[int]) -> None:
     node.inputs.clear()
     node.outputs.clear()
     removed.add(id(node))
+
+
+def detach_dropped(graph: gs.Graph, before: Iterable[gs.Node]) -> int:
+    """Detach each node of ``before`` that is no longer in a scope of ``graph`` from the tensors it
+    reads and writes; return how many were.
+
+    onnx-graphsurgeon leaves the nodes of a removed If/Loop/Scan's bodies (and of the branch a
+    flattened If did not take) connected: each stays a reader of the outer values it read, so a
+    value's consumers would count a node that no longer runs (a conv "read twice" does not fuse).
+    ``before`` is :func:`scope_nodes` taken before the edit."""
+    kept = {id(node) for node in scope_nodes(graph)}
+    detached = 0
+    for node in before:
+        if id(node) not in kept and (node.inputs or node.outputs):
+            node.inputs.clear()
+            node.outputs.clear()
+            detached += 1
+    return detached
 
 
 def drop_unread_constants(tensors: Iterable[gs.Tensor], outputs: set[str],

@@ -1,10 +1,14 @@
 """concat-elimination beyond its pass cases: each rewrite is asked for by its rule (what ``bisect``
-and ``--why-not`` show), and a rewrite limit of zero leaves every candidate, saying why."""
+and ``--why-not`` show), a rewrite limit of zero leaves every candidate, saying why, and a joined
+Slice's result carries its shape."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+import onnx
+import onnx.parser
 import pytest
 
 from passes.concat_elimination import ConcatElimination
@@ -52,3 +56,30 @@ def test_a_rewrite_limit_of_zero_changes_nothing(case_name: str) -> None:
     first_asked = [nodes for rule, nodes in RULES[case_name]
                    if rule != "remove-single-input-concat" or case_name == "single_input_concat"]
     assert limited == first_asked
+
+
+#: Two Slices of one tensor joined into one, beside another Concat input: the joined Slice stays.
+_PARTIAL_JOIN = """
+<ir_version: 10, opset_import: ["" : 17]>
+g (float[1,8,4] x, float[1,2,4] other) => (float[1,6,4] y) {
+  s0 = Constant<value=int64[1] {0}>()
+  s2 = Constant<value=int64[1] {2}>()
+  s4 = Constant<value=int64[1] {4}>()
+  ax = Constant<value=int64[1] {1}>()
+  t = Relu(x)
+  a = Slice(t, s0, s2, ax)
+  b = Slice(t, s2, s4, ax)
+  y = Concat<axis=1>(a, b, other)
+}
+"""
+
+
+def test_a_joined_slice_has_its_shape_and_type() -> None:
+    """The joined Slice's result carries the shape of its range, as the shape inference of a next
+    compile would give it (the model carries its tensors' types, as exported models do)."""
+    model = onnx.shape_inference.infer_shapes(onnx.parser.parse_model(_PARTIAL_JOIN))
+    graph = ir.import_model(model)
+    ConcatElimination().run(graph, PassContext())
+    (joined,) = [node for node in graph.nodes if node.op == "Slice"]
+    assert joined.outputs[0].shape == [1, 4, 4]
+    assert joined.outputs[0].dtype == np.float32
