@@ -153,3 +153,20 @@ def test_cnn_models_write_each_attribute_omitted_and_written() -> None:
     models = _sample(cnn_models(), 600)
     missing = _missing(_forms(models, CNN_FORMS), CNN_FORMS)
     assert not missing, f"forms never generated: {missing}"
+
+
+def test_ci_draws_do_not_depend_on_the_modules_loaded(tmp_path, monkeypatch) -> None:
+    """The ci profile's examples are the same before and after a module full of unusual
+    constants is imported (hypothesis would otherwise draw them: see profiles.py)."""
+    if profiles.active() != "ci":
+        pytest.skip("only the ci profile promises the same examples on every run")
+    before = [onnx.printer.to_text(m) for m in _sample(rewrite_models(max_motifs=3), 20)]
+    (tmp_path / "odd_constants.py").write_text(
+        "VALUES = [" + ", ".join(str(v) for v in (3, 7, 11, 13, 17, 19, 23, 29, 31, 37, 1023, 4095,
+                                                   65537, 0.3183, 2.7182, 1e-7)) + "]\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import importlib
+
+    importlib.import_module("odd_constants")
+    after = [onnx.printer.to_text(m) for m in _sample(rewrite_models(max_motifs=3), 20)]
+    assert before == after
