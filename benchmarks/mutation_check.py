@@ -151,11 +151,11 @@ MUTATIONS: tuple[Mutation, ...] = (
       "        window = math.prod(kernel)", "        window = max(kernel)"),
     # concat-elimination -----------------------------------------------------------------------
     M("ce-slice-step", "concat_elimination", "4: Slices with step != 1 are not joined",
-      "        if slice_axis != axis or (steps is not None and int(steps.reshape(-1)[0]) != 1):",
-      "        if slice_axis != axis:"),
+      "    if slice_axis != axis or (steps is not None and int(steps.reshape(-1)[0]) != 1):",
+      "    if slice_axis != axis:"),
     M("ce-slice-negative", "concat_elimination", "4: negative Slice starts are normalized",
-      "            start = max(0, start + dim) if start < 0 else start\n            stop = max(0, stop + dim) if stop < 0 else stop",
-      "            pass"),
+      "        start = max(0, start + dim) if start < 0 else start\n        stop = max(0, stop + dim) if stop < 0 else stop",
+      "        pass"),
     # attention-head-layout --------------------------------------------------------------------
     M("ahl-divisor", "attention_head_layout", "4: only scores divided by a constant are rescaled",
       '        if node.op == "Div" and chain_index != 0:', '        if False:'),
@@ -251,7 +251,8 @@ MUTATIONS: tuple[Mutation, ...] = (
     # Concat agree on every other axis, so Split sizes that match theirs there sum to more than
     # that axis holds (an equivalent mutant). Its size check is mutated above.
     M("ce-flatten-axis", "concat_elimination", "2: only nested Concats on the same axis flatten",
-      "                    and _axis(inner.attrs.get(\"axis\", 0), tensor, *inner.inputs) == axis\n",
+      "                    and _axis(inner.attrs.get(\"axis\", 0), tensor, *inner.inputs,\n"
+      "                              graph=graph) == axis\n",
       "\n"),
     # transpose-cancellation -------------------------------------------------------------------
     M("tc-softmax-opset", "transpose_cancellation", "2 softmax: not below opset 13",
