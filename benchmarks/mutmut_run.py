@@ -104,6 +104,10 @@ _CE = "passes.concat_elimination.x\u01c1ConcatElimination\u01c1"
 _HF = "passes.horizontal_fusion.x\u01c1HorizontalFusion\u01c1"
 _GPW = "passes.global_pool_window.x\u01c1GlobalPoolWindow\u01c1"
 _DLE = "passes.dead_layer_elimination.x\u01c1DeadLayerElimination\u01c1"
+_CSE = "passes.common_subexpression_elimination.x\u01c1CommonSubexpressionElimination\u01c1"
+_CSE_F = "passes.common_subexpression_elimination.x_"
+_CSE_TAG = ("a token's tag only keeps kinds of attribute or input apart; the changed tag is still "
+            "unlike every other")
 _CLEANUP_DEFAULTS = ("onnx-graphsurgeon's Graph.cleanup defaults are remove_unused_node_outputs=False, "
                      "recurse_subgraphs=True, remove_unused_graph_inputs=False; None is as false")
 _ALL_LIVE_SHORTCUT = ("_all_live only lets run skip a cleanup that would find nothing; this mutant makes "
@@ -191,6 +195,63 @@ EQUIVALENT: dict[str, tuple[str, str]] = {
     _HF + "_merged_conv_inputs__mutmut_40": (
         "bias.values.reshape(-2)", "numpy takes any negative size as the one to infer: reshape(-2) "
         "is reshape(-1)"),
+    **{_CSE_F + f"_deterministic_function__mutmut_{n}": (changed, reason) for n, changed, reason in (
+        (31, "verdict = None", "the caller tests the verdict with not, and None is as false"),
+        (33, "+            return", "the memo already holds False for the function, and the "
+                                    "caller tests None as false"))},
+    _CSE_F + "_dtype_key__mutmut_2": (
+        "return repr(None)", "only dtypes numpy cannot name reach it: they share a group, and "
+        "_same_bytes still compares dtypes before bytes"),
+    **{_CSE_F + f"_prefix__mutmut_{n}": (changed, reason) for n, changed, reason in (
+        (16, "[:65])).cast", "64 bytes are cut from 65 values as from 64"),
+        (19, '.cast("B")[:65]', "the prefix is only compared between constants of one dtype and "
+                                "shape; a byte more tells apart only constants that differ"),
+        (5, "reshape(None)", "the prefix is only compared between string constants of one shape: "
+                             "any fixed slice of equal values is equal"),
+        (7, "reshape(-2)", "numpy takes any negative size as the one to infer"))},
+    _CSE_F + "_random_reason__mutmut_13": (
+        'get("is_test", 2)', "any default but 0 leaves a Dropout without is_test in inference"),
+    _CSE_F + "_random_reason__mutmut_34": (
+        "reshape(+1)", "training_mode is a scalar (one element): reshape(1) reads it as "
+                       "reshape(-1)"),
+    _CSE_F + "_same_bytes__mutmut_4": (
+        "+        return True", "constants are grouped by dtype and shape before they are compared: "
+                               "_same_bytes never sees two that differ in either"),
+    _CSE + "_difference__mutmut_15": (
+        "differing.append(None)", "unreachable: a node with an attribute that cannot be keyed is "
+        "skipped before it can be a near miss"),
+    _CSE + "_merge_once__mutmut_124": (
+        "if reason is not None:", "the kept node equals the candidate in op, domain, attributes "
+        "and inputs, so its check gives the candidate's answer"),
+    **{_CSE + f"_merge_once__mutmut_{n}": (changed, _CSE_TAG) for n, changed in (
+        (8, '("e", 1)'), (28, '("XXsXX", value)'), (29, '("S", value)'),
+        (33, '("T", constants'), (35, '("XXaXX"'), (42, '("XXgXX",)'), (96, '("XXcXX",)'))},
+    **{_CSE + f"_merge_once__mutmut_{n}": (
+        changed, "the exception's message is never read: a node with an attribute that cannot be "
+                 "keyed is skipped") for n, changed in (
+        (54, "_Unkeyable(None)"), (55, "type(None).__name__"))},
+    _CSE + "_merge_once__mutmut_73": (
+        "tuple(t.is_empty() for", "the presence flags inverted tell the same outputs apart"),
+    "passes.fold_constants.x__makes_non_tensor__mutmut_11": (
+        'getattr(t, "type", )', "a folded tensor leaves its producer's outputs, so a node's "
+        "outputs are onnx-graphsurgeon Variables, which always have a type"),
+    _FOLD + "_fold_large_weights__mutmut_15": (
+        'node.op == "constant"', "a Constant node has no inputs: the next test skips it"),
+    _FOLD + "_fold_large_weights__mutmut_105": (
+        "evaluates=False)", "only _fold_islands reads evaluates"),
+    _FOLD + "_fold_large_weights__mutmut_107": (
+        "fold_shapes=None,", "every chosen node computes from constants only: there is no Shape "
+        "of a run-time tensor to fold"),
+    _FOLD + "_fold_large_weights__mutmut_137": (
+        "flatten_subgraphs=True,", "nodes holding subgraphs are never chosen: there is no If to "
+        "flatten"),
+    **{_FOLD + f"_fold_large_weights__mutmut_{n}": (
+        changed, "only ONNX ops are chosen (checked above) and their opset is passed apart") for
+       n, changed in ((123, "import_domains=None,"),
+                      (134, "subgraph.import_domains and graph.import_domains"))},
+    _FOLD + "_reject__mutmut_15": (
+        "next(iter(node.attrs), None)", "ONNX requires a Constant to have an attribute: the "
+        "default never shows"),
 }
 
 

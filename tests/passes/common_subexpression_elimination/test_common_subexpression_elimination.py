@@ -364,3 +364,14 @@ def test_each_merge_is_asked_for_by_its_rule_and_a_limit_stops_it() -> None:
     assert [n.name for n in graph.nodes] == ["add_1", "add_2", "mul"] and result.counts == {}
     assert [(r.nodes, r.reason) for r in result.rejections] == [
         (("add_1", "add_2"), REWRITE_LIMIT_REASON)]
+
+
+def test_object_string_constants_compare_by_value() -> None:
+    """String constants built in Python hold numpy object arrays: compared by their text, not by
+    which string objects they hold (each string below is a new object)."""
+    def strings(*words: str) -> np.ndarray:
+        return np.array(["".join(["label_", word]) for word in words], dtype=object)
+    table = cse._Constants()
+    tokens = [table.token(gs.Constant(name, values)) for name, values in (
+        ("ab", strings("a", "b")), ("ab_twin", strings("a", "b")), ("ac", strings("a", "c")))]
+    assert tokens[0] == tokens[1] != tokens[2]
