@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import onnx.parser
 import pytest
 
 from passes.concat_elimination import ConcatElimination
@@ -52,3 +53,43 @@ def test_a_rewrite_limit_of_zero_changes_nothing(case_name: str) -> None:
     first_asked = [nodes for rule, nodes in RULES[case_name]
                    if rule != "remove-single-input-concat" or case_name == "single_input_concat"]
     assert limited == first_asked
+
+
+def test_a_joined_slice_reads_constants_named_after_its_role() -> None:
+    graph = _graph("slices_concat")
+    ConcatElimination().run(graph, PassContext())
+    (joined,) = [n for n in graph.nodes if n.op == "Slice"]
+    assert [t.name for t in joined.inputs] == ["u", "Slice_0_2_starts", "Slice_0_2_ends",
+                                               "Slice_0_2_axes"]
+    assert [t.values.tolist() for t in joined.inputs[1:]] == [[0], [5], [1]]
+
+
+def _model(text: str):
+    return ir.import_model(onnx.parser.parse_model(text))
+
+
+def test_a_concat_of_another_domain_is_left_alone() -> None:
+    graph = _model("""
+        <ir_version: 10, opset_import: ["" : 17, "custom" : 1]>
+        g (float[2,3] x) => (float[2,3] y) {
+          c = custom.Concat<axis = 1>(x)
+          y = Relu(c)
+        }""")
+    result = ConcatElimination().run(graph, PassContext())
+    assert [n.op for n in graph.nodes] == ["Concat", "Relu"]
+    assert result.counts == {} and result.rejections == []
+
+
+def test_a_negative_axis_of_unknown_rank_is_rejected_with_the_reason() -> None:
+    graph = _model("""
+        <ir_version: 10, opset_import: ["" : 17, "custom" : 1]>
+        g (float[2,3] x) => (float[2,6] y) {
+          a = custom.Op(x)
+          b = custom.Op(x)
+          c = Concat<axis = -1>(a, b)
+          y = Relu(c)
+        }""")
+    result = ConcatElimination().run(graph, PassContext())
+    assert [n.op for n in graph.nodes] == ["Op", "Op", "Concat", "Relu"]
+    assert [(r.nodes, r.reason) for r in result.rejections] == [
+        (("Concat_0",), "concat axis is negative and the output rank is unknown")]
