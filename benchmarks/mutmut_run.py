@@ -249,6 +249,10 @@ EQUIVALENT: dict[str, tuple[str, str]] = {
         changed, "only ONNX ops are chosen (checked above) and their opset is passed apart") for
        n, changed in ((123, "import_domains=None,"),
                       (134, "subgraph.import_domains and graph.import_domains"))},
+    _FOLD + "_fold_islands__mutmut_49": (
+        "part.fold_constants(recurse_subgraphs=False,", "with fold_shapes off no Shape of a "
+        "run-time tensor enters an island: its nodes read constants only, so onnx-graphsurgeon's "
+        "default fold_shapes=True finds no shape to fold"),
     _FOLD + "_reject__mutmut_15": (
         "next(iter(node.attrs), None)", "ONNX requires a Constant to have an attribute: the "
         "default never shows"),
