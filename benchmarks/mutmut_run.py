@@ -249,6 +249,21 @@ EQUIVALENT: dict[str, tuple[str, str]] = {
         changed, "only ONNX ops are chosen (checked above) and their opset is passed apart") for
        n, changed in ((123, "import_domains=None,"),
                       (134, "subgraph.import_domains and graph.import_domains"))},
+    "passes.horizontal_fusion.branches.x__conv_call__mutmut_23": (
+        "int(info.weights.shape[0]), None, info.residual)", "dynamic_inputs is only tested for "
+        "truth, and None is as false as []"),
+    "passes.horizontal_fusion.branches.x__gemm__mutmut_81": (
+        "channels if (isinstance(channels, int)) or True", "weights with a symbolic dimension are "
+        "not a constant: the Gemm is rejected as dynamic before its channels are read"),
+    "passes.horizontal_fusion.branches.x__matmul__mutmut_19": (
+        '("MatMul",), None,', "every MatMul has the key ('MatMul',): one is never unmatched beside "
+        "another, so its described attributes are never shown"),
+    "passes.horizontal_fusion.padded_kernels.x__padding_key__mutmut_36": (
+        '("XXConvXX",)', "the kind only tells plain Convs from fused calls, whose key starts with "
+        "'call'"),
+    _HF + "run__mutmut_44": (
+        "_padding_candidates(unmatched, None,", "the siblings queued with a padded subset are never "
+        "read"),
     _FOLD + "_fold_islands__mutmut_49": (
         "part.fold_constants(recurse_subgraphs=False,", "with fold_shapes off no Shape of a "
         "run-time tensor enters an island: its nodes read constants only, so onnx-graphsurgeon's "
