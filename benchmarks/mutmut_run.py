@@ -264,6 +264,26 @@ EQUIVALENT: dict[str, tuple[str, str]] = {
     _HF + "run__mutmut_44": (
         "_padding_candidates(unmatched, None,", "the siblings queued with a padded subset are never "
         "read"),
+    "passes.concat_elimination.x__dim__mutmut_5": (
+        "axis > len(shape)", "the axis was made non-negative against the rank of tensors of the "
+        "same Concat, Split or Slice, so it is below the rank of the tensor read"),
+    "passes.concat_elimination.x__piece__mutmut_113": (
+        "else 0, tensor)", "without the data input, the rank is read through the Slice output's "
+        "producer, the Slice, from the same data input"),
+    "passes.concat_elimination.x__piece__mutmut_186": (
+        "stop = None", "a range ending at a known dim and one running to the end hold the same "
+        "elements, whether they are joined or written as a Slice's end"),
+    "passes.concat_elimination.x__split_sizes__mutmut_57": (
+        "(dim % count == 0) or True", "a Split without sizes must divide its axis before opset 18, "
+        "and from 18 has num_outputs: the uneven case is not valid ONNX"),
+    _CE + "_split_of_concat__mutmut_60": (
+        "None in concat_sizes and sizes is None", "sizes != concat_sizes already holds when either "
+        "is unknown: a list of ints never equals one holding None, nor None a list"),
+    _CE + "run__mutmut_18": (
+        "removed_any &=", "a pair removed by rule 5 is counted, so the cleanup runs on "
+        "result.counts all the same"),
+    _CE + "run__mutmut_138": ("graph.cleanup(remove_unused_graph_inputs=False)",
+                              _CLEANUP_DEFAULTS),
     _FOLD + "_fold_islands__mutmut_49": (
         "part.fold_constants(recurse_subgraphs=False,", "with fold_shapes off no Shape of a "
         "run-time tensor enters an island: its nodes read constants only, so onnx-graphsurgeon's "

@@ -93,3 +93,19 @@ def test_a_negative_axis_of_unknown_rank_is_rejected_with_the_reason() -> None:
     assert [n.op for n in graph.nodes] == ["Op", "Op", "Concat", "Relu"]
     assert [(r.nodes, r.reason) for r in result.rejections] == [
         (("Concat_0",), "concat axis is negative and the output rank is unknown")]
+
+
+def test_a_narrowed_split_declares_the_joined_output_shape() -> None:
+    graph = _model("""
+        <ir_version: 10, opset_import: ["" : 17]>
+        g (float[1,6,4] x, float[1,2,4] z) => (float[1,5,4] y, float[1,3,4] r)
+          <float[1,1,4] a, float[1,2,4] b, float[1,3,4] c> {
+          S = Constant<value=int64[3] {1, 2, 3}>()
+          t = Relu(x)
+          a, b, c = Split<axis=1>(t, S)
+          y = Concat<axis=1>(a, b, z)
+          r = Tanh(c)
+        }""")
+    ConcatElimination().run(graph, PassContext())
+    (split,) = [n for n in graph.nodes if n.op == "Split"]
+    assert [(t.name, t.shape) for t in split.outputs] == [("a", [1, 3, 4]), ("c", [1, 3, 4])]
