@@ -284,6 +284,18 @@ EQUIVALENT: dict[str, tuple[str, str]] = {
         "result.counts all the same"),
     _CE + "run__mutmut_138": ("graph.cleanup(remove_unused_graph_inputs=False)",
                               _CLEANUP_DEFAULTS),
+    **{f"passes.flatten_gemm_conv.x__kernel__mutmut_{n}": (changed, reason) for n, changed, reason in (
+        (82, "dtype=None)", "ONNX gives a Gemm's C the element type of B, so the bias already has "
+                            "the matrix's dtype"),
+        (92, "c.reshape(-2)", "numpy takes any negative size as the one to infer"))},
+    "passes.flatten_gemm_conv.x\u01c1FlattenGemmConv\u01c1_flattens_map__mutmut_39": (
+        "(len(flat.inputs) > 1) or True", "ONNX requires Reshape's shape input"),
+    "passes.flatten_gemm_conv.x\u01c1FlattenGemmConv\u01c1_flattens_map__mutmut_56": (
+        "(not int(flat.attrs.get(\"allowzero\", 0))) or True", "with allowzero=1 a 0 in the "
+        "target asks for a zero-size dimension, which a map of known positive dimensions cannot "
+        "take: such a model does not run"),
+    _GPW + "_mean_form__mutmut_41": ("reshape(-2)", "numpy takes any negative size as the one to "
+                                                    "infer"),
     _FOLD + "_fold_islands__mutmut_49": (
         "part.fold_constants(recurse_subgraphs=False,", "with fold_shapes off no Shape of a "
         "run-time tensor enters an island: its nodes read constants only, so onnx-graphsurgeon's "

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import onnx
+import onnx.parser
+
+from passes.global_pool_window import GlobalPoolWindow
 from tests import pass_cases
 from trtcompile import ir
-from trtcompile.pass_manager import PassManager
+from trtcompile.pass_manager import PassContext, PassManager
 
 CASES = Path(__file__).parent / "cases"
 
@@ -21,3 +25,26 @@ def test_a_mean_without_keepdims_becomes_a_named_pool_and_flatten() -> None:
     assert (pool.op, pool.name, pool.outputs[0].name) == ("AveragePool", "ReduceMean_0", "m_window")
     assert (flatten.op, flatten.name, flatten.attrs["axis"]) == ("Flatten", "ReduceMean_0_flatten", 1)
     assert flatten.inputs == pool.outputs and flatten.outputs[0].name == "m"
+
+
+def test_a_pool_of_unknown_input_shape_is_rejected_with_the_reason() -> None:
+    graph = ir.import_model(onnx.parser.parse_model("""
+        <ir_version: 10, opset_import: ["" : 17, "custom" : 1]>
+        g (float[1,3,4,4] x) => (float[1,3,1,1] y) {
+          c = custom.Op(x)
+          y = GlobalAveragePool(c)
+        }"""))
+    result = GlobalPoolWindow().run(graph, PassContext())
+    assert [(r.nodes, r.reason) for r in result.rejections] == [
+        (("GlobalAveragePool_0",), "the input's shape is not known")]
+
+
+def test_a_failed_shape_inference_is_logged_under_the_pass_name(monkeypatch) -> None:
+    def fail(*args, **kwargs):
+        raise onnx.shape_inference.InferenceError("[ShapeInferenceError] cannot type 'r'")
+
+    monkeypatch.setattr(onnx.shape_inference, "infer_shapes", fail)
+    graph = ir.import_model(pass_cases.load_case(CASES / "resnet_head.onnxtxt").model())
+    lines: list[str] = []
+    GlobalPoolWindow().run(graph, PassContext(log=lines.append))
+    assert len(lines) == 1 and lines[0].startswith("global-pool-window: shape inference failed: ")
