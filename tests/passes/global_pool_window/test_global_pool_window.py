@@ -6,6 +6,7 @@ from pathlib import Path
 
 import onnx
 import onnx.parser
+import pytest
 
 from passes.global_pool_window import GlobalPoolWindow
 from tests import pass_cases
@@ -48,3 +49,22 @@ def test_a_failed_shape_inference_is_logged_under_the_pass_name(monkeypatch) -> 
     lines: list[str] = []
     GlobalPoolWindow().run(graph, PassContext(log=lines.append))
     assert len(lines) == 1 and lines[0].startswith("global-pool-window: shape inference failed: ")
+
+
+@pytest.mark.parametrize("x_shape, w_shape", [
+    ("1,1,2,2,2,2", "2,1,1,1,1,1"),  # four spatial axes: TensorRT pools over at most three
+    ("1,1,0,4", "2,1,1,1"),  # an empty map: no window averages it
+])
+def test_a_pool_over_no_window_trt_has_stays(x_shape: str, w_shape: str) -> None:
+    graph = ir.import_model(onnx.parser.parse_model(f"""
+        <ir_version: 10, opset_import: ["" : 17]>
+        g (float[{x_shape}] x, float[{w_shape}] W, float[2,5] F) => (float[1,5] y) {{
+          c = Conv(x, W)
+          p = GlobalAveragePool(c)
+          f = Flatten<axis = 1>(p)
+          y = MatMul(f, F)
+        }}"""))
+    result = GlobalPoolWindow().run(graph, PassContext())
+    assert "GlobalAveragePool" in [n.op for n in graph.nodes]
+    assert [(r.nodes, r.reason) for r in result.rejections] == [
+        (("GlobalAveragePool_0",), "the spatial dimensions of the input are not all known")]
