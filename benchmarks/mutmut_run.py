@@ -7,7 +7,9 @@ arguments, strings, ``None`` for values) and runs, against each, only the tests 
 * a pass ``passes/<module>.py`` (or the package ``passes/<module>/``): its pass cases and own tests
   (``tests/passes/<module>/``), ``tests/test_pass_cases.py -k <module>`` and the property tests of
   the pass alone (``tests/property/test_pass_semantics.py -k <pass-name>``);
-* ``trtcompile/verify.py``: ``tests/test_verify*.py``;
+* ``trtcompile/verify.py``: ``tests/test_verify*.py``, ``tests/test_parity_judges_right.py`` and the
+  verify instrument's tests in ``tests/test_pass_manager.py`` (``-k "verify or parity or
+  distribution"``, which keeps every test of the first two files by their module names);
 * ``trtcompile/calibration/``: ``tests/test_calibration.py`` and ``tests/passes/quantize_int8/``.
 
 mutmut narrows this further: a mutant runs only the selected tests that executed its function in
@@ -89,6 +91,8 @@ def targets() -> dict[str, Target]:
                      or (p.is_dir() and (p / "__init__.py").exists()))
     found = {m: pass_target(m) for m in modules}
     verify_tests = sorted(str(p.relative_to(REPO)) for p in (REPO / "tests").glob("test_verify*.py"))
+    verify_tests += ["tests/test_parity_judges_right.py", "tests/test_pass_manager.py",
+                     "-k", "verify or parity or distribution"]
     found["verify"] = Target("verify", ("trtcompile/verify.py",), tuple(verify_tests))
     found["calibration"] = Target("calibration", ("trtcompile/calibration/*",),
                                   ("tests/test_calibration.py", "tests/passes/quantize_int8"))
