@@ -51,3 +51,17 @@ def test_a_failed_shape_inference_is_logged_under_the_pass_name(monkeypatch) -> 
     lines: list[str] = []
     FlattenGemmConv().run(graph, PassContext(log=lines.append))
     assert len(lines) == 1 and lines[0].startswith("flatten-gemm-conv: shape inference failed: ")
+
+
+def test_an_empty_map_is_not_made_a_convolution() -> None:
+    """A map with no channels flattens to no features: there is no kernel to write."""
+    graph = ir.import_model(onnx.parser.parse_model("""
+        <ir_version: 10, opset_import: ["" : 17]>
+        g (float[1,0,2,2] x) => (float[1,3] y) <float[3,0] F = {}> {
+          f = Flatten<axis = 1>(x)
+          y = Gemm<transB = 1>(f, F)
+        }"""))
+    result = FlattenGemmConv().run(graph, PassContext())
+    assert [n.op for n in graph.nodes] == ["Flatten", "Gemm"]
+    assert [(r.nodes, r.reason) for r in result.rejections] == [
+        (("Flatten_0", "Gemm_0"), "the channels and spatial dimensions are not all known")]
