@@ -300,6 +300,21 @@ EQUIVALENT: dict[str, tuple[str, str]] = {
         "take: such a model does not run"),
     _GPW + "_mean_form__mutmut_41": ("reshape(-2)", "numpy takes any negative size as the one to "
                                                     "infer"),
+    **{f"trtcompile.verify.x_feed_data__mutmut_{n}": (
+        changed, "only the first batch is read: Polygraphy's DataLoader draws it the same with "
+                 "one iteration (its default) or more") for n, changed in (
+        (6, "iterations=None,"), (9, "DataLoader(seed=seed, input_metadata"), (11, "iterations=2,"))},
+    "trtcompile.verify.x_within_tolerance__mutmut_15": ("reference.astype(None)",
+                                                        "numpy's astype(None) is float64"),
+    "trtcompile.verify.x_error_statistics__mutmut_9": ("candidate.astype(None)",
+                                                       "numpy's astype(None) is float64"),
+    "trtcompile.verify.x_within_tolerance__mutmut_8": (
+        'reference.dtype.kind == "B"', "outputs of different element types are reported as "
+        "changed before the rule applies: a boolean reference meets a boolean candidate, which "
+        "the second test sees"),
+    "trtcompile.verify.x__changed_outputs__mutmut_6": (
+        "reference is None and candidate is None", "compare_run_results, the only caller, raises "
+        "first when either runner is absent"),
     _FOLD + "_fold_islands__mutmut_49": (
         "part.fold_constants(recurse_subgraphs=False,", "with fold_shapes off no Shape of a "
         "run-time tensor enters an island: its nodes read constants only, so onnx-graphsurgeon's "
