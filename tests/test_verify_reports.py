@@ -206,3 +206,14 @@ def test_error_statistics_of_infinities_and_nans_warn_nothing() -> None:
         warnings.simplefilter("error")
         assert verify.error_statistics(reference, candidate) == (np.inf, np.inf)
         assert verify.error_statistics(reference[:1], candidate[:1]) == (0.0, 0.0)
+
+
+def test_an_output_changing_in_a_later_batch_is_named_too() -> None:
+    reference = {"a": np.zeros(2, np.float32), "b": np.zeros(2, np.float32)}
+    results = [("input", [reference, reference]),
+               ("optimized", [{"b": np.zeros(2, np.float32)}, {"b": np.zeros(3, np.float32)}])]
+    parity = verify.compare_run_results(results, atol=0.1, rtol=0.0, reference_name="input",
+                                        candidate_name="optimized")
+    assert {name: o.change for name, o in parity.outputs.items()} == {
+        "a": "is missing from the optimized model",
+        "b": "changed shape: [2] in the input model, [3] in the optimized model"}
