@@ -23,6 +23,7 @@ that copy, so the working tree is never touched.
     python -m benchmarks.mutmut_run --modules verify --sample 100 --seed 1
     python -m benchmarks.mutmut_run --modules dead_layer_elimination --mutants NAME,...  # rerun some
     python -m benchmarks.mutmut_run --list
+    python -m benchmarks.mutmut_run --report-only  # docs/testing.md from the stored results
 
 Results are kept per module in benchmarks/mutmut_results.json (a rerun of some mutants updates
 their verdicts only); the section ``mutmut`` of docs/testing.md is regenerated from that file on
@@ -507,8 +508,14 @@ def main() -> int:
     parser.add_argument("--keep", action="store_true", help="keep the scratch copies")
     parser.add_argument("--list", action="store_true", help="list modules and their tests")
     parser.add_argument("--no-write", action="store_true", help="do not update docs/testing.md")
+    parser.add_argument("--report-only", action="store_true",
+                        help="run nothing: regenerate docs/testing.md from the stored results")
     args = parser.parse_args()
     known = targets()
+    if args.report_only:
+        stored = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+        write_section("mutmut", summary_markdown(stored), TESTING_MD)
+        return 0
     chosen = [m for m in args.modules.split(",") if m]
     unknown = [m for m in chosen if m not in known]
     if unknown:
