@@ -316,6 +316,12 @@ EQUIVALENT: dict[str, tuple[str, str]] = {
     "trtcompile.verify.x__changed_outputs__mutmut_6": (
         "reference is None and candidate is None", "compare_run_results, the only caller, raises "
         "first when either runner is absent"),
+    "trtcompile.calibration.cache.x_model_fingerprint__mutmut_5": (
+        "SerializeToString(deterministic=None)", "deterministic serialization only orders map "
+        "fields, and ONNX's GraphProto has none"),
+    "trtcompile.calibration.data.x__release_pages__mutmut_8": (
+        'getattr(array, "_MMAP", None)', "dropping a memory map's resident pages only returns "
+        "memory to the system: the values read are the same"),
     _FOLD + "_fold_islands__mutmut_49": (
         "part.fold_constants(recurse_subgraphs=False,", "with fold_shapes off no Shape of a "
         "run-time tensor enters an island: its nodes read constants only, so onnx-graphsurgeon's "
