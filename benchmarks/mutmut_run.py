@@ -322,6 +322,12 @@ EQUIVALENT: dict[str, tuple[str, str]] = {
     "trtcompile.calibration.data.x__release_pages__mutmut_8": (
         'getattr(array, "_MMAP", None)', "dropping a memory map's resident pages only returns "
         "memory to the system: the values read are the same"),
+    "trtcompile.calibration.ranges.x\u01c1AbsHistogram\u01c1_grow__mutmut_17": (
+        "if factor > self.num_bins:", "with the factor equal to the number of bins, the grouping "
+        "branch also puts every count into bin 0"),
+    "trtcompile.calibration.ranges.x\u01c1AbsHistogram\u01c1_grow__mutmut_42": (
+        "self.num_bins % factor == 1 else", "np.add.reduceat from every factor-th bin sums the "
+        "same groups as the reshape"),
     _FOLD + "_fold_islands__mutmut_49": (
         "part.fold_constants(recurse_subgraphs=False,", "with fold_shapes off no Shape of a "
         "run-time tensor enters an island: its nodes read constants only, so onnx-graphsurgeon's "

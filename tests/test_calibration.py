@@ -582,3 +582,27 @@ def test_a_file_is_held_to_the_floor_its_caller_gives(tmp_path) -> None:
     np.savez(tmp_path / "few.npz", **feeds(4))
     data = load_calibration_data(tmp_path / "few.npz", two_input_model(), min_samples=4)
     assert data.arrays["a"].shape == (4, 4)
+
+
+def test_a_percentile_interpolates_inside_its_bin() -> None:
+    assert percentile_amax(np.array([0, 4, 0, 0]), 1.0, 50.0) == 1.5
+
+
+def test_a_histogram_grows_keeping_every_count_in_its_place() -> None:
+    histogram = AbsHistogram(256)
+    histogram.add(np.array([1.0, 0.5], np.float32))
+    histogram.add(np.array([3.0], np.float32))  # the range grows 4 times: 4 bins become one
+    assert histogram.upper == 4.0
+    assert {int(i): int(histogram.counts[i]) for i in np.flatnonzero(histogram.counts)} == {
+        32: 1, 63: 1, 192: 1}
+    odd = AbsHistogram(200)  # 200 bins do not split into groups of 16: the last group is short
+    odd.add(np.array([1.0, 0.01], np.float32))
+    odd.add(np.array([10.0], np.float32))
+    assert odd.upper == 16.0 and int(odd.counts.sum()) == 3
+    assert {int(i): int(odd.counts[i]) for i in np.flatnonzero(odd.counts)} == {0: 1, 12: 1, 125: 1}
+
+
+def test_the_int8_tolerances_say_what_they_are() -> None:
+    assert precision_tolerances("int8").note == (
+        "int8: elementwise, atol=1e-3 + 0.1 x output range, rtol=0.1 (127 levels per tensor); "
+        "with --calib-data also top-1 agreement on held-out samples")
