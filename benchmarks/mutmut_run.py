@@ -7,7 +7,9 @@ arguments, strings, ``None`` for values) and runs, against each, only the tests 
 * a pass ``passes/<module>.py`` (or the package ``passes/<module>/``): its pass cases and own tests
   (``tests/passes/<module>/``), ``tests/test_pass_cases.py -k <module>`` and the property tests of
   the pass alone (``tests/property/test_pass_semantics.py -k <pass-name>``);
-* ``trtcompile/verify.py``: ``tests/test_verify*.py``;
+* ``trtcompile/verify.py``: ``tests/test_verify*.py``, ``tests/test_parity_judges_right.py`` and the
+  verify instrument's tests in ``tests/test_pass_manager.py`` (``-k "verify or parity or
+  distribution"``, which keeps every test of the first two files by their module names);
 * ``trtcompile/calibration/``: ``tests/test_calibration.py`` and ``tests/passes/quantize_int8/``.
 
 mutmut narrows this further: a mutant runs only the selected tests that executed its function in
@@ -21,6 +23,7 @@ that copy, so the working tree is never touched.
     python -m benchmarks.mutmut_run --modules verify --sample 100 --seed 1
     python -m benchmarks.mutmut_run --modules dead_layer_elimination --mutants NAME,...  # rerun some
     python -m benchmarks.mutmut_run --list
+    python -m benchmarks.mutmut_run --report-only  # docs/testing.md from the stored results
 
 Results are kept per module in benchmarks/mutmut_results.json (a rerun of some mutants updates
 their verdicts only); the section ``mutmut`` of docs/testing.md is regenerated from that file on
@@ -89,6 +92,8 @@ def targets() -> dict[str, Target]:
                      or (p.is_dir() and (p / "__init__.py").exists()))
     found = {m: pass_target(m) for m in modules}
     verify_tests = sorted(str(p.relative_to(REPO)) for p in (REPO / "tests").glob("test_verify*.py"))
+    verify_tests += ["tests/test_parity_judges_right.py", "tests/test_pass_manager.py",
+                     "-k", "verify or parity or distribution"]
     found["verify"] = Target("verify", ("trtcompile/verify.py",), tuple(verify_tests))
     found["calibration"] = Target("calibration", ("trtcompile/calibration/*",),
                                   ("tests/test_calibration.py", "tests/passes/quantize_int8"))
@@ -104,6 +109,10 @@ _CE = "passes.concat_elimination.x\u01c1ConcatElimination\u01c1"
 _HF = "passes.horizontal_fusion.x\u01c1HorizontalFusion\u01c1"
 _GPW = "passes.global_pool_window.x\u01c1GlobalPoolWindow\u01c1"
 _DLE = "passes.dead_layer_elimination.x\u01c1DeadLayerElimination\u01c1"
+_CSE = "passes.common_subexpression_elimination.x\u01c1CommonSubexpressionElimination\u01c1"
+_CSE_F = "passes.common_subexpression_elimination.x_"
+_CSE_TAG = ("a token's tag only keeps kinds of attribute or input apart; the changed tag is still "
+            "unlike every other")
 _CLEANUP_DEFAULTS = ("onnx-graphsurgeon's Graph.cleanup defaults are remove_unused_node_outputs=False, "
                      "recurse_subgraphs=True, remove_unused_graph_inputs=False; None is as false")
 _ALL_LIVE_SHORTCUT = ("_all_live only lets run skip a cleanup that would find nothing; this mutant makes "
@@ -191,6 +200,141 @@ EQUIVALENT: dict[str, tuple[str, str]] = {
     _HF + "_merged_conv_inputs__mutmut_40": (
         "bias.values.reshape(-2)", "numpy takes any negative size as the one to infer: reshape(-2) "
         "is reshape(-1)"),
+    **{_CSE_F + f"_deterministic_function__mutmut_{n}": (changed, reason) for n, changed, reason in (
+        (31, "verdict = None", "the caller tests the verdict with not, and None is as false"),
+        (33, "+            return", "the memo already holds False for the function, and the "
+                                    "caller tests None as false"))},
+    _CSE_F + "_dtype_key__mutmut_2": (
+        "return repr(None)", "only dtypes numpy cannot name reach it: they share a group, and "
+        "_same_bytes still compares dtypes before bytes"),
+    **{_CSE_F + f"_prefix__mutmut_{n}": (changed, reason) for n, changed, reason in (
+        (16, "[:65])).cast", "64 bytes are cut from 65 values as from 64"),
+        (19, '.cast("B")[:65]', "the prefix is only compared between constants of one dtype and "
+                                "shape; a byte more tells apart only constants that differ"),
+        (5, "reshape(None)", "the prefix is only compared between string constants of one shape: "
+                             "any fixed slice of equal values is equal"),
+        (7, "reshape(-2)", "numpy takes any negative size as the one to infer"))},
+    _CSE_F + "_random_reason__mutmut_13": (
+        'get("is_test", 2)', "any default but 0 leaves a Dropout without is_test in inference"),
+    _CSE_F + "_random_reason__mutmut_34": (
+        "reshape(+1)", "training_mode is a scalar (one element): reshape(1) reads it as "
+                       "reshape(-1)"),
+    _CSE_F + "_same_bytes__mutmut_4": (
+        "+        return True", "constants are grouped by dtype and shape before they are compared: "
+                               "_same_bytes never sees two that differ in either"),
+    _CSE + "_difference__mutmut_15": (
+        "differing.append(None)", "unreachable: a node with an attribute that cannot be keyed is "
+        "skipped before it can be a near miss"),
+    _CSE + "_merge_once__mutmut_124": (
+        "if reason is not None:", "the kept node equals the candidate in op, domain, attributes "
+        "and inputs, so its check gives the candidate's answer"),
+    **{_CSE + f"_merge_once__mutmut_{n}": (changed, _CSE_TAG) for n, changed in (
+        (8, '("e", 1)'), (28, '("XXsXX", value)'), (29, '("S", value)'),
+        (33, '("T", constants'), (35, '("XXaXX"'), (42, '("XXgXX",)'), (96, '("XXcXX",)'))},
+    **{_CSE + f"_merge_once__mutmut_{n}": (
+        changed, "the exception's message is never read: a node with an attribute that cannot be "
+                 "keyed is skipped") for n, changed in (
+        (54, "_Unkeyable(None)"), (55, "type(None).__name__"))},
+    _CSE + "_merge_once__mutmut_73": (
+        "tuple(t.is_empty() for", "the presence flags inverted tell the same outputs apart"),
+    "passes.fold_constants.x__makes_non_tensor__mutmut_11": (
+        'getattr(t, "type", )', "a folded tensor leaves its producer's outputs, so a node's "
+        "outputs are onnx-graphsurgeon Variables, which always have a type"),
+    _FOLD + "_fold_large_weights__mutmut_15": (
+        'node.op == "constant"', "a Constant node has no inputs: the next test skips it"),
+    _FOLD + "_fold_large_weights__mutmut_105": (
+        "evaluates=False)", "only _fold_islands reads evaluates"),
+    _FOLD + "_fold_large_weights__mutmut_107": (
+        "fold_shapes=None,", "every chosen node computes from constants only: there is no Shape "
+        "of a run-time tensor to fold"),
+    _FOLD + "_fold_large_weights__mutmut_137": (
+        "flatten_subgraphs=True,", "nodes holding subgraphs are never chosen: there is no If to "
+        "flatten"),
+    **{_FOLD + f"_fold_large_weights__mutmut_{n}": (
+        changed, "only ONNX ops are chosen (checked above) and their opset is passed apart") for
+       n, changed in ((123, "import_domains=None,"),
+                      (134, "subgraph.import_domains and graph.import_domains"))},
+    "passes.horizontal_fusion.branches.x__conv_call__mutmut_23": (
+        "int(info.weights.shape[0]), None, info.residual)", "dynamic_inputs is only tested for "
+        "truth, and None is as false as []"),
+    "passes.horizontal_fusion.branches.x__gemm__mutmut_81": (
+        "channels if (isinstance(channels, int)) or True", "weights with a symbolic dimension are "
+        "not a constant: the Gemm is rejected as dynamic before its channels are read"),
+    "passes.horizontal_fusion.branches.x__matmul__mutmut_19": (
+        '("MatMul",), None,', "every MatMul has the key ('MatMul',): one is never unmatched beside "
+        "another, so its described attributes are never shown"),
+    "passes.horizontal_fusion.padded_kernels.x__padding_key__mutmut_36": (
+        '("XXConvXX",)', "the kind only tells plain Convs from fused calls, whose key starts with "
+        "'call'"),
+    _HF + "run__mutmut_44": (
+        "_padding_candidates(unmatched, None,", "the siblings queued with a padded subset are never "
+        "read"),
+    "passes.concat_elimination.x__dim__mutmut_5": (
+        "axis > len(shape)", "the axis was made non-negative against the rank of tensors of the "
+        "same Concat, Split or Slice, so it is below the rank of the tensor read"),
+    "passes.concat_elimination.x__piece__mutmut_113": (
+        "else 0, tensor)", "without the data input, the rank is read through the Slice output's "
+        "producer, the Slice, from the same data input"),
+    "passes.concat_elimination.x__piece__mutmut_186": (
+        "stop = None", "a range ending at a known dim and one running to the end hold the same "
+        "elements, whether they are joined or written as a Slice's end"),
+    "passes.concat_elimination.x__split_sizes__mutmut_57": (
+        "(dim % count == 0) or True", "a Split without sizes must divide its axis before opset 18, "
+        "and from 18 has num_outputs: the uneven case is not valid ONNX"),
+    _CE + "_split_of_concat__mutmut_60": (
+        "None in concat_sizes and sizes is None", "sizes != concat_sizes already holds when either "
+        "is unknown: a list of ints never equals one holding None, nor None a list"),
+    _CE + "run__mutmut_18": (
+        "removed_any &=", "a pair removed by rule 5 is counted, so the cleanup runs on "
+        "result.counts all the same"),
+    _CE + "run__mutmut_138": ("graph.cleanup(remove_unused_graph_inputs=False)",
+                              _CLEANUP_DEFAULTS),
+    **{f"passes.flatten_gemm_conv.x__kernel__mutmut_{n}": (changed, reason) for n, changed, reason in (
+        (82, "dtype=None)", "ONNX gives a Gemm's C the element type of B, so the bias already has "
+                            "the matrix's dtype"),
+        (92, "c.reshape(-2)", "numpy takes any negative size as the one to infer"))},
+    "passes.flatten_gemm_conv.x\u01c1FlattenGemmConv\u01c1_flattens_map__mutmut_39": (
+        "(len(flat.inputs) > 1) or True", "ONNX requires Reshape's shape input"),
+    "passes.flatten_gemm_conv.x\u01c1FlattenGemmConv\u01c1_flattens_map__mutmut_56": (
+        "(not int(flat.attrs.get(\"allowzero\", 0))) or True", "with allowzero=1 a 0 in the "
+        "target asks for a zero-size dimension, which a map of known positive dimensions cannot "
+        "take: such a model does not run"),
+    _GPW + "_mean_form__mutmut_41": ("reshape(-2)", "numpy takes any negative size as the one to "
+                                                    "infer"),
+    **{f"trtcompile.verify.x_feed_data__mutmut_{n}": (
+        changed, "only the first batch is read: Polygraphy's DataLoader draws it the same with "
+                 "one iteration (its default) or more") for n, changed in (
+        (6, "iterations=None,"), (9, "DataLoader(seed=seed, input_metadata"), (11, "iterations=2,"))},
+    "trtcompile.verify.x_within_tolerance__mutmut_15": ("reference.astype(None)",
+                                                        "numpy's astype(None) is float64"),
+    "trtcompile.verify.x_error_statistics__mutmut_9": ("candidate.astype(None)",
+                                                       "numpy's astype(None) is float64"),
+    "trtcompile.verify.x_within_tolerance__mutmut_8": (
+        'reference.dtype.kind == "B"', "outputs of different element types are reported as "
+        "changed before the rule applies: a boolean reference meets a boolean candidate, which "
+        "the second test sees"),
+    "trtcompile.verify.x__changed_outputs__mutmut_6": (
+        "reference is None and candidate is None", "compare_run_results, the only caller, raises "
+        "first when either runner is absent"),
+    "trtcompile.calibration.cache.x_model_fingerprint__mutmut_5": (
+        "SerializeToString(deterministic=None)", "deterministic serialization only orders map "
+        "fields, and ONNX's GraphProto has none"),
+    "trtcompile.calibration.data.x__release_pages__mutmut_8": (
+        'getattr(array, "_MMAP", None)', "dropping a memory map's resident pages only returns "
+        "memory to the system: the values read are the same"),
+    "trtcompile.calibration.ranges.x\u01c1AbsHistogram\u01c1_grow__mutmut_17": (
+        "if factor > self.num_bins:", "with the factor equal to the number of bins, the grouping "
+        "branch also puts every count into bin 0"),
+    "trtcompile.calibration.ranges.x\u01c1AbsHistogram\u01c1_grow__mutmut_42": (
+        "self.num_bins % factor == 1 else", "np.add.reduceat from every factor-th bin sums the "
+        "same groups as the reshape"),
+    _FOLD + "_fold_islands__mutmut_49": (
+        "part.fold_constants(recurse_subgraphs=False,", "with fold_shapes off no Shape of a "
+        "run-time tensor enters an island: its nodes read constants only, so onnx-graphsurgeon's "
+        "default fold_shapes=True finds no shape to fold"),
+    _FOLD + "_reject__mutmut_15": (
+        "next(iter(node.attrs), None)", "ONNX requires a Constant to have an attribute: the "
+        "default never shows"),
 }
 
 
@@ -376,8 +520,14 @@ def main() -> int:
     parser.add_argument("--keep", action="store_true", help="keep the scratch copies")
     parser.add_argument("--list", action="store_true", help="list modules and their tests")
     parser.add_argument("--no-write", action="store_true", help="do not update docs/testing.md")
+    parser.add_argument("--report-only", action="store_true",
+                        help="run nothing: regenerate docs/testing.md from the stored results")
     args = parser.parse_args()
     known = targets()
+    if args.report_only:
+        stored = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+        write_section("mutmut", summary_markdown(stored), TESTING_MD)
+        return 0
     chosen = [m for m in args.modules.split(",") if m]
     unknown = [m for m in chosen if m not in known]
     if unknown:

@@ -383,7 +383,7 @@ def _deterministic_function(function: gs.Function, functions: dict, memo: dict) 
         return memo[key]
     memo[key] = False  # a recursive call (ONNX forbids them) is not deterministic
     verdict = True
-    for node in ir.iter_nodes(function):
+    for node in ir.scope_nodes(function):
         domain = node.domain or ""
         if domain in _KNOWN_DOMAINS:
             if _random_reason(node) is not None:

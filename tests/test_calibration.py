@@ -501,3 +501,110 @@ def test_dynamic_batch_calibration_uses_every_sample():
     ranges = collect_ranges(conv_model_for_streaming(), ["x"], CalibrationData({"x": samples}),
                             method="minmax", batch_size=32, progress=False)
     assert ranges["x"] == pytest.approx(9.0)
+
+
+# Samples from memory --------------------------------------------------------------------------
+
+
+def test_samples_from_memory_name_what_does_not_match_the_model() -> None:
+    model = two_input_model()
+    with pytest.raises(InputError) as raised:
+        calibration.calibration_data({"a": np.zeros((2, 4)), "z": np.zeros((2, 4))}, model)
+    assert str(raised.value) == ("calibration batch 0 names 'z', not an input of the model "
+                                 "(inputs: a, b)")
+    with pytest.raises(InputError) as raised:
+        calibration.calibration_data([(np.zeros((2, 4), np.float32),)], model)
+    assert str(raised.value) == ("calibration batch 0 has 1 array(s); the model has 2 input(s) "
+                                 "(a, b)")
+    with pytest.raises(InputError) as raised:
+        calibration.calibration_data(7, model)
+    assert str(raised.value) == ("calibration samples: expected arrays, a dict of arrays or an "
+                                 "iterable of batches, got int")
+
+
+def test_batches_from_a_function_are_joined_along_the_sample_axis() -> None:
+    def batches():
+        for seed in range(3):
+            yield feeds(2, seed)
+    data = calibration.calibration_data(batches, two_input_model())
+    assert {name: array.shape for name, array in data.arrays.items()} == {"a": (6, 4), "b": (6, 4)}
+
+
+def test_an_array_like_is_one_batch() -> None:
+    class Frames:
+        """Not an ndarray, but converts to one (as a framework's tensor does)."""
+
+        def __array__(self, dtype=None, copy=None):
+            return np.ones((5, 3, 2), np.float32)
+
+        def __iter__(self):
+            raise AssertionError("iterated as batches")
+
+    data = calibration.calibration_data(Frames(), one_input_model())
+    assert data.arrays["x"].shape == (5, 3, 2)
+
+
+def test_a_percentile_above_100_is_refused() -> None:
+    with pytest.raises(InputError, match=r"^calibration percentile must be in \(0, 100\], got 100.5$"):
+        calibration.check_method("percentile", 100.5)
+    calibration.check_method("percentile", 100.0)
+
+
+def test_a_histogram_of_zeros_has_range_zero_and_unknown_methods_are_named() -> None:
+    statistics = calibration.TensorStatistics(histogram=AbsHistogram(2048))
+    statistics.add(np.zeros(16, np.float32))
+    assert statistics.range("entropy") == 0.0
+    statistics.add(np.linspace(-1, 1, 64, dtype=np.float32))
+    with pytest.raises(ValueError, match="^unknown calibration method 'median'$"):
+        statistics.range("median")
+
+
+def test_a_histogram_may_have_exactly_as_many_bins_as_quantized_levels() -> None:
+    assert AbsHistogram(calibration.QUANTIZED_LEVELS).num_bins == calibration.QUANTIZED_LEVELS
+    with pytest.raises(ValueError, match="histogram needs at least"):
+        AbsHistogram(calibration.QUANTIZED_LEVELS - 1)
+
+
+def test_samples_are_counted_against_the_floor_and_a_fixed_batch() -> None:
+    specs = calibration.model_input_specs(two_input_model(batch=4))
+    with pytest.raises(InputError, match="^calibration data has 2 samples; calibration needs at "
+                                         "least 3 "):
+        CalibrationData(feeds(2), min_samples=3).validate(specs)
+    # A floor given to validate overrides the data's own.
+    CalibrationData(feeds(8), min_samples=16).validate(specs, min_samples=4)
+    # The default floor is one sample; a fixed batch still needs a whole batch.
+    with pytest.raises(InputError) as raised:
+        CalibrationData(feeds(2)).validate(specs)
+    assert str(raised.value) == ("calibration data has 2 samples, fewer than the model's fixed "
+                                 "batch size 4")
+
+
+def test_a_file_is_held_to_the_floor_its_caller_gives(tmp_path) -> None:
+    np.savez(tmp_path / "few.npz", **feeds(4))
+    data = load_calibration_data(tmp_path / "few.npz", two_input_model(), min_samples=4)
+    assert data.arrays["a"].shape == (4, 4)
+
+
+def test_a_percentile_interpolates_inside_its_bin() -> None:
+    assert percentile_amax(np.array([0, 4, 0, 0]), 1.0, 50.0) == 1.5
+
+
+def test_a_histogram_grows_keeping_every_count_in_its_place() -> None:
+    histogram = AbsHistogram(256)
+    histogram.add(np.array([1.0, 0.5], np.float32))
+    histogram.add(np.array([3.0], np.float32))  # the range grows 4 times: 4 bins become one
+    assert histogram.upper == 4.0
+    assert {int(i): int(histogram.counts[i]) for i in np.flatnonzero(histogram.counts)} == {
+        32: 1, 63: 1, 192: 1}
+    odd = AbsHistogram(200)  # 200 bins do not split into groups of 16: the last group is short
+    odd.add(np.array([1.0, 0.01], np.float32))
+    odd.add(np.array([10.0], np.float32))
+    assert odd.upper == 16.0 and int(odd.counts.sum()) == 3
+    assert {int(i): int(odd.counts[i]) for i in np.flatnonzero(odd.counts)} == {0: 1, 12: 1, 125: 1}
+
+
+def test_the_int8_tolerances_say_what_they_are() -> None:
+    assert precision_tolerances("int8").note == (
+        "int8: elementwise against the FP32 input model on the same inputs, "
+        "|int8 - fp32| <= 1e-3 + 0.1 x max|fp32 output| + 0.1 x |fp32| (127 levels per tensor); "
+        "with --calib-data on the held-out samples, also by top-1 agreement")

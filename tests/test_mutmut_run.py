@@ -63,3 +63,10 @@ def test_summary_counts_equivalent_survivors_apart(monkeypatch) -> None:
     assert mutmut_run.stale_equivalents(stored) == []
     stored["p"]["verdicts"]["passes.p.x_f__mutmut_3"]["diff"] = "- y\n+ z"
     assert mutmut_run.stale_equivalents(stored) == ["passes.p.x_f__mutmut_3"]
+
+
+def test_verify_is_judged_by_its_tests_and_the_verify_instrument_s() -> None:
+    target = mutmut_run.targets()["verify"]
+    assert target.tests == ("tests/test_verify_reports.py", "tests/test_verify_tolerance.py",
+                            "tests/test_parity_judges_right.py",
+                            "tests/test_pass_manager.py", "-k", "verify or parity or distribution")

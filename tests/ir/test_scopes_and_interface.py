@@ -1,6 +1,7 @@
 """Scopes and the graph's interface in the IR: what a body reads from its outer graph is used
 there, overridable initializers stay graph inputs through import, copy and export, string
-constants export after being read, and a local function is reused only for an equal body."""
+constants export after being read, a local function is reused only for an equal body, and
+local functions are sorted after the functions they call."""
 
 from __future__ import annotations
 
@@ -116,3 +117,26 @@ def test_a_local_function_is_reused_only_for_an_equal_body() -> None:
     assert ir.add_local_function(graph, _function("Sigmoid")) is other
     assert [f.name for f in graph.functions] == ["Act", "Act_1"]
     assert ir.function_body_key(first) != ir.function_body_key(other)
+
+
+def test_toposort_puts_each_local_function_after_the_functions_it_calls() -> None:
+    """F calls G, G calls H: sorted, H comes first, whatever the order they were defined in."""
+    model = onnx.parser.parse_model("""
+        <ir_version: 10, opset_import: ["" : 17, "local" : 1]>
+        g (float[2,3] x) => (float[2,3] y) {
+          y = local.F(x)
+        }
+        <domain: "local", opset_import: ["" : 17, "local" : 1]>
+        F (v) => (w) {
+          w = local.G(v)
+        }
+        <domain: "local", opset_import: ["" : 17, "local" : 1]>
+        G (v) => (w) {
+          w = local.H(v)
+        }
+        <domain: "local", opset_import: ["" : 17]>
+        H (v) => (w) {
+          w = Sigmoid(v)
+        }""")
+    graph = ir.import_model(model)
+    assert [f.name for f in ir.toposort(graph).functions] == ["H", "G", "F"]

@@ -514,7 +514,7 @@ def toposort(graph: gs.Graph) -> gs.Graph:
         calls = nx.DiGraph()
         calls.add_nodes_from(range(len(keys)))
         for i, function in enumerate(graph.functions):
-            for node in iter_nodes(function):
+            for node in scope_nodes(function):
                 callee = index.get(call_key(node))
                 if callee is not None and callee != i:
                     calls.add_edge(callee, i)

@@ -11,8 +11,10 @@ import onnx_graphsurgeon as gs
 import pytest
 
 import passes.common_subexpression_elimination as cse
+from passes.common_subexpression_elimination import CommonSubexpressionElimination
 from trtcompile import ir, verify
-from trtcompile.pass_manager import PassManager
+from trtcompile.pass_manager import PassContext, PassManager
+from trtcompile.pm import REWRITE_LIMIT_REASON
 
 PASS = "common-subexpression-elimination"
 
@@ -204,3 +206,172 @@ def test_default_pipeline_merges_fused_convs_with_equal_weights_and_bias() -> No
     assert [ir.op_key(n).split("_")[0] for n in graph.nodes] == [
         "trtcompile.ConvBiasRelu", "trtcompile.ConvBiasRelu", "Mul", "Concat"]
     assert verify.compare_models(model, ir.export_model(graph), seed=0).passed
+
+
+def _nested_function_model(innermost_op: str) -> onnx.ModelProto:
+    """Two calls of F, where F calls G and G calls H, whose body is ``innermost_op``."""
+    return onnx.parser.parse_model(f"""
+        <ir_version: 10, opset_import: ["" : 17, "local" : 1]>
+        g (float[2,3] x) => (float[2,3] y) {{
+          a = local.F(x)
+          b = local.F(x)
+          y = Add(a, b)
+        }}
+        <domain: "local", opset_import: ["" : 17, "local" : 1]>
+        F (v) => (w) {{
+          w = local.G(v)
+        }}
+        <domain: "local", opset_import: ["" : 17, "local" : 1]>
+        G (v) => (w) {{
+          w = local.H(v)
+        }}
+        <domain: "local", opset_import: ["" : 17]>
+        H (v) => (w) {{
+          w = {innermost_op}
+        }}""")
+
+
+def test_calls_of_functions_calling_deterministic_functions_merge() -> None:
+    model = _nested_function_model("Sigmoid(v)")
+    graph, report = _run(model)
+    assert [n.op for n in graph.nodes] == ["F", "Add"]
+    assert report.records[0].counts == {"merged_nodes": 1}
+    assert verify.compare_models(model, ir.export_model(graph), seed=0).passed
+
+
+def test_a_random_op_two_calls_deep_keeps_the_calls_apart() -> None:
+    graph, report = _run(_nested_function_model("RandomUniformLike<seed = 2.0>(v)"))
+    assert [n.op for n in graph.nodes] == ["F", "F", "Add"]
+    assert report.rejections(PASS)[0].reason == "local function 'local.F' draws random values"
+
+
+def test_a_recursive_function_is_not_taken_as_deterministic() -> None:
+    """ONNX forbids recursion; a function calling itself is never taken for a deterministic one."""
+    model = onnx.parser.parse_model("""
+        <ir_version: 10, opset_import: ["" : 17, "local" : 1]>
+        g (float[2,3] x) => (float[2,3] y) {
+          a = local.F(x)
+          b = local.F(x)
+          y = Add(a, b)
+        }
+        <domain: "local", opset_import: ["" : 17, "local" : 1]>
+        F (v) => (w) {
+          w = local.F(v)
+        }""")
+    graph, report = _run(model)
+    assert [n.op for n in graph.nodes] == ["F", "F", "Add"]
+    assert report.rejections(PASS)[0].reason == "local function 'local.F' draws random values"
+
+
+def _string_model(first: list[str], second: list[str]) -> onnx.ModelProto:
+    """e = Equal(s, c1) and Equal(s, c2) with string constants c1, c2."""
+    h = onnx.helper
+    constants = [h.make_tensor(name, onnx.TensorProto.STRING, [len(values)],
+                               [v.encode() for v in values])
+                 for name, values in (("c1", first), ("c2", second))]
+    nodes = [h.make_node("Equal", ["s", "c1"], ["e1"], name="equal_1"),
+             h.make_node("Equal", ["s", "c2"], ["e2"], name="equal_2"),
+             h.make_node("And", ["e1", "e2"], ["y"], name="both")]
+    graph_proto = h.make_graph(
+        nodes, "g", [h.make_tensor_value_info("s", onnx.TensorProto.STRING, [2])],
+        [h.make_tensor_value_info("y", onnx.TensorProto.BOOL, [2])], constants)
+    return h.make_model(graph_proto, opset_imports=[h.make_opsetid("", 19)], ir_version=10)
+
+
+def test_string_constants_compare_by_value() -> None:
+    graph, report = _run(_string_model(["a", "b"], ["a", "b"]))
+    assert [n.name for n in graph.nodes] == ["equal_1", "both"]
+    assert report.records[0].counts == {"merged_nodes": 1}
+    graph, report = _run(_string_model(["a", "b"], ["a", "c"]))
+    assert [n.name for n in graph.nodes] == ["equal_1", "equal_2", "both"]
+    assert report.rejections(PASS)[0].reason == "constant input 1 differs ('c1' and 'c2')"
+
+
+def test_constant_values_are_read_only_beside_a_constant_of_their_dtype_and_shape(
+        monkeypatch) -> None:
+    """An initializer kept in external data stays on disk unless another constant has its dtype
+    and shape, however often its token is asked for."""
+    read: list[str] = []
+    prefix = cse._prefix
+    monkeypatch.setattr(cse, "_prefix", lambda values: read.append(values.dtype.str)
+                        or prefix(values))
+    table = cse._Constants()
+    constants = [gs.Constant("f32", np.zeros(3, np.float32)),
+                 gs.Constant("f16", np.zeros(3, np.float16)),
+                 gs.Constant("f32_long", np.zeros(4, np.float32))]
+    tokens = [table.token(c) for c in constants + constants]
+    assert tokens[:3] == tokens[3:] and len(set(tokens)) == 3
+    assert read == []
+
+
+def test_dropout_with_is_test_0_is_never_merged() -> None:
+    """Dropout before opset 7 draws its mask when is_test is 0."""
+    model = onnx.parser.parse_model("""
+        <ir_version: 3, opset_import: ["" : 6]>
+        g (float[2,3] x) => (float[2,3] y) {
+          a = Dropout<is_test = 0>(x)
+          b = Dropout<is_test = 0>(x)
+          y = Add(a, b)
+        }""")
+    graph, report = _run(model)
+    assert [n.op for n in graph.nodes] == ["Dropout", "Dropout", "Add"]
+    assert report.rejections(PASS)[0].reason == (
+        "Dropout in training mode (is_test=0) draws a random mask")
+
+
+def _reductions(first_attrs: dict, second_attrs: dict) -> gs.Graph:
+    """A graph built with onnx-graphsurgeon: two ReduceMax of x with the given attributes."""
+    x = gs.Variable("x", np.float32, [2, 3])
+    a, b, y = (gs.Variable(n, np.float32, [2, 1]) for n in ("a", "b", "y"))
+    nodes = [gs.Node("ReduceMax", "max_1", first_attrs, inputs=[x], outputs=[a]),
+             gs.Node("ReduceMax", "max_2", second_attrs, inputs=[x], outputs=[b]),
+             gs.Node("Add", "add", inputs=[a, b], outputs=[y])]
+    return gs.Graph(nodes=nodes, inputs=[x], outputs=[y], opset=17)
+
+
+def test_a_bool_attribute_equals_the_int_it_exports_as() -> None:
+    graph = _reductions({"keepdims": True, "axes": [1]}, {"keepdims": 1, "axes": [1]})
+    report = PassManager(PASS).run(graph)
+    assert [n.name for n in graph.nodes] == ["max_1", "add"]
+    assert report.records[0].counts == {"merged_nodes": 1}
+
+
+@pytest.mark.parametrize("first, second", [
+    (onnx.helper.make_tensor_type_proto(onnx.TensorProto.FLOAT, [2]),
+     onnx.helper.make_tensor_type_proto(onnx.TensorProto.FLOAT, [3])),
+    (np.array(["a", "b"], dtype=object), np.array(["a", "c"], dtype=object)),
+])
+def test_attributes_set_as_protos_or_arrays_compare_by_value(first, second) -> None:
+    """Attribute values onnx-graphsurgeon's importer never makes but a graph built with it may
+    hold: equal ones merge, unequal ones are a near miss."""
+    graph = _reductions({"note": first}, {"note": first})
+    assert PassManager(PASS).run(graph).records[0].counts == {"merged_nodes": 1}
+    graph = _reductions({"note": first}, {"note": second})
+    report = PassManager(PASS).run(graph)
+    assert [n.name for n in graph.nodes] == ["max_1", "max_2", "add"]
+    assert report.rejections(PASS)[0].reason == "attribute 'note' differs"
+
+
+def test_each_merge_is_asked_for_by_its_rule_and_a_limit_stops_it() -> None:
+    values = np.array([1.5, -2.0, 0.25], np.float32)
+    model = _two_adds(values, values.copy())
+    ctx = PassContext()
+    CommonSubexpressionElimination().run(ir.import_model(model), ctx)
+    assert [(r.rule, r.nodes) for r in ctx.rewrites] == [("merge-equal-nodes", ("add_1", "add_2"))]
+    ctx = PassContext(rewrite_limit=0)
+    graph = ir.import_model(model)
+    result = CommonSubexpressionElimination().run(graph, ctx)
+    assert [n.name for n in graph.nodes] == ["add_1", "add_2", "mul"] and result.counts == {}
+    assert [(r.nodes, r.reason) for r in result.rejections] == [
+        (("add_1", "add_2"), REWRITE_LIMIT_REASON)]
+
+
+def test_object_string_constants_compare_by_value() -> None:
+    """String constants built in Python hold numpy object arrays: compared by their text, not by
+    which string objects they hold (each string below is a new object)."""
+    def strings(*words: str) -> np.ndarray:
+        return np.array(["".join(["label_", word]) for word in words], dtype=object)
+    table = cse._Constants()
+    tokens = [table.token(gs.Constant(name, values)) for name, values in (
+        ("ab", strings("a", "b")), ("ab_twin", strings("a", "b")), ("ac", strings("a", "c")))]
+    assert tokens[0] == tokens[1] != tokens[2]

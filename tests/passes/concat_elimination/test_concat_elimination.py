@@ -83,3 +83,59 @@ def test_a_joined_slice_has_its_shape_and_type() -> None:
     (joined,) = [node for node in graph.nodes if node.op == "Slice"]
     assert joined.outputs[0].shape == [1, 4, 4]
     assert joined.outputs[0].dtype == np.float32
+
+
+def test_a_joined_slice_reads_constants_named_after_its_role() -> None:
+    graph = _graph("slices_concat")
+    ConcatElimination().run(graph, PassContext())
+    (joined,) = [n for n in graph.nodes if n.op == "Slice"]
+    assert [t.name for t in joined.inputs] == ["u", "Slice_0_2_starts", "Slice_0_2_ends",
+                                               "Slice_0_2_axes"]
+    assert [t.values.tolist() for t in joined.inputs[1:]] == [[0], [5], [1]]
+
+
+def _model(text: str):
+    return ir.import_model(onnx.parser.parse_model(text))
+
+
+def test_a_concat_of_another_domain_is_left_alone() -> None:
+    graph = _model("""
+        <ir_version: 10, opset_import: ["" : 17, "custom" : 1]>
+        g (float[2,3] x) => (float[2,3] y) {
+          c = custom.Concat<axis = 1>(x)
+          y = Relu(c)
+        }""")
+    result = ConcatElimination().run(graph, PassContext())
+    assert [n.op for n in graph.nodes] == ["Concat", "Relu"]
+    assert result.counts == {} and result.rejections == []
+
+
+def test_a_negative_axis_of_unknown_rank_is_rejected_with_the_reason() -> None:
+    graph = _model("""
+        <ir_version: 10, opset_import: ["" : 17, "custom" : 1]>
+        g (float[2,3] x) => (float[2,6] y) {
+          a = custom.Op(x)
+          b = custom.Op(x)
+          c = Concat<axis = -1>(a, b)
+          y = Relu(c)
+        }""")
+    result = ConcatElimination().run(graph, PassContext())
+    assert [n.op for n in graph.nodes] == ["Op", "Op", "Concat", "Relu"]
+    assert [(r.nodes, r.reason) for r in result.rejections] == [
+        (("Concat_0",), "concat axis is negative and the output rank is unknown")]
+
+
+def test_a_narrowed_split_declares_the_joined_output_shape() -> None:
+    graph = _model("""
+        <ir_version: 10, opset_import: ["" : 17]>
+        g (float[1,6,4] x, float[1,2,4] z) => (float[1,5,4] y, float[1,3,4] r)
+          <float[1,1,4] a, float[1,2,4] b, float[1,3,4] c> {
+          S = Constant<value=int64[3] {1, 2, 3}>()
+          t = Relu(x)
+          a, b, c = Split<axis=1>(t, S)
+          y = Concat<axis=1>(a, b, z)
+          r = Tanh(c)
+        }""")
+    ConcatElimination().run(graph, PassContext())
+    (split,) = [n for n in graph.nodes if n.op == "Split"]
+    assert [(t.name, t.shape) for t in split.outputs] == [("a", [1, 3, 4]), ("c", [1, 3, 4])]

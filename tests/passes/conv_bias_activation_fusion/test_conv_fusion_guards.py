@@ -95,3 +95,58 @@ def test_model_function_named_like_a_fused_layer_is_not_reused() -> None:
     assert sorted(f.name for f in optimized.functions) == [name, f"{name}_1"]
     assert [n.op_type for n in optimized.graph.node] == [f"{name}_1", name]
     _same_outputs(model, optimized)
+
+
+def _run(text: str):
+    graph = ir.import_model(onnx.parser.parse_model(text))
+    report = PassManager("conv-bias-activation-fusion").run(graph)
+    return graph, [(r.nodes, r.reason) for r in report.records[0].rejections]
+
+
+def test_batchnorm_whose_running_statistics_are_read_stays() -> None:
+    """From opset 14 the running-statistics outputs belong to training mode; one declared and read
+    in inference is still not folded away."""
+    graph, rejections = _run("""
+        <ir_version: 10, opset_import: ["" : 15]>
+        g (float[1,2,3,3] x) => (float[1,2,3,3] y, float[2] mean)
+          <float[2,2,1,1] W = {1, 0, 0, 1}, float[2] s = {1, 1}, float[2] b = {0, 0},
+           float[2] m = {0, 0}, float[2] v = {1, 1}> {
+          c = Conv(x, W)
+          y, mean = BatchNormalization(c, s, b, m, v)
+        }""")
+    assert [n.op for n in graph.nodes] == ["Conv", "BatchNormalization"]
+    assert rejections == [(("Conv_0", "BatchNormalization_0"),
+                           "BatchNormalization running-statistics outputs are requested")]
+
+
+def test_batchnorm_without_one_value_per_channel_stays() -> None:
+    graph, rejections = _run("""
+        <ir_version: 10, opset_import: ["" : 17]>
+        g (float[1,2,3,3] x) => (float[1,2,3,3] y)
+          <float[2,2,1,1] W = {1, 0, 0, 1}, float[1] s = {2}, float[2] b = {0, 0},
+           float[2] m = {0, 0}, float[2] v = {1, 1}> {
+          c = Conv(x, W)
+          y = BatchNormalization(c, s, b, m, v)
+        }""")
+    assert [n.op for n in graph.nodes] == ["Conv", "BatchNormalization"]
+    assert rejections == [(("Conv_0", "BatchNormalization_0"),
+                           "BatchNormalization scale has shape [1], not one value per channel ([2])")]
+
+
+def test_a_residual_add_with_an_operand_of_unknown_shape_stays_naming_it() -> None:
+    """The operand whose shape is unknown is named: the residual's, or the conv result's."""
+    text = """
+        <ir_version: 10, opset_import: ["" : 17, "custom" : 1]>
+        g (float[1,2,3,3] x, float[1,2,3,3] z) => (float[1,2,3,3] y)
+          <float[2,2,1,1] W = {1, 0, 0, 1}, float[2] B = {1, 2}> {
+          u = custom.Op(z)
+          c = Conv(x, W, B)
+          y = Add(c, u)
+        }"""
+    _, rejections = _run(text)
+    assert rejections == [(("Conv_0", "Add_0"), "residual Add: the shape of 'u' is unknown, so the "
+                                                "Add may broadcast")]
+    _, rejections = _run(text.replace("u = custom.Op(z)", "u = custom.Op(x)").replace(
+        "c = Conv(x, W, B)", "c = Conv(u, W, B)").replace("y = Add(c, u)", "y = Add(c, z)"))
+    assert rejections == [(("Conv_0", "Add_0"), "residual Add: the shape of 'c' is unknown, so the "
+                                                "Add may broadcast")]
