@@ -200,6 +200,34 @@ EQUIVALENT: dict[str, tuple[str, str]] = {
     _HF + "_merged_conv_inputs__mutmut_40": (
         "bias.values.reshape(-2)", "numpy takes any negative size as the one to infer: reshape(-2) "
         "is reshape(-1)"),
+    _CSE_F + "_deterministic_function__mutmut_4": (
+        "memo[key] = None", "the caller tests the verdict with not, and None is as false"),
+    **{_CSE_F + f"_digest__mutmut_{n}": (changed, reason) for n, changed, reason in (
+        (18, '.cast("b")', "hashlib reads the buffer's bytes whatever their sign"),
+        (7, "encode(), ).digest()", "a longer digest of the same text tells apart the same "
+                                   "values"))},
+    **{_CSE_F + f"_prefix__mutmut_{n}": (changed, reason) for n, changed, reason in (
+        (14, ".tobytes()[:65]", "the prefix is only compared between constants of one dtype and "
+                                "shape; a byte more tells apart only constants that differ"),
+        (12, "reshape(-2)", "numpy takes any negative size as the one to infer"))},
+    _CSE_F + "_random_reason__mutmut_35": (
+        "reshape(-2)", "numpy takes any negative size as the one to infer"),
+    _CSE_F + "_same_bytes__mutmut_1": (
+        "a.dtype != b.dtype and a.shape", "constants are grouped by dtype and shape before they are "
+                                          "compared: _same_bytes never sees two that differ in "
+                                          "either"),
+    "passes.common_subexpression_elimination.x\u01c1_Constants\u01c1token__mutmut_17": (
+        '("XXcXX", len', "a constant's token tag only keeps constants apart from variables; the "
+                         "changed tag is still unlike the others"),
+    "passes.common_subexpression_elimination.x\u01c1_Group\u01c1_hash__mutmut_1": (
+        "id(None) not in", "each member is then indexed again on every lookup: the lists hold "
+                           "duplicates, the same constants match"),
+    _CSE + "_merge_once__mutmut_117": (
+        "reason = None", "the kept node equals the candidate in op, domain, attributes and inputs, "
+                         "so its check gives the candidate's answer"),
+    **{_CSE + f"_merge_once__mutmut_{n}": (changed, _CSE_TAG) for n, changed in (
+        (6, '("XXeXX", 0)'), (20, '("F", struct'), (31, '("B", value)'),
+        (38, '("XXlXX", tuple'), (52, '("P", type'), (97, '("C",)'))},
     **{_CSE_F + f"_deterministic_function__mutmut_{n}": (changed, reason) for n, changed, reason in (
         (31, "verdict = None", "the caller tests the verdict with not, and None is as false"),
         (33, "+            return", "the memo already holds False for the function, and the "
@@ -207,27 +235,14 @@ EQUIVALENT: dict[str, tuple[str, str]] = {
     _CSE_F + "_dtype_key__mutmut_2": (
         "return repr(None)", "only dtypes numpy cannot name reach it: they share a group, and "
         "_same_bytes still compares dtypes before bytes"),
-    **{_CSE_F + f"_prefix__mutmut_{n}": (changed, reason) for n, changed, reason in (
-        (16, "[:65])).cast", "64 bytes are cut from 65 values as from 64"),
-        (19, '.cast("B")[:65]', "the prefix is only compared between constants of one dtype and "
-                                "shape; a byte more tells apart only constants that differ"),
-        (5, "reshape(None)", "the prefix is only compared between string constants of one shape: "
-                             "any fixed slice of equal values is equal"),
-        (7, "reshape(-2)", "numpy takes any negative size as the one to infer"))},
     _CSE_F + "_random_reason__mutmut_13": (
         'get("is_test", 2)', "any default but 0 leaves a Dropout without is_test in inference"),
-    _CSE_F + "_random_reason__mutmut_34": (
-        "reshape(+1)", "training_mode is a scalar (one element): reshape(1) reads it as "
-                       "reshape(-1)"),
     _CSE_F + "_same_bytes__mutmut_4": (
         "+        return True", "constants are grouped by dtype and shape before they are compared: "
                                "_same_bytes never sees two that differ in either"),
     _CSE + "_difference__mutmut_15": (
         "differing.append(None)", "unreachable: a node with an attribute that cannot be keyed is "
         "skipped before it can be a near miss"),
-    _CSE + "_merge_once__mutmut_124": (
-        "if reason is not None:", "the kept node equals the candidate in op, domain, attributes "
-        "and inputs, so its check gives the candidate's answer"),
     **{_CSE + f"_merge_once__mutmut_{n}": (changed, _CSE_TAG) for n, changed in (
         (8, '("e", 1)'), (28, '("XXsXX", value)'), (29, '("S", value)'),
         (33, '("T", constants'), (35, '("XXaXX"'), (42, '("XXgXX",)'), (96, '("XXcXX",)'))},

@@ -375,3 +375,18 @@ def test_object_string_constants_compare_by_value() -> None:
     tokens = [table.token(gs.Constant(name, values)) for name, values in (
         ("ab", strings("a", "b")), ("ab_twin", strings("a", "b")), ("ac", strings("a", "c")))]
     assert tokens[0] == tokens[1] != tokens[2]
+
+
+def test_a_node_whose_attribute_cannot_be_keyed_is_skipped_and_the_walk_goes_on() -> None:
+    """An attribute value the pass cannot compare exactly leaves its node alone; the nodes after
+    it are still compared (two equal Relus merge)."""
+    x = gs.Variable("x", np.float32, [2, 3])
+    odd, a, b, y = (gs.Variable(n, np.float32, [2, 3]) for n in ("odd", "a", "b", "y"))
+    nodes = [gs.Node("Identity", "odd_node", {"opaque": object()}, inputs=[x], outputs=[odd]),
+             gs.Node("Relu", "relu_a", inputs=[odd], outputs=[a]),
+             gs.Node("Relu", "relu_b", inputs=[odd], outputs=[b]),
+             gs.Node("Add", "add", inputs=[a, b], outputs=[y])]
+    graph = gs.Graph(nodes=nodes, inputs=[x], outputs=[y], opset=17)
+    result = cse.CommonSubexpressionElimination().run(graph, PassContext())
+    assert result.counts == {"merged_nodes": 1}
+    assert [n.name for n in graph.nodes] == ["odd_node", "relu_a", "add"]
