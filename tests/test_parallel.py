@@ -69,12 +69,19 @@ def suite_with_crash(folder: Path) -> Path:
     return manifest
 
 
-def check_crash_reported(outcomes: list[golden.GoldenOutcome], how: str) -> None:
+#: How a worker killed by SIGKILL is reported. The forkserver start method reads a dead child's
+#: status from the forkserver and, when that read fails (a race seen on a loaded machine), records
+#: exit code 255 instead: both are the same crash.
+KILLED = ("killed by SIGKILL", "exit code 255")
+
+
+def check_crash_reported(outcomes: list[golden.GoldenOutcome], how: str | tuple[str, ...]) -> None:
     assert [o.entry.name for o in outcomes] == ["branches", "dies", "transposes"]
     branches, dies, transposes = outcomes
     assert branches.status == "ok" and transposes.status == "ok", branches.explain()
     assert dies.status == "ERROR" and isinstance(dies.error, WorkerCrashed)
-    assert how in str(dies.error) and "-k 'dies'" in str(dies.error)
+    hows = (how,) if isinstance(how, str) else how
+    assert any(h in str(dies.error) for h in hows) and "-k 'dies'" in str(dies.error)
 
 
 # --------------------------------------------------------------------------------------------
@@ -87,7 +94,7 @@ def test_worker_killed_is_that_models_error_and_others_finish(tmp_path: Path) ->
     seen = []
     outcomes = golden.run_manifest(manifest.entries, progress=False, workers=2,
                                    on_outcome=lambda o: seen.append(o.entry.name))
-    check_crash_reported(outcomes, "killed by SIGKILL")
+    check_crash_reported(outcomes, KILLED)
     assert sorted(seen) == ["branches", "dies", "transposes"]
     serial_branches = golden.run_entry(manifest.entries[0])
     assert outcomes[0].layers == serial_branches.layers
@@ -102,8 +109,8 @@ def test_cli_worker_crash_in_table_junit_and_exit_code(tmp_path: Path) -> None:
     rows = result.stdout.splitlines()[1:4]
     assert [row.split()[0] for row in rows] == ["branches", "dies", "transposes"]
     assert rows[1].endswith("ERROR") and rows[0].endswith("ok") and rows[2].endswith("ok")
-    assert "1 of 3 golden models failed: dies (error (WorkerCrashed): the worker process " \
-           "compiling it died (killed by SIGKILL)" in result.stderr
+    assert any("1 of 3 golden models failed: dies (error (WorkerCrashed): the worker process "
+               f"compiling it died ({how})" in result.stderr for how in KILLED), result.stderr
     cases = {case.get("name"): case for case in ElementTree.parse(junit).iter("testcase")}
     assert cases["dies"].find("error").get("type") == "WorkerCrashed"
     assert cases["branches"].find("error") is None and cases["transposes"].find("error") is None
