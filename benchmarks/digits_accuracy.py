@@ -41,6 +41,18 @@ def load_digits_split(seed: int = SEED):
                             random_state=seed, stratify=digits.target)
 
 
+def fit(model, x_train: np.ndarray, y_train: np.ndarray, epochs: int):
+    """Train a classifier of logits the way every network here is trained: Adam at 1e-3, sparse
+    cross-entropy, batches of 32, shuffled."""
+    import keras
+
+    model.compile(optimizer=keras.optimizers.Adam(1e-3),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                  metrics=["accuracy"])
+    model.fit(x_train, y_train, batch_size=32, epochs=epochs, verbose=0, shuffle=True)
+    return model
+
+
 def train(x_train: np.ndarray, y_train: np.ndarray, epochs: int, seed: int = SEED):
     """A small CNN: two 3x3 convs, pooling, two dense layers."""
     import keras
@@ -53,12 +65,7 @@ def train(x_train: np.ndarray, y_train: np.ndarray, epochs: int, seed: int = SEE
     x = keras.layers.Flatten()(x)
     x = keras.layers.Dense(64, activation="relu")(x)
     outputs = keras.layers.Dense(10, name="logits")(x)
-    model = keras.Model(inputs, outputs)
-    model.compile(optimizer=keras.optimizers.Adam(1e-3),
-                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                  metrics=["accuracy"])
-    model.fit(x_train, y_train, batch_size=32, epochs=epochs, verbose=0, shuffle=True)
-    return model
+    return fit(keras.Model(inputs, outputs), x_train, y_train, epochs)
 
 
 def train_resnet(x_train: np.ndarray, y_train: np.ndarray, epochs: int, seed: int = SEED):
@@ -89,12 +96,7 @@ def train_resnet(x_train: np.ndarray, y_train: np.ndarray, epochs: int, seed: in
     x = block(x, 64, strides=2)
     x = layers.GlobalAveragePooling2D()(x)
     outputs = layers.Dense(10, name="logits")(x)
-    model = keras.Model(inputs, outputs)
-    model.compile(optimizer=keras.optimizers.Adam(1e-3),
-                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                  metrics=["accuracy"])
-    model.fit(x_train, y_train, batch_size=32, epochs=epochs, verbose=0, shuffle=True)
-    return model
+    return fit(keras.Model(inputs, outputs), x_train, y_train, epochs)
 
 
 def train_transformer(x_train: np.ndarray, y_train: np.ndarray, epochs: int, seed: int = SEED):
@@ -116,12 +118,7 @@ def train_transformer(x_train: np.ndarray, y_train: np.ndarray, epochs: int, see
     x = layers.LayerNormalization()(x + layers.Dense(32)(hidden))
     x = layers.GlobalAveragePooling1D()(x)
     outputs = layers.Dense(10, name="logits")(x)
-    model = keras.Model(inputs, outputs)
-    model.compile(optimizer=keras.optimizers.Adam(1e-3),
-                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                  metrics=["accuracy"])
-    model.fit(x_train, y_train, batch_size=32, epochs=epochs, verbose=0, shuffle=True)
-    return model
+    return fit(keras.Model(inputs, outputs), x_train, y_train, epochs)
 
 
 #: key -> (title, trainer, description for the table).
