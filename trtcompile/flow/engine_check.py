@@ -32,7 +32,7 @@ from typing import Any
 
 from trtcompile.errors import BackendError
 from trtcompile.flow.engine_guided import EngineGuided
-from trtcompile.pm import Combinator
+from trtcompile.pm import Combinator, iter_passes
 
 #: The passes that write a precision into the graph: the baseline runs only these.
 PRECISION_PASSES = frozenset({"precision-fp16", "quantize-int8"})
@@ -88,7 +88,7 @@ def split_precision(pipeline: Sequence) -> tuple[list, list] | None:
     rewrites, precision = [], []
     for element in pipeline:
         if isinstance(element, Combinator):
-            if isinstance(element, EngineGuided) or _holds_precision(element):
+            if isinstance(element, EngineGuided) or baseline_pipeline(element.elements):
                 return None
             rewrites.append(element)
         elif element.name in PRECISION_PASSES:
@@ -98,29 +98,9 @@ def split_precision(pipeline: Sequence) -> tuple[list, list] | None:
     return rewrites, precision
 
 
-def _holds_precision(combinator: Combinator) -> bool:
-    for element in combinator.elements:
-        if isinstance(element, Combinator):
-            if _holds_precision(element):
-                return True
-        elif element.name in PRECISION_PASSES:
-            return True
-    return False
-
-
 def baseline_pipeline(pipeline: Sequence) -> tuple:
     """The precision passes of ``pipeline`` (top level or nested), alone."""
-    found = []
-
-    def walk(elements):
-        for element in elements:
-            if isinstance(element, Combinator):
-                walk(element.elements)
-            elif element.name in PRECISION_PASSES:
-                found.append(element)
-
-    walk(pipeline)
-    return tuple(found)
+    return tuple(p for p in iter_passes(pipeline) if p.name in PRECISION_PASSES)
 
 
 def guided_pipeline(pipeline: Sequence) -> tuple | None:
