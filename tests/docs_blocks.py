@@ -5,14 +5,15 @@ Every fenced block is preceded by one or more directives, each an HTML comment o
 
     <!-- docs-test: run -->                     run the block (bash: every command; python: the code)
     <!-- docs-test: continues -->               python: run in the namespace of the file's previous python block
-    <!-- docs-test: save-as my_passes.py -->    write the block into the workspace under that name
+    <!-- docs-test: save-as my_passes.py -->    the block is that file of the workspace (written first)
     <!-- docs-test: output -->                  the output of the previous run block, compared
-    <!-- docs-test: output-of trtcompile ... --> the output of that command (run now), compared
+    <!-- docs-test: output-of trtcompile ... --> the output of that command, compared (its output
+                                                 from earlier in the document, else run now)
     <!-- docs-test: console -->                 `$ command` lines, each followed by its output, compared
     <!-- docs-test: excerpt -->                 the shown output may start and end anywhere in the output
     <!-- docs-test: exit 2 -->                  the block's commands exit with 2 (default 0)
     <!-- docs-test: files model.onnx=classifier out=... -->  fixtures put into the workspace first
-    <!-- docs-test: skip-command PREFIX: REASON -->  commands starting with PREFIX are not run
+    <!-- docs-test: skip-command COMMAND: REASON -->  that command (or `START ...`) is not run
     <!-- docs-test: skip: REASON -->            not run; the reason is required
 
 A file whose every block is generated says so once, before its first block:
@@ -90,14 +91,17 @@ class Block:
         """The exit status the block's commands are expected to end with."""
         return int(self.argument("exit") or 0)
 
-    def skipped_commands(self) -> dict[str, str]:
-        """Command prefix -> reason, from ``skip-command PREFIX: REASON`` directives."""
-        skipped = {}
+    def skip_reason(self, command: str) -> str | None:
+        """Why ``command`` is not run, from a ``skip-command COMMAND: REASON`` directive (COMMAND
+        is the whole command, or its start followed by `` ...``), or None."""
         for kind, argument in self.directives:
             if kind == "skip-command":
-                prefix, _, reason = argument.partition(": ")
-                skipped[prefix.strip()] = reason.strip()
-        return skipped
+                pattern, _, reason = argument.partition(": ")
+                pattern = pattern.strip()
+                if command == pattern or (pattern.endswith(" ...")
+                                          and command.startswith(pattern[:-3])):
+                    return reason.strip()
+        return None
 
     def fixtures(self) -> dict[str, str]:
         """Workspace name -> fixture name, from ``files`` directives."""

@@ -68,6 +68,27 @@ def classifier_samples(count: int) -> Callable[[Path], None]:
     return write
 
 
+def example_input(path: Path) -> None:
+    """One seeded input of the built-in ONNX example (``input`` 1x3x64x64), as an .npz."""
+    np.savez(path, input=np.random.default_rng(2).standard_normal((1, 3, 64, 64)).astype(np.float32))
+
+
+def example_savedmodel(path: Path) -> None:
+    """The built-in Keras example as a TensorFlow SavedModel folder (exported once into the cache)."""
+    from trtcompile.frontend import keras_example
+
+    shutil.copytree(keras_example.cached_example_savedmodel(), path)
+
+
+def small_manifest(path: Path) -> None:
+    """The project's golden manifest without the built-in examples, beside copies of its models."""
+    entries = (GOLDEN / "manifest.toml").read_text().split("[[model]]")
+    kept = [entry for entry in entries[1:] if 'path = "builtin:' not in entry]
+    path.write_text("[[model]]".join([entries[0], *kept]))
+    for model in [*GOLDEN.glob("*.onnx"), *GOLDEN.glob("*.npz")]:
+        shutil.copyfile(model, path.parent / model.name)
+
+
 def copy_of(source: Path) -> Callable[[Path], None]:
     """A copy of a file or folder of the repository."""
     def write(path: Path) -> None:
@@ -89,6 +110,9 @@ FIXTURES: dict[str, Callable[[Path], None]] = {
     "conv-branches": copy_of(GOLDEN / "conv_branches.onnx"),
     "nhwc-transposes": copy_of(GOLDEN / "nhwc_transposes.onnx"),
     "golden-suite": copy_of(GOLDEN),
+    "small-manifest": small_manifest,
+    "example-input": example_input,
+    "saved-model": example_savedmodel,
 }
 
 
@@ -99,6 +123,7 @@ class Workspace:
         self.folder = folder
         self.namespace: types.ModuleType | None = None
         self.placed: dict[str, str] = {}
+        self.outputs: dict[str, tuple[int, str]] = {}
 
     def place(self, fixtures: dict[str, str]) -> None:
         """Writes each named fixture (``name -> fixture``) unless the workspace has that fixture
@@ -117,16 +142,20 @@ class Workspace:
             FIXTURES[fixture](target)
 
     def run_command(self, command: str) -> tuple[int, str]:
-        """(exit status, stdout and stderr as a terminal shows them) of one shell command."""
+        """(exit status, stdout and stderr as a terminal shows them) of one shell command; also
+        kept as the command's latest output (``output-of`` reads it)."""
         words = shlex.split(command)
         if words[:1] == ["trtcompile"]:
-            return self._main(words[1:])
-        if words[:3] == ["python", "-m", "trtcompile.cli"]:
-            return self._main(words[3:])
-        environment = dict(os.environ, PYTHONPATH=str(REPO), TF_CPP_MIN_LOG_LEVEL="2")
-        done = subprocess.run(command, shell=True, cwd=self.folder, env=environment, text=True,
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=600)
-        return done.returncode, done.stdout
+            outcome = self._main(words[1:])
+        elif words[:3] == ["python", "-m", "trtcompile.cli"]:
+            outcome = self._main(words[3:])
+        else:
+            environment = dict(os.environ, PYTHONPATH=str(REPO), TF_CPP_MIN_LOG_LEVEL="2")
+            done = subprocess.run(command, shell=True, cwd=self.folder, env=environment, text=True,
+                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=600)
+            outcome = done.returncode, done.stdout
+        self.outputs[command] = outcome
+        return outcome
 
     def _main(self, argv: list[str]) -> tuple[int, str]:
         output = io.StringIO()

@@ -34,10 +34,9 @@ class DocumentRun:
 
 def _run_commands(block: Block, commands: list[str], workspace: Workspace, run: DocumentRun) -> str:
     """Runs ``commands`` of ``block`` (those not skipped by a directive); returns their output."""
-    skipped = block.skipped_commands()
     outputs = []
     for command in commands:
-        reason = next((why for prefix, why in skipped.items() if command.startswith(prefix)), None)
+        reason = block.skip_reason(command)
         if reason is not None:
             run.counts["commands skipped"] += 1
             run.skipped.append(f"{block.where}: `{command}`: {reason}")
@@ -73,7 +72,6 @@ def run_block(block: Block, workspace: Workspace, run: DocumentRun) -> None:
         return
     workspace.place(block.fixtures())
     if role == "save-as":
-        (workspace.folder / block.argument("save-as")).write_text(block.text)
         run.counts["blocks saved as files"] += 1
     elif role == "run" and block.lang == "python":
         error, output = workspace.run_python(block.text, block.where, block.has("continues"))
@@ -91,7 +89,12 @@ def run_block(block: Block, workspace: Workspace, run: DocumentRun) -> None:
         else:
             _compare(block, block.lines, run.last_output, block.line + 1, workspace, run)
     elif role == "output-of":
-        output = _run_commands(block, [block.argument("output-of")], workspace, run)
+        command = block.argument("output-of")
+        if command in workspace.outputs:
+            run.counts["outputs of earlier commands"] += 1
+            output = workspace.outputs[command][1]
+        else:
+            output = _run_commands(block, [command], workspace, run)
         _compare(block, block.lines, output, block.line + 1, workspace, run)
     elif role == "console":
         for command, shown, first_line in console_parts(block):
@@ -103,7 +106,11 @@ def run_document(path: str, folder: Path, text: str | None = None) -> DocumentRu
     """Runs every block of one document, in order, in ``folder``."""
     run = DocumentRun()
     workspace = Workspace(folder)
-    for block in document_blocks(path, text):
+    blocks = document_blocks(path, text)
+    for block in blocks:
+        if block.role == "save-as":
+            (folder / block.argument("save-as")).write_text(block.text)
+    for block in blocks:
         run_block(block, workspace, run)
     return run
 
