@@ -20,6 +20,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from tests.backend.models import rejected_op_model
 from tests.helpers import GOLDEN, REPO
 from tests.test_bisect import SWAP_PASS, arithmetic_chain, unique_model
 from trtcompile import cli, ir
@@ -106,6 +107,7 @@ FIXTURES: dict[str, Callable[[Path], None]] = {
     "one-input": classifier_samples(1),
     "chain": arithmetic_chain,
     "unique": unique_model,
+    "convs-around-unique": lambda path: ir.save(rejected_op_model("Unique"), path),
     "swap-pass": lambda path: path.write_text(SWAP_PASS),
     "conv-branches": copy_of(GOLDEN / "conv_branches.onnx"),
     "nhwc-transposes": copy_of(GOLDEN / "nhwc_transposes.onnx"),
