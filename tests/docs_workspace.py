@@ -23,6 +23,7 @@ from onnx import TensorProto, helper, numpy_helper
 from tests.backend.models import rejected_op_model
 from tests.helpers import GOLDEN, REPO
 from tests.test_bisect import SWAP_PASS, arithmetic_chain, unique_model
+from tests.test_engine_check import SPLIT_CONV, two_convs_model
 from trtcompile import cli, ir
 
 
@@ -109,6 +110,8 @@ FIXTURES: dict[str, Callable[[Path], None]] = {
     "unique": unique_model,
     "convs-around-unique": lambda path: ir.save(rejected_op_model("Unique"), path),
     "swap-pass": lambda path: path.write_text(SWAP_PASS),
+    "two-convs": two_convs_model,
+    "split-conv-pass": lambda path: path.write_text(SPLIT_CONV),
     "conv-branches": copy_of(GOLDEN / "conv_branches.onnx"),
     "nhwc-transposes": copy_of(GOLDEN / "nhwc_transposes.onnx"),
     "golden-suite": copy_of(GOLDEN),

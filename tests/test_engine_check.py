@@ -59,10 +59,8 @@ class SplitConv(Pass):
 '''
 
 
-@pytest.fixture(scope="module")
-def work(tmp_path_factory) -> Path:
-    folder = tmp_path_factory.mktemp("engine_check")
-    (folder / "split_conv.py").write_text(SPLIT_CONV)
+def two_convs_model(path: Path) -> None:
+    """Two Conv+Relu layers on [1, 3, 16, 16] (TensorRT builds 4 compute layers, 7 once split)."""
     rng = np.random.default_rng(0)
     nodes, inits, x = [], [], "input"
     for i, (cin, cout) in enumerate([(3, 16), (16, 16)]):
@@ -76,7 +74,14 @@ def work(tmp_path_factory) -> Path:
         [helper.make_tensor_value_info(x, TensorProto.FLOAT, [1, 16, 16, 16])], inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 9
-    onnx.save(model, folder / "two_convs.onnx")
+    onnx.save(model, path)
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("engine_check")
+    (folder / "split_conv.py").write_text(SPLIT_CONV)
+    two_convs_model(folder / "two_convs.onnx")
     return folder
 
 
