@@ -7,8 +7,9 @@ Every fenced block is preceded by one or more directives, each an HTML comment o
     <!-- docs-test: continues -->               python: run in the namespace of the file's previous python block
     <!-- docs-test: save-as my_passes.py -->    the block is that file of the workspace (written first)
     <!-- docs-test: output -->                  the output of the previous run block, compared
-    <!-- docs-test: output-of trtcompile ... --> the output of that command, compared (its output
-                                                 from earlier in the document, else run now)
+    <!-- docs-test: output-of trtcompile ... --> the output of that command (run now), compared
+    <!-- docs-test: earlier -->                 with output-of: the command's output from where the
+                                                 document ran it earlier, not run again
     <!-- docs-test: console -->                 `$ command` lines, each followed by its output, compared
     <!-- docs-test: excerpt -->                 the shown output may start and end anywhere in the output
     <!-- docs-test: exit 2 -->                  the block's commands exit with 2 (default 0)
@@ -38,7 +39,7 @@ _FILE_DIRECTIVE = re.compile(r"^\s*<!-- docs-test-file: generated: (?P<test>\S+)
 
 #: Directive kinds, and whether each takes an argument.
 KINDS = {"run": False, "continues": False, "save-as": True, "output": False, "output-of": True,
-         "console": False, "excerpt": False, "exit": True, "files": True, "skip-command": True,
+         "console": False, "excerpt": False, "earlier": False, "exit": True, "files": True, "skip-command": True,
          "skip": True}
 
 #: What a block is, read from its directives (one of these per block).

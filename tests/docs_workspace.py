@@ -91,6 +91,26 @@ def small_manifest(path: Path) -> None:
         shutil.copyfile(model, path.parent / model.name)
 
 
+def misspelt_docs_manifest(path: Path) -> None:
+    """The manifest of docs/golden.md with its key ``atol`` misspelt ``atoll``."""
+    from tests.docs_blocks import document_blocks
+
+    manifest = next(block for block in document_blocks("docs/golden.md") if block.lang == "toml")
+    path.write_text(manifest.text.replace("\natol =", "\natoll ="))
+
+
+def regressed_manifest(path: Path) -> None:
+    """The project's googlenet-example and conv-branches entries, conv-branches expecting one layer
+    fewer (2) and one fewer after horizontal-fusion (4) than the passes give."""
+    entries = (GOLDEN / "manifest.toml").read_text().split("[[model]]")
+    kept = [entry for entry in entries[1:] if 'name = "googlenet-example"' in entry
+            or 'name = "conv-branches"' in entry]
+    text = "[[model]]".join(["", *kept])
+    text = text.replace("layers = 3\n", "layers = 2\n").replace('"horizontal-fusion" = 5', '"horizontal-fusion" = 4')
+    path.write_text(text)
+    shutil.copyfile(GOLDEN / "conv_branches.onnx", path.parent / "conv_branches.onnx")
+
+
 def copy_of(source: Path) -> Callable[[Path], None]:
     """A copy of a file or folder of the repository."""
     def write(path: Path) -> None:
@@ -116,6 +136,8 @@ FIXTURES: dict[str, Callable[[Path], None]] = {
     "nhwc-transposes": copy_of(GOLDEN / "nhwc_transposes.onnx"),
     "golden-suite": copy_of(GOLDEN),
     "small-manifest": small_manifest,
+    "misspelt-docs-manifest": misspelt_docs_manifest,
+    "regressed-manifest": regressed_manifest,
     "example-input": example_input,
     "saved-model": example_savedmodel,
 }

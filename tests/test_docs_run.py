@@ -17,7 +17,7 @@ from tests.docs_workspace import Workspace
 from tests.helpers import REPO
 
 #: Documents whose blocks build several engines or lower TensorFlow models (tens of seconds).
-SLOW_DOCUMENTS = {"README.md", "docs/api.md", "docs/backend.md", "docs/migrating-from-tf-trt.md",
+SLOW_DOCUMENTS = {"README.md", "docs/api.md", "docs/backend.md", "docs/golden.md", "docs/migrating-from-tf-trt.md",
                   "docs/partitioning.md", "docs/precision.md", "docs/shapes.md"}
 
 
@@ -90,8 +90,10 @@ def run_block(block: Block, workspace: Workspace, run: DocumentRun) -> None:
             _compare(block, block.lines, run.last_output, block.line + 1, workspace, run)
     elif role == "output-of":
         command = block.argument("output-of")
-        if command in workspace.outputs:
-            run.counts["outputs of earlier commands"] += 1
+        if block.has("earlier"):
+            if command not in workspace.outputs:
+                run.failures.append(f"{block.where}: `{command}` did not run earlier in the document")
+                return
             output = workspace.outputs[command][1]
         else:
             output = _run_commands(block, [command], workspace, run)
