@@ -129,6 +129,9 @@ FIXTURES: dict[str, Callable[[Path], None]] = {
     "chain": arithmetic_chain,
     "unique": unique_model,
     "convs-around-unique": lambda path: ir.save(rejected_op_model("Unique"), path),
+    "convs-around-bitshift": lambda path: ir.save(rejected_op_model("BitShift"), path),
+    "bitshift-input": lambda path: np.savez(path, x=np.random.default_rng(3).standard_normal(
+        (1, 4, 8, 8)).astype(np.float32)),
     "swap-pass": lambda path: path.write_text(SWAP_PASS),
     "two-convs": two_convs_model,
     "split-conv-pass": lambda path: path.write_text(SPLIT_CONV),

@@ -18,7 +18,7 @@ from tests.helpers import REPO
 
 #: Documents whose blocks build several engines or lower TensorFlow models (tens of seconds).
 SLOW_DOCUMENTS = {"README.md", "docs/api.md", "docs/backend.md", "docs/golden.md", "docs/migrating-from-tf-trt.md",
-                  "docs/partitioning.md", "docs/precision.md", "docs/shapes.md"}
+                  "docs/precision.md", "docs/shapes.md"}
 
 
 @dataclass
