@@ -23,7 +23,9 @@ from onnx import TensorProto, helper, numpy_helper
 from tests.backend.models import rejected_op_model
 from tests.helpers import GOLDEN, REPO
 from tests.test_bisect import SWAP_PASS, arithmetic_chain, unique_model
+from tests.passes.precision_fp16.test_keep_by_data import overflow_model, samples as overflow_samples
 from tests.test_engine_check import SPLIT_CONV, two_convs_model
+from tests.test_parity_on_data import _digits, _digits_cnn
 from trtcompile import cli, ir
 
 
@@ -124,12 +126,18 @@ def copy_of(source: Path) -> Callable[[Path], None]:
 #: Fixture name -> a function writing it at the given path.
 FIXTURES: dict[str, Callable[[Path], None]] = {
     "classifier": classifier,
-    "samples": classifier_samples(16),
+    "samples": classifier_samples(8),
     "one-input": classifier_samples(1),
     "chain": arithmetic_chain,
     "unique": unique_model,
     "convs-around-unique": lambda path: ir.save(rejected_op_model("Unique"), path),
     "convs-around-bitshift": lambda path: ir.save(rejected_op_model("BitShift"), path),
+    "overflow": lambda path: onnx.save(overflow_model(), path),
+    "overflow-samples": lambda path: np.savez(path, **overflow_samples()),
+    "digits-cnn": lambda path: onnx.save(_digits_cnn(), path),
+    "digits-512": lambda path: np.save(path, _digits(512)),
+    "conv-branches-samples": lambda path: np.savez(path, input=np.random.default_rng(0).standard_normal(
+        (48, 4, 8, 8)).astype(np.float32)),
     "bitshift-input": lambda path: np.savez(path, x=np.random.default_rng(3).standard_normal(
         (1, 4, 8, 8)).astype(np.float32)),
     "swap-pass": lambda path: path.write_text(SWAP_PASS),
