@@ -223,6 +223,19 @@ def normalise(line: str, workspace: str | None = None) -> str:
     return line[:indent] + re.sub(r" {2,}", " ", line[indent:].rstrip())
 
 
+def _line_matches(shown: str, got: str) -> bool:
+    """Equal, or equal but for what a ``...`` inside the shown line stands for (any text)."""
+    if "..." not in shown:
+        return shown == got
+    pattern = ".*".join(re.escape(part) for part in shown.split("..."))
+    return re.fullmatch(pattern, got) is not None
+
+
+def _lines_match(shown: list[str], got: list[str]) -> bool:
+    """Whether each shown line matches the output line at its place."""
+    return len(shown) == len(got) and all(map(_line_matches, shown, got))
+
+
 def _chunks(shown: list[str]) -> list[list[tuple[int, str]]]:
     """Shown lines split at ``...`` lines: runs of (index in shown, line) that must be contiguous."""
     chunks: list[list[tuple[int, str]]] = [[]]
@@ -239,8 +252,8 @@ def compare_output(shown: list[str], actual: str, where: str, first_line: int, *
     """None when ``actual`` shows what ``shown`` says, else a message naming the first shown line
     that is not in the output (``path:line``), with that part of the output.
 
-    A shown line ``...`` stands for any number of lines; the lines between two ``...`` must appear
-    in this order and next to each other. Without ``excerpt``, the shown output starts at the
+    A shown line ``...`` stands for any number of lines, ``...`` inside a line for any text; the
+    lines between two ``...`` lines must appear in this order and next to each other. Without ``excerpt``, the shown output starts at the
     output's first line and ends at its last (a leading or trailing ``...`` lifts that).
     ``first_line`` is the file line of ``shown[0]``.
     """
@@ -259,10 +272,12 @@ def compare_output(shown: list[str], actual: str, where: str, first_line: int, *
         candidates = [position] if anchored_start else range(position, len(got) - len(texts) + 1)
         if anchored_end:
             candidates = [start for start in candidates if start == len(got) - len(texts)]
-        found = next((start for start in candidates if got[start:start + len(texts)] == texts), None)
+        found = next((start for start in candidates if _lines_match(texts, got[start:start + len(texts)])),
+                     None)
         if found is None and anchored_end and texts:
             starts = [position] if anchored_start else range(position, len(got) - len(texts) + 1)
-            early = next((start for start in starts if got[start:start + len(texts)] == texts), None)
+            early = next((start for start in starts
+                          if _lines_match(texts, got[start:start + len(texts)])), None)
             if early is not None:
                 return (f"{where}: the output goes on after the shown output's last line "
                         f"({where.split(':')[0]}:{first_line + chunk[-1][0]}; add a '...' line "
@@ -287,7 +302,7 @@ def _mismatch(chunk, got, position, where, first_line, anchored_start, anchored_
     for start in starts:
         length = 0
         while (length < len(chunk) and start + length < len(got)
-               and got[start + length] == chunk[length][1]):
+               and _line_matches(chunk[length][1], got[start + length])):
             length += 1
         if length > best_length:
             best_start, best_length = start, length

@@ -24,6 +24,7 @@ from tests.backend.models import rejected_op_model
 from tests.helpers import GOLDEN, REPO
 from tests.test_bisect import SWAP_PASS, arithmetic_chain, unique_model
 from tests.passes.precision_fp16.test_keep_by_data import overflow_model, samples as overflow_samples
+from tests.test_dynamic_shapes import BATCH_BAKING_PASS, dynamic_googlenet
 from tests.test_engine_check import SPLIT_CONV, two_convs_model
 from tests.test_parity_on_data import _digits, _digits_cnn
 from trtcompile import cli, ir
@@ -113,6 +114,15 @@ def regressed_manifest(path: Path) -> None:
     shutil.copyfile(GOLDEN / "conv_branches.onnx", path.parent / "conv_branches.onnx")
 
 
+def unknown_image_size(path: Path) -> None:
+    """A Relu on ``image`` [N, 3, H, W]: height and width unknown."""
+    graph = helper.make_graph(
+        [helper.make_node("Relu", ["image"], ["y"], name="relu")], "unknown_size",
+        [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["N", 3, "H", "W"])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3, "H", "W"])])
+    ir.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=10), path)
+
+
 def copy_of(source: Path) -> Callable[[Path], None]:
     """A copy of a file or folder of the repository."""
     def write(path: Path) -> None:
@@ -138,6 +148,9 @@ FIXTURES: dict[str, Callable[[Path], None]] = {
     "digits-512": lambda path: np.save(path, _digits(512)),
     "conv-branches-samples": lambda path: np.savez(path, input=np.random.default_rng(0).standard_normal(
         (48, 4, 8, 8)).astype(np.float32)),
+    "dynamic-googlenet": lambda path: ir.save(dynamic_googlenet(), path),
+    "bake-batch-pass": lambda path: path.write_text(BATCH_BAKING_PASS),
+    "unknown-image-size": unknown_image_size,
     "bitshift-input": lambda path: np.savez(path, x=np.random.default_rng(3).standard_normal(
         (1, 4, 8, 8)).astype(np.float32)),
     "swap-pass": lambda path: path.write_text(SWAP_PASS),

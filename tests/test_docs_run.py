@@ -18,7 +18,7 @@ from tests.helpers import REPO
 
 #: Documents whose blocks build several engines or lower TensorFlow models (tens of seconds).
 SLOW_DOCUMENTS = {"README.md", "docs/api.md", "docs/backend.md", "docs/golden.md", "docs/migrating-from-tf-trt.md",
-                  "docs/precision.md", "docs/shapes.md"}
+                  "docs/precision.md"}
 
 
 @dataclass
@@ -180,6 +180,10 @@ def test_ellipsis_lines_stand_for_any_lines_and_the_rest_must_be_contiguous() ->
     assert compare_output(["b 1 s", "...", "e"], output, "x.md:1", 2).startswith(
         "x.md:1: shown output differs at x.md:2:")
     assert "goes on after" in compare_output(["a", "...", "d"], output, "x.md:1", 2)
+    assert compare_output(["a", "b ...", "...", "e"], output, "x.md:1", 2) is None
+    assert compare_output(["a", "... 1.0 s", "...", "e"], output, "x.md:1", 2) is None
+    assert compare_output(["a", "c ...", "...", "e"], output, "x.md:1", 2).startswith(
+        "x.md:1: shown output differs at x.md:3:")
 
 
 def _bisect_block() -> Block:
