@@ -74,6 +74,10 @@ def passes_markdown(registry) -> str:
     lines = [
         "# Pass reference",
         "",
+        # The blocks below are this function's output: the docs test (tests/test_docs_run.py)
+        # leaves them to the test that compares the whole file with it.
+        "<!-- docs-test-file: generated: tests/test_cli.py::test_docs_passes_md_is_the_generated_reference -->",
+        "",
         "Generated from the passes' docstrings by `trtcompile passes --markdown`; edit the docstrings,",
         "not this file. Options are set in pipeline text: `name{option=value other=a,b}`.",
         "",
