@@ -213,14 +213,13 @@ NORMALISATION = (
 
 def normalise(line: str, workspace: str | None = None) -> str:
     """One line with times, versions, rounding errors, hashes and the workspace's path replaced,
-    trailing spaces removed and runs of spaces inside the line made one (columns are aligned to
-    the width of what was replaced)."""
+    trailing spaces removed and every run of spaces made one (columns, and the indentation of a
+    column's continuation lines, follow the width of what was replaced)."""
     if workspace:
         line = line.replace(workspace + "/", "").replace(workspace, ".")
     for pattern, replacement, _ in NORMALISATION:
         line = pattern.sub(replacement, line)
-    indent = len(line) - len(line.lstrip(" "))
-    return line[:indent] + re.sub(r" {2,}", " ", line[indent:].rstrip())
+    return re.sub(r" {2,}", " ", line.rstrip())
 
 
 def _line_matches(shown: str, got: str) -> bool:
