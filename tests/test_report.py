@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import onnx
 
@@ -299,3 +300,30 @@ def test_only_records_with_tables_carry_them() -> None:
     measured = PassRecord(1, "p", "p", {}, None, 1, 1, 0.0, False, {}, {}, [],
                           tables=result.tables)
     assert measured.to_dict()["tables"] == {"precision_risk": [{"name": "n"}]}
+
+
+def test_the_counts_wrap_at_the_same_place_whatever_the_times() -> None:
+    """The time column has one width for times up to 999.99 s, so a slow run's table differs
+    from a fast run's only in its time cells (the docs compare shown tables with today's)."""
+    from trtcompile.report.tables import format_pass_table
+
+    counts = {"fused_conv_bias": 3, "fused_conv_relu": 15, "fused_convs": 15, "fused_conv_residual": 1,
+              "permuted_constants": 3, "pushed_through_broadcast": 4}
+
+    def table(seconds: float) -> list[str]:
+        record = {"name": "conv-bias-activation-fusion", "layers_before": 44, "layers_after": 25,
+                  "delta": -19, "seconds": seconds, "counts": counts, "rejections": []}
+        report = {"passes": [record], "layers": {"input": 44, "optimized": 25},
+                  "passes_seconds": seconds, "lowering": {"tool": "tf2onnx 1.17.0", "mode": "faithful",
+                                                          "source_ops": 97, "onnx_nodes": 81,
+                                                          "seconds": seconds * 100}}
+        return format_pass_table(report)
+
+    def without_times(line: str) -> str:
+        return " ".join(re.sub(r"\d+\.\d+ m?s", "", line).split())
+
+    fast, slow = table(0.0001), table(9.87654)
+    assert "987.65 s" in slow[1] and "10.0 ms" in fast[1]
+    assert len(fast) == len(slow) > 4
+    for fast_line, slow_line in zip(fast, slow):
+        assert len(fast_line) == len(slow_line) and without_times(fast_line) == without_times(slow_line)

@@ -118,6 +118,15 @@ def short_pass_label(record: Mapping[str, Any]) -> str:
     return abbreviate(text, PASS_LABEL_WIDTH - len(suffix)) + suffix
 
 
+#: The width of the pass table's time column: wide enough for ``999.9 ms`` and ``999.99 s``, so
+#: the counts column starts, and wraps, at the same place whatever the times of a run.
+TIME_WIDTH = 8
+
+
+def _time_cell(seconds: float) -> str:
+    return format_seconds(seconds).rjust(TIME_WIDTH)
+
+
 def format_pass_table(report: Mapping[str, Any]) -> list[str]:
     """The per-pass table (lowering first when there is one) and the rejection summary."""
     header = ("pass", "layers before", "layers after", "delta", "time", "counts")
@@ -128,19 +137,19 @@ def format_pass_table(report: Mapping[str, Any]) -> list[str]:
         rows.append((
             f"lowering ({lowering['tool']}, {lowering['mode']})",
             f"{lowering['source_ops']} TF ops", f"{lowering['onnx_nodes']} nodes", "",
-            format_seconds(lowering["seconds"]),
+            _time_cell(lowering["seconds"]),
             format_counts({"tensorflow_ops": lowering["source_ops"],
                            "onnx_nodes": lowering["onnx_nodes"]}),
         ))
     for record in report["passes"]:
         rows.append((short_pass_label(record), str(record["layers_before"]), str(record["layers_after"]),
                      f"{record['delta']:+d}" if record["delta"] else "0",
-                     format_seconds(record["seconds"]), format_counts(record["counts"])))
+                     _time_cell(record["seconds"]), format_counts(record["counts"])))
     layers = report["layers"]
     total_delta = layers["optimized"] - layers["input"]
     rows.append(("total", str(layers["input"]), str(layers["optimized"]),
                  f"{total_delta:+d}" if total_delta else "0",
-                 format_seconds(report.get("passes_seconds", 0.0)), ""))
+                 _time_cell(report.get("passes_seconds", 0.0)), ""))
     lines = format_table(header, rows, right, TERMINAL_WIDTH)
     lines.insert(len(lines) - 1, "-" * max(len(line) for line in lines))
 
