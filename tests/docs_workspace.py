@@ -22,8 +22,9 @@ from onnx import TensorProto, helper, numpy_helper
 
 from tests.backend.models import rejected_op_model
 from tests.helpers import GOLDEN, REPO
+from tests.passes.precision_fp16.test_keep_by_data import overflow_model
+from tests.passes.precision_fp16.test_keep_by_data import samples as overflow_samples
 from tests.test_bisect import SWAP_PASS, arithmetic_chain, unique_model
-from tests.passes.precision_fp16.test_keep_by_data import overflow_model, samples as overflow_samples
 from tests.test_dynamic_shapes import BATCH_BAKING_PASS, dynamic_googlenet
 from tests.test_engine_check import SPLIT_CONV, two_convs_model
 from tests.test_parity_on_data import _digits, _digits_cnn
@@ -203,7 +204,8 @@ class Workspace:
         else:
             environment = dict(os.environ, PYTHONPATH=str(REPO), TF_CPP_MIN_LOG_LEVEL="2")
             done = subprocess.run(command, shell=True, cwd=self.folder, env=environment, text=True,
-                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=600)
+                                  check=False, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                  timeout=600)
             outcome = done.returncode, done.stdout
         self.outputs[command] = outcome
         return outcome
