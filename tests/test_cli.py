@@ -471,10 +471,11 @@ def test_bad_input_shape_values(value, message) -> None:
 
 
 def test_the_readme_pass_example_runs_as_a_pass_module(tmp_path: Path) -> None:
-    readme = (REPO / "README.md").read_text()
-    blocks = readme.split("```python\n")[1:]
-    source = next(block.split("```")[0] for block in blocks if "class RemoveIdentity" in block)
-    (tmp_path / "my_passes.py").write_text(source)
+    from tests.docs_blocks import document_blocks
+
+    block = next(block for block in document_blocks("README.md") if block.argument("save-as") == "my_passes.py")
+    assert "class RemoveIdentity" in block.text
+    (tmp_path / "my_passes.py").write_text(block.text)
     good = examples.googlenet_onnx()
     graph = ir.import_model(good)
     # Give the example an Identity to remove, so the pass has work.
