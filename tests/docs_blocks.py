@@ -188,6 +188,14 @@ def unclassified(blocks: list[Block]) -> list[str]:
             problems.append(f"{block.where}: only bash and python blocks run, not ```{block.lang}")
         elif block.has("continues") and block.lang != "python":
             problems.append(f"{block.where}: only python blocks continue a previous block")
+        for kind, argument in block.directives:
+            if kind != "skip-command":
+                continue
+            pattern = argument.partition(": ")[0].strip()
+            commands = commands_of(block) if block.role == "run" else []
+            if not any(block.skip_reason(command) for command in commands
+                       if command == pattern or command.startswith(pattern.removesuffix("..."))):
+                problems.append(f"{block.where}: skip-command {pattern!r} matches no command of the block")
     return problems
 
 

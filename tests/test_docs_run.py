@@ -19,7 +19,7 @@ from tests.docs_blocks import (
     console_parts,
     document_blocks,
 )
-from tests.docs_workspace import Workspace
+from tests.docs_workspace import FIXTURES, Workspace
 from tests.helpers import REPO
 
 #: Documents whose blocks build several engines or lower TensorFlow models (tens of seconds).
@@ -131,7 +131,11 @@ def run_document(path: str, folder: Path, text: str | None = None) -> DocumentRu
 def test_every_block_of_every_document_runs_or_says_why_not() -> None:
     problems = []
     for path in docs_blocks.DOCUMENTS:
-        problems += docs_blocks.unclassified(document_blocks(path))
+        blocks = document_blocks(path)
+        problems += docs_blocks.unclassified(blocks)
+        problems += [f"{block.where}: no fixture {fixture!r} (tests/docs_workspace.py FIXTURES)"
+                     for block in blocks for fixture in block.fixtures().values()
+                     if fixture not in FIXTURES]
     assert not problems, "\n".join(problems)
 
 
@@ -155,6 +159,10 @@ def test_a_block_without_a_directive_a_bad_directive_or_two_roles_is_reported() 
         ("new.md:3: a ```bash block without a docs-test directive (run, output, output-of, console, "
          "save-as or skip: REASON)"),
         "new.md:14: a block is one of run, output, console, save-as, skip; it says run, output"]
+    stale = ("<!-- docs-test: skip-command trtcompile export ...: needs a server -->\n"
+             "<!-- docs-test: run -->\n```bash\ntrtcompile passes\n```\n")
+    assert docs_blocks.unclassified(docs_blocks.parse_blocks(stale, "new.md")) == [
+        "new.md:3: skip-command 'trtcompile export ...' matches no command of the block"]
     with pytest.raises(DirectiveError, match=r"new.md:1: unknown docs-test directive 'runn'"):
         docs_blocks.parse_blocks("<!-- docs-test: runn -->\n```bash\nls\n```\n", "new.md")
     with pytest.raises(DirectiveError, match=r"new.md:1: docs-test directive 'skip' needs an argument"):
