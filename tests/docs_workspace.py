@@ -124,6 +124,16 @@ def unknown_image_size(path: Path) -> None:
     ir.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=10), path)
 
 
+def relu_of_relu(path: Path) -> None:
+    """``y = Relu(Relu(x))`` on x [2, 8]."""
+    graph = helper.make_graph(
+        [helper.make_node("Relu", ["x"], ["inner"], name="inner_relu"),
+         helper.make_node("Relu", ["inner"], ["y"], name="outer_relu")], "relu_of_relu",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 8])])
+    ir.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=10), path)
+
+
 def copy_of(source: Path) -> Callable[[Path], None]:
     """A copy of a file or folder of the repository."""
     def write(path: Path) -> None:
@@ -152,6 +162,7 @@ FIXTURES: dict[str, Callable[[Path], None]] = {
     "dynamic-googlenet": lambda path: ir.save(dynamic_googlenet(), path),
     "bake-batch-pass": lambda path: path.write_text(BATCH_BAKING_PASS),
     "unknown-image-size": unknown_image_size,
+    "relu-of-relu": relu_of_relu,
     "bitshift-input": lambda path: np.savez(path, x=np.random.default_rng(3).standard_normal(
         (1, 4, 8, 8)).astype(np.float32)),
     "swap-pass": lambda path: path.write_text(SWAP_PASS),
