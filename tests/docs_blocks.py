@@ -13,7 +13,7 @@ Every fenced block is preceded by one or more directives, each an HTML comment o
     <!-- docs-test: console -->                 `$ command` lines, each followed by its output, compared
     <!-- docs-test: excerpt -->                 the shown output may start and end anywhere in the output
     <!-- docs-test: exit 2 -->                  the block's commands exit with 2 (default 0)
-    <!-- docs-test: files model.onnx=classifier out=... -->  fixtures put into the workspace first
+    <!-- docs-test: files model.onnx=classifier x.npz=example-input -->  fixtures put into the workspace first
     <!-- docs-test: skip-command COMMAND: REASON -->  that command (or `START ...`) is not run
     <!-- docs-test: skip: REASON -->            not run; the reason is required
 
