@@ -168,7 +168,7 @@ class PrecisionFp16(Pass):
                 user_keep=keep_nodes, data_max=self.data_limit, samples=self.samples,
                 max_rounds=self.max_rounds, half=self.half)
             result = self._convert(graph, ctx, {**keep_nodes, **measured.reasons})
-            measure.finish(measured, result, self.data_limit)
+            measure.finish(measured, result, self.data_limit, self.half)
             return result
         return self._convert(graph, ctx, keep_nodes)
 

@@ -225,9 +225,11 @@ def measure(graph: gs.Graph, data: calibration.CalibrationData, convert: Convert
     return measurement
 
 
-def finish(measurement: Measurement, result: PassResult, data_max: float) -> None:
-    """Mark the rows the conversion kept in float32 (with its reason), and put the table and the
-    counts into ``result``."""
+def finish(measurement: Measurement, result: PassResult, data_max: float,
+           half: Half = FLOAT16) -> None:
+    """Mark the rows the conversion kept in float32 (with its reason), and put the table, what it
+    was measured for (``precision_risk_setting``: the precision and the ``data_max`` applied) and
+    the counts into ``result``."""
     reasons = {}
     for rejection in result.rejections:
         for name in rejection.nodes:
@@ -238,6 +240,8 @@ def finish(measurement: Measurement, result: PassResult, data_max: float) -> Non
     ranked = sorted((r for r in measurement.rows.values() if r.floating),
                     key=lambda r: risk_key(r, data_max))
     result.tables["precision_risk"] = [row.to_dict() for row in ranked]
+    result.tables["precision_risk_setting"] = [{"precision": half.precision,
+                                                "data_max": data_max}]
     result.count("measured_samples", measurement.samples)
     result.count("measured_nodes", sum(1 for r in measurement.rows.values()
                                        if r.alone_error is not None))
@@ -374,10 +378,10 @@ def _feed_half(graph: gs.Graph, half: Half) -> dict[str, str]:
         casts = [reader for reader in tensor.outputs if reader.op == "Cast"
                  and reader.attrs.get("to") == half.elem]
         for cast in casts:
-            half = cast.outputs[0]
+            stored = cast.outputs[0]
             cast.outputs = []
-            inputs.append(half)
-            rounded[half.name] = tensor.name
+            inputs.append(stored)
+            rounded[stored.name] = tensor.name
         if len(casts) < len(tensor.outputs):
             inputs.append(tensor)
     graph.inputs = inputs

@@ -119,8 +119,8 @@ class Compilation:
         options = options or CompileOptions()
         validate(options)
         if calibration_input is not None:
-            if options.precision.lower() not in ("int8", "fp16"):
-                raise InputError("calibration samples apply to INT8 and FP16 only (precision is "
+            if options.precision.lower() not in ("int8", "fp16", "bf16"):
+                raise InputError("calibration samples apply to INT8, FP16 and BF16 only (precision is "
                                  f"{options.precision})")
             # The samples are matched to the model's inputs at load; until then the precision
             # pass is composed as for calibration data given as a file.

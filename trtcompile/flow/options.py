@@ -77,8 +77,9 @@ class CompileOptions:
     example: str | None = None
     #: Receives one line per stage ("loading ...", "building engine ..."); None: silent.
     log: Callable[[str], None] | None = None
-    #: Precision written into the graph: ``fp32`` (as is), ``fp16`` (``precision-fp16``), ``int8``
-    #: (``quantize-int8``, calibrated on ``calib_data``). The pass is appended to the pipeline
+    #: Precision written into the graph: ``fp32`` (as is), ``fp16`` (``precision-fp16``), ``bf16``
+    #: (``precision-fp16{dtype=bfloat16}``; refused with exit code 6 where the installed TensorRT
+    #: cannot build it), ``int8`` (``quantize-int8``, calibrated on ``calib_data``). The pass is appended to the pipeline
     #: unless the pipeline already runs it, whose options are then kept (see with_precision_pass).
     precision: str = "fp32"
     #: INT8 calibration samples: .npz (input name -> samples), .npy (single input) or a folder;
@@ -187,6 +188,18 @@ def check_build_options(options: CompileOptions) -> None:
     check_supported(load_tensorrt(), options.build)
 
 
+def check_precision_backend(options: CompileOptions) -> None:
+    """Refuse a precision the installed TensorRT cannot build (UnsupportedPrecision, exit code 6),
+    when an engine is asked, before anything is loaded."""
+    if not isinstance(options.precision, str) or options.precision.lower() != "bf16" \
+            or not options.engine or options.partition_only:
+        return
+    from trtcompile.backend.build_config import check_precision
+    from trtcompile.backend.loader import load_tensorrt
+
+    check_precision(load_tensorrt(), options.precision, options.build)
+
+
 def validate(options: CompileOptions) -> None:
     """Every check of the options that needs no model: numbers, modes, partitioning, the parity
     input distribution (InputError naming the flag). The precision options are checked when the
@@ -197,4 +210,5 @@ def validate(options: CompileOptions) -> None:
     check_engine_parity_mode(options)
     check_partition_options(options)
     check_build_options(options)
+    check_precision_backend(options)
     input_distribution(options)
