@@ -81,7 +81,8 @@ def with_precision_pass(pipeline: Sequence, options: CompileOptions,
                if getattr(wanted, f.name) != getattr(defaults, f.name)}
     for user_pass in own:
         given_dtype = getattr(user_pass, "dtype", None)
-        if given_dtype not in (None, getattr(defaults, "dtype", None), getattr(wanted, "dtype")):
+        if given_dtype not in (None, getattr(defaults, "dtype", None),
+                               getattr(wanted, "dtype", None)):
             # Parity tolerances, the engine check and the report follow --precision: the pass
             # must write the type it names.
             raise InputError(f"--precision {options.precision} contradicts "
