@@ -147,8 +147,8 @@ class PrecisionFp16(Pass):
 
     @property
     def data_limit(self) -> float:
-        """``data_max``, or for bfloat16 (float32's range), 1/128 of its range unless given: the
-        ratio 512 is of float16's 65504."""
+        """``data_max``; for bfloat16 (float32's range), 1/128 of its range unless a data-max
+        other than the default 512 is given (the ratio 512 is of float16's 65504)."""
         if self.dtype == "float16" or self.data_max != DEFAULT_DATA_MAX:
             return self.data_max
         return self.half.max / 128
