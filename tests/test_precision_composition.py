@@ -120,3 +120,20 @@ def test_bf16_compiles_with_its_tolerances_and_reports_bf16(tmp_path: Path) -> N
     runs = [r for r in result.report["passes"] if r["name"] == "precision-fp16"]
     assert [r["pipeline_text"] for r in runs] == ["precision-fp16{dtype=bfloat16}"]
     assert runs[0]["counts"]["converted_layers"] > 0
+
+
+def test_bf16_with_data_measures_its_keep_list_and_judges_on_the_samples(tmp_path: Path) -> None:
+    import numpy as np
+
+    samples = np.random.default_rng(0).standard_normal((16, 4, 8, 8)).astype(np.float32) * 100
+    np.savez(tmp_path / "samples.npz", input=samples)
+    result = compile_model(CONV_BRANCHES, tmp_path / "out", CompileOptions(
+        precision="bf16", calib_data=tmp_path / "samples.npz", engine=False, progress=False))
+    assert result.error is None, result.error
+    risk = result.report["precision_risk"]
+    assert (risk["pass"], risk["precision"]) == ("precision-fp16{keep=auto dtype=bfloat16}", "bf16")
+    assert risk["data_max"] > 1e36  # bfloat16's range: values of 857 are no overflow risk
+    assert not any(node["kept_by"] for node in risk["nodes"])
+    assert result.report["parity"]["passed"] is True
+    assert result.report["parity"]["tolerances"]["inputs"]["floating_point"].startswith(
+        "all 16 samples given for BF16")
