@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import trtcompile
-from tests.helpers import CONV_BRANCHES, REPO, output_names
+from tests.helpers import CONV_BRANCHES, REPO, conv_branches_opset22, output_names
 from trtcompile.errors import InputError
 
 
@@ -36,7 +36,8 @@ def test_an_onnx_model_through_convert_build_summary_and_save(tmp_path: Path) ->
 
 def test_bf16_is_accepted_as_precision_bf16_and_builds(tmp_path: Path) -> None:
     """TF-TRT has no BF16 mode; precision_mode="BF16" compiles as --precision bf16."""
-    converter = trtcompile.Converter(input_saved_model_dir=CONV_BRANCHES, precision_mode="BF16")
+    converter = trtcompile.Converter(input_saved_model_dir=conv_branches_opset22(tmp_path),
+                                     precision_mode="BF16")
     assert converter.options.precision == "bf16"
     converter.convert()
     converter.build(input_fn=lambda: iter([(np.zeros((1, 4, 8, 8), np.float32),)]))

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import CONV_BRANCHES
+from tests.helpers import CONV_BRANCHES, conv_branches_opset22
 from trtcompile.flow import CompileOptions, compile_model
 from trtcompile.flow.precision import with_precision_pass
 from trtcompile.flow.registry import build_registry
@@ -111,7 +111,7 @@ def test_a_calibration_cache_is_refused_for_bf16() -> None:
 
 
 def test_bf16_compiles_with_its_tolerances_and_reports_bf16(tmp_path: Path) -> None:
-    result = compile_model(CONV_BRANCHES, tmp_path / "out", CompileOptions(
+    result = compile_model(conv_branches_opset22(tmp_path), tmp_path / "out", CompileOptions(
         precision="bf16", engine=False, progress=False))
     assert result.error is None, result.error
     tolerances = result.report["parity"]["tolerances"]
@@ -127,13 +127,14 @@ def test_bf16_with_data_measures_its_keep_list_and_judges_on_the_samples(tmp_pat
 
     samples = np.random.default_rng(0).standard_normal((16, 4, 8, 8)).astype(np.float32) * 100
     np.savez(tmp_path / "samples.npz", input=samples)
-    result = compile_model(CONV_BRANCHES, tmp_path / "out", CompileOptions(
+    result = compile_model(conv_branches_opset22(tmp_path), tmp_path / "out", CompileOptions(
         precision="bf16", calib_data=tmp_path / "samples.npz", engine=False, progress=False))
     assert result.error is None, result.error
     risk = result.report["precision_risk"]
     assert (risk["pass"], risk["precision"]) == ("precision-fp16{keep=auto dtype=bfloat16}", "bf16")
     assert risk["data_max"] > 1e36  # bfloat16's range: values of 857 are no overflow risk
     assert not any(node["kept_by"] for node in risk["nodes"])
+    assert [node["kept"] for node in risk["nodes"]] == [False] * len(risk["nodes"])
     assert result.report["parity"]["passed"] is True
     assert result.report["parity"]["tolerances"]["inputs"]["floating_point"].startswith(
         "all 16 samples given for BF16")

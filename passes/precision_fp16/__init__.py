@@ -36,6 +36,10 @@ DEFAULT_KEEP_OPS = (
     "MeanVarianceNormalization",
 )
 
+#: The ops a fused layer (a local function) is built around: a call whose op among these has no
+#: 16-bit form at the model's opset (bfloat16 Conv before opset 22) stays float32 as a whole.
+_FUSED_COMPUTE_OPS = frozenset({"Conv", "ConvTranspose", "MatMul", "Gemm"})
+
 #: ``keep``: ``static`` (the rules alone), ``auto`` (also by measuring the data), ``default``
 #: (``auto`` when the context holds data, else ``static``).
 KEEP_MODES = ("default", "static", "auto")
@@ -104,7 +108,8 @@ class PrecisionFp16(Pass):
          but 8 significant bits, so integers are exact only up to 256 and the keep-list is the
          same. An op stays float32 where its schema at the model's opset has no bfloat16 form
          (``Conv`` and the pools gain one at opset 22) or TensorRT builds none
-         (``ConvTranspose`` on TensorRT-RTX 1.7). A model below opset 13, whose ``Cast`` cannot
+         (``ConvTranspose`` on TensorRT-RTX 1.7); so does a fused layer (a call) built around
+         such a ``Conv``, ``MatMul`` or ``Gemm``, as a whole. A model below opset 13, whose ``Cast`` cannot
          produce bfloat16, is refused (``UnsupportedPrecision``). With data, ``data_max`` is
          1/128 of bfloat16's range unless given.
 
@@ -357,7 +362,18 @@ class _Converter:
                 return f"{node.op} is not a local function (no {self.half.name} form known)"
             if not all(ir.is_onnx_op(n) for n in function.nodes):
                 return f"function {function.name} calls other functions"
+            for inner in function.nodes:
+                if inner.op in _FUSED_COMPUTE_OPS and not self._has_form(inner.op):
+                    # Casts inside the layer around its convolution or matrix multiply would
+                    # split what TensorRT fuses into one layer: the whole call stays float32.
+                    return (f"its {inner.op} has no {self.half.name} form at opset "
+                            f"{self.opset} (the fused layer stays float32 as a whole)")
         return None
+
+    def _has_form(self, op: str) -> bool:
+        """Whether the schema of ``op`` at the model's opset lets its first input be the type."""
+        slots = schema_slots(op, self.opset, self.half.schema_type)
+        return slots is not None and slot_allows(slots[0], slots[2], 0)
 
     def _plan(self, node: gs.Node, float32: set[str]) -> _Plan | None:
         plan = _Plan()
