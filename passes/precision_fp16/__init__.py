@@ -1,5 +1,5 @@
-"""precision-fp16: weights and compute in float16 (or bfloat16), float32 only at the boundary and on a
-keep-list."""
+"""precision-fp16: weights and compute in float16 (or bfloat16), float32 only at the boundary
+and on a keep-list."""
 
 from __future__ import annotations
 
@@ -109,9 +109,9 @@ class PrecisionFp16(Pass):
          same. An op stays float32 where its schema at the model's opset has no bfloat16 form
          (``Conv`` and the pools gain one at opset 22) or TensorRT builds none
          (``ConvTranspose`` on TensorRT-RTX 1.7); so does a fused layer (a call) built around
-         such a ``Conv``, ``MatMul`` or ``Gemm``, as a whole. A model below opset 13, whose ``Cast`` cannot
-         produce bfloat16, is refused (``UnsupportedPrecision``). With data, ``data_max`` is
-         1/128 of bfloat16's range unless given.
+         such a ``Conv``, ``MatMul`` or ``Gemm``, as a whole. A model below opset 13, whose
+         ``Cast`` cannot produce bfloat16, is refused (``UnsupportedPrecision``). With data,
+         ``data_max`` is 1/128 of bfloat16's range unless given.
 
     Requires: a type-checkable graph (types from ONNX shape inference). Preserves: graph inputs and
     outputs (names, float32 types, shapes); outputs within half-precision tolerance
@@ -412,7 +412,8 @@ class _Converter:
         if node.op in ("Constant", "ConstantOfShape"):
             value = node.attrs.get("value")
             if isinstance(value, gs.Constant) and value.values.dtype == np.float32:
-                node.attrs["value"] = gs.Constant(value.name, value.values.astype(self.half.np_type))
+                node.attrs["value"] = gs.Constant(value.name,
+                                                  value.values.astype(self.half.np_type))
                 return True
         return False
 

@@ -134,8 +134,9 @@ def test_integer_paths_stay_float32_with_bfloat16s_bound():
     nodes = [oh.make_node("Cast", ["ids"], ["f"], name="to_float", to=FLOAT),
              oh.make_node("Add", ["f", "x"], ["s"], name="shift"),
              oh.make_node("Cast", ["f"], ["back"], name="to_int", to=onnx.TensorProto.INT64)]
-    graph = oh.make_graph(nodes, "g", [oh.make_tensor_value_info("ids", onnx.TensorProto.INT64, [4]),
-                                       oh.make_tensor_value_info("x", FLOAT, [4])],
+    graph = oh.make_graph(nodes, "g",
+                          [oh.make_tensor_value_info("ids", onnx.TensorProto.INT64, [4]),
+                           oh.make_tensor_value_info("x", FLOAT, [4])],
                           [oh.make_tensor_value_info("s", FLOAT, [4]),
                            oh.make_tensor_value_info("back", onnx.TensorProto.INT64, [4])])
     model = oh.make_model(graph, opset_imports=[oh.make_opsetid("", 17)])
