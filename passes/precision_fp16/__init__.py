@@ -115,7 +115,7 @@ class PrecisionFp16(Pass):
 
     Requires: a type-checkable graph (types from ONNX shape inference). Preserves: graph inputs and
     outputs (names, float32 types, shapes); outputs within half-precision tolerance
-    (see ``trtcompile.calibration.parity_tolerances("fp16")``).
+    (see ``trtcompile.calibration.parity_tolerances("fp16")``, ``("bf16")`` for bfloat16).
     Options: ``keep_ops`` (extra op types kept float32), ``keep_nodes`` (node names kept float32),
     ``default_keep`` (use ``DEFAULT_KEEP_OPS``), ``keep`` (``default``, ``static``, ``auto``:
     rule 5), ``data_max``, ``samples`` (at most this many are measured), ``max_rounds``, ``dtype``
