@@ -110,8 +110,8 @@ class ParitySamples:
 
 def parity_samples(resources: Mapping[str, Any], precision: str = "fp16") -> ParitySamples | None:
     """The samples parity judges a reduced-precision compile on, from the precision pass's
-    resources: for INT8 the held-out samples, else all of them; for FP16 the samples its
-    keep-list was measured on (the data the user gave); else None."""
+    resources: for INT8 the held-out samples, else all of them; for FP16 and BF16 (``precision``)
+    the samples its keep-list was measured on (the data the user gave); else None."""
     calibration = resources.get("quantize-int8")
     measured = resources.get("precision-fp16")
     if calibration is None and getattr(measured, "num_samples", 0):
