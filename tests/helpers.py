@@ -24,6 +24,17 @@ GOLDEN = REPO / "tests" / "golden"
 #: A small convolutional model with parallel branches (see tests/golden/make_models.py).
 CONV_BRANCHES = GOLDEN / "conv_branches.onnx"
 
+def conv_branches_opset22(folder: Path) -> Path:
+    """CONV_BRANCHES converted to opset 22, where ONNX's Conv takes bfloat16 (``--precision
+    bf16`` leaves the convolutions of an older opset in float32), saved in ``folder``."""
+    import onnx
+    import onnx.version_converter
+
+    path = folder / "conv_branches_opset22.onnx"
+    onnx.save(onnx.version_converter.convert_version(onnx.load(CONV_BRANCHES), 22), path)
+    return path
+
+
 #: The passes that rewrite CONV_BRANCHES: fusion, horizontal fusion and concat elimination.
 CONV_PIPELINE = "fold-constants,conv-bias-activation-fusion,horizontal-fusion,concat-elimination"
 

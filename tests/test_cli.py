@@ -168,6 +168,28 @@ def test_compile_example_end_to_end(example_compile) -> None:
     assert report["model"]["source"].startswith(str(cache))
 
 
+def test_bf16_compiles_the_example_and_builds_a_bf16_engine(tmp_path: Path) -> None:
+    """--precision bf16 on the built-in ONNX example: bfloat16 in the graph, parity at BF16's
+    tolerances through ONNX Runtime's float32 emulation, an engine whose layers run in BF16, and
+    --why-not naming the nodes kept in float32 (opset 17 has no bfloat16 Conv or pooling)."""
+    result = run_trtcompile("compile", "--example", "googlenet-onnx", "-o", "out", "--no-progress",
+                            "--precision", "bf16", "--why-not", "precision-fp16", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert [p["pipeline_text"] for p in report["passes"] if p["name"] == "precision-fp16"] == \
+        ["precision-fp16{dtype=bfloat16}"]
+    optimized = onnx.load(tmp_path / "out" / "optimized.onnx")
+    assert any(init.data_type == onnx.TensorProto.BFLOAT16 for init in optimized.graph.initializer)
+    parity = report["parity"]
+    assert parity["passed"] is True
+    assert (parity["tolerances"]["atol"], parity["tolerances"]["rtol"]) == (5e-2, 5e-2)
+    assert "tolerances: bf16: elementwise" in result.stdout
+    engine = report["engine"]
+    assert engine["built"] is True and engine["compute_layer_precisions"]["BF16"] > 0
+    assert f"BF16={engine['compute_layer_precisions']['BF16']}" in result.stdout
+    assert "Conv has no bfloat16 form at opset 17" in result.stdout.split("why not precision-fp16")[1]
+
+
 def test_no_engine_and_no_parity(tmp_path: Path) -> None:
     result = run_trtcompile("compile", "--example", "googlenet-onnx", "-o", "build", "--no-engine",
                         "--no-parity", "--quiet", cwd=tmp_path)

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import trtcompile
-from tests.helpers import CONV_BRANCHES, REPO, output_names
+from tests.helpers import CONV_BRANCHES, REPO, conv_branches_opset22, output_names
 from trtcompile.errors import InputError
 
 
@@ -34,6 +34,20 @@ def test_an_onnx_model_through_convert_build_summary_and_save(tmp_path: Path) ->
     assert report["parity"]["tolerances"]["precision"] == "fp16"
 
 
+def test_bf16_is_accepted_as_precision_bf16_and_builds(tmp_path: Path) -> None:
+    """TF-TRT has no BF16 mode; precision_mode="BF16" compiles as --precision bf16."""
+    converter = trtcompile.Converter(input_saved_model_dir=conv_branches_opset22(tmp_path),
+                                     precision_mode="BF16")
+    assert converter.options.precision == "bf16"
+    converter.convert()
+    converter.build(input_fn=lambda: iter([(np.zeros((1, 4, 8, 8), np.float32),)]))
+    report = json.loads((converter.save(tmp_path / "saved") / "report.json").read_text())
+    assert report["parity"]["passed"] is True
+    assert report["parity"]["tolerances"]["precision"] == "bf16"
+    assert report["engine"]["built"] is True
+    assert report["engine"]["compute_layer_precisions"]["BF16"] > 0
+
+
 def test_int8_calibrates_from_a_generator_a_dict_or_an_array(tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
     samples = rng.standard_normal((16, 4, 8, 8)).astype(np.float32)
@@ -53,7 +67,7 @@ def test_int8_calibrates_from_a_generator_a_dict_or_an_array(tmp_path: Path) -> 
 
 
 @pytest.mark.parametrize("kwargs, message", [
-    ({"precision_mode": "FP8"}, "precision_mode 'FP8': expected one of FP32, FP16, INT8"),
+    ({"precision_mode": "FP8"}, "precision_mode 'FP8': expected one of FP32, FP16, BF16, INT8"),
     ({"minimum_segment_size": 0}, "minimum_segment_size 0: expected an integer >= 1"),
     ({"max_workspace_size_bytes": -1}, "max_workspace_size_bytes -1: expected an integer >= 1"),
     ({"atoll": 1.0}, "unknown option(s) atoll"),

@@ -235,3 +235,66 @@ def test_run_refuses_arrays_the_input_does_not_take(tmp_path: Path, capsys, comp
     with pytest.raises(InputError) as raised:
         trtcompile.load(compiled_relu).run(feeds)
     assert str(raised.value) == problem
+
+
+# --------------------------------------------------------------------------------------------
+# A precision that cannot be built here: one line, exit 6
+# --------------------------------------------------------------------------------------------
+
+
+def _tensorrt_without_bf16():
+    """A TensorRT 8.6 module as far as the BF16 check reads it: no BF16 data type."""
+    import enum
+    import types
+
+    return types.SimpleNamespace(
+        __name__="tensorrt", __version__="8.6.1",
+        DataType=enum.Enum("DataType", "FLOAT HALF INT8 INT32 BOOL"),
+        NetworkDefinitionCreationFlag=enum.Enum("NetworkDefinitionCreationFlag",
+                                                "EXPLICIT_BATCH STRONGLY_TYPED"))
+
+
+def test_bf16_where_tensorrt_has_none_exits_6_before_any_work(tmp_path: Path, capsys,
+                                                              monkeypatch) -> None:
+    from trtcompile.errors import EXIT_UNSUPPORTED
+
+    monkeypatch.setattr("trtcompile.backend.loader.load_tensorrt", _tensorrt_without_bf16)
+    code = cli.main(["compile", str(CONV_BRANCHES), "-o", str(tmp_path / "out"),
+                     "--precision", "bf16"])
+    assert code == EXIT_UNSUPPORTED == 6
+    assert _one_error_line(capsys.readouterr().err) == (
+        "trtcompile: error: --precision bf16 cannot be built with TensorRT 8.6.1 (tensorrt): it "
+        "has no BF16 data type (or compile with --no-engine, or --precision fp16)")
+    assert not (tmp_path / "out").exists()
+    # The graph alone needs no TensorRT: --no-engine writes it.
+    assert cli.main(["compile", str(CONV_BRANCHES), "-o", str(tmp_path / "graph"),
+                     "--precision", "bf16", "--no-engine"]) == 0
+
+
+def test_bf16_of_a_model_below_opset_13_exits_6(tmp_path: Path, capsys) -> None:
+    import onnx
+
+    from trtcompile.errors import EXIT_UNSUPPORTED
+
+    model = onnx.load(_relu_model(tmp_path / "relu.onnx", [2, 4]))
+    model.opset_import[0].version = 12
+    onnx.save(model, tmp_path / "relu12.onnx")
+    code = cli.main(["compile", str(tmp_path / "relu12.onnx"), "-o", str(tmp_path / "out"),
+                     "--precision", "bf16", "--no-engine"])
+    assert code == EXIT_UNSUPPORTED
+    assert _one_error_line(capsys.readouterr().err) == (
+        "trtcompile: error: bfloat16 needs ONNX opset 13 or later (Cast to bfloat16); the model "
+        "is at opset 12: convert it to opset 13+ or use --precision fp16")
+    assert not (tmp_path / "out").exists()
+
+
+def test_bf16_with_a_weakly_typed_network_is_refused() -> None:
+    from trtcompile.backend.build_config import precision_problem
+    from trtcompile.backend.loader import load_tensorrt
+    from trtcompile.backend.options import BuildOptions
+
+    trt = load_tensorrt()
+    assert precision_problem(trt, "bf16", BuildOptions()) is None
+    assert precision_problem(trt, "fp16", BuildOptions(strongly_typed=False)) is None
+    assert "drop --no-strongly-typed" in precision_problem(trt, "bf16",
+                                                           BuildOptions(strongly_typed=False))

@@ -5,7 +5,7 @@ The command line (``trtcompile compile``), the Python API (:func:`trtcompile.com
 models x options; for each case all four must give the same optimized graph (its structural
 digest), the same engine compute layers, the same partition (fallback ops, segment
 engines) and the same verdict. The cases are the ones where faces used to wire the compile
-themselves and disagree: FP32 (the Converter failed at its default precision), FP16, INT8 with a
+themselves and disagree: FP32 (the Converter failed at its default precision), FP16, BF16, INT8 with a
 calibration method inside ``engine-guided(...)`` (it was dropped), a model with an op TensorRT
 rejects (the Converter did not partition), a dynamic profile, and ``tuned`` (engine-guided judged
 without the compile's profiles outside the CLI).
@@ -41,6 +41,7 @@ CASES = {
     "fp32": ("conv", "default", "fp32", None, None),
     "fp16": ("conv", "default", "fp16", None, None),
     "fp16-measured-on-data": ("conv", "default", "fp16", None, None),
+    "bf16": ("conv", "default", "bf16", None, None),
     "int8-percentile-engine-guided": ("conv", "engine-guided(quantize-int8)", "int8", "percentile",
                                       None),
     "rejected-op-partitions": ("bitshift", "default", "fp32", None, None),

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import CONV_BRANCHES
+from tests.helpers import CONV_BRANCHES, conv_branches_opset22
 from trtcompile.flow import CompileOptions, compile_model
 from trtcompile.flow.precision import with_precision_pass
 from trtcompile.flow.registry import build_registry
@@ -80,3 +80,61 @@ def test_the_users_keep_choice_is_not_a_contradiction() -> None:
 def test_a_calibration_cache_is_refused_for_fp16() -> None:
     with pytest.raises(InputError, match=r"^--calib-cache applies to --precision int8 only"):
         composed("default", precision="fp16", calib_cache="ranges.json")
+
+
+def test_bf16_appends_the_fp16_pass_writing_bfloat16() -> None:
+    assert composed("fold-constants", precision="bf16") == \
+        "fold-constants,precision-fp16{dtype=bfloat16}"
+    assert composed("fold-constants", precision="bf16", calib_data="d.npz") == \
+        "fold-constants,precision-fp16{keep=auto dtype=bfloat16}"
+
+
+def test_bf16_fills_in_the_users_fp16_pass_and_keeps_its_options() -> None:
+    assert composed("precision-fp16{keep-ops=Exp}", precision="bf16") == \
+        "precision-fp16{keep-ops=Exp dtype=bfloat16}"
+    assert composed("precision-fp16{dtype=bfloat16 keep=static}", precision="bf16",
+                    calib_data="d.npz") == "precision-fp16{keep=static dtype=bfloat16}"
+
+
+def test_a_bfloat16_pass_contradicting_precision_fp16_is_refused() -> None:
+    with pytest.raises(InputError) as refused:
+        composed("precision-fp16{dtype=bfloat16}", precision="fp16")
+    assert str(refused.value) == (
+        "--precision fp16 contradicts precision-fp16{dtype=bfloat16} in --pipeline "
+        "(dtype=bfloat16); give --precision bf16 or drop dtype")
+
+
+def test_a_calibration_cache_is_refused_for_bf16() -> None:
+    with pytest.raises(InputError, match=r"^--calib-cache applies to --precision int8 only "
+                                         r"\(bf16 measures"):
+        composed("default", precision="bf16", calib_cache="ranges.json")
+
+
+def test_bf16_compiles_with_its_tolerances_and_reports_bf16(tmp_path: Path) -> None:
+    result = compile_model(conv_branches_opset22(tmp_path), tmp_path / "out", CompileOptions(
+        precision="bf16", engine=False, progress=False))
+    assert result.error is None, result.error
+    tolerances = result.report["parity"]["tolerances"]
+    assert (tolerances["atol"], tolerances["rtol"], tolerances["atol_range"]) == (5e-2, 5e-2, 5e-2)
+    assert tolerances["note"].startswith("bf16: elementwise")
+    runs = [r for r in result.report["passes"] if r["name"] == "precision-fp16"]
+    assert [r["pipeline_text"] for r in runs] == ["precision-fp16{dtype=bfloat16}"]
+    assert runs[0]["counts"]["converted_layers"] > 0
+
+
+def test_bf16_with_data_measures_its_keep_list_and_judges_on_the_samples(tmp_path: Path) -> None:
+    import numpy as np
+
+    samples = np.random.default_rng(0).standard_normal((16, 4, 8, 8)).astype(np.float32) * 100
+    np.savez(tmp_path / "samples.npz", input=samples)
+    result = compile_model(conv_branches_opset22(tmp_path), tmp_path / "out", CompileOptions(
+        precision="bf16", calib_data=tmp_path / "samples.npz", engine=False, progress=False))
+    assert result.error is None, result.error
+    risk = result.report["precision_risk"]
+    assert (risk["pass"], risk["precision"]) == ("precision-fp16{keep=auto dtype=bfloat16}", "bf16")
+    assert risk["data_max"] > 1e36  # bfloat16's range: values of 857 are no overflow risk
+    assert not any(node["kept_by"] for node in risk["nodes"])
+    assert [node["kept"] for node in risk["nodes"]] == [False] * len(risk["nodes"])
+    assert result.report["parity"]["passed"] is True
+    assert result.report["parity"]["tolerances"]["inputs"]["floating_point"].startswith(
+        "all 16 samples given for BF16")

@@ -18,7 +18,7 @@ from polygraphy.comparator import IterationResult, RunResults
 from trtcompile import html_report, ir, verify
 from trtcompile.calibration import precision_tolerances
 
-PRECISIONS = ("fp32", "fp16", "int8")
+PRECISIONS = ("fp32", "fp16", "bf16", "int8")
 
 #: A reference output: signed, magnitudes from 0 to 4 (its largest), a zero, many elements (so a
 #: range term taken of the sum of |reference| instead of its maximum would be 60x too large).
@@ -64,7 +64,7 @@ def _tolerance_kwargs(precision: str) -> dict:
     return {"atol": t.atol, "rtol": t.rtol, "atol_range": t.atol_range}
 
 
-@pytest.mark.parametrize("precision", ["fp16", "int8"])
+@pytest.mark.parametrize("precision", ["fp16", "bf16", "int8"])
 def test_a_candidate_one_and_a_half_times_the_reference_fails(precision: str) -> None:
     assert not _passes(REFERENCE, 1.5 * REFERENCE, precision)
     # Element by element as the bound says: the largest values fail; at INT8 the range term
@@ -75,7 +75,7 @@ def test_a_candidate_one_and_a_half_times_the_reference_fails(precision: str) ->
     assert not verdict[0] and not verdict[1] and verdict[5]
 
 
-@pytest.mark.parametrize("precision", ["fp16", "int8"])
+@pytest.mark.parametrize("precision", ["fp16", "bf16", "int8"])
 def test_the_range_term_is_the_largest_magnitude_of_the_output(precision: str) -> None:
     t = precision_tolerances(precision)
     assert verify.output_peak([REFERENCE]) == 4.0
@@ -193,7 +193,7 @@ def _scale_model(factor: float) -> onnx.ModelProto:
     return model
 
 
-@pytest.mark.parametrize("precision", ["fp16", "int8"])
+@pytest.mark.parametrize("precision", ["fp16", "bf16", "int8"])
 def test_parity_fails_a_wrong_model_at_reduced_precision_tolerances(precision: str) -> None:
     """The whole path (seeded inputs, ONNX Runtime, the rule) fails a model computing 1.5x the
     reference at FP16 and INT8 tolerances, and passes one within them."""

@@ -34,8 +34,10 @@ from typing import Any
 from trtcompile import checks
 from trtcompile.errors import InputError
 
-#: TF-TRT's ``precision_mode`` values and the precision written into the graph for each.
-PRECISION_MODES = {"FP32": "fp32", "FP16": "fp16", "INT8": "int8"}
+#: TF-TRT's ``precision_mode`` values and the precision written into the graph for each. TF-TRT
+#: has no BF16; ``"BF16"`` is accepted here as ``--precision bf16`` (refused with exit code 6, as
+#: there, where the installed TensorRT cannot build it).
+PRECISION_MODES = {"FP32": "fp32", "FP16": "fp16", "BF16": "bf16", "INT8": "int8"}
 
 #: TF-TRT's ``dynamic_shape_profile_strategy`` values and the profile strategy of each
 #: (docs/shapes.md); ``ImplicitBatchModeCompatible`` is TF-TRT's range over the batch dimension.
@@ -77,8 +79,9 @@ class Converter:
             ``ImplicitBatchModeCompatible``: how :meth:`build` makes profiles from the shapes its
             ``input_fn`` yields (docs/shapes.md).
         max_workspace_size_bytes: limit of TensorRT's builder workspace (None: TensorRT's default).
-        precision_mode: ``"FP32"``, ``"FP16"`` or ``"INT8"`` (INT8 needs ``calibration_input_fn``
-            in :meth:`convert` unless ``use_calibration=False``).
+        precision_mode: ``"FP32"``, ``"FP16"``, ``"BF16"`` (not TF-TRT's: ``--precision bf16``)
+            or ``"INT8"`` (INT8 needs ``calibration_input_fn`` in :meth:`convert` unless
+            ``use_calibration=False``).
         minimum_segment_size: the smallest run of supported nodes worth an engine segment
             (``CompileOptions.min_segment_size``).
         maximum_cached_engines, allow_build_at_runtime: accepted; engines are built ahead of

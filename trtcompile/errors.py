@@ -14,6 +14,7 @@ EXIT_BAD_INPUT = 2  # the model, a flag, a manifest or calibration data is unusa
 EXIT_BACKEND = 3  # TensorRT rejected the optimized model or failed to build it
 EXIT_PASS_FAILED = 4  # a pass raised or produced an invalid graph (a compiler bug)
 EXIT_NOTHING_FAILS = 5  # trtcompile bisect: the model passes every check, there is nothing to find
+EXIT_UNSUPPORTED = 6  # the precision asked for cannot be built here (TensorRT or the model's opset)
 EXIT_INTERNAL = 70  # a bug outside the passes: the traceback is written to a file (sysexits' EX_SOFTWARE)
 EXIT_INTERRUPTED = 130  # SIGINT or SIGTERM stopped the command; nothing was written
 
@@ -32,6 +33,13 @@ class InputError(TrtcompileError):
 
 class PipelineError(InputError):
     """Pipeline text does not parse, or names an unknown pass or option."""
+
+
+class UnsupportedPrecision(TrtcompileError):
+    """The precision asked for cannot be built with the installed TensorRT or for this model
+    (``--precision bf16`` where TensorRT has no BF16, or the model's opset predates bfloat16)."""
+
+    exit_code = EXIT_UNSUPPORTED
 
 
 class CheckFailed(TrtcompileError):

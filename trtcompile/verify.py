@@ -221,8 +221,17 @@ def session_options():
 
 
 def inference_session(model: onnx.ModelProto):
-    """An ONNX Runtime CPU session running ``model`` as written (:func:`session_options`)."""
+    """An ONNX Runtime CPU session running ``model`` as written (:func:`session_options`).
+
+    A model storing tensors in bfloat16 runs as its float32 emulation
+    (:func:`trtcompile.ir.bfloat16.emulate_bfloat16`: the CPU provider has no bfloat16 kernel for
+    most ops), with bfloat16 inputs and outputs fed and read as float32."""
     import onnxruntime as ort
+
+    from trtcompile.ir import bfloat16
+
+    if bfloat16.computes_in_bfloat16(model):
+        model = bfloat16.emulate_bfloat16(model)
 
     return ort.InferenceSession(model.SerializeToString(), session_options(),
                                 providers=["CPUExecutionProvider"])

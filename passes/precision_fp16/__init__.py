@@ -1,4 +1,5 @@
-"""precision-fp16: weights and compute in float16, float32 only at the boundary and on a keep-list."""
+"""precision-fp16: weights and compute in float16 (or bfloat16), float32 only at the boundary
+and on a keep-list."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import onnx_graphsurgeon as gs
 
 from passes.precision_fp16 import measure
 from passes.precision_fp16.casts import FLOAT, FLOAT16, merge_cast_chains
+from passes.precision_fp16.half import HALF_TYPES, Half
 from passes.precision_fp16.types import (
     infer_function_types,
     infer_types,
@@ -20,10 +22,9 @@ from passes.precision_fp16.types import (
     slot_allows,
 )
 from trtcompile import ir
+from trtcompile.errors import UnsupportedPrecision
 from trtcompile.pm import Pass, PassContext, PassResult
 
-#: Largest finite float16.
-FLOAT16_MAX = float(np.finfo(np.float16).max)
 
 #: Ops kept in float32 by default: they accumulate many terms or exponentiate, where float16's
 #: 11-bit mantissa and 65504 range lose accuracy or overflow.
@@ -35,19 +36,18 @@ DEFAULT_KEEP_OPS = (
     "MeanVarianceNormalization",
 )
 
+#: The ops a fused layer (a local function) is built around: a call whose op among these has no
+#: 16-bit form at the model's opset (bfloat16 Conv before opset 22) stays float32 as a whole.
+_FUSED_COMPUTE_OPS = frozenset({"Conv", "ConvTranspose", "MatMul", "Gemm"})
+
 #: ``keep``: ``static`` (the rules alone), ``auto`` (also by measuring the data), ``default``
 #: (``auto`` when the context holds data, else ``static``).
 KEEP_MODES = ("default", "static", "auto")
 
 _FLOAT_TYPES = {FLOAT16, FLOAT, onnx.TensorProto.DOUBLE, onnx.TensorProto.BFLOAT16}
 
-#: Ops and attribute values ONNX Runtime's CPU provider, where parity runs, has no float16 kernel
-#: for (measured on ONNX Runtime 1.32, which fails at run time: "MLFloat16 data type is not
-#: supported with ScatterND ... when reduction is 'add'"): op -> attribute -> values.
-NO_CPU_FLOAT16_KERNEL: dict[str, dict[str, frozenset[str]]] = {
-    "ScatterND": {"reduction": frozenset({"add", "mul", "max", "min"})},
-    "ScatterElements": {"reduction": frozenset({"add", "mul"})},
-}
+#: The ``data_max`` of ``keep=auto`` (rule 5) unless the option is given.
+DEFAULT_DATA_MAX = 512.0
 
 
 @dataclass(frozen=True)
@@ -103,12 +103,23 @@ class PrecisionFp16(Pass):
          ``precision_risk`` table. ``keep=static`` applies rules 1-4 alone, with or without
          data; ``keep=auto`` without data is an error naming what to give.
 
+      6. ``dtype=bfloat16`` writes bfloat16 instead of float16 by the same rules (``--precision
+         bf16``): bfloat16 keeps float32's range (overflow and underflow of constants are moot)
+         but 8 significant bits, so integers are exact only up to 256 and the keep-list is the
+         same. An op stays float32 where its schema at the model's opset has no bfloat16 form
+         (``Conv`` and the pools gain one at opset 22) or TensorRT builds none
+         (``ConvTranspose`` on TensorRT-RTX 1.7); so does a fused layer (a call) built around
+         such a ``Conv``, ``MatMul`` or ``Gemm``, as a whole. A model below opset 13, whose
+         ``Cast`` cannot produce bfloat16, is refused (``UnsupportedPrecision``). With data,
+         ``data_max`` is 1/128 of bfloat16's range unless given.
+
     Requires: a type-checkable graph (types from ONNX shape inference). Preserves: graph inputs and
     outputs (names, float32 types, shapes); outputs within half-precision tolerance
-    (see ``trtcompile.calibration.parity_tolerances("fp16")``).
+    (see ``trtcompile.calibration.parity_tolerances("fp16")``, ``("bf16")`` for bfloat16).
     Options: ``keep_ops`` (extra op types kept float32), ``keep_nodes`` (node names kept float32),
     ``default_keep`` (use ``DEFAULT_KEEP_OPS``), ``keep`` (``default``, ``static``, ``auto``:
-    rule 5), ``data_max``, ``samples`` (at most this many are measured), ``max_rounds``.
+    rule 5), ``data_max``, ``samples`` (at most this many are measured), ``max_rounds``, ``dtype``
+    (``float16``, ``bfloat16``: rule 6).
     """
 
     name: ClassVar[str] = "precision-fp16"
@@ -119,9 +130,10 @@ class PrecisionFp16(Pass):
     keep_nodes: tuple[str, ...] = ()
     default_keep: bool = True
     keep: str = "default"
-    data_max: float = 512.0
+    data_max: float = DEFAULT_DATA_MAX
     samples: int = 32
     max_rounds: int = 8
+    dtype: str = "float16"
 
     def __post_init__(self) -> None:
         if self.keep not in KEEP_MODES:
@@ -130,18 +142,38 @@ class PrecisionFp16(Pass):
             raise ValueError(f"data-max={self.data_max}: expected a finite number > 0")
         if self.samples < 1 or self.max_rounds < 0:
             raise ValueError("samples must be at least 1 and max-rounds at least 0")
+        if self.dtype not in HALF_TYPES:
+            raise ValueError(f"dtype={self.dtype}: expected one of {', '.join(HALF_TYPES)}")
+
+    @property
+    def half(self) -> Half:
+        """The 16-bit float type the pass writes."""
+        return HALF_TYPES[self.dtype]
+
+    @property
+    def data_limit(self) -> float:
+        """``data_max``; for bfloat16 (float32's range), 1/128 of its range unless a data-max
+        other than the default 512 is given (the ratio 512 is of float16's 65504)."""
+        if self.dtype == "float16" or self.data_max != DEFAULT_DATA_MAX:
+            return self.data_max
+        return self.half.max / 128
 
     def run(self, graph: gs.Graph, ctx: PassContext) -> PassResult:
+        if ir.opset(graph) < self.half.min_opset:
+            raise UnsupportedPrecision(
+                f"{self.half.name} needs ONNX opset {self.half.min_opset} or later (Cast to "
+                f"{self.half.name}); the model is at opset {ir.opset(graph)}: convert it to "
+                f"opset {self.half.min_opset}+ or use --precision fp16")
         keep_nodes = {name: "kept float32 by option" for name in self.keep_nodes}
         data = measure.data_of(ctx)
         if self.keep == "auto" or (self.keep == "default" and data is not None):
             data = measure.require_data(ctx)
             measured = measure.measure(
                 graph, data, lambda g, keep: self._convert(g, PassContext(), keep),
-                user_keep=keep_nodes, data_max=self.data_max, samples=self.samples,
-                max_rounds=self.max_rounds)
+                user_keep=keep_nodes, data_max=self.data_limit, samples=self.samples,
+                max_rounds=self.max_rounds, half=self.half)
             result = self._convert(graph, ctx, {**keep_nodes, **measured.reasons})
-            measure.finish(measured, result, self.data_max)
+            measure.finish(measured, result, self.data_limit, self.half)
             return result
         return self._convert(graph, ctx, keep_nodes)
 
@@ -152,7 +184,7 @@ class PrecisionFp16(Pass):
         types = infer_types(model)
         keep_ops = set(self.keep_ops) | (set(DEFAULT_KEEP_OPS) if self.default_keep else set())
         converter = _Converter(graph, keep_ops, keep_nodes, result, ir.opset(graph),
-                               {(f.domain, f.name): f for f in model.functions}, ctx)
+                               {(f.domain, f.name): f for f in model.functions}, ctx, self.half)
         converter.convert(graph, types, input_fp16=[False] * len(graph.inputs),
                           output_fp16=[False] * len(graph.outputs), top_level=True)
         for body in [graph, *graph.functions]:
@@ -171,7 +203,7 @@ class PrecisionFp16(Pass):
 
 @dataclass
 class _Plan:
-    """Which float32 slots of a node become float16 (empty: the node stays float32)."""
+    """Which float32 slots of a node become 16-bit (empty: the node stays float32)."""
 
     inputs: set[int] = field(default_factory=set)
     outputs: set[int] = field(default_factory=set)
@@ -184,8 +216,10 @@ class _Plan:
 class _Converter:
     def __init__(self, graph: gs.Graph, keep_ops: set[str], keep_nodes: dict[str, str],
                  result: PassResult, opset: int,
-                 function_protos: dict[tuple[str, str], onnx.FunctionProto], ctx: PassContext):
+                 function_protos: dict[tuple[str, str], onnx.FunctionProto], ctx: PassContext,
+                 half: Half):
         self.ctx = ctx
+        self.half = half
         self.graph = graph
         self.keep_ops = keep_ops
         self.keep_nodes = keep_nodes
@@ -227,14 +261,14 @@ class _Converter:
                 continue
             if node.op == "Cast" and ir.is_onnx_op(node) and id(node) not in integer_bound and (
                     not any(t.name in float32 for t in node.outputs)
-                    or types.get(node.inputs[0].name) == FLOAT16):
+                    or types.get(node.inputs[0].name) == self.half.elem):
                 # A Cast out of float32 reads float16 as well (it is the conversion); a Cast of
                 # float16 to float32 is a boundary this pass (or the model) put there. Neither
                 # changes, so the pass run on its own output changes nothing.
                 plans[id(node)] = _Plan()
                 continue
             reason = (_SHAPE_ARITHMETIC if id(node) in integer_bound
-                      else _INTEGER_PATH if _integers_back(node, types, integer_bound)
+                      else _integer_path(self.half) if _integers_back(node, types, integer_bound)
                       else self._keep_reason(node, types, float32))
             if reason is not None:
                 if top_level:
@@ -244,10 +278,12 @@ class _Converter:
             plan = self._plan(node, float32)
             if plan is None or not plan.converts:
                 if top_level:
-                    self.result.reject(node, f"{node.op} has no float16 form")
+                    self.result.reject(node, f"{node.op} has no {self.half.name} form at opset "
+                                             f"{self.opset}")
                 plans[id(node)] = _Plan()
                 continue
-            if top_level and not self.ctx.may_rewrite("convert-to-fp16", node, self.result):
+            if top_level and not self.ctx.may_rewrite(f"convert-to-{self.half.suffix}", node,
+                                                      self.result):
                 plans[id(node)] = _Plan()
                 continue
             plans[id(node)] = plan
@@ -257,7 +293,7 @@ class _Converter:
         for node in constant_nodes:
             wants = self._reader_wants(node.outputs[0], plans)
             value = node.attrs.get("value")
-            fits = isinstance(value, gs.Constant) and _fits_float16(value.values)
+            fits = isinstance(value, gs.Constant) and self.half.fits(value.values)
             if wants == {True} and fits and node.outputs[0].name not in body_outputs:
                 plans[id(node)] = _Plan(outputs={0})
             else:
@@ -286,7 +322,7 @@ class _Converter:
         rewired = self._rewire(body, plans, float32, is_fp16, output_fp16)
         for name, fp16 in is_fp16.items():
             if fp16:
-                types[name] = FLOAT16
+                types[name] = self.half.elem
         return changed or rewired
 
     def _keep_reason(self, node: gs.Node, types: dict[str, int], float32: set[str]) -> str | None:
@@ -301,30 +337,43 @@ class _Converter:
                 return f"type of '{tensor.name}' is unknown"
         for tensor in node.inputs:
             values = ir.constant_value(tensor)
-            problem = (_float16_problem(values) if values is not None and tensor.name in float32
+            problem = (self.half.problem(values) if values is not None and tensor.name in float32
                        else None)
             if problem is not None:
                 return f"weights {problem}"
         if node.op == "ConstantOfShape":
             value = node.attrs.get("value")
-            problem = _float16_problem(value.values) if isinstance(value, gs.Constant) else None
+            problem = self.half.problem(value.values) if isinstance(value, gs.Constant) else None
             if problem is not None:
                 return f"fill value {problem}"
         if ir.is_onnx_op(node):
             if "dtype" in node.attrs:
                 return f"{node.op} sets its output type by attribute"
-            for attr, values in NO_CPU_FLOAT16_KERNEL.get(node.op, {}).items():
+            for attr, values in self.half.no_cpu_kernel.get(node.op, {}).items():
                 if ir.text_attr(node, attr, "none") in values:
-                    return (f"ONNX Runtime's CPU provider has no float16 {node.op} with {attr} "
-                            f"'{ir.text_attr(node, attr, 'none')}'")
+                    return (f"ONNX Runtime's CPU provider has no {self.half.name} {node.op} with "
+                            f"{attr} '{ir.text_attr(node, attr, 'none')}'")
+            if node.op in self.half.no_engine_form:
+                return self.half.no_engine_form[node.op]
 
         else:
             function = self.functions.get(ir.call_key(node))
             if function is None:
-                return f"{node.op} is not a local function (no float16 form known)"
+                return f"{node.op} is not a local function (no {self.half.name} form known)"
             if not all(ir.is_onnx_op(n) for n in function.nodes):
                 return f"function {function.name} calls other functions"
+            for inner in function.nodes:
+                if inner.op in _FUSED_COMPUTE_OPS and not self._has_form(inner.op):
+                    # Casts inside the layer around its convolution or matrix multiply would
+                    # split what TensorRT fuses into one layer: the whole call stays float32.
+                    return (f"its {inner.op} has no {self.half.name} form at opset "
+                            f"{self.opset} (the fused layer stays float32 as a whole)")
         return None
+
+    def _has_form(self, op: str) -> bool:
+        """Whether the schema of ``op`` at the model's opset lets its first input be the type."""
+        slots = schema_slots(op, self.opset, self.half.schema_type)
+        return slots is not None and slot_allows(slots[0], slots[2], 0)
 
     def _plan(self, node: gs.Node, float32: set[str]) -> _Plan | None:
         plan = _Plan()
@@ -333,7 +382,7 @@ class _Converter:
             plan.inputs = {i for i, t in enumerate(node.inputs) if t.name in float32}
             plan.outputs = {i for i, t in enumerate(node.outputs) if t.name in float32}
             return plan
-        slots = schema_slots(node.op, self.opset)
+        slots = schema_slots(node.op, self.opset, self.half.schema_type)
         if slots is None:
             return None
         input_slots, output_slots, input_variadic, output_variadic = slots
@@ -353,18 +402,18 @@ class _Converter:
                     wants.add(index in plan.inputs)
         return wants
 
-    @staticmethod
-    def _convert_attributes(node: gs.Node, plan: _Plan) -> bool:
-        """Make type-carrying attributes produce float16; return whether any changed."""
+    def _convert_attributes(self, node: gs.Node, plan: _Plan) -> bool:
+        """Make type-carrying attributes produce the 16-bit type; return whether any changed."""
         if 0 not in plan.outputs:
             return False
         if node.op == "Cast" and node.attrs.get("to") == FLOAT:
-            node.attrs["to"] = FLOAT16
+            node.attrs["to"] = self.half.elem
             return True
         if node.op in ("Constant", "ConstantOfShape"):
             value = node.attrs.get("value")
             if isinstance(value, gs.Constant) and value.values.dtype == np.float32:
-                node.attrs["value"] = gs.Constant(value.name, value.values.astype(np.float16))
+                node.attrs["value"] = gs.Constant(value.name,
+                                                  value.values.astype(self.half.np_type))
                 return True
         return False
 
@@ -386,7 +435,7 @@ class _Converter:
             body.cleanup()
             ir.toposort(body)
             if changed:
-                body.name = self.scope.fresh(f"{function.name}_fp16")
+                body.name = self.scope.fresh(f"{function.name}_{self.half.suffix}")
                 body = ir.add_local_function(self.graph, body)
                 self.functions[ir.function_key(body)] = body
                 self.result.count("specialized_functions")
@@ -417,14 +466,14 @@ class _Converter:
             want = output_fp16[position]
             if producer is None or is_fp16[tensor.name] == want:
                 continue
-            inner = gs.Variable(self.scope.fresh(f"{tensor.name}_{_suffix(not want)}"),
-                                dtype=_np_type(not want), shape=tensor.shape)
+            inner = gs.Variable(self.scope.fresh(f"{tensor.name}_{self._suffix(not want)}"),
+                                dtype=self._np_type(not want), shape=tensor.shape)
             ir.replace_uses(tensor, inner)
             producer.outputs[producer.outputs.index(tensor)] = inner
             is_fp16[inner.name] = not want
             float32.add(inner.name)
             cast = gs.Node("Cast", self.scope.fresh(f"{tensor.name}_cast"),
-                           attrs={"to": FLOAT16 if want else FLOAT}, inputs=[inner],
+                           attrs={"to": self.half.elem if want else FLOAT}, inputs=[inner],
                            outputs=[tensor])
             body.nodes.append(cast)
             is_fp16[tensor.name] = want
@@ -450,11 +499,12 @@ class _Converter:
                 key = (tensor.name, want)
                 if key not in casts:
                     cast_output = gs.Variable(
-                        self.scope.fresh(f"{tensor.name}_{_suffix(want)}"), dtype=_np_type(want),
+                        self.scope.fresh(f"{tensor.name}_{self._suffix(want)}"),
+                        dtype=self._np_type(want),
                         shape=tensor.shape)
                     body.nodes.append(gs.Node(
                         "Cast", self.scope.fresh(f"{tensor.name}_cast"),
-                        attrs={"to": FLOAT16 if want else FLOAT}, inputs=[tensor],
+                        attrs={"to": self.half.elem if want else FLOAT}, inputs=[tensor],
                         outputs=[cast_output]))
                     casts[key] = cast_output
                     is_fp16[cast_output.name] = want
@@ -465,21 +515,28 @@ class _Converter:
         for node in body.nodes:
             for tensor in node.outputs:
                 if is_fp16.get(tensor.name) and isinstance(tensor, gs.Variable):
-                    tensor.dtype = np.float16
+                    tensor.dtype = self.half.np_type
         for tensor, fp16 in zip(body.inputs, [is_fp16.get(t.name) for t in body.inputs]):
             if fp16 and isinstance(tensor, gs.Variable):
-                tensor.dtype = np.float16
+                tensor.dtype = self.half.np_type
         return changed
 
     def _fp16_constant(self, tensor: gs.Constant, converted: dict[str, gs.Constant],
                        top_level: bool) -> gs.Constant:
         if tensor.name not in converted:
             only_reader = len(tensor.outputs) == 1
-            name = tensor.name if only_reader else self.scope.fresh(f"{tensor.name}_fp16")
-            converted[tensor.name] = gs.Constant(name, tensor.values.astype(np.float16))
+            name = (tensor.name if only_reader
+                    else self.scope.fresh(f"{tensor.name}_{self.half.suffix}"))
+            converted[tensor.name] = gs.Constant(name, tensor.values.astype(self.half.np_type))
             if top_level:
                 self.result.count("converted_weights")
         return converted[tensor.name]
+
+    def _suffix(self, half: bool) -> str:
+        return self.half.suffix if half else "fp32"
+
+    def _np_type(self, half: bool) -> type:
+        return self.half.np_type if half else np.float32
 
     def _count_cast(self, top_level: bool) -> None:
         self.result.count("inserted_casts" if top_level else "inserted_casts_in_functions")
@@ -487,8 +544,9 @@ class _Converter:
 
 _SHAPE_ARITHMETIC = "computes values that end up as integers (shape arithmetic, exact only in float32)"
 
-_INTEGER_PATH = ("casts integers to float that end up as integers again (exact in float32 up to "
-                 "2^24, in float16 only up to 2048)")
+def _integer_path(half: Half) -> str:
+    return ("casts integers to float that end up as integers again (exact in float32 up to "
+            f"2^24, in {half.name} only up to {half.exact_integers})")
 
 
 def _integers_back(node: gs.Node, types: dict[str, int], integer_bound: set[int]) -> bool:
@@ -522,40 +580,3 @@ def _integer_bound_nodes(body: gs.Graph, float32: set[str]) -> set[int]:
         if readers and all(id(reader) in bound for reader in readers):
             bound.add(id(node))
     return bound
-
-
-def _suffix(fp16: bool) -> str:
-    return "fp16" if fp16 else "fp32"
-
-
-def _np_type(fp16: bool) -> type:
-    return np.float16 if fp16 else np.float32
-
-
-def _float16_problem(values: np.ndarray) -> str | None:
-    """Why float32 ``values`` do not survive float16 storage (None when they do, rounded):
-    magnitudes above its largest finite value overflow, nonzero ones below half its smallest
-    subnormal become zero (where they are not negligible beside the tensor's largest)."""
-    if values.dtype != np.float32 or values.size == 0:
-        return None
-    finite = values[np.isfinite(values)]
-    if finite.size == 0:
-        return None
-    magnitudes = np.abs(finite)
-    if float(magnitudes.max()) > FLOAT16_MAX:
-        return f"overflow float16 (max |w| = {float(magnitudes.max()):.4g} > {FLOAT16_MAX:g})"
-    # A nonzero float16 flushes to zero is lost where it matters for its tensor: a value within
-    # float16's own precision (2^-11) of the tensor's largest magnitude. (A trained kernel's few
-    # weights of 1e-9 beside weights of 0.1 are below that rounding anyway; a scale or epsilon
-    # of 1e-9 is all its tensor holds.)
-    flushed = (magnitudes > 0) & (finite.astype(np.float16) == 0) & (
-        magnitudes >= float(magnitudes.max()) * 2.0 ** -11)
-    if flushed.any():
-        return (f"underflow float16 to zero (|w| = {float(magnitudes[flushed].min()):.3g}, below "
-                f"its smallest subnormal {float(np.finfo(np.float16).smallest_subnormal):.3g})")
-    return None
-
-
-def _fits_float16(values: np.ndarray) -> bool:
-    """True if float16 stores ``values`` without overflow or a nonzero becoming zero."""
-    return _float16_problem(values) is None

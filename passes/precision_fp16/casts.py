@@ -13,6 +13,7 @@ from trtcompile.pm import PassContext, PassResult
 
 FLOAT = onnx.TensorProto.FLOAT
 FLOAT16 = onnx.TensorProto.FLOAT16
+BFLOAT16 = onnx.TensorProto.BFLOAT16
 
 #: Float widenings a Cast chain may skip: ``a -> b -> c`` equals ``a -> c`` when ``a -> b`` is exact.
 _EXACT_WIDENINGS = {
@@ -29,8 +30,9 @@ _INTEGER_TYPES = {onnx.TensorProto.BOOL, onnx.TensorProto.INT8, onnx.TensorProto
 def _integer_to_half(source: int, middle: int | None, target: int | None) -> bool:
     """True for ``integer -> float32 -> float16``, which equals ``integer -> float16``: float32
     holds every integer below 2^24 exactly, and float16 is infinite from 65520 on (a kept integer
-    Cast read by a float16 layer makes this chain)."""
-    return source in _INTEGER_TYPES and middle == FLOAT and target == FLOAT16
+    Cast read by a float16 layer makes this chain). Likewise for bfloat16 below 2^24; above, the
+    direct Cast rounds once where the chain rounds twice."""
+    return source in _INTEGER_TYPES and middle == FLOAT and target in (FLOAT16, BFLOAT16)
 
 
 def merge_cast_chains(body: gs.Graph, types: dict[str, int],

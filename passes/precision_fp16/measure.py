@@ -27,6 +27,7 @@ import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 
+from passes.precision_fp16.half import FLOAT16, Half
 from trtcompile import calibration, ir, verify
 from trtcompile.calibration import measuring
 from trtcompile.errors import InputError
@@ -119,14 +120,16 @@ def require_data(ctx: PassContext) -> calibration.CalibrationData:
 
 def measure(graph: gs.Graph, data: calibration.CalibrationData, convert: Convert, *,
             user_keep: Mapping[str, str], data_max: float, samples: int,
-            max_rounds: int) -> Measurement:
-    """Measure ``graph`` (FP32, unchanged) on ``data`` and decide which nodes stay float32."""
+            max_rounds: int, half: Half = FLOAT16) -> Measurement:
+    """Measure ``graph`` (FP32, unchanged) on ``data`` and decide which nodes stay float32 when
+    the rest is converted to ``half`` (float16; bfloat16 runs as its float32 emulation on ONNX
+    Runtime, see :mod:`trtcompile.ir.bfloat16`)."""
     model = ir.export_model(graph.copy())
     batches = measuring.sample_batches(model, data, samples)
     # The static rules' verdict: only the nodes they convert are candidates to measure alone.
     static = graph.copy()
     convert(static, user_keep)
-    converted = _converted_nodes(static)
+    converted = _converted_nodes(static, half)
     rows = {node.name: NodeRisk(node.name, node.op_type) for node in model.graph.node
             if node.name}
     measurement = Measurement(rows, samples=sum(measuring.batch_size(b) for b in batches))
@@ -157,7 +160,7 @@ def measure(graph: gs.Graph, data: calibration.CalibrationData, convert: Convert
             row.max_abs_fp32 = max(row.max_abs_fp32, *read, 0.0)
             if node.name in singles and seen < ALONE_SAMPLES:
                 _alone_error(node, singles[node.name], single_sessions, values, convert,
-                             alone.setdefault(node.name, measuring.RelativeError()))
+                             alone.setdefault(node.name, measuring.RelativeError()), half)
         seen += measuring.batch_size(feed)
     errors = {name: error.value for name, error in alone.items() if error.value is not None}
     for name, error in errors.items():
@@ -168,18 +171,19 @@ def measure(graph: gs.Graph, data: calibration.CalibrationData, convert: Convert
         row = rows.get(name)
         if row is not None and row.max_abs_fp32 > data_max:
             reasons[name] = (f"overflow risk: |x| exceeds data-max={data_max:g} on the data "
-                             f"(float16 ends at 65504)")
+                             f"({half.name} ends at {half.max:g})")
             row.kept_by = OVERFLOW
 
     by_error = sorted((n for n in converted if n not in reasons and errors.get(n, 0.0) > 0),
                       key=lambda n: (-errors[n], n))
-    tolerances = calibration.precision_tolerances("fp16")
+    tolerances = calibration.precision_tolerances(half.precision)
 
     def check(keep: Mapping[str, str]) -> tuple[list[str], bool]:
         measurement.rounds += 1
         trial = graph.copy()
         convert(trial, keep)
-        return _check(trial, model, batches, reference_outputs, tolerances, fp32_not_finite)
+        return _check(trial, model, batches, reference_outputs, tolerances, fp32_not_finite,
+                      half)
 
     taken: list[str] = []
     passed = False
@@ -187,7 +191,7 @@ def measure(graph: gs.Graph, data: calibration.CalibrationData, convert: Convert
         not_finite, passed = check(reasons)
         fresh = [n for n in not_finite if n not in reasons]
         for name in fresh:
-            reasons[name] = "float16 result not finite on the data"
+            reasons[name] = f"{half.name} result not finite on the data"
             if name in rows:
                 rows[name].kept_by = NOT_FINITE
         if fresh:
@@ -200,8 +204,8 @@ def measure(graph: gs.Graph, data: calibration.CalibrationData, convert: Convert
         if not taken:
             break
         for name in taken:
-            reasons[name] = ("among the largest float16 errors alone, kept until the outputs met "
-                             "FP16 tolerance on the data")
+            reasons[name] = (f"among the largest {half.name} errors alone, kept until the outputs "
+                             f"met {half.precision.upper()} tolerance on the data")
             rows[name].kept_by = ERROR
     else:
         not_finite, passed = check(reasons)
@@ -221,9 +225,11 @@ def measure(graph: gs.Graph, data: calibration.CalibrationData, convert: Convert
     return measurement
 
 
-def finish(measurement: Measurement, result: PassResult, data_max: float) -> None:
-    """Mark the rows the conversion kept in float32 (with its reason), and put the table and the
-    counts into ``result``."""
+def finish(measurement: Measurement, result: PassResult, data_max: float,
+           half: Half = FLOAT16) -> None:
+    """Mark the rows the conversion kept in float32 (with its reason), and put the table, what it
+    was measured for (``precision_risk_setting``: the precision and the ``data_max`` applied) and
+    the counts into ``result``."""
     reasons = {}
     for rejection in result.rejections:
         for name in rejection.nodes:
@@ -234,6 +240,8 @@ def finish(measurement: Measurement, result: PassResult, data_max: float) -> Non
     ranked = sorted((r for r in measurement.rows.values() if r.floating),
                     key=lambda r: risk_key(r, data_max))
     result.tables["precision_risk"] = [row.to_dict() for row in ranked]
+    result.tables["precision_risk_setting"] = [{"precision": half.precision,
+                                                "data_max": data_max}]
     result.count("measured_samples", measurement.samples)
     result.count("measured_nodes", sum(1 for r in measurement.rows.values()
                                        if r.alone_error is not None))
@@ -256,19 +264,19 @@ def risk_key(row: NodeRisk, data_max: float) -> tuple:
 # --------------------------------------------------------------------------------------------
 
 
-def _converted_nodes(converted: gs.Graph) -> set[str]:
-    """Names of the top-level nodes the conversion made compute in float16."""
+def _converted_nodes(converted: gs.Graph, half: Half) -> set[str]:
+    """Names of the top-level nodes the conversion made compute in ``half``."""
     names = set()
     for node in converted.nodes:
-        if any(isinstance(t, gs.Variable) and t.dtype == np.float16 for t in node.outputs) or any(
-                t.dtype == np.float16 for t in node.inputs if t.dtype is not None):
+        if any(isinstance(t, gs.Variable) and t.dtype == half.np_type for t in node.outputs) or any(
+                t.dtype == half.np_type for t in node.inputs if t.dtype is not None):
             names.add(node.name)
     return names
 
 
 def _alone_error(node: onnx.NodeProto, single: onnx.ModelProto, sessions: dict[str, Any],
                  values: Mapping[str, np.ndarray], convert: Convert,
-                 error: measuring.RelativeError) -> None:
+                 error: measuring.RelativeError, half: Half) -> None:
     """Add to ``error`` the node converted alone, on its captured inputs of one batch, against
     its captured outputs."""
     if node.name not in sessions:
@@ -280,12 +288,12 @@ def _alone_error(node: onnx.NodeProto, single: onnx.ModelProto, sessions: dict[s
         # the rounding and the overflow a GPU engine would show disappear. So the node reads
         # float16 inputs given as such (rounded here), and each result is read where it is
         # float16, before the Cast back to float32.
-        rounded = _feed_float16(graph)
+        rounded = _feed_half(graph, half)
         compared = {}
         for tensor in list(graph.outputs):
             producer = ir.producer(tensor)
             inner = producer.inputs[0] if producer is not None and producer.op == "Cast" else None
-            compared[tensor.name] = (inner.name if inner is not None and inner.dtype == np.float16
+            compared[tensor.name] = (inner.name if inner is not None and inner.dtype == half.np_type
                                      else tensor.name)
             if compared[tensor.name] != tensor.name:
                 graph.outputs.append(inner)
@@ -293,11 +301,9 @@ def _alone_error(node: onnx.NodeProto, single: onnx.ModelProto, sessions: dict[s
         sessions[node.name] = (verify.inference_session(ir.export_model(graph)), compared, rounded)
     session, compared, rounded = sessions[node.name]
     feed = {}
-    with np.errstate(over="ignore"):  # beyond 65504 is infinite in float16: what is measured
-        for item in session.get_inputs():
-            source = rounded.get(item.name)
-            feed[item.name] = (np.asarray(values[source]).astype(np.float16) if source is not None
-                               else values[item.name])
+    for item in session.get_inputs():
+        source = rounded.get(item.name)
+        feed[item.name] = half.round(values[source]) if source is not None else values[item.name]
     produced = dict(zip([o.name for o in session.get_outputs()], session.run(None, feed)))
     for name, inner in compared.items():
         error.add(values[name], produced[inner])
@@ -305,7 +311,7 @@ def _alone_error(node: onnx.NodeProto, single: onnx.ModelProto, sessions: dict[s
 
 def _check(trial: gs.Graph, model: onnx.ModelProto, batches: list[dict[str, np.ndarray]],
            reference_outputs: list[list[np.ndarray]], tolerances: calibration.PrecisionTolerances,
-           fp32_not_finite: set[str]) -> tuple[list[str], bool]:
+           fp32_not_finite: set[str], half: Half) -> tuple[list[str], bool]:
     """Run the converted ``trial`` on the batches: the nodes to blame for its float16 tensors
     holding a NaN or an infinity where FP32 holds none (their producer; for a Cast the pass
     inserted, the model's nodes reading it), and whether its outputs are within FP16's
@@ -313,7 +319,7 @@ def _check(trial: gs.Graph, model: onnx.ModelProto, batches: list[dict[str, np.n
     originals = {node.name for node in model.graph.node}
     extra = []
     blame: dict[str, list[str]] = {}
-    for tensor in _float16_tensors(trial):
+    for tensor in _half_tensors(trial, half):
         producer = ir.producer(tensor)
         source = producer.inputs[0].name if producer.op == "Cast" and producer.inputs else ""
         if tensor.name in fp32_not_finite or source in fp32_not_finite:
@@ -323,7 +329,7 @@ def _check(trial: gs.Graph, model: onnx.ModelProto, batches: list[dict[str, np.n
         else:
             blame[tensor.name] = [r.name for r in tensor.outputs if r.name in originals]
         extra.append(tensor)
-    _hold_float16(trial)
+    _hold_half(trial, half)
     trial.outputs = [*trial.outputs, *extra]
     session = verify.inference_session(ir.export_model(trial))
     names = [o.name for o in session.get_outputs()]
@@ -363,26 +369,26 @@ def _upstream(tensor: gs.Tensor) -> set[str]:
     return found
 
 
-def _feed_float16(graph: gs.Graph) -> dict[str, str]:
-    """Make the float16 Casts of ``graph``'s inputs inputs themselves (float16, fed rounded);
-    return each new input's name -> the float32 tensor it rounds."""
+def _feed_half(graph: gs.Graph, half: Half) -> dict[str, str]:
+    """Make the ``half`` Casts of ``graph``'s inputs inputs themselves (fed rounded); return each
+    new input's name -> the float32 tensor it rounds."""
     rounded = {}
     inputs = []
     for tensor in graph.inputs:
         casts = [reader for reader in tensor.outputs if reader.op == "Cast"
-                 and reader.attrs.get("to") == onnx.TensorProto.FLOAT16]
+                 and reader.attrs.get("to") == half.elem]
         for cast in casts:
-            half = cast.outputs[0]
+            stored = cast.outputs[0]
             cast.outputs = []
-            inputs.append(half)
-            rounded[half.name] = tensor.name
+            inputs.append(stored)
+            rounded[stored.name] = tensor.name
         if len(casts) < len(tensor.outputs):
             inputs.append(tensor)
     graph.inputs = inputs
     return rounded
 
 
-def _hold_float16(graph: gs.Graph) -> None:
+def _hold_half(graph: gs.Graph, half: Half) -> None:
     """Store every float16 tensor a top-level node writes through an ``Identity``.
 
     ONNX Runtime's CPU provider has no float16 kernel for most ops (Add, Mul, Sub, ...): it runs
@@ -390,13 +396,14 @@ def _hold_float16(graph: gs.Graph) -> None:
     inside the region is never rounded to float16 nor overflows, whatever the graph says (its
     value read as a graph output is rounded, but its readers took the float32 one). An Identity,
     which has a float16 kernel, after every producer splits the regions at every tensor: each is
-    then held in float16 between layers as a GPU engine holds it. The result is checked only."""
+    then held in float16 between layers as a GPU engine holds it. The result is checked only.
+    (A bfloat16 model runs as its emulation, which rounds every tensor anyway.)"""
     scope = ir.NameScope(graph)
     for node in list(graph.nodes):
         for index, tensor in enumerate(node.outputs):
-            if not (isinstance(tensor, gs.Variable) and tensor.dtype == np.float16):
+            if not (isinstance(tensor, gs.Variable) and tensor.dtype == half.np_type):
                 continue
-            raw = gs.Variable(scope.fresh(f"{tensor.name}_raw"), dtype=np.float16,
+            raw = gs.Variable(scope.fresh(f"{tensor.name}_raw"), dtype=half.np_type,
                               shape=tensor.shape)
             node.outputs[index] = raw
             graph.nodes.append(gs.Node("Identity", scope.fresh(f"{node.name}_hold"),
@@ -404,9 +411,9 @@ def _hold_float16(graph: gs.Graph) -> None:
     ir.toposort(graph)
 
 
-def _float16_tensors(graph: gs.Graph) -> list[gs.Variable]:
-    """The float16 tensors top-level nodes of ``graph`` write, other than its outputs."""
+def _half_tensors(graph: gs.Graph, half: Half) -> list[gs.Variable]:
+    """The ``half`` tensors top-level nodes of ``graph`` write, other than its outputs."""
     outputs = {t.name for t in graph.outputs}
     return [tensor for node in graph.nodes for tensor in node.outputs
-            if isinstance(tensor, gs.Variable) and tensor.dtype == np.float16
+            if isinstance(tensor, gs.Variable) and tensor.dtype == half.np_type
             and tensor.name not in outputs]

@@ -1,5 +1,5 @@
 """Element types for precision-fp16: ONNX shape inference over the graph and function bodies,
-and which slots of an op's schema may be float16."""
+and which slots of an op's schema may be float16 (or bfloat16)."""
 
 from __future__ import annotations
 
@@ -44,8 +44,10 @@ def infer_function_types(graph: gs.Graph, proto: onnx.FunctionProto,
 
 
 @lru_cache(maxsize=None)
-def schema_slots(op: str, opset: int) -> tuple[tuple[bool, ...], tuple[bool, ...], bool, bool] | None:
-    """Whether each input/output slot of ``op`` may be float16 (last slot repeats if variadic)."""
+def schema_slots(op: str, opset: int, type_str: str = "tensor(float16)"
+                 ) -> tuple[tuple[bool, ...], tuple[bool, ...], bool, bool] | None:
+    """Whether each input/output slot of ``op`` at ``opset`` may be of ``type_str`` (float16 or
+    bfloat16; last slot repeats if variadic)."""
     try:
         schema = onnx.defs.get_schema(op, opset, "")
     except onnx.defs.SchemaError:
@@ -53,7 +55,7 @@ def schema_slots(op: str, opset: int) -> tuple[tuple[bool, ...], tuple[bool, ...
     allowed = {c.type_param_str: set(c.allowed_type_strs) for c in schema.type_constraints}
 
     def slot(param) -> bool:
-        return "tensor(float16)" in allowed.get(param.type_str, {param.type_str})
+        return type_str in allowed.get(param.type_str, {param.type_str})
 
     variadic = onnx.defs.OpSchema.FormalParameterOption.Variadic
     return (tuple(slot(p) for p in schema.inputs), tuple(slot(p) for p in schema.outputs),

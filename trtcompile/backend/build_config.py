@@ -13,7 +13,7 @@ import types
 from typing import Any
 
 from trtcompile.backend.options import HARDWARE_COMPATIBILITY, TILING_LEVELS, BuildOptions
-from trtcompile.errors import InputError
+from trtcompile.errors import InputError, UnsupportedPrecision
 
 
 def tensorrt_name(trt: types.ModuleType) -> str:
@@ -76,6 +76,32 @@ def unsupported(trt: types.ModuleType, options: BuildOptions) -> list[str]:
             "STRONGLY_TYPED" not in trt.NetworkDefinitionCreationFlag.__members__:
         problems.append("--stronglyTyped: no strongly typed networks")
     return problems
+
+
+def precision_problem(trt: types.ModuleType, precision: str, options: BuildOptions) -> str | None:
+    """Why the TensorRT module ``trt`` cannot build a ``precision`` graph with ``options`` (None
+    when it can). BF16 is built from the graph's own types: TensorRT-RTX has no
+    ``BuilderFlag.BF16`` and needs none in a strongly typed network (measured on 1.7: bfloat16
+    Conv, MatMul, Gemm, LayerNormalization, elementwise layers build with no flag set)."""
+    if precision.lower() != "bf16":
+        return None
+    if "BF16" not in trt.DataType.__members__:
+        return "it has no BF16 data type"
+    if "STRONGLY_TYPED" not in trt.NetworkDefinitionCreationFlag.__members__:
+        return "it builds no strongly typed networks, where the graph's bfloat16 types decide"
+    if options.strongly_typed is False:
+        return ("a weakly typed network (--no-strongly-typed) takes no bfloat16 types from the "
+                "graph; drop --no-strongly-typed")
+    return None
+
+
+def check_precision(trt: types.ModuleType, precision: str, options: BuildOptions) -> None:
+    """UnsupportedPrecision (exit code 6) in one line when ``trt`` cannot build ``precision``."""
+    problem = precision_problem(trt, precision, options)
+    if problem is not None:
+        raise UnsupportedPrecision(f"--precision {precision.lower()} cannot be built with "
+                                   f"{tensorrt_name(trt)}: {problem} (or compile with "
+                                   "--no-engine, or --precision fp16)")
 
 
 def check_supported(trt: types.ModuleType, options: BuildOptions) -> None:
@@ -150,5 +176,5 @@ def failure_hint(flags: list[str], message: str) -> str:
     return ""
 
 
-__all__ = ["BUILD_FAILURE_HINTS", "TILING_LEVELS", "apply", "check_supported", "failure_hint",
-           "network_flags", "tensorrt_name", "unsupported"]
+__all__ = ["BUILD_FAILURE_HINTS", "TILING_LEVELS", "apply", "check_precision", "check_supported",
+           "failure_hint", "network_flags", "precision_problem", "tensorrt_name", "unsupported"]

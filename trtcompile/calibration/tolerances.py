@@ -27,6 +27,10 @@ class PrecisionTolerances:
     note: str
 
 
+#: atol, rtol and range fraction of ``bf16`` parity (see :func:`precision_tolerances`).
+BF16_TOLERANCE = 5e-2
+
+
 def precision_tolerances(precision: str) -> PrecisionTolerances:
     """Parity tolerances for comparing a ``precision`` build with the FP32 model.
 
@@ -34,6 +38,8 @@ def precision_tolerances(precision: str) -> PrecisionTolerances:
     * ``fp16``: half precision keeps 11 significant bits (relative step 4.9e-4 per rounding) and the
       error of a deep network grows with the magnitude of its activations, so the absolute bound
       scales with each output's range: ``1e-2 + 1e-2 * max|ref| + 1e-2 * |ref|``.
+    * ``bf16``: bfloat16 keeps 8 significant bits (relative step 3.9e-3 per rounding, 8 times
+      float16's), with the same form: :data:`BF16_TOLERANCE` for each of the three terms.
     * ``int8``: 127 levels per tensor; the error is a few percent of the output's range (ResNet50:
       1.5-2%), bounded by ``1e-3 + 0.1 * max|ref| + 0.1 * |ref|``. Never infinite: a check that
       cannot fail is no check. Where calibration data is given, the held-out samples also decide
@@ -48,13 +54,19 @@ def precision_tolerances(precision: str) -> PrecisionTolerances:
             1e-2, 1e-2, 1e-2,
             "fp16: elementwise, atol=1e-2 + 1e-2 x output range, rtol=1e-2 (half precision, "
             "11-bit mantissa; errors grow with the activations' magnitude)")
+    if precision == "bf16":
+        return PrecisionTolerances(
+            BF16_TOLERANCE, BF16_TOLERANCE, BF16_TOLERANCE,
+            f"bf16: elementwise, atol={BF16_TOLERANCE:g} + {BF16_TOLERANCE:g} x output range, "
+            f"rtol={BF16_TOLERANCE:g} (bfloat16, 8-bit significand: 8 times float16's rounding "
+            "step; errors grow with the activations' magnitude)")
     if precision == "int8":
         return PrecisionTolerances(
             1e-3, 0.1, 0.1,
             "int8: elementwise against the FP32 input model on the same inputs, "
             "|int8 - fp32| <= 1e-3 + 0.1 x max|fp32 output| + 0.1 x |fp32| (127 levels per "
             "tensor); with --calib-data on the held-out samples, also by top-1 agreement")
-    raise InputError(f"unknown precision '{precision}': use fp32, fp16 or int8")
+    raise InputError(f"unknown precision '{precision}': use fp32, fp16, bf16 or int8")
 
 
 def parity_tolerances(precision: str) -> tuple[float, float, str]:

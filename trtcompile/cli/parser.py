@@ -189,9 +189,11 @@ def build_parser() -> argparse.ArgumentParser:
                          help="representative input shapes, sets separated by ';' "
                               "('input:1x224x224x3;input:8x224x224x3'), or @FILE")
     precision = compile_.add_argument_group("precision")
-    precision.add_argument("--precision", choices=("fp32", "fp16", "int8"), default="fp32",
+    precision.add_argument("--precision", choices=("fp32", "fp16", "bf16", "int8"), default="fp32",
                            help="precision written into the graph: fp16 runs precision-fp16, "
-                                "int8 runs quantize-int8 (default fp32); when --pipeline already "
+                                "bf16 runs precision-fp16{dtype=bfloat16} (exit code 6 where "
+                                "TensorRT cannot build BF16), int8 runs quantize-int8 (default "
+                                "fp32); when --pipeline already "
                                 "has that pass, its options are kept. Parity tolerances follow "
                                 "unless --atol/--rtol are given")
     precision.add_argument("--fp16", dest="precision", action="store_const", const="fp16",
@@ -202,8 +204,8 @@ def build_parser() -> argparse.ArgumentParser:
                            help="samples of the model's inputs: .npz mapping input names to "
                                 "arrays whose first axis is the sample axis, .npy for a "
                                 "single-input model, or a folder of them; INT8 calibrates on them, "
-                                "FP16 measures which nodes stay FP32 on them (precision-fp16"
-                                "{keep=auto}); parity runs on them")
+                                "FP16 and BF16 measure which nodes stay FP32 on them "
+                                "(precision-fp16{keep=auto}); parity runs on them")
     precision.add_argument("--calib-method", choices=("entropy", "minmax", "percentile"),
                            default="entropy",
                            help="INT8 range selection (default entropy, TensorRT's KL calibrator)")

@@ -119,9 +119,9 @@ class Compilation:
         options = options or CompileOptions()
         validate(options)
         if calibration_input is not None:
-            if options.precision.lower() not in ("int8", "fp16"):
-                raise InputError("calibration samples apply to INT8 and FP16 only (precision is "
-                                 f"{options.precision})")
+            if options.precision.lower() not in ("int8", "fp16", "bf16"):
+                raise InputError("calibration samples apply to INT8, FP16 and BF16 only (precision "
+                                 f"is {options.precision})")
             # The samples are matched to the model's inputs at load; until then the precision
             # pass is composed as for calibration data given as a file.
             composing = dataclasses.replace(options, calib_data=options.calib_data or "in memory")
@@ -396,7 +396,7 @@ class Compilation:
         ``samples`` (held-out calibration samples, else all of them) and, without samples,
         ``ranges`` (the calibrated range of each input from a calibration cache; not when the
         user gave ``data_range``). Also sets :attr:`parity_inputs` for the report."""
-        samples = judging.parity_samples(self.resources)
+        samples = judging.parity_samples(self.resources, self.options.precision.lower())
         ranges = None
         if samples is not None:
             self.parity_inputs = {**samples.to_dict(), "floating_point": samples.describe(),

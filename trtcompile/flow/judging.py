@@ -41,12 +41,14 @@ _LAYOUT_OPS = {"Transpose", "Reshape", "Identity", "Flatten", "Squeeze", "Unsque
 @dataclass(frozen=True)
 class ParitySamples:
     """Samples parity judges the optimized model on (a ``CalibrationData``), and whether
-    calibration saw them (``measured``: the samples given for FP16, which its keep-list is
-    measured on)."""
+    calibration saw them (``measured``: the samples given for FP16 or BF16, which its keep-list
+    is measured on)."""
 
     data: Any
     held_out: bool
     measured: bool = False
+    #: The precision the measured samples were given for (``fp16``, ``bf16``).
+    precision: str = "fp16"
 
     @property
     def count(self) -> int:
@@ -55,7 +57,8 @@ class ParitySamples:
     def describe(self) -> str:
         """One phrase for the report and the terminal."""
         if self.measured:
-            return f"all {self.count} samples given for FP16 ({self.data.source})"
+            return (f"all {self.count} samples given for {self.precision.upper()} "
+                    f"({self.data.source})")
         if self.held_out:
             return (f"{self.count} held-out calibration samples, never seen by calibration "
                     f"({self.data.source})")
@@ -105,14 +108,14 @@ class ParitySamples:
         return batches
 
 
-def parity_samples(resources: Mapping[str, Any]) -> ParitySamples | None:
+def parity_samples(resources: Mapping[str, Any], precision: str = "fp16") -> ParitySamples | None:
     """The samples parity judges a reduced-precision compile on, from the precision pass's
-    resources: for INT8 the held-out samples, else all of them; for FP16 the samples its
-    keep-list was measured on (the data the user gave); else None."""
+    resources: for INT8 the held-out samples, else all of them; for FP16 and BF16 (``precision``)
+    the samples its keep-list was measured on (the data the user gave); else None."""
     calibration = resources.get("quantize-int8")
     measured = resources.get("precision-fp16")
     if calibration is None and getattr(measured, "num_samples", 0):
-        return ParitySamples(measured, held_out=False, measured=True)
+        return ParitySamples(measured, held_out=False, measured=True, precision=precision)
     if calibration is None:
         return None
     held_out = getattr(calibration, "held_out", None)

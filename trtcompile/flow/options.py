@@ -77,9 +77,11 @@ class CompileOptions:
     example: str | None = None
     #: Receives one line per stage ("loading ...", "building engine ..."); None: silent.
     log: Callable[[str], None] | None = None
-    #: Precision written into the graph: ``fp32`` (as is), ``fp16`` (``precision-fp16``), ``int8``
-    #: (``quantize-int8``, calibrated on ``calib_data``). The pass is appended to the pipeline
-    #: unless the pipeline already runs it, whose options are then kept (see with_precision_pass).
+    #: Precision written into the graph: ``fp32`` (as is), ``fp16`` (``precision-fp16``), ``bf16``
+    #: (``precision-fp16{dtype=bfloat16}``; refused with exit code 6 where the installed TensorRT
+    #: cannot build it), ``int8`` (``quantize-int8``, calibrated on ``calib_data``). The pass is
+    #: appended to the pipeline unless the pipeline already runs it, whose options are then kept
+    #: (see with_precision_pass).
     precision: str = "fp32"
     #: INT8 calibration samples: .npz (input name -> samples), .npy (single input) or a folder;
     #: or samples in memory (:func:`trtcompile.calibration.calibration_data`).
@@ -187,14 +189,28 @@ def check_build_options(options: CompileOptions) -> None:
     check_supported(load_tensorrt(), options.build)
 
 
+def check_precision_backend(options: CompileOptions) -> None:
+    """Refuse a precision the installed TensorRT cannot build (UnsupportedPrecision, exit code 6),
+    when an engine is asked, before anything is loaded."""
+    if not isinstance(options.precision, str) or options.precision.lower() != "bf16" \
+            or not options.engine or options.partition_only:
+        return
+    from trtcompile.backend.build_config import check_precision
+    from trtcompile.backend.loader import load_tensorrt
+
+    check_precision(load_tensorrt(), options.precision, options.build)
+
+
 def validate(options: CompileOptions) -> None:
-    """Every check of the options that needs no model: numbers, modes, partitioning, the parity
-    input distribution (InputError naming the flag). The precision options are checked when the
-    precision pass is composed (:func:`trtcompile.flow.precision.with_precision_pass`), the output
-    locations by :func:`trtcompile.flow.outputs.check_outputs`, and what needs the model
-    (``--exclude-ops`` names) when it is loaded."""
+    """Every check of the options that needs no model: numbers, modes, partitioning, whether the
+    installed TensorRT builds the precision (UnsupportedPrecision), the parity input distribution
+    (InputError naming the flag). The precision options are checked when the precision pass is
+    composed (:func:`trtcompile.flow.precision.with_precision_pass`), the output locations by
+    :func:`trtcompile.flow.outputs.check_outputs`, and what needs the model (``--exclude-ops``
+    names, BF16's opset) when it is loaded or its pass runs."""
     check_numbers(options)
     check_engine_parity_mode(options)
     check_partition_options(options)
     check_build_options(options)
+    check_precision_backend(options)
     input_distribution(options)

@@ -25,13 +25,16 @@ def precision_pipeline(options: CompileOptions) -> str:
 
     calibration.parity_tolerances(options.precision)  # InputError for an unknown precision
     precision = options.precision.lower()
-    if precision == "fp16":
+    if precision in HALF_DTYPES:
         if options.calib_cache is not None:
-            raise InputError("--calib-cache applies to --precision int8 only (fp16 measures "
-                             "--calib-data afresh)")
+            raise InputError(f"--calib-cache applies to --precision int8 only ({precision} "
+                             "measures --calib-data afresh)")
         # With data the keep-list is measured on it (precision-fp16{keep=auto}).
         has_data = options.calib_data is not None or options.inputs is not None
-        return "precision-fp16{keep=auto}" if has_data else "precision-fp16"
+        written = ["keep=auto"] if has_data else []
+        if precision != "fp16":
+            written.append(f"dtype={HALF_DTYPES[precision]}")
+        return f"precision-fp16{{{' '.join(written)}}}" if written else "precision-fp16"
     if precision == "int8":
         calibration.check_method(options.calib_method)
         if options.calib_batches < 0:
@@ -44,8 +47,12 @@ def precision_pipeline(options: CompileOptions) -> str:
     return ""
 
 
+#: ``--precision`` values ``precision-fp16`` writes, and its ``dtype`` option for each.
+HALF_DTYPES = {"fp16": "float16", "bf16": "bfloat16"}
+
 #: The flag that sets each option of a precision pass (for conflict messages).
-_PRECISION_FLAGS = {"method": "--calib-method", "max_batches": "--calib-batches"}
+_PRECISION_FLAGS = {"method": "--calib-method", "max_batches": "--calib-batches",
+                    "dtype": "--precision"}
 
 #: Options the flow chooses rather than a flag: they fill in a pass that leaves them at their
 #: defaults and never contradict one that sets them (``precision-fp16{keep=static}`` with
@@ -73,6 +80,14 @@ def with_precision_pass(pipeline: Sequence, options: CompileOptions,
     flagged = {f.name: getattr(wanted, f.name) for f in dataclasses.fields(wanted)
                if getattr(wanted, f.name) != getattr(defaults, f.name)}
     for user_pass in own:
+        given_dtype = getattr(user_pass, "dtype", None)
+        if given_dtype not in (None, getattr(defaults, "dtype", None),
+                               getattr(wanted, "dtype", None)):
+            # Parity tolerances, the engine check and the report follow --precision: the pass
+            # must write the type it names.
+            raise InputError(f"--precision {options.precision} contradicts "
+                             f"{user_pass.to_text()} in --pipeline (dtype={given_dtype}); give "
+                             f"--precision {_precision_of(given_dtype)} or drop dtype")
         for name, value in flagged.items():
             if name in _CHOSEN_BY_FLOW:
                 continue
@@ -94,6 +109,10 @@ def with_precision_pass(pipeline: Sequence, options: CompileOptions,
     return map_passes(pipeline, fill)
 
 
+def _precision_of(dtype: str) -> str:
+    return next((p for p, d in HALF_DTYPES.items() if d == dtype), dtype)
+
+
 def precision_resources(loaded: LoadedModel, options: CompileOptions) -> dict[str, Any]:
     """``PassContext.resources`` for the precision pass: validated calibration data (INT8), the
     samples FP16's keep-list is measured on (``--calib-data``, else ``--inputs``); and, below
@@ -102,7 +121,7 @@ def precision_resources(loaded: LoadedModel, options: CompileOptions) -> dict[st
     from trtcompile import calibration
 
     precision = options.precision.lower()
-    if precision == "fp16":
+    if precision in HALF_DTYPES:
         resources: dict[str, Any] = {"attention-head-layout": {"precision": precision}}
         samples = _fp16_samples(loaded, options)
         if samples is not None:
@@ -219,7 +238,7 @@ def with_model_tolerances(options: CompileOptions, model: onnx.ModelProto
 
 
 def precision_parity(options: CompileOptions) -> dict[str, str]:
-    """For FP16/INT8 builds: the precision and which tolerances were used and why."""
+    """For FP16/BF16/INT8 builds: the precision and which tolerances were used and why."""
     from trtcompile.calibration import precision_tolerances
 
     if options.precision.lower() == "fp32":

@@ -8,7 +8,7 @@ folder::
     name = "inception"                            # required, unique
     path = "models/inception.onnx"                # required: ONNX, TensorFlow, or builtin:<example>
     pipeline = "default"                          # pipeline text (default "default")
-    precision = "fp32"                            # fp32 | fp16 | int8
+    precision = "fp32"                            # fp32 | fp16 | bf16 | int8
     input_shapes = { input = [1, 3, 224, 224] }
     atol = 1e-4                                   # rtol likewise; default: the precision's
     engine = true                                 # build the engine and check its counts
@@ -68,7 +68,7 @@ EXPECT_KEYS = ("layers", "engine_compute_layers", "passes")
 TARGET_GPU = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 #: Precisions a manifest may name (see :func:`trtcompile.calibration.parity_tolerances`).
-PRECISIONS = ("fp32", "fp16", "int8")
+PRECISIONS = ("fp32", "fp16", "bf16", "int8")
 #: ``calib_method`` values (as ``--calib-method``).
 CALIB_METHODS = ("entropy", "minmax", "percentile")
 
@@ -406,8 +406,9 @@ def load_manifest(path: str | Path, select: str | None = None) -> Manifest:
         if calib_method not in CALIB_METHODS:
             raise check.error("calib_method", f"unknown method '{calib_method}' (use "
                                               f"{', '.join(CALIB_METHODS)})")
-        if calib_data is not None and precision not in ("int8", "fp16"):
-            raise check.error("calib_data", "applies to precision = \"int8\" or \"fp16\" only")
+        if calib_data is not None and precision not in ("int8", "fp16", "bf16"):
+            raise check.error("calib_data", "applies to precision = \"int8\", \"fp16\" or "
+                                            "\"bf16\" only")
         if precision == "int8" and calib_data is None:
             raise check.error("calib_data", "missing: precision = \"int8\" needs calibration "
                                             "samples (.npz, .npy or a folder)")
@@ -420,7 +421,7 @@ def load_manifest(path: str | Path, select: str | None = None) -> Manifest:
                 pass_names = {p.name for p in iter_passes(parse_pipeline(pipeline, registry))}
             except InputError as exc:
                 raise check.error("pipeline", str(exc)) from None
-            if precision == "fp16":
+            if precision in ("fp16", "bf16"):
                 pass_names.add("precision-fp16")
             elif precision == "int8":
                 pass_names.add("quantize-int8")

@@ -81,7 +81,8 @@ def precision_risk_section(report: Mapping[str, Any]) -> str:
     if not risk:
         return ""
     int8 = risk.get("precision") == "int8"
-    low, high = ("INT8", "float") if int8 else ("FP16", "FP32")
+    low, high = ("INT8", "float") if int8 else (str(risk.get("precision", "fp16")).upper(), "FP32")
+    half = "bfloat16" if low == "BF16" else "float16"
     rows = []
     for node in risk["nodes"]:
         error = node["alone_error"]
@@ -100,9 +101,9 @@ def precision_risk_section(report: Mapping[str, Any]) -> str:
     else:
         note = (f'<code>{esc(risk["pass"])}</code> ran the FP32 model on {risk["samples"]} '
                 'samples: per node the largest |x| of its float inputs and outputs, and the error '
-                'of its outputs converted to float16 alone (relative to their range). Nodes above '
+                f'of its outputs converted to {half} alone (relative to their range). Nodes above '
                 f'data-max={risk["data_max"]:g} stay FP32, then the nodes of largest error until '
-                'the outputs meet FP16 tolerance.')
+                f'the outputs meet {low} tolerance.')
     return (f'<p class="note">{note}</p>'
             '<table id="precision-risk"><thead><tr><th>node</th><th>op</th>'
             f'<th class="num">max |x| fp32</th><th class="num">{low.lower()} error alone</th>'

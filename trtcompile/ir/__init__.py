@@ -8,6 +8,8 @@ The bottom layer of trtcompile: it imports nothing of the package but :mod:`trtc
 * :mod:`~trtcompile.ir.provenance`: which input nodes each rewritten node stands for;
 * :mod:`~trtcompile.ir.fused_layer`: the fused-conv layer form (a call of a local function);
 * :mod:`~trtcompile.ir.rewrite`: local rewrites (pattern, check, rewrite) and their driver;
+* :mod:`~trtcompile.ir.bfloat16`: a bfloat16 model as ONNX Runtime's CPU provider runs it
+  (float32 arithmetic, bfloat16 rounding where tensors are stored);
 * :mod:`~trtcompile.ir.analysis` and :mod:`~trtcompile.ir.cost`: shapes and MACs, cached by
   graph fingerprint.
 
@@ -16,7 +18,17 @@ and :mod:`~trtcompile.ir.provenance` as ``ir.<name>``, shape inference as ``ir.i
 other modules as ``ir.fused_layer``, ``ir.rewrite``, ``ir.analysis``, ``ir.cost``.
 """
 
-from trtcompile.ir import analysis, cost, fused_layer, graph, interface, io, provenance, rewrite
+from trtcompile.ir import (
+    analysis,
+    bfloat16,
+    cost,
+    fused_layer,
+    graph,
+    interface,
+    io,
+    provenance,
+    rewrite,
+)
 from trtcompile.ir.analysis import (
     SHAPE_VALUE_LIMIT,
     ShapeFacts,
@@ -94,7 +106,7 @@ from trtcompile.ir.rewrite import detach_dropped
 __all__ = [
     "CONTROL_FLOW_OPS", "DEFAULT_OPSET", "IR_VERSION", "NON_COMPUTE_OPS", "SEGMENT_PREFIX",
     "SHAPE_VALUE_LIMIT", "TRTCOMPILE_DOMAIN", "NameScope", "OverridableInput", "ShapeFacts", "Structure",
-    "add_local_function", "analysis", "atomic_write_bytes", "call", "call_key",
+    "add_local_function", "analysis", "atomic_write_bytes", "bfloat16", "call", "call_key",
     "compute_node_count", "constant_attr_array", "constant_shape", "constant_value", "consumers", "dead_nodes", "detach_dropped", "cost",
     "evaluable_ir_version", "exclusive_lock", "export_model", "find_function", "fingerprint",
     "model_digest",

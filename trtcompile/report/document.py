@@ -173,17 +173,21 @@ def engine_origins(engine: Mapping[str, Any],
 
 def precision_risk_section(passes: Sequence[Mapping[str, Any]]) -> dict[str, Any] | None:
     """The precision risk table of the last pass run that measured one (``precision-fp16`` or
-    ``quantize-int8`` with data): the pass, the precision it writes (``fp16``, ``int8``), FP16's
-    ``data-max`` (None for INT8), the samples, and per node ``name``, ``op``, ``max_abs_fp32``,
+    ``quantize-int8`` with data): the pass, the precision it writes (``fp16``, ``bf16``, ``int8``),
+    the ``data-max`` it applied (None for INT8), the samples, and per node ``name``, ``op``, ``max_abs_fp32``,
     ``alone_error``, ``kept``, ``kept_by``, ``reason`` (INT8 also ``amax``), riskiest first.
     None when no pass measured."""
     measured = [record for record in passes if record.get("tables", {}).get("precision_risk")]
     if not measured:
         return None
     record = measured[-1]
+    # precision-fp16 says what it measured for (fp16 or bf16, and the data-max it applied, which
+    # for bf16 is 1/128 of bfloat16's range unless given).
+    (setting,) = record["tables"].get("precision_risk_setting") or [{}]
     return {"pass": record["pipeline_text"],
-            "precision": "int8" if record["name"] == "quantize-int8" else "fp16",
-            "data_max": record["options"].get("data-max"),
+            "precision": "int8" if record["name"] == "quantize-int8"
+            else setting.get("precision", "fp16"),
+            "data_max": setting.get("data_max", record["options"].get("data-max")),
             "samples": record["counts"].get("measured_samples", 0),
             "nodes": record["tables"]["precision_risk"]}
 

@@ -93,7 +93,7 @@ def format_precision_risk(report: Mapping[str, Any]) -> list[str]:
         return []
     nodes = risk["nodes"]
     int8 = risk.get("precision") == "int8"
-    low, high = ("INT8", "float") if int8 else ("FP16", "FP32")
+    low, high = ("INT8", "float") if int8 else (str(risk.get("precision", "fp16")).upper(), "FP32")
     kept = sum(1 for node in nodes if node["kept"])
     head = f"precision risk ({risk['pass']}, {risk['samples']} samples"
     if risk.get("data_max") is not None:
