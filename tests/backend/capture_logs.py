@@ -13,9 +13,8 @@ what the INT8 layer accounting tests read.
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
-
 import tempfile
+from pathlib import Path
 
 import numpy as np
 import onnx

@@ -297,6 +297,15 @@ def _reason(node: str, costly: list[EngineLayer], classes: dict[str, str], graph
     return f"{node}: " + "; ".join(parts)
 
 
-__all__ = ["CLASSES", "Int8Accounting", "MATRIX_OPS", "PRODUCT_LAYER_TYPES", "Placement",
-           "QuantizedLayer", "REFORMAT_LAYER_TYPES", "account_int8", "classify_layers",
-           "summary_line"]
+__all__ = [
+    "CLASSES",
+    "MATRIX_OPS",
+    "PRODUCT_LAYER_TYPES",
+    "REFORMAT_LAYER_TYPES",
+    "Int8Accounting",
+    "Placement",
+    "QuantizedLayer",
+    "account_int8",
+    "classify_layers",
+    "summary_line",
+]
