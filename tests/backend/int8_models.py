@@ -6,7 +6,8 @@ placement variants of their quantized graphs (tests/backend/capture_logs.py reco
 * :func:`concat_pooling`: an Inception-style block (1x1, 1x1 -> 3x3, MaxPool -> 1x1 branches,
   Concat), a convolution, AveragePool between two convolutions, and a Gemm head;
 * :func:`matmul_chain`: two transformer MLP blocks (MatMul + bias, Relu, MatMul + bias, residual
-  Add, LayerNormalization) and two projections in a row.
+  Add, LayerNormalization) and two projections in a row;
+* :func:`attention_projections`: the Q, K, V and output projections of one attention layer.
 
 Weights are seeded; calibration samples (:func:`calibration_samples`) are seeded uniform ``[-1, 1)``.
 """
@@ -30,6 +31,10 @@ class _Builder:
 
     def constant(self, name: str, values: np.ndarray) -> str:
         self.initializers.append(numpy_helper.from_array(values.astype(np.float32), name))
+        return name
+
+    def shape(self, name: str, dims: list[int]) -> str:
+        self.initializers.append(numpy_helper.from_array(np.array(dims, np.int64), name))
         return name
 
     def node(self, op: str, inputs: list[str], name: str, **attrs) -> str:
@@ -111,11 +116,33 @@ def matmul_chain(width: int = 128, hidden: int = 512) -> onnx.ModelProto:
     return m.model("matmul_chain", [1, 32, width], y, [1, width])
 
 
+def attention_projections(width: int = 128, heads: int = 4) -> onnx.ModelProto:
+    """Q, K and V projections of one input (MatMul + bias, split into heads), attention scores,
+    Softmax, the weighted sum, and an output projection."""
+    m = _Builder()
+    x = m.node("LayerNormalization", ["input", m.constant("ln_g", np.ones(width)),
+                                      m.constant("ln_b", np.zeros(width))], "ln", axis=-1)
+    shape = m.shape("heads_shape", [1, 32, heads, width // heads])
+    split = {}
+    for part in ("q", "k", "v"):
+        h = m.node("Reshape", [m.linear(x, width, width, part), shape], f"{part}_split")
+        split[part] = m.node("Transpose", [h], f"{part}_heads", perm=[0, 2, 1, 3])
+    keys = m.node("Transpose", [split["k"]], "k_t", perm=[0, 1, 3, 2])
+    scores = m.node("Softmax", [m.node("MatMul", [split["q"], keys], "scores")], "probs", axis=-1)
+    context = m.node("Transpose", [m.node("MatMul", [scores, split["v"]], "context")],
+                     "context_t", perm=[0, 2, 1, 3])
+    merged = m.shape("merged_shape", [1, 32, width])
+    y = m.linear(m.node("Reshape", [context, merged], "merge"), width, width, "out_proj")
+    y = m.node("ReduceMean", [m.node("Add", [y, "input"], "res")], "pooled", axes=[1], keepdims=0)
+    return m.model("attention_projections", [1, 32, width], y, [1, width])
+
+
 #: Model name -> (builder, calibration sample shape).
 MODELS: dict[str, tuple[Callable[[], onnx.ModelProto], list[int]]] = {
     "residual_blocks": (residual_blocks, [16, 3, 64, 64]),
     "concat_pooling": (concat_pooling, [16, 3, 32, 32]),
     "matmul_chain": (matmul_chain, [16, 32, 128]),
+    "attention_projections": (attention_projections, [16, 32, 128]),
 }
 
 

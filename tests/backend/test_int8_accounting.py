@@ -120,6 +120,22 @@ def test_transformer_matmul_chain():
     assert accounting.costly_placements == []
 
 
+def test_a_gemm_shared_by_the_q_k_v_projections_has_one_epilogue_per_projection():
+    accounting, layers, compute = accounting_of("attention_projections_int8")
+    assert accounting.classes == {"product": 2, "epilogue": 4, "reformat": 0, "qdq": 0,
+                                  "other": 6}
+    assert sum(accounting.classes.values()) == compute
+    by_node = records(accounting)
+    shared = by_node["q"]["products"]
+    assert shared == by_node["k"]["products"] == by_node["v"]["products"] == ["v+k+q_myl0_1"]
+    epilogues = [by_node[part]["epilogues"] for part in "qkv"]
+    assert all(len(e) == 1 for e in epilogues) and len({e[0] for e in epilogues}) == 3
+    # The attention MatMuls (two activations) are not quantized: float GEMMs, class "other".
+    assert {layer.type for layer in layers if layer.name in ("scores_myl0_4", "context_myl0_7")} \
+        == {"gemm"}
+    assert "scores" not in by_node and accounting.placements == []
+
+
 def test_a_float_engine_has_no_accounting_and_its_layout_moves_are_reformats():
     message = (DATA / "conv_relu.layers.txt").read_text()
     model = models.conv_relu_model()

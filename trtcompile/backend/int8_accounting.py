@@ -227,11 +227,14 @@ def account_int8(layers: Sequence[EngineLayer], model: onnx.ModelProto) -> Int8A
             if classes[layer.name] == "product" and name in layer.onnx_nodes:
                 record.products.append(layer.name)
                 record.product_precisions.append(layer.precision)
-        for product in record.products:
-            for tensor in by_name[product].output_tensors:
-                for reader in readers.get(tensor, []):
-                    if classes[reader.name] == "epilogue" and reader.name not in record.epilogues:
-                        record.epilogues.append(reader.name)
+        epilogues = list(dict.fromkeys(
+            reader.name for product in record.products
+            for tensor in by_name[product].output_tensors for reader in readers.get(tensor, [])
+            if classes[reader.name] == "epilogue"))
+        # A product TensorRT shares among quantized nodes (Q, K and V projections fused into one
+        # GEMM) feeds one epilogue per node, each listing its node: keep this node's own.
+        own = [epilogue for epilogue in epilogues if name in by_name[epilogue].onnx_nodes]
+        record.epilogues = own or epilogues
         costly, reached_int8 = _walk_inputs([by_name[p] for p in record.products], writer, classes)
         record.reformats = [layer.name for layer in costly if classes[layer.name] == "reformat"]
         record.qdq = [layer.name for layer in costly if classes[layer.name] == "qdq"]
