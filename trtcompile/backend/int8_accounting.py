@@ -145,13 +145,16 @@ def summary_line(record: dict[str, Any]) -> str:
 
 @dataclass
 class _Graph:
+    """What the accounting reads from the ONNX graph: quantized nodes, Q/DQ nodes, producers."""
+
     quantized: dict[str, onnx.NodeProto]
     qdq: dict[str, onnx.NodeProto]
     producers: dict[str, onnx.NodeProto]
-    inputs: set[str]
 
 
 def _read_graph(model: onnx.ModelProto) -> _Graph:
+    """The quantized layers (matrix ops or calls of functions running one, reading a
+    DequantizeLinear output), the Q/DQ nodes and each tensor's producer of ``model``'s graph."""
     graph = model.graph
     matrix_functions = {(f.domain, f.name) for f in model.functions
                         if any(node.op_type in MATRIX_OPS for node in f.node)}
@@ -168,9 +171,7 @@ def _read_graph(model: onnx.ModelProto) -> _Graph:
         if matrix and any(dequantized(name) for name in node.input):
             quantized[node.name] = node
     qdq = {node.name: node for node in graph.node if node.op_type in QDQ_OPS}
-    initializers = {init.name for init in graph.initializer}
-    inputs = {value.name for value in graph.input if value.name not in initializers}
-    return _Graph(quantized, qdq, producers, inputs)
+    return _Graph(quantized, qdq, producers)
 
 
 # --------------------------------------------------------------------------------------------
