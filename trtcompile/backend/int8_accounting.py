@@ -70,6 +70,7 @@ class QuantizedLayer:
         return len(self.reformats) + len(self.qdq)
 
     def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form, with ``engine_layers``: how many engine layers it became."""
         return {"node": self.node, "op": self.op, "products": self.products,
                 "epilogues": self.epilogues, "reformats": self.reformats, "qdq": self.qdq,
                 "product_precisions": self.product_precisions,
@@ -87,6 +88,7 @@ class Placement:
     reason: str
 
     def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
         return {"node": self.node, "layers": self.layers, "between_int8": self.between_int8,
                 "reason": self.reason}
 
