@@ -7,7 +7,8 @@ placement variants of their quantized graphs (tests/backend/capture_logs.py reco
   Concat), a convolution, AveragePool between two convolutions, and a Gemm head;
 * :func:`matmul_chain`: two transformer MLP blocks (MatMul + bias, Relu, MatMul + bias, residual
   Add, LayerNormalization) and two projections in a row;
-* :func:`attention_projections`: the Q, K, V and output projections of one attention layer.
+* :func:`attention_projections`: the Q, K, V and output projections of one attention layer;
+* :func:`squeeze_excitation`: a squeeze-excitation gate between two convolutions.
 
 Weights are seeded; calibration samples (:func:`calibration_samples`) are seeded uniform ``[-1, 1)``.
 """
@@ -137,12 +138,25 @@ def attention_projections(width: int = 128, heads: int = 4) -> onnx.ModelProto:
     return m.model("attention_projections", [1, 32, width], y, [1, width])
 
 
+def squeeze_excitation(channels: int = 96, squeezed: int = 4) -> onnx.ModelProto:
+    """A convolution, a squeeze-excitation gate (GlobalAveragePool, 1x1 reduce + Relu, 1x1
+    expand + Sigmoid, Mul), and a convolution after the gated tensor."""
+    m = _Builder()
+    x = m.conv("input", 3, channels, 3, "stem")
+    pooled = m.node("GlobalAveragePool", [x], "se_pool")
+    gate = m.node("Sigmoid", [m.conv(m.conv(pooled, channels, squeezed, 1, "se_reduce"),
+                                      squeezed, channels, 1, "se_expand", relu=False)], "se_gate")
+    y = m.conv(m.node("Mul", [x, gate], "se_excite"), channels, channels, 3, "after_se")
+    return m.model("squeeze_excitation", [1, 3, 32, 32], m.head(y, channels), [1, 10])
+
+
 #: Model name -> (builder, calibration sample shape).
 MODELS: dict[str, tuple[Callable[[], onnx.ModelProto], list[int]]] = {
     "residual_blocks": (residual_blocks, [16, 3, 64, 64]),
     "concat_pooling": (concat_pooling, [16, 3, 32, 32]),
     "matmul_chain": (matmul_chain, [16, 32, 128]),
     "attention_projections": (attention_projections, [16, 32, 128]),
+    "squeeze_excitation": (squeeze_excitation, [16, 3, 32, 32]),
 }
 
 

@@ -136,6 +136,26 @@ def test_a_gemm_shared_by_the_q_k_v_projections_has_one_epilogue_per_projection(
     assert "scores" not in by_node and accounting.placements == []
 
 
+def test_squeeze_excitation_expand_runs_inside_the_reduce_epilogue():
+    accounting, layers, compute = accounting_of("squeeze_excitation_int8")
+    assert accounting.classes == {"product": 3, "epilogue": 3, "reformat": 0, "qdq": 2,
+                                  "other": 4}
+    assert sum(accounting.classes.values()) == compute
+    by_node = records(accounting)
+    # The 4-channel gate's 1x1 expand has no product: the reduce's epilogue computes it ("Corr").
+    assert by_node["se_expand"]["products"] == [] and by_node["se_expand"]["engine_layers"] == 0
+    assert by_node["se_expand"]["inside"] == by_node["se_reduce"]["epilogues"]
+    assert "Corr" in by_node["se_expand"]["inside"][0]
+    assert all(by_node[name]["inside"] == [] for name in ("stem", "se_reduce", "after_se"))
+    # The squeeze (GlobalAveragePool, an AveragePool in the optimized graph) runs in Float and
+    # its output is quantized by a kernel of its own, like concat_pooling's AveragePool.
+    assert [(p.node, p.layers) for p in accounting.costly_placements] == [
+        ("se_reduce", ["__myl_MulMinMaxRounCast_myl0_4"])]
+    assert "AveragePool se_pool" in accounting.costly_placements[0].reason
+    assert "; 1 quantized layer runs inside another kernel (no product of its own);" in \
+        accounting.summary()
+
+
 def test_a_float_engine_has_no_accounting_and_its_layout_moves_are_reformats():
     message = (DATA / "conv_relu.layers.txt").read_text()
     model = models.conv_relu_model()

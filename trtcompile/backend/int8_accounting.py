@@ -21,7 +21,8 @@ of the first profile:
 The five classes add up to the engine's compute layers. Per quantized layer the record lists its
 products and epilogues, and, walking the engine's dataflow back from its product's input to the
 previous product or epilogue (or the network input), the reformats and Q/DQ kernels on the way:
-the layers its Q/DQ placement costs. Each such walk that found one is a *placement*, with a reason
+the layers its Q/DQ placement costs. A quantized layer with no product of its own was computed inside
+another kernel (``inside`` lists it). Each such walk that found one is a *placement*, with a reason
 naming the Q/DQ node and the op it follows; ``between_int8`` tells a cost between two INT8 layers
 (what a better placement could remove) from the quantization of the network input (which none can).
 """
@@ -63,6 +64,9 @@ class QuantizedLayer:
     qdq: list[str] = field(default_factory=list)
     #: Precisions of its product layers (``INT8`` when TensorRT ran it quantized).
     product_precisions: list[str] = field(default_factory=list)
+    #: With no product of its own: the layers that list it (TensorRT computed it inside another
+    #: kernel, e.g. a tiny 1x1 convolution in the epilogue of the layer before it).
+    inside: list[str] = field(default_factory=list)
 
     @property
     def extra_layers(self) -> int:
@@ -73,7 +77,7 @@ class QuantizedLayer:
         """JSON-ready form, with ``engine_layers``: how many engine layers it became."""
         return {"node": self.node, "op": self.op, "products": self.products,
                 "epilogues": self.epilogues, "reformats": self.reformats, "qdq": self.qdq,
-                "product_precisions": self.product_precisions,
+                "product_precisions": self.product_precisions, "inside": self.inside,
                 "engine_layers": len(self.products) + len(self.epilogues) + self.extra_layers}
 
 
@@ -134,6 +138,10 @@ def summary_line(record: dict[str, Any]) -> str:
                  "between INT8 layers (see report)")
     else:
         line += "; no placement costs a layer between INT8 layers"
+    inside = sum(1 for layer in record["layers"] if not layer["products"])
+    if inside:
+        line += (f"; {inside} quantized layer{'s run' if inside != 1 else ' runs'} inside another "
+                 "kernel (no product of its own)")
     inputs = len(placements) - costly
     if inputs:
         line += f"; {inputs} network input quantization kernel{'s' if inputs != 1 else ''}"
@@ -238,6 +246,8 @@ def account_int8(layers: Sequence[EngineLayer], model: onnx.ModelProto) -> Int8A
         # GEMM) feeds one epilogue per node, each listing its node: keep this node's own.
         own = [epilogue for epilogue in epilogues if name in by_name[epilogue].onnx_nodes]
         record.epilogues = own or epilogues
+        if not record.products:
+            record.inside = [layer.name for layer in compute if name in layer.onnx_nodes]
         costly, reached_int8 = _walk_inputs([by_name[p] for p in record.products], writer, classes)
         record.reformats = [layer.name for layer in costly if classes[layer.name] == "reformat"]
         record.qdq = [layer.name for layer in costly if classes[layer.name] == "qdq"]

@@ -68,7 +68,8 @@ def int8_accounting_section(accounting: Mapping[str, Any]) -> str:
     cost extra layers with the reason."""
     rows = []
     for layer in accounting["layers"]:
-        names = [*layer["products"], *layer["epilogues"], *layer["reformats"], *layer["qdq"]]
+        names = [*layer["products"], *layer["epilogues"], *layer["reformats"], *layer["qdq"],
+                 *(f"inside {name}" for name in layer.get("inside", []))]
         css = "int8-row" + (" costly" if layer["reformats"] or layer["qdq"] else "")
         rows.append(f'<tr class="{css}"><td class="mono">{esc(layer["node"])}</td>'
                     f'<td>{esc(layer["op"])}</td>{num_cell(len(layer["products"]))}'
