@@ -267,13 +267,21 @@ def render_accounting(results: list[dict]) -> list[str]:
         "",
         "No engine has a reformat or copy layer between two INT8 layers: TensorRT-RTX 1.7 folds "
         "layout changes, channel padding, Concat, Reshape/Transpose and Resize into the "
-        "epilogues. The extra layers of an INT8 engine are the epilogues (one per product, less "
-        "those two products share) and the quantization of a network input that arrives in "
-        "Float. The small graphs of tests/backend/int8_models.py show the same, and one placement "
+        "epilogues. Each quantized layer is one product and one epilogue (the two convolutions "
+        "of a projection block share one epilogue); the other extra layer is the quantization of "
+        "a network input that arrives in Float (the Keras models' runs in the input's layout "
+        "transpose, counted as other). Fewer products than quantized layers: TensorRT fuses "
+        "DistilBERT's Q, K and V projections into one GEMM per attention layer (each keeps its "
+        "own epilogue), and computes one 1x1 squeeze-excitation expand convolution of "
+        "EfficientNetB0 inside the epilogue of the reduce convolution (no layer of its own). "
+        "The small graphs of tests/backend/int8_models.py show the same, and one placement "
         "that costs a layer: a QuantizeLinear after an AveragePool between two INT8 "
         "convolutions runs as a kernel of its own, because the AveragePool runs in Float; a "
         "second pair on the pool's input does not change that (the pool stays Float), and no "
-        "placement that keeps the next convolution in INT8 removes it.",
+        "placement that keeps the next convolution in INT8 removes it (the squeeze of a "
+        "squeeze-excitation gate written as GlobalAveragePool does the same; Keras "
+        "EfficientNetB0's squeezes are ReduceMean, which TensorRT computes with the quantization "
+        "inside the depthwise convolution's epilogue, at no extra layer).",
     ]
     return lines
 
