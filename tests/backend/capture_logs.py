@@ -71,7 +71,7 @@ def save_int8_capture(name: str, model: onnx.ModelProto) -> None:
 
 
 def capture_int8() -> None:
-    """The INT8 captures: each model as quantize-int8 places its Q/DQ, and two variants."""
+    """The INT8 captures: each model as quantize-int8 places its Q/DQ, and three variants."""
     graphs = {name: quantized_graph(name) for name in int8_models.MODELS}
     for name, model in graphs.items():
         save_int8_capture(f"{name}_int8", model)
@@ -79,6 +79,8 @@ def capture_int8() -> None:
                       int8_models.skip_reads_dequantized(graphs["residual_blocks"]))
     save_int8_capture("concat_pooling_avg_pair_int8",
                       int8_models.pair_before_average_pool(graphs["concat_pooling"]))
+    save_int8_capture("split_heads_pair_before_reshape_int8",
+                      int8_models.pair_before_reshape(graphs["split_heads"]))
 
 
 def main() -> None:

@@ -8,7 +8,8 @@ placement variants of their quantized graphs (tests/backend/capture_logs.py reco
 * :func:`matmul_chain`: two transformer MLP blocks (MatMul + bias, Relu, MatMul + bias, residual
   Add, LayerNormalization) and two projections in a row;
 * :func:`attention_projections`: the Q, K, V and output projections of one attention layer;
-* :func:`squeeze_excitation`: a squeeze-excitation gate between two convolutions.
+* :func:`squeeze_excitation`: a squeeze-excitation gate between two convolutions;
+* :func:`split_heads`: a MatMul whose output is split into heads (Reshape, Transpose) for the next.
 
 Weights are seeded; calibration samples (:func:`calibration_samples`) are seeded uniform ``[-1, 1)``.
 """
@@ -150,6 +151,19 @@ def squeeze_excitation(channels: int = 96, squeezed: int = 4) -> onnx.ModelProto
     return m.model("squeeze_excitation", [1, 3, 32, 32], m.head(y, channels), [1, 10])
 
 
+def split_heads(width: int = 128, heads: int = 4) -> onnx.ModelProto:
+    """A projection, its output split into heads (Reshape, Transpose), a per-head projection."""
+    m = _Builder()
+    w1 = m.constant("qkv_w", m.rng.standard_normal((width, width)) * width ** -0.5)
+    h = m.node("Reshape", [m.node("MatMul", ["input", w1], "qkv"),
+                           m.shape("heads_shape", [1, 32, heads, width // heads])], "split")
+    h = m.node("Transpose", [h], "heads_first", perm=[0, 2, 1, 3])
+    w2 = m.constant("head_w", m.rng.standard_normal((width // heads, 64)) * 0.2)
+    y = m.node("ReduceMean", [m.node("MatMul", [h, w2], "head_proj")], "pooled", axes=[1, 2],
+               keepdims=0)
+    return m.model("split_heads", [1, 32, width], y, [1, 64])
+
+
 #: Model name -> (builder, calibration sample shape).
 MODELS: dict[str, tuple[Callable[[], onnx.ModelProto], list[int]]] = {
     "residual_blocks": (residual_blocks, [16, 3, 64, 64]),
@@ -157,6 +171,7 @@ MODELS: dict[str, tuple[Callable[[], onnx.ModelProto], list[int]]] = {
     "matmul_chain": (matmul_chain, [16, 32, 128]),
     "attention_projections": (attention_projections, [16, 32, 128]),
     "squeeze_excitation": (squeeze_excitation, [16, 3, 32, 32]),
+    "split_heads": (split_heads, [16, 32, 128]),
 }
 
 
@@ -201,4 +216,29 @@ def pair_before_average_pool(quantized: onnx.ModelProto, pool: str = "avg") -> o
     at = nodes.index(node)
     del model.graph.node[:]
     model.graph.node.extend([*nodes[:at], *pair, *nodes[at:]])
+    return model
+
+
+def pair_before_reshape(quantized: onnx.ModelProto, reshape: str = "split",
+                        reader: str = "head_proj") -> onnx.ModelProto:
+    """The pair of ``reader``'s activation moved before ``reshape``: Q/DQ, Reshape, Transpose,
+    then ``reader`` reads the transposed tensor (the builder must carry Int8 through both)."""
+    model = onnx.ModelProto()
+    model.CopyFrom(quantized)
+    nodes = list(model.graph.node)
+    by_name = {node.name: node for node in nodes}
+    target = by_name[reader]
+    dequantize = next(n for n in nodes if n.op_type == "DequantizeLinear"
+                      and n.output[0] == target.input[0])
+    quantize = next(n for n in nodes if n.op_type == "QuantizeLinear"
+                    and n.output[0] == dequantize.input[0])
+    moved_from = quantize.input[0]
+    quantize.input[0] = by_name[reshape].input[0]
+    by_name[reshape].input[0] = dequantize.output[0]
+    target.input[0] = moved_from
+    order = [quantize, dequantize]
+    rest = [node for node in nodes if node not in order]
+    at = rest.index(by_name[reshape])
+    del model.graph.node[:]
+    model.graph.node.extend([*rest[:at], *order, *rest[at:]])
     return model

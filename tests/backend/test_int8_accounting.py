@@ -156,6 +156,19 @@ def test_squeeze_excitation_expand_runs_inside_the_reduce_epilogue():
         accounting.summary()
 
 
+@pytest.mark.parametrize("capture", ["split_heads_int8", "split_heads_pair_before_reshape_int8"])
+def test_reshape_and_transpose_between_two_matmuls_fold_into_the_epilogue(capture):
+    accounting, layers, compute = accounting_of(capture)
+    assert accounting.classes == {"product": 2, "epilogue": 2, "reformat": 0, "qdq": 1,
+                                  "other": 1}
+    assert sum(accounting.classes.values()) == compute == 6
+    epilogue = next(layer for layer in layers
+                    if layer.name == records(accounting)["qkv"]["epilogues"][0])
+    # Wherever the pair sits, the requantization, Reshape and Transpose run in one kernel.
+    assert {"split", "heads_first"} <= set(epilogue.onnx_nodes) and epilogue.datatypes == ["Int8"]
+    assert accounting.costly_placements == []
+
+
 def test_a_float_engine_has_no_accounting_and_its_layout_moves_are_reformats():
     message = (DATA / "conv_relu.layers.txt").read_text()
     model = models.conv_relu_model()
