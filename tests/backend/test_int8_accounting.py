@@ -234,3 +234,20 @@ def test_end_to_end_float_engine_has_no_accounting(compiled):
     assert report["engine"]["built"] and report["engine"]["compute_layers"] > 0
     assert report["engine"]["int8"] is None
     assert "INT8:" not in render(report) and "int8-accounting" not in render_html(report)
+
+
+def test_a_partition_segment_engine_report_carries_its_accounting():
+    from trtcompile.backend.engine_report import EngineBuild
+    from trtcompile.flow.partitioning import Segment
+
+    model = onnx.parser.parse_model((DATA / "concat_pooling_int8.onnxtxt").read_text())
+    layers = read_layer_report((DATA / "concat_pooling_int8.layers.txt").read_text(),
+                               {node.name for node in model.graph.node}).layers
+    build = EngineBuild(plan=b"plan", backend="tensorrt_rtx", version="1.7", layers=layers,
+                        build_seconds=0.1)
+    segment = Segment(name="trt_segment_0", index=0, nodes=[n.name for n in model.graph.node],
+                      compute_nodes=7, model=model, engine=build, engine_path="segment_0.engine")
+    report = segment.to_dict()["engine_report"]
+    assert report["int8"]["classes"] == {"product": 7, "epilogue": 5, "reformat": 0, "qdq": 2,
+                                         "other": 4}
+    assert report["int8"]["compute_layers"] == report["compute_layers"] == 18
