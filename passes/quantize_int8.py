@@ -59,10 +59,13 @@ class QuantizeInt8(Pass):
          epilogue with the skip unquantized, sharing the block input's pair, or with a pair of
          its own, at the same layer count, so the pass adds none.
       7. Pooling gets no pair of its own: it runs quantized only next to quantized neighbours,
-         where TensorRT moves the DequantizeLinear of the next layer's input across the MaxPool /
-         AveragePool (commutes Q/DQ) and runs the pooling in Int8 (``maxpool`` Int8 in the
-         engine report of ResNet50). A pooling whose output no quantized layer reads stays in
-         higher precision, with the reason "pooling output is not read by a quantized layer".
+         where TensorRT moves the DequantizeLinear of the next layer's input across a MaxPool
+         (commutes Q/DQ) and runs it in Int8 (``maxpool`` Int8 in the engine report of
+         ResNet50). TensorRT-RTX 1.7 runs an AveragePool between two quantized layers in Float
+         and quantizes its output in a kernel of its own; a second pair on the pool's input does
+         not change that (measured, see the INT8 layer accounting in docs/precision.md), so the
+         pass adds none. A pooling whose output no quantized layer reads stays in higher
+         precision, with the reason "pooling output is not read by a quantized layer".
       8. Network output layers stay in higher precision (``keep_output_layers``): a quantizable
          layer whose result reaches a graph output only through layers that do no matrix work
          (Softmax, Sigmoid, Flatten, Reshape, ...) is the classifier head, where quantization

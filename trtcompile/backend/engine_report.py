@@ -63,6 +63,9 @@ _TAIL = re.compile(
     r"\], TacticName: (?P<tactic>[^,]*), StreamId: (?P<stream>-?\d+)(?:, EventId: (?P<event>-?\d+))?"
     r", Metadata: (?P<metadata>.*)$", re.S)
 _DATATYPE = re.compile(r"Datatype: (\w+), Format: ")
+# A tensor of a tensor list: its name runs to the fixed ", Dimensions: [" field.
+_TENSOR_NAME = re.compile(r"\{ Name: (.*?), Dimensions: \[", re.S)
+_CONSTANTS = "], Constants: ["
 # Builder notes after the last metadata item (``__gemm_from_conv1x1``): no brackets, no newlines.
 _METADATA_NOTE = re.compile(r"[^\[\]\n]*")
 
@@ -103,6 +106,11 @@ class EngineLayer:
     input_datatypes: list[str] = field(default_factory=list)
     #: Builder notes after the metadata, e.g. ``__gemm_from_conv1x1``.
     notes: list[str] = field(default_factory=list)
+    #: Names of the run-time tensors the layer reads (its ``Inputs``, not its constants) and
+    #: writes: the engine's dataflow, which links an INT8 product to its epilogue
+    #: (:mod:`trtcompile.backend.int8_accounting`). Not in :meth:`to_dict`.
+    input_tensors: list[str] = field(default_factory=list)
+    output_tensors: list[str] = field(default_factory=list)
 
     @property
     def precision(self) -> str:
@@ -311,6 +319,8 @@ def parse_layer_line(line: str, known_nodes: Collection[str] | None = None) -> E
     reads = tensors[:outputs_at] if outputs_at >= 0 else tensors
     layer_type = head.group("type")
     metadata, note = _split_metadata(tail.group("metadata"))
+    constants_at = reads.rfind(_CONSTANTS)
+    run_time_inputs = reads[:constants_at] if constants_at >= 0 else reads
     return EngineLayer(
         name=head.group("name"),
         type=layer_type,
@@ -320,6 +330,8 @@ def parse_layer_line(line: str, known_nodes: Collection[str] | None = None) -> E
         stream=int(tail.group("stream")),
         input_datatypes=list(dict.fromkeys(_DATATYPE.findall(reads))),
         notes=[note] if note else [],
+        input_tensors=_TENSOR_NAME.findall(run_time_inputs),
+        output_tensors=_TENSOR_NAME.findall(outputs),
     )
 
 

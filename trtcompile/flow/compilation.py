@@ -285,7 +285,8 @@ class Compilation:
                 else:
                     self.log("building the TensorRT engine")
                     self.engine = self.build(self.optimized)
-                self.engine_status = {"built": True, **self.engine.to_dict(outputs.ENGINE_PLAN)}
+                self.engine_status = engine_stage.engine_record(self.engine, self.optimized,
+                                                                outputs.ENGINE_PLAN)
             except BackendError as exc:
                 self._fail(exc)
                 self.engine_status = {"built": False, "reason": "build failed", "error": str(exc)}
@@ -311,7 +312,8 @@ class Compilation:
         delivered = self.optimized
         self.engine_check = engine_check.run_check(self, optimize_with, self.log)
         if self.optimized is not delivered:
-            self.engine_status = {"built": True, **self.engine.to_dict(outputs.ENGINE_PLAN)}
+            self.engine_status = engine_stage.engine_record(self.engine, self.optimized,
+                                                            outputs.ENGINE_PLAN)
             if self.options.parity:
                 self.check_parity()
         self.seconds["engine_check"] = time.perf_counter() - t0

@@ -27,6 +27,21 @@ def support_settings(options: CompileOptions) -> dict:
             "plugin_modules": options.build.plugin_modules}
 
 
+def engine_summary(build, model: onnx.ModelProto, path: str | None) -> dict:
+    """A built engine's summary and layers and, when ``model`` (the graph it was built from) is
+    quantized, its INT8 layer accounting (``int8``, see
+    :mod:`trtcompile.backend.int8_accounting`; None for a model with no quantized layer)."""
+    from trtcompile.backend.int8_accounting import account_int8
+
+    accounting = account_int8(build.layers, model)
+    return {**build.to_dict(path), "int8": accounting.to_dict() if accounting is not None else None}
+
+
+def engine_record(build, optimized: onnx.ModelProto, path: str | None) -> dict:
+    """``report.json``'s ``engine`` section of a built engine (:func:`engine_summary`)."""
+    return {"built": True, **engine_summary(build, optimized, path)}
+
+
 def build_engine(optimized: onnx.ModelProto, loaded: LoadedModel, options: CompileOptions,
                  plan: ProfilePlan | None = None):
     """Build the TensorRT engine of the optimized model with ``plan``'s optimization profiles

@@ -34,6 +34,7 @@ import onnx
 
 from trtcompile import ir
 from trtcompile.flow import culprits
+from trtcompile.flow.engine import engine_summary
 
 #: Files the stage writes into the output folder.
 PARTITIONED_ONNX = "partitioned.onnx"
@@ -87,8 +88,8 @@ class Segment:
             "engine": self.engine_path,
             "compute_layers": self.engine.compute_layers if self.engine is not None else None,
             "why_not_engine": self.why_not_engine,
-            "engine_report": self.engine.to_dict(self.engine_path) if self.engine is not None
-            else None,
+            "engine_report": engine_summary(self.engine, self.model, self.engine_path)
+            if self.engine is not None else None,
         }
 
 

@@ -33,6 +33,8 @@ def engine_section(report: Mapping[str, Any]) -> str:
                      f'{esc(text_report.format_counts(precisions))}.</p>')
     for problem in engine.get("layer_report_problems", []):
         parts.append(f'<p class="note engine-problem">Not fully read: {esc(problem)}</p>')
+    if engine.get("int8"):
+        parts.append(int8_accounting_section(engine["int8"]))
     if profiles > 1:
         parts.append(f'<p class="note">The engine holds one copy of the network per optimization '
                      f'profile ({profiles}); the first profile\'s layers are listed.</p>')
@@ -57,6 +59,39 @@ def engine_section(report: Mapping[str, Any]) -> str:
                  '<th>precision</th>'
                  '<th>output datatypes</th><th>compute</th></tr></thead><tbody>'
                  + "".join(rows) + "</tbody></table></div>")
+    return "".join(parts)
+
+
+def int8_accounting_section(accounting: Mapping[str, Any]) -> str:
+    """The INT8 layer accounting (:mod:`trtcompile.backend.int8_accounting`): its summary, one row
+    per quantized layer with the engine layers it became by class, and the Q/DQ placements that
+    cost extra layers with the reason."""
+    rows = []
+    for layer in accounting["layers"]:
+        names = [*layer["products"], *layer["epilogues"], *layer["reformats"], *layer["qdq"],
+                 *(f"inside {name}" for name in layer.get("inside", []))]
+        css = "int8-row" + (" costly" if layer["reformats"] or layer["qdq"] else "")
+        rows.append(f'<tr class="{css}"><td class="mono">{esc(layer["node"])}</td>'
+                    f'<td>{esc(layer["op"])}</td>{num_cell(len(layer["products"]))}'
+                    f'{num_cell(len(layer["epilogues"]))}{num_cell(len(layer["reformats"]))}'
+                    f'{num_cell(len(layer["qdq"]))}{num_cell(layer["engine_layers"])}'
+                    f'<td>{esc(", ".join(layer["product_precisions"]) or "-")}</td>'
+                    f'<td class="mono">{esc(", ".join(names))}</td></tr>')
+    parts = [f'<p id="int8-summary">{esc(accounting["summary"])}.</p>',
+             '<div class="table-scroll"><table id="int8-accounting"><thead><tr>'
+             '<th>quantized layer</th><th>op</th><th class="num">products</th>'
+             '<th class="num">epilogues</th><th class="num">reformats</th>'
+             '<th class="num">Q/DQ kernels</th><th class="num">engine layers</th>'
+             '<th>product precision</th><th>engine layers (names)</th></tr></thead><tbody>'
+             + "".join(rows) + "</tbody></table></div>"]
+    placements = [f'<tr class="int8-placement{"" if p["between_int8"] else " network-input"}">'
+                  f'<td class="mono">{esc(p["node"])}</td>{num_cell(len(p["layers"]))}'
+                  f'<td>{"yes" if p["between_int8"] else "no (network input)"}</td>'
+                  f'<td>{esc(p["reason"])}</td></tr>' for p in accounting["placements"]]
+    if placements:
+        parts.append('<table id="int8-placements"><thead><tr><th>quantized layer</th>'
+                     '<th class="num">extra layers</th><th>between INT8 layers</th><th>why</th>'
+                     '</tr></thead><tbody>' + "".join(placements) + "</tbody></table>")
     return "".join(parts)
 
 

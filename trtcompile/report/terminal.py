@@ -192,6 +192,8 @@ def format_engine(report: Mapping[str, Any], output_dir: str | None = None) -> l
     precisions = engine.get("compute_layer_precisions")
     if layers and precisions:
         lines.append(f"  compute layers by precision: {format_counts(precisions)}")
+    if engine.get("int8"):
+        lines.append(f"  {engine['int8']['summary']}")
     for problem in engine.get("layer_report_problems", [])[:3]:
         lines.append(f"  not fully read: {problem[:200]}")
     excerpt = [layer for layer in layers if layer.get("compute")][:ENGINE_EXCERPT_LAYERS]
