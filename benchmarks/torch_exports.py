@@ -44,10 +44,8 @@ def randomize_constants(model):
     return model
 
 
-def text_inputs(with_mask=True):
+def text_inputs():
     ids = torch.randint(0, 1000, (1, SEQUENCE))
-    if not with_mask:
-        return (ids,), ["input_ids"]
     return (ids, torch.ones(1, SEQUENCE, dtype=torch.int64)), ["input_ids", "attention_mask"]
 
 
@@ -60,12 +58,12 @@ def hf(key):
     if key == "distilbert-hf":
         return tr.DistilBertModel(tr.DistilBertConfig()), *text_inputs()
     if key == "gpt2-hf":
-        return tr.GPT2Model(tr.GPT2Config(n_layer=4, use_cache=False)), *text_inputs(with_mask=False)
+        return tr.GPT2Model(tr.GPT2Config(n_layer=4, use_cache=False)), *text_inputs()
     if key == "llama-hf":
         config = tr.LlamaConfig(hidden_size=512, intermediate_size=1376, num_hidden_layers=4,
                                 num_attention_heads=8, num_key_value_heads=2, vocab_size=32000,
                                 use_cache=False)
-        return tr.LlamaModel(config), *text_inputs(with_mask=False)
+        return tr.LlamaModel(config), *text_inputs()
     if key == "t5-encoder-hf":
         config = tr.T5Config(d_model=512, d_ff=2048, num_layers=4, num_heads=8, use_cache=False)
         return tr.T5EncoderModel(config), *text_inputs()
@@ -83,14 +81,16 @@ def hf(key):
 
 
 class Unwrap(nn.Module):
-    """The tensors of a transformers ModelOutput, so the exporter sees plain outputs."""
+    """The tensors of a transformers ModelOutput, so the exporter sees plain outputs; the inputs
+    are passed by name (a decoder's second positional argument is its key/value cache)."""
 
-    def __init__(self, model):
+    def __init__(self, model, names):
         super().__init__()
-        self.model = model
+        self.model, self.names = model, names
 
     def forward(self, *args):
-        return tuple(v for v in self.model(*args, return_dict=False) if v is not None)
+        outputs = self.model(**dict(zip(self.names, args)), return_dict=False)
+        return tuple(v for v in outputs if v is not None)
 
 
 def export(model, args, names, path, exporter):
@@ -124,7 +124,7 @@ def main(key, path, exporter):
         model, args, names = hf(key)
         randomize_constants(model)
         model.config._attn_implementation = "eager"
-        export(Unwrap(model), args, names, path, exporter)
+        export(Unwrap(model, names), args, names, path, exporter)
 
 
 if __name__ == "__main__":

@@ -252,16 +252,26 @@ class ResBlock(nn.Module):
 
 
 class SelfAttention2d(nn.Module):
+    # Multi-head self-attention over the positions of a feature map, written out as diffusers'
+    # attention processor computes it (nn.MultiheadAttention's fused inference path does not export
+    # with the legacy exporter).
     def __init__(self, channels, heads=4):
         super().__init__()
-        self.norm = nn.GroupNorm(32, channels)
-        self.attention = nn.MultiheadAttention(channels, heads, batch_first=True)
+        self.norm, self.heads = nn.GroupNorm(32, channels), heads
+        self.q, self.k, self.v = (nn.Linear(channels, channels) for _ in range(3))
+        self.out = nn.Linear(channels, channels)
 
     def forward(self, x):
         b, c, h, w = x.shape
         tokens = self.norm(x).flatten(2).transpose(1, 2)
-        out, _ = self.attention(tokens, tokens, tokens, need_weights=False)
-        return x + out.transpose(1, 2).reshape(b, c, h, w)
+
+        def split(t):
+            return t.reshape(b, h * w, self.heads, c // self.heads).transpose(1, 2)
+
+        q, k, v = split(self.q(tokens)), split(self.k(tokens)), split(self.v(tokens))
+        weights = torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(c // self.heads), dim=-1)
+        merged = (weights @ v).transpose(1, 2).reshape(b, h * w, c)
+        return x + self.out(merged).transpose(1, 2).reshape(b, c, h, w)
 
 
 class UNet(nn.Module):
