@@ -180,9 +180,10 @@ def markdown(rows: list[Row], pipelines: dict[str, str]) -> str:
         parities = {("passed" if p.startswith("passed") else p) for p in r.parity.values()}
         lines.append(
             f"| {r.name} | {r.nodes} | {r.layers} | "
-            + " | ".join(_cell(r.engine.get(c)) for c in columns)
+            + " | ".join(_cell(r.engine.get(c)) if c in r.engine else "not measured" for c in columns)
             + f" | {format_macs(r.macs)}{f' + {r.unpriced} unpriced' if r.unpriced else ''} | "
-            + " | ".join(format_macs(r.macs_after[label]) for label in pipelines)
+            + " | ".join(format_macs(r.macs_after[label]) if label in r.macs_after else "not measured"
+                         for label in pipelines)
             + f" | {'; '.join(sorted(parities))} |")
     peer_columns = ["TensorRT", *peers()]
     compared = [(r, min(v for c in peer_columns if (v := r.engine.get(c)) is not None))
@@ -264,7 +265,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-guided", action="store_true", help="skip the engine-guided column")
     parser.add_argument("--no-write", action="store_true", help="print, do not update the docs")
     parser.add_argument("--render-only", action="store_true",
-                        help="write the section from the last run's figures (saved in the cache)")
+                        help="write the section from the figures saved in the cache (each run "
+                             "updates the rows of the models it measures)")
     args = parser.parse_args(argv)
     saved = args.cache_dir / "engine_suite.json"
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -272,18 +274,17 @@ def main(argv: list[str] | None = None) -> int:
     pipelines = {"default": "default"}
     if not args.no_guided:
         pipelines["engine-guided"] = ENGINE_GUIDED
-    rows = []
-    if args.render_only:
-        rows = [Row(**row) for row in json.loads(saved.read_text())]
+    # The figures of every model measured so far, by name: a run over a subset updates its rows.
+    saved_rows = {row["name"]: Row(**row) for row in json.loads(saved.read_text())} if saved.exists() else {}
     for key in ([] if args.render_only else args.models.split(",")):
         start = time.perf_counter()
-        rows.append(measure(key, args.cache_dir, pipelines))
-        r = rows[-1]
+        r = saved_rows[key] = measure(key, args.cache_dir, pipelines)
         print(f"{key}: nodes {r.nodes}, engine {r.engine}, MACs {r.macs} -> {r.macs_after} "
               f"({time.perf_counter() - start:.0f} s) {r.tuned}", file=sys.stderr, flush=True)
-    if not args.render_only:
         saved.parent.mkdir(parents=True, exist_ok=True)
-        saved.write_text(json.dumps([dataclasses.asdict(r) for r in rows]))
+        saved.write_text(json.dumps([dataclasses.asdict(row) for row in saved_rows.values()]))
+    order = {key: index for index, key in enumerate(model_suite.available_keys())}
+    rows = sorted(saved_rows.values(), key=lambda row: order.get(row.name, len(order)))
     text = markdown(rows, pipelines)
     print(text)
     if not args.no_write:
