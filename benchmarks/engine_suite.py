@@ -78,6 +78,27 @@ def peers() -> list[str]:
     return [name for name in ("onnxslim", "onnxsim") if importlib.util.find_spec(name) is not None]
 
 
+def _segment_layers(model: onnx.ModelProto, pipeline: str) -> tuple[int | None, object]:
+    """Kernels of a partitioned compile of ``model`` (the partitioner splits off what TensorRT
+    cannot build): the compute layers of its segment engines plus the compute nodes left to ONNX
+    Runtime (fallback nodes and segments whose engine failed), so a compile that builds less is
+    not counted as one with fewer layers; and the compile's result."""
+    import tempfile
+
+    from trtcompile.flow import CompileOptions, compile_model
+
+    with tempfile.TemporaryDirectory() as out:
+        result = compile_model(model, out, CompileOptions(pipeline=pipeline, progress=False,
+                                                          engine_check=False, engine_parity="off"))
+    outcome = result.partition
+    built = [] if outcome is None else [s for s in outcome.segments if s.engine is not None]
+    if not built:
+        print(f"  no segment engine: {result.error}", file=sys.stderr)
+        return None, result
+    on_runtime = outcome.total_compute_nodes - sum(s.compute_nodes for s in built)
+    return sum(s.engine.compute_layers for s in built) + on_runtime, result
+
+
 def measure(key: str, cache_dir, pipelines: dict[str, str]) -> Row:
     """Build every column of one model."""
     from trtcompile import ir, verify
@@ -89,6 +110,8 @@ def measure(key: str, cache_dir, pipelines: dict[str, str]) -> Row:
     graph = ir.import_model(model)
     summary = cost.graph_macs(graph)
     row = Row(key, len(model.graph.node), ir.layer_count(graph), summary.macs, len(summary.unknown))
+    if key in model_suite.PARTITIONED:
+        return _measure_partitioned(row, model, pipelines)
     row.engine["TensorRT"] = _compute_layers(model)
     for name in peers():
         simplified = _peer(name, model)
@@ -106,6 +129,24 @@ def measure(key: str, cache_dir, pipelines: dict[str, str]) -> Row:
     return row
 
 
+def _measure_partitioned(row: Row, model: onnx.ModelProto, pipelines: dict[str, str]) -> Row:
+    """Every column of a model TensorRT cannot build whole: each one compiled partitioned (no
+    pass for TensorRT alone and the peers' outputs), figures summed over the segment engines."""
+    from trtcompile import ir
+    from trtcompile.ir import cost
+
+    row.engine["TensorRT"], _ = _segment_layers(model, "none")
+    for name in peers():
+        simplified = _peer(name, model)
+        row.engine[name] = None if simplified is None else _segment_layers(simplified, "none")[0]
+    for label, pipeline in pipelines.items():
+        row.engine[label], result = _segment_layers(model, pipeline)
+        row.macs_after[label] = cost.graph_macs(ir.import_model(result.optimized)).macs
+        row.parity[label] = (result.parity.primary.summary() if result.parity is not None
+                             else str(result.error or "not run"))
+    return row
+
+
 def _cell(value: int | None) -> str:
     return "failed" if value is None else str(value)
 
@@ -119,13 +160,16 @@ def markdown(rows: list[Row], pipelines: dict[str, str]) -> str:
         "## Engine layers on exported models, against peers",
         "",
         "Written by `python -m benchmarks.engine_suite`. Models of `benchmarks/model_suite.py`:",
-        "networks built in PyTorch and exported with `torch.onnx.export(dynamo=False, opset 17)`",
-        "(`-torch`), Hugging Face transformers models built from configs (`-hf`, sequence 128), the",
-        "light models shipped in the onnx package (`-light`), and Keras InceptionV3 lowered by",
-        "tf2onnx with its optimizers on; all weights random. Engine columns are the compute layers",
+        "networks built in PyTorch (`-torch`) and Hugging Face transformers models built from",
+        "configs (`-hf`, sequence 128), each exported with `torch.onnx.export(dynamo=False, opset",
+        "17)` and with torch's default exporter (`-dynamo`, opset 18); TensorFlow models lowered by",
+        "tf2onnx with its optimizers on (`-keras`, `-tf`); the light models shipped in the onnx",
+        "package (`-light`); all weights random. Engine columns are the compute layers",
         "TensorRT builds from the model as given (*TensorRT*), after each peer simplifier with its",
         "defaults, after the `default` pipeline and after the named pipeline `tuned` (engine-guided). MACs are",
-        "`trtcompile.ir.cost`'s multiply-accumulates.",
+        "`trtcompile.ir.cost`'s multiply-accumulates. A model TensorRT cannot build whole",
+        "(`ssd-nms-tf`: its NonMaxSuppression) is compiled partitioned in every column; its figure",
+        "is the compute layers of the segment engines plus the compute nodes left to ONNX Runtime.",
         "",
         machine_line(),
         "",
@@ -137,9 +181,10 @@ def markdown(rows: list[Row], pipelines: dict[str, str]) -> str:
         parities = {("passed" if p.startswith("passed") else p) for p in r.parity.values()}
         lines.append(
             f"| {r.name} | {r.nodes} | {r.layers} | "
-            + " | ".join(_cell(r.engine.get(c)) for c in columns)
+            + " | ".join(_cell(r.engine.get(c)) if c in r.engine else "not measured" for c in columns)
             + f" | {format_macs(r.macs)}{f' + {r.unpriced} unpriced' if r.unpriced else ''} | "
-            + " | ".join(format_macs(r.macs_after[label]) for label in pipelines)
+            + " | ".join(format_macs(r.macs_after[label]) if label in r.macs_after else "not measured"
+                         for label in pipelines)
             + f" | {'; '.join(sorted(parities))} |")
     peer_columns = ["TensorRT", *peers()]
     compared = [(r, min(v for c in peer_columns if (v := r.engine.get(c)) is not None))
@@ -221,7 +266,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-guided", action="store_true", help="skip the engine-guided column")
     parser.add_argument("--no-write", action="store_true", help="print, do not update the docs")
     parser.add_argument("--render-only", action="store_true",
-                        help="write the section from the last run's figures (saved in the cache)")
+                        help="write the section from the figures saved in the cache (each run "
+                             "updates the rows of the models it measures)")
     args = parser.parse_args(argv)
     saved = args.cache_dir / "engine_suite.json"
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -229,18 +275,17 @@ def main(argv: list[str] | None = None) -> int:
     pipelines = {"default": "default"}
     if not args.no_guided:
         pipelines["engine-guided"] = ENGINE_GUIDED
-    rows = []
-    if args.render_only:
-        rows = [Row(**row) for row in json.loads(saved.read_text())]
+    # The figures of every model measured so far, by name: a run over a subset updates its rows.
+    saved_rows = {row["name"]: Row(**row) for row in json.loads(saved.read_text())} if saved.exists() else {}
     for key in ([] if args.render_only else args.models.split(",")):
         start = time.perf_counter()
-        rows.append(measure(key, args.cache_dir, pipelines))
-        r = rows[-1]
+        r = saved_rows[key] = measure(key, args.cache_dir, pipelines)
         print(f"{key}: nodes {r.nodes}, engine {r.engine}, MACs {r.macs} -> {r.macs_after} "
               f"({time.perf_counter() - start:.0f} s) {r.tuned}", file=sys.stderr, flush=True)
-    if not args.render_only:
         saved.parent.mkdir(parents=True, exist_ok=True)
-        saved.write_text(json.dumps([dataclasses.asdict(r) for r in rows]))
+        saved.write_text(json.dumps([dataclasses.asdict(row) for row in saved_rows.values()]))
+    order = {key: index for index, key in enumerate(model_suite.available_keys())}
+    rows = sorted(saved_rows.values(), key=lambda row: order.get(row.name, len(order)))
     text = markdown(rows, pipelines)
     print(text)
     if not args.no_write:

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
+import numpy as np
+import onnx
 import onnx_graphsurgeon as gs
 
 from trtcompile import ir
@@ -27,19 +29,32 @@ class DeadLayerElimination(Pass):
          If/Loop/Scan bodies (a body's outputs always count as reached). A removed If/Loop/Scan's
          bodies go with it: their nodes no longer count as readers of the values they read.
       4. Initializers that no node reads are not written back.
+      5. Layers that copy their input unchanged are removed like an Identity (rule 1's output
+         naming holds): a ``Pad`` whose pads are a constant of zeros (every mode is then the
+         identity); a ``Cast`` to the element type its input already has; a ``Slice`` whose constant
+         starts, ends, axes and steps cover every element of a statically shaped input in order
+         (step 1); an ``Expand`` by a constant shape of ones no longer than its input's known rank;
+         a ``Reshape`` to a constant shape equal to its input's static shape (no 0 or -1 entries).
+         Anything not known at compile time (a shape computed at run time, an unknown input shape
+         or element type) leaves the layer in place: the peers' "eliminate no-op" rules, which
+         TensorRT rewards with one layer fewer for each (a zero Pad is a copy kernel).
 
     Requires: nothing. Preserves: graph inputs and outputs (names, shapes, dtypes), including unused
-    graph inputs; every output value. Options: ``identity`` and ``dropout`` turn rules 1 and 2 off.
+    graph inputs; every output value. Options: ``identity``, ``dropout`` and ``no-op`` turn rules 1, 2 and 5 off.
     """
 
     name: ClassVar[str] = "dead-layer-elimination"
 
     identity: bool = True
     dropout: bool = True
+    no_op: bool = True
 
     def run(self, graph: gs.Graph, ctx: PassContext) -> PassResult:
         result = PassResult()
         graph_outputs = ir.output_names(graph)
+        shapes = ir.ShapeFacts(graph, ctx.log, self.name)
+        if self.no_op and any(node.op in _SHAPE_CHECKED for node in graph.nodes):
+            shapes.inferred  # noqa: B018 - infer on the graph as given, before any rewrite
         for node in list(graph.nodes):
             if node.op == "Identity" and self.identity:
                 if self._bypass(node, graph_outputs, result, ctx):
@@ -49,8 +64,13 @@ class DeadLayerElimination(Pass):
                     continue
                 if self._bypass(node, graph_outputs, result, ctx):
                     result.count("removed_dropout")
+            elif self.no_op and node.op in _NO_OP_CHECKS and ir.is_onnx_op(node):
+                if _NO_OP_CHECKS[node.op](node, shapes) and self._bypass(node, graph_outputs, result, ctx):
+                    result.count(f"removed_noop_{node.op.lower()}")
 
-        bypassed = result.counts.get("removed_identity", 0) + result.counts.get("removed_dropout", 0)
+        bypassed = sum(v for k, v in result.counts.items() if k.startswith(("removed_identity",
+                                                                            "removed_dropout",
+                                                                            "removed_noop_")))
         if not bypassed and self._all_live(graph):
             return result  # nothing to remove: skip the cleanup walk (most fixed-point iterations)
         if not ctx.may_rewrite("remove-unreachable", "unreachable nodes", result):
@@ -113,3 +133,74 @@ class DeadLayerElimination(Pass):
         # Readers of the output read the input; a graph output is written by the input's producer.
         ir.rewrite.bypass(node, graph_outputs)
         return True
+
+
+def _constant_ints(node: gs.Node, index: int) -> list[int] | None:
+    """Input ``index`` of ``node`` as a list of ints when it is a compile-time constant."""
+    if len(node.inputs) <= index or not node.inputs[index].name:
+        return None
+    value = ir.constant_value(node.inputs[index])
+    return None if value is None else [int(v) for v in value.reshape(-1)]
+
+
+def _static(tensor: gs.Tensor, shapes: ir.ShapeFacts) -> tuple[int, ...] | None:
+    dims = shapes.shape(tensor)
+    return dims if dims is not None and all(isinstance(d, int) for d in dims) else None
+
+
+def _zero_pad(node: gs.Node, shapes: ir.ShapeFacts) -> bool:
+    # Opset < 11 keeps the pads in an attribute.
+    pads = node.attrs.get("pads") if len(node.inputs) < 2 else _constant_ints(node, 1)
+    return pads is not None and all(p == 0 for p in pads)
+
+
+def _same_type_cast(node: gs.Node, shapes: ir.ShapeFacts) -> bool:
+    source, target = node.inputs[0].dtype, node.attrs.get("to")
+    if source is None or target is None:
+        return False
+    try:
+        return onnx.helper.np_dtype_to_tensor_dtype(np.dtype(source)) == int(target)
+    except (TypeError, KeyError, ValueError):  # an ONNX type numpy lacks: unknown here, keep it
+        return False
+
+
+def _full_slice(node: gs.Node, shapes: ir.ShapeFacts) -> bool:
+    starts, ends = _constant_ints(node, 1), _constant_ints(node, 2)
+    if starts is None or ends is None or len(starts) != len(ends):
+        return False
+    shape = _static(node.inputs[0], shapes)
+    if shape is None:
+        return False
+    axes = _constant_ints(node, 3) if len(node.inputs) > 3 and node.inputs[3].name else list(range(len(starts)))
+    steps = _constant_ints(node, 4) if len(node.inputs) > 4 and node.inputs[4].name else [1] * len(starts)
+    if axes is None or steps is None or len(axes) != len(starts) or len(steps) != len(starts):
+        return False
+    for axis, start, end, step in zip(axes, starts, ends, steps):
+        if not -len(shape) <= axis < len(shape):
+            return False
+        dim = shape[axis]
+        start = start + dim if start < 0 else start
+        end = end + dim if end < 0 else end
+        if step != 1 or start > 0 or end < dim:
+            return False
+    return True
+
+
+def _ones_expand(node: gs.Node, shapes: ir.ShapeFacts) -> bool:
+    shape = _constant_ints(node, 1)
+    if shape is None or any(d != 1 for d in shape):
+        return False
+    dims = shapes.shape(node.inputs[0])
+    return dims is not None and len(shape) <= len(dims)
+
+
+def _same_shape_reshape(node: gs.Node, shapes: ir.ShapeFacts) -> bool:
+    shape = _constant_ints(node, 1)
+    return shape is not None and _static(node.inputs[0], shapes) == tuple(shape)
+
+
+#: Rule 5's ops whose check needs the input's shape.
+_SHAPE_CHECKED = frozenset({"Slice", "Expand", "Reshape"})
+#: Rule 5: op type -> whether a node of it copies its first input unchanged.
+_NO_OP_CHECKS = {"Pad": _zero_pad, "Cast": _same_type_cast, "Slice": _full_slice,
+                 "Expand": _ones_expand, "Reshape": _same_shape_reshape}
