@@ -65,8 +65,9 @@ TF_MODELS = {KERAS_INCEPTION: "inceptionv3", "mobilenetv2-keras": "mobilenetv2",
              "ssd-nms-tf": "ssd-nms"}
 #: Models TensorRT cannot build whole: compiled partitioned, measured by their segment engines.
 PARTITIONED = ("ssd-nms-tf",)
-#: Part of every cached export's file name: bump it when the export script changes.
-EXPORT_VERSION = 2
+#: Part of every cached export's file name: bump it when the export script changes (legacy exports,
+#: dynamo exports).
+EXPORT_VERSION, DYNAMO_EXPORT_VERSION = 2, 3
 
 
 def available_keys() -> list[str]:
@@ -106,8 +107,10 @@ def load(key: str, cache_dir: Path) -> onnx.ModelProto:
     if network not in TORCH_MODELS and network not in HF_MODELS:
         raise KeyError(f"unknown benchmark model '{key}' (known: {', '.join(available_keys())})")
     # Legacy exports keep the file names they always had, so earlier caches stay valid.
-    suffix = "" if exporter == "legacy" else DYNAMO
-    path = cache_dir / f"{network}{suffix}-{EXPORT_VERSION}.onnx"
+    if exporter == "legacy":
+        path = cache_dir / f"{network}-{EXPORT_VERSION}.onnx"
+    else:
+        path = cache_dir / f"{network}{DYNAMO}-{DYNAMO_EXPORT_VERSION}.onnx"
     if not path.exists():
         cache_dir.mkdir(parents=True, exist_ok=True)
         print(f"exporting {key} ...", file=sys.stderr)
