@@ -58,6 +58,8 @@ class Mutation:
 
 M = Mutation
 FP16 = "passes/precision_fp16/__init__.py"
+AHL = "passes/attention_head_layout/__init__.py"
+AHL_MATCHING = "passes/attention_head_layout/matching.py"
 MUTATIONS: tuple[Mutation, ...] = (
     # dead-layer-elimination -------------------------------------------------------------------
     M("dle-dropout-training", "dead_layer_elimination", "2: a training-mode Dropout stays",
@@ -158,17 +160,17 @@ MUTATIONS: tuple[Mutation, ...] = (
       "        pass"),
     # attention-head-layout --------------------------------------------------------------------
     M("ahl-divisor", "attention_head_layout", "4: only scores divided by a constant are rescaled",
-      '        if node.op == "Div" and chain_index != 0:', '        if False:'),
+      '        if node.op == "Div" and chain_index != 0:', '        if False:', AHL_MATCHING),
     M("ahl-scalar-scale", "attention_head_layout", "4: the scale must be a scalar constant",
-      '        if node.op in ("Mul", "Div") and not _scalar(other):', '        if False:'),
+      '        if node.op in ("Mul", "Div") and not _scalar(other):', '        if False:', AHL_MATCHING),
     M("ahl-opset", "attention_head_layout", "4: below opset 13 Softmax cannot take the key axis",
-      "            if biases[0] and opset < 13:", "            if False:"),
+      "            if biases[0] and opset < 13:", "            if False:", AHL),
     M("ahl-bias-shape", "attention_head_layout", "1: a bias is one value per output feature",
       "        if bias.size != width or any(d != 1 for d in bias.shape[:-1]) or bias.shape[-1] != width:",
-      "        if bias.size != width:"),
+      "        if bias.size != width:", AHL_MATCHING),
     M("ahl-single-use", "attention_head_layout", "1: a head split's inner tensors have one reader",
       "        if not ir.has_single_use(inner.outputs[0], graph_outputs):\n            return f\"'{inner.name}' has other readers\"",
-      "        if False:\n            return f\"'{inner.name}' has other readers\""),
+      "        if False:\n            return f\"'{inner.name}' has other readers\"", AHL_MATCHING),
     # common-subexpression-elimination ---------------------------------------------------------
     M("cse-constant-bytes", "common_subexpression_elimination",
       "1: constants are equal only when their bytes are",
@@ -345,7 +347,7 @@ MUTATIONS: tuple[Mutation, ...] = (
     M("ahl-rank1-mask", "attention_head_layout",
       "4: a rank-1 (per-key) mask becomes a [key, 1] column for the transposed scores",
       'axes = gs.Constant(scope.fresh(f"{mask.name}_column_axis"), np.array([1], np.int64))',
-      'axes = gs.Constant(scope.fresh(f"{mask.name}_column_axis"), np.array([0], np.int64))'),
+      'axes = gs.Constant(scope.fresh(f"{mask.name}_column_axis"), np.array([0], np.int64))', AHL),
     M("gpw-keepdims-default", "global_pool_window", "1: an omitted keepdims is 1 (no Flatten)",
       '        return bool(int(pool.attrs.get("keepdims", 1)))',
       '        return bool(int(pool.attrs.get("keepdims", 0)))'),
