@@ -95,7 +95,7 @@ class AttentionHeadLayout(Pass):
             if block is None:
                 continue
             all_nodes = [*block.query.nodes, *block.key.nodes, *block.value.nodes, block.scores,
-                         *block.pointwise, softmax, *block.casts, block.context]
+                         *block.pointwise, softmax, *block.elementwise, block.context]
             if precision != "fp32":
                 result.reject([block.scores, softmax, block.context],
                               f"the engine is built in {precision.upper()}: TensorRT fuses standard "
@@ -153,13 +153,14 @@ def _rewrite(block: Block, scope: ir.NameScope, unsqueezed: dict[str, gs.Tensor]
         e, h, d = projection.weights.shape[0], projection.heads, projection.head_size
         matmul = projection.nodes[0]
         weights = gs.Constant(scope.fresh(f"{matmul.name}_heads_weights"), np.ascontiguousarray(
-            projection.weights.reshape(e, h, d).transpose(1, 0, 2)))
+            _scaled(projection.weights, projection.scale).reshape(e, h, d).transpose(1, 0, 2)))
         out = gs.Variable(scope.fresh(f"{base}_{role}_heads"), dtype=projection.weights.dtype)
         new.append(gs.Node("MatMul", name=scope.fresh(f"{matmul.name}_heads"),
                            inputs=[heads_input(projection.x), weights], outputs=[out]))
         if keep_bias and projection.bias is not None:
             bias = gs.Constant(scope.fresh(f"{matmul.name}_heads_bias"),
-                               np.ascontiguousarray(projection.bias.reshape(h, 1, d)))
+                               np.ascontiguousarray(
+                                   _scaled(projection.bias, projection.scale).reshape(h, 1, d)))
             biased = gs.Variable(scope.fresh(f"{base}_{role}_heads_biased"), dtype=out.dtype)
             new.append(gs.Node("Add", name=scope.fresh(f"{matmul.name}_heads_bias_add"),
                                inputs=[out, bias], outputs=[biased]))
@@ -177,6 +178,9 @@ def _rewrite(block: Block, scope: ir.NameScope, unsqueezed: dict[str, gs.Tensor]
     value = per_head("value", block.value, keep_bias=False)
     if block.key.bias is not None:
         result.count("key_biases_dropped")
+    for projection in (block.query, block.key):
+        if projection.scale != 1.0:
+            result.count("scales_folded")
     # Rule 4: S^T = K Q^T, written into the old score MatMul.
     block.scores.inputs = [key, transpose_last(query, f"{base}_query_transpose")]
     for add, index in block.masks:
@@ -185,15 +189,37 @@ def _rewrite(block: Block, scope: ir.NameScope, unsqueezed: dict[str, gs.Tensor]
             transposed_masks[mask.name] = _transpose_mask(mask, rank(mask, dims), scope, new)
             result.count("masks_transposed")
         add.inputs[index] = transposed_masks[mask.name]
-    for node in [block.scores, *block.pointwise, block.softmax, *block.casts]:
-        node.outputs[0].shape = None  # now laid out [B, H, key, query]
+    probabilities = _drop_nan_guard(block, result) if block.drop_guard else block.probabilities
+    for node in [block.scores, *block.pointwise, block.softmax, *block.elementwise]:
+        for output in node.outputs:
+            output.shape = None  # now laid out [B, H, key, query]
     block.softmax.attrs["axis"] = 2
-    probabilities = block.casts[-1].outputs[0] if block.casts else block.softmax.outputs[0]
     block.context.inputs = [transpose_last(probabilities, f"{base}_probabilities_transpose"), value]
     if block.value.bias is not None:
         new += _fold_value_bias(block, scope, result)
     result.count("attention_blocks")
     return new
+
+
+def _drop_nan_guard(block: Block, result: PassResult) -> gs.Tensor:
+    """Rule 6: readers of ``Where(IsNaN(P), 0, P)`` read ``P``; returns the tensor the context
+    MatMul reads now."""
+    isnan = next(node for node in block.elementwise if node.op == "IsNaN")
+    where = next(node for node in block.elementwise if node.op == "Where")
+    guarded, unguarded = where.outputs[0], where.inputs[2]
+    for reader in list(guarded.outputs):
+        reader.inputs[reader.inputs.index(guarded)] = unguarded
+    isnan.outputs.clear()
+    where.outputs.clear()
+    result.count("nan_guards_dropped")
+    return unguarded if block.probabilities is guarded else block.probabilities
+
+
+def _scaled(values: np.ndarray, scale: float) -> np.ndarray:
+    """Rule 5: ``values * scale`` in the values' type (unchanged when the scale is 1)."""
+    if scale == 1.0:
+        return values
+    return (values.astype(np.float64) * scale).astype(values.dtype)
 
 
 def _fold_value_bias(block: Block, scope: ir.NameScope, result: PassResult) -> list[gs.Node]:

@@ -22,14 +22,16 @@ _FLOAT_TYPES = frozenset({onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx
 
 @dataclass
 class Projection:
-    """``Transpose(Reshape(MatMul(x, W) [+ b]))``: one of the query, key or value head splits."""
+    """``s * Transpose(Reshape(MatMul(x, W) [+ b]))``: one of the query, key or value head splits,
+    with the product ``s`` of the scalar scales on the way (1 when there are none)."""
 
     x: gs.Tensor
     weights: np.ndarray  # [E, H * D]
     bias: np.ndarray | None  # [H * D]
     heads: int
     head_size: int
-    nodes: list[gs.Node]
+    nodes: list[gs.Node]  # MatMul, bias Add (if any), Reshape, then the layout and scale ops
+    scale: float = 1.0
 
 
 @dataclass
@@ -43,7 +45,10 @@ class Block:
     pointwise: list[gs.Node]  # scale and mask ops between the scores and the Softmax, in order
     masks: list[tuple[gs.Node, int]]  # (Add node, index of its mask input)
     softmax: gs.Node
-    casts: list[gs.Node]
+    elementwise: list[gs.Node]  # float Casts and the NaN guard between the Softmax and the context
+    probabilities: gs.Tensor  # what the context MatMul reads
+    guarded: bool  # a NaN guard writes 0 over NaN probabilities
+    drop_guard: bool  # ... which can only act where the context is NaN without it (rule 6)
     context: gs.Node  # MatMul(P, V)
     output_matmul: gs.Node | None  # the output projection, when the value bias is folded into it
     output_bias: gs.Node | None  # its bias Add, if any
@@ -123,16 +128,23 @@ def match(softmax: gs.Node, opset: int, dims: dict, graph_outputs: set[str],
     scores = node
     if not ir.has_single_use(scores.outputs[0], graph_outputs):
         return None
-    # Down from the Softmax: float Casts, then the value MatMul.
+    # Down from the Softmax: float Casts and a NaN guard, then the value MatMul.
     axis = int(softmax.attrs.get("axis", -1 if opset >= 13 else 1))  # opset 13 changed the default
-    casts: list[gs.Node] = []
+    elementwise: list[gs.Node] = []
+    guarded = False
     tensor = softmax.outputs[0]
     while True:
+        guard = _nan_guard(tensor, graph_outputs)
+        if guard is not None and not guarded:
+            elementwise += guard
+            guarded = True
+            tensor = guard[1].outputs[0]
+            continue
         reader = _single_reader(tensor, graph_outputs)
         if reader is None or not ir.is_onnx_op(reader):
             return None
         if reader.op == "Cast" and int(reader.attrs.get("to", 0)) in _FLOAT_TYPES:
-            casts.append(reader)
+            elementwise.append(reader)
             tensor = reader.outputs[0]
             continue
         if reader.op != "MatMul" or reader.inputs[0] is not tensor:
@@ -142,9 +154,9 @@ def match(softmax: gs.Node, opset: int, dims: dict, graph_outputs: set[str],
     if axis not in (-1, 3):
         result.reject([scores, softmax], f"Softmax over axis {axis}, not the key axis")
         return None
-    query = _projection(scores.inputs[0], _HEADS_FIRST, dims, graph_outputs)
-    key = _projection(scores.inputs[1], _HEADS_FIRST_TRANSPOSED, dims, graph_outputs)
-    value = _projection(context.inputs[1], _HEADS_FIRST, dims, graph_outputs)
+    query = _projection(scores.inputs[0], _HEADS_FIRST, dims, graph_outputs, scaled=True)
+    key = _projection(scores.inputs[1], _HEADS_FIRST_TRANSPOSED, dims, graph_outputs, scaled=True)
+    value = _projection(context.inputs[1], _HEADS_FIRST, dims, graph_outputs, scaled=False)
     for role, found in (("query", query), ("key", key), ("value", value)):
         if isinstance(found, str):
             result.reject([scores, softmax, context], f"the {role} is not a head split of a constant "
@@ -164,14 +176,52 @@ def match(softmax: gs.Node, opset: int, dims: dict, graph_outputs: set[str],
                           f"the mask has rank {mask_rank}, more than the scores' 4")
             return None
     output_matmul = output_bias = None
+    infinite = next((add for add, index in masks if not _finite(add.inputs[index])), None)
+    if value.bias is not None and guarded and infinite is not None:
+        result.reject([infinite, softmax], "the value bias cannot be folded: the probabilities are "
+                      "NaN-guarded and the mask may be infinite (a fully masked row is 0, not the "
+                      "value bias)")
+        return None
     if value.bias is not None:
         found = _output_projection(context, value, graph_outputs)
         if isinstance(found, str):
             result.reject([context], f"the value bias cannot be folded: {found}")
             return None
         output_matmul, output_bias = found
-    return Block(query, key, value, scores, pointwise, masks, softmax, casts, context,
-                  output_matmul, output_bias)
+    drop_guard = guarded and infinite is None and query.x is key.x is value.x
+    return Block(query, key, value, scores, pointwise, masks, softmax, elementwise, tensor, guarded,
+                 drop_guard, context, output_matmul, output_bias)
+
+
+def _nan_guard(tensor: gs.Tensor, graph_outputs: set[str]) -> list[gs.Node] | None:
+    """``[IsNaN, Where]`` when ``tensor``'s only readers are ``Where(IsNaN(tensor), 0, tensor)``
+    (torch's exported scaled_dot_product_attention writes 0 over the NaN a row of infinite scores
+    gives), else None."""
+    readers = tensor.outputs
+    if tensor.name in graph_outputs or len(readers) != 2:
+        return None
+    isnan = next((n for n in readers if n.op == "IsNaN" and ir.is_onnx_op(n)), None)
+    where = next((n for n in readers if n.op == "Where" and ir.is_onnx_op(n)), None)
+    if isnan is None or where is None or not ir.has_single_use(isnan.outputs[0], graph_outputs):
+        return None
+    zero = ir.constant_value(where.inputs[1])
+    if where.inputs[0] is not isnan.outputs[0] or where.inputs[2] is not tensor or zero is None \
+            or zero.size != 1 or float(zero.reshape(-1)[0]) != 0.0:
+        return None
+    return [isnan, where]
+
+
+def _finite(mask: gs.Tensor) -> bool:
+    """Whether every value ``mask`` can hold is finite: a constant of finite values, or a
+    ``Where`` choosing between two such constants (the exported boolean attention mask)."""
+    value = ir.constant_value(mask)
+    if value is not None:
+        return bool(np.isfinite(value).all())
+    node = ir.producer(mask)
+    if node is None or node.op != "Where" or not ir.is_onnx_op(node):
+        return False
+    branches = [ir.constant_value(t) for t in node.inputs[1:]]
+    return all(b is not None and bool(np.isfinite(b).all()) for b in branches)
 
 
 def _leads_to_matmul(tensor: gs.Tensor, depth: int = 8) -> bool:
@@ -188,22 +238,39 @@ def _leads_to_matmul(tensor: gs.Tensor, depth: int = 8) -> bool:
     return [_leads_to_matmul(t, depth - 1) for t in node.inputs].count(True) == 1
 
 
-def _projection(tensor: gs.Tensor, perm: tuple[int, ...], dims: dict,
-                graph_outputs: set[str]) -> Projection | str:
-    """The head-split projection that ``tensor`` is, or the reason it is not one."""
+def _projection(tensor: gs.Tensor, perm: tuple[int, ...], dims: dict, graph_outputs: set[str],
+                scaled: bool) -> Projection | str:
+    """The head-split projection that ``tensor`` is, or the reason it is not one; ``scaled``: the
+    layout ops may be interleaved with multiplications by scalar constants (the operands of the
+    scores, which torch's scaled_dot_product_attention export scales by the root of the scale)."""
     nodes: list[gs.Node] = []
     composed = tuple(range(4))
-    # One Transpose, or two that compose to ``perm`` (``.transpose(1, 2)`` then ``.transpose(-1, -2)``).
-    while (node := ir.producer(tensor)) is not None and node.op == "Transpose" and ir.is_onnx_op(node):
-        node_perm = tuple(int(p) for p in node.attrs.get("perm", ()))
-        if len(node_perm) != 4:
-            return "a Transpose that is not of rank 4"
+    scale, layouts = 1.0, 0
+    # One Transpose, or two that compose to ``perm`` (``.transpose(1, 2)`` then ``.transpose(-1, -2)``,
+    # the second possibly written as Reshape [B*H, S, D], Transpose, Reshape [B, H, D, S]).
+    while (node := ir.producer(tensor)) is not None and ir.is_onnx_op(node):
+        if scaled and node.op == "Mul" and len(node.inputs) == 2 and \
+                (index := next((i for i in (0, 1) if _scalar(node.inputs[i])), None)) is not None:
+            scale *= float(ir.constant_value(node.inputs[index]).reshape(-1)[0])
+            nodes.insert(0, node)
+            tensor = node.inputs[1 - index]
+            continue
+        if node.op == "Transpose":
+            node_perm = tuple(int(p) for p in node.attrs.get("perm", ()))
+            if len(node_perm) != 4:
+                return "a Transpose that is not of rank 4"
+            nodes.insert(0, node)
+        elif node.op == "Reshape" and (swap := _swap_last_axes(node, dims)) is not None:
+            node_perm = (0, 1, 3, 2)
+            nodes[0:0] = swap
+        else:
+            break
         composed = tuple(node_perm[i] for i in composed)
-        nodes.insert(0, node)
-        tensor = node.inputs[0]
-        if len(nodes) > 2:
+        tensor = nodes[0].inputs[0]
+        layouts += 1
+        if layouts > 2:
             return "more than two Transposes"
-    if not nodes:
+    if not layouts:
         return "no Transpose after the head split"
     if composed != perm:
         return f"the heads are permuted {list(composed)}, not {list(perm)}"
@@ -262,7 +329,47 @@ def _projection(tensor: gs.Tensor, perm: tuple[int, ...], dims: dict,
             continue  # -1 resolves to this axis: the product of the others is the input's
         if not isinstance(x_dims[axis], int) or x_dims[axis] != target[axis]:
             return "the head split changes the batch or sequence axes"
-    return Projection(x, weights, bias, heads, head_size, nodes)
+    return Projection(x, weights, bias, heads, head_size, nodes, scale)
+
+
+def _swap_last_axes(outer: gs.Node, dims: dict) -> list[gs.Node] | None:
+    """``[Reshape, Transpose, Reshape]`` when ``outer`` ends ``Reshape(Transpose<perm=[0, 2, 1]>(
+    Reshape(t, [B*H, S, D])), [B, H, D, S])`` for ``t`` of known dims ``[B, H, S, D]``: the swap of
+    the last two axes, written as torch's exporter writes ``transpose(-2, -1)`` of a rank-4
+    tensor; else None."""
+    transpose = ir.producer(outer.inputs[0])
+    if transpose is None or transpose.op != "Transpose" or not ir.is_onnx_op(transpose) or \
+            tuple(int(p) for p in transpose.attrs.get("perm", ())) != (0, 2, 1):
+        return None
+    inner = ir.producer(transpose.inputs[0])
+    if inner is None or inner.op != "Reshape" or not ir.is_onnx_op(inner):
+        return None
+    source = _known_dims(inner.inputs[0], dims)
+    if source is None or len(source) != 4 or not all(isinstance(d, int) and d > 0 for d in source):
+        return None
+    b, h, s, d = source
+    if _reshaped(inner, source) != [b * h, s, d] or _reshaped(outer, [b * h, d, s]) != [b, h, d, s]:
+        return None
+    return [inner, transpose, outer]
+
+
+def _reshaped(reshape: gs.Node, dims: list[int]) -> list[int] | None:
+    """The dims ``reshape`` gives a tensor of ``dims``, when its shape is a constant."""
+    shape = ir.constant_value(reshape.inputs[1])
+    if shape is None or shape.ndim != 1:
+        return None
+    target = [int(v) for v in shape]
+    if not int(reshape.attrs.get("allowzero", 0)):
+        target = [dims[i] if v == 0 and i < len(dims) else v for i, v in enumerate(target)]
+    if target.count(-1) > 1 or any(v < -1 for v in target):
+        return None
+    if -1 in target:
+        known = int(np.prod([v for v in target if v != -1]))
+        total = int(np.prod(dims))
+        if known <= 0 or total % known:
+            return None
+        target[target.index(-1)] = total // known
+    return target if int(np.prod(target)) == int(np.prod(dims)) else None
 
 
 def _output_projection(context: gs.Node, value: Projection,
