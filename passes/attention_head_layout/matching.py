@@ -135,6 +135,9 @@ def match(softmax: gs.Node, opset: int, dims: dict, graph_outputs: set[str],
     tensor = softmax.outputs[0]
     while True:
         guard = _nan_guard(tensor, graph_outputs)
+        if isinstance(guard, str):
+            result.reject([softmax, *tensor.outputs], guard)
+            return None
         if guard is not None and not guarded:
             elementwise += guard
             guarded = True
@@ -193,10 +196,10 @@ def match(softmax: gs.Node, opset: int, dims: dict, graph_outputs: set[str],
                  drop_guard, context, output_matmul, output_bias)
 
 
-def _nan_guard(tensor: gs.Tensor, graph_outputs: set[str]) -> list[gs.Node] | None:
+def _nan_guard(tensor: gs.Tensor, graph_outputs: set[str]) -> list[gs.Node] | str | None:
     """``[IsNaN, Where]`` when ``tensor``'s only readers are ``Where(IsNaN(tensor), 0, tensor)``
     (torch's exported scaled_dot_product_attention writes 0 over the NaN a row of infinite scores
-    gives), else None."""
+    gives); the reason when they are an IsNaN and a Where of another form; else None."""
     readers = tensor.outputs
     if tensor.name in graph_outputs or len(readers) != 2:
         return None
@@ -207,7 +210,7 @@ def _nan_guard(tensor: gs.Tensor, graph_outputs: set[str]) -> list[gs.Node] | No
     zero = ir.constant_value(where.inputs[1])
     if where.inputs[0] is not isnan.outputs[0] or where.inputs[2] is not tensor or zero is None \
             or zero.size != 1 or float(zero.reshape(-1)[0]) != 0.0:
-        return None
+        return "the probabilities' NaN test does not write 0 over them (rows may not sum to 1)"
     return [isnan, where]
 
 
