@@ -234,3 +234,13 @@ def test_why_not_names_the_blocking_op(tmp_path: Path, capsys) -> None:
     section = out[out.index("why not attention-head-layout"):].splitlines()
     assert section[0].startswith("why not attention-head-layout: 1 candidate left alone, 1 reason")
     assert section[2].strip().endswith("the scores' Mul is not by a scalar constant")
+
+
+@pytest.mark.parametrize("case", ["sdpa_self_attention", "sdpa_cross_attention_keeps_guard",
+                                  "dynamo_eager_self_attention"])
+def test_default_pipeline_is_a_fixed_point_on_the_dynamo_forms(case: str) -> None:
+    """The default pipeline run on its own output of a dynamo export's attention changes nothing
+    (rules 5 and 6 leave no scale, swap or guard a second run would find)."""
+    from tests.property.test_idempotence import assert_idempotent
+
+    assert_idempotent(pass_cases.load_case(CASES / f"{case}.onnxtxt").model())
