@@ -80,8 +80,10 @@ class AttentionHeadLayout(Pass):
     the layout and loses only the key and value biases (9 -> 6), and a block with no bias is left
     alone. On transformers exports (docs/benchmarks.md, default
     pipeline, FP32): BERT-base 159 -> 136, DistilBERT 79 -> 68, ViT-B/16 209 -> 185 engine compute
-    layers; BERT and DistilBERT compute their mask in the graph, and its transpose costs one layer
-    for the model. Not for FP16 engines: TensorRT fuses the standard form into one attention
+    layers, from the TorchScript exporter and from the dynamo exporter alike (its
+    ``scaled_dot_product_attention`` form only with rules 5 and 6: 159, 79 and 209 without); BERT
+    and DistilBERT compute their mask in the graph, and its transpose costs one layer for the
+    model. Not for FP16 engines: TensorRT fuses the standard form into one attention
     kernel there and the transposed one breaks it (DistilBERT FP16: 62 -> 74 layers); INT8 engines
     were not measured and are left alone too. So the pass leaves blocks with non-float32 weights
     alone, and a compile passes the engine precision in ``resources["attention-head-layout"]``.
