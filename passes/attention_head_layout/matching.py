@@ -253,7 +253,9 @@ def _projection(tensor: gs.Tensor, perm: tuple[int, ...], dims: dict, graph_outp
     # the second possibly written as Reshape [B*H, S, D], Transpose, Reshape [B, H, D, S]).
     while (node := ir.producer(tensor)) is not None and ir.is_onnx_op(node):
         if scaled and node.op == "Mul" and len(node.inputs) == 2 and \
-                (index := next((i for i in (0, 1) if _scalar(node.inputs[i])), None)) is not None:
+                (index := next((i for i in (0, 1) if _scalar(node.inputs[i])
+                                and ir.constant_value(node.inputs[i]).ndim <= 4), None)) is not None:
+            # (a scale of rank 5 or more would also add axes: not a scale of the head split)
             scale *= float(ir.constant_value(node.inputs[index]).reshape(-1)[0])
             nodes.insert(0, node)
             tensor = node.inputs[1 - index]
