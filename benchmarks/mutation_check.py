@@ -58,6 +58,8 @@ class Mutation:
 
 M = Mutation
 FP16 = "passes/precision_fp16/__init__.py"
+AHL = "passes/attention_head_layout/__init__.py"
+AHL_MATCHING = "passes/attention_head_layout/matching.py"
 MUTATIONS: tuple[Mutation, ...] = (
     # dead-layer-elimination -------------------------------------------------------------------
     M("dle-dropout-training", "dead_layer_elimination", "2: a training-mode Dropout stays",
@@ -168,17 +170,34 @@ MUTATIONS: tuple[Mutation, ...] = (
       "        pass"),
     # attention-head-layout --------------------------------------------------------------------
     M("ahl-divisor", "attention_head_layout", "4: only scores divided by a constant are rescaled",
-      '        if node.op == "Div" and chain_index != 0:', '        if False:'),
+      '        if node.op == "Div" and chain_index != 0:', '        if False:', AHL_MATCHING),
     M("ahl-scalar-scale", "attention_head_layout", "4: the scale must be a scalar constant",
-      '        if node.op in ("Mul", "Div") and not _scalar(other):', '        if False:'),
+      '        if node.op in ("Mul", "Div") and not _scalar(other):', '        if False:', AHL_MATCHING),
     M("ahl-opset", "attention_head_layout", "4: below opset 13 Softmax cannot take the key axis",
-      "            if biases[0] and opset < 13:", "            if False:"),
+      "            if biases[0] and opset < 13:", "            if False:", AHL),
     M("ahl-bias-shape", "attention_head_layout", "1: a bias is one value per output feature",
       "        if bias.size != width or any(d != 1 for d in bias.shape[:-1]) or bias.shape[-1] != width:",
-      "        if bias.size != width:"),
+      "        if bias.size != width:", AHL_MATCHING),
     M("ahl-single-use", "attention_head_layout", "1: a head split's inner tensors have one reader",
       "        if not ir.has_single_use(inner.outputs[0], graph_outputs):\n            return f\"'{inner.name}' has other readers\"",
-      "        if False:\n            return f\"'{inner.name}' has other readers\""),
+      "        if False:\n            return f\"'{inner.name}' has other readers\"", AHL_MATCHING),
+    M("ahl-scale-fold", "attention_head_layout", "5: an operand scale multiplies the per-head weights",
+      "_scaled(projection.weights, projection.scale)", "projection.weights", AHL),
+    M("ahl-swap-dims", "attention_head_layout",
+      "5: Reshape, Transpose, Reshape is a swap only when it folds [B*H, S, D] and unfolds [B, H, D, S]",
+      "    if _reshaped(inner, source) != [b * h, s, d] or _reshaped(outer, [b * h, d, s]) != [b, h, d, s]:",
+      "    if False:", AHL_MATCHING),
+    M("ahl-guard-zero", "attention_head_layout", "6: a NaN guard writes 0",
+      "            or zero.size != 1 or float(zero.reshape(-1)[0]) != 0.0:",
+      "            or zero.size != 1:", AHL_MATCHING),
+    M("ahl-guard-self-attention", "attention_head_layout",
+      "6: the guard is dropped only when query, key and value project one tensor",
+      "    drop_guard = guarded and infinite is None and query.x is key.x is value.x",
+      "    drop_guard = guarded and infinite is None", AHL_MATCHING),
+    M("ahl-guard-infinite-mask", "attention_head_layout",
+      "3: behind a NaN guard the value bias folds only with finite masks",
+      "    if value.bias is not None and guarded and infinite is not None:",
+      "    if False:", AHL_MATCHING),
     # common-subexpression-elimination ---------------------------------------------------------
     M("cse-constant-bytes", "common_subexpression_elimination",
       "1: constants are equal only when their bytes are",
@@ -363,7 +382,7 @@ MUTATIONS: tuple[Mutation, ...] = (
     M("ahl-rank1-mask", "attention_head_layout",
       "4: a rank-1 (per-key) mask becomes a [key, 1] column for the transposed scores",
       'axes = gs.Constant(scope.fresh(f"{mask.name}_column_axis"), np.array([1], np.int64))',
-      'axes = gs.Constant(scope.fresh(f"{mask.name}_column_axis"), np.array([0], np.int64))'),
+      'axes = gs.Constant(scope.fresh(f"{mask.name}_column_axis"), np.array([0], np.int64))', AHL),
     M("gpw-keepdims-default", "global_pool_window", "1: an omitted keepdims is 1 (no Flatten)",
       '        return bool(int(pool.attrs.get("keepdims", 1)))',
       '        return bool(int(pool.attrs.get("keepdims", 0)))'),

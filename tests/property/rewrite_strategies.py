@@ -32,7 +32,9 @@ a batch dimension that is static or symbolic (``N``, run at two sizes), and then
 * ``attention``: scaled dot-product attention with additive masks of every rank the scores
   broadcast with (a scalar, a rank-1 key padding mask, ``[1, key]``, ``[query, 1]``, ``[query,
   key]``, ``[1, 1, key]``, ``[heads, query, key]``, rank-4 ones) and the Softmax axis written or
-  omitted.
+  omitted; in the eager form or as torch's dynamo exporter writes ``scaled_dot_product_attention``
+  (operands scaled by the root of the scale, the key swapped by Reshape-Transpose-Reshape, the mask
+  a ``Where`` between 0 and the type's lowest value or -inf, a NaN guard after the Softmax).
 
 Every attribute a pass rule reads is drawn in both forms, left out (its ONNX default) and written
 out (``Builder.defaults``; ReduceMean's ``keepdims``, Flatten's and Softmax's ``axis``, Gemm's
@@ -695,12 +697,26 @@ def motif_attention(b: Builder, x: Value) -> Value:
             y = b.op("Transpose", [y.name], _t(y.shape, list(perm)), perm=list(perm))
         return y
 
+    sdpa = b.choose([False, True])
     query = head_split([(0, 2, 1, 3)])
-    key = head_split(b.choose([((0, 2, 3, 1),), ((0, 2, 1, 3), (0, 1, 3, 2))]))
+    if sdpa:
+        key = head_split([(0, 2, 1, 3)])
+        root = b.const(np.array(b.draw(st.sampled_from([0.5, 2.0]))), "root")
+        query = b.op("Mul", [query.name, root], query.shape)
+        if isinstance(n, int):  # transpose(-2, -1) as the exporter writes it
+            folded = b.op("Reshape", [key.name, b.ints([-1, c, size])], (n * heads, c, size))
+            folded = b.op("Transpose", [folded.name], (n * heads, size, c), perm=[0, 2, 1])
+            key = b.op("Reshape", [folded.name, b.ints([n, heads, size, c])], (n, heads, size, c))
+        else:
+            key = b.op("Transpose", [key.name], (n, heads, size, c), perm=[0, 1, 3, 2])
+        key = b.op("Mul", [key.name, root], key.shape)
+    else:
+        key = head_split(b.choose([((0, 2, 3, 1),), ((0, 2, 1, 3), (0, 1, 3, 2))]))
     value = head_split([(0, 2, 1, 3)])
     scores = b.op("MatMul", [query.name, key.name], (n, heads, c, c))
-    factor = b.const(np.array(b.draw(st.sampled_from([0.5, 2.0]))), "scale")
-    scores = b.op(b.choose(["Mul", "Div"]), [scores.name, factor], scores.shape)
+    if not sdpa:
+        factor = b.const(np.array(b.draw(st.sampled_from([0.5, 2.0]))), "scale")
+        scores = b.op(b.choose(["Mul", "Div"]), [scores.name, factor], scores.shape)
     # Additive masks of every rank the scores [N, heads, query, key] broadcast with: a scalar,
     # per key (rank 1, 3 or 4, the key padding mask), per query, per (query, key), per head.
     mask_shapes = {"none": None, "scalar": (), "keys": (c,), "full": (1, 1, c, c),
@@ -716,13 +732,26 @@ def motif_attention(b: Builder, x: Value) -> Value:
         if len(shape) and shape[-1] == c and c > 1:
             masked[..., 0] = False
             values = np.where(masked, -1e4, values)
-        mask = b.const(values, "mask")
+        elif sdpa:
+            masked = np.zeros(shape, bool)
+        if sdpa:  # the boolean mask: 0 where kept, the lowest value (or -inf) where masked
+            keep = b.fresh("keep")
+            b.initializers.append(numpy_helper.from_array(~np.asarray(masked), keep))
+            fill = b.choose([float(np.finfo(b.np_dtype).min), -np.inf])
+            mask = b.op("Where", [keep, b.const(np.array(0.0), "zero"), b.const(np.array(fill), "fill")],
+                        shape).name
+        else:
+            mask = b.const(values, "mask")
         scores = b.op("Add", [scores.name, mask], scores.shape)
     # The key axis as -1 or 3, or omitted: the last axis from opset 13, axis 1 (coerced to 2-D)
     # below, which is no attention over the keys and must be left alone.
     axis = b.choose([-1, 3, None])
     probabilities = b.op("Softmax", [scores.name], scores.shape,
                          **({} if axis is None else {"axis": axis}))
+    if sdpa:  # Where(IsNaN(P), 0, P)
+        isnan = b.node("IsNaN", [probabilities.name])[0]
+        probabilities = b.op("Where", [isnan, b.const(np.array(0.0), "zero"), probabilities.name],
+                             probabilities.shape)
     for _ in range(b.draw(st.integers(0, 2))):
         probabilities = b.op("Cast", [probabilities.name], probabilities.shape, to=b.dtype)
     context = b.op("MatMul", [probabilities.name, value.name], (n, heads, c, size))

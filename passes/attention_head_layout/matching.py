@@ -1,0 +1,410 @@
+"""attention-head-layout: matching an attention block and its head-split projections."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+import onnx_graphsurgeon as gs
+
+from trtcompile import ir
+from trtcompile.pm import PassResult
+
+#: Permutations from the ``[B, S, H, D]`` head split to the operand the attention reads.
+_HEADS_FIRST = (0, 2, 1, 3)  # [B, H, S, D]: query, value
+_HEADS_FIRST_TRANSPOSED = (0, 2, 3, 1)  # [B, H, D, S]: key, transposed for Q . K^T
+#: Casts allowed between the Softmax and the value MatMul (transformers casts the probabilities
+#: back to the activation type): to these types rows of probabilities still sum to 1 up to rounding.
+_FLOAT_TYPES = frozenset({onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16,
+                          onnx.TensorProto.DOUBLE})
+
+
+@dataclass
+class Projection:
+    """``s * Transpose(Reshape(MatMul(x, W) [+ b]))``: one of the query, key or value head splits,
+    with the product ``s`` of the scalar scales on the way (1 when there are none)."""
+
+    x: gs.Tensor
+    weights: np.ndarray  # [E, H * D]
+    bias: np.ndarray | None  # [H * D]
+    heads: int
+    head_size: int
+    nodes: list[gs.Node]  # MatMul, bias Add (if any), Reshape, then the layout and scale ops
+    scale: float = 1.0
+
+
+@dataclass
+class Block:
+    """A matched attention block."""
+
+    query: Projection
+    key: Projection
+    value: Projection
+    scores: gs.Node  # MatMul(Q, K^T)
+    pointwise: list[gs.Node]  # scale and mask ops between the scores and the Softmax, in order
+    masks: list[tuple[gs.Node, int]]  # (Add node, index of its mask input)
+    softmax: gs.Node
+    elementwise: list[gs.Node]  # float Casts and the NaN guard between the Softmax and the context
+    probabilities: gs.Tensor  # what the context MatMul reads
+    guarded: bool  # a NaN guard writes 0 over NaN probabilities
+    drop_guard: bool  # ... which can only act where the context is NaN without it (rule 6)
+    context: gs.Node  # MatMul(P, V)
+    output_matmul: gs.Node | None  # the output projection, when the value bias is folded into it
+    output_bias: gs.Node | None  # its bias Add, if any
+
+
+
+
+# --------------------------------------------------------------------------------------------
+# Matching
+# --------------------------------------------------------------------------------------------
+
+
+def _single_reader(tensor: gs.Tensor, graph_outputs: set[str]) -> gs.Node | None:
+    return tensor.outputs[0] if ir.has_single_use(tensor, graph_outputs) else None
+
+
+def _scalar(tensor: gs.Tensor) -> bool:
+    value = ir.constant_value(tensor)
+    return value is not None and value.size == 1 and np.issubdtype(value.dtype, np.floating)
+
+
+def rank(tensor: gs.Tensor, dims: dict) -> int | None:
+    if isinstance(tensor, gs.Constant):
+        return tensor.values.ndim
+    value = ir.constant_value(tensor)
+    if value is not None:
+        return value.ndim
+    if tensor.shape is not None:
+        return len(tensor.shape)
+    known = dims.get(tensor.name)
+    return None if known is None else len(known)
+
+
+def _known_dims(tensor: gs.Tensor, dims: dict) -> list | None:
+    """The tensor's dims, each an int where the graph or shape inference knows it."""
+    own, inferred = tensor.shape, dims.get(tensor.name)
+    if own is None or inferred is None:
+        return own if own is not None else inferred
+    if len(own) != len(inferred):
+        return None
+    return [a if isinstance(a, int) else b for a, b in zip(own, inferred)]
+
+
+def match(softmax: gs.Node, opset: int, dims: dict, graph_outputs: set[str],
+           result: PassResult) -> Block | None:
+    """The attention block around ``softmax``, or None (with the reason recorded when the Softmax
+    does sit in an attention-shaped chain)."""
+    # Up from the Softmax: scalar scale and mask Adds, then the score MatMul.
+    pointwise: list[gs.Node] = []
+    masks: list[tuple[gs.Node, int]] = []
+    tensor = softmax.inputs[0]
+    while True:
+        node = ir.producer(tensor)
+        if node is None or not ir.is_onnx_op(node):
+            return None
+        if node.op == "MatMul":
+            break
+        if node.op not in ("Mul", "Div", "Add") or len(node.inputs) != 2:
+            return None
+        if not ir.has_single_use(tensor, graph_outputs):
+            return None
+        leads = [_leads_to_matmul(t) for t in node.inputs]
+        if leads.count(True) != 1:
+            return None
+        chain_index = leads.index(True)
+        other = node.inputs[1 - chain_index]
+        if node.op == "Div" and chain_index != 0:
+            result.reject([node, softmax], "the scores are a divisor, not scaled by a constant")
+            return None
+        if node.op in ("Mul", "Div") and not _scalar(other):
+            result.reject([node, softmax], f"the scores' {node.op} is not by a scalar constant")
+            return None
+        if node.op == "Add":
+            masks.append((node, 1 - chain_index))
+        pointwise.insert(0, node)
+        tensor = node.inputs[chain_index]
+    scores = node
+    if not ir.has_single_use(scores.outputs[0], graph_outputs):
+        return None
+    # Down from the Softmax: float Casts and a NaN guard, then the value MatMul.
+    axis = int(softmax.attrs.get("axis", -1 if opset >= 13 else 1))  # opset 13 changed the default
+    elementwise: list[gs.Node] = []
+    guarded = False
+    tensor = softmax.outputs[0]
+    while True:
+        guard = _nan_guard(tensor, graph_outputs)
+        if isinstance(guard, str):
+            result.reject([softmax, *tensor.outputs], guard)
+            return None
+        if guard is not None and not guarded:
+            elementwise += guard
+            guarded = True
+            tensor = guard[1].outputs[0]
+            continue
+        reader = _single_reader(tensor, graph_outputs)
+        if reader is None or not ir.is_onnx_op(reader):
+            return None
+        if reader.op == "Cast" and int(reader.attrs.get("to", 0)) in _FLOAT_TYPES:
+            elementwise.append(reader)
+            tensor = reader.outputs[0]
+            continue
+        if reader.op != "MatMul" or reader.inputs[0] is not tensor:
+            return None
+        break
+    context = reader
+    if axis not in (-1, 3):
+        result.reject([scores, softmax], f"Softmax over axis {axis}, not the key axis")
+        return None
+    query = _projection(scores.inputs[0], _HEADS_FIRST, dims, graph_outputs, scaled=True)
+    key = _projection(scores.inputs[1], _HEADS_FIRST_TRANSPOSED, dims, graph_outputs, scaled=True)
+    value = _projection(context.inputs[1], _HEADS_FIRST, dims, graph_outputs, scaled=False)
+    for role, found in (("query", query), ("key", key), ("value", value)):
+        if isinstance(found, str):
+            result.reject([scores, softmax, context], f"the {role} is not a head split of a constant "
+                                                      f"projection: {found}")
+            return None
+    if any(p.weights.dtype != np.float32 for p in (query, key, value)):
+        result.reject([scores, softmax, context], "the projections are not float32: TensorRT "
+                                                  "fuses FP16 attention into one kernel")
+        return None
+    if not (query.heads == key.heads == value.heads and query.head_size == key.head_size):
+        result.reject([scores, softmax, context], "query, key and value head counts differ")
+        return None
+    for add, index in masks:
+        mask_rank = rank(add.inputs[index], dims)
+        if mask_rank is None or mask_rank > 4:
+            result.reject([add, softmax], "the mask's rank is not known" if mask_rank is None else
+                          f"the mask has rank {mask_rank}, more than the scores' 4")
+            return None
+    output_matmul = output_bias = None
+    infinite = next((add for add, index in masks if not _finite(add.inputs[index])), None)
+    if value.bias is not None and guarded and infinite is not None:
+        result.reject([infinite, softmax], "the value bias cannot be folded: the probabilities are "
+                      "NaN-guarded and the mask may be infinite (a fully masked row is 0, not the "
+                      "value bias)")
+        return None
+    if value.bias is not None:
+        found = _output_projection(context, value, graph_outputs)
+        if isinstance(found, str):
+            result.reject([context], f"the value bias cannot be folded: {found}")
+            return None
+        output_matmul, output_bias = found
+    drop_guard = guarded and infinite is None and query.x is key.x is value.x
+    return Block(query, key, value, scores, pointwise, masks, softmax, elementwise, tensor, guarded,
+                 drop_guard, context, output_matmul, output_bias)
+
+
+def _nan_guard(tensor: gs.Tensor, graph_outputs: set[str]) -> list[gs.Node] | str | None:
+    """``[IsNaN, Where]`` when ``tensor``'s only readers are ``Where(IsNaN(tensor), 0, tensor)``
+    (torch's exported scaled_dot_product_attention writes 0 over the NaN a row of infinite scores
+    gives); the reason when they are an IsNaN and a Where of another form; else None."""
+    readers = tensor.outputs
+    if tensor.name in graph_outputs or len(readers) != 2:
+        return None
+    isnan = next((n for n in readers if n.op == "IsNaN" and ir.is_onnx_op(n)), None)
+    where = next((n for n in readers if n.op == "Where" and ir.is_onnx_op(n)), None)
+    if isnan is None or where is None or not ir.has_single_use(isnan.outputs[0], graph_outputs):
+        return None
+    zero = ir.constant_value(where.inputs[1])
+    if where.inputs[0] is not isnan.outputs[0] or where.inputs[2] is not tensor or zero is None \
+            or zero.size != 1 or float(zero.reshape(-1)[0]) != 0.0:
+        return "the probabilities' NaN test does not write 0 over them (rows may not sum to 1)"
+    return [isnan, where]
+
+
+def _finite(mask: gs.Tensor) -> bool:
+    """Whether every value ``mask`` can hold is finite: a constant of finite values, or a
+    ``Where`` choosing between two such constants (the exported boolean attention mask)."""
+    value = ir.constant_value(mask)
+    if value is not None:
+        return bool(np.isfinite(value).all())
+    node = ir.producer(mask)
+    if node is None or node.op != "Where" or not ir.is_onnx_op(node):
+        return False
+    branches = [ir.constant_value(t) for t in node.inputs[1:]]
+    return all(b is not None and bool(np.isfinite(b).all()) for b in branches)
+
+
+def _leads_to_matmul(tensor: gs.Tensor, depth: int = 8) -> bool:
+    """Whether ``tensor`` comes from a MatMul through at most ``depth`` Mul, Div and Add ops, each
+    with one such input (the score side of the chain before a Softmax, as opposed to a mask or a
+    scale)."""
+    node = ir.producer(tensor)
+    if node is None or not ir.is_onnx_op(node):
+        return False
+    if node.op == "MatMul":
+        return True
+    if depth == 0 or node.op not in ("Mul", "Div", "Add") or len(node.inputs) != 2:
+        return False
+    return [_leads_to_matmul(t, depth - 1) for t in node.inputs].count(True) == 1
+
+
+def _projection(tensor: gs.Tensor, perm: tuple[int, ...], dims: dict, graph_outputs: set[str],
+                scaled: bool) -> Projection | str:
+    """The head-split projection that ``tensor`` is, or the reason it is not one; ``scaled``: the
+    layout ops may be interleaved with multiplications by scalar constants (the operands of the
+    scores, which torch's scaled_dot_product_attention export scales by the root of the scale)."""
+    nodes: list[gs.Node] = []
+    composed = tuple(range(4))
+    scale, layouts = 1.0, 0
+    # One Transpose, or two that compose to ``perm`` (``.transpose(1, 2)`` then ``.transpose(-1, -2)``,
+    # the second possibly written as Reshape [B*H, S, D], Transpose, Reshape [B, H, D, S]).
+    while (node := ir.producer(tensor)) is not None and ir.is_onnx_op(node):
+        if scaled and node.op == "Mul" and len(node.inputs) == 2 and \
+                (index := next((i for i in (0, 1) if _scalar(node.inputs[i])
+                                and ir.constant_value(node.inputs[i]).ndim <= 4), None)) is not None:
+            # (a scale of rank 5 or more would also add axes: not a scale of the head split)
+            scale *= float(ir.constant_value(node.inputs[index]).reshape(-1)[0])
+            nodes.insert(0, node)
+            tensor = node.inputs[1 - index]
+            continue
+        if node.op == "Transpose":
+            node_perm = tuple(int(p) for p in node.attrs.get("perm", ()))
+            if len(node_perm) != 4:
+                return "a Transpose that is not of rank 4"
+            nodes.insert(0, node)
+        elif node.op == "Reshape" and (swap := _swap_last_axes(node, dims)) is not None:
+            node_perm = (0, 1, 3, 2)
+            nodes[0:0] = swap
+        else:
+            break
+        composed = tuple(node_perm[i] for i in composed)
+        tensor = nodes[0].inputs[0]
+        layouts += 1
+        if layouts > 2:
+            return "more than two Transposes"
+    if not layouts:
+        return "no Transpose after the head split"
+    if composed != perm:
+        return f"the heads are permuted {list(composed)}, not {list(perm)}"
+    reshape = ir.producer(tensor)
+    if reshape is None or reshape.op != "Reshape" or not ir.is_onnx_op(reshape):
+        return "no Reshape splitting the heads"
+    nodes.insert(0, reshape)
+    tensor = reshape.inputs[0]
+    node = ir.producer(tensor)
+    bias = None
+    if node is not None and node.op == "Add" and ir.is_onnx_op(node):
+        for index in (0, 1):
+            value = ir.constant_value(node.inputs[index])
+            if value is not None and ir.producer(node.inputs[1 - index]) is not None:
+                bias, tensor = value, node.inputs[1 - index]
+                break
+        else:
+            return "the bias is not constant"
+        nodes.insert(0, node)
+        node = ir.producer(tensor)
+    if node is None or node.op != "MatMul" or not ir.is_onnx_op(node):
+        return "no MatMul projecting the heads"
+    weights = ir.constant_value(node.inputs[1])
+    if weights is None or weights.ndim != 2:
+        return "the projection weights are not a constant matrix"
+    nodes.insert(0, node)
+    for inner in nodes:  # the head split feeds this attention only (decoders also output K, V)
+        if not ir.has_single_use(inner.outputs[0], graph_outputs):
+            return f"'{inner.name}' has other readers"
+    width = weights.shape[1]
+    if bias is not None:
+        if bias.size != width or any(d != 1 for d in bias.shape[:-1]) or bias.shape[-1] != width:
+            return "the bias is not one value per output feature"
+        bias = bias.reshape(width)
+        if bias.dtype != weights.dtype:
+            return "the bias and weights differ in type"
+    x = node.inputs[0]
+    x_dims = _known_dims(x, dims)
+    if x_dims is None or len(x_dims) != 3:
+        return "the projected input is not of rank 3 [batch, sequence, features]"
+    shape = ir.constant_value(reshape.inputs[1])
+    if shape is None or shape.size != 4:
+        return "the head split's shape is not a constant of rank 4"
+    target = [int(v) for v in shape.reshape(-1)]
+    allowzero = int(reshape.attrs.get("allowzero", 0))
+    head_size = target[3]
+    if head_size <= 0 or width % head_size:
+        return f"head size {head_size} does not divide {width} features"
+    heads = width // head_size
+    if target[2] not in (-1, heads):
+        return "the head split does not split the last axis into heads"
+    for axis in (0, 1):
+        if target[axis] == 0 and not allowzero:
+            continue
+        if target[axis] == -1 and target[2] != -1:
+            continue  # -1 resolves to this axis: the product of the others is the input's
+        if not isinstance(x_dims[axis], int) or x_dims[axis] != target[axis]:
+            return "the head split changes the batch or sequence axes"
+    return Projection(x, weights, bias, heads, head_size, nodes, scale)
+
+
+def _swap_last_axes(outer: gs.Node, dims: dict) -> list[gs.Node] | None:
+    """``[Reshape, Transpose, Reshape]`` when ``outer`` ends ``Reshape(Transpose<perm=[0, 2, 1]>(
+    Reshape(t, [B*H, S, D])), [B, H, D, S])`` for ``t`` of known dims ``[B, H, S, D]``: the swap of
+    the last two axes, written as torch's exporter writes ``transpose(-2, -1)`` of a rank-4
+    tensor; else None."""
+    transpose = ir.producer(outer.inputs[0])
+    if transpose is None or transpose.op != "Transpose" or not ir.is_onnx_op(transpose) or \
+            tuple(int(p) for p in transpose.attrs.get("perm", ())) != (0, 2, 1):
+        return None
+    inner = ir.producer(transpose.inputs[0])
+    if inner is None or inner.op != "Reshape" or not ir.is_onnx_op(inner):
+        return None
+    source = _known_dims(inner.inputs[0], dims)
+    if source is None or len(source) != 4 or not all(isinstance(d, int) and d > 0 for d in source):
+        return None
+    b, h, s, d = source
+    if _reshaped(inner, source) != [b * h, s, d] or _reshaped(outer, [b * h, d, s]) != [b, h, d, s]:
+        return None
+    return [inner, transpose, outer]
+
+
+def _reshaped(reshape: gs.Node, dims: list[int]) -> list[int] | None:
+    """The dims ``reshape`` gives a tensor of ``dims``, when its shape is a constant."""
+    shape = ir.constant_value(reshape.inputs[1])
+    if shape is None or shape.ndim != 1:
+        return None
+    target = [int(v) for v in shape]
+    if not int(reshape.attrs.get("allowzero", 0)):
+        target = [dims[i] if v == 0 and i < len(dims) else v for i, v in enumerate(target)]
+    if target.count(-1) > 1 or any(v < -1 for v in target):
+        return None
+    if -1 in target:
+        known = int(np.prod([v for v in target if v != -1]))
+        total = int(np.prod(dims))
+        if known <= 0 or total % known:
+            return None
+        target[target.index(-1)] = total // known
+    return target if int(np.prod(target)) == int(np.prod(dims)) else None
+
+
+def _output_projection(context: gs.Node, value: Projection,
+                       graph_outputs: set[str]) -> tuple[gs.Node, gs.Node | None] | str:
+    """(output MatMul, its bias Add or None) reached from the context through the head merge."""
+    transpose = _single_reader(context.outputs[0], graph_outputs)
+    if transpose is None or transpose.op != "Transpose" or \
+            tuple(transpose.attrs.get("perm", ())) != _HEADS_FIRST:
+        return "the context does not go only to a head-merging Transpose"
+    reshape = _single_reader(transpose.outputs[0], graph_outputs)
+    if reshape is None or reshape.op != "Reshape":
+        return "the heads are not merged by a Reshape"
+    shape = ir.constant_value(reshape.inputs[1])
+    width = value.heads * value.head_size
+    if shape is None or shape.size != 3 or int(shape.reshape(-1)[2]) not in (-1, width):
+        return "the Reshape does not merge heads into features"
+    matmul = _single_reader(reshape.outputs[0], graph_outputs)
+    if matmul is None or matmul.op != "MatMul" or matmul.inputs[0] is not reshape.outputs[0]:
+        return "the merged heads are not projected by a MatMul"
+    weights = ir.constant_value(matmul.inputs[1])
+    if weights is None or weights.ndim != 2 or weights.shape[0] != width:
+        return "the output projection weights are not a constant matrix"
+    if weights.dtype != value.weights.dtype:
+        return "the output projection and value weights differ in type"
+    add = _single_reader(matmul.outputs[0], graph_outputs)
+    if add is not None and add.op == "Add" and ir.is_onnx_op(add):
+        index = 1 if add.inputs[0] is matmul.outputs[0] else 0
+        bias = ir.constant_value(add.inputs[index])
+        if bias is not None and bias.size == weights.shape[1] and bias.shape[-1] == weights.shape[1]:
+            return matmul, add
+    return matmul, None
+
+
