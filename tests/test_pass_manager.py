@@ -214,7 +214,7 @@ def test_default_expands_to_the_default_pipeline() -> None:
 @pytest.mark.parametrize("text, message", [
     ("no-such-pass", "unknown pass 'no-such-pass' in pipeline (known passes: count-relus,"),
     ("dead-layer-elimination{colour=red}",
-     "pass 'dead-layer-elimination' has no option 'colour' (options: identity, dropout)"),
+     "pass 'dead-layer-elimination' has no option 'colour' (options: identity, dropout, no-op)"),
     ("with-list-option{limit=many}", "option 'limit' of pass 'with-list-option' expects int, got 'many'"),
     ("with-list-option{ratio=half}", "expects float, got 'half'"),
     ("dead-layer-elimination{identity=maybe}", "expects bool, got 'maybe'"),
