@@ -82,8 +82,7 @@ MUTATIONS: tuple[Mutation, ...] = (
     M("dle-noop-expand", "dead_layer_elimination", "5: an Expand that broadcasts stays",
       "    if shape is None or any(d != 1 for d in shape):", "    if shape is None:"),
     M("dle-noop-reshape", "dead_layer_elimination", "5: a Reshape that changes the shape stays",
-      "    return shape is not None and _static(node.inputs[0], shapes) == tuple(shape)",
-      "    return shape is not None"),
+      "    return tuple(target) == static", "    return True"),
     # fold-constants ---------------------------------------------------------------------------
     M("fold-never-qdq", "fold_constants", "2: QuantizeLinear/DequantizeLinear stay",
       '_NEVER_FOLDED = frozenset({"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear"})',

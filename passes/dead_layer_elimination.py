@@ -34,7 +34,8 @@ class DeadLayerElimination(Pass):
          identity); a ``Cast`` to the element type its input already has; a ``Slice`` whose constant
          starts, ends, axes and steps cover every element of a statically shaped input in order
          (step 1); an ``Expand`` by a constant shape of ones no longer than its input's known rank;
-         a ``Reshape`` to a constant shape equal to its input's static shape (no 0 or -1 entries).
+         a ``Reshape`` to a constant shape that, resolved as Reshape resolves it (0 copies a
+         dimension unless ``allowzero``, one -1 takes the rest), is its input's static shape.
          Anything not known at compile time (a shape computed at run time, an unknown input shape
          or element type) leaves the layer in place: the peers' "eliminate no-op" rules, which
          TensorRT rewards with one layer fewer for each (a zero Pad is a copy kernel).
@@ -196,7 +197,21 @@ def _ones_expand(node: gs.Node, shapes: ir.ShapeFacts) -> bool:
 
 def _same_shape_reshape(node: gs.Node, shapes: ir.ShapeFacts) -> bool:
     shape = _constant_ints(node, 1)
-    return shape is not None and _static(node.inputs[0], shapes) == tuple(shape)
+    static = _static(node.inputs[0], shapes)
+    if shape is None or static is None or len(shape) != len(static):
+        return False
+    # Resolve the target as Reshape does: 0 copies the input's dimension (unless allowzero), one -1
+    # takes what the other dimensions leave of the element count.
+    allowzero = int(node.attrs.get("allowzero", 0))
+    target = [static[i] if d == 0 and not allowzero else d for i, d in enumerate(shape)]
+    if target.count(-1) > 1:
+        return False
+    if -1 in target:
+        known = int(np.prod([d for d in target if d != -1]))
+        if known == 0:
+            return False
+        target[target.index(-1)] = int(np.prod(static)) // known
+    return tuple(target) == static
 
 
 #: Rule 5's ops whose check needs the input's shape.

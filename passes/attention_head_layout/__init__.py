@@ -56,8 +56,9 @@ class AttentionHeadLayout(Pass):
          ``Transpose(P^T)``. Exact: the same numbers in another layout. Requires
          opset >= 13 (Softmax on one axis) and masks of known rank.
       5. Operand scales folded: scalar-constant ``Mul`` ops among the layout ops of the query and
-         key head splits (after their bias) multiply the per-head weights and bias of rule 1:
-         ``s (x W + b) = x (s W) + s b``. The swap of the last two axes written as
+         key head splits (after their bias), and a scalar-constant ``Mul`` between any projection
+         and its head split (Whisper scales the projected query), multiply the per-head weights
+         and bias of rule 1: ``s (x W + b) = x (s W) + s b``. The swap of the last two axes written as
          ``Reshape [B*H, S, D], Transpose [0, 2, 1], Reshape [B, H, D, S]`` of a tensor of known
          dims ``[B, H, S, D]`` counts as a ``Transpose [0, 1, 3, 2]``. Exact up to rounding.
       6. NaN guard dropped: with finite masks (rule 3's condition) a row of probabilities holds a

@@ -285,6 +285,15 @@ def _projection(tensor: gs.Tensor, perm: tuple[int, ...], dims: dict, graph_outp
     nodes.insert(0, reshape)
     tensor = reshape.inputs[0]
     node = ir.producer(tensor)
+    # A scalar scale of the projection before its head split (Whisper scales the projected query):
+    # s (x W + b) = x (s W) + s b, like the operand scales (rank at most 3: it adds no axis).
+    if node is not None and node.op == "Mul" and ir.is_onnx_op(node) and len(node.inputs) == 2 and \
+            (index := next((i for i in (0, 1) if _scalar(node.inputs[i])
+                            and ir.constant_value(node.inputs[i]).ndim <= 3), None)) is not None:
+        scale *= float(ir.constant_value(node.inputs[index]).reshape(-1)[0])
+        nodes.insert(0, node)
+        tensor = node.inputs[1 - index]
+        node = ir.producer(tensor)
     bias = None
     if node is not None and node.op == "Add" and ir.is_onnx_op(node):
         for index in (0, 1):
