@@ -51,9 +51,14 @@ class DeadLayerElimination(Pass):
                     result.count("removed_dropout")
 
         bypassed = result.counts.get("removed_identity", 0) + result.counts.get("removed_dropout", 0)
-        if not bypassed and self._all_live(graph):
+        all_live = not bypassed and self._all_live(graph)
+        if all_live and not graph.functions:
             return result  # nothing to remove: skip the cleanup walk (most fixed-point iterations)
         if not ctx.may_rewrite("remove-unreachable", "unreachable nodes", result):
+            return result
+        if all_live:
+            # Nothing to remove here either. The grant above stays: graphs with local functions
+            # always asked for it, and rewrite limits (bisect) must count the same rewrites.
             return result
         nodes_before = sum(1 for _ in ir.iter_nodes(graph))
         scope_nodes_before = list(ir.scope_nodes(graph))
