@@ -71,12 +71,19 @@ class DeadLayerElimination(Pass):
             result.count("removed_dead", removed_dead)
         return result
 
+    @classmethod
+    def _all_live(cls, graph: gs.Graph) -> bool:
+        """True if every top-level node feeds a graph output, in a graph without subgraphs, and
+        every node of each local function feeds one of the function's outputs (cleanup, which
+        also cleans function bodies, would then remove nothing)."""
+        return cls._all_nodes_live(graph) and all(
+            cls._all_nodes_live(function) and not any(t.inputs for t in function.inputs)
+            for function in graph.functions)
+
     @staticmethod
-    def _all_live(graph: gs.Graph) -> bool:
-        """True if every top-level node feeds a graph output, in a graph without subgraphs or local
-        functions (where cleanup could still find dead nodes inside bodies)."""
-        if graph.functions:
-            return False
+    def _all_nodes_live(graph: gs.Graph) -> bool:
+        """True if every node of ``graph`` (a graph or a function body) feeds one of its outputs
+        and holds no subgraph (where cleanup could still find dead nodes)."""
         live: set[int] = set()
         stack = [t for t in graph.outputs]
         while stack:
