@@ -88,7 +88,9 @@ class PassManager:
         gc_was_enabled = gc.isenabled()
         gc.disable()
         try:
-            if self.instruments:  # they observe, but the first record must not depend on it
+            if self.instruments:
+                # Instruments observe, but the first pass's "before" is the graph as it receives
+                # it, not as the report's "before" (taken ahead of them) saw it.
                 summary = ir.summarize(graph)
             run = PipelineRun(self, report, summary=summary, structure=ir.Structure(graph))
             run.run_elements(self.pipeline, graph, iteration=None)
@@ -100,7 +102,8 @@ class PassManager:
         report.rewrites = self.ctx.rewrites[first_rewrite:]
         # The graph as the last element left it (a combinator that restored a checkpoint left
         # the checkpoint's summary).
-        report.layers_after, report.histogram_after = run.summary.layers, dict(run.summary.histogram)
+        report.layers_after = run.summary.layers
+        report.histogram_after = dict(run.summary.histogram)
         return report
 
 
