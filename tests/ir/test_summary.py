@@ -108,3 +108,20 @@ def test_a_summary_leaves_no_garbage_for_the_cyclic_collector() -> None:
         assert gc.collect() == 0
     finally:
         gc.enable()
+
+
+def test_constants_of_any_layout_or_element_type_are_keyed_by_content() -> None:
+    """A transposed view (not C-contiguous) and an array of strings (no byte buffer) are keyed
+    too: writing into either changes the fingerprint."""
+    base = np.arange(12, dtype=np.float32).reshape(3, 4)
+    transposed = gs.Constant("t", base.T)
+    strings = gs.Constant("s", np.array(["a", "b"], dtype=object))
+    out_t, out_s = gs.Variable("out_t", np.float32, [4, 3]), gs.Variable("out_s")
+    graph = gs.Graph(nodes=[gs.Node("Identity", "i", inputs=[transposed], outputs=[out_t]),
+                            gs.Node("Identity", "j", inputs=[strings], outputs=[out_s])],
+                     outputs=[out_t, out_s], opset=17)
+    before = ir.fingerprint(graph)
+    base[2, 3] = -1.0  # through the view's base
+    after_view = ir.fingerprint(graph)
+    strings.values[1] = "c"
+    assert len({before, after_view, ir.fingerprint(graph)}) == 3

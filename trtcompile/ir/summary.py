@@ -77,6 +77,7 @@ def array_key(values: np.ndarray) -> tuple:
 
 
 _PLAIN = (int, float, str, bytes)
+_VARIABLE, _NDARRAY = gs.Variable, np.ndarray
 
 
 class _Walk:
@@ -92,11 +93,20 @@ class _Walk:
 
     def new_tensor_key(self, tensor: gs.Tensor) -> tuple:
         """The key of a tensor not met before in this walk (and remember it)."""
-        if isinstance(tensor, gs.Constant):
+        if type(tensor) is _VARIABLE:
+            shape = tensor.shape
+            key = (tensor.name, tuple(shape) if shape is not None else None, tensor.dtype)
+        elif isinstance(tensor, gs.Constant):
             # Reading a lazily loaded initializer replaces its value object; it is read here, so
             # its identity is the same before and after a pass that merely reads weights.
             values = tensor.values
-            key = (tensor.name, id(values), array_key(np.asarray(values)))
+            if type(values) is _NDARRAY and not values.dtype.hasobject:
+                try:  # array_key's common case, inline: a walk meets a constant per layer
+                    key = (tensor.name, id(values), values.dtype, values.shape, zlib.crc32(values))
+                except (BufferError, ValueError):
+                    key = (tensor.name, id(values), array_key(values))
+            else:
+                key = (tensor.name, id(values), array_key(np.asarray(values)))
         else:
             shape = tensor.shape
             key = (tensor.name, tuple(shape) if shape is not None else None, tensor.dtype)
