@@ -38,7 +38,8 @@ def fingerprint(graph: gs.Graph) -> int:
     states of one graph within one process (the pass manager's "changed" flag, analyses cached by
     graph), not for storage. A constant enters by name, the identity of its value array, and the
     array's dtype, shape and a checksum of its bytes: a pass that replaces an array changes the
-    fingerprint, and so does one that writes into an existing array in place.
+    fingerprint, and so does one that writes into an existing array in place. Reading the weights
+    costs about 0.03 s per 100 MB of them (crc32 at memory speed), once per pass run.
     """
     return summarize(graph).fingerprint
 
