@@ -139,11 +139,16 @@ class _Walk:
                               tuple([known(id(t)) or new_key(t) for t in graph.outputs])]
         append = parts.append
         for node in graph.nodes:
-            domain, op, attrs = node.domain, node.op, node.attrs
+            domain, op, attrs, outputs = node.domain, node.op, node.attrs, node.outputs
+            if len(outputs) == 1:  # most nodes: no comprehension (a call of its own) needed
+                output = outputs[0]
+                output_keys: tuple = (known(id(output)) or new_key(output),)
+            else:
+                output_keys = tuple([known(id(t)) or new_key(t) for t in outputs])
             append((
                 node.name, domain, op,
                 tuple([known(id(t)) or new_key(t) for t in node.inputs]),
-                tuple([known(id(t)) or new_key(t) for t in node.outputs]),
+                output_keys,
                 tuple([(k, attr_key(attrs[k])) for k in sorted(attrs)]) if attrs else (),
             ))
             if histogram is not None:
