@@ -72,9 +72,14 @@ class DeadLayerElimination(Pass):
         bypassed = sum(v for k, v in result.counts.items() if k.startswith(("removed_identity",
                                                                             "removed_dropout",
                                                                             "removed_noop_")))
-        if not bypassed and self._all_live(graph):
+        all_live = not bypassed and self._all_live(graph)
+        if all_live and not graph.functions:
             return result  # nothing to remove: skip the cleanup walk (most fixed-point iterations)
         if not ctx.may_rewrite("remove-unreachable", "unreachable nodes", result):
+            return result
+        if all_live:
+            # Nothing to remove here either. The grant above stays: graphs with local functions
+            # always asked for it, and rewrite limits (bisect) must count the same rewrites.
             return result
         nodes_before = sum(1 for _ in ir.iter_nodes(graph))
         scope_nodes_before = list(ir.scope_nodes(graph))
@@ -87,12 +92,19 @@ class DeadLayerElimination(Pass):
             result.count("removed_dead", removed_dead)
         return result
 
+    @classmethod
+    def _all_live(cls, graph: gs.Graph) -> bool:
+        """True if every top-level node feeds a graph output, in a graph without subgraphs, and
+        every node of each local function feeds one of the function's outputs (cleanup, which
+        also cleans function bodies, would then remove nothing)."""
+        return cls._all_nodes_live(graph) and all(
+            cls._all_nodes_live(function) and not any(t.inputs for t in function.inputs)
+            for function in graph.functions)
+
     @staticmethod
-    def _all_live(graph: gs.Graph) -> bool:
-        """True if every top-level node feeds a graph output, in a graph without subgraphs or local
-        functions (where cleanup could still find dead nodes inside bodies)."""
-        if graph.functions:
-            return False
+    def _all_nodes_live(graph: gs.Graph) -> bool:
+        """True if every node of ``graph`` (a graph or a function body) feeds one of its outputs
+        and holds no subgraph (where cleanup could still find dead nodes)."""
         live: set[int] = set()
         stack = [t for t in graph.outputs]
         while stack:

@@ -30,3 +30,10 @@ def test_the_whole_pipeline_is_held_to_its_own_limit() -> None:
 def test_sizes_without_their_double_are_not_compared() -> None:
     assert scaling.growth_failures({25_000: {"total": 1.0, "p": 1.0},
                                     75_000: {"total": 9.0, "p": 9.0}}) == []
+
+
+def test_peak_rss_is_read_from_time_v_output() -> None:
+    text = ("\tUser time (seconds): 9.81\n\tMaximum resident set size (kbytes): 1536000\n"
+            "\tExit status: 0\n")
+    assert scaling.parse_peak_rss_mib(text) == 1500.0
+    assert scaling.parse_peak_rss_mib("Command terminated by signal 9\n") is None

@@ -116,8 +116,7 @@ class _GuidedRun:
 
     def run(self) -> bool:
         group, graph, state = self.group, self.graph, self.run_state
-        layers_before = ir.layer_count(graph)
-        histogram_before = ir.op_histogram(graph)
+        layers_before, histogram_before = state.summary.layers, state.summary.histogram
         entry_fingerprint = state.fingerprint
         summary = cost.graph_macs(graph)
         baseline_macs = current_macs = summary.macs

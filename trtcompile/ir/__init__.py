@@ -2,8 +2,9 @@
 
 The bottom layer of trtcompile: it imports nothing of the package but :mod:`trtcompile.errors`.
 
-* :mod:`~trtcompile.ir.graph`: layer counts, scopes, navigation, fresh names, local functions, the
-  structural fingerprint;
+* :mod:`~trtcompile.ir.graph`: layer counts, scopes, navigation, fresh names, local functions;
+* :mod:`~trtcompile.ir.summary`: the structural fingerprint, and the summary of a graph
+  (fingerprint, layers, op histogram) the pass manager takes after every pass;
 * :mod:`~trtcompile.ir.io`: loading and saving models (IR version, atomic writes);
 * :mod:`~trtcompile.ir.provenance`: which input nodes each rewritten node stands for;
 * :mod:`~trtcompile.ir.fused_layer`: the fused-conv layer form (a call of a local function);
@@ -28,6 +29,7 @@ from trtcompile.ir import (
     io,
     provenance,
     rewrite,
+    summary,
 )
 from trtcompile.ir.analysis import (
     SHAPE_VALUE_LIMIT,
@@ -53,7 +55,6 @@ from trtcompile.ir.graph import (
     consumers,
     dead_nodes,
     find_function,
-    fingerprint,
     model_digest,
     function_body_key,
     function_key,
@@ -87,6 +88,7 @@ from trtcompile.ir.graph import (
     to_networkx,
     toposort,
 )
+from trtcompile.ir.summary import GraphSummary, fingerprint, summarize
 from trtcompile.ir.interface import OverridableInput, is_overridable, overridable_initializers
 from trtcompile.ir.io import (
     atomic_write_bytes,
@@ -105,7 +107,7 @@ from trtcompile.ir.rewrite import detach_dropped
 
 __all__ = [
     "CONTROL_FLOW_OPS", "DEFAULT_OPSET", "IR_VERSION", "NON_COMPUTE_OPS", "SEGMENT_PREFIX",
-    "SHAPE_VALUE_LIMIT", "TRTCOMPILE_DOMAIN", "NameScope", "OverridableInput", "ShapeFacts", "Structure",
+    "SHAPE_VALUE_LIMIT", "TRTCOMPILE_DOMAIN", "GraphSummary", "NameScope", "OverridableInput", "ShapeFacts", "Structure",
     "add_local_function", "analysis", "atomic_write_bytes", "bfloat16", "call", "call_key",
     "compute_node_count", "constant_attr_array", "constant_shape", "constant_value", "consumers", "dead_nodes", "detach_dropped", "cost",
     "evaluable_ir_version", "exclusive_lock", "export_model", "find_function", "fingerprint",
@@ -115,7 +117,7 @@ __all__ = [
     "is_lowerable_constant", "is_onnx_op", "is_overridable", "is_segment", "iter_nodes", "known_dims", "layer_count", "live_nodes", "load", "lower_constant",
     "name_nodes", "op_histogram", "op_key", "opset", "outer_reads", "outer_scope_reads", "output_names", "overridable_initializer_names",
     "overridable_initializers",
-    "producer", "provenance", "quiet_graphsurgeon", "replace_uses", "rewrite", "same_pads", "save",
-    "scope_nodes", "scopes", "static_shape", "subgraphs", "text_attr", "to_networkx", "toposort",
+    "producer", "provenance", "quiet_graphsurgeon", "replace_uses", "rewrite", "same_pads", "save", "summary",
+    "scope_nodes", "scopes", "static_shape", "subgraphs", "summarize", "text_attr", "to_networkx", "toposort",
     "trace_provenance",
 ]

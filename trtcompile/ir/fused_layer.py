@@ -15,6 +15,7 @@ quantization read them. They share this module:
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -26,6 +27,8 @@ from trtcompile.ir.graph import (
     TRTCOMPILE_DOMAIN,
     add_local_function,
     constant_value,
+    find_function,
+    function_body_key,
     function_of,
     is_fused_layer,
     opset,
@@ -176,8 +179,39 @@ def conv_function(graph: gs.Graph, attrs: dict[str, Any], activation: str | None
     if missing:
         raise ValueError(f"conv attributes missing: {missing}")
     name = function_name(attrs, activation, activation_params, dtype, residual)
-    # A function of that name is reused only if its body is this one (add_local_function compares
-    # them): a model may bring its own function under a name like ours.
+    existing = find_function(graph, name, TRTCOMPILE_DOMAIN)
+    spec = (tuple(tuple(int(v) for v in attrs[key]) for key in CONV_ATTRS if key != "group"),
+            int(attrs["group"]), activation, tuple(sorted((activation_params or {}).items())),
+            np.dtype(dtype), residual)
+    # A function of that name is reused only if its body is this one: a model may bring its own
+    # function under a name like ours. Comparing with the body's key (the same for every call of
+    # one specialization) spares building the body for every layer fused.
+    if existing is not None and function_body_key(existing) == _conv_body_key(spec):
+        return existing
+    nodes, inputs, outputs = _conv_body(attrs, activation, activation_params, dtype, residual)
+    function = gs.Function(name, domain=TRTCOMPILE_DOMAIN, nodes=nodes, inputs=inputs,
+                           outputs=outputs, opset=opset(graph))
+    return add_local_function(graph, function)
+
+
+@functools.lru_cache(maxsize=256)
+def _conv_body_key(spec: tuple) -> tuple:
+    """:func:`~trtcompile.ir.graph.function_body_key` of the body :func:`conv_function` builds for
+    ``spec`` (its arguments in hashable form); a pure function of them, so it is kept."""
+    conv_attrs, group, activation, activation_params, dtype, residual = spec
+    attrs = {key: list(value) for key, value in
+             zip([key for key in CONV_ATTRS if key != "group"], conv_attrs)}
+    attrs["group"] = group
+    nodes, inputs, outputs = _conv_body(attrs, activation, dict(activation_params), dtype,
+                                        residual)
+    return function_body_key(gs.Function("body", domain=TRTCOMPILE_DOMAIN, nodes=nodes,
+                                         inputs=inputs, outputs=outputs))
+
+
+def _conv_body(attrs: dict[str, Any], activation: str | None,
+               activation_params: dict[str, float] | None, dtype: Any,
+               residual: bool) -> tuple[list[gs.Node], list[gs.Tensor], list[gs.Tensor]]:
+    """The nodes, parameters and result of the fused conv body (see :func:`conv_function`)."""
     params = activation_params or {}
     x, w, b = (gs.Variable(n) for n in (RESIDUAL_PARAMETERS[:3] if residual else ("x", "w", "b")))
     inputs_of_body = [x, w, b]
@@ -222,9 +256,7 @@ def conv_function(graph: gs.Graph, attrs: dict[str, Any], activation: str | None
                           if params.get(param) is not None}
         body.append(gs.Node(spec.op, name="activation", inputs=inputs, outputs=[output],
                             attrs=node_attrs))
-    function = gs.Function(name, domain=TRTCOMPILE_DOMAIN, nodes=body, inputs=inputs_of_body,
-                           outputs=[output], opset=opset(graph))
-    return add_local_function(graph, function)
+    return body, inputs_of_body, [output]
 
 
 def _ints(value: Any) -> list[int]:

@@ -9,12 +9,12 @@ module adds what passes need on top of it and what the reports count:
 * navigation: producers, consumers, constant values, fresh names;
 * local functions: fused layers are single nodes calling functions in the ``trtcompile`` domain
   whose bodies are plain ONNX (see :func:`add_local_function`);
-* a structural fingerprint the pass manager uses to decide whether a pass changed the graph.
+* a structural fingerprint the pass manager uses to decide whether a pass changed the graph
+  (:mod:`~trtcompile.ir.summary`).
 """
 
 from __future__ import annotations
 
-import gc
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 
@@ -22,6 +22,8 @@ import networkx as nx
 import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
+
+from trtcompile.ir.summary import fingerprint
 
 #: Domain of the model-local functions that fused layers call.
 TRTCOMPILE_DOMAIN = "trtcompile"
@@ -180,70 +182,6 @@ def dead_nodes(graph: gs.Graph) -> list[gs.Node]:
     """The nodes of every scope that no graph output depends on: what a pass must not leave."""
     live = live_nodes(graph)
     return [node for node in scope_nodes(graph) if id(node) not in live]
-
-
-def fingerprint(graph: gs.Graph) -> int:
-    """A digest of the graph's structure: nodes, their ops, attributes and edges, and constants.
-
-    Two graphs with equal fingerprints are taken to be the same program. It is meant for comparing
-    states of one graph within one process (the pass manager's "changed" flag), not for storage:
-    constants are identified by name, shape, dtype and the identity of their value array, so a pass
-    that changes weights must create new constants (or new arrays) rather than write into existing
-    ones in place.
-    """
-
-    cache: dict[int, tuple] = {}
-
-    def tensor_key(tensor: gs.Tensor) -> tuple:
-        key = cache.get(id(tensor))
-        if key is None:
-            if isinstance(tensor, gs.Constant):
-                # Reading a lazily loaded initializer replaces its value object; load it now so
-                # its identity is the same before and after a pass that merely reads weights.
-                key = (tensor.name, id(tensor.values))
-            else:
-                shape = tuple(tensor.shape) if tensor.shape is not None else None
-                key = (tensor.name, shape, tensor.dtype)
-            cache[id(tensor)] = key
-        return key
-
-    def attr_key(value) -> object:
-        if isinstance(value, gs.Graph):
-            return visit(value)
-        if isinstance(value, gs.Constant):
-            return tensor_key(value)
-        if isinstance(value, np.ndarray):
-            return (value.dtype.str, value.shape, value.tobytes()[:256])
-        if isinstance(value, list):
-            return tuple(attr_key(v) for v in value)
-        try:
-            hash(value)
-            return value
-        except TypeError:
-            return repr(value)
-
-    def visit(g: gs.Graph) -> int:
-        keys = [tuple(tensor_key(t) for t in g.inputs), tuple(tensor_key(t) for t in g.outputs)]
-        for node in g.nodes:
-            keys.append((
-                node.name, node.domain, node.op,
-                tuple(tensor_key(t) for t in node.inputs),
-                tuple(tensor_key(t) for t in node.outputs),
-                tuple((k, attr_key(v)) for k, v in sorted(node.attrs.items())) if node.attrs else (),
-            ))
-        return hash(tuple(keys))
-
-    # Building many small tuples triggers cyclic-GC passes that cost more than the walk itself.
-    gc_was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        parts = [visit(graph)]
-        for function in sorted(graph.functions, key=function_key):
-            parts.append((function.domain, function.name, visit(function)))
-        return hash(tuple(parts))
-    finally:
-        if gc_was_enabled:
-            gc.enable()
 
 
 # --------------------------------------------------------------------------------------------

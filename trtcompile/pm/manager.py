@@ -70,8 +70,8 @@ class PassManager:
         for cls in [*self.registry.combinators(), *map(type, iter_combinators(self.pipeline))]:
             if cls.report_section:
                 report.sections.setdefault(cls.report_section, [])
-        report.layers_before = ir.layer_count(graph)
-        report.histogram_before = ir.op_histogram(graph)
+        summary = ir.summarize(graph)
+        report.layers_before, report.histogram_before = summary.layers, dict(summary.histogram)
         report.input_node_names = [node.name for node in graph.nodes]
         for instrument in self.instruments:
             try:
@@ -88,8 +88,11 @@ class PassManager:
         gc_was_enabled = gc.isenabled()
         gc.disable()
         try:
-            run = PipelineRun(self, report, fingerprint=ir.fingerprint(graph),
-                              structure=ir.Structure(graph))
+            if self.instruments:
+                # Instruments observe, but the first pass's "before" is the graph as it receives
+                # it, not as the report's "before" (taken ahead of them) saw it.
+                summary = ir.summarize(graph)
+            run = PipelineRun(self, report, summary=summary, structure=ir.Structure(graph))
             run.run_elements(self.pipeline, graph, iteration=None)
             report.provenance = {name: list(origins) for name, origins in run.provenance.items()}
         finally:
@@ -97,8 +100,10 @@ class PassManager:
                 gc.enable()
         report.seconds = time.perf_counter() - start
         report.rewrites = self.ctx.rewrites[first_rewrite:]
-        report.layers_after = ir.layer_count(graph)
-        report.histogram_after = ir.op_histogram(graph)
+        # The graph as the last element left it (a combinator that restored a checkpoint left
+        # the checkpoint's summary).
+        report.layers_after = run.summary.layers
+        report.histogram_after = dict(run.summary.histogram)
         return report
 
 
@@ -108,28 +113,43 @@ class Checkpoint:
     the number of records then."""
 
     graph: gs.Graph
-    fingerprint: int
+    summary: ir.GraphSummary
     structure: ir.Structure
     provenance: dict[str, tuple[str, ...]]
     records: int
 
+    @property
+    def fingerprint(self) -> int:
+        """The fingerprint of the graph at the checkpoint."""
+        return self.summary.fingerprint
+
 
 class PipelineRun:
-    """The state of one pipeline run: the report being written, the fingerprint of the graph as
-    the last element left it, and the provenance traced so far. Combinators run their nested
-    elements with :meth:`run_elements` and may :meth:`checkpoint` and :meth:`restore` the graph."""
+    """The state of one pipeline run: the report being written, the summary (fingerprint, layers,
+    op histogram) of the graph as the last element left it, and the provenance traced so far.
+    Combinators run their nested elements with :meth:`run_elements` and may :meth:`checkpoint`
+    and :meth:`restore` the graph; they change it in no other way.
 
-    def __init__(self, manager: PassManager, report: PipelineReport, fingerprint: int,
+    The graph is summarized once after every pass run, in one walk (:func:`ir.summarize
+    <trtcompile.ir.summary.summarize>`): that summary is the record's "after" and the next
+    pass's "before", and comparing its fingerprint with the previous one tells ``changed``."""
+
+    def __init__(self, manager: PassManager, report: PipelineReport, summary: ir.GraphSummary,
                  structure: ir.Structure):
         self.manager = manager
         self.report = report
         self.ctx = manager.ctx
-        #: The graph's fingerprint after the last element run (changes tell ``changed``).
-        self.fingerprint = fingerprint
+        #: The graph's summary after the last element run (fingerprint changes tell ``changed``).
+        self.summary = summary
         #: The graph's structure after the last pass that changed it, and the provenance of its
         #: nodes (see :attr:`PipelineReport.provenance`; names missing stand for themselves).
         self.structure = structure
         self.provenance: dict[str, tuple[str, ...]] = {}
+
+    @property
+    def fingerprint(self) -> int:
+        """The fingerprint of the graph as the last element left it."""
+        return self.summary.fingerprint
 
     # For combinators --------------------------------------------------------------------------
 
@@ -160,7 +180,7 @@ class PipelineRun:
 
     def checkpoint(self, graph: gs.Graph) -> Checkpoint:
         """Remember ``graph`` as it is now, with the run's trace of it."""
-        return Checkpoint(graph.copy(), self.fingerprint, self.structure, dict(self.provenance),
+        return Checkpoint(graph.copy(), self.summary, self.structure, dict(self.provenance),
                           len(self.report.records))
 
     def restore(self, graph: gs.Graph, checkpoint: Checkpoint) -> None:
@@ -168,7 +188,7 @@ class PipelineRun:
         trace, and drop the records of the elements run since (they no longer shaped it)."""
         graph.__dict__.clear()
         graph.__dict__.update(checkpoint.graph.__dict__)
-        self.fingerprint = checkpoint.fingerprint
+        self.summary = checkpoint.summary
         self.structure, self.provenance = checkpoint.structure, dict(checkpoint.provenance)
         del self.report.records[checkpoint.records:]
 
@@ -176,12 +196,14 @@ class PipelineRun:
                    layers_before: int, histogram_before: dict[str, int], seconds: float,
                    changed: bool, graph: gs.Graph) -> PassRecord:
         """Record one run of ``element`` (a combinator accounting for itself like a pass): its
-        counts and rejections in ``result``, the layers and histogram before it."""
+        counts and rejections in ``result``, the layers and histogram before it; after it, the
+        graph is as the last element it ran (or the checkpoint it restored) left it."""
+        after = self.summary
         record = PassRecord(
             index=len(self.report.records) + 1, name=element.name, text=element.to_text(),
             options=element.options(), iteration=iteration, layers_before=layers_before,
-            layers_after=ir.layer_count(graph), seconds=seconds, changed=changed,
-            histogram_delta=ir.histogram_delta(histogram_before, ir.op_histogram(graph)),
+            layers_after=after.layers, seconds=seconds, changed=changed,
+            histogram_delta=ir.histogram_delta(histogram_before, after.histogram),
             counts=dict(result.counts), rejections=list(result.rejections),
             tables={k: list(v) for k, v in result.tables.items()})
         self.report.records.append(record)
@@ -193,8 +215,7 @@ class PipelineRun:
         report, ctx = self.report, self.ctx
         index = len(report.records) + 1
         previous = self.previous()
-        layers_before = ir.layer_count(graph)
-        histogram_before = ir.op_histogram(graph)
+        before = self.summary  # the graph as the last element left it
         for instrument in self.manager.instruments:
             _instrument_hook(instrument.before_pass, pass_, previous, graph, ctx, index)
         start = time.perf_counter()
@@ -210,23 +231,21 @@ class PipelineRun:
             raise PassFailed(pass_.to_text(), previous,
                              f"run() returned {type(result).__name__}, expected PassResult")
         try:
-            new_fingerprint = ir.fingerprint(graph)
-            layers_after = ir.layer_count(graph)
-            histogram_after = ir.op_histogram(graph)
+            after = ir.summarize(graph)
         except Exception as exc:  # a graph the manager cannot even read is the pass's bug
             raise PassFailed(pass_.to_text(), previous, f"left a graph that cannot be read: "
                                                         f"{type(exc).__name__}: {exc}") from exc
-        changed = new_fingerprint != self.fingerprint
-        self.fingerprint = new_fingerprint
+        changed = after.fingerprint != before.fingerprint
+        self.summary = after
         if changed:
             structure = ir.Structure(graph)
             self.provenance = ir.trace_provenance(self.structure, structure, self.provenance)
             self.structure = structure
         record = PassRecord(
             index=index, name=pass_.name, text=pass_.to_text(), options=pass_.options(),
-            iteration=iteration, layers_before=layers_before, layers_after=layers_after,
+            iteration=iteration, layers_before=before.layers, layers_after=after.layers,
             seconds=seconds, changed=changed,
-            histogram_delta=ir.histogram_delta(histogram_before, histogram_after),
+            histogram_delta=ir.histogram_delta(before.histogram, after.histogram),
             counts=dict(result.counts), rejections=list(result.rejections),
             tables={k: list(v) for k, v in result.tables.items()},
         )

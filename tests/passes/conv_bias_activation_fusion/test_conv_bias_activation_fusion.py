@@ -97,6 +97,21 @@ def test_conv_function_is_reused_per_specialization() -> None:
         conv_function(graph, {k: v for k, v in attrs.items() if k != "pads"})
 
 
+
+def test_a_function_under_our_name_is_reused_only_while_its_body_is_ours() -> None:
+    """The body of the function a graph holds under the specialization name is read at every
+    call: one changed since (or a model's own) gets a suffixed function of the right body."""
+    graph = gs.Graph(opset=17)
+    attrs = {"kernel_shape": [1, 1], "strides": [1, 1], "pads": [0, 0, 0, 0], "dilations": [1, 1],
+             "group": 1}
+    first = conv_function(graph, attrs, "relu")
+    assert conv_function(graph, dict(attrs), "relu") is first
+    first.nodes[1].op = "Sigmoid"  # no longer the body its name stands for
+    second = conv_function(graph, attrs, "relu")
+    assert second is not first and second.name == first.name + "_1"
+    assert [n.op for n in second.nodes] == ["Conv", "Relu"]
+    assert conv_function(graph, attrs, "relu") is second
+
 def test_shared_weights_are_not_modified() -> None:
     graph = parse_graph("""<ir_version: 10, opset_import: ["" : 17]>
     g (float[1,2,4,4] x) => (float[1,2,4,4] y, float[1,2,4,4] z) {

@@ -45,3 +45,40 @@ def test_a_rewrite_limit_of_zero_leaves_the_graph_and_says_why() -> None:
         (("Dropout_0",), REWRITE_LIMIT_REASON),
         (("unreachable nodes",), REWRITE_LIMIT_REASON),
     ]
+
+
+_FUNCTION_MODEL = """
+<ir_version: 10, opset_import: ["" : 17, "local" : 1]>
+g (float[1,4] x) => (float[1,4] y) {{
+  y = local.Twice(x)
+}}
+<domain: "local", opset_import: ["" : 17]>
+Twice (a) => (b) {{
+  {body}
+}}
+"""
+
+
+def _function_graph(body: str):
+    import onnx.parser
+
+    return ir.import_model(onnx.parser.parse_model(_FUNCTION_MODEL.format(body=body)))
+
+
+def test_a_dead_node_inside_a_local_function_is_removed() -> None:
+    graph = _function_graph("unused = Sigmoid(a)\n  b = Add(a, a)")
+    result = DeadLayerElimination().run(graph, PassContext())
+    assert [n.op for n in graph.functions[0].nodes] == ["Add"]
+    assert result.counts == {"removed_dead": 1}
+
+
+def test_a_graph_whose_functions_are_all_live_is_left_as_it_is_and_still_asks() -> None:
+    """Nothing to remove, so no cleanup walk; the rewrite is asked for all the same, as it was
+    before graphs with functions had the shortcut (rewrite limits count the same rewrites)."""
+    graph = _function_graph("b = Add(a, a)")
+    before = ir.fingerprint(graph)
+    ctx = PassContext(current_pass=DeadLayerElimination.name)
+    result = DeadLayerElimination().run(graph, ctx)
+    assert ir.fingerprint(graph) == before and result.counts == {}
+    assert [(r.rule, r.nodes) for r in ctx.rewrites] == [
+        ("remove-unreachable", ("unreachable nodes",))]
