@@ -416,8 +416,7 @@ def _split_sizes(split: gs.Node, opset: int, graph: gs.Graph | None = None) -> l
     ``num_outputs`` parts of ``ceil(dim / n)`` with a smaller last one.
     """
     if len(split.inputs) > 1 and not split.inputs[1].is_empty():
-        value = ir.constant_value(split.inputs[1])
-        return None if value is None else [int(v) for v in value.reshape(-1)]
+        return ir.constant_ints(split.inputs[1])
     if "split" in split.attrs:
         return [int(v) for v in split.attrs["split"]]
     axis = _axis(split.attrs.get("axis", 0), split.inputs[0], *split.outputs, graph=graph)

@@ -148,12 +148,12 @@ class DeadLayerElimination(Pass):
         return True
 
 
-def _constant_ints(node: gs.Node, index: int) -> list[int] | None:
-    """Input ``index`` of ``node`` as a list of ints when it is a compile-time constant."""
+def _constant_ints(node: gs.Node, index: int, absent: list[int] | None = None) -> list[int] | None:
+    """Input ``index`` of ``node`` as a list of ints when it is a compile-time constant (None when
+    it is not); ``absent`` when the optional input is not given."""
     if len(node.inputs) <= index or not node.inputs[index].name:
-        return None
-    value = ir.constant_value(node.inputs[index])
-    return None if value is None else [int(v) for v in value.reshape(-1)]
+        return absent
+    return ir.constant_ints(node.inputs[index])
 
 
 def _static(tensor: gs.Tensor, shapes: ir.ShapeFacts) -> tuple[int, ...] | None:
@@ -184,8 +184,8 @@ def _full_slice(node: gs.Node, shapes: ir.ShapeFacts) -> bool:
     shape = _static(node.inputs[0], shapes)
     if shape is None:
         return False
-    axes = _constant_ints(node, 3) if len(node.inputs) > 3 and node.inputs[3].name else list(range(len(starts)))
-    steps = _constant_ints(node, 4) if len(node.inputs) > 4 and node.inputs[4].name else [1] * len(starts)
+    axes = _constant_ints(node, 3, absent=list(range(len(starts))))
+    steps = _constant_ints(node, 4, absent=[1] * len(starts))
     if axes is None or steps is None or len(axes) != len(starts) or len(steps) != len(starts):
         return False
     for axis, start, end, step in zip(axes, starts, ends, steps):

@@ -549,10 +549,10 @@ class _Canceller(PushThrough, ShapeReads, WeightFold):
 
     @staticmethod
     def constant_ints(node: gs.Node, tensor: gs.Tensor, what: str) -> list[int]:
-        values = ir.constant_value(tensor)
+        values = ir.constant_ints(tensor)
         if values is None:
             raise _Rejected(f"{what} are not constant")
-        return [int(v) for v in np.asarray(values).reshape(-1)]
+        return values
 
     def static_length(self, tensor: gs.Tensor | None) -> int | None:
         if tensor is None:

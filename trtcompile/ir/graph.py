@@ -238,6 +238,13 @@ def constant_value(tensor: gs.Tensor) -> np.ndarray | None:
     return None
 
 
+def constant_ints(tensor: gs.Tensor) -> list[int] | None:
+    """The value of ``tensor`` flattened to Python ints (pads, axes, shapes, split sizes) if it is
+    known at compile time (:func:`constant_value`), else None."""
+    values = constant_value(tensor)
+    return None if values is None else [int(v) for v in np.asarray(values).reshape(-1)]
+
+
 def constant_shape(tensor: gs.Tensor) -> list[int] | None:
     """The shape of a constant's value, or the tensor's static shape (None when not fully known)."""
     values = constant_value(tensor)
