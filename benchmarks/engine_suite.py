@@ -80,18 +80,23 @@ def peers() -> list[str]:
     return [name for name in ("onnxslim", "onnxsim") if importlib.util.find_spec(name) is not None]
 
 
-def _segment_layers(model: onnx.ModelProto, pipeline: str) -> tuple[int | None, object]:
-    """Kernels of a partitioned compile of ``model`` (the partitioner splits off what TensorRT
-    cannot build): the compute layers of its segment engines plus the compute nodes left to ONNX
-    Runtime (fallback nodes and segments whose engine failed), so a compile that builds less is
-    not counted as one with fewer layers; and the compile's result."""
+def _compile(model: onnx.ModelProto, **options):
+    """``trtcompile compile`` of ``model`` into a folder that is removed afterwards, quietly and
+    without running the engine; the compile's result."""
     import tempfile
 
     from trtcompile.flow import CompileOptions, compile_model
 
     with tempfile.TemporaryDirectory() as out:
-        result = compile_model(model, out, CompileOptions(pipeline=pipeline, progress=False,
-                                                          engine_check=False, engine_parity="off"))
+        return compile_model(model, out, CompileOptions(progress=False, engine_parity="off", **options))
+
+
+def _segment_layers(model: onnx.ModelProto, pipeline: str) -> tuple[int | None, object]:
+    """Kernels of a partitioned compile of ``model`` (the partitioner splits off what TensorRT
+    cannot build): the compute layers of its segment engines plus the compute nodes left to ONNX
+    Runtime (fallback nodes and segments whose engine failed), so a compile that builds less is
+    not counted as one with fewer layers; and the compile's result."""
+    result = _compile(model, pipeline=pipeline, engine_check=False)
     outcome = result.partition
     built = [] if outcome is None else [s for s in outcome.segments if s.engine is not None]
     if not built:
@@ -137,15 +142,9 @@ def _checked_compile(model: onnx.ModelProto, alone: int | None, default: int | N
     engine check never delivers more than TensorRT builds from the model as given, undoing the
     pass groups that cost layers (trtcompile.flow.engine_check). When the default pipeline is not
     worse the compile delivers its engine, so only a worse model is compiled again."""
-    import tempfile
-
-    from trtcompile.flow import CompileOptions, compile_model
-
     if default is None or alone is None or default <= alone:
         return default
-    with tempfile.TemporaryDirectory() as out:
-        result = compile_model(model, out, CompileOptions(progress=False, parity=False,
-                                                          engine_parity="off"))
+    result = _compile(model, parity=False)
     return None if result.engine is None else result.engine.compute_layers
 
 

@@ -106,18 +106,25 @@ def load(key: str, cache_dir: Path) -> onnx.ModelProto:
     network, exporter = exporter_of(key)
     if network not in TORCH_MODELS and network not in HF_MODELS:
         raise KeyError(f"unknown benchmark model '{key}' (known: {', '.join(available_keys())})")
+    return torch_export(network, exporter, cache_dir)
+
+
+def torch_export(network: str, exporter: str, cache_dir: Path) -> onnx.ModelProto:
+    """The export of torch or transformers ``network`` by ``exporter`` (``legacy``, ``dynamo`` or
+    ``dynamo-eager``, see :mod:`benchmarks.torch_exports`), from the cache or made now in a child
+    process."""
     # Legacy exports keep the file names they always had, so earlier caches stay valid.
     if exporter == "legacy":
         path = cache_dir / f"{network}-{EXPORT_VERSION}.onnx"
     else:
-        path = cache_dir / f"{network}{DYNAMO}-{DYNAMO_EXPORT_VERSION}.onnx"
+        path = cache_dir / f"{network}-{exporter}-{DYNAMO_EXPORT_VERSION}.onnx"
     if not path.exists():
         cache_dir.mkdir(parents=True, exist_ok=True)
-        print(f"exporting {key} ...", file=sys.stderr)
+        print(f"exporting {network} ({exporter}) ...", file=sys.stderr)
         subprocess.run([sys.executable, "-m", "benchmarks.torch_exports", network, str(path), exporter],
                        check=True, cwd=Path(__file__).resolve().parent.parent)
     return onnx.load(str(path))
 
 
 __all__ = ["DYNAMO", "HF_MODELS", "KERAS_INCEPTION", "LIGHT_MODELS", "PARTITIONED", "TF_MODELS",
-           "TORCH_MODELS", "available_keys", "exporter_of", "light_model_path", "load"]
+           "TORCH_MODELS", "available_keys", "exporter_of", "light_model_path", "load", "torch_export"]

@@ -2,12 +2,14 @@
 
 ``python -m benchmarks.torch_exports KEY PATH EXPORTER`` writes the export of network ``KEY`` to
 ``PATH`` (one file, weights inline). ``EXPORTER`` is ``legacy`` (``torch.onnx.export(dynamo=False,
-opset_version=17)``, BatchNorm folded into the convolutions) or ``dynamo`` (torch's default
-exporter, opset 18). It runs in its own process so torch's memory goes away with it.
+opset_version=17)``, BatchNorm folded into the convolutions), ``dynamo`` (torch's default
+exporter, opset 18) or ``dynamo-eager`` (the same with transformers' eager attention, the
+matmul-softmax form the legacy exporter sees). It runs in its own process so torch's memory goes
+away with it.
 
 Transformers models are built from their config classes (random weights, nothing downloaded),
-sequence length 128, no key/value cache; eager attention for the legacy exporter, transformers'
-default (scaled_dot_product_attention) for dynamo:
+sequence length 128, no key/value cache; eager attention for the legacy exporter and
+``dynamo-eager``, transformers' default (scaled_dot_product_attention) for ``dynamo``:
 
 * encoders: BERT-base, DistilBERT, ViT-B/16, Swin-T (hierarchical, shifted windows), CLIP's vision
   encoder (6 layers), Whisper's encoder (4 layers, its convolutional front end on 80 x 3000 log-mel
@@ -124,7 +126,7 @@ def main(key, path, exporter):
     else:
         model, args, names = hf(key)
         randomize_constants(model)
-        if exporter == "legacy":
+        if exporter != "dynamo":
             # The legacy exporter's long-standing form (the rows measured before dynamo existed);
             # dynamo exports keep transformers' default attention (scaled_dot_product_attention).
             model.config._attn_implementation = "eager"

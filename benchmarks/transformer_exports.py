@@ -5,8 +5,8 @@ Models: Hugging Face ``transformers`` built from configs in code (nothing is dow
 random, biases and normalization scales that an initializer leaves constant get small random
 values as in :mod:`benchmarks.model_suite`): ``bert`` (BERT-base, 12 layers, with pooler),
 ``distilbert`` (DistilBERT, 6 layers), ``vit`` (ViT-B/16, 224x224, with pooler); sequence 128,
-batch 1, static shapes. Exporters (each export runs in a child process and is cached as a file in
-the cache folder):
+batch 1, static shapes: the engine suite's exports (:func:`benchmarks.model_suite.torch_export`,
+the same cached files). Exporters:
 
 * ``dynamo``: ``torch.onnx.export(model, args)``, torch's default exporter (opset 18), with the
   attention transformers picks by default (``scaled_dot_product_attention``, which the exporter
@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -43,68 +42,16 @@ MODELS = {"bert": "BERT-base (12 layers)", "distilbert": "DistilBERT (6 layers)"
           "vit": "ViT-B/16 (12 layers)"}
 EXPORTERS = ("dynamo", "dynamo-eager")
 SECTION = "transformer-exports"
-#: Part of every cached export's file name: bump it when the export script changes.
-EXPORT_VERSION = 1
 
-#: Child process: ``<model> <exporter> <path>`` -> the export written to path (weights inline).
-_EXPORT_SCRIPT = r'''
-import os, sys
-import torch
-import transformers as tr
-from torch import nn
-
-key, exporter, path = sys.argv[1:4]
-torch.manual_seed(0)
-seq = 128
-if key == "bert":
-    model = tr.BertModel(tr.BertConfig(), add_pooling_layer=True)
-elif key == "distilbert":
-    model = tr.DistilBertModel(tr.DistilBertConfig())
-else:
-    model = tr.ViTModel(tr.ViTConfig())
-with torch.no_grad():
-    for p in model.parameters():
-        if p.ndim == 1 and bool((p == p.flatten()[0]).all()):
-            p.add_(torch.randn_like(p) * 0.02)
-if exporter == "dynamo-eager":
-    model.config._attn_implementation = "eager"
-if key == "vit":
-    args, names = (torch.randn(1, 3, 224, 224),), ["pixel_values"]
-else:
-    args = (torch.randint(0, 1000, (1, seq)), torch.ones(1, seq, dtype=torch.int64))
-    names = ["input_ids", "attention_mask"]
-
-
-class Unwrap(nn.Module):
-    def __init__(self, model):
-        super().__init__()
-        self.model = model
-
-    def forward(self, *args):
-        return tuple(v for v in self.model(*args, return_dict=False) if v is not None)
-
-
-staging = path + ".export.onnx"
-with torch.no_grad():
-    torch.onnx.export(Unwrap(model).eval(), args, staging, input_names=names)
-import onnx
-onnx.save(onnx.load(staging), path + ".tmp", save_as_external_data=False)
-os.replace(path + ".tmp", path)
-for name in (staging, staging + ".data"):
-    if os.path.exists(name):
-        os.remove(name)
-'''
+#: Model -> its key in benchmarks.model_suite, whose export (benchmarks.torch_exports) is shared.
+SUITE_KEYS = {"bert": "bert-hf", "distilbert": "distilbert-hf", "vit": "vit-hf"}
 
 
 def load(key: str, exporter: str, cache_dir: Path) -> onnx.ModelProto:
-    """The export of ``key`` by ``exporter``, from the cache or made now in a child process."""
-    path = cache_dir / f"{key}-{exporter}-{EXPORT_VERSION}.onnx"
-    if not path.exists():
-        cache_dir.mkdir(parents=True, exist_ok=True)
-        print(f"exporting {key} ({exporter}) ...", file=sys.stderr)
-        subprocess.run([sys.executable, "-c", _EXPORT_SCRIPT, key, exporter, str(path)], check=True,
-                       stdout=subprocess.DEVNULL)
-    return onnx.load(str(path))
+    """The export of ``key`` by ``exporter``: the engine suite's export (the same cached file)."""
+    from benchmarks import model_suite
+
+    return model_suite.torch_export(SUITE_KEYS[key], exporter, cache_dir)
 
 
 def measure(key: str, exporter: str, cache_dir: Path, label: str, peers: bool) -> dict:
