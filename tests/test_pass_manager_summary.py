@@ -1,6 +1,7 @@
 """What the pass manager knows of the graph between passes: one summary (fingerprint, layers,
 op histogram) per pass run, the next pass's "before"; ``changed`` from fingerprints, never from
-the pass, in-place weight writes included; a restored checkpoint brings its summary back."""
+the pass, in-place weight writes included; a restored checkpoint brings its summary back; a pass
+that left a graph unchanged is not run again on a graph of the same fingerprint."""
 
 from __future__ import annotations
 
@@ -128,3 +129,63 @@ def test_a_pass_that_reads_only_is_unchanged_however_often_it_runs() -> None:
     assert [(r.name, r.changed) for r in report.records] == [
         ("count-relus", False), ("count-relus", False), ("remove-one-identity", True)]
     assert report.fixed_points[0]["iterations"] == 1
+
+
+@dataclass(frozen=True)
+class CountedLookup(Pass):
+    """Reads the graph, logs a line, asks for one rewrite it does not apply, rejects a node and
+    counts its own runs (in ``RUNS``): what a repeated result must give back."""
+
+    name: ClassVar[str] = "counted-lookup"
+    RUNS: ClassVar[list[int]] = []
+
+    def run(self, graph: gs.Graph, ctx: PassContext) -> PassResult:
+        self.RUNS.append(len(graph.nodes))
+        result = PassResult({"nodes_seen": len(graph.nodes)})
+        ctx.log(f"counted-lookup saw {len(graph.nodes)} nodes")
+        ctx.may_rewrite("look", graph.nodes[0], result)
+        result.reject(graph.nodes[-1], "only looking")
+        return result
+
+
+def _lookup_registry():
+    registry = _registry()
+    registry.register(CountedLookup)
+    return registry
+
+
+def test_a_pass_that_left_a_graph_unchanged_is_not_run_again_on_the_same_graph(
+        summaries: list[int]) -> None:
+    """The second and fourth runs meet a graph of a fingerprint the pass already left unchanged:
+    their records, log lines and granted rewrites repeat the earlier run's, without running the
+    pass or walking the graph after it."""
+    CountedLookup.RUNS.clear()
+    lines: list[str] = []
+    graph = ir.import_model(identity_chain_model())
+    ctx = PassContext(log=lines.append)
+    report = PassManager("counted-lookup,counted-lookup,remove-one-identity,counted-lookup,"
+                         "fixed-point(counted-lookup)", registry=_lookup_registry(),
+                         ctx=ctx).run(graph)
+    assert CountedLookup.RUNS == [5, 4]
+    assert summaries == [5, 5, 4, 4]  # the input, then after each pass that ran
+    assert [(r.name, r.changed, r.counts, [x.reason for x in r.rejections])
+            for r in report.records] == [
+        ("counted-lookup", False, {"nodes_seen": 5}, ["only looking"]),
+        ("counted-lookup", False, {"nodes_seen": 5}, ["only looking"]),
+        ("remove-one-identity", True, {"removed_identity": 1}, []),
+        ("counted-lookup", False, {"nodes_seen": 4}, ["only looking"]),
+        ("counted-lookup", False, {"nodes_seen": 4}, ["only looking"])]
+    assert lines == ["counted-lookup saw 5 nodes"] * 2 + ["counted-lookup saw 4 nodes"] * 2
+    assert [(r.index, r.pass_name, r.rule) for r in report.rewrites] == [
+        (1, "counted-lookup", "look"), (2, "counted-lookup", "look"),
+        (3, "counted-lookup", "look"), (4, "counted-lookup", "look")]
+
+
+def test_under_a_rewrite_limit_a_pass_that_asked_for_rewrites_runs_every_time() -> None:
+    """The limit may answer the next run differently: here it refuses the second run's rewrite."""
+    CountedLookup.RUNS.clear()
+    graph = ir.import_model(identity_chain_model())
+    report = PassManager("counted-lookup,counted-lookup", registry=_lookup_registry(),
+                         ctx=PassContext(rewrite_limit=1)).run(graph)
+    assert CountedLookup.RUNS == [5, 5]
+    assert [len(r.rejections) for r in report.records] == [1, 2]

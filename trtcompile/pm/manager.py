@@ -7,6 +7,7 @@ only passes and combinators, never one combinator from another.
 
 from __future__ import annotations
 
+import copy
 import gc
 import time
 from collections.abc import Callable, Sequence
@@ -17,7 +18,7 @@ import onnx_graphsurgeon as gs
 
 from trtcompile import ir
 from trtcompile.errors import InputError, PassFailed, PipelineError, TrtcompileError
-from trtcompile.pm.base import Pass, PassContext, PassResult
+from trtcompile.pm.base import Pass, PassContext, PassResult, Rewrite
 from trtcompile.pm.instruments import Instrument, VerificationFailed
 from trtcompile.pm.pipeline import (
     Combinator,
@@ -132,7 +133,16 @@ class PipelineRun:
 
     The graph is summarized once after every pass run, in one walk (:func:`ir.summarize
     <trtcompile.ir.summary.summarize>`): that summary is the record's "after" and the next
-    pass's "before", and comparing its fingerprint with the previous one tells ``changed``."""
+    pass's "before", and comparing its fingerprint with the previous one tells ``changed``.
+
+    A pass is a function of the graph, its options and the run's context. So when a pass left a
+    graph unchanged, the same pass (same options) on a graph of the same fingerprint, later in the
+    same run, would leave it unchanged again with the same result: that run is not repeated (nor
+    the walk after it), and its record repeats the earlier run's counts, rejections, tables and log
+    lines, and the rewrites it was granted (:meth:`PassContext.may_rewrite
+    <trtcompile.pm.base.PassContext.may_rewrite>`) are granted again. A fixed point's last
+    iteration is mostly such runs. A run that had a rewrite refused, or that asked for one under a
+    rewrite limit, is always repeated: the limit may answer differently."""
 
     def __init__(self, manager: PassManager, report: PipelineReport, summary: ir.GraphSummary,
                  structure: ir.Structure):
@@ -145,6 +155,9 @@ class PipelineRun:
         #: nodes (see :attr:`PipelineReport.provenance`; names missing stand for themselves).
         self.structure = structure
         self.provenance: dict[str, tuple[str, ...]] = {}
+        #: Results of pass runs that left the graph unchanged, with their log lines and granted
+        #: rewrites, by pass and the graph they ran on (:meth:`_unchanged_key`).
+        self.unchanged: dict[tuple, tuple[PassResult, list[str], list[Rewrite]]] = {}
 
     @property
     def fingerprint(self) -> int:
@@ -211,6 +224,20 @@ class PipelineRun:
 
     # Passes ----------------------------------------------------------------------------------
 
+    @staticmethod
+    def _unchanged_key(pass_: Pass, graph: gs.Graph, summary: ir.GraphSummary) -> tuple | None:
+        """What a pass run's result depends on: the pass (its type and options) and the graph (its
+        fingerprint, and the opsets, which the fingerprint leaves out); None for a pass whose
+        options do not hash."""
+        domains = tuple((entry.domain, entry.version)
+                        for entry in getattr(graph, "import_domains", None) or ())
+        key = (type(pass_), pass_, summary.fingerprint, graph.opset, domains)
+        try:
+            hash(key)
+        except TypeError:
+            return None
+        return key
+
     def _run_pass(self, pass_: Pass, graph: gs.Graph, iteration: int | None) -> bool:
         report, ctx = self.report, self.ctx
         index = len(report.records) + 1
@@ -218,24 +245,29 @@ class PipelineRun:
         before = self.summary  # the graph as the last element left it
         for instrument in self.manager.instruments:
             _instrument_hook(instrument.before_pass, pass_, previous, graph, ctx, index)
+        key = self._unchanged_key(pass_, graph, before)
+        known = self.unchanged.get(key) if key is not None else None
         start = time.perf_counter()
-        ctx.current_pass = pass_.name
-        try:
-            result = pass_.run(graph, ctx)
-        except TrtcompileError:
-            raise  # a pass reporting unusable input (e.g. stale calibration data): the user's to fix
-        except Exception as exc:  # a pass that raises is a compiler bug: name it, keep the cause
-            raise PassFailed(pass_.to_text(), previous, f"{type(exc).__name__}: {exc}") from exc
-        seconds = time.perf_counter() - start
-        if not isinstance(result, PassResult):
-            raise PassFailed(pass_.to_text(), previous,
-                             f"run() returned {type(result).__name__}, expected PassResult")
-        try:
-            after = ir.summarize(graph)
-        except Exception as exc:  # a graph the manager cannot even read is the pass's bug
-            raise PassFailed(pass_.to_text(), previous, f"left a graph that cannot be read: "
-                                                        f"{type(exc).__name__}: {exc}") from exc
-        changed = after.fingerprint != before.fingerprint
+        if known is not None:
+            result, lines, granted = known
+            ctx.current_pass = pass_.name
+            for line in lines:
+                ctx.log(line)
+            for rewrite in granted:
+                ctx.rewrites.append(Rewrite(len(ctx.rewrites) + 1, pass_.name, rewrite.rule,
+                                            rewrite.nodes))
+            seconds = time.perf_counter() - start
+            after, changed = before, False
+        else:
+            result, repeatable, seconds = self._execute(pass_, graph, previous)
+            try:
+                after = ir.summarize(graph)
+            except Exception as exc:  # a graph the manager cannot even read is the pass's bug
+                raise PassFailed(pass_.to_text(), previous, f"left a graph that cannot be read: "
+                                                            f"{type(exc).__name__}: {exc}") from exc
+            changed = after.fingerprint != before.fingerprint
+            if not changed and key is not None and repeatable is not None:
+                self.unchanged[key] = (result, *repeatable)
         self.summary = after
         if changed:
             structure = ir.Structure(graph)
@@ -247,12 +279,46 @@ class PipelineRun:
             seconds=seconds, changed=changed,
             histogram_delta=ir.histogram_delta(before.histogram, after.histogram),
             counts=dict(result.counts), rejections=list(result.rejections),
-            tables={k: list(v) for k, v in result.tables.items()},
+            # a repeated result's rows are copies: each record owns its own
+            tables={k: copy.deepcopy(v) if known else list(v) for k, v in result.tables.items()},
         )
         report.records.append(record)
         for instrument in self.manager.instruments:
             _instrument_hook(instrument.after_pass, pass_, previous, graph, ctx, record)
         return changed
+
+    def _execute(self, pass_: Pass, graph: gs.Graph, previous: list[str]
+                 ) -> tuple[PassResult, tuple[list[str], list[Rewrite]] | None, float]:
+        """Run the pass: its result; the lines it logged and the rewrites it was granted, or None
+        when a later run could not repeat them (a rewrite was refused, or may be under a limit);
+        and its seconds."""
+        ctx = self.ctx
+        log, lines = ctx.log, []
+        rewrites, refused = len(ctx.rewrites), ctx.refused
+
+        def log_and_keep(line: str) -> None:
+            lines.append(line)
+            log(line)
+
+        ctx.log = log_and_keep
+        start = time.perf_counter()
+        ctx.current_pass = pass_.name
+        try:
+            result = pass_.run(graph, ctx)
+        except TrtcompileError:
+            raise  # a pass reporting unusable input (e.g. stale calibration data): the user's to fix
+        except Exception as exc:  # a pass that raises is a compiler bug: name it, keep the cause
+            raise PassFailed(pass_.to_text(), previous, f"{type(exc).__name__}: {exc}") from exc
+        finally:
+            ctx.log = log
+        seconds = time.perf_counter() - start
+        if not isinstance(result, PassResult):
+            raise PassFailed(pass_.to_text(), previous,
+                             f"run() returned {type(result).__name__}, expected PassResult")
+        granted = ctx.rewrites[rewrites:]
+        if ctx.refused != refused or (granted and ctx.rewrite_limit is not None):
+            return result, None, seconds
+        return result, (lines, granted), seconds
 
 
 def _instrument_hook(hook: Callable[..., None], pass_: Pass, previous: list[str],
