@@ -83,8 +83,7 @@ class DeadLayerElimination(Pass):
             return result
         nodes_before = sum(1 for _ in ir.iter_nodes(graph))
         scope_nodes_before = list(ir.scope_nodes(graph))
-        graph.cleanup(remove_unused_node_outputs=False, recurse_subgraphs=True,
-                      remove_unused_graph_inputs=False)
+        ir.rewrite.cleanup(graph)
         # The bodies of a removed If/Loop/Scan still read the outer values they read.
         ir.detach_dropped(graph, scope_nodes_before)
         removed_dead = nodes_before - sum(1 for _ in ir.iter_nodes(graph)) - bypassed

@@ -318,3 +318,55 @@ def test_bypass_keeps_a_graph_output_name() -> None:
     assert not ir.rewrite.can_bypass(from_input, outputs)  # a graph input cannot take 'w'
     ir.rewrite.bypass(renaming, outputs)
     assert relu.outputs[0].name == "y" and not renaming.inputs and not renaming.outputs
+
+
+CLEANUP_CASES = {
+    "dead nodes": """
+        <ir_version: 10, opset_import: ["" : 17]>
+        g (float[2] x) => (float[2] y) {
+            a = Relu(x)
+            dead = Neg(a)
+            deader = Abs(dead)
+            y = Sigmoid(a)
+        }""",
+    "a body (onnx-graphsurgeon's cleanup)": """
+        <ir_version: 10, opset_import: ["" : 17]>
+        g (float[2] x, bool c) => (float[2] y) {
+            dead = Neg(x)
+            y = If(c) <then_branch = t () => (float[2] r) { r = Relu(x) },
+                       else_branch = e () => (float[2] r) { u = Abs(x)  r = Neg(x) }>
+        }""",
+}
+
+
+@pytest.mark.parametrize("case", sorted(CLEANUP_CASES))
+def test_cleanup_removes_what_onnx_graphsurgeons_cleanup_removes(case: str) -> None:
+    ours, theirs = graph_of(CLEANUP_CASES[case]), graph_of(CLEANUP_CASES[case])
+    ours_nodes, theirs_nodes = list(ir.scope_nodes(ours)), list(ir.scope_nodes(theirs))
+    ir.rewrite.cleanup(ours)
+    theirs.cleanup(remove_unused_node_outputs=False, recurse_subgraphs=True,
+                   remove_unused_graph_inputs=False)
+    assert ir.model_digest(ir.export_model(ours)) == ir.model_digest(ir.export_model(theirs))
+    assert [(bool(a.inputs), bool(a.outputs)) for a in ours_nodes] == [
+        (bool(b.inputs), bool(b.outputs)) for b in theirs_nodes]
+
+
+def _two_tensors_named_t() -> gs.Graph:
+    x, y = gs.Variable("x", np.float32, [2]), gs.Variable("y", np.float32, [2])
+    first, second = gs.Variable("t", np.float32, [2]), gs.Variable("t", np.float32, [2])
+    return gs.Graph(nodes=[gs.Node("Relu", "r1", inputs=[x], outputs=[first]),
+                           gs.Node("Abs", "r2", inputs=[x], outputs=[second]),
+                           gs.Node("Add", "add", inputs=[first, second], outputs=[y])],
+                    inputs=[x], outputs=[y], opset=17)
+
+
+def test_cleanup_follows_names_as_onnx_graphsurgeon_does_when_two_tensors_share_one() -> None:
+    """Followed by identity, both producers of a ``t`` would stay; onnx-graphsurgeon follows the
+    first ``t`` it meets only, and removes the other's producer: so does the cleanup."""
+    theirs = _two_tensors_named_t()
+    theirs.cleanup(remove_unused_node_outputs=False, recurse_subgraphs=True,
+                   remove_unused_graph_inputs=False)
+    ours = _two_tensors_named_t()
+    ir.rewrite.cleanup(ours)
+    assert [node.name for node in ours.nodes] == [node.name for node in theirs.nodes]
+    assert len(ours.nodes) == 2

@@ -298,6 +298,70 @@ def detach_dropped(graph: gs.Graph, before: Iterable[gs.Node]) -> int:
     return detached
 
 
+def cleanup(graph: gs.Graph) -> None:
+    """What ``graph.cleanup(remove_unused_node_outputs=False, recurse_subgraphs=True,
+    remove_unused_graph_inputs=False)`` does: remove the nodes no graph output depends on, from the
+    graph and its local functions (and their If/Loop/Scan bodies), detaching them from their
+    tensors; graph inputs lose any producer.
+
+    onnx-graphsurgeon's cleanup follows tensors by name and takes about a second on a 100k-node
+    graph. When no node of the graph holds a body and the tensors reached from the outputs have
+    distinct names (the usual case), following them by identity reaches the same nodes: the graph
+    is cleaned here in a fraction of that time, else by onnx-graphsurgeon."""
+    for tensor in graph.inputs:
+        tensor.inputs.clear()
+    used = _used_nodes(graph)
+    if used is None:
+        graph.cleanup(remove_unused_node_outputs=False, recurse_subgraphs=True,
+                      remove_unused_graph_inputs=False)
+        return
+    for function in graph.functions:
+        function.cleanup(remove_unused_node_outputs=False, recurse_subgraphs=True,
+                         remove_unused_graph_inputs=False, recurse_functions=False)
+    kept: list[gs.Node] = []
+    for node in graph.nodes:
+        if id(node) in used:
+            kept.append(node)
+        else:
+            node.inputs.clear()
+            node.outputs.clear()
+    graph.inputs = list(graph.inputs)
+    graph.nodes = kept
+
+
+def _used_nodes(graph: gs.Graph) -> set[int] | None:
+    """Ids of the nodes of ``graph`` some graph output depends on, followed by identity; None when
+    that could differ from onnx-graphsurgeon following names: a node holds a body, two tensors
+    reached share a name, or a tensor reached is produced by a node outside the graph."""
+    nodes = graph.nodes
+    for node in nodes:
+        attrs = node.attrs
+        if attrs and any(isinstance(value, gs.Graph) for value in attrs.values()):
+            return None
+    in_graph = set(map(id, nodes))
+    used: set[int] = set()
+    seen: set[int] = set()
+    names: set[str] = set()
+    stack = list(graph.outputs)
+    while stack:
+        tensor = stack.pop()
+        if id(tensor) in seen:
+            continue
+        seen.add(id(tensor))
+        name = tensor.name
+        if name:  # onnx-graphsurgeon follows every empty (omitted) tensor, named ""
+            if name in names:
+                return None
+            names.add(name)
+        for node in tensor.inputs:
+            if id(node) not in in_graph:
+                return None
+            if id(node) not in used:
+                used.add(id(node))
+                stack.extend(node.inputs)
+    return used
+
+
 def drop_unread_constants(tensors: Iterable[gs.Tensor], outputs: set[str],
                           removed: set[int]) -> list[gs.Node]:
     """The ``Constant`` nodes producing ``tensors`` that nothing reads any more (none of their
