@@ -457,7 +457,8 @@ class ConvBiasActivationFusion(Pass, RewriteRule):
         activation = chain.activation.option if chain.activation else None
         residual = chain.residual is not None
         function = conv_function(scope.graph, attrs, activation, chain.activation_params,
-                                 weights.dtype, residual=residual)
+                                 weights.dtype, residual=residual,
+                                 known=scope.once("conv_functions", dict))
         inputs = [conv.inputs[0], new_weights, new_bias, *([chain.residual] if residual else [])]
         call = ir.call(function, conv.name, inputs, [chain.output])
         for fused in chain.nodes:

@@ -166,7 +166,8 @@ def function_name(attrs: dict[str, Any], activation: str | None = None,
 
 def conv_function(graph: gs.Graph, attrs: dict[str, Any], activation: str | None = None,
                   activation_params: dict[str, float] | None = None,
-                  dtype: Any = np.float32, residual: bool = False) -> gs.Function:
+                  dtype: Any = np.float32, residual: bool = False,
+                  known: dict[str, gs.Function] | None = None) -> gs.Function:
     """The fused conv function for ``attrs`` and ``activation``, created in ``graph`` if missing.
 
     ``attrs`` must hold every entry of :data:`CONV_ATTRS` (no ``auto_pad``). The body is
@@ -174,11 +175,20 @@ def conv_function(graph: gs.Graph, attrs: dict[str, Any], activation: str | None
     input ``z``, then the activation node; ``dtype`` types the Clip bound constants. Returns the
     function the graph holds for that body: under the specialization name, or a suffixed one when
     the model holds another body under that name (:func:`~trtcompile.ir.graph.add_local_function`).
+
+    ``known`` is for a caller fusing many layers in one run: the functions it returned for
+    ``graph`` in that run, by specialization name (it fills it). One found there is returned
+    without comparing bodies again; the caller must not have edited a body since.
     """
     missing = [key for key in CONV_ATTRS if key not in attrs]
     if missing:
         raise ValueError(f"conv attributes missing: {missing}")
     name = function_name(attrs, activation, activation_params, dtype, residual)
+    if known is not None:
+        if name not in known:
+            known[name] = conv_function(graph, attrs, activation, activation_params, dtype,
+                                        residual)
+        return known[name]
     existing = find_function(graph, name, TRTCOMPILE_DOMAIN)
     spec = (tuple(tuple(int(v) for v in attrs[key]) for key in CONV_ATTRS if key != "group"),
             int(attrs["group"]), activation, tuple(sorted((activation_params or {}).items())),
