@@ -111,7 +111,8 @@ def iter_nodes(graph: gs.Graph) -> Iterator[gs.Node]:
         current = stack.pop()
         for node in current.nodes:
             yield node
-            if node.attrs:
+            # subgraphs()'s own test, inline: a call per node costs more than the rest of a walk
+            if node.attrs and (node.op in CONTROL_FLOW_OPS or not is_onnx_op(node)):
                 stack.extend(subgraphs(node))
 
 
@@ -151,7 +152,9 @@ def scopes(graph: gs.Graph) -> Iterator[gs.Graph]:
         current = stack.pop()
         yield current
         for node in current.nodes:
-            stack.extend(subgraphs(node))
+            # subgraphs()'s own test, inline: a call per node costs more than the rest of a walk
+            if node.attrs and (node.op in CONTROL_FLOW_OPS or not is_onnx_op(node)):
+                stack.extend(subgraphs(node))
 
 
 def scope_nodes(graph: gs.Graph) -> Iterator[gs.Node]:

@@ -6,6 +6,8 @@ The pass manager takes a :class:`Structure` of the graph before and after every 
 
 from __future__ import annotations
 
+from operator import attrgetter
+
 import onnx_graphsurgeon as gs
 
 
@@ -19,19 +21,21 @@ class Structure:
         self.nodes: dict[str, tuple[tuple[str, str], tuple[str, ...], tuple[str, ...]]] = {}
         self.producer: dict[str, str] = {}
         self.consumers: dict[str, list[str]] = {}
-        tensors = {t.name for t in [*graph.inputs, *graph.outputs] if t.name}
         nodes, producer, consumers = self.nodes, self.producer, self.consumers
+        name_of = attrgetter("name")
         for node in graph.nodes:
             name = node.name
-            inputs = tuple([t.name for t in node.inputs])
-            outputs = tuple([t.name for t in node.outputs])
+            inputs = tuple(map(name_of, node.inputs))
+            outputs = tuple(map(name_of, node.outputs))
             nodes[name] = ((node.domain or "", node.op), inputs, outputs)
             for tensor in inputs:
                 consumers.setdefault(tensor, []).append(name)
             for tensor in outputs:
                 producer[tensor] = name
-            tensors.update(inputs)
-            tensors.update(outputs)
+        # Every tensor a node reads or writes is a key of consumers or producer.
+        tensors = {t.name for t in [*graph.inputs, *graph.outputs]}
+        tensors.update(consumers)
+        tensors.update(producer)
         tensors.discard("")  # an omitted optional input
         self.tensors: set[str] = tensors
 

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from operator import attrgetter
 from typing import Any, ClassVar, Protocol, TypeVar
 
 import onnx_graphsurgeon as gs
@@ -298,6 +299,9 @@ def detach_dropped(graph: gs.Graph, before: Iterable[gs.Node]) -> int:
     return detached
 
 
+_ATTRS = attrgetter("attrs")
+
+
 def cleanup(graph: gs.Graph) -> None:
     """What ``graph.cleanup(remove_unused_node_outputs=False, recurse_subgraphs=True,
     remove_unused_graph_inputs=False)`` does: remove the nodes no graph output depends on, from the
@@ -334,29 +338,30 @@ def _used_nodes(graph: gs.Graph) -> set[int] | None:
     that could differ from onnx-graphsurgeon following names: a node holds a body, two tensors
     reached share a name, or a tensor reached is produced by a node outside the graph."""
     nodes = graph.nodes
-    for node in nodes:
-        attrs = node.attrs
-        if attrs and any(isinstance(value, gs.Graph) for value in attrs.values()):
-            return None
+    graph_type = gs.Graph
+    for attrs in map(_ATTRS, nodes):
+        if attrs:
+            for value in attrs.values():
+                if isinstance(value, graph_type):
+                    return None
     in_graph = set(map(id, nodes))
     used: set[int] = set()
-    seen: set[int] = set()
-    names: set[str] = set()
+    reached: dict[str, int] = {}  # name -> id of the tensor of that name reached
     stack = list(graph.outputs)
     while stack:
         tensor = stack.pop()
-        if id(tensor) in seen:
-            continue
-        seen.add(id(tensor))
         name = tensor.name
         if name:  # onnx-graphsurgeon follows every empty (omitted) tensor, named ""
-            if name in names:
-                return None
-            names.add(name)
+            first = reached.get(name)
+            if first is not None:
+                if first != id(tensor):
+                    return None
+                continue
+            reached[name] = id(tensor)
         for node in tensor.inputs:
-            if id(node) not in in_graph:
-                return None
             if id(node) not in used:
+                if id(node) not in in_graph:
+                    return None
                 used.add(id(node))
                 stack.extend(node.inputs)
     return used
