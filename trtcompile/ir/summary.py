@@ -134,26 +134,50 @@ class _Walk:
 
     def graph_key(self, graph: gs.Graph, histogram: dict[str, int] | None) -> int:
         """Hash of one graph (or function body); counts its nodes' ops into ``histogram``."""
-        known, new_key, attr_key = self.tensor_keys.get, self.new_tensor_key, self.attr_key
+        keys = self.tensor_keys
+        known, new_key, attr_key = keys.get, self.new_tensor_key, self.attr_key
         # Each node's key is hashed as soon as it is built, while its parts are still in the CPU's
         # caches, and freed at once: hashing one tuple of all keys at the end reads every key
         # again, from memory, and costs a fifth of the walk on a 100k-node graph.
         parts: list[int] = [hash(tuple([known(id(t)) or new_key(t) for t in graph.inputs])),
                             hash(tuple([known(id(t)) or new_key(t) for t in graph.outputs]))]
         append = parts.append
+        # The common shapes of node (one output, one or two inputs, at most one attribute) are
+        # keyed without a comprehension or a call each: a walk meets 100k nodes.
         for node in graph.nodes:
-            domain, op, attrs, outputs = node.domain, node.op, node.attrs, node.outputs
-            if len(outputs) == 1:  # most nodes: no comprehension (a call of its own) needed
+            domain, op, attrs, inputs, outputs = (node.domain, node.op, node.attrs, node.inputs,
+                                                  node.outputs)
+            if len(outputs) == 1:
                 output = outputs[0]
-                output_keys: tuple = (known(id(output)) or new_key(output),)
+                output_key = known(id(output))
+                if output_key is None:
+                    if type(output) is _VARIABLE:  # new_tensor_key's first case
+                        shape = output.shape
+                        output_key = keys[id(output)] = (
+                            output.name, tuple(shape) if shape is not None else None, output.dtype)
+                    else:
+                        output_key = new_key(output)
+                output_keys: tuple = (output_key,)
             else:
                 output_keys = tuple([known(id(t)) or new_key(t) for t in outputs])
-            append(hash((
-                node.name, domain, op,
-                tuple([known(id(t)) or new_key(t) for t in node.inputs]),
-                output_keys,
-                tuple([(k, attr_key(attrs[k])) for k in sorted(attrs)]) if attrs else (),
-            )))
+            count = len(inputs)
+            if count == 1:
+                first = inputs[0]
+                input_keys: tuple = (known(id(first)) or new_key(first),)
+            elif count == 2:
+                first, second = inputs
+                input_keys = (known(id(first)) or new_key(first),
+                              known(id(second)) or new_key(second))
+            else:
+                input_keys = tuple([known(id(t)) or new_key(t) for t in inputs])
+            if not attrs:
+                attr_keys: tuple = ()
+            elif len(attrs) == 1:
+                ((name, value),) = attrs.items()
+                attr_keys = ((name, value if type(value) is int else attr_key(value)),)
+            else:
+                attr_keys = tuple([(k, attr_key(attrs[k])) for k in sorted(attrs)])
+            append(hash((node.name, domain, op, input_keys, output_keys, attr_keys)))
             if histogram is not None:
                 op_key = op if not domain or domain == "ai.onnx" else f"{domain}.{op}"
                 histogram[op_key] = histogram.get(op_key, 0) + 1
