@@ -6,6 +6,7 @@ The pass manager takes a :class:`Structure` of the graph before and after every 
 
 from __future__ import annotations
 
+import functools
 from operator import attrgetter
 
 import onnx_graphsurgeon as gs
@@ -14,30 +15,61 @@ import onnx_graphsurgeon as gs
 class Structure:
     """The top level of a graph by name, frozen at one moment: each node's op (``call_key``),
     input and output tensor names, each tensor's producer and consumers. What
-    :func:`trace_provenance` compares; a pass may rewrite the graph freely after it is taken."""
+    :func:`trace_provenance` compares; a pass may rewrite the graph freely after it is taken.
+
+    Producers, consumers and the tensor set are derived from the nodes on first use: a rewrite
+    that keeps every node it does not remove (rule 1 of :func:`trace_provenance`) needs none of
+    them, and on a 100k-node graph they cost more than the nodes themselves."""
 
     def __init__(self, graph: gs.Graph):
         #: node name -> (call key, input names, output names), in graph order.
         self.nodes: dict[str, tuple[tuple[str, str], tuple[str, ...], tuple[str, ...]]] = {}
-        self.producer: dict[str, str] = {}
-        self.consumers: dict[str, list[str]] = {}
-        nodes, producer, consumers = self.nodes, self.producer, self.consumers
-        name_of = attrgetter("name")
+        nodes, name_of = self.nodes, attrgetter("name")
+        # Every node (names may repeat: unnamed nodes are all ""), for the derived maps.
+        self._edges: list[tuple[str, tuple[str, ...], tuple[str, ...]]] = []
+        edges = self._edges.append
         for node in graph.nodes:
             name = node.name
             inputs = tuple(map(name_of, node.inputs))
             outputs = tuple(map(name_of, node.outputs))
             nodes[name] = ((node.domain or "", node.op), inputs, outputs)
+            edges((name, inputs, outputs))
+        self._io = [t.name for t in [*graph.inputs, *graph.outputs]]
+        self._producer: dict[str, str] | None = None
+        self._consumers: dict[str, list[str]] | None = None
+
+    def _derive(self) -> None:
+        producer: dict[str, str] = {}
+        consumers: dict[str, list[str]] = {}
+        for name, inputs, outputs in self._edges:
             for tensor in inputs:
                 consumers.setdefault(tensor, []).append(name)
             for tensor in outputs:
                 producer[tensor] = name
-        # Every tensor a node reads or writes is a key of consumers or producer.
-        tensors = {t.name for t in [*graph.inputs, *graph.outputs]}
-        tensors.update(consumers)
-        tensors.update(producer)
+        self._producer, self._consumers = producer, consumers
+
+    @property
+    def producer(self) -> dict[str, str]:
+        """Tensor name -> the name of the node that writes it (the last, if several do)."""
+        if self._producer is None:
+            self._derive()
+        return self._producer
+
+    @property
+    def consumers(self) -> dict[str, list[str]]:
+        """Tensor name -> the names of the nodes that read it, in graph order."""
+        if self._consumers is None:
+            self._derive()
+        return self._consumers
+
+    @functools.cached_property
+    def tensors(self) -> set[str]:
+        """Names of the graph's inputs and outputs and of every tensor a node reads or writes."""
+        tensors = set(self._io)
+        tensors.update(self.consumers)
+        tensors.update(self.producer)
         tensors.discard("")  # an omitted optional input
-        self.tensors: set[str] = tensors
+        return tensors
 
 
 def trace_provenance(before: Structure, after: Structure,
@@ -71,7 +103,7 @@ def trace_provenance(before: Structure, after: Structure,
         old, new = before_nodes.get(name), after_nodes.get(name)
         return old is not None and new is not None and old[0] == new[0] and old[2] == new[2]
 
-    surviving = before.tensors & after.tensors
+    surviving: set[str] | None = None  # the tensors both share (rule 2 only)
     order: dict[str, int] | None = None
     result: dict[str, tuple[str, ...]] = {}
     for name, (key, _, outputs) in after_nodes.items():
@@ -81,6 +113,8 @@ def trace_provenance(before: Structure, after: Structure,
                 result[name] = provenance[name]
             continue
         # Rule 2: the surviving tensors this node's rewrite produces.
+        if surviving is None:
+            surviving = before.tensors & after.tensors
         boundary: set[str] = set()
         pending, seen = list(outputs), set()
         while pending:
