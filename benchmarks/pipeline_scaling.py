@@ -179,8 +179,9 @@ def main(argv: list[str] | None = None) -> int:
     names = sorted({n for m in medians.values() for n in m if n != "total"},
                    key=lambda n: -medians[sizes[-1]].get(n, 0.0))
     lines += ["", "Median seconds per pass (all its runs in the pipeline added up); the rest of the "
-              "total is the pass manager's own work: one walk of the graph after each pass (its "
-              "fingerprint, layer count and op histogram), provenance after each pass that changed "
+              "total is the pass manager's own work: one walk of the graph after each pass run (its "
+              "fingerprint, layer count and op histogram; none after a run that repeats an earlier "
+              "run of the pass on the same graph), provenance after each pass that changed "
               "it, and Python's cyclic garbage collection, which the manager defers to the end of "
               "the run:", "",
               "| pass | " + " | ".join(f"{s:,} nodes" for s in sizes) + " |",
