@@ -189,3 +189,14 @@ def test_under_a_rewrite_limit_a_pass_that_asked_for_rewrites_runs_every_time() 
                          ctx=PassContext(rewrite_limit=1)).run(graph)
     assert CountedLookup.RUNS == [5, 5]
     assert [len(r.rejections) for r in report.records] == [1, 2]
+
+
+def test_a_restored_checkpoint_forgets_the_results_of_earlier_runs() -> None:
+    """The undone runs may have spent what the pass reads besides the graph (a MAC budget): on
+    the restored graph the pass runs again."""
+    CountedLookup.RUNS.clear()
+    graph = ir.import_model(identity_chain_model())
+    report = PassManager("counted-lookup,try-and-undo(remove-one-identity),counted-lookup",
+                         registry=_lookup_registry()).run(graph)
+    assert CountedLookup.RUNS == [5, 5]
+    assert [r.name for r in report.records] == ["counted-lookup", "counted-lookup"]

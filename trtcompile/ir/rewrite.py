@@ -303,10 +303,10 @@ _ATTRS = attrgetter("attrs")
 
 
 def cleanup(graph: gs.Graph) -> None:
-    """What ``graph.cleanup(remove_unused_node_outputs=False, recurse_subgraphs=True,
-    remove_unused_graph_inputs=False)`` does: remove the nodes no graph output depends on, from the
-    graph and its local functions (and their If/Loop/Scan bodies), detaching them from their
-    tensors; graph inputs lose any producer.
+    """What onnx-graphsurgeon's cleanup does with ``remove_unused_node_outputs=False``,
+    ``recurse_subgraphs=True`` and ``remove_unused_graph_inputs=False``: remove the nodes no graph
+    output depends on, from the graph and its local functions (and their If/Loop/Scan bodies),
+    detaching them from their tensors; graph inputs lose any producer.
 
     onnx-graphsurgeon's cleanup follows tensors by name and takes about a second on a 100k-node
     graph. When no node of the graph holds a body and the tensors reached from the outputs have

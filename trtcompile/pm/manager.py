@@ -142,7 +142,8 @@ class PipelineRun:
     lines, and the rewrites it was granted (:meth:`PassContext.may_rewrite
     <trtcompile.pm.base.PassContext.may_rewrite>`) are granted again. A fixed point's last
     iteration is mostly such runs. A run that had a rewrite refused, or that asked for one under a
-    rewrite limit, is always repeated: the limit may answer differently."""
+    rewrite limit, is always repeated: the limit may answer differently. Restoring a checkpoint
+    forgets every result: what the undone runs spent outside the graph (a MAC budget) stays."""
 
     def __init__(self, manager: PassManager, report: PipelineReport, summary: ir.GraphSummary,
                  structure: ir.Structure):
@@ -204,6 +205,9 @@ class PipelineRun:
         self.summary = checkpoint.summary
         self.structure, self.provenance = checkpoint.structure, dict(checkpoint.provenance)
         del self.report.records[checkpoint.records:]
+        # What the undone runs left behind outside the graph (a MAC budget they spent) stays: a
+        # pass may now act otherwise on a graph it left unchanged before.
+        self.unchanged.clear()
 
     def add_record(self, element: Combinator, result: PassResult, *, iteration: int | None,
                    layers_before: int, histogram_before: dict[str, int], seconds: float,
