@@ -182,6 +182,8 @@ MUTATIONS: tuple[Mutation, ...] = (
       "        if not ir.has_single_use(inner.outputs[0], graph_outputs):",
       "    for inner in nodes:  # the head split feeds this attention only (decoders also output K, V)\n"
       "        if False:", AHL_MATCHING),
+    M("ahl-batch", "attention_head_layout", "1: per-head GEMMs only at batch 1",
+      "            if biases[0] and block.query.batch != 1:", "            if False:", AHL),
     M("ahl-merged-pieces", "attention_head_layout",
       "1: every piece of a merged projection's Split belongs to the block",
       "        if pieces != len(split.outputs):", "        if False:", AHL_MATCHING),

@@ -35,7 +35,11 @@ class AttentionHeadLayout(Pass):
       1. Per-head weights: a head split ``Transpose(Reshape(MatMul(x, W) + b, [B, S, H, D]))`` with
          constant ``W [E, H*D]`` and bias becomes ``MatMul(Unsqueeze(x, 1), W') + b'`` with
          ``W' = W`` laid out ``[H, E, D]`` and ``b' [H, 1, D]``: the same products, written
-         ``[B, H, S, D]`` by the GEMM itself. Exact. The projection may be written as a linear
+         ``[B, H, S, D]`` by the GEMM itself. Exact. Only at batch ``B = 1`` (a known 1): a
+         per-head GEMM of a batch broadcasts ``x`` over the heads, and TensorRT-RTX 1.7 copies it
+         out once per head (one block: 10 -> 14 engine layers at batch 2; Swin's windowed
+         attention, a batch of windows: 225 -> 239), while rules 2 and 3 alone gain nothing
+         there (10 -> 10). The projection may be written as a linear
          layer on a flattened input, ``Reshape(Gemm(Reshape(x, [B*S, E]), W, b), [B, S, N])``
          (GPT-2's Conv1D, the dynamo exporter's ``addmm``; a Gemm that transposes ``A`` or scales
          is left alone), and the query, key and value may be pieces of one merged projection
@@ -142,6 +146,14 @@ class AttentionHeadLayout(Pass):
                               "no query bias, and the key and value biases are not Adds after a "
                               "projection of their own (a Gemm's or a merged projection's): "
                               "nothing to drop in place")
+                continue
+            if biases[0] and block.query.batch != 1:
+                batch = "not known to be 1" if block.query.batch is None else \
+                    f"{block.query.batch}, not 1"
+                result.reject([block.scores, softmax, block.context],
+                              f"the batch is {batch}: a per-head GEMM of a batch reads the "
+                              "projected input once per head, which TensorRT copies out (one "
+                              "block at batch 2: 10 -> 14 engine layers)")
                 continue
             if biases[0] and opset < 13:
                 result.reject([block.scores, softmax, block.context],

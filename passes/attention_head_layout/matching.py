@@ -34,6 +34,7 @@ class Projection:
     scale: float = 1.0
     split: gs.Node | None = None  # the Split of a merged projection this is one piece of
     plain: bool = True  # written MatMul [-> Add] -> head split (rules 2 and 3 alone edit that form)
+    batch: int | None = None  # the projected input's batch dim, when known
 
 
 @dataclass
@@ -334,7 +335,8 @@ def _projection(tensor: gs.Tensor, perm: tuple[int, ...], dims: dict, graph_outp
         if not isinstance(x_dims[axis], int) or x_dims[axis] != target[axis]:
             return "the head split changes the batch or sequence axes"
     plain = split is None and nodes[0].op == "MatMul"
-    return Projection(x, weights, bias, heads, head_size, nodes, scale, split, plain)
+    batch = x_dims[0] if isinstance(x_dims[0], int) else None
+    return Projection(x, weights, bias, heads, head_size, nodes, scale, split, plain, batch)
 
 
 def _source(tensor: gs.Tensor, dims: dict, graph_outputs: set[str],
