@@ -785,11 +785,12 @@ class RewriteModel:
 @st.composite
 def rewrite_models(draw, max_motifs: int = 4, enabled_defects: frozenset = frozenset(),
                    motifs: tuple[str, ...] = MOTIFS, opsets: tuple[int, ...] = OPSETS,
-                   dtypes: tuple[str, ...] = ("float32", "float16", "float32", "float64")
-                   ) -> RewriteModel:
+                   dtypes: tuple[str, ...] = ("float32", "float16", "float32", "float64"),
+                   batches: tuple[int, ...] = (1, 2), dynamic_batch: bool = True) -> RewriteModel:
     """A random valid model whose motifs give the passes' rewrite rules something to rewrite.
 
-    ``motifs``, ``opsets`` and ``dtypes`` narrow the draw, for a test that needs one pass's
+    ``motifs``, ``opsets``, ``dtypes`` and the batch (one of ``batches``, or half the time a
+    dynamic ``N`` with ``dynamic_batch``) narrow the draw, for a test that needs one pass's
     pattern in every example rather than in a few of them."""
     # The model's outline: opset, dtype and distinct motifs in a drawn order (a permutation
     # spreads motifs evenly over a short derandomized run; lists of sampled_from lean towards the
@@ -798,8 +799,8 @@ def rewrite_models(draw, max_motifs: int = 4, enabled_defects: frozenset = froze
     dtype_name = draw(st.sampled_from(dtypes))
     b = Builder(draw, opset, DTYPES[dtype_name], draw(st.integers(0, 2**16)),
                 frozenset(enabled_defects))
-    dynamic = draw(st.booleans())
-    batch = "N" if dynamic else draw(st.sampled_from([1, 2]))
+    dynamic = draw(st.booleans()) if dynamic_batch else False
+    batch = "N" if dynamic else draw(st.sampled_from(batches))
     channels = draw(st.integers(1, 6))
     height, width = draw(st.integers(3, 7)), draw(st.integers(3, 7))
     x = Value("input", (batch, channels, height, width))
