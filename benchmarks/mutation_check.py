@@ -341,6 +341,10 @@ MUTATIONS: tuple[Mutation, ...] = (
       "            plan.update = self._set_input(consumer, 1, pads, \"pads\")",
       "passes/transpose_cancellation/push_through.py"),
     # precision-fp16 ---------------------------------------------------------------------------
+    M("fp16-user-tolerances", "precision_fp16", "5: the keep-list meets the tolerances parity judges by",
+      "    return given if given is not None else calibration.precision_tolerances(half.precision)",
+      "    return calibration.precision_tolerances(half.precision)",
+      path="passes/precision_fp16/measure.py"),
     M("fp16-widening", "precision_fp16", "casts: only exact widenings merge",
       "        if source is None or (source != middle and (source, middle) not in _EXACT_WIDENINGS\n",
       "        if source is None or (False\n", "passes/precision_fp16/casts.py"),
