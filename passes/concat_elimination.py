@@ -409,26 +409,11 @@ def _conv_weights(tensor: gs.Tensor, graph: gs.Graph | None) -> list[int] | None
 
 
 def _split_sizes(split: gs.Node, opset: int, graph: gs.Graph | None = None) -> list[int] | None:
-    """The Split's output sizes along its axis, or None when they are not known.
-
-    The sizes are the ``split`` input (opset 13+) or attribute (before 13); without them the axis
-    is split equally: into equal parts before opset 18 (the size must divide), from 18 into
-    ``num_outputs`` parts of ``ceil(dim / n)`` with a smaller last one.
-    """
-    if len(split.inputs) > 1 and not split.inputs[1].is_empty():
-        return ir.constant_ints(split.inputs[1])
-    if "split" in split.attrs:
-        return [int(v) for v in split.attrs["split"]]
+    """The Split's output sizes along its axis (:func:`trtcompile.ir.split_sizes`), or None when
+    they are not known."""
     axis = _axis(split.attrs.get("axis", 0), split.inputs[0], *split.outputs, graph=graph)
     dim = _dim(split.inputs[0], axis, graph) if axis is not None else None
-    count = len(split.outputs)
-    if dim is None or count == 0:
-        return None
-    if opset < 18 or "num_outputs" not in split.attrs:
-        return [dim // count] * count if dim % count == 0 else None
-    chunk = -(-dim // count)
-    sizes = [min(chunk, dim - k * chunk) for k in range(count)]
-    return sizes if min(sizes) >= 0 else None  # ONNX Runtime rejects a negative final split
+    return ir.split_sizes(split, dim, opset)
 
 
 def _set_split_sizes(split: gs.Node, sizes: list[int], opset: int, scope: ir.NameScope) -> None:

@@ -41,8 +41,9 @@ class ConvSplitFission(Pass, RewriteRule):
       1. The producer is a ``Conv`` with constant weights (and constant bias, if any) or a call of
          a fused conv function (``conv-bias-activation-fusion``) without a residual input; its
          only reader is one ``Split`` on axis 1 and its output is not a graph output.
-      2. The Split's sizes are known: its ``split`` input or attribute is a constant, or it splits
-         evenly (``num_outputs``, or as many outputs as the channels divide into).
+      2. The Split's sizes are known and positive: its ``split`` input or attribute is a constant,
+         or it splits by its output count (equal pieces before opset 18; from 18, ``num_outputs``
+         pieces of ``ceil(C / n)`` channels with a smaller last one).
       3. ``group`` must be 1: a grouped convolution's output channel blocks read only their own
          input channels, so a piece would not be a convolution of the whole input.
       4. Piece ``i`` is the same op (same attributes, same fused function: the activation is
@@ -76,8 +77,11 @@ class ConvSplitFission(Pass, RewriteRule):
         return _SplitConv([node, split], node, "", weights, bias, make)
 
     def check(self, match: _SplitConv, scope: Scope) -> str | None:
-        match.sizes = _split_sizes(match.nodes[1], match.weights.shape[0])
-        return "the Split's sizes are not constant" if match.sizes is None else None
+        sizes = ir.split_sizes(match.nodes[1], match.weights.shape[0], ir.opset(scope.graph))
+        if sizes is None or min(sizes) <= 0:  # (a convolution of no output channels is no piece)
+            return "the Split's sizes are not constant"
+        match.sizes = sizes
+        return None
 
     def rewrite(self, match: _SplitConv, scope: Scope) -> list[gs.Node]:
         node, split = match.nodes
@@ -159,25 +163,6 @@ class ConvSplitFission(Pass, RewriteRule):
             return Reject([node, split], f"grouped convolution (group={group}): a block of its "
                                          "output channels reads only its own input channels")
         return weights, np.asarray(bias).reshape(-1), make
-
-
-def _split_sizes(split: gs.Node, channels: int) -> list[int] | None:
-    """The channel count of each Split output, or None when not known at compile time."""
-    count = len(split.outputs)
-    if len(split.inputs) > 1 and not split.inputs[1].is_empty():
-        sizes = ir.constant_value(split.inputs[1])
-        if sizes is None:
-            return None
-        sizes = [int(v) for v in np.asarray(sizes).reshape(-1)]
-    elif "split" in split.attrs:
-        sizes = [int(v) for v in split.attrs["split"]]
-    else:
-        if channels % count:
-            return None  # opset 18's uneven num_outputs split: left alone
-        sizes = [channels // count] * count
-    if len(sizes) != count or sum(sizes) != channels or min(sizes) <= 0:
-        return None
-    return sizes
 
 
 __all__ = ["ConvSplitFission"]

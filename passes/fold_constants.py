@@ -109,7 +109,10 @@ class FoldConstants(Pass):
     constant or derive from a partly static shape). Without one, onnx-graphsurgeon is not called;
     otherwise it runs on the islands only, not on a copy of the whole graph, so folding a few
     nodes of a 100k-node graph costs about as much as folding them alone. Shapes are inferred with
-    ONNX shape inference first when a Shape reads a tensor of unknown shape. (An If whose
+    ONNX shape inference first when a Shape reads a tensor whose shape is unknown or not static
+    (a dim an export or an earlier inference left symbolic may be known once folding made the
+    shapes that produce it constant: the TorchScript export of Swin-T computes each attention
+    head split from Shape ops of such tensors). (An If whose
     condition folds makes onnx-graphsurgeon run on the whole graph, which flattens it.)
 
     Requires: topologically sorted nodes. Preserves: topological order, graph inputs and outputs,
@@ -126,26 +129,33 @@ class FoldConstants(Pass):
     def run(self, graph: gs.Graph, ctx: PassContext) -> PassResult:
         result = PassResult()
         _constant_castlikes_to_casts(graph, result, ctx)
-        scan = _Scan()
-        self._scan(graph, set(), set(), scan)
-        if scan.unknown_shapes and _infer_shapes(graph, ctx):
-            scan = _Scan()  # known shapes may make more Shape nodes foldable
+        folded = False
+        while True:  # a round per cascade of shapes that inference learns only after folding
+            scan = _Scan()
             self._scan(graph, set(), set(), scan)
-        if not (scan.islands or scan.ranged_shapes):
-            self._reject(graph, result)
-            return result
-
-        whole_graph = scan.constant_condition or scan.ranged_shapes
-        if whole_graph and not ctx.may_rewrite("fold-whole-graph", graph.name or "graph", result):
-            return result
-        scope = ir.NameScope(graph) if scan.ranged_shapes else None
-        created = {id(_split_ranged_shape(subgraph, node, scope))
-                   for subgraph, node in scan.ranged_shapes}
-        if scan.constant_condition or scan.ranged_shapes:
-            self._fold_whole_graph(graph, created, result)
-        else:
-            self._fold_islands(graph, scan.islands, result, ctx)
-        self._fold_large_weights(graph, result, ctx)
+            if scan.unknown_shapes and _infer_shapes(graph, ctx):
+                scan = _Scan()  # known shapes may make more Shape nodes foldable
+                self._scan(graph, set(), set(), scan)
+            if not (scan.islands or scan.ranged_shapes):
+                break
+            whole_graph = scan.constant_condition or scan.ranged_shapes
+            if whole_graph and not ctx.may_rewrite("fold-whole-graph", graph.name or "graph", result):
+                return result
+            nodes = len(graph.nodes)
+            scope = ir.NameScope(graph) if scan.ranged_shapes else None
+            created = {id(_split_ranged_shape(subgraph, node, scope))
+                       for subgraph, node in scan.ranged_shapes}
+            if scan.constant_condition or scan.ranged_shapes:
+                self._fold_whole_graph(graph, created, result)
+            else:
+                self._fold_islands(graph, scan.islands, result, ctx)
+            folded = True
+            # Shapes folded into a Reshape may let inference give dims it did not know: once more
+            # while that can happen and this round removed nodes (so the rounds end).
+            if not scan.unknown_shapes or len(graph.nodes) >= nodes:
+                break
+        if folded:
+            self._fold_large_weights(graph, result, ctx)
         self._reject(graph, result)
         return result
 
@@ -341,20 +351,20 @@ class FoldConstants(Pass):
             if self.fold_shapes and node.op == "Shape":
                 source = node.inputs[0]
                 if "start" in node.attrs or "end" in node.attrs:
-                    if source.shape is None:
-                        scan.unknown_shapes = True
-                    elif _range_is_static(node):
+                    if source.shape is None or not _is_static(source.shape):
+                        scan.unknown_shapes = True  # (inference may know dims the graph does not)
+                    if source.shape is not None and _range_is_static(node):
                         scan.ranged_shapes.append((graph, node))
                     # A range with a dynamic dimension stays one Shape node: split, its Slice
                     # would stay too (an extra node on every dynamic-shape export).
                     continue
-                if source.shape is None:
-                    scan.unknown_shapes = True
-                elif _is_static(source.shape):
+                if source.shape is None or not _is_static(source.shape):
+                    scan.unknown_shapes = True  # (inference may know dims the graph does not)
+                if source.shape is not None and _is_static(source.shape):
                     island.nodes.append(node)
                     island.evaluates = True
                     constants.update(t.name for t in node.outputs)
-                elif any(_is_static([d]) for d in source.shape):
+                elif source.shape is not None and any(_is_static([d]) for d in source.shape):
                     island.nodes.append(node)  # a Gather/Slice may pick its static dimensions
                     shapes.update(t.name for t in node.outputs)
             elif (self.fold_shapes and node.op not in _NEVER_FOLDED and not subgraphs

@@ -18,7 +18,7 @@ from typing import ClassVar
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from passes.attention_head_layout.matching import Block, Projection, match, rank
+from passes.attention_head_layout.matching import Block, Projection, gemm_operands, match, rank
 from trtcompile import ir
 from trtcompile.pm import Pass, PassContext, PassResult
 
@@ -35,7 +35,17 @@ class AttentionHeadLayout(Pass):
       1. Per-head weights: a head split ``Transpose(Reshape(MatMul(x, W) + b, [B, S, H, D]))`` with
          constant ``W [E, H*D]`` and bias becomes ``MatMul(Unsqueeze(x, 1), W') + b'`` with
          ``W' = W`` laid out ``[H, E, D]`` and ``b' [H, 1, D]``: the same products, written
-         ``[B, H, S, D]`` by the GEMM itself. Exact.
+         ``[B, H, S, D]`` by the GEMM itself. Exact. Only at batch ``B = 1`` (a known 1): a
+         per-head GEMM of a batch broadcasts ``x`` over the heads, and TensorRT-RTX 1.7 copies it
+         out once per head (one block: 10 -> 14 engine layers at batch 2; Swin's windowed
+         attention, a batch of windows: 225 -> 239), while rules 2 and 3 alone gain nothing
+         there (10 -> 10). The projection may be written as a linear
+         layer on a flattened input, ``Reshape(Gemm(Reshape(x, [B*S, E]), W, b), [B, S, N])``
+         (GPT-2's Conv1D, the dynamo exporter's ``addmm``; a Gemm that transposes ``A`` or scales
+         is left alone), and the query, key and value may be pieces of one merged projection
+         split along its features (GPT-2's ``c_attn``): each piece is the projection by its
+         columns of ``W`` and ``b``. Every piece of that Split must belong to the block (else the
+         merged projection would stay computed beside the per-head ones).
       2. Key bias dropped: ``(Q)(K + 1 b_k^T)^T = Q K^T + (Q b_k) 1^T`` adds to every score of a
          query row the same number; the scale keeps it row-constant and Softmax over the key axis
          does not see it (``softmax(z + c) = softmax(z)``). Requires that only scalar-constant
@@ -43,8 +53,9 @@ class AttentionHeadLayout(Pass):
       3. Value bias folded into the output projection: the probabilities of a row sum to 1, so
          ``P (V + 1 b_v^T) = P V + 1 b_v^T``; after the heads merge and the output projection
          ``(. + b_v) W_o + b_o = . W_o + (b_v W_o + b_o)``. Requires the context to reach the
-         output ``MatMul`` with constant ``W_o`` only through the merging ``Transpose`` and
-         ``Reshape``, and only float ``Cast`` ops and a NaN guard (rule 6) between Softmax and
+         output ``MatMul`` with constant ``W_o`` (or a ``Gemm`` reading the heads flattened to
+         ``[B*S, E]``, whose ``C`` takes the folded bias) only through the merging ``Transpose``
+         and one or two ``Reshape`` ops, and only float ``Cast`` ops and a NaN guard (rule 6) between Softmax and
          the value ``MatMul``. Exact up to rounding (a fully masked row with an infinite mask is
          NaN before and after; behind a NaN guard it is 0 before and ``b_v W_o`` after, so a
          guarded block whose masks may be infinite is left alone: every mask must be a finite
@@ -80,7 +91,8 @@ class AttentionHeadLayout(Pass):
     exported layout (6 layers), fewer than rule 4's form builds (7): a query without bias keeps
     the layout and loses only the key and value biases (9 -> 6), and a block with no bias is left
     alone. On transformers exports (docs/benchmarks.md, default
-    pipeline, FP32): BERT-base 159 -> 136, DistilBERT 79 -> 68, ViT-B/16 209 -> 185 engine compute
+    pipeline, FP32): BERT-base 159 -> 136, DistilBERT 79 -> 68, ViT-B/16 209 -> 185, GPT-2 (4
+    layers, merged projections) 53 -> 45 engine compute
     layers, from the TorchScript exporter and from the dynamo exporter alike (its
     ``scaled_dot_product_attention`` form only with rules 5 and 6: 159, 79 and 209 without); BERT
     and DistilBERT compute their mask in the graph, and its transpose costs one layer for the
@@ -128,6 +140,20 @@ class AttentionHeadLayout(Pass):
                 result.reject([block.scores, softmax, block.context],
                               "no query, key or value bias: TensorRT reads the heads from the "
                               "merged GEMM in place already")
+                continue
+            if not biases[0] and not all(p.plain for p in (block.query, block.key, block.value)):
+                result.reject([block.scores, softmax, block.context],
+                              "no query bias, and the key and value biases are not Adds after a "
+                              "projection of their own (a Gemm's or a merged projection's): "
+                              "nothing to drop in place")
+                continue
+            if biases[0] and block.query.batch != 1:
+                batch = "not known to be 1" if block.query.batch is None else \
+                    f"{block.query.batch}, not 1"
+                result.reject([block.scores, softmax, block.context],
+                              f"the batch is {batch}: a per-head GEMM of a batch reads the "
+                              "projected input once per head, which TensorRT copies out (one "
+                              "block at batch 2: 10 -> 14 engine layers)")
                 continue
             if biases[0] and opset < 13:
                 result.reject([block.scores, softmax, block.context],
@@ -245,12 +271,24 @@ def _scaled(values: np.ndarray, scale: float) -> np.ndarray:
 
 
 def _fold_value_bias(block: Block, scope: ir.NameScope, result: PassResult) -> list[gs.Node]:
-    """Rule 3: ``b_v W_o`` joins the output projection's bias (a new Add when it has none)."""
+    """Rule 3: ``b_v W_o`` joins the output projection's bias (a Gemm's ``C``; a new Add after a
+    MatMul that has none)."""
     new: list[gs.Node] = []
     matmul = block.output_matmul
-    weights = ir.constant_value(matmul.inputs[1])
+    if matmul.op == "Gemm":
+        weights, old = gemm_operands(matmul)
+    else:
+        weights = ir.constant_value(matmul.inputs[1])
     folded = block.value.bias.astype(np.float64) @ weights.astype(np.float64)
-    if block.output_bias is not None:
+    if matmul.op == "Gemm":
+        bias = folded if old is None else old.astype(np.float64) + folded
+        constant = gs.Constant(scope.fresh(f"{matmul.name}_bias"), bias.astype(weights.dtype))
+        if len(matmul.inputs) > 2:
+            matmul.inputs[2] = constant
+        else:
+            matmul.inputs.append(constant)
+        matmul.attrs["beta"] = 1.0
+    elif block.output_bias is not None:
         add = block.output_bias
         index = 1 if add.inputs[0] is matmul.outputs[0] else 0
         old = ir.constant_value(add.inputs[index])

@@ -30,8 +30,11 @@ class Projection:
     bias: np.ndarray | None  # [H * D]
     heads: int
     head_size: int
-    nodes: list[gs.Node]  # MatMul, bias Add (if any), Reshape, then the layout and scale ops
+    nodes: list[gs.Node]  # the product, its bias Add (if any), Reshape, then layout and scale ops
     scale: float = 1.0
+    split: gs.Node | None = None  # the Split of a merged projection this is one piece of
+    plain: bool = True  # written MatMul [-> Add] -> head split (rules 2 and 3 alone edit that form)
+    batch: int | None = None  # the projected input's batch dim, when known
 
 
 @dataclass
@@ -157,9 +160,10 @@ def match(softmax: gs.Node, opset: int, dims: dict, graph_outputs: set[str],
     if axis not in (-1, 3):
         result.reject([scores, softmax], f"Softmax over axis {axis}, not the key axis")
         return None
-    query = _projection(scores.inputs[0], _HEADS_FIRST, dims, graph_outputs, scaled=True)
-    key = _projection(scores.inputs[1], _HEADS_FIRST_TRANSPOSED, dims, graph_outputs, scaled=True)
-    value = _projection(context.inputs[1], _HEADS_FIRST, dims, graph_outputs, scaled=False)
+    query = _projection(scores.inputs[0], _HEADS_FIRST, dims, graph_outputs, opset, scaled=True)
+    key = _projection(scores.inputs[1], _HEADS_FIRST_TRANSPOSED, dims, graph_outputs, opset,
+                      scaled=True)
+    value = _projection(context.inputs[1], _HEADS_FIRST, dims, graph_outputs, opset, scaled=False)
     for role, found in (("query", query), ("key", key), ("value", value)):
         if isinstance(found, str):
             result.reject([scores, softmax, context], f"the {role} is not a head split of a constant "
@@ -172,6 +176,12 @@ def match(softmax: gs.Node, opset: int, dims: dict, graph_outputs: set[str],
     if not (query.heads == key.heads == value.heads and query.head_size == key.head_size):
         result.reject([scores, softmax, context], "query, key and value head counts differ")
         return None
+    for split in {id(p.split): p.split for p in (query, key, value) if p.split is not None}.values():
+        pieces = sum(p.split is split for p in (query, key, value))
+        if pieces != len(split.outputs):  # the rewrite would leave the merged projection live
+            result.reject([split, scores, context], f"the merged projection's Split has "
+                          f"{len(split.outputs)} pieces, {pieces} of them this block's")
+            return None
     for add, index in masks:
         mask_rank = rank(add.inputs[index], dims)
         if mask_rank is None or mask_rank > 4:
@@ -242,7 +252,7 @@ def _leads_to_matmul(tensor: gs.Tensor, depth: int = 8) -> bool:
 
 
 def _projection(tensor: gs.Tensor, perm: tuple[int, ...], dims: dict, graph_outputs: set[str],
-                scaled: bool) -> Projection | str:
+                opset: int, scaled: bool) -> Projection | str:
     """The head-split projection that ``tensor`` is, or the reason it is not one; ``scaled``: the
     layout ops may be interleaved with multiplications by scalar constants (the operands of the
     scores, which torch's scaled_dot_product_attention export scales by the root of the scale)."""
@@ -294,34 +304,15 @@ def _projection(tensor: gs.Tensor, perm: tuple[int, ...], dims: dict, graph_outp
         nodes.insert(0, node)
         tensor = node.inputs[1 - index]
         node = ir.producer(tensor)
-    bias = None
-    if node is not None and node.op == "Add" and ir.is_onnx_op(node):
-        for index in (0, 1):
-            value = ir.constant_value(node.inputs[index])
-            if value is not None and ir.producer(node.inputs[1 - index]) is not None:
-                bias, tensor = value, node.inputs[1 - index]
-                break
-        else:
-            return "the bias is not constant"
-        nodes.insert(0, node)
-        node = ir.producer(tensor)
-    if node is None or node.op != "MatMul" or not ir.is_onnx_op(node):
-        return "no MatMul projecting the heads"
-    weights = ir.constant_value(node.inputs[1])
-    if weights is None or weights.ndim != 2:
-        return "the projection weights are not a constant matrix"
-    nodes.insert(0, node)
+    found = _source(tensor, dims, graph_outputs, opset)
+    if isinstance(found, str):
+        return found
+    x, weights, bias, source_nodes, split = found
     for inner in nodes:  # the head split feeds this attention only (decoders also output K, V)
         if not ir.has_single_use(inner.outputs[0], graph_outputs):
             return f"'{inner.name}' has other readers"
+    nodes[0:0] = source_nodes
     width = weights.shape[1]
-    if bias is not None:
-        if bias.size != width or any(d != 1 for d in bias.shape[:-1]) or bias.shape[-1] != width:
-            return "the bias is not one value per output feature"
-        bias = bias.reshape(width)
-        if bias.dtype != weights.dtype:
-            return "the bias and weights differ in type"
-    x = node.inputs[0]
     x_dims = _known_dims(x, dims)
     if x_dims is None or len(x_dims) != 3:
         return "the projected input is not of rank 3 [batch, sequence, features]"
@@ -343,7 +334,137 @@ def _projection(tensor: gs.Tensor, perm: tuple[int, ...], dims: dict, graph_outp
             continue  # -1 resolves to this axis: the product of the others is the input's
         if not isinstance(x_dims[axis], int) or x_dims[axis] != target[axis]:
             return "the head split changes the batch or sequence axes"
-    return Projection(x, weights, bias, heads, head_size, nodes, scale)
+    plain = split is None and nodes[0].op == "MatMul"
+    batch = x_dims[0] if isinstance(x_dims[0], int) else None
+    return Projection(x, weights, bias, heads, head_size, nodes, scale, split, plain, batch)
+
+
+def _source(tensor: gs.Tensor, dims: dict, graph_outputs: set[str],
+            opset: int) -> tuple[gs.Tensor, np.ndarray, np.ndarray | None, list[gs.Node],
+                                 gs.Node | None] | str:
+    """``(x, W, b, nodes, split)`` of the projection ``x W + b`` that writes ``tensor``, or the
+    reason there is none. The product is ``MatMul(x, W)`` or a linear layer written on a flattened
+    input, ``Reshape(Gemm(Reshape(x, [B*S, E]), W, b), [B, S, N])`` (GPT-2's Conv1D, the dynamo
+    exporter's addmm); the bias an ``Add`` of a constant or the Gemm's ``C``; and ``tensor`` may be
+    one piece of a ``Split`` of the features (a merged query-key-value projection, possibly biased
+    after the split), of which ``W`` and ``b`` are then the piece's columns."""
+    nodes: list[gs.Node] = []
+    merged: list[np.ndarray] = []  # biases of the projection's features (before any Split)
+    piece_biases: list[np.ndarray] = []  # biases of the piece (after the Split)
+
+    def take_bias(tensor: gs.Tensor, biases: list[np.ndarray]) -> gs.Tensor | str:
+        node = ir.producer(tensor)
+        if node is None or node.op != "Add" or not ir.is_onnx_op(node):
+            return tensor
+        for index in (0, 1):
+            value = ir.constant_value(node.inputs[index])
+            if value is not None and ir.producer(node.inputs[1 - index]) is not None:
+                if not ir.has_single_use(node.inputs[1 - index], graph_outputs):
+                    return f"'{ir.producer(node.inputs[1 - index]).name}' has other readers"
+                biases.append(value)
+                nodes.insert(0, node)
+                return node.inputs[1 - index]
+        return "the bias is not constant"
+
+    if not ir.has_single_use(tensor, graph_outputs):
+        node = ir.producer(tensor)
+        return f"'{node.name if node is not None else tensor.name}' has other readers"
+    tensor = take_bias(tensor, piece_biases)
+    if isinstance(tensor, str):
+        return tensor
+    split, piece = ir.producer(tensor), 0
+    if split is not None and split.op == "Split" and ir.is_onnx_op(split):
+        piece = next(i for i, output in enumerate(split.outputs) if output is tensor)
+        nodes.insert(0, split)
+        tensor = split.inputs[0]
+        if len(tensor.outputs) != 1 or tensor.name in graph_outputs:
+            return "the merged projection has other readers than its Split"
+        tensor = take_bias(tensor, merged)
+        if isinstance(tensor, str):
+            return tensor
+    else:
+        split = None
+    found = _product(tensor, dims, graph_outputs)
+    if isinstance(found, str):
+        return found
+    x, weights, bias, product_nodes = found
+    nodes[0:0] = product_nodes
+    if bias is not None:
+        merged.append(bias)
+    start, stop = 0, weights.shape[1]
+    if split is not None:
+        if int(split.attrs.get("axis", 0)) not in (-1, 2):
+            return "the merged projection is not split along its features"
+        sizes = ir.split_sizes(split, weights.shape[1], opset)
+        if sizes is None:
+            return "the merged projection's split sizes are not known"
+        start, stop = sum(sizes[:piece]), sum(sizes[:piece + 1])
+    total = None
+    for biases, width, sliced in ((merged, weights.shape[1], True), (piece_biases, stop - start, False)):
+        for value in biases:
+            if value.size != width or value.shape[-1] != width or any(d != 1 for d in value.shape[:-1]):
+                return "the bias is not one value per output feature"
+            if value.dtype != weights.dtype:
+                return "the bias and weights differ in type"
+            value = value.reshape(-1)[start:stop] if sliced else value.reshape(-1)
+            total = value if total is None else (total.astype(np.float64) + value).astype(value.dtype)
+    return x, weights[:, start:stop], total, nodes, split
+
+
+def _product(tensor: gs.Tensor, dims: dict,
+             graph_outputs: set[str]) -> tuple[gs.Tensor, np.ndarray, np.ndarray | None,
+                                               list[gs.Node]] | str:
+    """``(x, W, C, nodes)`` of the ``MatMul(x, W)`` or flattened ``Gemm`` (see :func:`_source`)
+    writing ``tensor``."""
+    node = ir.producer(tensor)
+    if node is not None and node.op == "MatMul" and ir.is_onnx_op(node):
+        weights = ir.constant_value(node.inputs[1])
+        if weights is None or weights.ndim != 2:
+            return "the projection weights are not a constant matrix"
+        return node.inputs[0], weights, None, [node]
+    gemm = ir.producer(node.inputs[0]) if node is not None and node.op == "Reshape" else None
+    if gemm is None or gemm.op != "Gemm" or not ir.is_onnx_op(gemm) or not ir.is_onnx_op(node):
+        return "no MatMul projecting the heads"
+    found = gemm_operands(gemm)
+    if isinstance(found, str):
+        return found
+    weights, bias = found
+    flatten = ir.producer(gemm.inputs[0])
+    if flatten is None or flatten.op != "Reshape" or not ir.is_onnx_op(flatten):
+        return "the Gemm's input is not a flattened [batch, sequence, features] tensor"
+    x = flatten.inputs[0]
+    x_dims = _known_dims(x, dims)
+    if x_dims is None or len(x_dims) != 3 or not all(isinstance(d, int) and d > 0 for d in x_dims):
+        return "the Gemm's input is not a flattened [batch, sequence, features] tensor"
+    b, s, e = x_dims
+    n = weights.shape[1]
+    if weights.shape[0] != e or _reshaped(flatten, x_dims) != [b * s, e] or \
+            _reshaped(node, [b * s, n]) != [b, s, n]:
+        return "the Gemm's input is not a flattened [batch, sequence, features] tensor"
+    for inner in (flatten, gemm):
+        if not ir.has_single_use(inner.outputs[0], graph_outputs):
+            return f"'{inner.name}' has other readers"
+    return x, weights, bias, [gemm, flatten, node]
+
+
+def gemm_operands(gemm: gs.Node) -> tuple[np.ndarray, np.ndarray | None] | str:
+    """``(W, C)`` of ``Gemm(A, B, C) = A W + C`` (``W`` is ``B`` or ``B^T``) when ``B`` and ``C``
+    are constants and the Gemm scales neither; the reason otherwise."""
+    if int(gemm.attrs.get("transA", 0)) or float(gemm.attrs.get("alpha", 1.0)) != 1.0:
+        return "the Gemm transposes or scales its input"
+    weights = ir.constant_value(gemm.inputs[1])
+    if weights is None or weights.ndim != 2:
+        return "the projection weights are not a constant matrix"
+    if int(gemm.attrs.get("transB", 0)):
+        weights = weights.T
+    if len(gemm.inputs) < 3 or gemm.inputs[2].is_empty():
+        return weights, None
+    bias = ir.constant_value(gemm.inputs[2])
+    if bias is None or float(gemm.attrs.get("beta", 1.0)) != 1.0:
+        return "the Gemm's bias is not a constant it adds as is"
+    if bias.size == 1:
+        bias = np.full(weights.shape[1], bias.reshape(-1)[0], bias.dtype)
+    return weights, bias
 
 
 def _swap_last_axes(outer: gs.Node, dims: dict) -> list[gs.Node] | None:
@@ -388,26 +509,43 @@ def _reshaped(reshape: gs.Node, dims: list[int]) -> list[int] | None:
 
 def _output_projection(context: gs.Node, value: Projection,
                        graph_outputs: set[str]) -> tuple[gs.Node, gs.Node | None] | str:
-    """(output MatMul, its bias Add or None) reached from the context through the head merge."""
+    """(output projection, its bias Add or None) reached from the context through the head merge:
+    a ``MatMul`` with constant weights, or a ``Gemm`` (:func:`gemm_operands`, whose bias is its
+    ``C``) reading the merged heads flattened to ``[B*S, features]``."""
     transpose = _single_reader(context.outputs[0], graph_outputs)
     if transpose is None or transpose.op != "Transpose" or \
             tuple(transpose.attrs.get("perm", ())) != _HEADS_FIRST:
         return "the context does not go only to a head-merging Transpose"
-    reshape = _single_reader(transpose.outputs[0], graph_outputs)
-    if reshape is None or reshape.op != "Reshape":
-        return "the heads are not merged by a Reshape"
-    shape = ir.constant_value(reshape.inputs[1])
     width = value.heads * value.head_size
-    if shape is None or shape.size != 3 or int(shape.reshape(-1)[2]) not in (-1, width):
-        return "the Reshape does not merge heads into features"
-    matmul = _single_reader(reshape.outputs[0], graph_outputs)
-    if matmul is None or matmul.op != "MatMul" or matmul.inputs[0] is not reshape.outputs[0]:
+    tensor, reshapes = transpose.outputs[0], 0
+    # The head merge, [B, S, features] or already flattened to [B*S, features], and a flattening
+    # Reshape of the former (the projection's weights having ``width`` rows makes the last axis
+    # the features of one token whatever the leading axes are).
+    while (reshape := _single_reader(tensor, graph_outputs)) is not None and \
+            reshape.op == "Reshape" and ir.is_onnx_op(reshape) and reshapes < 2:
+        shape = ir.constant_value(reshape.inputs[1])
+        if shape is None or shape.size not in (2, 3) or int(shape.reshape(-1)[-1]) not in (-1, width):
+            return "the Reshape does not merge heads into features"
+        tensor, reshapes = reshape.outputs[0], reshapes + 1
+    if not reshapes:
+        return "the heads are not merged by a Reshape"
+    matmul = _single_reader(tensor, graph_outputs)
+    if matmul is None or matmul.op not in ("MatMul", "Gemm") or not ir.is_onnx_op(matmul) or \
+            matmul.inputs[0] is not tensor:
         return "the merged heads are not projected by a MatMul"
-    weights = ir.constant_value(matmul.inputs[1])
+    if matmul.op == "Gemm":
+        found = gemm_operands(matmul)
+        if isinstance(found, str):
+            return f"the output projection: {found}"
+        weights = found[0]
+    else:
+        weights = ir.constant_value(matmul.inputs[1])
     if weights is None or weights.ndim != 2 or weights.shape[0] != width:
         return "the output projection weights are not a constant matrix"
     if weights.dtype != value.weights.dtype:
         return "the output projection and value weights differ in type"
+    if matmul.op == "Gemm":
+        return matmul, None
     add = _single_reader(matmul.outputs[0], graph_outputs)
     if add is not None and add.op == "Add" and ir.is_onnx_op(add):
         index = 1 if add.inputs[0] is matmul.outputs[0] else 0
@@ -415,5 +553,3 @@ def _output_projection(context: gs.Node, value: Projection,
         if bias is not None and bias.size == weights.shape[1] and bias.shape[-1] == weights.shape[1]:
             return matmul, add
     return matmul, None
-
-

@@ -95,7 +95,8 @@ class PrecisionFp16(Pass):
          the largest ``|fp16 - fp32|`` of its float16 outputs over the largest ``|fp32|``
          (infinite when float16 overflows). Then, while a float16 tensor of the converted model
          holds a NaN or an infinity where FP32 does not (the node where it starts stays
-         float32) or its outputs miss FP16's parity tolerances on the samples, the nodes of
+         float32) or its outputs miss the parity tolerances on the samples (FP16's, or those
+         of ``ctx.resources["parity-tolerances"]``: a compile's ``--atol``/``--rtol``), the nodes of
          largest alone-error stay float32, 1, 2, 4, ... per round, for at most ``max_rounds``
          rounds; then up to 4 of the last round's, smallest error first, go back to float16 one
          at a time while the model still passes. Every node so kept has its reason
@@ -171,7 +172,8 @@ class PrecisionFp16(Pass):
             measured = measure.measure(
                 graph, data, lambda g, keep: self._convert(g, PassContext(), keep),
                 user_keep=keep_nodes, data_max=self.data_limit, samples=self.samples,
-                max_rounds=self.max_rounds, half=self.half)
+                max_rounds=self.max_rounds, half=self.half,
+                tolerances=measure.tolerances_of(ctx, self.half))
             result = self._convert(graph, ctx, {**keep_nodes, **measured.reasons})
             measure.finish(measured, result, self.data_limit, self.half)
             return result

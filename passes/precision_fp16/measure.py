@@ -35,6 +35,8 @@ from trtcompile.pm import PassContext, PassResult
 
 #: The resource key the flow (or a PassManager's caller) puts the samples under.
 RESOURCE = "precision-fp16"
+#: ``ctx.resources`` key of the tolerances parity judges the compile by (a PrecisionTolerances).
+TOLERANCES = "parity-tolerances"
 
 #: Samples each node's error alone is measured on (the first batches): it ranks the nodes, while
 #: the ranges and the whole-model check take every sample measured. One one-node session per
@@ -118,12 +120,22 @@ def require_data(ctx: PassContext) -> calibration.CalibrationData:
     return data
 
 
+def tolerances_of(ctx: PassContext, half: Half) -> calibration.PrecisionTolerances:
+    """The tolerances the converted model's outputs must meet: those parity will judge them by
+    (``ctx.resources["parity-tolerances"]``, a compile's ``--atol``/``--rtol``), else ``half``'s
+    defaults."""
+    given = ctx.resources.get(TOLERANCES)
+    return given if given is not None else calibration.precision_tolerances(half.precision)
+
+
 def measure(graph: gs.Graph, data: calibration.CalibrationData, convert: Convert, *,
             user_keep: Mapping[str, str], data_max: float, samples: int,
-            max_rounds: int, half: Half = FLOAT16) -> Measurement:
+            max_rounds: int, half: Half = FLOAT16,
+            tolerances: calibration.PrecisionTolerances | None = None) -> Measurement:
     """Measure ``graph`` (FP32, unchanged) on ``data`` and decide which nodes stay float32 when
     the rest is converted to ``half`` (float16; bfloat16 runs as its float32 emulation on ONNX
-    Runtime, see :mod:`trtcompile.ir.bfloat16`)."""
+    Runtime, see :mod:`trtcompile.ir.bfloat16`) so that its outputs meet ``tolerances``
+    (``half``'s defaults when None)."""
     model = ir.export_model(graph.copy())
     batches = measuring.sample_batches(model, data, samples)
     # The static rules' verdict: only the nodes they convert are candidates to measure alone.
@@ -176,7 +188,8 @@ def measure(graph: gs.Graph, data: calibration.CalibrationData, convert: Convert
 
     by_error = sorted((n for n in converted if n not in reasons and errors.get(n, 0.0) > 0),
                       key=lambda n: (-errors[n], n))
-    tolerances = calibration.precision_tolerances(half.precision)
+    if tolerances is None:
+        tolerances = calibration.precision_tolerances(half.precision)
 
     def check(keep: Mapping[str, str]) -> tuple[list[str], bool]:
         measurement.rounds += 1

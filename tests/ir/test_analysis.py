@@ -117,3 +117,24 @@ def test_is_fused_conv_reads_the_body_not_the_weights() -> None:
     assert ir.fused_layer.conv_call_info(graph, call) is None
     relu = gs.Node("Relu", name="relu", inputs=[y], outputs=[gs.Variable("z")])
     assert not ir.fused_layer.is_fused_conv(graph, relu)
+
+
+def test_infer_missing_shapes_refines_symbols_an_earlier_inference_left() -> None:
+    """A dim stored as a symbol (an export's, or an inference's before folding made a Reshape's
+    shape constant) gets the value inference finds now; a named input dim stays symbolic, and a
+    tensor inference knows no better is left as it is."""
+    model = onnx.parser.parse_model("""
+    <ir_version: 8, opset_import: ["" : 17]>
+    g (float[N, 12] x) => (float[N, 3, 4] y) {
+        shape = Constant <value = int64[3] {0, 3, 4}> ()
+        r = Reshape (x, shape)
+        y = Relu (r)
+    }
+    """)
+    graph = ir.import_model(model)
+    reshaped = graph.tensors()["r"]
+    reshaped.shape = ["N", "unk__1", "unk__2"]
+    assert ir.analysis.infer_missing_shapes(graph) is True
+    assert reshaped.shape == ["N", 3, 4]
+    assert ir.analysis.infer_missing_shapes(graph) is False  # nothing more to learn
+    assert reshaped.shape == ["N", 3, 4]

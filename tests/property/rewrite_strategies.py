@@ -34,7 +34,9 @@ a batch dimension that is static or symbolic (``N``, run at two sizes), and then
   key]``, ``[1, 1, key]``, ``[heads, query, key]``, rank-4 ones) and the Softmax axis written or
   omitted; in the eager form or as torch's dynamo exporter writes ``scaled_dot_product_attention``
   (operands scaled by the root of the scale, the key swapped by Reshape-Transpose-Reshape, the mask
-  a ``Where`` between 0 and the type's lowest value or -inf, a NaN guard after the Softmax).
+  a ``Where`` between 0 and the type's lowest value or -inf, a NaN guard after the Softmax); the
+  projections each a MatMul (and bias Add) or a Gemm on the flattened tokens, or the query, key and
+  value the pieces of one such projection split along its features (GPT-2's ``c_attn``).
 
 Every attribute a pass rule reads is drawn in both forms, left out (its ONNX default) and written
 out (``Builder.defaults``; ReduceMean's ``keepdims``, Flatten's and Softmax's ``axis``, Gemm's
@@ -671,7 +673,8 @@ def motif_duplicates(b: Builder, x: Value) -> Value:
 
 def motif_attention(b: Builder, x: Value) -> Value:
     """Scaled dot-product self-attention over the channels as tokens (features: the pixels), as
-    transformers exports it: projected Q/K/V with or without biases split into heads, the key
+    transformers exports it: projected Q/K/V (each its own MatMul or flattened Gemm, or pieces of
+    one merged projection) with or without biases split into heads, the key
     transposed in one or two steps, a scalar scale, an optional additive mask, float Casts of the
     probabilities, the heads merged and projected (with or without bias). Ends the running tensor:
     its result is a graph output."""
@@ -686,12 +689,38 @@ def motif_attention(b: Builder, x: Value) -> Value:
     split = b.ints(list(b.choose(spellings)), "split")
     scale = 1.0 / np.sqrt(features)
 
+    def linear(x: Value, inputs: int, outputs: int, bias: bool, base: str) -> Value:
+        """``x W [+ b]`` over the last axis of ``x`` [n, c, inputs]: a MatMul (and an Add), or, in
+        turn, the Gemm of a linear layer on the flattened tokens (GPT-2's Conv1D, the dynamo
+        exporter's addmm)."""
+        weights = b.uniform((inputs, outputs)) * (scale if base == "W" else 1.0)
+        if b.choose(("matmul", "gemm")) == "matmul":
+            y = b.op("MatMul", [x.name, b.const(weights, base)], (n, c, outputs))
+            if bias:
+                bias_name = b.const(b.uniform((outputs,)), "b")
+                y = b.op("Add", [y.name, bias_name] if b.draw(st.booleans()) else [bias_name, y.name],
+                         y.shape)
+            return y
+        flat = b.op("Reshape", [x.name, b.ints([-1, inputs])], ("NC", inputs))
+        transposed = b.draw(st.booleans())
+        operands = [flat.name, b.const(weights.T if transposed else weights, base)]
+        if bias or b.opset < 11:  # (C is optional from Gemm-11)
+            operands.append(b.const(b.uniform((outputs,)) if bias else np.zeros(outputs), "b"))
+        y = b.op("Gemm", operands, ("NC", outputs), **({"transB": 1} if transposed else {}))
+        return b.op("Reshape", [y.name, b.ints([-1, c, outputs])], (n, c, outputs))
+
+    # The query, key and value each projected, or (in turn) one merged projection split along its
+    # features, as GPT-2's c_attn writes them.
+    pieces = []
+    if b.choose((False, True)):
+        qkv = linear(tokens, features, 3 * width, bool(b.draw(st.integers(0, 3))), "W")
+        pieces = list(b.split(qkv, 2, [width] * 3))
+
     def head_split(perm_steps):
-        y = b.op("MatMul", [tokens.name, b.const(b.uniform((features, width)) * scale, "W")],
-                 (n, c, width))
-        if b.draw(st.integers(0, 3)):
-            bias = b.const(b.uniform((width,)), "b")
-            y = b.op("Add", [y.name, bias] if b.draw(st.booleans()) else [bias, y.name], y.shape)
+        if pieces:
+            y = pieces.pop(0)
+        else:
+            y = linear(tokens, features, width, bool(b.draw(st.integers(0, 3))), "W")
         y = b.op("Reshape", [y.name, split], (n, c, heads, size))
         for perm in perm_steps:
             y = b.op("Transpose", [y.name], _t(y.shape, list(perm)), perm=list(perm))
@@ -758,9 +787,7 @@ def motif_attention(b: Builder, x: Value) -> Value:
     merged = b.op("Transpose", [context.name], (n, c, heads, size), perm=[0, 2, 1, 3])
     merged = b.op("Reshape", [merged.name, b.ints([0, 0, width])], (n, c, width))
     units = b.draw(st.integers(1, 5))
-    out = b.op("MatMul", [merged.name, b.const(b.uniform((width, units)), "Wo")], (n, c, units))
-    if b.draw(st.booleans()):
-        out = b.op("Add", [b.const(b.uniform((units,)), "bo"), out.name], out.shape)
+    out = linear(merged, width, units, b.draw(st.booleans()), "Wo")
     b.outputs.append(out)
     return x
 
@@ -785,11 +812,12 @@ class RewriteModel:
 @st.composite
 def rewrite_models(draw, max_motifs: int = 4, enabled_defects: frozenset = frozenset(),
                    motifs: tuple[str, ...] = MOTIFS, opsets: tuple[int, ...] = OPSETS,
-                   dtypes: tuple[str, ...] = ("float32", "float16", "float32", "float64")
-                   ) -> RewriteModel:
+                   dtypes: tuple[str, ...] = ("float32", "float16", "float32", "float64"),
+                   batches: tuple[int, ...] = (1, 2), dynamic_batch: bool = True) -> RewriteModel:
     """A random valid model whose motifs give the passes' rewrite rules something to rewrite.
 
-    ``motifs``, ``opsets`` and ``dtypes`` narrow the draw, for a test that needs one pass's
+    ``motifs``, ``opsets``, ``dtypes`` and the batch (one of ``batches``, or half the time a
+    dynamic ``N`` with ``dynamic_batch``) narrow the draw, for a test that needs one pass's
     pattern in every example rather than in a few of them."""
     # The model's outline: opset, dtype and distinct motifs in a drawn order (a permutation
     # spreads motifs evenly over a short derandomized run; lists of sampled_from lean towards the
@@ -798,8 +826,8 @@ def rewrite_models(draw, max_motifs: int = 4, enabled_defects: frozenset = froze
     dtype_name = draw(st.sampled_from(dtypes))
     b = Builder(draw, opset, DTYPES[dtype_name], draw(st.integers(0, 2**16)),
                 frozenset(enabled_defects))
-    dynamic = draw(st.booleans())
-    batch = "N" if dynamic else draw(st.sampled_from([1, 2]))
+    dynamic = draw(st.booleans()) if dynamic_batch else False
+    batch = "N" if dynamic else draw(st.sampled_from(batches))
     channels = draw(st.integers(1, 6))
     height, width = draw(st.integers(3, 7)), draw(st.integers(3, 7))
     x = Value("input", (batch, channels, height, width))

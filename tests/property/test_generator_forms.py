@@ -144,8 +144,10 @@ def _attention_mask_ranks(model: onnx.ModelProto) -> set[int]:
     return ranks
 
 
-def test_rewrite_models_add_attention_masks_of_every_rank(rewrite_sample) -> None:
-    ranks = set().union(*(_attention_mask_ranks(model) for model in rewrite_sample))
+def test_rewrite_models_add_attention_masks_of_every_rank() -> None:
+    # (Attention alone: among six motifs of every kind a rank may be drawn a few times only.)
+    models = _sample(rewrite_models(max_motifs=1, motifs=("attention",)), 200)
+    ranks = set().union(*(_attention_mask_ranks(model) for model in models))
     assert {0, 1, 2, 3, 4} <= ranks, f"mask ranks generated: {sorted(ranks)}"
 
 

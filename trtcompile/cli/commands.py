@@ -133,21 +133,18 @@ def model_argument(args: argparse.Namespace) -> str | None:
     return args.model if args.model is not None else args.onnx
 
 
-#: ONNX Runtime's log severities: 0 verbose, 1 info, 2 warning, 3 error, 4 fatal.
-ORT_ERROR_SEVERITY = 3
-
-
 def quiet_libraries() -> None:
     """Under -q, only errors: Polygraphy's own log lines (it prints to stdout) and ONNX Runtime's
     warnings (its default logger writes them to stderr when a session loads a model, e.g.
     "Removing initializer 'x'. It is not used by any node") are turned off for the rest of the
     run. ONNX Runtime's default logger is the one every session without its own
     ``log_severity_level`` uses, Polygraphy's included."""
-    import onnxruntime
     from polygraphy.logger import G_LOGGER
 
+    from trtcompile import ir
+
     G_LOGGER.module_severity = G_LOGGER.ERROR
-    onnxruntime.set_default_logger_severity(ORT_ERROR_SEVERITY)
+    ir.set_onnxruntime_severity(ir.ORT_ERROR_SEVERITY)
 
 
 def partition_options(args: argparse.Namespace) -> dict:

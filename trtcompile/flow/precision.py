@@ -115,7 +115,8 @@ def _precision_of(dtype: str) -> str:
 
 def precision_resources(loaded: LoadedModel, options: CompileOptions) -> dict[str, Any]:
     """``PassContext.resources`` for the precision pass: validated calibration data (INT8), the
-    samples FP16's keep-list is measured on (``--calib-data``, else ``--inputs``); and, below
+    samples FP16's keep-list is measured on (``--calib-data``, else ``--inputs``) with the parity
+    tolerances it must meet; and, below
     FP32, the engine precision for ``attention-head-layout`` (which leaves attention to
     TensorRT's fused FP16 kernel then)."""
     from trtcompile import calibration
@@ -126,6 +127,11 @@ def precision_resources(loaded: LoadedModel, options: CompileOptions) -> dict[st
         samples = _fp16_samples(loaded, options)
         if samples is not None:
             resources["precision-fp16"] = samples
+            # The keep-list is measured against the tolerances parity will judge by (the user's
+            # --atol/--rtol when given, else the precision's: the options carry them by now).
+            resources["parity-tolerances"] = calibration.PrecisionTolerances(
+                options.atol, options.rtol, options.atol_range,
+                f"atol={options.atol:g} rtol={options.rtol:g}")
         return resources
     if precision != "int8":
         return {}

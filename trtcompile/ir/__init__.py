@@ -54,6 +54,7 @@ from trtcompile.ir.graph import (
     constant_shape,
     constant_value,
     consumers,
+    split_sizes,
     dead_nodes,
     find_function,
     model_digest,
@@ -92,6 +93,7 @@ from trtcompile.ir.graph import (
 from trtcompile.ir.summary import GraphSummary, fingerprint, summarize
 from trtcompile.ir.interface import OverridableInput, is_overridable, overridable_initializers
 from trtcompile.ir.io import (
+    ORT_ERROR_SEVERITY,
     atomic_write_bytes,
     evaluable_ir_version,
     exclusive_lock,
@@ -102,15 +104,16 @@ from trtcompile.ir.io import (
     overridable_initializer_names,
     quiet_graphsurgeon,
     save,
+    set_onnxruntime_severity,
 )
 from trtcompile.ir.provenance import Structure, trace_provenance
 from trtcompile.ir.rewrite import detach_dropped
 
 __all__ = [
-    "CONTROL_FLOW_OPS", "DEFAULT_OPSET", "IR_VERSION", "NON_COMPUTE_OPS", "SEGMENT_PREFIX",
+    "CONTROL_FLOW_OPS", "DEFAULT_OPSET", "IR_VERSION", "NON_COMPUTE_OPS", "ORT_ERROR_SEVERITY", "SEGMENT_PREFIX",
     "SHAPE_VALUE_LIMIT", "TRTCOMPILE_DOMAIN", "GraphSummary", "NameScope", "OverridableInput", "ShapeFacts", "Structure",
     "add_local_function", "analysis", "atomic_write_bytes", "bfloat16", "call", "call_key",
-    "compute_node_count", "constant_attr_array", "constant_ints", "constant_shape", "constant_value", "consumers", "dead_nodes", "detach_dropped", "cost",
+    "compute_node_count", "constant_attr_array", "constant_ints", "constant_shape", "constant_value", "consumers", "split_sizes", "dead_nodes", "detach_dropped", "cost",
     "evaluable_ir_version", "exclusive_lock", "export_model", "find_function", "fingerprint",
     "model_digest",
     "function_body_key", "function_key", "function_of", "functions_by_key", "fused_layer", "graph", "has_single_use",
@@ -118,7 +121,7 @@ __all__ = [
     "is_lowerable_constant", "is_onnx_op", "is_overridable", "is_segment", "iter_nodes", "known_dims", "layer_count", "live_nodes", "load", "lower_constant",
     "name_nodes", "op_histogram", "op_key", "opset", "outer_reads", "outer_scope_reads", "output_names", "overridable_initializer_names",
     "overridable_initializers",
-    "producer", "provenance", "quiet_graphsurgeon", "replace_uses", "rewrite", "same_pads", "save", "summary",
+    "producer", "provenance", "quiet_graphsurgeon", "replace_uses", "set_onnxruntime_severity", "rewrite", "same_pads", "save", "summary",
     "scope_nodes", "scopes", "static_shape", "subgraphs", "summarize", "text_attr", "to_networkx", "toposort",
     "trace_provenance",
 ]

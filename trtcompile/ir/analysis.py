@@ -157,14 +157,20 @@ class GraphTooLarge(ValueError):
 
 
 def infer_missing_shapes(graph: gs.Graph) -> bool:
-    """Give the main graph's node outputs that have no shape the one ONNX shape inference (with
-    data propagation) finds, and their element type where missing; True if some tensor got a shape.
+    """Give the main graph's node outputs the shape ONNX shape inference (with data propagation)
+    finds where theirs is missing or has a dim it does not know that inference does (a symbol an
+    earlier inference wrote before folding made a Reshape's shape constant), and their element
+    type where missing; True if some tensor got a shape or a dim.
 
     Raises :class:`GraphTooLarge` above protobuf's 2 GiB limit and ValueError (ONNX's message)
     when inference fails."""
     model = export_model(graph.copy())
     if model.ByteSize() > onnx.checker.MAXIMUM_PROTOBUF:
         raise GraphTooLarge("model above 2 GiB")
+    for value in model.graph.value_info:  # a symbol stored for a dim blocks what inference finds now
+        for dim in value.type.tensor_type.shape.dim:
+            if not dim.HasField("dim_value"):
+                dim.Clear()
     try:
         inferred = onnx.shape_inference.infer_shapes(model, data_prop=True)
     except (onnx.shape_inference.InferenceError, onnx.checker.ValidationError) as exc:
@@ -181,12 +187,21 @@ def infer_missing_shapes(graph: gs.Graph) -> bool:
     found = False
     for node in graph.nodes:
         for tensor in node.outputs:
-            if isinstance(tensor, gs.Variable) and tensor.shape is None and tensor.name in known:
-                dtype, dims = known[tensor.name]
+            if not isinstance(tensor, gs.Variable) or tensor.name not in known:
+                continue
+            dtype, dims = known[tensor.name]
+            shape = tensor.shape
+            if shape is None:
                 tensor.shape = dims
-                found = True
-                if tensor.dtype is None and dtype is not None:
-                    tensor.dtype = dtype
+            elif len(shape) == len(dims) and any(
+                    not isinstance(old, int) and isinstance(new, int) for old, new in zip(shape, dims)):
+                tensor.shape = [new if isinstance(new, int) and not isinstance(old, int) else old
+                                for old, new in zip(shape, dims)]
+            else:
+                continue
+            found = True
+            if tensor.dtype is None and dtype is not None:
+                tensor.dtype = dtype
     return found
 
 

@@ -248,6 +248,32 @@ def constant_ints(tensor: gs.Tensor) -> list[int] | None:
     return None if values is None else [int(v) for v in np.asarray(values).reshape(-1)]
 
 
+def split_sizes(split: gs.Node, dim: int | None, opset: int) -> list[int] | None:
+    """The sizes of a ``Split``'s outputs along its axis of ``dim`` elements, or None when they are
+    not known at compile time or do not add up to ``dim`` (``dim`` None: unknown, which only
+    explicit sizes overcome).
+
+    The sizes are the ``split`` input (opset 13+) or attribute (before 13); without them the axis
+    is split equally: into equal parts before opset 18 (the size must divide), from 18 into
+    ``num_outputs`` parts of ``ceil(dim / n)`` with a smaller last one.
+    """
+    count = len(split.outputs)
+    if len(split.inputs) > 1 and not split.inputs[1].is_empty():
+        sizes = constant_ints(split.inputs[1])
+    elif "split" in split.attrs:
+        sizes = [int(v) for v in split.attrs["split"]]
+    elif dim is None or count == 0:
+        return None
+    elif opset < 18 or "num_outputs" not in split.attrs:
+        sizes = [dim // count] * count if dim % count == 0 else None
+    else:
+        chunk = -(-dim // count)
+        sizes = [min(chunk, dim - k * chunk) for k in range(count)]
+    if sizes is None or len(sizes) != count or min(sizes, default=0) < 0:
+        return None  # (ONNX Runtime rejects a negative final piece)
+    return sizes if dim is None or sum(sizes) == dim else None
+
+
 def constant_shape(tensor: gs.Tensor) -> list[int] | None:
     """The shape of a constant's value, or the tensor's static shape (None when not fully known)."""
     values = constant_value(tensor)

@@ -261,15 +261,38 @@ def evaluable_ir_version(graph: gs.Graph) -> Iterator[gs.Graph]:
             g.ir_version = version
 
 
+#: ONNX Runtime's log severities: 0 verbose, 1 info, 2 warning (its default), 3 error, 4 fatal.
+ORT_WARNING_SEVERITY, ORT_ERROR_SEVERITY = 2, 3
+#: ONNX Runtime's default logger severity as trtcompile last set it: ONNX Runtime has a setter and
+#: no getter, so a block that raises it restores this value.
+_ort_severity = ORT_WARNING_SEVERITY
+
+
+def set_onnxruntime_severity(severity: int) -> None:
+    """Set ONNX Runtime's default logger severity (every session without its own
+    ``log_severity_level`` logs through it) and remember it for :func:`quiet_graphsurgeon`."""
+    import onnxruntime
+
+    global _ort_severity
+    onnxruntime.set_default_logger_severity(severity)
+    _ort_severity = severity
+
+
 @contextlib.contextmanager
 def quiet_graphsurgeon() -> Iterator[None]:
     """Silence onnx-graphsurgeon's warnings in the ``with`` block (a pass that reports failures as
-    rejections, such as folding, has no use for its log lines)."""
+    rejections, such as folding, has no use for its log lines), and ONNX Runtime's warnings about
+    the graphs it evaluates for onnx-graphsurgeon (its sessions use the default logger: folding
+    the TorchScript export of Swin-T printed 205 "UnsqueezeElimination cannot remove node" lines
+    about the constant parts it evaluates, none about the user's model)."""
+    import onnxruntime
     from onnx_graphsurgeon.logger import G_LOGGER
 
-    previous = G_LOGGER.severity
+    previous, severity = G_LOGGER.severity, _ort_severity
     G_LOGGER.severity = G_LOGGER.ERROR
+    onnxruntime.set_default_logger_severity(max(severity, ORT_ERROR_SEVERITY))
     try:
         yield
     finally:
         G_LOGGER.severity = previous
+        onnxruntime.set_default_logger_severity(severity)

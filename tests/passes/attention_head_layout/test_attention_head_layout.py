@@ -20,50 +20,60 @@ from trtcompile.pass_manager import PassContext, PassManager
 CASES = Path(__file__).parent / "cases"
 
 
-def attention_block(seq: int = 64, width: int = 256, heads: int = 4, mask: bool = True,
-                    biases: str = "qkv", seed: int = 0) -> onnx.ModelProto:
-    """One BERT-style self-attention block with random weights, as transformers exports it; the
-    projections named in ``biases`` (of q, k, v) have a bias."""
-    rng = np.random.default_rng(seed)
-    size = width // heads
-    inits, nodes = [], []
+class _Graph:
+    """Nodes and initializers of a test graph, added one call at a time."""
 
-    def const(name, value):
-        inits.append(numpy_helper.from_array(np.asarray(value), name))
+    def __init__(self, seed: int) -> None:
+        self.rng = np.random.default_rng(seed)
+        self.inits: list[onnx.TensorProto] = []
+        self.nodes: list[onnx.NodeProto] = []
+
+    def const(self, name: str, value) -> str:
+        self.inits.append(numpy_helper.from_array(np.asarray(value), name))
         return name
 
-    def node(op, inputs, output, **attrs):
-        nodes.append(helper.make_node(op, inputs, [output], **attrs))
+    def weights(self, name: str, *shape: int, scale: float = 0.05) -> str:
+        return self.const(name, (self.rng.standard_normal(shape) * scale).astype(np.float32))
+
+    def node(self, op: str, inputs: list[str], output: str, **attrs) -> str:
+        self.nodes.append(helper.make_node(op, inputs, [output], **attrs))
         return output
 
-    const("split", np.array([1, seq, heads, size], np.int64))
-    const("merge", np.array([1, seq, width], np.int64))
-    const("scale", np.array(1 / np.sqrt(size), np.float32))
+    def model(self, inputs: dict[str, list[int]], output: list[int], opset: int) -> onnx.ModelProto:
+        graph = helper.make_graph(
+            self.nodes, "attention",
+            [helper.make_tensor_value_info(n, TensorProto.FLOAT, dims) for n, dims in inputs.items()],
+            [helper.make_tensor_value_info("y", TensorProto.FLOAT, output)], self.inits)
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+        model.ir_version = ir.IR_VERSION
+        return model
+
+
+def attention_block(seq: int = 64, width: int = 256, heads: int = 4, mask: bool = True,
+                    biases: str = "qkv", seed: int = 0, batch: int = 1) -> onnx.ModelProto:
+    """One BERT-style self-attention block with random weights, as transformers exports it; the
+    projections named in ``biases`` (of q, k, v) have a bias."""
+    g, size = _Graph(seed), width // heads
+    g.const("split", np.array([batch, seq, heads, size], np.int64))
+    g.const("merge", np.array([batch, seq, width], np.int64))
+    g.const("scale", np.array(1 / np.sqrt(size), np.float32))
     heads_of = {}
     for role, perm in (("q", [0, 2, 1, 3]), ("k", [0, 2, 3, 1]), ("v", [0, 2, 1, 3])):
-        w = const(f"W{role}", (rng.standard_normal((width, width)) * 0.05).astype(np.float32))
-        t = node("MatMul", ["x", w], f"{role}m")
+        t = g.node("MatMul", ["x", g.weights(f"W{role}", width, width)], f"{role}m")
         if role in biases:
-            b = const(f"b{role}", (rng.standard_normal(width) * 0.1).astype(np.float32))
-            t = node("Add", [b, t], f"{role}a")
-        heads_of[role] = node("Transpose", [node("Reshape", [t, "split"], f"{role}r")], f"{role}t",
-                              perm=perm)
-    s = node("Mul", [node("MatMul", [heads_of["q"], heads_of["k"]], "s"), "scale"], "ss")
+            t = g.node("Add", [g.weights(f"b{role}", width, scale=0.1), t], f"{role}a")
+        heads_of[role] = g.node("Transpose", [g.node("Reshape", [t, "split"], f"{role}r")], f"{role}t",
+                                perm=perm)
+    s = g.node("Mul", [g.node("MatMul", [heads_of["q"], heads_of["k"]], "s"), "scale"], "ss")
     if mask:
-        s = node("Add", [s, "mask"], "sm")
-    p = node("Softmax", [s], "p", axis=-1)
-    c = node("Transpose", [node("MatMul", [p, heads_of["v"]], "c")], "ct", perm=[0, 2, 1, 3])
-    wo = const("Wo", (rng.standard_normal((width, width)) * 0.05).astype(np.float32))
-    bo = const("bo", (rng.standard_normal(width) * 0.1).astype(np.float32))
-    node("Add", [bo, node("MatMul", [node("Reshape", [c, "merge"], "cr"), wo], "om")], "y")
-    inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, seq, width])]
-    if mask:
-        inputs.append(helper.make_tensor_value_info("mask", TensorProto.FLOAT, [1, 1, seq, seq]))
-    graph = helper.make_graph(nodes, "attention", inputs,
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, seq, width])], inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = ir.IR_VERSION
-    return model
+        s = g.node("Add", [s, "mask"], "sm")
+    p = g.node("Softmax", [s], "p", axis=-1)
+    c = g.node("Transpose", [g.node("MatMul", [p, heads_of["v"]], "c")], "ct", perm=[0, 2, 1, 3])
+    merged = g.node("Reshape", [c, "merge"], "cr")
+    g.node("Add", [g.weights("bo", width, scale=0.1),
+                   g.node("MatMul", [merged, g.weights("Wo", width, width)], "om")], "y")
+    inputs = {"x": [batch, seq, width], **({"mask": [batch, 1, seq, seq]} if mask else {})}
+    return g.model(inputs, [batch, seq, width], 17)
 
 
 def sdpa_attention_block(seq: int = 64, width: int = 256, heads: int = 4,
@@ -72,51 +82,71 @@ def sdpa_attention_block(seq: int = 64, width: int = 256, heads: int = 4,
     ``scaled_dot_product_attention``: the query and the transposed key scaled by the root of the
     scale, the key swapped by Reshape, Transpose, Reshape, the boolean mask as
     ``Where(mask, 0, float min)`` and the NaN guard ``Where(IsNaN(P), 0, P)``."""
-    rng = np.random.default_rng(seed)
-    size = width // heads
-    inits, nodes = [], []
-
-    def const(name, value):
-        inits.append(numpy_helper.from_array(np.asarray(value), name))
-        return name
-
-    def node(op, inputs, output, **attrs):
-        nodes.append(helper.make_node(op, inputs, [output], **attrs))
-        return output
-
-    const("split", np.array([1, seq, -1, size], np.int64))
-    const("fold", np.array([-1, seq, size], np.int64))
-    const("unfold", np.array([1, heads, size, seq], np.int64))
-    const("merge", np.array([1, seq, width], np.int64))
-    const("root", np.array(size ** -0.25, np.float32))
-    const("zero", np.array(0.0, np.float32))
-    const("fill", np.array(np.finfo(np.float32).min, np.float32))
+    g, size = _Graph(seed), width // heads
+    g.const("split", np.array([1, seq, -1, size], np.int64))
+    g.const("merge", np.array([1, seq, width], np.int64))
     heads_of = {}
     for role in "qkv":
-        w = const(f"W{role}", (rng.standard_normal((width, width)) * 0.05).astype(np.float32))
-        b = const(f"b{role}", (rng.standard_normal(width) * 0.1).astype(np.float32))
-        t = node("Add", [node("MatMul", ["x", w], f"{role}m"), b], f"{role}a")
-        t = node("Transpose", [node("Reshape", [t, "split"], f"{role}r", allowzero=1)], f"{role}t",
-                 perm=[0, 2, 1, 3])
-        heads_of[role] = t
-    heads_of["q"] = node("Mul", [heads_of["q"], "root"], "qs")
-    k = node("Transpose", [node("Reshape", [heads_of["k"], "fold"], "kf")], "kft", perm=[0, 2, 1])
-    heads_of["k"] = node("Mul", [node("Reshape", [k, "unfold"], "ku"), "root"], "ks")
-    mask = node("Where", [node("Greater", ["mask", "zero"], "keep"), "zero", "fill"], "additive")
-    s = node("Add", [node("MatMul", [heads_of["q"], heads_of["k"]], "s"), mask], "sm")
-    p = node("Softmax", [s], "p", axis=-1)
-    p = node("Where", [node("IsNaN", [p], "nan"), "zero", p], "pg")
-    c = node("Transpose", [node("MatMul", [p, heads_of["v"]], "c")], "ct", perm=[0, 2, 1, 3])
-    wo = const("Wo", (rng.standard_normal((width, width)) * 0.05).astype(np.float32))
-    bo = const("bo", (rng.standard_normal(width) * 0.1).astype(np.float32))
-    node("Add", [node("MatMul", [node("Reshape", [c, "merge"], "cr", allowzero=1), wo], "om"), bo], "y")
-    inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, seq, width]),
-              helper.make_tensor_value_info("mask", TensorProto.FLOAT, [1, 1, seq, seq])]
-    graph = helper.make_graph(nodes, "attention", inputs,
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, seq, width])], inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
-    model.ir_version = ir.IR_VERSION
-    return model
+        t = g.node("MatMul", ["x", g.weights(f"W{role}", width, width)], f"{role}m")
+        t = g.node("Add", [t, g.weights(f"b{role}", width, scale=0.1)], f"{role}a")
+        heads_of[role] = g.node("Transpose", [g.node("Reshape", [t, "split"], f"{role}r", allowzero=1)],
+                                f"{role}t", perm=[0, 2, 1, 3])
+    c = _sdpa(g, heads_of, seq, heads, size)
+    merged = g.node("Reshape", [c, "merge"], "cr", allowzero=1)
+    g.node("Add", [g.node("MatMul", [merged, g.weights("Wo", width, width)], "om"),
+                   g.weights("bo", width, scale=0.1)], "y")
+    return g.model({"x": [1, seq, width], "mask": [1, 1, seq, seq]}, [1, seq, width], 18)
+
+
+def _sdpa(g: _Graph, heads_of: dict[str, str], seq: int, heads: int, size: int) -> str:
+    """torch's dynamo export of ``scaled_dot_product_attention`` over the ``[B, H, S, D]`` heads;
+    returns the transposed context ``[B, S, H, D]``."""
+    g.const("fold", np.array([-1, seq, size], np.int64))
+    g.const("unfold", np.array([1, heads, size, seq], np.int64))
+    g.const("root", np.array(size ** -0.25, np.float32))
+    g.const("zero", np.array(0.0, np.float32))
+    g.const("fill", np.array(np.finfo(np.float32).min, np.float32))
+    q = g.node("Mul", [heads_of["q"], "root"], "qs")
+    k = g.node("Transpose", [g.node("Reshape", [heads_of["k"], "fold"], "kf")], "kft", perm=[0, 2, 1])
+    k = g.node("Mul", [g.node("Reshape", [k, "unfold"], "ku"), "root"], "ks")
+    mask = g.node("Where", [g.node("Greater", ["mask", "zero"], "keep"), "zero", "fill"], "additive")
+    s = g.node("Add", [g.node("MatMul", [q, k], "s"), mask], "sm")
+    p = g.node("Softmax", [s], "p", axis=-1)
+    p = g.node("Where", [g.node("IsNaN", [p], "nan"), "zero", p], "pg")
+    return g.node("Transpose", [g.node("MatMul", [p, heads_of["v"]], "c")], "ct", perm=[0, 2, 1, 3])
+
+
+def gpt2_attention_block(seq: int = 64, width: int = 256, heads: int = 4, dynamo: bool = False,
+                         seed: int = 0) -> onnx.ModelProto:
+    """One GPT-2 self-attention block with random weights: the query, key and value projected by
+    one Conv1D written ``Reshape [B*S, E] -> Gemm -> Reshape [B, S, 3E]`` and split, the output
+    projection a Gemm on the flattened heads; as the TorchScript exporter writes it (mask added
+    after the scale) or, ``dynamo``, as torch's dynamo exporter writes
+    ``scaled_dot_product_attention``."""
+    g, size = _Graph(seed), width // heads
+    g.const("flat", np.array([seq, width], np.int64))
+    g.const("unflat", np.array([1, seq, 3 * width], np.int64))
+    g.const("split", np.array([1, seq, heads, size], np.int64))
+    g.const("merge", np.array([1, seq, width], np.int64))
+    qkv = g.node("Gemm", [g.node("Reshape", ["x", "flat"], "xf"), g.weights("Wqkv", width, 3 * width),
+                          g.weights("bqkv", 3 * width, scale=0.1)], "qkv")
+    pieces = ["q", "k", "v"]
+    g.nodes.append(helper.make_node("Split", [g.node("Reshape", [qkv, "unflat"], "qkvr")], pieces,
+                                    axis=2, num_outputs=3))
+    heads_of = {role: g.node("Transpose", [g.node("Reshape", [role, "split"], f"{role}r")], f"{role}t",
+                             perm=[0, 2, 3, 1] if role == "k" and not dynamo else [0, 2, 1, 3])
+                for role in pieces}
+    if dynamo:
+        c = _sdpa(g, heads_of, seq, heads, size)
+    else:
+        g.const("scale", np.array(1 / np.sqrt(size), np.float32))
+        s = g.node("Mul", [g.node("MatMul", [heads_of["q"], heads_of["k"]], "s"), "scale"], "ss")
+        p = g.node("Softmax", [g.node("Add", [s, "mask"], "sm")], "p", axis=-1)
+        c = g.node("Transpose", [g.node("MatMul", [p, heads_of["v"]], "c")], "ct", perm=[0, 2, 1, 3])
+    flat = g.node("Reshape", [c, "flat"], "cf")
+    out = g.node("Gemm", [flat, g.weights("Wo", width, width), g.weights("bo", width, scale=0.1)], "o")
+    g.node("Reshape", [out, "merge"], "y")
+    return g.model({"x": [1, seq, width], "mask": [1, 1, seq, seq]}, [1, seq, width], 18)
 
 
 def optimized(model: onnx.ModelProto, ctx: PassContext | None = None):
@@ -141,6 +171,44 @@ def test_engine_has_two_fewer_layers_per_block(mask: bool) -> None:
               and any(n.endswith(("_query_transpose", "_heads_bias_add")) for n in layer.onnx_nodes)]
     assert len(copies) == 1  # one layer carries the query bias and writes Q^T
     assert verify.compare_models(model, rewritten, seed=0).passed
+
+
+@pytest.mark.parametrize("biases, layers", [("qkv", 10), ("kv", 8)], ids=["query-bias", "no-query-bias"])
+def test_batch_above_one_keeps_the_per_head_layout_out(biases: str, layers: int) -> None:
+    """At batch 2 a per-head GEMM would broadcast the projected input over the heads (TensorRT
+    copies it out per head: 10 -> 14 layers, measured when the pass still did it), so a block
+    whose query has a bias is left alone with that reason; dropping the key and value biases of a
+    query without bias still pays (10 -> 8)."""
+    model = attention_block(batch=2, biases=biases)
+    rewritten, record = optimized(model)
+    if biases == "qkv":
+        assert record.counts == {}
+        assert record.rejections[0].reason.startswith("the batch is 2, not 1: ")
+    else:
+        assert record.counts == {"unbiased_blocks": 1, "key_biases_dropped": 1, "value_biases_folded": 1}
+    assert verify.compare_models(model, rewritten, seed=0).passed
+    assert (build_engine(model, progress=False).compute_layers,
+            build_engine(rewritten, progress=False).compute_layers) == (10, layers)
+
+
+@pytest.mark.parametrize("dynamo", [False, True], ids=["torchscript", "dynamo"])
+def test_gpt2_merged_projection(dynamo: bool) -> None:
+    """GPT-2's merged Conv1D projection: each Split piece's columns become per-head weights and the
+    value bias joins the output Gemm: 10 -> 8 engine layers for the block (the merged GEMM's three
+    bias-and-transpose copies become the query's one); GPT-2 (4 layers) 53 -> 45 from either
+    exporter (docs/benchmarks.md)."""
+    model = gpt2_attention_block(dynamo=dynamo)
+    rewritten, record = optimized(model)
+    expected = {"attention_blocks": 1, "key_biases_dropped": 1, "masks_transposed": 1,
+                "value_biases_folded": 1}
+    if dynamo:
+        expected |= {"nan_guards_dropped": 1, "scales_folded": 2}
+    assert record.counts == expected
+    ops = [n.op_type for n in rewritten.graph.node]
+    assert "Split" not in ops and ops.count("Gemm") == 1 and ops.count("MatMul") == 5
+    assert verify.compare_models(model, rewritten, seed=0).passed
+    assert (build_engine(model, progress=False).compute_layers,
+            build_engine(rewritten, progress=False).compute_layers) == (10, 8)
 
 
 def test_dynamo_sdpa_engine_has_the_eager_forms_layers() -> None:

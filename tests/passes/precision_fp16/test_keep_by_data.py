@@ -306,3 +306,24 @@ def test_cli_keep_auto_without_data_exits_2_with_one_line(overflow_files: Path, 
     assert last.startswith("trtcompile: error: precision-fp16{keep=auto} measures the model on "
                            "data: give --calib-data FILE or --inputs FILE")
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("tolerances, kept", [
+    ((None, None), {"sub", "add"}),  # FP16's: atol=1e-2 + 1e-2 x range, rtol=1e-2
+    ((1e-5, 1e-5), {"sub", "add", "mul"}),  # tighter: the rounding of the Mul counts too
+    ((0.3, 0.3), set()),  # looser than the Sub's 0.125 error alone: nothing need stay FP32
+], ids=["precision-default", "tighter", "looser"])
+def test_the_keep_list_meets_the_tolerances_parity_judges_by(tmp_path: Path, tolerances, kept) -> None:
+    """A compile's --atol/--rtol are what parity judges the FP16 model by, so they are what the
+    keep-list's rounds aim at: a tighter bound keeps more nodes in FP32 (and parity passes under
+    it), a looser one fewer."""
+    model_path, data_path = tmp_path / "model.onnx", tmp_path / "data.npz"
+    onnx.save(cancellation_model(), model_path)
+    np.savez(data_path, x=np.random.default_rng(2).uniform(-1, 1, (16, 64)).astype(np.float32))
+    atol, rtol = tolerances
+    given = {} if atol is None else {"atol": atol, "rtol": rtol}
+    result = compile_model(model_path, tmp_path / "out", CompileOptions(
+        precision="fp16", calib_data=data_path, engine=False, progress=False, **given))
+    assert result.report["parity"]["passed"] is True
+    assert {r.nodes[0] for r in result.why_not("precision-fp16")
+            if r.reason.startswith("among the largest")} == kept
