@@ -73,6 +73,19 @@ def _scalar(tensor: gs.Tensor) -> bool:
     return value is not None and value.size == 1 and np.issubdtype(value.dtype, np.floating)
 
 
+def _scalar_factor(node: gs.Node, max_rank: int) -> tuple[int, float] | None:
+    """``(index, s)`` when ``node`` is a ``Mul`` by the scalar float constant ``s`` at input
+    ``index`` whose rank is at most ``max_rank`` (a higher rank would also add axes)."""
+    if node.op != "Mul" or len(node.inputs) != 2:
+        return None
+    for index in (0, 1):
+        if _scalar(node.inputs[index]):
+            value = ir.constant_value(node.inputs[index])
+            if value.ndim <= max_rank:
+                return index, float(value.reshape(-1)[0])
+    return None
+
+
 def rank(tensor: gs.Tensor, dims: dict) -> int | None:
     if isinstance(tensor, gs.Constant):
         return tensor.values.ndim
@@ -262,13 +275,11 @@ def _projection(tensor: gs.Tensor, perm: tuple[int, ...], dims: dict, graph_outp
     # One Transpose, or two that compose to ``perm`` (``.transpose(1, 2)`` then ``.transpose(-1, -2)``,
     # the second possibly written as Reshape [B*H, S, D], Transpose, Reshape [B, H, D, S]).
     while (node := ir.producer(tensor)) is not None and ir.is_onnx_op(node):
-        if scaled and node.op == "Mul" and len(node.inputs) == 2 and \
-                (index := next((i for i in (0, 1) if _scalar(node.inputs[i])
-                                and ir.constant_value(node.inputs[i]).ndim <= 4), None)) is not None:
-            # (a scale of rank 5 or more would also add axes: not a scale of the head split)
-            scale *= float(ir.constant_value(node.inputs[index]).reshape(-1)[0])
+        # (a scale of rank 5 or more would also add axes: not a scale of the head split)
+        if scaled and (factor := _scalar_factor(node, max_rank=4)) is not None:
+            scale *= factor[1]
             nodes.insert(0, node)
-            tensor = node.inputs[1 - index]
+            tensor = node.inputs[1 - factor[0]]
             continue
         if node.op == "Transpose":
             node_perm = tuple(int(p) for p in node.attrs.get("perm", ()))
@@ -297,13 +308,11 @@ def _projection(tensor: gs.Tensor, perm: tuple[int, ...], dims: dict, graph_outp
     node = ir.producer(tensor)
     # A scalar scale of the projection before its head split (Whisper scales the projected query):
     # s (x W + b) = x (s W) + s b, like the operand scales (rank at most 3: it adds no axis).
-    if node is not None and node.op == "Mul" and ir.is_onnx_op(node) and len(node.inputs) == 2 and \
-            (index := next((i for i in (0, 1) if _scalar(node.inputs[i])
-                            and ir.constant_value(node.inputs[i]).ndim <= 3), None)) is not None:
-        scale *= float(ir.constant_value(node.inputs[index]).reshape(-1)[0])
+    if node is not None and ir.is_onnx_op(node) and \
+            (factor := _scalar_factor(node, max_rank=3)) is not None:
+        scale *= factor[1]
         nodes.insert(0, node)
-        tensor = node.inputs[1 - index]
-        node = ir.producer(tensor)
+        tensor = node.inputs[1 - factor[0]]
     found = _source(tensor, dims, graph_outputs, opset)
     if isinstance(found, str):
         return found
