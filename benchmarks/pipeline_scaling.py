@@ -181,7 +181,8 @@ def main(argv: list[str] | None = None) -> int:
     lines += ["", "Median seconds per pass (all its runs in the pipeline added up); the rest of the "
               "total is the pass manager's own work: one walk of the graph after each pass run (its "
               "fingerprint, layer count and op histogram; none after a run that repeats an earlier "
-              "run of the pass on the same graph), provenance after each pass that changed "
+              "run of the pass on the same graph, nor after a run skipped because the graph "
+              "holds none of the ops the pass needs), provenance after each pass that changed "
               "it, and Python's cyclic garbage collection, which the manager defers to the end of "
               "the run:", "",
               "| pass | " + " | ".join(f"{s:,} nodes" for s in sizes) + " |",

@@ -85,6 +85,7 @@ class AveragePoolConvFusion(Pass, RewriteRule):
 
     name: ClassVar[str] = "average-pool-conv-fusion"
     anchor_ops: ClassVar[frozenset[str]] = frozenset({"AveragePool"})
+    needs_ops: ClassVar[frozenset[str]] = anchor_ops
     rule: ClassVar[str] = "fuse-pool-into-conv"
     # Every candidate is priced before any is accepted: the cheapest go first (see ``order``).
     match_all_first: ClassVar[bool] = True

@@ -75,6 +75,7 @@ class ConcatElimination(Pass):
     """
 
     name: ClassVar[str] = "concat-elimination"
+    needs_ops: ClassVar[frozenset[str]] = frozenset({"Concat"})
 
     def run(self, graph: gs.Graph, ctx: PassContext) -> PassResult:
         result = PassResult()

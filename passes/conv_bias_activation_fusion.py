@@ -154,6 +154,7 @@ class ConvBiasActivationFusion(Pass, RewriteRule):
 
     name: ClassVar[str] = "conv-bias-activation-fusion"
     anchor_ops: ClassVar[frozenset[str]] = frozenset({"Conv"})
+    needs_ops: ClassVar[frozenset[str]] = anchor_ops
     # Every chain is matched on the untouched graph first: a residual decision looks at the chain
     # on the Add's other side, and shape inference reads the whole graph.
     match_all_first: ClassVar[bool] = True

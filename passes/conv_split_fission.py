@@ -60,6 +60,7 @@ class ConvSplitFission(Pass, RewriteRule):
     """
 
     name: ClassVar[str] = "conv-split-fission"
+    needs_ops: ClassVar[frozenset[str]] = frozenset({"Split"})
 
     rule: ClassVar[str] = "split-conv"
 

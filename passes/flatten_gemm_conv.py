@@ -69,6 +69,7 @@ class FlattenGemmConv(Pass, RewriteRule):
 
     name: ClassVar[str] = "flatten-gemm-conv"
     anchor_ops: ClassVar[frozenset[str]] = frozenset({"Flatten", "Reshape"})
+    needs_ops: ClassVar[frozenset[str]] = anchor_ops
     rule: ClassVar[str] = "gemm-to-conv"
 
     def run(self, graph: gs.Graph, ctx: PassContext) -> PassResult:

@@ -81,6 +81,7 @@ class GlobalPoolWindow(Pass, RewriteRule):
 
     name: ClassVar[str] = "global-pool-window"
     anchor_ops: ClassVar[frozenset[str]] = frozenset({"GlobalAveragePool", "ReduceMean"})
+    needs_ops: ClassVar[frozenset[str]] = anchor_ops
     rule: ClassVar[str] = "window-pool"
 
     def run(self, graph: gs.Graph, ctx: PassContext) -> PassResult:

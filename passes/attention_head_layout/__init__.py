@@ -109,6 +109,7 @@ class AttentionHeadLayout(Pass):
     """
 
     name: ClassVar[str] = "attention-head-layout"
+    needs_ops: ClassVar[frozenset[str]] = frozenset({"Softmax"})
 
     def run(self, graph: gs.Graph, ctx: PassContext) -> PassResult:
         result = PassResult()

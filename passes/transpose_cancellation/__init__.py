@@ -118,6 +118,7 @@ class TransposeCancellation(Pass):
     """
 
     name: ClassVar[str] = "transpose-cancellation"
+    needs_ops: ClassVar[frozenset[str]] = frozenset({"Transpose"})
 
     push_through: tuple[str, ...] = tuple(PUSH_KINDS)
     fold_constants: bool = True

@@ -52,6 +52,14 @@ def _doc_body(cls) -> str:
     return parts[1].strip("\n") if len(parts) > 1 else ""
 
 
+def needs_line(cls) -> str:
+    """What a pass needs in the graph to run at all (:attr:`Pass.needs_ops`), or nothing."""
+    if not cls.needs_ops:
+        return ""
+    return (f"Runs only on graphs holding {' or '.join(sorted(cls.needs_ops))} (in any scope); "
+            f"the pass manager records other runs as skipped.")
+
+
 def passes_text(registry) -> str:
     """The pass list for the terminal."""
     lines = [f"pipeline '{name}': {text}" for name, text in registry.pipelines().items()] + [""]
@@ -62,6 +70,8 @@ def passes_text(registry) -> str:
             lines.append("  options:")
             for name, type_, default in options:
                 lines.append(f"    {name}: {type_} = {default}")
+        if needs_line(cls):
+            lines.append(f"  {needs_line(cls)}")
         body = _doc_body(cls)
         if body:
             lines += [f"  {line}".rstrip() for line in body.splitlines()]
@@ -89,6 +99,8 @@ def passes_markdown(registry) -> str:
     for cls in registry:
         lines += [f"## {cls.name}", "", f"`{cls.__module__}.{cls.__qualname__}`", "",
                   cls.summary(), ""]
+        if needs_line(cls):
+            lines += [needs_line(cls), ""]
         options = pass_options(cls)
         if options:
             lines += ["| option | type | default |", "| --- | --- | --- |"]

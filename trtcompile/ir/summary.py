@@ -23,12 +23,15 @@ import onnx_graphsurgeon as gs
 @dataclass(frozen=True)
 class GraphSummary:
     """What the pass manager records of a graph at one moment: its :func:`fingerprint`, its layer
-    count (top-level nodes) and its op histogram (:func:`~trtcompile.ir.graph.op_histogram`).
-    Treat ``histogram`` as read-only: summaries are shared between records."""
+    count (top-level nodes), its op histogram (:func:`~trtcompile.ir.graph.op_histogram`) and
+    the ops of every scope (the histogram's keys and those of the If/Loop/Scan bodies and local
+    functions: what :attr:`Pass.needs_ops <trtcompile.pm.base.Pass.needs_ops>` is checked
+    against). Treat ``histogram`` as read-only: summaries are shared between records."""
 
     fingerprint: int
     layers: int
     histogram: dict[str, int] = field(hash=False)
+    ops: frozenset[str] = field(hash=False)
 
 
 def fingerprint(graph: gs.Graph) -> int:
@@ -55,8 +58,9 @@ def summarize(graph: gs.Graph) -> GraphSummary:
         histogram: dict[str, int] = {}
         parts: list[object] = [walk.graph_key(graph, histogram)]
         for function in sorted(graph.functions, key=lambda f: (f.domain or "", f.name)):
-            parts.append((function.domain, function.name, walk.graph_key(function, None)))
-        return GraphSummary(hash(tuple(parts)), len(graph.nodes), dict(sorted(histogram.items())))
+            parts.append((function.domain, function.name, walk.graph_key(function, walk.nested)))
+        return GraphSummary(hash(tuple(parts)), len(graph.nodes), dict(sorted(histogram.items())),
+                            frozenset(histogram).union(walk.nested))
     finally:
         if gc_was_enabled:
             gc.enable()
@@ -87,13 +91,18 @@ class _Walk:
     A class rather than nested functions: mutually recursive closures form a reference cycle, which
     would keep every key of the walk alive until the cyclic collector runs."""
 
-    __slots__ = ("tensor_keys",)
+    __slots__ = ("nested", "tensor_keys")
 
     def __init__(self) -> None:
-        self.tensor_keys: dict[int, tuple] = {}
+        self.tensor_keys: dict[int, int] = {}
+        #: The op histogram of the nested scopes (subgraph bodies and functions) met so far.
+        self.nested: dict[str, int] = {}
 
-    def new_tensor_key(self, tensor: gs.Tensor) -> tuple:
-        """The key of a tensor not met before in this walk (and remember it)."""
+    def new_tensor_key(self, tensor: gs.Tensor) -> int:
+        """The key of a tensor not met before in this walk (and remember it): the hash of its
+        name, type and content. A hash rather than the tuple: a node's key holds the keys of its
+        tensors, and a tuple does not keep its hash, so every node reading the tensor would hash
+        its parts again."""
         if type(tensor) is _VARIABLE:
             shape = tensor.shape
             key = (tensor.name, tuple(shape) if shape is not None else None, tensor.dtype)
@@ -111,7 +120,7 @@ class _Walk:
         else:
             shape = tensor.shape
             key = (tensor.name, tuple(shape) if shape is not None else None, tensor.dtype)
-        self.tensor_keys[id(tensor)] = key
+        self.tensor_keys[id(tensor)] = key = hash(key)
         return key
 
     def attr_key(self, value: object) -> object:
@@ -121,7 +130,7 @@ class _Walk:
         if isinstance(value, list):
             return tuple([v if isinstance(v, _PLAIN) else self.attr_key(v) for v in value])
         if isinstance(value, gs.Graph):
-            return self.graph_key(value, None)
+            return self.graph_key(value, self.nested)
         if isinstance(value, gs.Constant):
             return self.tensor_keys.get(id(value)) or self.new_tensor_key(value)
         if isinstance(value, np.ndarray):
@@ -132,7 +141,7 @@ class _Walk:
         except TypeError:
             return repr(value)
 
-    def graph_key(self, graph: gs.Graph, histogram: dict[str, int] | None) -> int:
+    def graph_key(self, graph: gs.Graph, histogram: dict[str, int]) -> int:
         """Hash of one graph (or function body); counts its nodes' ops into ``histogram``."""
         keys = self.tensor_keys
         known, new_key, attr_key = keys.get, self.new_tensor_key, self.attr_key
@@ -153,8 +162,8 @@ class _Walk:
                 if output_key is None:
                     if type(output) is _VARIABLE:  # new_tensor_key's first case
                         shape = output.shape
-                        output_key = keys[id(output)] = (
-                            output.name, tuple(shape) if shape is not None else None, output.dtype)
+                        output_key = keys[id(output)] = hash((
+                            output.name, tuple(shape) if shape is not None else None, output.dtype))
                     else:
                         output_key = new_key(output)
                 output_keys: tuple = (output_key,)
@@ -178,7 +187,6 @@ class _Walk:
             else:
                 attr_keys = tuple([(k, attr_key(attrs[k])) for k in sorted(attrs)])
             append(hash((node.name, domain, op, input_keys, output_keys, attr_keys)))
-            if histogram is not None:
-                op_key = op if not domain or domain == "ai.onnx" else f"{domain}.{op}"
-                histogram[op_key] = histogram.get(op_key, 0) + 1
+            op_key = op if not domain or domain == "ai.onnx" else f"{domain}.{op}"
+            histogram[op_key] = histogram.get(op_key, 0) + 1
         return hash(tuple(parts))

@@ -276,6 +276,14 @@ class Pass(OptionFields):
 
     name: ClassVar[str] = ""
 
+    #: ONNX ops (default domain) at least one of which every rewrite of the pass starts from:
+    #: in a graph none of whose scopes (main graph, If/Loop/Scan bodies, local function bodies)
+    #: holds one, the pass changes nothing, and the manager records the run without running it
+    #: or walking the graph after it (``transpose-cancellation`` needs a ``Transpose``). Empty:
+    #: the pass may change any graph (``fold-constants``). A pass that also tidies the graph
+    #: where it finds nothing to rewrite (a cleanup, a sort) must leave this empty.
+    needs_ops: ClassVar[frozenset[str]] = frozenset()
+
     def run(self, graph: gs.Graph, ctx: PassContext) -> PassResult:  # pragma: no cover - abstract
         """Rewrite ``graph`` in place and return what was done."""
         raise NotImplementedError(f"{type(self).__name__} does not implement run()")

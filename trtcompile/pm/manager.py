@@ -135,6 +135,12 @@ class PipelineRun:
     <trtcompile.ir.summary.summarize>`): that summary is the record's "after" and the next
     pass's "before", and comparing its fingerprint with the previous one tells ``changed``.
 
+    A pass that declares the ops its rewrites start from (:attr:`Pass.needs_ops
+    <trtcompile.pm.base.Pass.needs_ops>`) is not run on a graph that holds none of them in any
+    scope (the summary lists them): its record says so (``skipped``), and the graph is not walked
+    again. On a convolutional network most of the default pipeline's layout and attention passes
+    are such runs.
+
     A pass is a function of the graph, its options and the run's context. So when a pass left a
     graph unchanged, the same pass (same options) on a graph of the same fingerprint, later in the
     same run, would leave it unchanged again with the same result: that run is not repeated (nor
@@ -252,7 +258,11 @@ class PipelineRun:
         key = self._unchanged_key(pass_, graph, before)
         known = self.unchanged.get(key) if key is not None else None
         start = time.perf_counter()
-        if known is not None:
+        skipped = ""
+        if pass_.needs_ops and pass_.needs_ops.isdisjoint(before.ops):
+            skipped = f"no {' or '.join(sorted(pass_.needs_ops))} in the graph"
+            result, seconds, after, changed = PassResult(), 0.0, before, False
+        elif known is not None:
             result, lines, granted = known
             ctx.current_pass = pass_.name
             for line in lines:
@@ -285,6 +295,7 @@ class PipelineRun:
             counts=dict(result.counts), rejections=list(result.rejections),
             # a repeated result's rows are copies: each record owns its own
             tables={k: copy.deepcopy(v) if known else list(v) for k, v in result.tables.items()},
+            skipped=skipped,
         )
         report.records.append(record)
         for instrument in self.manager.instruments:

@@ -29,6 +29,9 @@ class PassRecord:
     rejections: list[Rejection]
     #: What the pass measured, by table name (its PassResult tables: ``precision_risk``).
     tables: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    #: Why the manager did not run the pass (the graph holds none of the ops its rewrites start
+    #: from: ``no Transpose in the graph``); empty when it ran (or repeated an earlier run).
+    skipped: str = ""
 
     @property
     def delta(self) -> int:
@@ -53,6 +56,7 @@ class PassRecord:
             "rejections": [r.to_dict() for r in self.rejections],
             # Only passes that measure something have tables: other records stay as they were.
             **({"tables": self.tables} if self.tables else {}),
+            **({"skipped": self.skipped} if self.skipped else {}),
         }
 
 
