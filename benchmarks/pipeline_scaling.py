@@ -33,7 +33,7 @@ from pathlib import Path
 from benchmarks.markdown_section import machine_line, write_section
 from benchmarks.synthetic import synthetic_graph
 from trtcompile import ir
-from trtcompile.pass_manager import PassManager, default_pipeline_text
+from trtcompile.pass_manager import PassContext, PassManager, default_pipeline_text, parse_pipeline
 
 #: The repository's root folder (the child runs of :func:`peak_rss_mib` import from it).
 REPO = Path(__file__).resolve().parent.parent
@@ -55,11 +55,14 @@ def _example_graph():
     return ir.import_model(examples.googlenet_onnx())
 
 
-def time_pipeline(make_graph, repeats: int) -> tuple[list[float], int, int, dict[str, list[float]]]:
+def time_pipeline(make_graph, repeats: int
+                  ) -> tuple[list[float], int, int, dict[str, list[float]], dict[str, str]]:
     """Run the default pipeline ``repeats`` times on fresh graphs; return the times, the layer
-    counts and each pass's seconds per run."""
+    counts, each pass's seconds per run (passes the manager ran) and the passes it skipped (the
+    graph held none of the ops they need: pipeline text -> the record's reason)."""
     times, before, after = [], 0, 0
     per_pass: dict[str, list[float]] = defaultdict(list)
+    skipped: dict[str, str] = {}
     for _ in range(repeats):
         graph = make_graph()
         gc.collect()
@@ -68,11 +71,32 @@ def time_pipeline(make_graph, repeats: int) -> tuple[list[float], int, int, dict
         times.append(time.perf_counter() - start)
         before, after = report.layers_before, report.layers_after
         seconds: dict[str, float] = defaultdict(float)
+        ran = {record.name for record in report.records if not record.skipped}
         for record in report.records:
-            seconds[record.name] += record.seconds
+            if record.name in ran:
+                seconds[record.name] += record.seconds
+            else:
+                skipped[record.text] = record.skipped
         for name, value in seconds.items():
             per_pass[name].append(value)
-    return times, before, after, per_pass
+    return times, before, after, per_pass, skipped
+
+
+def time_skipped_directly(graph, texts: list[str]) -> dict[str, float]:
+    """Run each pass of ``texts`` (ones the manager skipped on such a graph) directly on
+    ``graph``, once, so that its cost per node is still measured; return its seconds by pass name.
+    Each must leave the graph as it was (the manager's skip is only right if it does)."""
+    seconds: dict[str, float] = {}
+    for text in texts:
+        (pass_,) = parse_pipeline(text)
+        before = ir.fingerprint(graph)
+        gc.collect()
+        start = time.perf_counter()
+        pass_.run(graph, PassContext())
+        seconds[pass_.name] = time.perf_counter() - start
+        if ir.fingerprint(graph) != before:
+            raise AssertionError(f"{text} changed a graph the pass manager skips it on")
+    return seconds
 
 
 def run_once(size: int) -> None:
@@ -136,16 +160,20 @@ def main(argv: list[str] | None = None) -> int:
     load_before = os.getloadavg()[0]
     rows = []
     try:
-        times, before, after, _ = time_pipeline(_example_graph, args.repeats)
+        times, before, after, _, _ = time_pipeline(_example_graph, args.repeats)
         rows.append(("built-in example (googlenet-onnx)", before, after, times, None, None))
     except ImportError:
         pass
     medians: dict[int, dict[str, float]] = {}
+    direct: dict[int, dict[str, float]] = {}
+    reasons: dict[str, str] = {}
     for size in (int(s) for s in args.sizes.split(",")):
-        times, before, after, per_pass = time_pipeline(lambda size=size: synthetic_graph(size),
-                                                       args.repeats)
+        times, before, after, per_pass, skipped = time_pipeline(
+            lambda size=size: synthetic_graph(size), args.repeats)
         medians[size] = {"total": statistics.median(times),
                          **{name: statistics.median(v) for name, v in per_pass.items()}}
+        direct[size] = time_skipped_directly(synthetic_graph(size), sorted(skipped))
+        reasons.update({parse_pipeline(text)[0].name: why for text, why in skipped.items()})
         half = medians.get(size // 2) if size % 2 == 0 else None
         ratio = medians[size]["total"] / half["total"] if half else None
         rss = None if args.no_rss else peak_rss_mib(size)
@@ -189,7 +217,19 @@ def main(argv: list[str] | None = None) -> int:
               "|---|" + "---:|" * len(sizes)]
     lines += [f"| {name} | " + " | ".join(f"{medians[s].get(name, 0.0):.2f}" for s in sizes) + " |"
               for name in names]
-    failures = growth_failures(medians)
+    direct_names = sorted({n for d in direct.values() for n in d},
+                          key=lambda n: -direct[sizes[-1]].get(n, 0.0))
+    if direct_names:
+        lines += ["", "Passes the manager did not run on these graphs, which hold none of the ops "
+                  "the passes need (`Pass.needs_ops`), and their seconds when run directly on the "
+                  "graph as built (one run each; each left the graph as it was):", "",
+                  "| pass | skipped because | " + " | ".join(f"{s:,} nodes" for s in sizes)
+                  + " |", "|---|---|" + "---:|" * len(sizes)]
+        lines += [f"| {name} | {reasons.get(name, '')} | "
+                  + " | ".join(f"{direct[s].get(name, 0.0):.2f}" for s in sizes) + " |"
+                  for name in direct_names]
+    failures = growth_failures(medians) + growth_failures(
+        {size: {f"{name} (run directly)": v for name, v in d.items()} for size, d in direct.items()})
     lines += ["", "Check: no pass may grow faster than n log n when the graph doubles (x"
               f"{nlogn_growth(sizes[0]) if sizes else 2.0:.2f} at {sizes[0] if sizes else 0:,} "
               f"nodes, with {NOISE}x for timing noise; passes under {MIN_CHECKED_SECONDS} s not "

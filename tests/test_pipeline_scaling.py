@@ -37,3 +37,18 @@ def test_peak_rss_is_read_from_time_v_output() -> None:
             "\tExit status: 0\n")
     assert scaling.parse_peak_rss_mib(text) == 1500.0
     assert scaling.parse_peak_rss_mib("Command terminated by signal 9\n") is None
+
+
+def test_passes_the_manager_skips_are_timed_directly_and_must_leave_the_graph_alone() -> None:
+    from benchmarks.synthetic import synthetic_graph
+
+    _, before, after, per_pass, skipped = scaling.time_pipeline(lambda: synthetic_graph(200), 1)
+    assert (before, after) == (200, 100)
+    assert skipped["transpose-cancellation{fold-matmul-weights=false}"] == \
+        "no Transpose in the graph"
+    assert "transpose-cancellation" not in per_pass and "conv-bias-activation-fusion" in per_pass
+    seconds = scaling.time_skipped_directly(synthetic_graph(200), sorted(skipped))
+    assert sorted(seconds) == sorted({text.split("{")[0] for text in skipped})
+    # dead-layer-elimination would remove the graph's Identity nodes: never a skip
+    with pytest.raises(AssertionError, match="dead-layer-elimination changed a graph"):
+        scaling.time_skipped_directly(synthetic_graph(200), ["dead-layer-elimination"])
