@@ -75,3 +75,24 @@ def test_why_not_refuses_passes_outside_the_pipeline(tmp_path: Path, capsys, nam
     assert code == 2
     assert capsys.readouterr().err.startswith(f"trtcompile: error: {problem}")
     assert not (tmp_path / "out").exists()
+
+
+def test_a_pass_the_manager_skipped_says_so_in_why_not_and_the_table(tmp_path: Path,
+                                                                      capsys) -> None:
+    """The built-in ONNX example holds no Transpose and no Split: the manager does not run the
+    passes that need them, and both the table and --why-not say why."""
+    code = cli.main(["compile", "--example", "googlenet-onnx", "-o", str(tmp_path / "out"),
+                     "--no-engine", "--no-progress", "--pipeline",
+                     "transpose-cancellation,conv-split-fission,dead-layer-elimination",
+                     "--why-not", "transpose-cancellation"])
+    out = capsys.readouterr().out
+    assert code == 0
+    table = {line.split()[0]: line for line in out.splitlines() if line.strip()}
+    assert table["transpose-cancellation"].endswith("skipped: no Transpose in the graph")
+    assert table["conv-split-fission"].endswith("skipped: no Split in the graph")
+    assert "skipped" not in table["dead-layer-elimination"]
+    assert "why not transpose-cancellation: the pass manager skipped it (1 run): no Transpose " \
+           "in the graph" in out
+    records = json.loads((tmp_path / "out" / "report.json").read_text())["passes"]
+    assert [r.get("skipped", "") for r in records] == [
+        "no Transpose in the graph", "no Split in the graph", ""]

@@ -144,7 +144,9 @@ def format_pass_table(report: Mapping[str, Any]) -> list[str]:
     for record in report["passes"]:
         rows.append((short_pass_label(record), str(record["layers_before"]), str(record["layers_after"]),
                      f"{record['delta']:+d}" if record["delta"] else "0",
-                     _time_cell(record["seconds"]), format_counts(record["counts"])))
+                     _time_cell(record["seconds"]),
+                     f"skipped: {record['skipped']}" if record.get("skipped")
+                     else format_counts(record["counts"])))
     layers = report["layers"]
     total_delta = layers["optimized"] - layers["input"]
     rows.append(("total", str(layers["input"]), str(layers["optimized"]),
@@ -224,6 +226,9 @@ def format_why_not(report: Mapping[str, Any], pass_name: str,
         return [f"why not {pass_name}: the pass did not run (pipeline: "
                 f"{report['pipeline'] or 'no passes'})"]
     runs = f"{len(records)} run{'s' if len(records) != 1 else ''}"
+    if all(record.get("skipped") for record in records):
+        return [f"why not {pass_name}: the pass manager skipped it ({runs}): "
+                f"{records[-1]['skipped']}", *verdicts]
     counts: dict[str, int] = {}
     for record in records:
         for key, value in record["counts"].items():
