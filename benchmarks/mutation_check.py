@@ -393,9 +393,6 @@ MUTATIONS: tuple[Mutation, ...] = (
     M("ir-refine-shapes", "fold_constants", "3: a symbolic dim inference now knows is refined",
       "            elif len(shape) == len(dims) and any(",
       "            elif False and any(", path="trtcompile/ir/analysis.py"),
-    M("ir-live-outer-reads", "fold_constants", "what a body reads is used (live)",
-      "        stack.extend(t.inputs[0] for t in outer_reads(node) if t.inputs)", "        pass",
-      path="trtcompile/ir/graph.py"),
     # quantize-int8 ----------------------------------------------------------------------------
     M("int8-weight-axis", "quantize_int8", "per-channel weight scales on the output axis",
       "                values, scales = quantize_per_channel(layer.weight_values, layer.axis)",

@@ -49,6 +49,18 @@ def test_a_value_a_body_reads_is_live_and_unread_nodes_are_dead() -> None:
     assert sorted(node.op for node in ir.dead_nodes(graph)) == ["Sigmoid", "Tanh"]
 
 
+def test_an_outer_value_only_dead_body_nodes_read_is_dead() -> None:
+    graph = ir.import_model(onnx.parser.parse_model("""
+        <ir_version: 10, opset_import: ["" : 17]>
+        g (float[2,3] x, bool c) => (float[2,3] y) {
+          k = Relu(x)
+          y = If(c) <then_branch = t () => (float[2,3] r) { unused = Neg(k)
+                                                            r = Abs(x) },
+                     else_branch = e () => (float[2,3] s) { s = Abs(x) }>
+        }"""))
+    assert sorted(node.op for node in ir.dead_nodes(graph)) == ["Neg", "Relu"]
+
+
 def test_outer_reads_are_the_tensors_a_body_reads_from_outside() -> None:
     graph = ir.import_model(onnx.parser.parse_model(BODY_READS_OUTER))
     if_node = _nodes_by_op(graph)["If"]

@@ -166,7 +166,9 @@ def scope_nodes(graph: gs.Graph) -> Iterator[gs.Node]:
 def live_nodes(graph: gs.Graph) -> set[int]:
     """Ids of the nodes some graph output depends on, in every scope: a node is live when a graph
     output, a live node or a live node's If/Loop/Scan body reads one of its outputs (a body's
-    outputs and the outer values its nodes read count as read by the node that holds it)."""
+    outputs count as read by the node that holds it). An outer value a body reads is the same
+    tensor object inside the body (onnx-graphsurgeon resolves it so), so its producer is reached
+    through the live body nodes that read it; one only dead body nodes read is dead too."""
     live: set[int] = set()
     stack = [t.inputs[0] for t in graph.outputs if t.inputs]
     while stack:
@@ -177,7 +179,6 @@ def live_nodes(graph: gs.Graph) -> set[int]:
         stack.extend(t.inputs[0] for t in node.inputs if t.inputs)
         for body in subgraphs(node):
             stack.extend(t.inputs[0] for t in body.outputs if t.inputs)
-        stack.extend(t.inputs[0] for t in outer_reads(node) if t.inputs)
     return live
 
 
