@@ -70,8 +70,8 @@ def passes_text(registry) -> str:
             lines.append("  options:")
             for name, type_, default in options:
                 lines.append(f"    {name}: {type_} = {default}")
-        if needs_line(cls):
-            lines.append(f"  {needs_line(cls)}")
+        if needs := needs_line(cls):
+            lines.append(f"  {needs}")
         body = _doc_body(cls)
         if body:
             lines += [f"  {line}".rstrip() for line in body.splitlines()]
@@ -99,8 +99,8 @@ def passes_markdown(registry) -> str:
     for cls in registry:
         lines += [f"## {cls.name}", "", f"`{cls.__module__}.{cls.__qualname__}`", "",
                   cls.summary(), ""]
-        if needs_line(cls):
-            lines += [needs_line(cls), ""]
+        if needs := needs_line(cls):
+            lines += [needs, ""]
         options = pass_options(cls)
         if options:
             lines += ["| option | type | default |", "| --- | --- | --- |"]
