@@ -17,6 +17,7 @@ from passes.dead_layer_elimination import DeadLayerElimination
 from passes.flatten_gemm_conv import FlattenGemmConv
 from passes.fold_constants import FoldConstants
 from passes.global_pool_window import GlobalPoolWindow
+from passes.grouped_query_attention import GroupedQueryAttention
 from passes.horizontal_fusion import HorizontalFusion
 from passes.partition import Partition
 from passes.precision_fp16 import PrecisionFp16
@@ -37,6 +38,7 @@ BUILTIN_PASSES = (
     ConcatElimination,
     TransposeCancellation,
     AttentionHeadLayout,
+    GroupedQueryAttention,
     PrecisionFp16,
     QuantizeInt8,
     Partition,
@@ -72,8 +74,8 @@ BUILTIN_PASSES = (
 #: blocks so TensorRT reads the heads from the merged Q/K/V GEMM (BERT-base 159 -> 136 engine
 #: layers) and leaves attention alone when the engine is built in FP16 or INT8.
 DEFAULT_PIPELINE = (
-    "dead-layer-elimination,fold-constants,transpose-cancellation{fold-matmul-weights=false},"
-    "dead-layer-elimination,attention-head-layout,"
+    "dead-layer-elimination,fold-constants,grouped-query-attention,"
+    "transpose-cancellation{fold-matmul-weights=false},dead-layer-elimination,attention-head-layout,"
     "fixed-point(conv-bias-activation-fusion,common-subexpression-elimination,horizontal-fusion,"
     "concat-elimination,dead-layer-elimination,transpose-cancellation{fold-matmul-weights=false},"
     "fold-constants),"

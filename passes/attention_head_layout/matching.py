@@ -286,7 +286,7 @@ def _projection(tensor: gs.Tensor, perm: tuple[int, ...], dims: dict, graph_outp
             if len(node_perm) != 4:
                 return "a Transpose that is not of rank 4"
             nodes.insert(0, node)
-        elif node.op == "Reshape" and (swap := _swap_last_axes(node, dims)) is not None:
+        elif node.op == "Reshape" and (swap := swap_last_axes(node, dims)) is not None:
             node_perm = (0, 1, 3, 2)
             nodes[0:0] = swap
         else:
@@ -447,8 +447,8 @@ def _product(tensor: gs.Tensor, dims: dict,
         return "the Gemm's input is not a flattened [batch, sequence, features] tensor"
     b, s, e = x_dims
     n = weights.shape[1]
-    if weights.shape[0] != e or _reshaped(flatten, x_dims) != [b * s, e] or \
-            _reshaped(node, [b * s, n]) != [b, s, n]:
+    if weights.shape[0] != e or reshaped(flatten, x_dims) != [b * s, e] or \
+            reshaped(node, [b * s, n]) != [b, s, n]:
         return "the Gemm's input is not a flattened [batch, sequence, features] tensor"
     for inner in (flatten, gemm):
         if not ir.has_single_use(inner.outputs[0], graph_outputs):
@@ -476,7 +476,7 @@ def gemm_operands(gemm: gs.Node) -> tuple[np.ndarray, np.ndarray | None] | str:
     return weights, bias
 
 
-def _swap_last_axes(outer: gs.Node, dims: dict) -> list[gs.Node] | None:
+def swap_last_axes(outer: gs.Node, dims: dict) -> list[gs.Node] | None:
     """``[Reshape, Transpose, Reshape]`` when ``outer`` ends ``Reshape(Transpose<perm=[0, 2, 1]>(
     Reshape(t, [B*H, S, D])), [B, H, D, S])`` for ``t`` of known dims ``[B, H, S, D]``: the swap of
     the last two axes, written as torch's exporter writes ``transpose(-2, -1)`` of a rank-4
@@ -492,12 +492,12 @@ def _swap_last_axes(outer: gs.Node, dims: dict) -> list[gs.Node] | None:
     if source is None or len(source) != 4 or not all(isinstance(d, int) and d > 0 for d in source):
         return None
     b, h, s, d = source
-    if _reshaped(inner, source) != [b * h, s, d] or _reshaped(outer, [b * h, d, s]) != [b, h, d, s]:
+    if reshaped(inner, source) != [b * h, s, d] or reshaped(outer, [b * h, d, s]) != [b, h, d, s]:
         return None
     return [inner, transpose, outer]
 
 
-def _reshaped(reshape: gs.Node, dims: list[int]) -> list[int] | None:
+def reshaped(reshape: gs.Node, dims: list[int]) -> list[int] | None:
     """The dims ``reshape`` gives a tensor of ``dims``, when its shape is a constant."""
     shape = ir.constant_value(reshape.inputs[1])
     if shape is None or shape.ndim != 1:
