@@ -150,10 +150,11 @@ class GroupedQueryAttention(Pass):
         merged: set[int] = set()  # head-split tensors a per-head GEMM's Slice writes now
         tried: set[int] = set()  # projected inputs
         kept: list[_Repeat] = []
+        derived: list[_Repeat] = []  # repeats of heads computed from a head split
         for repeat in repeats:
             split = _head_split_of(repeat.source)
-            if split is None:  # not read straight from a head split (a key after its rotary
-                kept.append(repeat)  # embedding): its broadcast needs no projection laid out
+            if split is None:  # a key after its rotary embedding, say: see below
+                derived.append(repeat)
                 continue
             x = _projection_input(split)
             if x is not None and id(x) not in tried:
@@ -176,6 +177,13 @@ class GroupedQueryAttention(Pass):
                                             "projection")
             if id(split) in merged:  # else broadcasting the value alone leaves its copy
                 kept.append(repeat)
+        for repeat in derived:  # broadcast in a block whose projections are laid out per head
+            if _derives_from(repeat.source, merged):
+                kept.append(repeat)
+            else:
+                result.reject(repeat.nodes, "the repeated heads are not computed from a head "
+                                            "split of a block whose projections became one "
+                                            "per-head GEMM")
         for repeat in kept:
             if not ctx.may_rewrite("heads-by-broadcast", repeat.nodes, result):
                 continue
@@ -350,6 +358,23 @@ def _is_axis_2(unsqueeze: gs.Node) -> bool:
     axes = ir.constant_ints(unsqueeze.inputs[1]) if len(unsqueeze.inputs) > 1 else \
         [int(a) for a in unsqueeze.attrs.get("axes", ())]
     return axes == [2]
+
+
+def _derives_from(tensor: gs.Tensor, splits: set[int], depth: int = 12) -> bool:
+    """True if ``tensor`` is computed from one of ``splits`` (ids of head-split tensors) within
+    ``depth`` producers (a rotary embedding takes five)."""
+    frontier, seen = [tensor], set()
+    for _ in range(depth):
+        following = []
+        for t in frontier:
+            if id(t) in splits:
+                return True
+            node = ir.producer(t)
+            if node is not None and id(node) not in seen:
+                seen.add(id(node))
+                following += [i for i in node.inputs if not isinstance(i, gs.Constant)]
+        frontier = following
+    return any(id(t) in splits for t in frontier)
 
 
 def _projection_input(split: gs.Tensor) -> gs.Tensor | None:

@@ -117,13 +117,13 @@ def precision_resources(loaded: LoadedModel, options: CompileOptions) -> dict[st
     """``PassContext.resources`` for the precision pass: validated calibration data (INT8), the
     samples FP16's keep-list is measured on (``--calib-data``, else ``--inputs``) with the parity
     tolerances it must meet; and, below
-    FP32, the engine precision for ``attention-head-layout`` (which leaves attention to
-    TensorRT's fused FP16 kernel then)."""
+    FP32, the engine precision for ``attention-head-layout`` and ``grouped-query-attention``
+    (which leave attention to TensorRT's fused FP16 kernel then)."""
     from trtcompile import calibration
 
     precision = options.precision.lower()
     if precision in HALF_DTYPES:
-        resources: dict[str, Any] = {"attention-head-layout": {"precision": precision}}
+        resources: dict[str, Any] = _attention_layouts(precision)
         samples = _fp16_samples(loaded, options)
         if samples is not None:
             resources["precision-fp16"] = samples
@@ -150,7 +150,13 @@ def precision_resources(loaded: LoadedModel, options: CompileOptions) -> dict[st
     cache = Path(options.calib_cache) if options.calib_cache else None
     return {"quantize-int8": calibration.Calibration(data=data, cache_path=cache,
                                                      progress=options.progress, held_out=held_out),
-            "attention-head-layout": {"precision": precision}}
+            **_attention_layouts(precision)}
+
+
+def _attention_layouts(precision: str) -> dict[str, Any]:
+    """The resources of the passes that lay attention out for FP32 engines only."""
+    return {name: {"precision": precision}
+            for name in ("attention-head-layout", "grouped-query-attention")}
 
 
 def _fp16_samples(loaded: LoadedModel, options: CompileOptions):
