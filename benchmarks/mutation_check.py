@@ -60,6 +60,7 @@ M = Mutation
 FP16 = "passes/precision_fp16/__init__.py"
 AHL = "passes/attention_head_layout/__init__.py"
 AHL_MATCHING = "passes/attention_head_layout/matching.py"
+GQA = "passes/grouped_query_attention.py"
 MUTATIONS: tuple[Mutation, ...] = (
     # dead-layer-elimination -------------------------------------------------------------------
     M("dle-dropout-training", "dead_layer_elimination", "2: a training-mode Dropout stays",
@@ -194,6 +195,18 @@ MUTATIONS: tuple[Mutation, ...] = (
     M("ahl-merged-columns", "attention_head_layout", "1: a piece's weights are its columns",
       "    return x, weights[:, start:stop], total, nodes, split",
       "    return x, weights[:, :stop - start], total, nodes, split", AHL_MATCHING),
+    M("gqa-repeat", "grouped_query_attention", "1: a repeat expands one unit axis to a group of 2 or more",
+      "    if len(expanded) != 5 or groups < 2 or expanded[:2] + expanded[3:] != dims[:2] + dims[3:]:",
+      "    if len(expanded) != 5:", GQA),
+    M("gqa-scalar", "grouped_query_attention", "1: only scalar factors run on the shared heads",
+      "    if value is None or value.size != 1 or value.ndim > 4 or not np.issubdtype(value.dtype, np.floating):",
+      "    if value is None:", GQA),
+    M("gqa-batch", "grouped_query_attention", "2: per-head GEMMs only at batch 1",
+      "    if x_dims[0] != 1:", "    if False:", GQA),
+    M("gqa-derived", "grouped_query_attention", "1: a key is broadcast only in a block laid out per head",
+      "            if _derives_from(repeat.source, merged):", "            if True:", GQA),
+    M("gqa-precision", "grouped_query_attention", "FP16/BF16/INT8 engines keep the repeat",
+      '            if precision != "fp32":', "            if False:", GQA),
     M("ahl-gemm-alpha", "attention_head_layout", "1: a Gemm that scales its product is not read as x W + C",
       '    if int(gemm.attrs.get("transA", 0)) or float(gemm.attrs.get("alpha", 1.0)) != 1.0:',
       '    if int(gemm.attrs.get("transA", 0)):', AHL_MATCHING),
@@ -204,8 +217,8 @@ MUTATIONS: tuple[Mutation, ...] = (
       "_scaled(projection.weights, projection.scale)", "projection.weights", AHL),
     M("ahl-swap-dims", "attention_head_layout",
       "5: Reshape, Transpose, Reshape is a swap only when it folds [B*H, S, D] and unfolds [B, H, D, S]",
-      "    if _reshaped(inner, source) != [b * h, s, d] or _reshaped(outer, [b * h, d, s]) != [b, h, d, s]:",
-      "    if False:", AHL_MATCHING),
+      "    if reshaped(inner, source) != [b * h, s, d] or reshaped(outer, [b * h, d, s]) != [b, h, d, s]:",
+      "    if False:", "trtcompile/ir/analysis.py"),
     M("ahl-guard-zero", "attention_head_layout", "6: a NaN guard writes 0",
       "            or zero.size != 1 or float(zero.reshape(-1)[0]) != 0.0:",
       "            or zero.size != 1:", AHL_MATCHING),

@@ -70,6 +70,10 @@ BUILTIN_PASSES = (
 #: transpose-cancellation leaves Flatten->MatMul layouts to TensorRT here: folding that last Transpose
 #: into the classifier weights removes an ONNX layer but, measured on VGG19, costs TensorRT a layout
 #: copy (25 -> 26 engine layers), because TensorRT already absorbs an NHWC flatten into the gemm.
+#: grouped-query-attention runs once, right after folding (it needs the shapes folding gives and the
+#: head splits as exported, before transpose cancellation moves their Transposes): the shared key and
+#: value heads of grouped-query attention are read by broadcast from one per-head projection GEMM
+#: (Llama 57 -> 53 engine layers), FP32 engines only.
 #: attention-head-layout runs once, on the folded graph, before fusion: it lays out FP32 attention
 #: blocks so TensorRT reads the heads from the merged Q/K/V GEMM (BERT-base 159 -> 136 engine
 #: layers) and leaves attention alone when the engine is built in FP16 or INT8.

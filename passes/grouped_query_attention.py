@@ -17,7 +17,6 @@ from typing import ClassVar
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from passes.attention_head_layout.matching import reshaped, swap_last_axes
 from trtcompile import ir
 from trtcompile.pm import Pass, PassContext, PassResult
 
@@ -204,13 +203,7 @@ class GroupedQueryAttention(Pass):
 def _dims(tensor: gs.Tensor, facts: ir.ShapeFacts) -> tuple[int, ...] | None:
     """The tensor's dims when every one is a known int, in the graph or by shape inference (an
     exporter's value info may name a dim that inference, after folding, knows)."""
-    own, inferred = tensor.shape, facts.inferred.get(tensor.name)
-    if own is None or inferred is None:
-        dims = own if own is not None else inferred
-    elif len(own) != len(inferred):
-        return None
-    else:
-        dims = [a if isinstance(a, int) else b for a, b in zip(own, inferred)]
+    dims = ir.merged_dims(tensor, facts.inferred)
     if dims is None or not all(isinstance(d, (int, np.integer)) and d >= 0 for d in dims):
         return None
     return tuple(int(d) for d in dims)
@@ -246,7 +239,7 @@ def _match_repeat(expand: gs.Node, facts: ir.ShapeFacts, outputs: set[str],
     h = kv * groups
     repeat = _Repeat(expand, reshape, source, (b, kv, s, d), groups)
     start: list[list[gs.Node]] = []
-    target = reshaped(reshape, list(expanded))
+    target = ir.reshaped(reshape, list(expanded))
     if target == [b * h, s, d]:
         # torch's dynamo exporter merges the repeat's Reshape into the key's axis swap:
         # Reshape [B*H, S, D], Transpose [0, 2, 1], Reshape [B, H, D, S].
@@ -254,7 +247,7 @@ def _match_repeat(expand: gs.Node, facts: ir.ShapeFacts, outputs: set[str],
         outer = None if transpose is None else _sole_reader(transpose.outputs[0], outputs, members)
         if transpose is None or transpose.op != "Transpose" or \
                 [int(p) for p in transpose.attrs.get("perm", ())] != [0, 2, 1] or \
-                outer is None or outer.op != "Reshape" or reshaped(outer, [b * h, d, s]) != [b, h, d, s]:
+                outer is None or outer.op != "Reshape" or ir.reshaped(outer, [b * h, d, s]) != [b, h, d, s]:
             raise _Skip("the repeated heads, merged with the batch, are not read by the swap of "
                         "their last two axes")
         start = [[transpose, outer]]
@@ -332,7 +325,7 @@ def _forward_swap(inner: gs.Node, outputs: set[str], members: set[int], dims: di
     outer = _sole_reader(transpose.outputs[0], outputs, members)
     if outer is None or outer.op != "Reshape":
         return None
-    swap = swap_last_axes(outer, dims)
+    swap = ir.swap_last_axes(outer, dims)
     return swap if swap is not None and swap[0] is inner else None
 
 
@@ -451,7 +444,7 @@ def _pieces(matmul: gs.Node, weights: np.ndarray, x_dims: tuple[int, ...], opset
             return None
         head_size = target[3]
         if head_size <= 0 or width % head_size or \
-                reshaped(reshape, [1, s, width]) != [1, s, width // head_size, head_size]:
+                ir.reshaped(reshape, [1, s, width]) != [1, s, width // head_size, head_size]:
             return None
         transpose = _sole_reader(reshape.outputs[0], outputs, members)
         if transpose is None or transpose.op != "Transpose" or \

@@ -149,6 +149,7 @@ def test_the_layout_attention_and_fusion_passes_declare_their_ops() -> None:
         "conv-bias-activation-fusion": ["Conv"],
         "conv-split-fission": ["Split"],
         "flatten-gemm-conv": ["Flatten", "Reshape"],
+        "grouped-query-attention": ["Expand"],
         "global-pool-window": ["GlobalAveragePool", "ReduceMean"],
         "transpose-cancellation": ["Transpose"],
     }

@@ -98,16 +98,6 @@ def rank(tensor: gs.Tensor, dims: dict) -> int | None:
     return None if known is None else len(known)
 
 
-def _known_dims(tensor: gs.Tensor, dims: dict) -> list | None:
-    """The tensor's dims, each an int where the graph or shape inference knows it."""
-    own, inferred = tensor.shape, dims.get(tensor.name)
-    if own is None or inferred is None:
-        return own if own is not None else inferred
-    if len(own) != len(inferred):
-        return None
-    return [a if isinstance(a, int) else b for a, b in zip(own, inferred)]
-
-
 def match(softmax: gs.Node, opset: int, dims: dict, graph_outputs: set[str],
            result: PassResult) -> Block | None:
     """The attention block around ``softmax``, or None (with the reason recorded when the Softmax
@@ -286,7 +276,7 @@ def _projection(tensor: gs.Tensor, perm: tuple[int, ...], dims: dict, graph_outp
             if len(node_perm) != 4:
                 return "a Transpose that is not of rank 4"
             nodes.insert(0, node)
-        elif node.op == "Reshape" and (swap := swap_last_axes(node, dims)) is not None:
+        elif node.op == "Reshape" and (swap := ir.swap_last_axes(node, dims)) is not None:
             node_perm = (0, 1, 3, 2)
             nodes[0:0] = swap
         else:
@@ -322,7 +312,7 @@ def _projection(tensor: gs.Tensor, perm: tuple[int, ...], dims: dict, graph_outp
             return f"'{inner.name}' has other readers"
     nodes[0:0] = source_nodes
     width = weights.shape[1]
-    x_dims = _known_dims(x, dims)
+    x_dims = ir.merged_dims(x, dims)
     if x_dims is None or len(x_dims) != 3:
         return "the projected input is not of rank 3 [batch, sequence, features]"
     shape = ir.constant_value(reshape.inputs[1])
@@ -442,13 +432,13 @@ def _product(tensor: gs.Tensor, dims: dict,
     if flatten is None or flatten.op != "Reshape" or not ir.is_onnx_op(flatten):
         return "the Gemm's input is not a flattened [batch, sequence, features] tensor"
     x = flatten.inputs[0]
-    x_dims = _known_dims(x, dims)
+    x_dims = ir.merged_dims(x, dims)
     if x_dims is None or len(x_dims) != 3 or not all(isinstance(d, int) and d > 0 for d in x_dims):
         return "the Gemm's input is not a flattened [batch, sequence, features] tensor"
     b, s, e = x_dims
     n = weights.shape[1]
-    if weights.shape[0] != e or reshaped(flatten, x_dims) != [b * s, e] or \
-            reshaped(node, [b * s, n]) != [b, s, n]:
+    if weights.shape[0] != e or ir.reshaped(flatten, x_dims) != [b * s, e] or \
+            ir.reshaped(node, [b * s, n]) != [b, s, n]:
         return "the Gemm's input is not a flattened [batch, sequence, features] tensor"
     for inner in (flatten, gemm):
         if not ir.has_single_use(inner.outputs[0], graph_outputs):
@@ -474,46 +464,6 @@ def gemm_operands(gemm: gs.Node) -> tuple[np.ndarray, np.ndarray | None] | str:
     if bias.size == 1:
         bias = np.full(weights.shape[1], bias.reshape(-1)[0], bias.dtype)
     return weights, bias
-
-
-def swap_last_axes(outer: gs.Node, dims: dict) -> list[gs.Node] | None:
-    """``[Reshape, Transpose, Reshape]`` when ``outer`` ends ``Reshape(Transpose<perm=[0, 2, 1]>(
-    Reshape(t, [B*H, S, D])), [B, H, D, S])`` for ``t`` of known dims ``[B, H, S, D]``: the swap of
-    the last two axes, written as torch's exporter writes ``transpose(-2, -1)`` of a rank-4
-    tensor; else None."""
-    transpose = ir.producer(outer.inputs[0])
-    if transpose is None or transpose.op != "Transpose" or not ir.is_onnx_op(transpose) or \
-            tuple(int(p) for p in transpose.attrs.get("perm", ())) != (0, 2, 1):
-        return None
-    inner = ir.producer(transpose.inputs[0])
-    if inner is None or inner.op != "Reshape" or not ir.is_onnx_op(inner):
-        return None
-    source = _known_dims(inner.inputs[0], dims)
-    if source is None or len(source) != 4 or not all(isinstance(d, int) and d > 0 for d in source):
-        return None
-    b, h, s, d = source
-    if reshaped(inner, source) != [b * h, s, d] or reshaped(outer, [b * h, d, s]) != [b, h, d, s]:
-        return None
-    return [inner, transpose, outer]
-
-
-def reshaped(reshape: gs.Node, dims: list[int]) -> list[int] | None:
-    """The dims ``reshape`` gives a tensor of ``dims``, when its shape is a constant."""
-    shape = ir.constant_value(reshape.inputs[1])
-    if shape is None or shape.ndim != 1:
-        return None
-    target = [int(v) for v in shape]
-    if not int(reshape.attrs.get("allowzero", 0)):
-        target = [dims[i] if v == 0 and i < len(dims) else v for i, v in enumerate(target)]
-    if target.count(-1) > 1 or any(v < -1 for v in target):
-        return None
-    if -1 in target:
-        known = int(np.prod([v for v in target if v != -1]))
-        total = int(np.prod(dims))
-        if known <= 0 or total % known:
-            return None
-        target[target.index(-1)] = total // known
-    return target if int(np.prod(target)) == int(np.prod(dims)) else None
 
 
 def _output_projection(context: gs.Node, value: Projection,

@@ -36,7 +36,10 @@ a batch dimension that is static or symbolic (``N``, run at two sizes), and then
   (operands scaled by the root of the scale, the key swapped by Reshape-Transpose-Reshape, the mask
   a ``Where`` between 0 and the type's lowest value or -inf, a NaN guard after the Softmax); the
   projections each a MatMul (and bias Add) or a Gemm on the flattened tokens, or the query, key and
-  value the pieces of one such projection split along its features (GPT-2's ``c_attn``).
+  value the pieces of one such projection split along its features (GPT-2's ``c_attn``);
+* ``grouped_attention`` (drawn only when asked for, see ``EXTRA_MOTIFS``): grouped-query attention,
+  the key and value heads repeated by ``Unsqueeze-Expand-Reshape``, with or without rotary
+  embeddings, biases and a merged projection, in the eager or the dynamo form.
 
 Every attribute a pass rule reads is drawn in both forms, left out (its ONNX default) and written
 out (``Builder.defaults``; ReduceMean's ``keepdims``, Flatten's and Softmax's ``axis``, Gemm's
@@ -792,7 +795,106 @@ def motif_attention(b: Builder, x: Value) -> Value:
     return x
 
 
-MOTIF_FUNCTIONS = {name: globals()[f"motif_{name}"] for name in MOTIFS}
+def motif_grouped_attention(b: Builder, x: Value) -> Value:
+    """Grouped-query self-attention over the channels as tokens (Llama's form): fewer key/value
+    heads than query heads, each repeated by ``Unsqueeze-Expand-Reshape`` before the scores and
+    context MatMuls; the projections each a MatMul (with or without bias) or the pieces (Slices or
+    a Split) of one merged projection; rotary embeddings on the query and key or none; the eager
+    form or the dynamo exporter's (the key's repeat Reshape merged into its axis swap, operands
+    scaled by the root of the scale, a NaN guard); an optional additive mask. Needs a static
+    batch. Ends the running tensor: its result is a graph output."""
+    n, c, h, w = x.shape
+    features = h * w
+    groups, kv, size = b.choose([2, 3]), b.choose([1, 2]), b.choose([2, 4])
+    heads = kv * groups
+    widths = {"q": heads * size, "k": kv * size, "v": kv * size}
+    tokens = b.op("Reshape", [x.name, b.ints([n, c, features])], (n, c, features))
+    scale = 1.0 / np.sqrt(features)
+
+    def linear(width: int, bias: bool) -> Value:
+        y = b.op("MatMul", [tokens.name, b.const(b.uniform((features, width)) * scale, "W")],
+                 (n, c, width))
+        if bias:
+            y = b.op("Add", [y.name, b.const(b.uniform((width,)), "b")], y.shape)
+        return y
+
+    bias = b.choose([False, True])
+    merged = b.choose(["separate", "slices", "split"])
+    if merged == "separate":
+        projected = {role: linear(widths[role], bias) for role in "qkv"}
+    else:
+        qkv = linear(sum(widths.values()), bias)
+        if merged == "split":
+            projected = dict(zip("qkv", b.split(qkv, 2, list(widths.values()))))
+        else:
+            projected, start = {}, 0
+            for role in "qkv":
+                stop = start + widths[role]
+                projected[role] = b.op("Slice", [qkv.name, b.ints([start]), b.ints([stop]),
+                                                 b.ints([2])], (n, c, widths[role]))
+                start = stop
+    split_heads = {}
+    for role in "qkv":
+        y = b.op("Reshape", [projected[role].name, b.ints([n, c, -1, size])],
+                 (n, c, widths[role] // size, size))
+        split_heads[role] = b.op("Transpose", [y.name], _t(y.shape, [0, 2, 1, 3]), perm=[0, 2, 1, 3])
+    if b.choose([False, True]):  # rotary embeddings: x cos + rotate_half(x) sin
+        cos, sin = b.const(b.uniform((1, 1, c, size)), "cos"), b.const(b.uniform((1, 1, c, size)), "sin")
+        half, end, axis = b.ints([size // 2]), b.ints([INT64_MAX]), b.ints([3])
+        for role in "qk":
+            t = split_heads[role]
+            low = b.op("Slice", [t.name, b.ints([0]), half, axis], t.shape[:3] + (size // 2,))
+            high = b.op("Slice", [t.name, half, end, axis], low.shape)
+            high = b.op("Neg", [high.name], high.shape)
+            rotated = b.op("Concat", [high.name, low.name], t.shape, axis=-1)
+            rotated = b.op("Mul", [rotated.name, sin], t.shape)
+            split_heads[role] = b.op("Add", [b.op("Mul", [t.name, cos], t.shape).name, rotated.name],
+                                     t.shape)
+    sdpa = b.choose([False, True])
+    repeated = {}
+    for role in "kv":
+        t = split_heads[role]
+        unsqueezed = b.op("Unsqueeze", [t.name, b.ints([2])], (n, kv, 1, c, size)) if b.opset >= 13 \
+            else b.op("Unsqueeze", [t.name], (n, kv, 1, c, size), axes=[2])
+        expanded = b.op("Expand", [unsqueezed.name, b.ints([n, kv, groups, c, size])],
+                        (n, kv, groups, c, size))
+        if sdpa and role == "k":  # the repeat's Reshape is the swap's first one
+            folded = b.op("Reshape", [expanded.name, b.ints([n * heads, c, size])], (n * heads, c, size))
+            folded = b.op("Transpose", [folded.name], (n * heads, size, c), perm=[0, 2, 1])
+            repeated[role] = b.op("Reshape", [folded.name, b.ints([n, heads, size, c])],
+                                  (n, heads, size, c))
+        else:
+            repeated[role] = b.op("Reshape", [expanded.name, b.ints([n, heads, c, size])],
+                                  (n, heads, c, size))
+    query = split_heads["q"]
+    if sdpa:
+        root = b.const(np.array(b.draw(st.sampled_from([0.5, 2.0]))), "root")
+        query = b.op("Mul", [query.name, root], query.shape)
+        key = b.op("Mul", [repeated["k"].name, root], repeated["k"].shape)
+    else:
+        key = b.op("Transpose", [repeated["k"].name], (n, heads, size, c), perm=[0, 1, 3, 2])
+    scores = b.op("MatMul", [query.name, key.name], (n, heads, c, c))
+    if not sdpa:
+        scores = b.op("Mul", [scores.name, b.const(np.array(0.5), "scale")], scores.shape)
+    if b.choose([False, True]):
+        scores = b.op("Add", [scores.name, b.const(b.uniform((1, 1, c, c)), "mask")], scores.shape)
+    probabilities = b.op("Softmax", [scores.name], scores.shape, axis=-1)
+    if sdpa:
+        isnan = b.node("IsNaN", [probabilities.name])[0]
+        probabilities = b.op("Where", [isnan, b.const(np.array(0.0), "zero"), probabilities.name],
+                             probabilities.shape)
+    context = b.op("MatMul", [probabilities.name, repeated["v"].name], (n, heads, c, size))
+    context = b.op("Transpose", [context.name], (n, c, heads, size), perm=[0, 2, 1, 3])
+    context = b.op("Reshape", [context.name, b.ints([n, c, heads * size])], (n, c, heads * size))
+    out = b.op("MatMul", [context.name, b.const(b.uniform((heads * size, 3)), "Wo")], (n, c, 3))
+    b.outputs.append(out)
+    return x
+
+
+#: Motifs drawn only when a test asks for them (a test of one pass's pattern): not in MOTIFS, so the
+#: models every other test draws stay the same.
+EXTRA_MOTIFS = ("grouped_attention",)
+MOTIF_FUNCTIONS = {name: globals()[f"motif_{name}"] for name in (*MOTIFS, *EXTRA_MOTIFS)}
 
 
 class RewriteModel:

@@ -35,6 +35,11 @@ MODELS = rewrite_models(max_motifs=6 if profiles.active() != "long" else 9)
 ATTENTION_MODELS = rewrite_models(max_motifs=1, motifs=("attention",), dtypes=("float32",),
                                   opsets=tuple(o for o in OPSETS if o >= 13), batches=(1, 1, 2),
                                   dynamic_batch=False)
+#: Grouped-query attention blocks (float32, opset 13 and later, a static batch, mostly 1: the
+#: per-head projection is only written at batch 1), a motif the other strategies do not draw.
+GQA_MODELS = rewrite_models(max_motifs=1, motifs=("grouped_attention",), dtypes=("float32",),
+                            opsets=tuple(o for o in OPSETS if o >= 13), batches=(1, 1, 2),
+                            dynamic_batch=False)
 
 #: Share of the profile's examples each semantics test runs (the CI profile: 50), and the share
 #: :func:`test_every_rule_fires` counts rewrites over (300: it only runs the passes, so it can
@@ -90,6 +95,8 @@ RULES = {
     "attention-head-layout": ["attention_blocks", "unbiased_blocks", "key_biases_dropped",
                               "value_biases_folded", "masks_transposed", "scales_folded",
                               "nan_guards_dropped"],
+    "grouped-query-attention": ["repeats_broadcast", "broadcast_matmuls", "per_head_projections",
+                                "projections_merged"],
     "partition": ["segments", "segment_nodes"],
     "precision-fp16": ["converted_layers", "converted_weights", "inserted_casts"],
     "quantize-int8": ["quantized_conv", "qdq_activations", "qdq_weights", "calibrated_tensors"],
@@ -194,6 +201,13 @@ def test_attention_blocks_keep_semantics_with_every_mask(pipeline: str, case: Re
     check(case, pipeline)
 
 
+@pytest.mark.parametrize("pipeline", ["grouped-query-attention", "default"])
+@profiles.examples(SHARE)
+@given(case=GQA_MODELS)
+def test_grouped_query_attention_keeps_semantics(pipeline: str, case: RewriteModel) -> None:
+    check(case, pipeline)
+
+
 @profiles.examples(SHARE)
 @given(MODELS)
 def test_fp16_lowering_preserves_semantics(case: RewriteModel) -> None:
@@ -224,7 +238,8 @@ def test_every_rule_fires() -> None:
     examples = profiles.PROFILES[profiles.active()]["max_examples"]
     # (MODELS meets a rewritable attention block at batch 1 a few times in hundreds of examples.)
     for case in [*_sample(max(1, round(examples * FIRING_SHARE))),
-                 *_sample(max(1, round(examples * SHARE)), ATTENTION_MODELS)]:
+                 *_sample(max(1, round(examples * SHARE)), ATTENTION_MODELS),
+                 *_sample(max(1, round(examples * SHARE)), GQA_MODELS)]:
         for pipeline in (*PIPELINES, "default,precision-fp16", f"default,{INT8}"):
             _, report = optimize(case, pipeline)
             for record in report.records:

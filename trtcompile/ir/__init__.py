@@ -36,6 +36,9 @@ from trtcompile.ir.analysis import (
     ShapeFacts,
     inferred_dims,
     known_dims,
+    merged_dims,
+    reshaped,
+    swap_last_axes,
 )
 from trtcompile.ir.graph import (
     CONTROL_FLOW_OPS,
@@ -118,10 +121,10 @@ __all__ = [
     "model_digest",
     "function_body_key", "function_key", "function_of", "functions_by_key", "fused_layer", "graph", "has_single_use",
     "histogram_delta", "import_model", "interface", "inferred_dims", "io", "is_fused_layer", "is_onnx_domain",
-    "is_lowerable_constant", "is_onnx_op", "is_overridable", "is_segment", "iter_nodes", "known_dims", "layer_count", "live_nodes", "load", "lower_constant",
+    "is_lowerable_constant", "is_onnx_op", "is_overridable", "is_segment", "iter_nodes", "known_dims", "layer_count", "merged_dims", "live_nodes", "load", "lower_constant",
     "name_nodes", "op_histogram", "op_key", "opset", "outer_reads", "outer_scope_reads", "output_names", "overridable_initializer_names",
     "overridable_initializers",
-    "producer", "provenance", "quiet_graphsurgeon", "replace_uses", "set_onnxruntime_severity", "rewrite", "same_pads", "save", "summary",
-    "scope_nodes", "scopes", "static_shape", "subgraphs", "summarize", "text_attr", "to_networkx", "toposort",
+    "producer", "provenance", "quiet_graphsurgeon", "replace_uses", "reshaped", "set_onnxruntime_severity", "rewrite", "same_pads", "save", "summary",
+    "scope_nodes", "scopes", "static_shape", "subgraphs", "summarize", "swap_last_axes", "text_attr", "to_networkx", "toposort",
     "trace_provenance",
 ]

@@ -16,7 +16,7 @@ import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 
-from trtcompile.ir.graph import fingerprint, static_shape
+from trtcompile.ir.graph import constant_value, fingerprint, is_onnx_op, producer, static_shape
 from trtcompile.ir.io import export_model
 
 T = TypeVar("T")
@@ -238,3 +238,58 @@ def result_bytes(node: gs.Node, tensor: gs.Tensor) -> int | None:
 
 def _is_static(shape) -> bool:
     return all(isinstance(d, (int, np.integer)) and d >= 0 for d in shape)
+
+
+# Layout facts of Reshape and Transpose chains (attention rewrites read them) ------------------
+
+
+def merged_dims(tensor: gs.Tensor, dims: dict) -> list | None:
+    """The tensor's dims, each an int where the graph or shape inference (``dims``: name -> dims, as
+    :func:`inferred_dims` gives them) knows it: an exporter's value info may name a dim that
+    inference, after folding, knows."""
+    own, inferred = tensor.shape, dims.get(tensor.name)
+    if own is None or inferred is None:
+        return own if own is not None else inferred
+    if len(own) != len(inferred):
+        return None
+    return [a if isinstance(a, int) else b for a, b in zip(own, inferred)]
+
+
+def reshaped(reshape: gs.Node, dims: list[int]) -> list[int] | None:
+    """The dims ``reshape`` gives a tensor of ``dims``, when its shape is a constant."""
+    shape = constant_value(reshape.inputs[1])
+    if shape is None or shape.ndim != 1:
+        return None
+    target = [int(v) for v in shape]
+    if not int(reshape.attrs.get("allowzero", 0)):
+        target = [dims[i] if v == 0 and i < len(dims) else v for i, v in enumerate(target)]
+    if target.count(-1) > 1 or any(v < -1 for v in target):
+        return None
+    if -1 in target:
+        known = int(np.prod([v for v in target if v != -1]))
+        total = int(np.prod(dims))
+        if known <= 0 or total % known:
+            return None
+        target[target.index(-1)] = total // known
+    return target if int(np.prod(target)) == int(np.prod(dims)) else None
+
+
+def swap_last_axes(outer: gs.Node, dims: dict) -> list[gs.Node] | None:
+    """``[Reshape, Transpose, Reshape]`` when ``outer`` ends ``Reshape(Transpose<perm=[0, 2, 1]>(
+    Reshape(t, [B*H, S, D])), [B, H, D, S])`` for ``t`` of known dims ``[B, H, S, D]``: the swap of
+    the last two axes, written as torch's exporter writes ``transpose(-2, -1)`` of a rank-4
+    tensor; else None."""
+    transpose = producer(outer.inputs[0])
+    if transpose is None or transpose.op != "Transpose" or not is_onnx_op(transpose) or \
+            tuple(int(p) for p in transpose.attrs.get("perm", ())) != (0, 2, 1):
+        return None
+    inner = producer(transpose.inputs[0])
+    if inner is None or inner.op != "Reshape" or not is_onnx_op(inner):
+        return None
+    source = merged_dims(inner.inputs[0], dims)
+    if source is None or len(source) != 4 or not all(isinstance(d, int) and d > 0 for d in source):
+        return None
+    b, h, s, d = source
+    if reshaped(inner, source) != [b * h, s, d] or reshaped(outer, [b * h, d, s]) != [b, h, d, s]:
+        return None
+    return [inner, transpose, outer]
