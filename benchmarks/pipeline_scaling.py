@@ -4,7 +4,8 @@ in total and per pass, and check that no pass grows faster than n log n.
 Usage: ``python -m benchmarks.pipeline_scaling [--sizes 25000,50000,100000,200000] [--repeats 3]
 [--no-rss] [--no-write]``
 
-For each graph the pipeline runs ``--repeats`` times on fresh copies; the tables give the minimum,
+For each graph the pipeline runs ``--repeats`` times on fresh copies, in rounds that run every size
+once (a drift of the machine's speed then falls on every size alike); the tables give the minimum,
 median and maximum wall time of ``PassManager.run`` (building the graph is not timed) and the median
 seconds of each pass (all its runs in the pipeline added up). Between two sizes where one is twice
 the other, a pass's growth is the ratio of its medians; the check fails (exit code 1) when a pass
@@ -167,9 +168,22 @@ def main(argv: list[str] | None = None) -> int:
     medians: dict[int, dict[str, float]] = {}
     direct: dict[int, dict[str, float]] = {}
     reasons: dict[str, str] = {}
-    for size in (int(s) for s in args.sizes.split(",")):
-        times, before, after, per_pass, skipped = time_pipeline(
-            lambda size=size: synthetic_graph(size), args.repeats)
+    sizes = [int(s) for s in args.sizes.split(",")]
+    # Rounds: each runs every size once, so a drift of the machine's speed over the minutes the
+    # benchmark takes falls on every size alike instead of on the doubling it happens to cross.
+    runs: dict[int, list] = {size: [[], 0, 0, defaultdict(list), {}] for size in sizes}
+    for _ in range(args.repeats):
+        for size in sizes:
+            times, before, after, per_pass, skipped = time_pipeline(
+                lambda size=size: synthetic_graph(size), 1)
+            run = runs[size]
+            run[0] += times
+            run[1], run[2] = before, after
+            for name, values in per_pass.items():
+                run[3][name] += values
+            run[4].update(skipped)
+    for size in sizes:
+        times, before, after, per_pass, skipped = runs[size]
         medians[size] = {"total": statistics.median(times),
                          **{name: statistics.median(v) for name, v in per_pass.items()}}
         direct[size] = time_skipped_directly(synthetic_graph(size), sorted(skipped))
@@ -185,7 +199,8 @@ def main(argv: list[str] | None = None) -> int:
         "## Pipeline scaling",
         "",
         "`python -m benchmarks.pipeline_scaling` times `PassManager(default pipeline).run(graph)` "
-        f"({args.repeats} runs per graph, fresh graph each run, graph construction not timed; no "
+        f"({args.repeats} runs per graph in rounds that run every size once, fresh graph each "
+        "run, graph construction not timed; no "
         "parity, no engine). Synthetic graphs repeat a 10-node block (conv, bias add, BatchNorm, "
         "ReLU, two parallel 1x1 convs, concat, identity, residual add) on 1x4x4x4 tensors. "
         "*Peak RSS* is that of one more run in a child process under `/usr/bin/time -v` "
