@@ -171,19 +171,19 @@ def main(argv: list[str] | None = None) -> int:
     sizes = [int(s) for s in args.sizes.split(",")]
     # Rounds: each runs every size once, so a drift of the machine's speed over the minutes the
     # benchmark takes falls on every size alike instead of on the doubling it happens to cross.
-    runs: dict[int, list] = {size: [[], 0, 0, defaultdict(list), {}] for size in sizes}
+    rounds: dict[int, list] = {size: [] for size in sizes}  # time_pipeline's result per round
     for _ in range(args.repeats):
         for size in sizes:
-            times, before, after, per_pass, skipped = time_pipeline(
-                lambda size=size: synthetic_graph(size), 1)
-            run = runs[size]
-            run[0] += times
-            run[1], run[2] = before, after
-            for name, values in per_pass.items():
-                run[3][name] += values
-            run[4].update(skipped)
+            rounds[size].append(time_pipeline(lambda size=size: synthetic_graph(size), 1))
     for size in sizes:
-        times, before, after, per_pass, skipped = runs[size]
+        times = [t for run in rounds[size] for t in run[0]]
+        _, before, after, _, _ = rounds[size][-1]
+        per_pass: dict[str, list[float]] = defaultdict(list)
+        skipped: dict[str, str] = {}
+        for run in rounds[size]:
+            for name, values in run[3].items():
+                per_pass[name] += values
+            skipped.update(run[4])
         medians[size] = {"total": statistics.median(times),
                          **{name: statistics.median(v) for name, v in per_pass.items()}}
         direct[size] = time_skipped_directly(synthetic_graph(size), sorted(skipped))
