@@ -21,10 +21,27 @@ def test_a_quadratic_pass_fails_the_check_and_a_linear_one_passes() -> None:
                         f"{scaling.nlogn_growth(25_000) * scaling.NOISE:.2f}x)"]
 
 
-def test_the_whole_pipeline_is_held_to_its_own_limit() -> None:
-    medians = {1000: {"total": 1.0}, 2000: {"total": 2.5}, 4000: {"total": 5.0}}
-    assert scaling.growth_failures(medians) == [
-        f"total: 1.00 s at 1,000 nodes, 2.50 s at 2,000 (2.50x, limit {scaling.DOUBLING_LIMIT:.2f}x)"]
+def test_growth_per_doubling_is_exact_for_a_power_law_and_weighs_every_size() -> None:
+    linear = {n: 3e-5 * n for n in (25_000, 50_000, 100_000, 200_000)}
+    assert scaling.growth_per_doubling(linear) == pytest.approx(2.0)
+    quadratic = {n: 1e-9 * n * n for n in (1000, 2000, 4000)}
+    assert scaling.growth_per_doubling(quadratic) == pytest.approx(4.0)
+    # one slow run at one size moves the fit less than the ratio it falls in
+    bumped = {**linear, 50_000: linear[50_000] * 0.92}
+    assert bumped[100_000] / bumped[50_000] > 2.1
+    assert 2.0 < scaling.growth_per_doubling(bumped) < 2.05
+    assert scaling.growth_per_doubling({1000: 1.0}) is None
+
+
+def test_the_whole_pipeline_is_held_to_its_growth_and_its_100k_target() -> None:
+    assert scaling.pipeline_failures({1000: 1.0, 2000: 2.0, 4000: 4.1}) == []
+    assert scaling.pipeline_failures({1000: 1.0, 2000: 2.5, 4000: 5.5}) == [
+        f"the pipeline grows {scaling.growth_per_doubling({1000: 1.0, 2000: 2.5, 4000: 5.5}):.2f}x "
+        f"per doubling of the graph over 1,000 to 4,000 nodes (limit {scaling.DOUBLING_LIMIT}x)"]
+    assert scaling.pipeline_failures({50_000: 8.0, 100_000: 16.0}) == [
+        "the pipeline takes 16.00 s at 100,000 nodes (target 15 s)"]
+    # the pass check leaves the total to the pipeline's own
+    assert scaling.growth_failures({1000: {"total": 1.0}, 2000: {"total": 2.5}}) == []
 
 
 def test_sizes_without_their_double_are_not_compared() -> None:
@@ -32,11 +49,31 @@ def test_sizes_without_their_double_are_not_compared() -> None:
                                     75_000: {"total": 9.0, "p": 9.0}}) == []
 
 
-def test_peak_rss_is_read_from_time_v_output() -> None:
-    text = ("\tUser time (seconds): 9.81\n\tMaximum resident set size (kbytes): 1536000\n"
-            "\tExit status: 0\n")
-    assert scaling.parse_peak_rss_mib(text) == 1500.0
-    assert scaling.parse_peak_rss_mib("Command terminated by signal 9\n") is None
+def test_a_timed_run_happens_in_a_fresh_process_and_reports_its_figures() -> None:
+    figures = scaling.time_in_child(200)
+    assert (figures["before"], figures["after"]) == (200, 100)
+    assert figures["seconds"] > 0 and figures["peak_rss_mib"] > 10
+    assert "conv-bias-activation-fusion" in figures["passes"]
+    assert figures["skipped"]["transpose-cancellation{fold-matmul-weights=false}"] == \
+        "no Transpose in the graph"
+
+
+def test_a_failed_child_run_is_one_error_naming_the_size() -> None:
+    with pytest.raises(RuntimeError, match="timed run of -3 nodes failed"):
+        scaling.time_in_child(-3)
+
+
+def test_runs_of_one_size_give_minimum_median_and_largest_peak() -> None:
+    runs = [{"seconds": s, "before": 20, "after": 10, "skipped": {"p": "why"},
+             "passes": {"a": s / 2, "b": 0.1 * i}, "collection": s / 10,
+             "peak_rss_mib": 100.0 + i}
+            for i, s in enumerate([3.0, 1.0, 2.0])]
+    figures = scaling.summarize_runs(runs)
+    assert figures["times"] == [3.0, 1.0, 2.0]
+    assert figures["min"] == {"total": 1.0, "a": 0.5, "b": 0.0}
+    assert figures["median"] == {"total": 2.0, "a": 1.0, "b": pytest.approx(0.1)}
+    assert figures["peak_rss_mib"] == 102.0 and figures["skipped"] == {"p": "why"}
+    assert figures["collection"] == pytest.approx(0.2)
 
 
 def test_passes_the_manager_skips_are_timed_directly_and_must_leave_the_graph_alone() -> None:

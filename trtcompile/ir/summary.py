@@ -143,42 +143,49 @@ class _Walk:
 
     def graph_key(self, graph: gs.Graph, histogram: dict[str, int]) -> int:
         """Hash of one graph (or function body); counts its nodes' ops into ``histogram``."""
-        keys = self.tensor_keys
-        known, new_key, attr_key = keys.get, self.new_tensor_key, self.attr_key
+        known, new_key, attr_key = self.tensor_keys.get, self.new_tensor_key, self.attr_key
+
+        def key(tensor: gs.Tensor) -> int:
+            # A variable's key is hashed again at each use rather than looked up: a dict of every
+            # tensor by identity is the walk's largest structure, and on a 100k-node graph looking
+            # into it misses the CPU's caches more often than rebuilding the key does. Constants
+            # (a checksum of their bytes) are remembered.
+            if type(tensor) is _VARIABLE:
+                shape = tensor.shape
+                return hash((tensor.name, tuple(shape) if shape is not None else None,
+                             tensor.dtype))
+            return known(id(tensor)) or new_key(tensor)
+
         # Each node's key is hashed as soon as it is built, while its parts are still in the CPU's
         # caches, and freed at once: hashing one tuple of all keys at the end reads every key
         # again, from memory, and costs a fifth of the walk on a 100k-node graph.
-        parts: list[int] = [hash(tuple([known(id(t)) or new_key(t) for t in graph.inputs])),
-                            hash(tuple([known(id(t)) or new_key(t) for t in graph.outputs]))]
+        parts: list[int] = [hash(tuple([key(t) for t in graph.inputs])),
+                            hash(tuple([key(t) for t in graph.outputs]))]
         append = parts.append
         # The common shapes of node (one output, one or two inputs, at most one attribute) are
-        # keyed without a comprehension or a call each: a walk meets 100k nodes.
+        # keyed without a comprehension each: a walk meets 100k nodes.
         for node in graph.nodes:
             domain, op, attrs, inputs, outputs = (node.domain, node.op, node.attrs, node.inputs,
                                                   node.outputs)
             if len(outputs) == 1:
                 output = outputs[0]
-                output_key = known(id(output))
-                if output_key is None:
-                    if type(output) is _VARIABLE:  # new_tensor_key's first case
-                        shape = output.shape
-                        output_key = keys[id(output)] = hash((
-                            output.name, tuple(shape) if shape is not None else None, output.dtype))
-                    else:
-                        output_key = new_key(output)
-                output_keys: tuple = (output_key,)
+                if type(output) is _VARIABLE:  # key()'s first case, inline
+                    shape = output.shape
+                    output_keys: tuple = (hash((output.name,
+                                                tuple(shape) if shape is not None else None,
+                                                output.dtype)),)
+                else:
+                    output_keys = (key(output),)
             else:
-                output_keys = tuple([known(id(t)) or new_key(t) for t in outputs])
+                output_keys = tuple([key(t) for t in outputs])
             count = len(inputs)
             if count == 1:
-                first = inputs[0]
-                input_keys: tuple = (known(id(first)) or new_key(first),)
+                input_keys: tuple = (key(inputs[0]),)
             elif count == 2:
                 first, second = inputs
-                input_keys = (known(id(first)) or new_key(first),
-                              known(id(second)) or new_key(second))
+                input_keys = (key(first), key(second))
             else:
-                input_keys = tuple([known(id(t)) or new_key(t) for t in inputs])
+                input_keys = tuple([key(t) for t in inputs])
             if not attrs:
                 attr_keys: tuple = ()
             elif len(attrs) == 1:
