@@ -86,7 +86,8 @@ _VARIABLE, _NDARRAY = gs.Variable, np.ndarray
 
 
 class _Walk:
-    """One fingerprint walk: keys of the tensors met so far, by identity.
+    """One fingerprint walk: keys of the constants met so far, by identity (a variable's key is
+    cheaper to build again than to look up), and the op histogram of the nested scopes.
 
     A class rather than nested functions: mutually recursive closures form a reference cycle, which
     would keep every key of the walk alive until the cyclic collector runs."""
