@@ -89,14 +89,16 @@ class GroupedQueryAttention(Pass):
          each of the ``g`` query heads of a group meets its one key/value head, and the result is
          reshaped back to ``[B, kv*g, M, .]``. Exact: the same products and sums.
       2. One per-head projection GEMM: the head splits of the input ``x`` of a block's repeated
-         value, ``Transpose(Reshape(MatMul(x, W_i) [+ b_i], [1, S, H_i, D]), [0, 2, 1, 3])`` (a
-         piece of one merged projection split along its features counts with its columns of
-         ``W`` and ``b``, when every piece is such a head split: Phi-3's ``qkv_proj``), become
-         one ``MatMul(Unsqueeze(x, 1), W')`` with ``W' [1, sum H_i, E, D]`` holding each
-         projection's weights laid out per head (and one bias Add ``[sum H_i, 1, D]`` if any
-         had a bias), and each head split becomes a ``Slice`` of the head axis. Exact. Only at
-         batch 1 (a known 1; a per-head GEMM of a batch reads ``x`` once per head, which TensorRT
-         copies out: attention-head-layout's measurement) and for the value's own input ``x``:
+         value, ``Transpose(Reshape(MatMul(x, W_i) [+ b_i], [1, S, H_i, D]), [0, 2, 1, 3])``
+         (the Reshape's constant shape may leave ``H_i`` or ``D`` as -1, as the exporters and
+         ``view(B, S, H, -1)`` write it; a piece of one merged projection split along its
+         features counts with its columns of ``W`` and ``b``, when every piece is such a head
+         split: Phi-3's ``qkv_proj``), become one ``MatMul(Unsqueeze(x, 1), W')`` with
+         ``W' [1, sum H_i, E, D]`` holding each projection's weights laid out per head (and one
+         bias Add ``[sum H_i, 1, D]`` if any had a bias), and each head split becomes a
+         ``Slice`` of the head axis. Exact. Only at batch 1 (a known 1; a per-head GEMM of a batch
+         reads ``x`` once per head, which TensorRT copies out: attention-head-layout's
+         measurement) and for the value's own input ``x``:
          the rule exists so the context GEMM reads the shared value heads in place.
 
     Measured with TensorRT-RTX 1.7 (FP32), a Llama block (8 query heads, 2 key/value heads,
@@ -439,13 +441,12 @@ def _pieces(matmul: gs.Node, weights: np.ndarray, x_dims: tuple[int, ...], opset
         if reshape is None or reshape.op != "Reshape":
             return None
         s, width = x_dims[1], stop - start
-        target = ir.constant_ints(reshape.inputs[1])
-        if target is None or len(target) != 4:
+        # [1, S, -1, D] or [1, S, H, D] (both torch exporters) or [1, S, H, -1] (view(B, S, H, -1)):
+        # the dims the Reshape gives, whichever one it infers.
+        target = ir.reshaped(reshape, [1, s, width])
+        if target is None or len(target) != 4 or target[:2] != [1, s] or target[3] <= 0:
             return None
         head_size = target[3]
-        if head_size <= 0 or width % head_size or \
-                ir.reshaped(reshape, [1, s, width]) != [1, s, width // head_size, head_size]:
-            return None
         transpose = _sole_reader(reshape.outputs[0], outputs, members)
         if transpose is None or transpose.op != "Transpose" or \
                 tuple(int(p) for p in transpose.attrs.get("perm", ())) != _HEADS_FIRST:

@@ -834,8 +834,11 @@ def motif_grouped_attention(b: Builder, x: Value) -> Value:
                                                  b.ints([2])], (n, c, widths[role]))
                 start = stop
     split_heads = {}
+    # The head splits written three ways: the head count inferred (the query), the head size
+    # inferred (the key: view(B, S, H, -1)), both given (the value).
+    targets = {"q": [n, c, -1, size], "k": [n, c, kv, -1], "v": [n, c, kv, size]}
     for role in "qkv":
-        y = b.op("Reshape", [projected[role].name, b.ints([n, c, -1, size])],
+        y = b.op("Reshape", [projected[role].name, b.ints(targets[role])],
                  (n, c, widths[role] // size, size))
         split_heads[role] = b.op("Transpose", [y.name], _t(y.shape, [0, 2, 1, 3]), perm=[0, 2, 1, 3])
     if b.choose([False, True]):  # rotary embeddings: x cos + rotate_half(x) sin
