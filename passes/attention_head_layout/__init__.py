@@ -32,8 +32,8 @@ class AttentionHeadLayout(Pass):
     pay, see below; a block whose query has no bias gets rules 2 and 3 only, which then leave no
     bias between the merged GEMM and the attention; a block without any of the three biases is
     left alone):
-      1. Per-head weights: a head split ``Transpose(Reshape(MatMul(x, W) + b, [B, S, H, D]))`` with
-         constant ``W [E, H*D]`` and bias becomes ``MatMul(Unsqueeze(x, 1), W') + b'`` with
+      1. Per-head weights: a head split ``Transpose(Reshape(MatMul(x, W) + b, [B, S, H, D]))``
+         (``H`` or ``D`` may be written -1) with constant ``W [E, H*D]`` and bias becomes ``MatMul(Unsqueeze(x, 1), W') + b'`` with
          ``W' = W`` laid out ``[H, E, D]`` and ``b' [H, 1, D]``: the same products, written
          ``[B, H, S, D]`` by the GEMM itself. Exact. Only at batch ``B = 1`` (a known 1): a
          per-head GEMM of a batch broadcasts ``x`` over the heads, and TensorRT-RTX 1.7 copies it

@@ -321,6 +321,8 @@ def _projection(tensor: gs.Tensor, perm: tuple[int, ...], dims: dict, graph_outp
     target = [int(v) for v in shape.reshape(-1)]
     allowzero = int(reshape.attrs.get("allowzero", 0))
     head_size = target[3]
+    if head_size == -1 and target[2] > 0 and width % target[2] == 0:
+        head_size = width // target[2]  # [B, S, H, -1] (view(B, S, H, -1)): the size inferred
     if head_size <= 0 or width % head_size:
         return f"head size {head_size} does not divide {width} features"
     heads = width // head_size
