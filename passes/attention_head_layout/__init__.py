@@ -33,14 +33,15 @@ class AttentionHeadLayout(Pass):
     bias between the merged GEMM and the attention; a block without any of the three biases is
     left alone):
       1. Per-head weights: a head split ``Transpose(Reshape(MatMul(x, W) + b, [B, S, H, D]))``
-         (``H`` or ``D`` may be written -1) with constant ``W [E, H*D]`` and bias becomes ``MatMul(Unsqueeze(x, 1), W') + b'`` with
-         ``W' = W`` laid out ``[H, E, D]`` and ``b' [H, 1, D]``: the same products, written
-         ``[B, H, S, D]`` by the GEMM itself. Exact. Only at batch ``B = 1`` (a known 1): a
-         per-head GEMM of a batch broadcasts ``x`` over the heads, and TensorRT-RTX 1.7 copies it
-         out once per head (one block: 10 -> 14 engine layers at batch 2; Swin's windowed
-         attention, a batch of windows: 225 -> 239), while rules 2 and 3 alone gain nothing
-         there (10 -> 10). The projection may be written as a linear
-         layer on a flattened input, ``Reshape(Gemm(Reshape(x, [B*S, E]), W, b), [B, S, N])``
+         (``H`` or ``D`` may be written -1) with constant ``W [E, H*D]`` and bias becomes
+         ``MatMul(Unsqueeze(x, 1), W') + b'`` with ``W' = W`` laid out ``[H, E, D]`` and
+         ``b' [H, 1, D]``: the same products, written ``[B, H, S, D]`` by the GEMM itself.
+         Exact. Only at batch ``B = 1`` (a known 1): a per-head GEMM of a batch broadcasts ``x``
+         over the heads, and TensorRT-RTX 1.7 copies it out once per head (one block: 10 -> 14
+         engine layers at batch 2; Swin's windowed attention, a batch of windows: 225 -> 239),
+         while rules 2 and 3 alone gain nothing there (10 -> 10). The projection may be written
+         as a linear layer on a flattened input,
+         ``Reshape(Gemm(Reshape(x, [B*S, E]), W, b), [B, S, N])``
          (GPT-2's Conv1D, the dynamo exporter's ``addmm``; a Gemm that transposes ``A`` or scales
          is left alone), and the query, key and value may be pieces of one merged projection
          split along its features (GPT-2's ``c_attn``): each piece is the projection by its

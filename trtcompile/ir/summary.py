@@ -104,10 +104,7 @@ class _Walk:
         name, type and content. A hash rather than the tuple: a node's key holds the keys of its
         tensors, and a tuple does not keep its hash, so every node reading the tensor would hash
         its parts again."""
-        if type(tensor) is _VARIABLE:
-            shape = tensor.shape
-            key = (tensor.name, tuple(shape) if shape is not None else None, tensor.dtype)
-        elif isinstance(tensor, gs.Constant):
+        if isinstance(tensor, gs.Constant):
             # Reading a lazily loaded initializer replaces its value object; it is read here, so
             # its identity is the same before and after a pass that merely reads weights.
             values = tensor.values
@@ -118,7 +115,7 @@ class _Walk:
                     key = (tensor.name, id(values), array_key(values))
             else:
                 key = (tensor.name, id(values), array_key(np.asarray(values)))
-        else:
+        else:  # a variable (graph_key keys plain Variables itself, without remembering them)
             shape = tensor.shape
             key = (tensor.name, tuple(shape) if shape is not None else None, tensor.dtype)
         self.tensor_keys[id(tensor)] = key = hash(key)
